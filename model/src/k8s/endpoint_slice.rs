@@ -1,0 +1,170 @@
+//! `EndpointSlice` → [`SliceEndpoints`], following kube-proxy's
+//! `EndpointSliceCache`: endpoints are keyed by port *name* and protocol (that is
+//! how they match Service ports, never by number), only `addresses[0]` is used,
+//! and unset conditions take their API defaults.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
+
+use super::ip::parse_ip_sloppy;
+use super::{ConvertError, object_label, port_number, required};
+use crate::service::{Endpoint, IpFamily, Protocol, ServiceName, ServicePortName, SliceEndpoints};
+
+/// The label naming the Service that owns an EndpointSlice.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Converts an EndpointSlice; `Ok(None)` for `FQDN` slices, which kube-proxy ignores.
+///
+/// See the module docs of [`crate::k8s`] for the error policy.
+pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, ConvertError> {
+    let meta = &slice.metadata;
+    let object = object_label(
+        "endpointslice",
+        meta.namespace.as_deref(),
+        meta.name.as_deref(),
+    );
+    let namespace = required(&object, "metadata.namespace", meta.namespace.as_ref())?;
+    let slice_name = required(&object, "metadata.name", meta.name.as_ref())?;
+    let label_field = format!("metadata.labels[{SERVICE_NAME_LABEL:?}]");
+    let labels = meta.labels.as_ref();
+    let service = required(
+        &object,
+        &label_field,
+        labels.and_then(|l| l.get(SERVICE_NAME_LABEL)),
+    )?;
+    let family = match slice.address_type.as_str() {
+        "IPv4" => IpFamily::V4,
+        "IPv6" => IpFamily::V6,
+        "FQDN" => return Ok(None),
+        other => {
+            return Err(ConvertError::Invalid {
+                object,
+                field: "addressType".to_owned(),
+                value: other.to_owned(),
+                reason: "expected IPv4, IPv6 or FQDN".to_owned(),
+            });
+        }
+    };
+    let mut conv = Converter {
+        object,
+        family,
+        warnings: Vec::new(),
+    };
+    let service = ServiceName::new(namespace, service);
+    let ports = conv.ports(&service, slice.ports.as_deref().unwrap_or_default());
+    let endpoints: Vec<Endpoint> = (slice.endpoints.iter().enumerate())
+        .filter_map(|(i, ep)| conv.endpoint(i, ep))
+        .collect();
+    let mut by_port: BTreeMap<ServicePortName, Vec<Endpoint>> = BTreeMap::new();
+    for (name, number) in ports {
+        let list = by_port.entry(name).or_default();
+        list.extend(endpoints.iter().map(|ep| Endpoint {
+            port: number,
+            ..ep.clone()
+        }));
+    }
+    Ok(Some(SliceEndpoints {
+        service,
+        slice_name: slice_name.to_owned(),
+        family,
+        ports: by_port,
+        warnings: conv.warnings,
+    }))
+}
+
+struct Converter {
+    object: String,
+    family: IpFamily,
+    warnings: Vec<String>,
+}
+
+impl Converter {
+    /// Records e.g. `endpointslice ns/web-x: ports[0].port: out of range "0", skipped`.
+    fn warn(&mut self, field: &str, problem: &str, value: Option<&str>) {
+        let object = &self.object;
+        let value = value.map(|v| format!(" {v:?}")).unwrap_or_default();
+        let warning = format!("{object}: {field}: {problem}{value}, skipped");
+        self.warnings.push(warning);
+    }
+
+    /// The usable ports as (port name, number); kube-proxy skips ports with no
+    /// name or no (or zero) number.
+    fn ports(
+        &mut self,
+        service: &ServiceName,
+        ports: &[EndpointPort],
+    ) -> Vec<(ServicePortName, u16)> {
+        let mut out = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let Some(name) = port.name.as_ref() else {
+                self.warn(&format!("ports[{i}].name"), "unset", None);
+                continue;
+            };
+            let raw = port.port.unwrap_or(0);
+            let Some(number) = port_number(raw) else {
+                self.warn(
+                    &format!("ports[{i}].port"),
+                    "out of range",
+                    Some(&raw.to_string()),
+                );
+                continue;
+            };
+            let text = port.protocol.as_deref().unwrap_or("TCP");
+            let Some(protocol) = Protocol::from_api(text) else {
+                self.warn(
+                    &format!("ports[{i}].protocol"),
+                    "unknown protocol",
+                    Some(text),
+                );
+                continue;
+            };
+            out.push((
+                ServicePortName::new(service, name.clone(), protocol),
+                number,
+            ));
+        }
+        out
+    }
+
+    /// One endpoint with port 0 (set per Service port by the caller).
+    fn endpoint(&mut self, i: usize, ep: &ApiEndpoint) -> Option<Endpoint> {
+        let field = format!("endpoints[{i}].addresses[0]");
+        let Some(text) = ep.addresses.first() else {
+            self.warn(&field, "no address", None);
+            return None;
+        };
+        let Some(ip) = parse_ip_sloppy(text) else {
+            self.warn(&field, "not an ip address", Some(text));
+            return None;
+        };
+        if !self.family.contains(&ip) {
+            let problem = format!("not an {} address", self.family);
+            self.warn(&field, &problem, Some(text));
+            return None;
+        }
+        let conditions = ep.conditions.clone().unwrap_or_default();
+        let ready = conditions.ready.unwrap_or(true);
+        let hints = ep.hints.as_ref();
+        let names = |list: Option<Vec<String>>| list.into_iter().flatten().collect::<BTreeSet<_>>();
+        Some(Endpoint {
+            ip,
+            port: 0,
+            ready,
+            serving: conditions.serving.unwrap_or(ready),
+            terminating: conditions.terminating.unwrap_or(false),
+            node_name: ep.node_name.clone(),
+            zone: ep.zone.clone(),
+            zone_hints: names(
+                hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .map(|zones| zones.iter().map(|z| z.name.clone()).collect()),
+            ),
+            node_hints: names(
+                hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .map(|nodes| nodes.iter().map(|n| n.name.clone()).collect()),
+            ),
+        })
+    }
+}

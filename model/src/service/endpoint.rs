@@ -1,0 +1,144 @@
+//! Endpoints as kube-proxy's `EndpointSliceCache` sees them, and the merge of
+//! several EndpointSlices of one Service into one list per Service port.
+//!
+//! Endpoints move between slices of the same Service, so one address can show up
+//! twice while the controller shuffles them; the merge dedupes by `ip:port`
+//! exactly like the cache does, so backends never program an endpoint twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use super::names::{IpFamily, ServiceName, ServicePortName};
+
+/// One backend address of one Service port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// `addresses[0]` of the EndpointSlice endpoint (kube-proxy ignores the rest).
+    pub ip: IpAddr,
+    /// The EndpointSlice port number.
+    pub port: u16,
+    /// `conditions.ready`, nil meaning true.
+    pub ready: bool,
+    /// `conditions.serving`, nil meaning the value of `ready`.
+    pub serving: bool,
+    /// `conditions.terminating`, nil meaning false.
+    pub terminating: bool,
+    /// `nodeName`, if set.
+    pub node_name: Option<String>,
+    /// `zone`, if set.
+    pub zone: Option<String>,
+    /// `hints.forZones[].name`; empty when there are no zone hints.
+    pub zone_hints: BTreeSet<String>,
+    /// `hints.forNodes[].name`; empty when there are no node hints.
+    pub node_hints: BTreeSet<String>,
+}
+
+impl Endpoint {
+    /// A ready, serving, non-terminating endpoint with no topology.
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Self {
+            ip,
+            port,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: None,
+            zone: None,
+            zone_hints: BTreeSet::new(),
+            node_hints: BTreeSet::new(),
+        }
+    }
+
+    /// kube-proxy's `IsReady`: ready and not terminating, or the Service
+    /// publishes not-ready addresses.
+    pub fn is_ready(&self, publish_not_ready: bool) -> bool {
+        (self.ready && !self.terminating) || publish_not_ready
+    }
+
+    /// Serving and terminating: the candidates of the terminating fallback.
+    pub fn is_serving_terminating(&self) -> bool {
+        self.serving && self.terminating
+    }
+
+    /// Whether the endpoint runs on `node` (kube-proxy's `isLocal`).
+    pub fn is_local(&self, node: &str) -> bool {
+        !node.is_empty() && self.node_name.as_deref() == Some(node)
+    }
+
+    /// The socket address, `ip:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+/// `ip:port`, `[ip]:port` for IPv6: kube-proxy's `Endpoint.String()`.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr())
+    }
+}
+
+/// What one EndpointSlice contributes: its endpoints per Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoints {
+    /// The owning Service (label `kubernetes.io/service-name`).
+    pub service: ServiceName,
+    /// The EndpointSlice's own name.
+    pub slice_name: String,
+    /// `addressType`.
+    pub family: IpFamily,
+    /// Endpoints per Service port (keyed by port name and protocol).
+    pub ports: BTreeMap<ServicePortName, Vec<Endpoint>>,
+    /// Entries that were skipped, each naming the object and field.
+    pub warnings: Vec<String>,
+}
+
+/// Merges slices of one Service into sorted, deduplicated endpoints per port.
+///
+/// Slices of the other family are ignored (a proxier serves one family). When the
+/// same `ip:port` appears twice the first wins, unless a later copy is local to
+/// `local_node` (as in kube-proxy). Lists are sorted by their `ip:port` text.
+pub fn merge_slices<'a>(
+    slices: impl IntoIterator<Item = &'a SliceEndpoints>,
+    family: IpFamily,
+    local_node: Option<&str>,
+) -> BTreeMap<ServicePortName, Vec<Endpoint>> {
+    let mut sets: BTreeMap<ServicePortName, BTreeMap<String, Endpoint>> = BTreeMap::new();
+    for slice in slices.into_iter().filter(|s| s.family == family) {
+        for (port, endpoints) in &slice.ports {
+            let set = sets.entry(port.clone()).or_default();
+            for endpoint in endpoints {
+                add_endpoint(set, endpoint, local_node);
+            }
+        }
+    }
+    sets.into_iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(port, set)| (port, set.into_values().collect()))
+        .collect()
+}
+
+/// The merged endpoints of one Service port; see [`merge_slices`].
+pub fn endpoints_for<'a>(
+    slices: impl IntoIterator<Item = &'a SliceEndpoints>,
+    port: &ServicePortName,
+    family: IpFamily,
+    local_node: Option<&str>,
+) -> Vec<Endpoint> {
+    merge_slices(slices, family, local_node)
+        .remove(port)
+        .unwrap_or_default()
+}
+
+fn add_endpoint(
+    set: &mut BTreeMap<String, Endpoint>,
+    endpoint: &Endpoint,
+    local_node: Option<&str>,
+) {
+    let is_local = local_node.is_some_and(|node| endpoint.is_local(node));
+    let key = endpoint.to_string();
+    if is_local || !set.contains_key(&key) {
+        set.insert(key, endpoint.clone());
+    }
+}
