@@ -148,8 +148,14 @@ mod tests {
         assert_eq!(key.addr.to_ne_bytes(), [10, 96, 0, 10]);
         assert_eq!(key.port.to_ne_bytes(), [0, 53]);
         assert_eq!(key.socket_addr(), vip);
-        let be = Backend::new(SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080), proto::TCP);
-        assert_eq!(be.socket_addr(), SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080));
+        let be = Backend::new(
+            SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080),
+            proto::TCP,
+        );
+        assert_eq!(
+            be.socket_addr(),
+            SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080)
+        );
         assert_eq!(be.port.to_ne_bytes(), [0x1f, 0x90]);
     }
 }
