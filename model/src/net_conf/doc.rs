@@ -48,10 +48,18 @@ impl<'a> Doc<'a> {
         key: &str,
         raw: &'a RawValue,
     ) -> Result<T, NetConfError> {
-        serde_json::from_str::<T>(raw.get()).map_err(|e| NetConfError::Value {
-            location: self.location(self.offset(raw), &e),
-            key: key.to_owned(),
-            problem: message(&e),
+        serde_json::from_str::<T>(raw.get()).map_err(|e| {
+            // Inside an object or array, serde_json's position is the precise
+            // one; for a scalar it points past the value, so use its start.
+            let nested = raw.get().starts_with(['{', '[']);
+            NetConfError::Value {
+                location: match nested {
+                    true => self.location(self.offset(raw), &e),
+                    false => self.position(raw),
+                },
+                key: key.to_owned(),
+                problem: message(&e),
+            }
         })
     }
 
