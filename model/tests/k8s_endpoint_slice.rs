@@ -138,27 +138,55 @@ fn unknown_address_type_is_an_error() {
 fn merge_dedupes_by_ip_and_port_and_keeps_families_apart() {
     let v4 = load("eps-dual-stack-v4.yaml");
     let v6 = load("eps-dual-stack-v6.yaml");
-    // The same endpoint in a second slice (it is moving between slices).
-    let mut moved = v4.clone();
-    moved.slice_name = "web-v4-zzzzz".into();
     let http = port("shop", "web", "http", Protocol::Tcp);
-    for eps in moved.ports.values_mut() {
-        eps.retain(|ep| ep.ip == ip("10.244.3.9"));
-        eps[0].node_name = Some("node-x".into());
-    }
-    let slices = [v4, v6, moved];
-    let merged = merge_slices(&slices, IpFamily::V4, None);
+    // The same endpoints seen again in a second slice (moving between slices).
+    let copy = |node: &str, terminating: bool| {
+        let mut slice = v4.clone();
+        slice.slice_name = format!("web-v4-{node}");
+        for eps in slice.ports.values_mut() {
+            for ep in eps.iter_mut() {
+                ep.node_name = Some(node.to_owned());
+                ep.terminating = terminating;
+            }
+        }
+        slice
+    };
+    let slices = [v4.clone(), v6, copy("node-t", true)];
+    let merged = merge_slices(&slices, IpFamily::V4);
     assert_eq!(merged.len(), 2);
-    assert_eq!(merged[&http].len(), 3);
+    let nodes = |eps: &[Endpoint]| -> Vec<Option<String>> {
+        eps.iter().map(|ep| ep.node_name.clone()).collect()
+    };
+    let original = nodes(&v4.ports[&http]);
     assert_eq!(
-        merged[&http][2].node_name.as_deref(),
-        Some("node-c"),
-        "first wins"
+        nodes(&merged[&http]),
+        original,
+        "a terminating copy never replaces"
     );
-    // A copy local to this node wins over a remote one.
-    let local = endpoints_for(&slices, &http, IpFamily::V4, Some("node-x"));
-    assert_eq!(local[2].node_name.as_deref(), Some("node-x"));
-    let v6_eps = endpoints_for(&slices, &http, IpFamily::V6, None);
+
+    let slices = [v4.clone(), copy("node-n", false)];
+    let later = endpoints_for(&slices, &http, IpFamily::V4);
+    assert_eq!(later.len(), 3);
+    assert!(
+        later
+            .iter()
+            .all(|ep| ep.node_name.as_deref() == Some("node-n"))
+    );
+
+    let v6_eps = endpoints_for(&[load("eps-dual-stack-v6.yaml")], &http, IpFamily::V6);
     let texts: Vec<String> = v6_eps.iter().map(ToString::to_string).collect();
     assert_eq!(texts, ["[fd00:10:244:1::5]:8080"]);
+}
+
+#[test]
+fn merged_lists_are_sorted_by_text() {
+    let mut slice = load("eps-dual-stack-v4.yaml");
+    let http = port("shop", "web", "http", Protocol::Tcp);
+    slice.ports.get_mut(&http).unwrap().reverse();
+    let merged = endpoints_for([&slice], &http, IpFamily::V4);
+    let texts: Vec<String> = merged.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        texts,
+        ["10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.9:8080"]
+    );
 }

@@ -20,7 +20,9 @@ pub struct Endpoint {
     pub port: u16,
     /// `conditions.ready`, nil meaning true.
     pub ready: bool,
-    /// `conditions.serving`, nil meaning the value of `ready`.
+    /// `conditions.serving`, nil meaning the value of `ready` (the API
+    /// contract; kube-proxy's code reads nil as true, which differs only for a
+    /// hand-made slice with `ready: false` and no `serving`).
     pub serving: bool,
     /// `conditions.terminating`, nil meaning false.
     pub terminating: bool,
@@ -97,19 +99,20 @@ pub struct SliceEndpoints {
 /// Merges slices of one Service into sorted, deduplicated endpoints per port.
 ///
 /// Slices of the other family are ignored (a proxier serves one family). When the
-/// same `ip:port` appears twice the first wins, unless a later copy is local to
-/// `local_node` (as in kube-proxy). Lists are sorted by their `ip:port` text.
+/// same `ip:port` appears twice (an endpoint moving between slices, or a pod IP
+/// reused while the old pod terminates) a non-terminating copy replaces an
+/// earlier one and a terminating copy never replaces anything, as in
+/// kube-proxy's `addEndpoints`. Lists are sorted by their `ip:port` text.
 pub fn merge_slices<'a>(
     slices: impl IntoIterator<Item = &'a SliceEndpoints>,
     family: IpFamily,
-    local_node: Option<&str>,
 ) -> BTreeMap<ServicePortName, Vec<Endpoint>> {
     let mut sets: BTreeMap<ServicePortName, BTreeMap<String, Endpoint>> = BTreeMap::new();
     for slice in slices.into_iter().filter(|s| s.family == family) {
         for (port, endpoints) in &slice.ports {
             let set = sets.entry(port.clone()).or_default();
             for endpoint in endpoints {
-                add_endpoint(set, endpoint, local_node);
+                add_endpoint(set, endpoint);
             }
         }
     }
@@ -124,21 +127,15 @@ pub fn endpoints_for<'a>(
     slices: impl IntoIterator<Item = &'a SliceEndpoints>,
     port: &ServicePortName,
     family: IpFamily,
-    local_node: Option<&str>,
 ) -> Vec<Endpoint> {
-    merge_slices(slices, family, local_node)
+    merge_slices(slices, family)
         .remove(port)
         .unwrap_or_default()
 }
 
-fn add_endpoint(
-    set: &mut BTreeMap<String, Endpoint>,
-    endpoint: &Endpoint,
-    local_node: Option<&str>,
-) {
-    let is_local = local_node.is_some_and(|node| endpoint.is_local(node));
+fn add_endpoint(set: &mut BTreeMap<String, Endpoint>, endpoint: &Endpoint) {
     let key = endpoint.to_string();
-    if is_local || !set.contains_key(&key) {
+    if !endpoint.terminating || !set.contains_key(&key) {
         set.insert(key, endpoint.clone());
     }
 }
