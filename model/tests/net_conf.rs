@@ -261,3 +261,50 @@ fn read_error_names_the_file() {
         "{err}"
     );
 }
+
+mod round_trip {
+    use ipnet::{Ipv4Net, Ipv6Net};
+    use proptest::prelude::*;
+    use sluice_model::net_conf::{BackendType, NetConf};
+
+    fn arb_backend_type() -> impl Strategy<Value = BackendType> {
+        prop_oneof![Just(BackendType::Vxlan), Just(BackendType::HostGw)]
+    }
+
+    prop_compose! {
+        fn arb_conf()(
+            v4 in prop::option::of((any::<u32>(), 0u8..=32)),
+            v6 in prop::option::of((any::<u128>(), 0u8..=128)),
+            flags in any::<(bool, bool, bool)>(),
+            lens in any::<(Option<u32>, Option<u32>)>(),
+            v4_bounds in any::<(Option<u32>, Option<u32>)>(),
+            v6_bounds in any::<(Option<u128>, Option<u128>)>(),
+            backend_type in arb_backend_type(),
+            knobs in any::<(Option<u32>, Option<u16>, Option<u32>, Option<bool>)>(),
+        ) -> NetConf {
+            let mut conf = NetConf::default();
+            conf.network = v4.map(|(ip, len)| Ipv4Net::new(ip.into(), len).unwrap().trunc());
+            conf.ipv6_network = v6.map(|(ip, len)| Ipv6Net::new(ip.into(), len).unwrap().trunc());
+            (conf.enable_ipv4, conf.enable_ipv6, conf.enable_nftables) = flags;
+            (conf.subnet_len, conf.ipv6_subnet_len) = lens;
+            conf.subnet_min = v4_bounds.0.map(Into::into);
+            conf.subnet_max = v4_bounds.1.map(Into::into);
+            conf.ipv6_subnet_min = v6_bounds.0.map(Into::into);
+            conf.ipv6_subnet_max = v6_bounds.1.map(Into::into);
+            conf.backend.backend_type = backend_type;
+            (conf.backend.vni, conf.backend.port, conf.backend.mtu, conf.backend.direct_routing) = knobs;
+            conf
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_of_display_is_identity(conf in arb_conf()) {
+            let text = conf.to_string();
+            let again = NetConf::parse(&text).unwrap();
+            prop_assert_eq!(&again, &conf);
+            // Checking never panics, whatever the values.
+            let _ = again.check();
+        }
+    }
+}

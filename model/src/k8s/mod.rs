@@ -12,9 +12,11 @@
 
 mod endpoint_slice;
 mod ip;
+mod labels;
 mod service;
 
 pub use endpoint_slice::{SERVICE_NAME_LABEL, slice_endpoints};
+pub use labels::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, is_proxied, proxy_label_selector};
 pub use service::{ServicePorts, service_ports};
 
 /// An API object the model cannot use at all.
