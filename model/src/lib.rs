@@ -5,7 +5,7 @@
 //! here, once, with no I/O beyond reading and writing those files:
 //!
 //! - [`service`]: the Service model every proxy backend consumes (kube-proxy's
-//!   semantics), and [`k8s`] (feature `k8s`) to build it from API objects;
+//!   semantics), and `k8s` (feature `k8s`) to build it from API objects;
 //! - [`subnet_env`]: flannel's `/run/flannel/subnet.env`, written by the overlay
 //!   and read by the CNI plugin;
 //! - [`net_conf`]: flannel's `net-conf.json`, read by the overlay.

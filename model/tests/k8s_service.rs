@@ -174,6 +174,17 @@ fn bad_cluster_ip_is_an_error_naming_object_and_field() {
 }
 
 #[test]
+fn bad_single_cluster_ip_names_the_singular_field() {
+    let mut svc: Service = common::fixture("svc-nodeport-affinity.yaml");
+    svc.spec.as_mut().unwrap().cluster_ip = Some("10.96.7".into());
+    let err = service_ports(&svc).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "service default/api: spec.clusterIP: invalid value \"10.96.7\": not an ip address"
+    );
+}
+
+#[test]
 fn missing_namespace_is_an_error() {
     let mut svc: Service = common::fixture("svc-headless.yaml");
     svc.metadata.namespace = None;

@@ -3,7 +3,7 @@
 //! The semantics are kube-proxy's (`pkg/proxy/serviceport.go`, `endpoint.go`,
 //! `endpointslicecache.go`), copied exactly so that Sluice programs the same
 //! verdicts for the same API objects. These types are pure data: converting API
-//! objects into them lives in [`crate::k8s`] (feature `k8s`), so backends and their
+//! objects into them lives in `crate::k8s` (feature `k8s`), so backends and their
 //! tests can build them by hand.
 
 mod endpoint;

@@ -65,14 +65,17 @@ fn skipped(spec: &ServiceSpec) -> bool {
 
 /// `spec.clusterIPs` (or `spec.clusterIP` when the list is empty), primary first.
 fn cluster_ips(object: &str, spec: &ServiceSpec) -> Result<Vec<IpAddr>, ConvertError> {
-    let (field, list) = match spec.cluster_ips.as_deref() {
-        Some(list) if !list.is_empty() => ("spec.clusterIPs", list.to_vec()),
-        _ => ("spec.clusterIP", spec.cluster_ip.iter().cloned().collect()),
+    let (list, indexed) = match spec.cluster_ips.as_deref() {
+        Some(list) if !list.is_empty() => (list.to_vec(), true),
+        _ => (spec.cluster_ip.iter().cloned().collect(), false),
     };
     let parse = |(i, text): (usize, &String)| {
         parse_ip_sloppy(text).ok_or_else(|| ConvertError::Invalid {
             object: object.to_owned(),
-            field: format!("{field}[{i}]"),
+            field: match indexed {
+                true => format!("spec.clusterIPs[{i}]"),
+                false => "spec.clusterIP".to_owned(),
+            },
             value: text.clone(),
             reason: "not an ip address".to_owned(),
         })
