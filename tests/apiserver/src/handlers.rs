@@ -1,0 +1,220 @@
+//! The verbs on resource URLs: get, list, watch, create, update, patch, delete.
+//!
+//! Query parameters are read the way kube and kubectl send them; `limit` is ignored (lists
+//! are never paginated and carry no `continue` token), which both clients accept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Query;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::patch;
+use crate::router::{ResourcePath, json_response};
+use crate::selectors::{FieldSelector, LabelSelector, Selectors};
+use crate::shared::Shared;
+use crate::table;
+use crate::watch::{self, WatchRequest};
+
+type Params = HashMap<String, String>;
+
+/// Serves one request on a resource URL.
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &ResourcePath,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let Query(params): Query<Params> = Query::try_from_uri(uri)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?;
+    let status_only = match path.subresource.as_deref() {
+        None => false,
+        Some("status") if path.resource.has_status => true,
+        Some(other) => {
+            return Err(ApiError::not_found(
+                &format!("{}/{other}", path.resource.plural),
+                path.name.as_deref().unwrap_or(""),
+            ));
+        }
+    };
+    let ns = path.namespace.clone().unwrap_or_default();
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(name) = path.name.as_deref() else {
+        return collection(shared, method, path, &params, header("accept"), body);
+    };
+    if path.resource.namespaced && path.namespace.is_none() {
+        return Err(ApiError::not_found(path.resource.plural, name));
+    }
+    let res = path.resource;
+    let obj = match *method {
+        Method::GET => shared.read().get(res, &ns, name)?,
+        Method::PUT => {
+            shared.write(|s| s.update(res, &ns, name, parse_body(body)?, status_only))?
+        }
+        Method::PATCH => {
+            let ct = header("content-type");
+            shared.write(|s| {
+                let mut doc = s.get(res, &ns, name)?;
+                patch::apply(&mut doc, ct, body)?;
+                s.update(res, &ns, name, doc, status_only)
+            })?
+        }
+        Method::DELETE => shared.write(|s| s.delete(res, &ns, name))?,
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    if *method == Method::GET && table::wanted(header("accept")) {
+        let rv = shared.read().resource_version();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(res, &[obj], rv),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+fn collection(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &ResourcePath,
+    params: &Params,
+    accept: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let res = path.resource;
+    let sel = selectors(params)?;
+    match (method, path.namespace.as_deref()) {
+        (&Method::GET, ns) if is_true(params.get("watch")) => {
+            Ok(watch_response(shared, path, ns, sel, params)?)
+        }
+        (&Method::GET, ns) => {
+            let (items, rv) = {
+                let store = shared.read();
+                check_exact(params, store.history().oldest())?;
+                (store.list(res, ns, &sel), store.resource_version())
+            };
+            if table::wanted(accept) {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(res, &items, rv),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &list_doc(path, items, rv)))
+        }
+        (&Method::POST, Some(ns)) => {
+            let obj = shared.write(|s| s.create(res, ns, parse_body(body)?))?;
+            Ok(json_response(StatusCode::CREATED, &obj))
+        }
+        (&Method::POST, None) if !res.namespaced => {
+            let obj = shared.write(|s| s.create(res, "", parse_body(body)?))?;
+            Ok(json_response(StatusCode::CREATED, &obj))
+        }
+        (&Method::DELETE, ns) if ns.is_some() || !res.namespaced => {
+            let (items, rv) = shared.write(|s| {
+                let doomed = s.list(res, ns, &sel);
+                let gone: Vec<Value> = doomed
+                    .iter()
+                    .filter_map(|o| {
+                        s.delete(
+                            res,
+                            crate::meta::meta_str(o, "namespace"),
+                            crate::meta::meta_str(o, "name"),
+                        )
+                        .ok()
+                    })
+                    .collect();
+                (gone, s.resource_version())
+            });
+            Ok(json_response(StatusCode::OK, &list_doc(path, items, rv)))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn list_doc(path: &ResourcePath, items: Vec<Value>, rv: u64) -> Value {
+    json!({
+        "kind": format!("{}List", path.resource.kind),
+        "apiVersion": path.resource.api_version(),
+        "metadata": { "resourceVersion": rv.to_string() },
+        "items": items,
+    })
+}
+
+/// `resourceVersionMatch=Exact` for a forgotten version is 410, as from a compacted etcd.
+fn check_exact(params: &Params, oldest: u64) -> Result<(), ApiError> {
+    if params.get("resourceVersionMatch").map(String::as_str) != Some("Exact") {
+        return Ok(());
+    }
+    let rv = parse_rv(params.get("resourceVersion"))?.unwrap_or(0);
+    if rv < oldest {
+        return Err(ApiError::Expired {
+            requested: rv,
+            oldest,
+        });
+    }
+    Ok(())
+}
+
+fn watch_response(
+    shared: &Arc<Shared>,
+    path: &ResourcePath,
+    ns: Option<&str>,
+    selectors: Selectors,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let timeout = params
+        .get("timeoutSeconds")
+        .map(|t| {
+            t.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))
+        })
+        .transpose()?
+        .map(Duration::from_secs);
+    let req = WatchRequest {
+        resource: path.resource,
+        namespace: ns.map(str::to_owned),
+        selectors,
+        since: parse_rv(params.get("resourceVersion"))?.filter(|rv| *rv != 0),
+        timeout,
+        bookmarks: is_true(params.get("allowWatchBookmarks")),
+        initial_events: is_true(params.get("sendInitialEvents")),
+    };
+    let body: Body = watch::start(Arc::clone(shared), req);
+    Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
+}
+
+fn selectors(params: &Params) -> Result<Selectors, ApiError> {
+    let bad = |e: crate::selectors::SelectorError| ApiError::BadRequest(e.to_string());
+    Ok(Selectors {
+        labels: LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(bad)?,
+        fields: FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))
+            .map_err(bad)?,
+    })
+}
+
+fn parse_rv(raw: Option<&String>) -> Result<Option<u64>, ApiError> {
+    match raw.map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("invalid resource version {s:?}"))),
+    }
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    matches!(v.map(String::as_str), Some("true" | "1"))
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice(body))
+        .map_err(|e| ApiError::BadRequest(format!("unable to decode the request body: {e}")))
+}
