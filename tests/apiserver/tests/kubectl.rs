@@ -1,0 +1,207 @@
+//! kubectl against the server: discovery, Table output, create/get/delete.
+//!
+//! kubectl runs with a temporary kubeconfig, HOME and cache directory so nothing is written to
+//! the real home directory.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use sluice_test_apiserver::TestApiServer;
+use tempfile::TempDir;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Kubectl {
+    server: TestApiServer,
+    dir: TempDir,
+}
+
+impl Kubectl {
+    fn new() -> Self {
+        let server = TestApiServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        server
+            .write_kubeconfig(dir.path().join("kubeconfig"))
+            .unwrap();
+        Self { server, dir }
+    }
+
+    /// Runs kubectl; returns stdout, failing the test (with stderr) on a non-zero exit.
+    fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args);
+        assert!(ok, "kubectl {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let dir = self.dir.path();
+        let output = Command::new(KUBECTL)
+            .args(args)
+            .args(["--request-timeout", "10s"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("KUBECONFIG", dir.join("kubeconfig"))
+            .env("HOME", dir)
+            .env("KUBECACHEDIR", dir.join("cache"))
+            .current_dir(dir)
+            .output()
+            .expect("run kubectl");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+fn has_kubectl() -> bool {
+    Path::new(KUBECTL).exists()
+}
+
+const SERVICE_YAML: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  type: NodePort
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+";
+
+#[test]
+fn kubectl_creates_gets_and_deletes_services() {
+    if !has_kubectl() {
+        eprintln!("skipping: {KUBECTL} not installed");
+        return;
+    }
+    let k = Kubectl::new();
+    let empty = k.run(&["get", "services", "-A"]);
+    assert!(empty.trim().is_empty(), "no services yet: {empty:?}");
+
+    let file = k.write("service.yaml", SERVICE_YAML);
+    let created = k.run(&["create", "-f", &file, "--validate=false"]);
+    assert_eq!(created.trim(), "service/web created");
+
+    let table = k.run(&["get", "services", "-A"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAMESPACE",
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        [
+            "default",
+            "web",
+            "NodePort",
+            "10.96.0.2",
+            "<none>",
+            "80:30000/TCP"
+        ]
+    );
+
+    let json_out: Value =
+        serde_json::from_str(&k.run(&["get", "svc", "web", "-o", "json"])).unwrap();
+    assert_eq!(json_out["kind"], "Service");
+    assert_eq!(json_out["spec"]["clusterIPs"], json!(["10.96.0.2"]));
+    assert_eq!(json_out["spec"]["ports"][0]["nodePort"], 30000);
+    assert_eq!(
+        k.server.get("services", "default", "web").unwrap()["metadata"]["uid"],
+        json_out["metadata"]["uid"]
+    );
+
+    let deleted = k.run(&["delete", "service", "web"]);
+    assert_eq!(deleted.trim(), "service \"web\" deleted");
+    assert!(k.server.list("services").unwrap().is_empty());
+    let (ok, _, err) = k.try_run(&["get", "svc", "web"]);
+    assert!(
+        !ok && err.contains("NotFound") && err.contains("\"web\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kubectl_lists_nodes_and_endpointslices() {
+    if !has_kubectl() {
+        eprintln!("skipping: {KUBECTL} not installed");
+        return;
+    }
+    let k = Kubectl::new();
+    k.server
+        .create(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+        .unwrap();
+    k.server
+        .create(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-abc", "namespace": "prod",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.1.5"]}, {"addresses": ["10.244.2.7"]}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]}),
+        )
+        .unwrap();
+
+    let nodes = k.run(&["get", "nodes"]);
+    let lines: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][..3], ["NAME", "STATUS", "ROLES"]);
+    assert_eq!(lines[1][..3], ["node-1", "Ready", "<none>"]);
+
+    let slices = k.run(&["get", "endpointslices", "-A"]);
+    let lines: Vec<Vec<&str>> = slices
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0][..5],
+        ["NAMESPACE", "NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"]
+    );
+    assert_eq!(
+        lines[1][..5],
+        ["prod", "web-abc", "IPv4", "8080", "10.244.1.5,10.244.2.7"]
+    );
+
+    let by_label = k.run(&[
+        "get",
+        "endpointslices",
+        "-n",
+        "prod",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(by_label.trim(), "endpointslice.discovery.k8s.io/web-abc");
+    let namespaces = k.run(&["get", "ns", "-o", "name"]);
+    assert!(namespaces.contains("namespace/kube-system"), "{namespaces}");
+}
