@@ -77,6 +77,7 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": r.kind,
             "verbs": r.verbs,
             "shortNames": r.short_names,
+            "categories": r.categories,
         }));
         if r.has_status {
             resources.push(json!({

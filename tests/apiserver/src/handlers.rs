@@ -47,7 +47,14 @@ pub(crate) fn handle(
     let ns = path.namespace.clone().unwrap_or_default();
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(name) = path.name.as_deref() else {
-        return collection(shared, method, path, &params, header("accept"), body);
+        let req = Req {
+            method,
+            params: &params,
+            accept: header("accept"),
+            content_type: header("content-type"),
+            body,
+        };
+        return collection(shared, path, &req);
     };
     if path.resource.namespaced && path.namespace.is_none() {
         return Err(ApiError::not_found(path.resource.plural, name));
@@ -55,9 +62,15 @@ pub(crate) fn handle(
     let res = path.resource;
     let obj = match *method {
         Method::GET => shared.read().get(res, &ns, name)?,
-        Method::PUT => {
-            shared.write(|s| s.update(res, &ns, name, parse_body(body)?, status_only))?
-        }
+        Method::PUT => shared.write(|s| {
+            s.update(
+                res,
+                &ns,
+                name,
+                parse_body(body, header("content-type"))?,
+                status_only,
+            )
+        })?,
         Method::PATCH => {
             let ct = header("content-type");
             shared.write(|s| {
@@ -79,19 +92,26 @@ pub(crate) fn handle(
     Ok(json_response(StatusCode::OK, &obj))
 }
 
+/// A request on a collection URL.
+struct Req<'a> {
+    method: &'a Method,
+    params: &'a Params,
+    accept: &'a str,
+    content_type: &'a str,
+    body: &'a Bytes,
+}
+
 fn collection(
     shared: &Arc<Shared>,
-    method: &Method,
     path: &ResourcePath,
-    params: &Params,
-    accept: &str,
-    body: &Bytes,
+    req: &Req<'_>,
 ) -> Result<Response, ApiError> {
+    let (method, params, accept) = (req.method, req.params, req.accept);
     let res = path.resource;
     let sel = selectors(params)?;
     match (method, path.namespace.as_deref()) {
         (&Method::GET, ns) if is_true(params.get("watch")) => {
-            Ok(watch_response(shared, path, ns, sel, params)?)
+            Ok(watch_response(shared, path, ns, sel, req)?)
         }
         (&Method::GET, ns) => {
             let (items, rv) = {
@@ -108,11 +128,13 @@ fn collection(
             Ok(json_response(StatusCode::OK, &list_doc(path, items, rv)))
         }
         (&Method::POST, Some(ns)) => {
-            let obj = shared.write(|s| s.create(res, ns, parse_body(body)?))?;
+            let obj =
+                shared.write(|s| s.create(res, ns, parse_body(req.body, req.content_type)?))?;
             Ok(json_response(StatusCode::CREATED, &obj))
         }
         (&Method::POST, None) if !res.namespaced => {
-            let obj = shared.write(|s| s.create(res, "", parse_body(body)?))?;
+            let obj =
+                shared.write(|s| s.create(res, "", parse_body(req.body, req.content_type)?))?;
             Ok(json_response(StatusCode::CREATED, &obj))
         }
         (&Method::DELETE, ns) if ns.is_some() || !res.namespaced => {
@@ -166,8 +188,9 @@ fn watch_response(
     path: &ResourcePath,
     ns: Option<&str>,
     selectors: Selectors,
-    params: &Params,
+    req: &Req<'_>,
 ) -> Result<Response, ApiError> {
+    let params = req.params;
     let timeout = params
         .get("timeoutSeconds")
         .map(|t| {
@@ -184,6 +207,7 @@ fn watch_response(
         timeout,
         bookmarks: is_true(params.get("allowWatchBookmarks")),
         initial_events: is_true(params.get("sendInitialEvents")),
+        table: table::wanted(req.accept),
     };
     let body: Body = watch::start(Arc::clone(shared), req);
     Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
@@ -213,7 +237,13 @@ fn is_true(v: Option<&String>) -> bool {
     matches!(v.map(String::as_str), Some("true" | "1"))
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+/// Decodes a JSON (or YAML) body; protobuf and CBOR are refused with 415.
+fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+        )));
+    }
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| ApiError::BadRequest(format!("unable to decode the request body: {e}")))

@@ -12,7 +12,12 @@
 //!   the history is refused, with 410, for `resourceVersionMatch=Exact`);
 //! - no admission, validation, authentication, finalizers or garbage collection; namespaces
 //!   need not exist (`default`, `kube-system`, `kube-public` and `kube-node-lease` are created);
-//! - server-side apply is refused with 415;
+//! - server-side apply is refused with 415, and so are protobuf and CBOR bodies: kubectl's
+//!   typed generators (`kubectl create service ...`) send protobuf and fail; `kubectl create -f`
+//!   and `kubectl apply -f` send JSON and work;
+//! - watches are served on collection URLs only (`?watch=true`), not on single-object URLs;
+//! - `/openapi/v2` and `/openapi/v3` are 404 (kubectl needs `--validate=false`, and `explain`
+//!   does not work);
 //! - the `kubernetes` Service is not created, but its address (the CIDR's first host) is
 //!   reserved, so the first allocated ClusterIP is the CIDR's second host (`10.96.0.2`).
 //!
@@ -43,12 +48,14 @@ mod resources;
 mod router;
 mod selectors;
 mod server;
+mod service_defaults;
 mod services;
 mod shared;
 mod store;
 mod strategic;
 mod table;
 mod test_server;
+mod update;
 mod watch;
 
 pub use allocators::AllocError;

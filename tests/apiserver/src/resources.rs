@@ -37,62 +37,21 @@ pub struct Resource {
     pub verbs: &'static [&'static str],
     /// Whether a `/status` subresource exists.
     pub has_status: bool,
+    /// Discovery categories (`all` makes `kubectl get all` include the kind).
+    pub categories: &'static [&'static str],
 }
 
-/// Every kind this server serves.
+/// Every kind this server serves: group, version, plural, singular, kind, namespaced, short
+/// names, has `/status`.
+#[rustfmt::skip]
 pub const RESOURCES: &[Resource] = &[
-    res(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        true,
-    ),
+    res("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], true),
     res("", "v1", "nodes", "node", "Node", false, &["no"], true),
-    res(
-        "",
-        "v1",
-        "services",
-        "service",
-        "Service",
-        true,
-        &["svc"],
-        true,
-    ),
-    res("", "v1", "pods", "pod", "Pod", true, &["po"], true),
-    res(
-        "",
-        "v1",
-        "endpoints",
-        "endpoints",
-        "Endpoints",
-        true,
-        &["ep"],
-        false,
-    ),
-    res(
-        "",
-        "v1",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        &["cm"],
-        false,
-    ),
-    res(
-        "discovery.k8s.io",
-        "v1",
-        "endpointslices",
-        "endpointslice",
-        "EndpointSlice",
-        true,
-        &[],
-        false,
-    ),
+    res("", "v1", "services", "service", "Service", true, &["svc"], true).in_all(),
+    res("", "v1", "pods", "pod", "Pod", true, &["po"], true).in_all(),
+    res("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], false),
+    res("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
+    res("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false),
 ];
 
 #[expect(
@@ -119,10 +78,17 @@ const fn res(
         short_names,
         verbs: ALL_VERBS,
         has_status,
+        categories: &[],
     }
 }
 
 impl Resource {
+    /// Puts the kind in the `all` category.
+    const fn in_all(mut self) -> Self {
+        self.categories = &["all"];
+        self
+    }
+
     /// `apiVersion` of objects of this kind (`v1`, `discovery.k8s.io/v1`).
     #[must_use]
     pub fn api_version(&self) -> String {

@@ -40,6 +40,8 @@ pub(crate) struct WatchRequest {
     pub(crate) bookmarks: bool,
     /// `sendInitialEvents`.
     pub(crate) initial_events: bool,
+    /// Objects are sent as one-row `Table`s (kubectl `get --watch`).
+    pub(crate) table: bool,
 }
 
 /// Starts a watch task and returns the streaming response body.
@@ -127,7 +129,7 @@ impl Watch {
             Ok(initial) => initial,
         };
         for obj in initial {
-            self.send(line("ADDED", &obj)).await?;
+            self.send_object("ADDED", &obj).await?;
         }
         if self.req.initial_events {
             self.bookmark(true).await?;
@@ -166,7 +168,7 @@ impl Watch {
             (Ok(events), rv) => {
                 for e in events {
                     if let Some((kind, obj)) = self.translate(&e) {
-                        self.send(line(kind, obj)).await?;
+                        self.send_object(kind, obj).await?;
                     }
                 }
                 self.pos = rv;
@@ -215,6 +217,15 @@ impl Watch {
             "metadata": meta,
         });
         self.send(line("BOOKMARK", &obj)).await
+    }
+
+    async fn send_object(&mut self, kind: &str, obj: &Value) -> Result<(), End> {
+        if !self.req.table {
+            return self.send(line(kind, obj)).await;
+        }
+        let rv = meta_str(obj, "resourceVersion").parse().unwrap_or(self.pos);
+        let table = crate::table::table(self.req.resource, std::slice::from_ref(obj), rv);
+        self.send(line(kind, &table)).await
     }
 
     async fn send_error(&mut self, e: &ApiError) -> Result<(), End> {
