@@ -101,6 +101,7 @@ fn server_state(server: &TestApiServer) -> BTreeMap<String, String> {
 /// Runs a reflector in the background; returns its store and a count of 410 errors seen.
 fn spawn_reflector(
     client: kube::Client,
+    config: watcher::Config,
 ) -> (
     reflector::Store<Service>,
     tokio::sync::watch::Receiver<usize>,
@@ -109,7 +110,7 @@ fn spawn_reflector(
     let (gone_tx, gone_rx) = tokio::sync::watch::channel(0_usize);
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(Api::<Service>::all(client), watcher::Config::default()),
+        watcher::watcher(Api::<Service>::all(client), config),
     );
     tokio::spawn(async move {
         let mut stream = stream.boxed();
@@ -146,7 +147,7 @@ async fn reflector_relists_after_compaction_during_a_stalled_watch() {
     for name in ["a", "b", "c"] {
         api.create(&pp, &service(name, name)).await.unwrap();
     }
-    let (reader, mut gone) = spawn_reflector(client);
+    let (reader, mut gone) = spawn_reflector(client, watcher::Config::default());
     tokio::time::timeout(Duration::from_secs(5), reader.wait_until_ready())
         .await
         .unwrap()
@@ -197,7 +198,7 @@ async fn reflector_relists_when_the_bounded_history_overflows() {
     api.create(&PostParams::default(), &service("keep", "x"))
         .await
         .unwrap();
-    let (reader, mut gone) = spawn_reflector(client);
+    let (reader, mut gone) = spawn_reflector(client, watcher::Config::default());
     tokio::time::timeout(Duration::from_secs(5), reader.wait_until_ready())
         .await
         .unwrap()
@@ -293,4 +294,32 @@ async fn raw_watch_gets_expired_error_bookmarks_and_timeouts() {
         started.elapsed() < Duration::from_secs(2),
         "timeoutSeconds=1 ends the stream"
     );
+}
+
+#[tokio::test]
+async fn reflector_relists_when_a_timed_out_watch_resumes_from_a_compacted_version() {
+    let server = TestApiServer::start();
+    let client = client(&server).await;
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    api.create(&pp, &service("a", "a")).await.unwrap();
+    // timeoutSeconds=1: the server ends each watch after a second and kube resumes it.
+    let (reader, mut gone) = spawn_reflector(client, watcher::Config::default().timeout(1));
+    tokio::time::timeout(Duration::from_secs(5), reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+
+    server.pause_watches();
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    api.create(&pp, &service("b", "b")).await.unwrap();
+    server.compact();
+    tokio::time::timeout(Duration::from_secs(5), gone.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    server.resume_watches();
+    assert_store_matches(&server, &reader).await;
+    let names: Vec<String> = reader.state().iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, ["b"]);
 }
