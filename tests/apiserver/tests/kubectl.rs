@@ -34,17 +34,24 @@ impl Kubectl {
         out
     }
 
-    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+    fn command(&self, args: &[&str]) -> Command {
         let dir = self.dir.path();
-        let output = Command::new(KUBECTL)
+        let mut command = Command::new(KUBECTL);
+        command
             .args(args)
-            .args(["--request-timeout", "10s"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("KUBECONFIG", dir.join("kubeconfig"))
             .env("HOME", dir)
             .env("KUBECACHEDIR", dir.join("cache"))
-            .current_dir(dir)
+            .current_dir(dir);
+        command
+    }
+
+    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let output = self
+            .command(args)
+            .args(["--request-timeout", "10s"])
             .output()
             .expect("run kubectl");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -204,4 +211,64 @@ fn kubectl_lists_nodes_and_endpointslices() {
     assert_eq!(by_label.trim(), "endpointslice.discovery.k8s.io/web-abc");
     let namespaces = k.run(&["get", "ns", "-o", "name"]);
     assert!(namespaces.contains("namespace/kube-system"), "{namespaces}");
+}
+
+#[test]
+fn kubectl_get_watch_prints_rows_for_changes() {
+    if !has_kubectl() {
+        eprintln!("skipping: {KUBECTL} not installed");
+        return;
+    }
+    let k = Kubectl::new();
+    let svc = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 8080}]}})
+    };
+    k.server.create(svc("early")).unwrap();
+    let mut child = KillOnDrop(
+        k.command(&["get", "services", "--watch", "--output-watch-events"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl get --watch"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |want: &[&str]| loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("kubectl output");
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.len() >= want.len() && cells[..want.len()] == *want {
+            break;
+        }
+    };
+    // Once the listed row is printed, the watch resumes from the list's version: later
+    // changes cannot be missed however long kubectl takes to connect.
+    wait_for(&["ADDED", "early"]);
+    k.server.create(svc("late")).unwrap();
+    k.server.delete("services", "default", "late").unwrap();
+    wait_for(&[
+        "ADDED",
+        "late",
+        "ClusterIP",
+        "10.96.0.3",
+        "<none>",
+        "8080/TCP",
+    ]);
+    wait_for(&["DELETED", "late"]);
+}
+
+/// Ends the spawned kubectl (by its own handle) even when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
