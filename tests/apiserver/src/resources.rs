@@ -51,7 +51,9 @@ pub const RESOURCES: &[Resource] = &[
     res("", "v1", "pods", "pod", "Pod", true, &["po"], true).in_all(),
     res("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], false),
     res("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
+    res("", "v1", "events", "event", "Event", true, &["ev"], false),
     res("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false),
+    res("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], false),
 ];
 
 #[expect(
@@ -115,10 +117,17 @@ impl Resource {
             .find(|r| r.kind == kind && r.api_version() == api_version)
     }
 
-    /// Looks a kind up by its plural name alone (core group first).
+    /// Looks a kind up by plural name (`services`, core group first) or by plural and group
+    /// (`events.events.k8s.io`), as kubectl spells resources.
     #[must_use]
     pub fn by_plural(plural: &str) -> Option<&'static Resource> {
-        RESOURCES.iter().find(|r| r.plural == plural)
+        if let Some(found) = RESOURCES.iter().find(|r| r.plural == plural) {
+            return Some(found);
+        }
+        let (plural, group) = plural.split_once('.')?;
+        RESOURCES
+            .iter()
+            .find(|r| r.plural == plural && r.group == group)
     }
 }
 
@@ -134,4 +143,28 @@ pub(crate) fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        assert_eq!(Resource::by_plural("events").map(|r| r.group), Some(""));
+        let ev = Resource::by_plural("events.events.k8s.io").unwrap();
+        assert_eq!(ev.api_version(), "events.k8s.io/v1");
+        assert_eq!(
+            Resource::by_kind("discovery.k8s.io/v1", "EndpointSlice").map(|r| r.plural),
+            Some("endpointslices")
+        );
+        assert!(Resource::find("", "v1", "endpointslices").is_none());
+        assert_eq!(
+            groups(),
+            vec![
+                ("discovery.k8s.io", vec!["v1"]),
+                ("events.k8s.io", vec!["v1"])
+            ]
+        );
+    }
 }

@@ -124,7 +124,7 @@ impl TestApiServer {
         self.shared.write(|s| s.update(res, &ns, &name, obj, true))
     }
 
-    /// One object by plural (`services`), namespace (`""` for cluster-scoped) and name.
+    /// One object by plural (`services`, or `events.events.k8s.io` for a non-core group), namespace (`""` for cluster-scoped) and name.
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let res = by_plural(plural)?;
         self.shared.read().get(res, namespace, name)
