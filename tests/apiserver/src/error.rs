@@ -19,6 +19,9 @@ pub enum ApiError {
         /// Object name.
         name: String,
     },
+    /// A URL that names no served resource (`/openapi/v2`, unknown groups).
+    #[error("the server could not find the requested resource")]
+    UnknownPath,
     /// A create for a name that is taken.
     #[error("{plural} \"{name}\" already exists")]
     AlreadyExists {
@@ -72,7 +75,7 @@ impl ApiError {
     #[must_use]
     pub fn code(&self) -> u16 {
         match self {
-            Self::NotFound { .. } => 404,
+            Self::NotFound { .. } | Self::UnknownPath => 404,
             Self::AlreadyExists { .. } | Self::Conflict { .. } => 409,
             Self::BadRequest(_) => 400,
             Self::Invalid(_) => 422,
@@ -86,7 +89,7 @@ impl ApiError {
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } => "NotFound",
+            Self::NotFound { .. } | Self::UnknownPath => "NotFound",
             Self::AlreadyExists { .. } => "AlreadyExists",
             Self::Conflict { .. } => "Conflict",
             Self::BadRequest(_) => "BadRequest",

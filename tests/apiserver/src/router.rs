@@ -59,7 +59,7 @@ async fn dispatch(
         Some(_) => Err(ApiError::MethodNotAllowed),
         None => match parse_path(uri.path()) {
             Some(path) => handlers::handle(&shared, &method, &path, &uri, &headers, &body),
-            None => Err(ApiError::not_found("", uri.path())),
+            None => Err(ApiError::UnknownPath),
         },
     };
     let response = response.unwrap_or_else(IntoResponse::into_response);

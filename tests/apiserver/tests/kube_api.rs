@@ -238,3 +238,30 @@ async fn selectors_generate_name_and_endpointslices() {
         .unwrap();
     assert_eq!(ns_field.items.len(), 1);
 }
+
+#[tokio::test]
+async fn discovery_version_and_unknown_paths() {
+    let server = TestApiServer::start();
+    let client = client(&server).await;
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
+    let groups = client.list_api_groups().await.unwrap();
+    let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["discovery.k8s.io", "events.k8s.io"]);
+    let core = client.list_core_api_resources("v1").await.unwrap();
+    let svc = core
+        .resources
+        .iter()
+        .find(|r| r.name == "services")
+        .unwrap();
+    assert_eq!(svc.short_names.as_deref(), Some(&["svc".to_owned()][..]));
+    assert!(core.resources.iter().any(|r| r.name == "nodes/status"));
+    let request = axum::http::Request::get("/openapi/v2")
+        .body(Vec::new())
+        .unwrap();
+    let (code, reason) = api_code(client.request_text(request).await);
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+}
