@@ -31,6 +31,7 @@ pub(crate) fn run(report: &mut Report) {
     });
     if let Some(w) = &world {
         traffic_checks(report, w);
+        crate::api::checks(report, &w.pods[0], &[&w.pods[2], &w.pods[3]]);
     }
     let names: Vec<String> = world.iter().flat_map(namespaces).collect();
     report.check("etcd on loopback: healthy, put/get a lease", etcd_check);

@@ -6,6 +6,7 @@
 //! afterwards. It is the closest real thing to the lab until the daemons exist, and it
 //! exits non-zero if any check fails. Needs root.
 
+mod api;
 mod checks;
 mod report;
 
