@@ -1,0 +1,18 @@
+//! `sluice-overlay`: flannel's overlay, rebuilt as a level-triggered reconciler.
+//!
+//! flannel turns lease events into kernel add/remove calls and forgets them; anything that
+//! deletes a route, a neighbour or the device afterwards stays broken. Sluice keeps the data
+//! flow one way instead — leases ([`lease`]) → desired kernel state ([`desired`], pure) →
+//! a plan against what netlink reports ([`plan`], pure) → apply — so every reconcile repairs
+//! whatever drifted. The wire formats (etcd lease JSON, node annotations, subnet.env) are
+//! flannel's, so Sluice and flannel nodes can be peers.
+
+pub mod desired;
+pub mod lease;
+pub mod mac;
+pub mod plan;
+
+pub use desired::{Computed, Desired, NextHop, Params, compute};
+pub use lease::{AnnotationKeys, Lease, LeaseAttrs, LeaseError, VxlanData};
+pub use mac::Mac;
+pub use plan::Plan;
