@@ -7,9 +7,11 @@
 //! whatever drifted. The wire formats (etcd lease JSON, node annotations, subnet.env) are
 //! flannel's, so Sluice and flannel nodes can be peers.
 
+pub mod allocate;
 pub mod desired;
 pub mod lease;
 pub mod mac;
+pub mod node_lease;
 pub mod plan;
 
 pub use desired::{Computed, Desired, NextHop, Params, compute};
