@@ -11,6 +11,7 @@ pub mod allocate;
 pub mod desired;
 pub mod lease;
 pub mod mac;
+pub mod masq;
 pub mod node_lease;
 pub mod plan;
 
