@@ -9,6 +9,7 @@
 
 pub mod allocate;
 pub mod desired;
+pub mod kube_mgr;
 pub mod lease;
 pub mod mac;
 pub mod masq;
