@@ -9,6 +9,8 @@
 
 pub mod allocate;
 pub mod desired;
+pub mod etcd_mgr;
+mod etcd_watch;
 pub mod kube_mgr;
 pub mod lease;
 pub mod mac;

@@ -1,0 +1,257 @@
+//! The etcd subnet manager, on flannel's key layout so Sluice and flannel nodes share one
+//! etcd: `<prefix>/config` holds net-conf.json, `<prefix>/subnets/<a.b.c.d>-<len>` one lease
+//! JSON per node, attached to an etcd lease with a TTL (24 h by default) that the node
+//! renews. A node that stops renewing disappears from its peers when the TTL runs out.
+//!
+//! Acquisition is a create-if-absent transaction, retried when another node wins the race;
+//! peers are handed out as complete sets (listed, then kept current by a prefix watch, and
+//! re-listed whenever the watch is lost or compacted), so the reconciler never acts on a
+//! partial view.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use futures::Stream;
+use ipnet::Ipv4Net;
+use sluice_model::net_conf::{NetConf, NetConfError, SubnetRange};
+
+use crate::allocate::{self, AllocateError, Origin};
+use crate::lease::{Lease, LeaseAttrs, subnet_key};
+
+/// flannel's default key prefix.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
+/// flannel's lease TTL.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often acquisition retries after losing a race (flannel's `raceRetries`).
+const RACE_RETRIES: usize = 10;
+
+/// What can go wrong with leases in etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdMgrError {
+    /// etcd did not answer or refused.
+    #[error("etcd {op}: {source}")]
+    Etcd {
+        /// What was attempted.
+        op: String,
+        /// The client error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// `<prefix>/config` is missing.
+    #[error("etcd {0}: no network configuration")]
+    NoConfig(String),
+    /// `<prefix>/config` is not valid net-conf JSON.
+    #[error("etcd {key}: {source}")]
+    Config {
+        /// The key.
+        key: String,
+        /// The parse error.
+        #[source]
+        source: NetConfError,
+    },
+    /// No subnet is free.
+    #[error(transparent)]
+    Allocate(#[from] AllocateError),
+    /// The peer watch ended or was compacted; the caller re-lists.
+    #[error("etcd watch of {0} lost")]
+    WatchLost(String),
+    /// Other nodes kept winning the race for free subnets.
+    #[error("lost the race for a free subnet {0} times")]
+    Raced(usize),
+}
+
+/// A lease this node holds in etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The lease as peers see it.
+    pub lease: Lease,
+    /// The etcd lease that keeps it alive.
+    pub etcd_lease: i64,
+    /// Where the subnet came from.
+    pub origin: Origin,
+}
+
+/// Leases through etcd.
+#[derive(Clone)]
+pub struct EtcdSubnetManager {
+    client: Client,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl EtcdSubnetManager {
+    /// Connects to `endpoints` (e.g. `http://127.0.0.1:2379`).
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Self, EtcdMgrError> {
+        let client = Client::connect(endpoints, None)
+            .await
+            .map_err(|source| etcd_err(format!("connect {}", endpoints.join(",")), source))?;
+        Ok(Self {
+            client,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            ttl,
+        })
+    }
+
+    fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    /// Reads net-conf.json from `<prefix>/config`.
+    pub async fn config(&self) -> Result<NetConf, EtcdMgrError> {
+        let key = format!("{}/config", self.prefix);
+        let resp = self
+            .client
+            .clone()
+            .get(key.as_str(), None)
+            .await
+            .map_err(|source| etcd_err(format!("get {key}"), source))?;
+        let kv = resp
+            .kvs()
+            .first()
+            .ok_or_else(|| EtcdMgrError::NoConfig(key.clone()))?;
+        let text = String::from_utf8_lossy(kv.value());
+        NetConf::parse(&text).map_err(|source| EtcdMgrError::Config { key, source })
+    }
+
+    /// All leases and the revision they were read at. Malformed leases are skipped with a
+    /// warning: one bad key must not hide the other peers.
+    pub async fn leases(&self) -> Result<(Vec<Lease>, i64), EtcdMgrError> {
+        let prefix = self.subnets_prefix();
+        let resp = self
+            .client
+            .clone()
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|source| etcd_err(format!("list {prefix}"), source))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let leases = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| parse_kv(&prefix, kv.key(), kv.value()))
+            .collect();
+        Ok((leases, revision))
+    }
+
+    /// Acquires a subnet for `attrs` (flannel's order: own lease, `previous`, a free one) and
+    /// writes the lease with a fresh TTL.
+    pub async fn acquire(
+        &self,
+        range: &SubnetRange<Ipv4Addr>,
+        attrs: &LeaseAttrs,
+        previous: Option<Ipv4Net>,
+        mut pick: impl FnMut(usize) -> usize,
+    ) -> Result<HeldLease, EtcdMgrError> {
+        let public_ip = attrs.public_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        for _ in 0..RACE_RETRIES {
+            let (leases, _) = self.leases().await?;
+            let (subnet, origin) =
+                allocate::choose(range, public_ip, &leases, previous, &mut pick)?;
+            let lease = Lease {
+                subnet: Some(subnet),
+                ipv6_subnet: None,
+                attrs: attrs.clone(),
+            };
+            let only_if_absent = origin != Origin::OwnLease;
+            if let Some(etcd_lease) = self.write(&lease, only_if_absent).await? {
+                return Ok(HeldLease {
+                    lease,
+                    etcd_lease,
+                    origin,
+                });
+            }
+        }
+        Err(EtcdMgrError::Raced(RACE_RETRIES))
+    }
+
+    /// Re-puts the lease under a fresh TTL (flannel's renewal). Returns the new etcd lease.
+    pub async fn renew(&self, held: &HeldLease) -> Result<HeldLease, EtcdMgrError> {
+        let etcd_lease = self.write(&held.lease, false).await?.unwrap_or_default();
+        Ok(HeldLease {
+            etcd_lease,
+            ..held.clone()
+        })
+    }
+
+    /// Writes `lease` under a new etcd lease; with `only_if_absent`, only if nobody holds
+    /// the key (then `None` means another node won). A lost race revokes the unused lease.
+    async fn write(
+        &self,
+        lease: &Lease,
+        only_if_absent: bool,
+    ) -> Result<Option<i64>, EtcdMgrError> {
+        let mut client = self.client.clone();
+        let key = format!("{}{}", self.subnets_prefix(), lease.label());
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+        let grant = client
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|source| etcd_err(format!("grant lease for {key}"), source))?;
+        let put = TxnOp::put(
+            key.as_str(),
+            lease.etcd_value(),
+            Some(PutOptions::new().with_lease(grant.id())),
+        );
+        let guard = if only_if_absent {
+            vec![Compare::version(key.as_str(), CompareOp::Equal, 0)]
+        } else {
+            Vec::new()
+        };
+        let resp = client
+            .txn(Txn::new().when(guard).and_then([put]))
+            .await
+            .map_err(|source| etcd_err(format!("put {key}"), source))?;
+        if resp.succeeded() {
+            return Ok(Some(grant.id()));
+        }
+        let _ = client.lease_revoke(grant.id()).await;
+        Ok(None)
+    }
+
+    /// The complete peer set (every lease but `own`), anew after every change; re-lists
+    /// after any watch failure. Errors are logged and retried with backoff; the stream never
+    /// ends on its own.
+    pub fn peers(&self, own: Option<Ipv4Net>) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+        let mgr = self.clone();
+        let (tx, rx) = futures::channel::mpsc::channel(16);
+        tokio::spawn(async move { crate::etcd_watch::run(mgr, own, tx).await });
+        rx
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub(crate) fn watch_options(&self, revision: i64) -> (String, WatchOptions) {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision);
+        (self.subnets_prefix(), opts)
+    }
+}
+
+/// One lease from a key/value pair below `prefix`, `None` (with a warning) when malformed.
+pub(crate) fn parse_kv(prefix: &str, key: &[u8], value: &[u8]) -> Option<Lease> {
+    let key = String::from_utf8_lossy(key);
+    let name = key.strip_prefix(prefix)?;
+    Lease::from_etcd(name, &String::from_utf8_lossy(value))
+        .inspect_err(|e| tracing::warn!("skipping etcd lease {key}: {e}"))
+        .ok()
+}
+
+fn etcd_err(op: String, source: etcd_client::Error) -> EtcdMgrError {
+    EtcdMgrError::Etcd { op, source }
+}
+
+/// The subnets key of a lease, for callers that delete or inspect it.
+pub fn lease_key(prefix: &str, subnet: Ipv4Net) -> String {
+    format!(
+        "{}/subnets/{}",
+        prefix.trim_end_matches('/'),
+        subnet_key(Some(subnet), None)
+    )
+}

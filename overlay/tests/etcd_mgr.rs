@@ -1,0 +1,169 @@
+//! The etcd subnet manager against a real etcd (Debian's etcd-server, started by the test bed).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use sluice_model::net_conf::SubnetRange;
+use sluice_overlay::allocate::Origin;
+use sluice_overlay::etcd_mgr::{EtcdSubnetManager, lease_key};
+use sluice_overlay::{Lease, LeaseAttrs};
+use sluice_testbed::etcd::Etcd;
+
+const PREFIX: &str = "/coreos.com/network";
+
+fn range() -> SubnetRange<Ipv4Addr> {
+    SubnetRange {
+        subnet_len: 24,
+        min: Ipv4Addr::new(10, 244, 1, 0),
+        max: Ipv4Addr::new(10, 244, 20, 0),
+    }
+}
+
+fn attrs(i: u8) -> LeaseAttrs {
+    let value = format!(
+        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:{i:02x}"}}}}"#,
+        10 + i
+    );
+    Lease::from_etcd("10.0.0.0-24", &value).unwrap().attrs
+}
+
+async fn manager(etcd: &Etcd, ttl: Duration) -> EtcdSubnetManager {
+    EtcdSubnetManager::connect(&[etcd.client_url().to_owned()], PREFIX, ttl)
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) for a peer set that satisfies `want`.
+async fn until<S: Stream<Item = Vec<Lease>> + Unpin>(
+    peers: &mut S,
+    want: impl Fn(&[Lease]) -> bool,
+) -> Vec<Lease> {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let set = peers.next().await.expect("peer stream goes on");
+            if want(&set) {
+                return set;
+            }
+        }
+    })
+    .await
+    .expect("expected peer set within 15 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_distinct_subnets_written_as_flannel_writes_them() {
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let day = Duration::from_secs(86_400);
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    )
+    .unwrap();
+    let m = manager(&etcd, day).await;
+    let conf = m.config().await.unwrap();
+    assert_eq!(conf.network.unwrap().to_string(), "10.244.0.0/16");
+
+    let mut held = Vec::new();
+    for i in 1..=3 {
+        held.push(
+            manager(&etcd, day)
+                .await
+                .acquire(&range(), &attrs(i), None, |_| 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let subnets: std::collections::BTreeSet<_> =
+        held.iter().map(|h| h.lease.subnet.unwrap()).collect();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {subnets:?}");
+    let key = lease_key(PREFIX, held[0].lease.subnet.unwrap());
+    let stored = etcd.get(&key).unwrap().unwrap();
+    assert_eq!(
+        stored,
+        r#"{"PublicIP":"192.168.0.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:01"}}"#
+    );
+    let ttl = etcd
+        .etcdctl(["lease", "timetolive", &format!("{:x}", held[0].etcd_lease)])
+        .unwrap();
+    assert!(ttl.contains("granted with TTL(86400s)"), "{ttl}");
+
+    // A restarted node (same public IP) gets its own lease back.
+    let again = manager(&etcd, day)
+        .await
+        .acquire(&range(), &attrs(1), None, |_| 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.lease.subnet, again.origin),
+        (held[0].lease.subnet, Origin::OwnLease)
+    );
+
+    // With no lease left, the previous subnet.env's subnet is reused.
+    etcd.etcdctl(["del", &key]).unwrap();
+    let prev = held[0].lease.subnet;
+    let back = manager(&etcd, day)
+        .await
+        .acquire(&range(), &attrs(1), prev, |_| 5)
+        .await
+        .unwrap();
+    assert_eq!((back.lease.subnet, back.origin), (prev, Origin::Previous));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_follow_leases_and_expired_leases_disappear() {
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let me = manager(&etcd, Duration::from_secs(3600)).await;
+    let mine = me.acquire(&range(), &attrs(1), None, |_| 0).await.unwrap();
+    let mut peers = Box::pin(me.peers(mine.lease.subnet));
+    until(&mut peers, |s| s.is_empty()).await;
+
+    let short = manager(&etcd, Duration::from_secs(2)).await;
+    let peer = short
+        .acquire(&range(), &attrs(2), None, |_| 0)
+        .await
+        .unwrap();
+    let set = until(&mut peers, |s| s.len() == 1).await;
+    assert_eq!(set[0].subnet, peer.lease.subnet);
+
+    // Renewal keeps it past its TTL...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        short.renew(&peer).await.unwrap();
+    }
+    let key = lease_key(PREFIX, peer.lease.subnet.unwrap());
+    assert!(
+        etcd.get(&key).unwrap().is_some(),
+        "renewed lease outlives its TTL"
+    );
+    // ...and without it the lease expires and the peer is gone.
+    until(&mut peers, |s| s.is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_is_a_clear_error() {
+    // A port nobody listens on (bound and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let result = async {
+        let m =
+            EtcdSubnetManager::connect(std::slice::from_ref(&url), PREFIX, Duration::from_secs(60))
+                .await?;
+        m.leases().await
+    };
+    let e = tokio::time::timeout(Duration::from_secs(20), result)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().starts_with("etcd "), "{e}");
+}
