@@ -56,6 +56,13 @@ pub enum NextHop {
     },
 }
 
+impl NextHop {
+    /// True when the route goes through device `name`.
+    pub fn uses_device(&self, name: &str) -> bool {
+        matches!(self, Self::Overlay { dev, .. } if dev == name)
+    }
+}
+
 /// The overlay state a node should hold. Maps are keyed by what the kernel keys them by,
 /// so one key holds one entry and a changed value is a replace, not an add beside a stale one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,12 +11,14 @@ pub mod allocate;
 pub mod desired;
 pub mod etcd_mgr;
 mod etcd_watch;
+pub mod kernel;
 pub mod kube_mgr;
 pub mod lease;
 pub mod mac;
 pub mod masq;
 pub mod node_lease;
 pub mod plan;
+pub mod reconcile;
 
 pub use desired::{Computed, Desired, NextHop, Params, compute};
 pub use lease::{AnnotationKeys, Lease, LeaseAttrs, LeaseError, VxlanData};

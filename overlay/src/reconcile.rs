@@ -1,0 +1,69 @@
+//! One reconcile: make the kernel hold exactly the desired overlay state, whatever happened
+//! to it in between. Run after every lease change and periodically, it is what makes the
+//! overlay heal where flannel does not: a deleted device is recreated *and all peer state
+//! replayed* (it died with the device), deleted routes, neighbours and FDB entries come
+//! back, and entries nobody desires any more (an expired peer, a peer's old MAC) go.
+
+use ipnet::IpNet;
+
+use crate::desired::Desired;
+use crate::kernel::{Kernel, VxlanSpec};
+use crate::plan::Plan;
+
+/// What a reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The device was missing and has been created.
+    pub device_created: bool,
+    /// The device existed with other settings and has been recreated.
+    pub device_replaced: bool,
+    /// Kernel operations applied.
+    pub operations: usize,
+    /// Operations that failed (they are retried by the next reconcile).
+    pub failures: Vec<String>,
+}
+
+impl Outcome {
+    /// True when the kernel already held the desired state.
+    pub fn was_converged(&self) -> bool {
+        !self.device_created && !self.device_replaced && self.operations == 0
+    }
+}
+
+/// Makes `kernel` hold `desired`. `device` is the VXLAN device (none for host-gw);
+/// `networks` bounds which routes are ours.
+pub fn reconcile<K: Kernel>(
+    kernel: &mut K,
+    device: Option<&VxlanSpec>,
+    networks: &[IpNet],
+    desired: &Desired,
+) -> Result<Outcome, K::Error> {
+    let mut out = Outcome::default();
+    let mut devices = Vec::new();
+    if let Some(spec) = device {
+        match kernel.device(&spec.name)? {
+            Some(found) if spec.matches(&found) => {}
+            Some(_) => {
+                kernel.delete_device(&spec.name)?;
+                kernel.create_device(spec)?;
+                out.device_replaced = true;
+            }
+            None => {
+                kernel.create_device(spec)?;
+                out.device_created = true;
+            }
+        }
+        devices.push(spec.name.clone());
+    }
+    let current = kernel.observe(&devices, networks)?;
+    let plan = Plan::between(&current, desired);
+    out.operations = plan.len();
+    if !plan.is_empty() {
+        out.failures = kernel
+            .apply(&plan)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+    Ok(out)
+}

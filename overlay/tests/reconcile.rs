@@ -1,0 +1,122 @@
+//! Self-healing against the fake kernel: whatever is lost comes back in one reconcile, and a
+//! converged kernel sees no operations.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sluice_model::net_conf::BackendType;
+use sluice_overlay::kernel::{FakeKernel, VxlanSpec};
+use sluice_overlay::reconcile::reconcile;
+use sluice_overlay::{Desired, Lease, NextHop, Params, compute};
+
+fn lease(i: u8) -> Lease {
+    let value = format!(
+        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:{i:02x}"}}}}"#,
+        10 + i
+    );
+    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
+}
+
+fn spec() -> VxlanSpec {
+    VxlanSpec {
+        name: "flannel.1".into(),
+        vni: 1,
+        local: "192.168.0.11".parse().unwrap(),
+        underlay: "eth0".into(),
+        port: 8472,
+        mtu: 1450,
+        mac: "aa:aa:aa:aa:aa:01".parse().unwrap(),
+        address: "10.244.1.0/32".parse().unwrap(),
+    }
+}
+
+fn networks() -> Vec<IpNet> {
+    vec!["10.244.0.0/16".parse().unwrap()]
+}
+
+fn desired() -> Desired {
+    let params = Params {
+        backend: BackendType::Vxlan,
+        vni: 1,
+        direct_routing: false,
+    };
+    let peers = [lease(2), lease(3)];
+    compute(&lease(1), &peers, &params, |_| false).desired
+}
+
+#[test]
+fn first_reconcile_builds_everything_and_the_second_does_nothing() {
+    let mut k = FakeKernel::default();
+    let first = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert!(first.device_created);
+    assert_eq!(first.operations, 6, "2 peers x (neighbour, FDB, route)");
+    assert_eq!(k.state, desired());
+    let second = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert!(second.was_converged(), "{second:?}");
+}
+
+#[test]
+fn a_deleted_device_is_recreated_with_all_peer_state() {
+    let mut k = FakeKernel::default();
+    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    k.lose_device("flannel.1");
+    assert!(k.state.neighbors.is_empty() && k.state.routes.is_empty());
+    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert!(healed.device_created);
+    assert_eq!(k.state, desired(), "flannel leaves peers unprogrammed here");
+}
+
+#[test]
+fn lost_routes_neighbours_and_fdb_entries_come_back() {
+    let mut k = FakeKernel::default();
+    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    k.state.routes.pop_first();
+    k.state.neighbors.pop_last();
+    k.state.fdb.pop_first();
+    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert_eq!(healed.operations, 3);
+    assert_eq!(k.state, desired());
+}
+
+#[test]
+fn an_incompatible_device_is_replaced() {
+    let mut k = FakeKernel::default();
+    let mut old = spec();
+    old.mtu = 1500;
+    reconcile(&mut k, Some(&old), &networks(), &desired()).unwrap();
+    let out = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert!(out.device_replaced);
+    assert_eq!(k.devices["flannel.1"].mtu, 1450);
+    assert_eq!(k.state, desired());
+}
+
+#[test]
+fn routes_outside_the_pod_network_are_not_ours() {
+    let mut k = FakeKernel::default();
+    let default: IpNet = "0.0.0.0/0".parse().unwrap();
+    let gw: IpAddr = "192.168.0.1".parse().unwrap();
+    k.state
+        .routes
+        .insert(default, NextHop::Underlay { via: gw });
+    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    assert_eq!(
+        k.state.routes.get(&default),
+        Some(&NextHop::Underlay { via: gw })
+    );
+}
+
+#[test]
+fn host_gw_needs_no_device() {
+    let mut k = FakeKernel::default();
+    let mut peer = lease(2);
+    peer.attrs.backend_type = "host-gw".into();
+    let params = Params {
+        backend: BackendType::HostGw,
+        vni: 1,
+        direct_routing: false,
+    };
+    let d = compute(&lease(1), [&peer], &params, |_| true).desired;
+    let out = reconcile(&mut k, None, &networks(), &d).unwrap();
+    assert!(!out.device_created && k.devices.is_empty());
+    assert_eq!(k.state.routes.len(), 1);
+}
