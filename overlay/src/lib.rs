@@ -9,8 +9,10 @@
 
 pub mod allocate;
 pub mod desired;
+mod env_file;
 pub mod etcd_mgr;
 mod etcd_watch;
+pub mod flags;
 pub mod kernel;
 pub mod kube_mgr;
 pub mod lease;
@@ -21,6 +23,7 @@ pub mod plan;
 pub mod reconcile;
 
 pub use desired::{Computed, Desired, NextHop, Params, compute};
+pub use env_file::subnet_env;
 pub use lease::{AnnotationKeys, Lease, LeaseAttrs, LeaseError, VxlanData};
 pub use mac::Mac;
 pub use plan::Plan;
