@@ -21,6 +21,7 @@ pub mod masq;
 pub mod node_lease;
 pub mod plan;
 pub mod reconcile;
+pub mod sync;
 
 pub use desired::{Computed, Desired, NextHop, Params, compute};
 pub use env_file::subnet_env;

@@ -1,0 +1,80 @@
+//! The control loop with the fake kernel and a paused clock: nothing before the first peer
+//! set, a reconcile per set, and periodic repair of lost state.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::SinkExt;
+use futures::channel::mpsc;
+use sluice_model::net_conf::BackendType;
+use sluice_overlay::kernel::{FakeKernel, VxlanSpec};
+use sluice_overlay::sync::{Health, Node, run};
+use sluice_overlay::{Lease, Params};
+
+fn lease(i: u8) -> Lease {
+    let value = format!(
+        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:{i:02x}"}}}}"#,
+        10 + i
+    );
+    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
+}
+
+fn node() -> Node<FakeKernel> {
+    Node {
+        kernel: FakeKernel::default(),
+        params: Params {
+            backend: BackendType::Vxlan,
+            vni: 1,
+            direct_routing: false,
+        },
+        own: lease(1),
+        device: Some(VxlanSpec {
+            name: "flannel.1".into(),
+            vni: 1,
+            local: "192.168.0.11".parse().unwrap(),
+            underlay: "eth0".into(),
+            port: 8472,
+            mtu: 1450,
+            mac: "aa:aa:aa:aa:aa:01".parse().unwrap(),
+            address: "10.244.1.0/32".parse().unwrap(),
+        }),
+        networks: vec!["10.244.0.0/16".parse().unwrap()],
+        same_l2: Box::new(|_| false),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciles_on_peer_sets_and_periodically_and_never_before_the_first_set() {
+    let health = Arc::new(Mutex::new(Health::default()));
+    let (mut tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(run(node(), rx, Duration::from_secs(10), health.clone()));
+
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(
+        health.lock().unwrap().reconciles,
+        0,
+        "no peers yet: nothing programmed"
+    );
+
+    tx.send(vec![lease(2)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(health.lock().unwrap().reconciles, 1);
+    assert!(health.lock().unwrap().last_ok.is_some());
+
+    tx.send(vec![lease(2), lease(3)]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let h = health.lock().unwrap().clone();
+    assert!(h.reconciles >= 3, "one per set plus periodic ones: {h:?}");
+
+    drop(tx);
+    let done = task.await.unwrap();
+    assert_eq!(done.kernel.state.routes.len(), 2);
+    assert_eq!(
+        done.kernel
+            .log
+            .iter()
+            .filter(|l| l.starts_with("create"))
+            .count(),
+        1
+    );
+}
