@@ -13,6 +13,7 @@ mod env_file;
 pub mod etcd_mgr;
 mod etcd_watch;
 pub mod flags;
+pub mod health;
 pub mod kernel;
 pub mod kube_mgr;
 pub mod lease;
