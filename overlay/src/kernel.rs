@@ -43,22 +43,34 @@ impl VxlanSpec {
     }
 }
 
-/// The kernel operations the overlay needs.
-pub trait Kernel {
+/// The kernel operations the overlay needs. Async because the real one is a netlink
+/// conversation driven by the daemon's runtime.
+pub trait Kernel: Send {
     /// Errors of the real kernel interface.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The VXLAN device `name` as it is, if it exists.
-    fn device(&mut self, name: &str) -> Result<Option<VxlanSpec>, Self::Error>;
+    fn device(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<VxlanSpec>, Self::Error>> + Send;
     /// Creates the device (with its address and MAC) and sets it up.
-    fn create_device(&mut self, spec: &VxlanSpec) -> Result<(), Self::Error>;
+    fn create_device(
+        &mut self,
+        spec: &VxlanSpec,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Deletes the device (and with it every neighbour and FDB entry on it).
-    fn delete_device(&mut self, name: &str) -> Result<(), Self::Error>;
+    fn delete_device(&mut self, name: &str)
+    -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// The overlay state present now: neighbour and FDB entries on `devices`, and routes
     /// whose destination lies inside `networks` (nothing else is ours to touch).
-    fn observe(&mut self, devices: &[String], networks: &[IpNet]) -> Result<Desired, Self::Error>;
+    fn observe(
+        &mut self,
+        devices: &[String],
+        networks: &[IpNet],
+    ) -> impl Future<Output = Result<Desired, Self::Error>> + Send;
     /// Applies a plan, in its order, continuing past failures; returns every failure.
-    fn apply(&mut self, plan: &Plan) -> Vec<Self::Error>;
+    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<Self::Error>> + Send;
 }
 
 /// An in-memory kernel.
@@ -90,23 +102,27 @@ impl FakeKernel {
 impl Kernel for FakeKernel {
     type Error = FakeError;
 
-    fn device(&mut self, name: &str) -> Result<Option<VxlanSpec>, FakeError> {
+    async fn device(&mut self, name: &str) -> Result<Option<VxlanSpec>, FakeError> {
         Ok(self.devices.get(name).cloned())
     }
 
-    fn create_device(&mut self, spec: &VxlanSpec) -> Result<(), FakeError> {
+    async fn create_device(&mut self, spec: &VxlanSpec) -> Result<(), FakeError> {
         self.log.push(format!("create {}", spec.name));
         self.devices.insert(spec.name.clone(), spec.clone());
         Ok(())
     }
 
-    fn delete_device(&mut self, name: &str) -> Result<(), FakeError> {
+    async fn delete_device(&mut self, name: &str) -> Result<(), FakeError> {
         self.log.push(format!("delete {name}"));
         self.lose_device(name);
         Ok(())
     }
 
-    fn observe(&mut self, devices: &[String], networks: &[IpNet]) -> Result<Desired, FakeError> {
+    async fn observe(
+        &mut self,
+        devices: &[String],
+        networks: &[IpNet],
+    ) -> Result<Desired, FakeError> {
         let s = &self.state;
         Ok(Desired {
             neighbors: s
@@ -130,7 +146,7 @@ impl Kernel for FakeKernel {
         })
     }
 
-    fn apply(&mut self, plan: &Plan) -> Vec<FakeError> {
+    async fn apply(&mut self, plan: &Plan) -> Vec<FakeError> {
         self.log.push(format!("apply {}", plan.len()));
         plan.apply_to(&mut self.state);
         Vec::new()

@@ -32,7 +32,7 @@ impl Outcome {
 
 /// Makes `kernel` hold `desired`. `device` is the VXLAN device (none for host-gw);
 /// `networks` bounds which routes are ours.
-pub fn reconcile<K: Kernel>(
+pub async fn reconcile<K: Kernel>(
     kernel: &mut K,
     device: Option<&VxlanSpec>,
     networks: &[IpNet],
@@ -41,26 +41,27 @@ pub fn reconcile<K: Kernel>(
     let mut out = Outcome::default();
     let mut devices = Vec::new();
     if let Some(spec) = device {
-        match kernel.device(&spec.name)? {
+        match kernel.device(&spec.name).await? {
             Some(found) if spec.matches(&found) => {}
             Some(_) => {
-                kernel.delete_device(&spec.name)?;
-                kernel.create_device(spec)?;
+                kernel.delete_device(&spec.name).await?;
+                kernel.create_device(spec).await?;
                 out.device_replaced = true;
             }
             None => {
-                kernel.create_device(spec)?;
+                kernel.create_device(spec).await?;
                 out.device_created = true;
             }
         }
         devices.push(spec.name.clone());
     }
-    let current = kernel.observe(&devices, networks)?;
+    let current = kernel.observe(&devices, networks).await?;
     let plan = Plan::between(&current, desired);
     out.operations = plan.len();
     if !plan.is_empty() {
         out.failures = kernel
             .apply(&plan)
+            .await
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use ipnet::IpNet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::desired::{Params, compute};
 use crate::kernel::{Kernel, VxlanSpec};
@@ -29,7 +30,7 @@ pub struct Node<K> {
     /// The pod networks (bounds which routes are ours).
     pub networks: Vec<IpNet>,
     /// Whether an underlay address is on our L2 (DirectRouting).
-    pub same_l2: Box<dyn Fn(IpAddr) -> bool + Send>,
+    pub same_l2: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
 }
 
 /// What the health endpoint reports.
@@ -48,19 +49,24 @@ pub type SharedHealth = Arc<Mutex<Health>>;
 
 impl<K: Kernel> Node<K> {
     /// One reconcile against `peers`, recorded in `health`.
-    pub fn sync(&mut self, peers: &[Lease], health: &SharedHealth) -> Option<Outcome> {
+    pub async fn sync(&mut self, peers: &[Lease], health: &SharedHealth) -> Option<Outcome> {
         let span = tracing::info_span!("reconcile", peers = peers.len());
-        let _enter = span.enter();
-        let computed = compute(&self.own, peers, &self.params, &self.same_l2);
-        for why in &computed.skipped {
-            tracing::warn!("{why}");
-        }
+        let computed = span.in_scope(|| {
+            let computed = compute(&self.own, peers, &self.params, &self.same_l2);
+            for why in &computed.skipped {
+                tracing::warn!("{why}");
+            }
+            computed
+        });
         let result = reconcile(
             &mut self.kernel,
             self.device.as_ref(),
             &self.networks,
             &computed.desired,
-        );
+        )
+        .instrument(span.clone())
+        .await;
+        let _enter = span.enter();
         let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
         h.reconciles += 1;
         match result {
@@ -108,7 +114,7 @@ pub async fn run<K: Kernel>(
         }
         // Nothing is programmed before the first complete peer set.
         if let Some(set) = &latest {
-            node.sync(set, &health);
+            node.sync(set, &health).await;
         }
     }
 }

@@ -44,69 +44,87 @@ fn desired() -> Desired {
     compute(&lease(1), &peers, &params, |_| false).desired
 }
 
-#[test]
-fn first_reconcile_builds_everything_and_the_second_does_nothing() {
+#[tokio::test]
+async fn first_reconcile_builds_everything_and_the_second_does_nothing() {
     let mut k = FakeKernel::default();
-    let first = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    let first = reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert!(first.device_created);
     assert_eq!(first.operations, 6, "2 peers x (neighbour, FDB, route)");
     assert_eq!(k.state, desired());
-    let second = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    let second = reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert!(second.was_converged(), "{second:?}");
 }
 
-#[test]
-fn a_deleted_device_is_recreated_with_all_peer_state() {
+#[tokio::test]
+async fn a_deleted_device_is_recreated_with_all_peer_state() {
     let mut k = FakeKernel::default();
-    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     k.lose_device("flannel.1");
     assert!(k.state.neighbors.is_empty() && k.state.routes.is_empty());
-    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert!(healed.device_created);
     assert_eq!(k.state, desired(), "flannel leaves peers unprogrammed here");
 }
 
-#[test]
-fn lost_routes_neighbours_and_fdb_entries_come_back() {
+#[tokio::test]
+async fn lost_routes_neighbours_and_fdb_entries_come_back() {
     let mut k = FakeKernel::default();
-    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     k.state.routes.pop_first();
     k.state.neighbors.pop_last();
     k.state.fdb.pop_first();
-    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert_eq!(healed.operations, 3);
     assert_eq!(k.state, desired());
 }
 
-#[test]
-fn an_incompatible_device_is_replaced() {
+#[tokio::test]
+async fn an_incompatible_device_is_replaced() {
     let mut k = FakeKernel::default();
     let mut old = spec();
     old.mtu = 1500;
-    reconcile(&mut k, Some(&old), &networks(), &desired()).unwrap();
-    let out = reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    reconcile(&mut k, Some(&old), &networks(), &desired())
+        .await
+        .unwrap();
+    let out = reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert!(out.device_replaced);
     assert_eq!(k.devices["flannel.1"].mtu, 1450);
     assert_eq!(k.state, desired());
 }
 
-#[test]
-fn routes_outside_the_pod_network_are_not_ours() {
+#[tokio::test]
+async fn routes_outside_the_pod_network_are_not_ours() {
     let mut k = FakeKernel::default();
     let default: IpNet = "0.0.0.0/0".parse().unwrap();
     let gw: IpAddr = "192.168.0.1".parse().unwrap();
     k.state
         .routes
         .insert(default, NextHop::Underlay { via: gw });
-    reconcile(&mut k, Some(&spec()), &networks(), &desired()).unwrap();
+    reconcile(&mut k, Some(&spec()), &networks(), &desired())
+        .await
+        .unwrap();
     assert_eq!(
         k.state.routes.get(&default),
         Some(&NextHop::Underlay { via: gw })
     );
 }
 
-#[test]
-fn host_gw_needs_no_device() {
+#[tokio::test]
+async fn host_gw_needs_no_device() {
     let mut k = FakeKernel::default();
     let mut peer = lease(2);
     peer.attrs.backend_type = "host-gw".into();
@@ -116,7 +134,7 @@ fn host_gw_needs_no_device() {
         direct_routing: false,
     };
     let d = compute(&lease(1), [&peer], &params, |_| true).desired;
-    let out = reconcile(&mut k, None, &networks(), &d).unwrap();
+    let out = reconcile(&mut k, None, &networks(), &d).await.unwrap();
     assert!(!out.device_created && k.devices.is_empty());
     assert_eq!(k.state.routes.len(), 1);
 }
