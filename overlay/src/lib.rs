@@ -19,6 +19,7 @@ pub mod kube_mgr;
 pub mod lease;
 pub mod mac;
 pub mod masq;
+pub mod netlink_kernel;
 pub mod node_lease;
 pub mod plan;
 pub mod reconcile;

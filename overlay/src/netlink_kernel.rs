@@ -1,0 +1,550 @@
+//! The overlay's [`Kernel`] over rtnetlink: the only code in the daemon that changes the
+//! kernel. Ownership is explicit so a reconcile can never touch what is not ours: neighbour
+//! and FDB entries only on our VXLAN devices, routes only those tagged with Sluice's route
+//! protocol number ([`ROUTE_PROTOCOL`]; a flannel-made route to the same destination is
+//! replaced, and so adopted, by the first reconcile).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use crate::desired::{Desired, NextHop};
+use crate::kernel::{Kernel, VxlanSpec};
+use crate::mac::Mac;
+use crate::plan::Plan;
+
+/// The route protocol number Sluice tags its routes with (`ip route … proto 83`).
+pub const ROUTE_PROTOCOL: u8 = 83;
+const ENODEV: i32 = 19;
+
+/// A failed netlink operation, naming what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The kernel refused or the conversation failed.
+    #[error("netlink: {op}: {source}")]
+    Op {
+        /// What was attempted, in `ip` terms.
+        op: String,
+        /// The netlink error.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// An interface the operation needs does not exist.
+    #[error("netlink: no interface {0}")]
+    NoInterface(String),
+    /// A route whose addresses do not fit together (e.g. IPv4 destination, IPv6 gateway).
+    #[error("netlink: invalid route {0}")]
+    InvalidRoute(String),
+}
+
+fn no_interface(name: &str) -> NetlinkError {
+    NetlinkError::NoInterface(name.to_owned())
+}
+
+fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    move |source| NetlinkError::Op { op: what(), source }
+}
+
+/// The kernel of the network namespace the connection was opened in.
+#[derive(Clone)]
+pub struct NetlinkKernel {
+    handle: Handle,
+}
+
+impl NetlinkKernel {
+    /// Opens a netlink connection in the calling thread's network namespace and drives it
+    /// on the current tokio runtime.
+    pub fn connect() -> std::io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    async fn link(&self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -ENODEV => Ok(None),
+            Err(e) => Err(op(|| format!("get link {name}"))(e)),
+        }
+    }
+
+    async fn index(&self, name: &str) -> Result<u32, NetlinkError> {
+        let link = self.link(name).await?.ok_or_else(|| no_interface(name))?;
+        Ok(link.header.index)
+    }
+
+    async fn name_of(&self, index: u32) -> Result<String, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(op(|| format!("get link #{index}")))?;
+        Ok(link.and_then(|l| link_name(&l)).unwrap_or_default())
+    }
+
+    async fn first_address(&self, index: u32) -> Result<Option<IpNet>, NetlinkError> {
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(op(|| format!("get addresses of #{index}")))?
+        {
+            let len = msg.header.prefix_len;
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    return Ok(IpNet::new(*ip, len).ok());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn neighbors(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<NeighbourMessage>, NetlinkError> {
+        self.handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| format!("dump {family:?} neighbours")))
+    }
+
+    async fn routes(&self, v6: bool) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let query = if v6 {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        };
+        self.handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| "dump routes".to_owned()))
+    }
+}
+
+fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    <[u8; 6]>::try_from(bytes).ok().map(Mac)
+}
+
+/// What a VXLAN link message says about the device, without the underlay's name.
+struct VxlanAttrs {
+    vni: u32,
+    local: Option<IpAddr>,
+    underlay: u32,
+    port: u16,
+    mtu: u32,
+    mac: Option<Mac>,
+}
+
+fn vxlan_attrs(link: &LinkMessage) -> Option<VxlanAttrs> {
+    let mut out = VxlanAttrs {
+        vni: 0,
+        local: None,
+        underlay: 0,
+        port: 0,
+        mtu: 0,
+        mac: None,
+    };
+    let mut is_vxlan = false;
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::Mtu(m) => out.mtu = *m,
+            LinkAttribute::Address(a) => out.mac = mac_of(a),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(InfoKind::Vxlan) => is_vxlan = true,
+                        LinkInfo::Data(InfoData::Vxlan(data)) => read_vxlan_data(data, &mut out),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    is_vxlan.then_some(out)
+}
+
+fn read_vxlan_data(data: &[InfoVxlan], out: &mut VxlanAttrs) {
+    for d in data {
+        match d {
+            InfoVxlan::Id(v) => out.vni = *v,
+            InfoVxlan::Local(a) => out.local = Some(IpAddr::V4(*a)),
+            InfoVxlan::Local6(a) => out.local = Some(IpAddr::V6(*a)),
+            InfoVxlan::Link(i) => out.underlay = *i,
+            InfoVxlan::Port(p) => out.port = *p,
+            _ => {}
+        }
+    }
+}
+
+impl Kernel for NetlinkKernel {
+    type Error = NetlinkError;
+
+    async fn device(&mut self, name: &str) -> Result<Option<VxlanSpec>, NetlinkError> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(None);
+        };
+        // Not a VXLAN device (or one we cannot read): report something that never matches.
+        let Some(a) = vxlan_attrs(&link) else {
+            return Ok(Some(VxlanSpec {
+                name: name.to_owned(),
+                vni: 0,
+                local: IpAddr::from([0, 0, 0, 0]),
+                underlay: String::new(),
+                port: 0,
+                mtu: 0,
+                mac: Mac([0; 6]),
+                address: IpNet::default(),
+            }));
+        };
+        let underlay = self.name_of(a.underlay).await?;
+        let address = self
+            .first_address(link.header.index)
+            .await?
+            .unwrap_or_default();
+        Ok(Some(VxlanSpec {
+            name: name.to_owned(),
+            vni: a.vni,
+            local: a.local.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            underlay,
+            port: a.port,
+            mtu: a.mtu,
+            mac: a.mac.unwrap_or(Mac([0; 6])),
+            address,
+        }))
+    }
+
+    async fn create_device(&mut self, spec: &VxlanSpec) -> Result<(), NetlinkError> {
+        let underlay = self.index(&spec.underlay).await?;
+        let mut builder = LinkVxlan::new(&spec.name, spec.vni)
+            .dev(underlay)
+            .port(spec.port)
+            .learning(false);
+        builder = match spec.local {
+            IpAddr::V4(a) => builder.local(a),
+            IpAddr::V6(a) => builder.local6(a),
+        };
+        let msg = builder.mtu(spec.mtu).address(spec.mac.0.to_vec()).build();
+        let name = spec.name.clone();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(op(|| format!("add vxlan {name}")))?;
+        let index = self.index(&spec.name).await?;
+        self.handle
+            .address()
+            .add(index, spec.address.addr(), spec.address.prefix_len())
+            .execute()
+            .await
+            .map_err(op(|| {
+                format!("add address {} to {}", spec.address, spec.name)
+            }))?;
+        let up = LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(up)
+            .execute()
+            .await
+            .map_err(op(|| format!("set {} up", spec.name)))
+    }
+
+    async fn delete_device(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(op(|| format!("delete {name}")))
+    }
+
+    async fn observe(
+        &mut self,
+        devices: &[String],
+        networks: &[IpNet],
+    ) -> Result<Desired, NetlinkError> {
+        let mut by_index = std::collections::BTreeMap::new();
+        for dev in devices {
+            if let Some(link) = self.link(dev).await? {
+                by_index.insert(link.header.index, dev.clone());
+            }
+        }
+        let mut out = Desired::default();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for n in self.neighbors(family).await? {
+                if let (Some(dev), Some((ip, mac))) =
+                    (by_index.get(&n.header.ifindex), ip_neighbor(&n))
+                {
+                    out.neighbors.insert((dev.clone(), ip), mac);
+                }
+            }
+        }
+        for n in self.neighbors(AddressFamily::Bridge).await? {
+            if let (Some(dev), Some((ip, mac))) = (by_index.get(&n.header.ifindex), fdb_entry(&n)) {
+                out.fdb.insert((dev.clone(), mac), ip);
+            }
+        }
+        for v6 in [false, true] {
+            for r in self.routes(v6).await? {
+                if let Some((dst, hop)) = our_route(&r, &by_index, networks) {
+                    out.routes.insert(dst, hop);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply(&mut self, plan: &Plan) -> Vec<NetlinkError> {
+        let mut errors = Vec::new();
+        for dst in &plan.del_routes {
+            errors.extend(self.del_route(*dst).await.err());
+        }
+        for (dev, ip) in &plan.del_neighbors {
+            errors.extend(self.del_neighbor(dev, *ip).await.err());
+        }
+        for (dev, mac) in &plan.del_fdb {
+            errors.extend(self.del_fdb(dev, *mac).await.err());
+        }
+        for ((dev, ip), mac) in &plan.set_neighbors {
+            errors.extend(self.set_neighbor(dev, *ip, *mac).await.err());
+        }
+        for ((dev, mac), ip) in &plan.set_fdb {
+            errors.extend(self.set_fdb(dev, *mac, *ip).await.err());
+        }
+        for (dst, hop) in &plan.set_routes {
+            errors.extend(self.set_route(*dst, hop).await.err());
+        }
+        errors
+    }
+}
+
+fn ip_neighbor(n: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
+    if n.header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let (mut ip, mut mac) = (None, None);
+    for attr in &n.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                ip = Some(IpAddr::V6(*a))
+            }
+            // Bridge-family (FDB) messages carry the remote as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => ip = raw_ip(bytes),
+            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+            _ => {}
+        }
+    }
+    Some((ip?, mac?))
+}
+
+fn raw_ip(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+fn fdb_entry(n: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
+    if !n.header.flags.contains(NeighbourFlags::Own) {
+        return None;
+    }
+    ip_neighbor_any_state(n)
+}
+
+fn ip_neighbor_any_state(n: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
+    let mut copy = n.clone();
+    copy.header.state = NeighbourState::Permanent;
+    ip_neighbor(&copy)
+}
+
+fn our_route(
+    r: &RouteMessage,
+    devices: &std::collections::BTreeMap<u32, String>,
+    networks: &[IpNet],
+) -> Option<(IpNet, NextHop)> {
+    if r.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+        return None;
+    }
+    let (mut dst, mut gw, mut oif) = (None, None, None);
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_ip(a),
+            RouteAttribute::Gateway(a) => gw = route_ip(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let dst = IpNet::new(dst?, r.header.destination_prefix_length).ok()?;
+    if !networks.iter().any(|n| n.contains(&dst)) {
+        return None;
+    }
+    let via = gw?;
+    let hop = match oif.and_then(|i| devices.get(&i)) {
+        Some(dev) => NextHop::Overlay {
+            dev: dev.clone(),
+            via,
+        },
+        None => NextHop::Underlay { via },
+    };
+    Some((dst, hop))
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+// === kernel writes ===
+
+impl NetlinkKernel {
+    async fn set_neighbor(&self, dev: &str, ip: IpAddr, mac: Mac) -> Result<(), NetlinkError> {
+        let index = self.index(dev).await?;
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(&mac.0)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(op(|| format!("set neighbour {ip} lladdr {mac} dev {dev}")))
+    }
+
+    async fn set_fdb(&self, dev: &str, mac: Mac, ip: IpAddr) -> Result<(), NetlinkError> {
+        let index = self.index(dev).await?;
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac.0)
+            .destination(ip)
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(op(|| format!("set fdb {mac} dst {ip} dev {dev}")))
+    }
+
+    async fn del_neighbor(&self, dev: &str, ip: IpAddr) -> Result<(), NetlinkError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.ifindex = self.index(dev).await?;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        self.handle
+            .neighbours()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(op(|| format!("delete neighbour {ip} dev {dev}")))
+    }
+
+    async fn del_fdb(&self, dev: &str, mac: Mac) -> Result<(), NetlinkError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.header.ifindex = self.index(dev).await?;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        self.handle
+            .neighbours()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(op(|| format!("delete fdb {mac} dev {dev}")))
+    }
+
+    fn route_base(dst: IpNet) -> RouteMessageBuilder<IpAddr> {
+        let builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
+        builder.protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+    }
+
+    async fn set_route(&self, dst: IpNet, hop: &NextHop) -> Result<(), NetlinkError> {
+        let msg = match hop {
+            NextHop::Overlay { dev, via } => {
+                let index = self.index(dev).await?;
+                Self::route_base(dst)
+                    .gateway(*via)
+                    .map_err(|_| NetlinkError::InvalidRoute(format!("{dst} via {via}")))?
+                    .output_interface(index)
+                    .onlink()
+                    .scope(RouteScope::Universe)
+                    .build()
+            }
+            NextHop::Underlay { via } => Self::route_base(dst)
+                .gateway(*via)
+                .map_err(|_| NetlinkError::InvalidRoute(format!("{dst} via {via}")))?
+                .build(),
+        };
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(op(|| format!("set route {dst} {hop:?}")))
+    }
+
+    async fn del_route(&self, dst: IpNet) -> Result<(), NetlinkError> {
+        let msg = Self::route_base(dst).build();
+        self.handle
+            .route()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(op(|| format!("delete route {dst}")))
+    }
+}
