@@ -69,6 +69,10 @@ pub struct Flags {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=1439), env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN")]
     pub subnet_lease_renew_margin: u64,
 
+    /// TTL of etcd leases (Sluice; flannel fixes it at 24 h).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub subnet_lease_ttl: Duration,
+
     /// Address for the health endpoint.
     #[arg(long, default_value = "0.0.0.0", env = "FLANNELD_HEALTHZ_IP")]
     pub healthz_ip: IpAddr,
@@ -90,6 +94,17 @@ impl Flags {
     /// The renewal margin as a duration.
     pub fn renew_margin(&self) -> Duration {
         Duration::from_secs(self.subnet_lease_renew_margin * 60)
+    }
+
+    /// How long after a (re)newal the next renewal is due: the margin before expiry, or
+    /// half the TTL when the margin does not fit inside it (short test TTLs).
+    pub fn renew_after(&self) -> Duration {
+        let margin = self.renew_margin();
+        if margin < self.subnet_lease_ttl {
+            self.subnet_lease_ttl - margin
+        } else {
+            self.subnet_lease_ttl / 2
+        }
     }
 }
 
@@ -128,6 +143,9 @@ mod tests {
         assert_eq!(f.etcd_prefix, "/coreos.com/network");
         assert_eq!(f.renew_margin(), Duration::from_secs(3600));
         assert_eq!(f.reconcile_period, Duration::from_secs(10));
+        assert_eq!(f.renew_after(), Duration::from_secs(23 * 3600));
+        let short = parse(&["--subnet-lease-ttl", "4s"]).unwrap();
+        assert_eq!(short.renew_after(), Duration::from_secs(2));
     }
 
     #[test]

@@ -548,3 +548,78 @@ impl NetlinkKernel {
             .map_err(op(|| format!("delete route {dst}")))
     }
 }
+
+// === underlay discovery ===
+
+/// The interface the overlay runs over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    /// Interface name.
+    pub name: String,
+    /// Its first IPv4 address with prefix (the VTEP address unless `--public-ip`).
+    pub addr: Option<ipnet::Ipv4Net>,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+impl NetlinkKernel {
+    /// The underlay: `iface` by name or address, else the default route's interface
+    /// (flannel's rule).
+    pub async fn underlay(&self, iface: Option<&str>) -> Result<Underlay, NetlinkError> {
+        let index = match iface {
+            Some(text) => match text.parse::<IpAddr>() {
+                Ok(ip) => self.index_with_address(ip).await?,
+                Err(_) => self.index(text).await?,
+            },
+            None => self.default_route_index().await?,
+        };
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(op(|| format!("get link #{index}")))?
+            .ok_or_else(|| no_interface(&format!("#{index}")))?;
+        let mtu = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500);
+        let addr = match self.first_address(index).await? {
+            Some(IpNet::V4(n)) => Some(n),
+            _ => None,
+        };
+        Ok(Underlay {
+            name: link_name(&link).unwrap_or_default(),
+            addr,
+            mtu,
+        })
+    }
+
+    async fn default_route_index(&self) -> Result<u32, NetlinkError> {
+        for r in self.routes(false).await? {
+            if r.header.destination_prefix_length != 0 {
+                continue;
+            }
+            if let Some(i) = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }) {
+                return Ok(i);
+            }
+        }
+        Err(no_interface("of the default route (use --iface)"))
+    }
+
+    async fn index_with_address(&self, ip: IpAddr) -> Result<u32, NetlinkError> {
+        let mut addrs = self.handle.address().get().set_address_filter(ip).execute();
+        let msg = addrs
+            .try_next()
+            .await
+            .map_err(op(|| format!("find address {ip}")))?;
+        msg.map(|m| m.header.index)
+            .ok_or_else(|| no_interface(&format!("with address {ip}")))
+    }
+}

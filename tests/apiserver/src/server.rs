@@ -3,7 +3,7 @@
 //! Owning the runtime lets plain `#[test]` functions use the server, and keeps it alive
 //! independently of whichever runtime (if any) the test's client runs on.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,13 +23,13 @@ pub(crate) struct Running {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Binding or configuring the listener failed.
-    #[error("cannot listen on 127.0.0.1: {0}")]
+    #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
 
-/// Binds 127.0.0.1 on a free port.
-pub(crate) fn bind() -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
+/// Binds `ip` on a free port (in the calling thread's network namespace).
+pub(crate) fn bind(ip: IpAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind((ip, 0))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))

@@ -4,7 +4,7 @@
 //! the hooks ([`TestApiServer::compact`], [`TestApiServer::close_watches`],
 //! [`TestApiServer::pause_watches`]) provoke the failure paths that clients must survive.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +33,10 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How many events the history keeps for resuming watches (default 10 000).
     pub history_size: usize,
+    /// The address to listen on (default `127.0.0.1`). The listener is bound in the calling
+    /// thread's network namespace, so a server started inside a test-bed namespace serves
+    /// the nodes there.
+    pub bind: IpAddr,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             node_port_range: 30000..=32767,
             bookmark_interval: Duration::from_secs(1),
             history_size: 10_000,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -63,12 +68,12 @@ impl TestApiServer {
         Self::start_with(Config::default()).expect("start the test api server")
     }
 
-    /// Starts a server with the given settings on a free port of 127.0.0.1.
+    /// Starts a server with the given settings on a free port of `config.bind`.
     ///
     /// Works from plain and async tests alike: the server runs its own runtime on its own thread.
     pub fn start_with(mut config: Config) -> Result<Self, StartError> {
         config.bookmark_interval = config.bookmark_interval.max(Duration::from_millis(10));
-        let (listener, addr) = server::bind()?;
+        let (listener, addr) = server::bind(config.bind)?;
         let allocations = Allocations::new(config.service_cidr, config.node_port_range.clone());
         let store = Store::new(config.history_size, allocations);
         let shared = Arc::new(Shared::new(store, config, addr));
@@ -86,7 +91,7 @@ impl TestApiServer {
         self.shared.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDR:PORT`.
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.addr)

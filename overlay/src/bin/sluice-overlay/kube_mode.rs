@@ -1,0 +1,92 @@
+//! `--kube-subnet-mgr`: the subnet is the Node's podCIDR, the lease its annotations.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use sluice_model::net_conf::NetConf;
+use sluice_overlay::flags::Flags;
+use sluice_overlay::kube_mgr::{KubeMgrError, KubeSubnetManager};
+use sluice_overlay::node_lease::PodCidrError;
+use sluice_overlay::{AnnotationKeys, Lease, LeaseAttrs};
+
+use crate::common::{Setup, previous_mac, serve};
+
+pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
+    let node = flags
+        .node_name
+        .clone()
+        .context("NODE_NAME (or --node-name) is not set")?;
+    let conf = NetConf::read(&flags.net_config_path)?;
+    conf.check()?;
+    let client = client(&flags).await?;
+    let mgr = KubeSubnetManager::new(
+        client,
+        &node,
+        AnnotationKeys::new(&flags.kube_annotation_prefix),
+    );
+    let setup = Setup::new(&flags, &conf).await?;
+    let previous = retry("read own node", || mgr.previous_attrs()).await;
+    let (attrs, mac) = setup.attrs(previous_mac(previous.as_ref()));
+    let lease = acquire(&mgr, &conf, &attrs).await?;
+    retry("mark network available", || mgr.complete()).await;
+    serve(&flags, &conf, setup, lease, mac, mgr.peers()).await
+}
+
+/// Acquires the lease, waiting out API trouble and a podCIDR not assigned yet, but failing
+/// at once on a podCIDR that can never work (outside `Network`, unparseable).
+async fn acquire(
+    mgr: &KubeSubnetManager,
+    conf: &NetConf,
+    attrs: &LeaseAttrs,
+) -> anyhow::Result<Lease> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match mgr.acquire(conf.network, conf.ipv6_network, attrs).await {
+            Ok(lease) => return Ok(lease),
+            Err(KubeMgrError::PodCidr(
+                e @ (PodCidrError::OutsideNetwork { .. } | PodCidrError::Invalid { .. }),
+            )) => {
+                return Err(e.into());
+            }
+            Err(e) => tracing::warn!("acquire lease: {e}; retrying in {delay:?}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn client(flags: &Flags) -> anyhow::Result<kube::Client> {
+    let config = match &flags.kubeconfig_file {
+        Some(path) => {
+            let kc =
+                Kubeconfig::read_from(path).with_context(|| format!("read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("in-cluster kube config")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Retries `f` with backoff (0.5 s → 10 s) until it succeeds, logging each failure: the API
+/// server being briefly away must not kill the daemon (and nothing is torn down meanwhile).
+pub(crate) async fn retry<T, E, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!("{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
