@@ -1,4 +1,6 @@
-//! A throw-away etcd (Debian's `etcd-server`) on loopback for the overlay's subnet registry.
+//! A throw-away etcd (Debian's `etcd-server`) for the overlay's subnet registry: on loopback
+//! for tests that talk to it in-process, or inside a test-bed namespace (the underlay) so
+//! daemons running in node namespaces can reach it.
 //!
 //! Free ports are picked by the kernel and the data dir is private, so tests run in parallel;
 //! the daemon is stopped by PID (never by name) and its data dir removed on drop. Start-up is
@@ -16,6 +18,7 @@ use crate::cmd;
 use crate::error::{Error, Result};
 use crate::http;
 use crate::names;
+use crate::netns::NetNs;
 use crate::process::Process;
 
 /// Bound on waiting for etcd to become healthy (it takes about 1 s).
@@ -31,6 +34,8 @@ const ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct Etcd {
     process: Process,
+    /// The namespace it runs in, when not the host's.
+    ns: Option<NetNs>,
     client_addr: SocketAddr,
     client_url: String,
     _data: tempfile::TempDir,
@@ -39,9 +44,19 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd on free loopback ports with a fresh data dir and waits until it is healthy.
     pub fn start() -> Result<Self> {
+        Self::start_at(None, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts etcd inside `ns`, listening on `ip` (an address of that namespace) on the
+    /// standard ports 2379/2380, which are free in a namespace of our own.
+    pub fn start_in(ns: &NetNs, ip: Ipv4Addr) -> Result<Self> {
+        Self::start_at(Some(ns), ip)
+    }
+
+    fn start_at(ns: Option<&NetNs>, ip: Ipv4Addr) -> Result<Self> {
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            match Self::try_start() {
+            match Self::try_start(ns, ip) {
                 Ok(etcd) => return Ok(etcd),
                 Err(e @ Error::Exited { .. })
                     if e.to_string().contains("address already in use") =>
@@ -54,14 +69,17 @@ impl Etcd {
         Err(last.unwrap_or_else(|| Error::protocol("start etcd", "no attempt made")))
     }
 
-    fn try_start() -> Result<Self> {
+    fn try_start(ns: Option<&NetNs>, ip: Ipv4Addr) -> Result<Self> {
         let data = tempfile::Builder::new()
             .prefix("sl-etcd-")
             .tempdir()
             .map_err(|e| Error::io("create etcd data dir", e))?;
-        let (client, peer) = free_ports()?;
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let (client, peer) = match ns {
+            Some(_) => (2379, 2380),
+            None => free_ports()?,
+        };
+        let client_url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
         // `sl-etcd-<pid>-<n>`: lets `names::sweep_stale` find it if this process is SIGKILLed.
         let name = names::netns_name("etcd");
         let mut cmd = Command::new("etcd");
@@ -74,11 +92,14 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("{name}={peer_url}")]);
-        let label = format!("etcd on {client_url}");
-        let process = Process::spawn(cmd, label, None)?;
+        let process = match ns {
+            Some(ns) => ns.spawn(&cmd)?,
+            None => Process::spawn(cmd, format!("etcd on {client_url}"), None)?,
+        };
         let mut etcd = Self {
             process,
-            client_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, client)),
+            ns: ns.cloned(),
+            client_addr: SocketAddr::from((ip, client)),
             client_url,
             _data: data,
         };
@@ -112,7 +133,7 @@ impl Etcd {
     /// True when `GET /health` answers `"health":"true"`.
     pub fn healthy(&self) -> bool {
         matches!(
-            http::request(self.client_addr, "GET", "/health", None, HTTP_TIMEOUT),
+            self.http("GET", "/health", None),
             Ok((200, body)) if body.contains(r#""health":"true""#)
         )
     }
@@ -163,17 +184,20 @@ impl Etcd {
     /// POSTs `body` to a gateway path and returns the JSON answer.
     fn gateway(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let op = format!("POST {}{path}", self.client_url);
-        let (status, text) = http::request(
-            self.client_addr,
-            "POST",
-            path,
-            Some(&body.to_string()),
-            HTTP_TIMEOUT,
-        )?;
+        let (status, text) = self.http("POST", path, Some(&body.to_string()))?;
         if status != 200 {
             return Err(Error::protocol(op, format!("status {status}: {text}")));
         }
         serde_json::from_str(&text).map_err(|e| Error::protocol(op, format!("not JSON: {e}")))
+    }
+
+    /// One HTTP request to the client port, from inside etcd's namespace when it has one.
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        let addr = self.client_addr;
+        match &self.ns {
+            None => http::request(addr, method, path, body, HTTP_TIMEOUT),
+            Some(ns) => ns.run(|| http::request(addr, method, path, body, HTTP_TIMEOUT))?,
+        }
     }
 
     /// Runs `etcdctl --endpoints <url> args…` (API v3; needs Debian's `etcd-client`).
@@ -188,6 +212,12 @@ impl Etcd {
             "etcdctl",
             std::iter::once(endpoints.as_str().as_ref()).chain(args.iter().map(|a| a.as_os_str())),
         );
+        if let Some(ns) = &self.ns {
+            let all = std::iter::once("etcdctl".into())
+                .chain(std::iter::once(endpoints.into()))
+                .chain(args);
+            return ns.exec(all.collect::<Vec<std::ffi::OsString>>());
+        }
         let output = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(&endpoints)

@@ -107,3 +107,30 @@ fn free_url() -> Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(format!("http://{}", listener.local_addr()?))
 }
+
+#[test]
+fn etcd_inside_a_namespace_serves_the_nodes() {
+    sluice_testbed::require_root();
+    let cluster = sluice_testbed::cluster::Cluster::new(1).unwrap();
+    let underlay = cluster.underlay();
+    let ip = std::net::Ipv4Addr::new(192, 168, 0, 1);
+    let _addr = sluice_testbed::link::Address::new(
+        underlay.ns(),
+        underlay.bridge().name(),
+        ipnet::Ipv4Net::new(ip, 24).unwrap(),
+    )
+    .unwrap();
+    let etcd = sluice_testbed::etcd::Etcd::start_in(underlay.ns(), ip).unwrap();
+    assert_eq!(etcd.client_url(), "http://192.168.0.1:2379");
+    etcd.put("/k", "v").unwrap();
+    assert_eq!(etcd.get("/k").unwrap().as_deref(), Some("v"));
+    assert!(etcd.etcdctl(["get", "/k"]).unwrap().contains('v'));
+    let addr = etcd.client_addr();
+    let timeout = std::time::Duration::from_secs(1);
+    let from_node = cluster
+        .node(1)
+        .unwrap()
+        .ns()
+        .run(move || std::net::TcpStream::connect_timeout(&addr, timeout).is_ok());
+    assert!(from_node.unwrap(), "a node reaches etcd over the underlay");
+}
