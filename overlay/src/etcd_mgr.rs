@@ -168,9 +168,13 @@ impl EtcdSubnetManager {
         Err(EtcdMgrError::Raced(RACE_RETRIES))
     }
 
-    /// Re-puts the lease under a fresh TTL (flannel's renewal). Returns the new etcd lease.
+    /// Re-puts the lease under a fresh TTL (flannel's renewal) and revokes the old etcd lease,
+    /// which no longer holds the key. Returns the renewed lease.
     pub async fn renew(&self, held: &HeldLease) -> Result<HeldLease, EtcdMgrError> {
         let etcd_lease = self.write(&held.lease, false).await?.unwrap_or_default();
+        if held.etcd_lease != 0 && held.etcd_lease != etcd_lease {
+            let _ = self.client.clone().lease_revoke(held.etcd_lease).await;
+        }
         Ok(HeldLease {
             etcd_lease,
             ..held.clone()

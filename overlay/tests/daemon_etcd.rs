@@ -179,3 +179,68 @@ fn etcd_mode_three_nodes_distinct_subnets_traffic_and_expiry() {
         );
     }
 }
+
+#[test]
+fn etcd_outage_keeps_routes_and_renewals_resume() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let underlay = cluster.underlay();
+    let bridge = underlay.bridge().name();
+    let _ip = Address::new(
+        underlay.ns(),
+        bridge,
+        ipnet::Ipv4Net::new(ETCD_IP, 24).unwrap(),
+    )
+    .unwrap();
+    let etcd = Etcd::start_in(underlay.ns(), ETCD_IP).unwrap();
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = "10s";
+    let mut daemons: Vec<Process> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
+            cmd.args(["--etcd-endpoints", etcd.client_url(), "--iface", "eth0"])
+                .args(["--reconcile-period", "1s", "--subnet-lease-ttl", ttl])
+                .arg("--subnet-file")
+                .arg(subnet_file(dir.path(), n));
+            n.ns().spawn(&cmd).unwrap()
+        })
+        .collect();
+    let keys = || {
+        let prefix = format!("{PREFIX}/subnets/");
+        etcd.etcdctl(["get", "--prefix", "--keys-only", prefix.as_str()])
+            .map(|out| out.lines().filter(|l| !l.is_empty()).count())
+            .unwrap_or(0)
+    };
+    eventually("both leases", Duration::from_secs(15), || keys() == 2);
+    let n1 = cluster.node(1).unwrap();
+    let routes = || n1.ns().ip(["route", "show", "proto", "83"]).unwrap();
+    eventually("node 1 routes to node 2", Duration::from_secs(10), || {
+        !routes().trim().is_empty()
+    });
+    let before = routes();
+
+    etcd.pause().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(routes(), before, "routes kept while etcd is away");
+    etcd.resume().unwrap();
+
+    // Past the 10 s TTL of any lease granted before the outage: only renewals made after
+    // it can keep the keys.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(keys(), 2, "renewals resumed after the outage");
+    assert_eq!(routes(), before, "routes never removed");
+    for d in &mut daemons {
+        assert!(
+            d.try_wait().unwrap().is_none(),
+            "daemon survived the outage:\n{}",
+            d.log_tail(20)
+        );
+    }
+}

@@ -227,6 +227,22 @@ impl Etcd {
         cmd::check(line, output)
     }
 
+    /// Freezes etcd (SIGSTOP by PID): clients see an etcd that no longer answers, as in a
+    /// network partition, while its data and leases survive for [`Etcd::resume`].
+    pub fn pause(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap_or(i32::MAX));
+        nix::sys::signal::kill(pid, sig).map_err(|e| Error::sys(format!("{sig} etcd {pid}"), e))
+    }
+
     /// Stops etcd now (SIGTERM by PID, then SIGKILL). Idempotent; drop does it too.
     pub fn stop(&mut self) {
         self.process.stop();
