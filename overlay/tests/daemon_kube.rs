@@ -1,6 +1,7 @@
-//! The real `sluice-overlay` binary, kube subnet manager, on two test-bed nodes: the test API
+//! The real `sluice-overlay` binary, kube subnet manager, on test-bed nodes: the test API
 //! server is served on the underlay (192.168.0.1), each node's daemon runs in its namespace,
-//! pods on different nodes talk over the overlay it builds, and it heals and restarts cleanly.
+//! pods on different nodes talk over the overlay it builds; it heals, restarts with the same
+//! lease, peers with a flannel node, runs host-gw, and refuses an unusable podCIDR clearly.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,95 @@ use sluice_testbed::traffic::{self, EchoServer};
 use sluice_testbed::{Process, require_root};
 
 const API_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+const VXLAN_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const ANN: &str = "flannel.alpha.coreos.com";
+
+/// The test API server, served on the underlay at [`API_IP`] so node namespaces reach it,
+/// with a kubeconfig and net-conf.json in a temp dir.
+struct Api {
+    server: TestApiServer,
+    dir: tempfile::TempDir,
+    _addr: Address,
+}
+
+impl Api {
+    fn start(cluster: &Cluster, net_conf: &str) -> Self {
+        let underlay = cluster.underlay();
+        let cidr = ipnet::Ipv4Net::new(API_IP, 24).unwrap();
+        let addr = Address::new(underlay.ns(), underlay.bridge().name(), cidr).unwrap();
+        let config = Config {
+            bind: API_IP.into(),
+            ..Config::default()
+        };
+        let server = underlay
+            .ns()
+            .run(move || TestApiServer::start_with(config))
+            .unwrap()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        server
+            .write_kubeconfig(dir.path().join("kubeconfig"))
+            .unwrap();
+        std::fs::write(dir.path().join("net-conf.json"), net_conf).unwrap();
+        Self {
+            server,
+            dir,
+            _addr: addr,
+        }
+    }
+
+    /// Registers `node` with `pod_cidr` and extra `annotations`.
+    fn add_node(&self, node: &Node, pod_cidr: &str, annotations: serde_json::Value) {
+        self.server
+            .create(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node.name(), "annotations": annotations},
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}}))
+            .unwrap();
+    }
+
+    /// Registers every node with its test-bed pod CIDR.
+    fn add_nodes(&self, cluster: &Cluster) {
+        for node in cluster.nodes() {
+            self.add_node(node, &node.pod_cidr().to_string(), json!({}));
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn annotation(&self, node: &Node, key: &str) -> Option<String> {
+        let obj = self.server.get("nodes", "", node.name()).ok()?;
+        obj["metadata"]["annotations"][format!("{ANN}/{key}")]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn daemon(&self, node: &Node, extra: &[&str]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
+        cmd.args([
+            "--kube-subnet-mgr",
+            "--iface",
+            "eth0",
+            "--reconcile-period",
+            "1s",
+        ])
+        .arg("--kubeconfig")
+        .arg(self.dir().join("kubeconfig"))
+        .arg("--net-config-path")
+        .arg(self.dir().join("net-conf.json"))
+        .arg("--subnet-file")
+        .arg(self.subnet_file(node))
+        .args(extra)
+        .env("NODE_NAME", node.name())
+        .env("RUST_LOG", "info");
+        node.ns().spawn(&cmd).unwrap()
+    }
+
+    fn subnet_file(&self, node: &Node) -> PathBuf {
+        self.dir().join(node.name()).join("subnet.env")
+    }
+}
 
 /// Polls `check` every 50 ms for up to 10 s.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -28,108 +118,62 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn start_daemon(node: &Node, dir: &Path) -> Process {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
-    cmd.args([
-        "--kube-subnet-mgr",
-        "--iface",
-        "eth0",
-        "--reconcile-period",
-        "1s",
-    ])
-    .arg("--kubeconfig")
-    .arg(dir.join("kubeconfig"))
-    .arg("--net-config-path")
-    .arg(dir.join("net-conf.json"))
-    .arg("--subnet-file")
-    .arg(subnet_file(dir, node))
-    .env("NODE_NAME", node.name())
-    .env("RUST_LOG", "info");
-    node.ns().spawn(&cmd).unwrap()
-}
-
-fn subnet_file(dir: &Path, node: &Node) -> PathBuf {
-    dir.join(node.name()).join("subnet.env")
-}
-
 fn talks(from: &Pod, to: &Pod) -> bool {
     let addr = SocketAddr::new(to.ip().into(), 9000);
     traffic::tcp_request(from.ns(), addr, Duration::from_millis(300))
         .is_ok_and(|r| r.backend == to.name() && r.seen_source.ip() == IpAddr::from(from.ip()))
 }
 
+/// A pod on each node with an echo server, and a check that they talk both ways.
+fn pods_talk(n1: &Node, n2: &Node) -> (Pod, Pod, Vec<EchoServer>) {
+    let a = n1.add_pod("a").unwrap();
+    let b = n2.add_pod("b").unwrap();
+    let any = SocketAddr::from(([0, 0, 0, 0], 9000));
+    let servers = vec![
+        EchoServer::tcp(a.ns(), "a", any).unwrap(),
+        EchoServer::tcp(b.ns(), "b", any).unwrap(),
+    ];
+    eventually("pod a -> pod b across nodes", || talks(&a, &b));
+    assert!(talks(&b, &a), "pod b -> pod a");
+    (a, b, servers)
+}
+
 #[test]
 fn kube_mode_overlay_connects_pods_heals_and_restarts_with_the_same_lease() {
     require_root();
     let cluster = Cluster::new(2).unwrap();
-    let underlay = cluster.underlay();
-    let _api_addr = Address::new(
-        underlay.ns(),
-        underlay.bridge().name(),
-        ipnet::Ipv4Net::new(API_IP, 24).unwrap(),
-    )
-    .unwrap();
-    let config = Config {
-        bind: API_IP.into(),
-        ..Config::default()
-    };
-    let server = underlay
-        .ns()
-        .run(move || TestApiServer::start_with(config))
-        .unwrap()
-        .unwrap();
-    for node in cluster.nodes() {
-        let cidr = node.pod_cidr().to_string();
-        server
-            .create(json!({"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": node.name()}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}))
-            .unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    server
-        .write_kubeconfig(dir.path().join("kubeconfig"))
-        .unwrap();
-    std::fs::write(
-        dir.path().join("net-conf.json"),
-        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
-    )
-    .unwrap();
-
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
     let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
-    let mut d1 = start_daemon(n1, dir.path());
-    let _d2 = start_daemon(n2, dir.path());
+    let mut d1 = api.daemon(n1, &["--ip-masq"]);
+    let _d2 = api.daemon(n2, &[]);
     eventually("subnet.env on both nodes", || {
-        cluster
-            .nodes()
-            .iter()
-            .all(|n| subnet_file(dir.path(), n).exists())
+        cluster.nodes().iter().all(|n| api.subnet_file(n).exists())
     });
-    let env1 = std::fs::read_to_string(subnet_file(dir.path(), n1)).unwrap();
+    let env1 = std::fs::read_to_string(api.subnet_file(n1)).unwrap();
     assert_eq!(
         env1,
-        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
     );
-
-    let node1 = server.get("nodes", "", n1.name()).unwrap();
-    let ann = &node1["metadata"]["annotations"];
     assert_eq!(
-        ann["flannel.alpha.coreos.com/public-ip"], "192.168.0.11",
-        "{node1}"
+        api.annotation(n1, "public-ip").as_deref(),
+        Some("192.168.0.11")
     );
-    let backend_data = ann["flannel.alpha.coreos.com/backend-data"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(
+        api.annotation(n1, "kube-subnet-manager").as_deref(),
+        Some("true")
+    );
+    let backend_data = api.annotation(n1, "backend-data").unwrap();
+    let masq = n1
+        .ns()
+        .exec(["nft", "list", "table", "ip", "sluice-overlay"])
+        .unwrap();
+    assert!(
+        masq.contains("masquerade"),
+        "--ip-masq installs its table: {masq}"
+    );
 
-    let a = n1.add_pod("a").unwrap();
-    let b = n2.add_pod("b").unwrap();
-    let any = SocketAddr::from(([0, 0, 0, 0], 9000));
-    let (_sa, _sb) = (
-        EchoServer::tcp(a.ns(), "a", any).unwrap(),
-        EchoServer::tcp(b.ns(), "b", any).unwrap(),
-    );
-    eventually("pod a -> pod b over the overlay", || talks(&a, &b));
-    assert!(talks(&b, &a));
+    let (a, b, _servers) = pods_talk(n1, n2);
 
     // Someone deletes flannel.1: the next reconcile (1 s) brings it back with its peers.
     n1.ns().ip(["link", "del", "flannel.1"]).unwrap();
@@ -139,19 +183,12 @@ fn kube_mode_overlay_connects_pods_heals_and_restarts_with_the_same_lease() {
 
     // A restart keeps the subnet and the VTEP MAC (so peers need no change).
     d1.stop();
-    let mut d1 = start_daemon(n1, dir.path());
-    eventually("restarted daemon reconciles", || {
+    let mut d1 = api.daemon(n1, &["--ip-masq"]);
+    eventually("restarted daemon took its lease", || {
         d1.logs().contains("lease acquired")
     });
-    let node1 = server.get("nodes", "", n1.name()).unwrap();
-    assert_eq!(
-        node1["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"],
-        backend_data.as_str()
-    );
-    assert_eq!(
-        std::fs::read_to_string(subnet_file(dir.path(), n1)).unwrap(),
-        env1
-    );
+    assert_eq!(api.annotation(n1, "backend-data"), Some(backend_data));
+    assert_eq!(std::fs::read_to_string(api.subnet_file(n1)).unwrap(), env1);
     assert!(
         talks(&a, &b) && talks(&b, &a),
         "traffic survives the restart"
@@ -160,5 +197,110 @@ fn kube_mode_overlay_connects_pods_heals_and_restarts_with_the_same_lease() {
         d1.try_wait().unwrap().is_none(),
         "daemon still running:\n{}",
         d1.log_tail(20)
+    );
+}
+
+#[test]
+fn host_gw_routes_pods_via_the_peers_underlay_address() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(
+        &cluster,
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    );
+    api.add_nodes(&cluster);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let (_d1, _d2) = (api.daemon(n1, &[]), api.daemon(n2, &[]));
+    let (_a, _b, _servers) = pods_talk(n1, n2);
+    let route = n1.ns().ip(["route", "show", "10.244.2.0/24"]).unwrap();
+    assert!(
+        route.contains("via 192.168.0.12 dev eth0 proto 83"),
+        "{route}"
+    );
+    let links = n1.ns().ip(["-o", "link"]).unwrap();
+    assert!(
+        !links.contains("flannel."),
+        "host-gw needs no VXLAN device: {links}"
+    );
+    assert_eq!(
+        api.annotation(n1, "backend-type").as_deref(),
+        Some("host-gw")
+    );
+}
+
+/// Node 2 plays a flannel node: its annotations are flannel's, its kernel is programmed with
+/// the commands flannel's VXLAN backend issues. Node 1 runs Sluice. Their pods must talk.
+#[test]
+fn a_flannel_node_and_a_sluice_node_are_peers() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let flannel_mac = "0e:aa:bb:cc:dd:02";
+    api.add_node(n1, "10.244.1.0/24", json!({}));
+    api.add_node(
+        n2,
+        "10.244.2.0/24",
+        json!({
+            format!("{ANN}/backend-data"): format!(r#"{{"VNI":1,"VtepMAC":"{flannel_mac}"}}"#),
+            format!("{ANN}/backend-type"): "vxlan",
+            format!("{ANN}/kube-subnet-manager"): "true",
+            format!("{ANN}/public-ip"): "192.168.0.12",
+        }),
+    );
+    let flannel = |cmd: &str| n2.ns().exec(cmd.split_whitespace()).unwrap();
+    flannel(
+        "ip link add flannel.1 type vxlan id 1 local 192.168.0.12 dev eth0 dstport 8472 nolearning",
+    );
+    flannel(&format!(
+        "ip link set flannel.1 address {flannel_mac} mtu 1450 up"
+    ));
+    flannel("ip addr add 10.244.2.0/32 dev flannel.1");
+
+    let d1 = api.daemon(n1, &[]);
+    let mut sluice_mac = None;
+    eventually("node 1's annotations", || {
+        sluice_mac = api
+            .annotation(n1, "backend-data")
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|v| v["VtepMAC"].as_str().map(str::to_owned));
+        sluice_mac.is_some()
+    });
+    // What flannel does on node 2 when it learns node 1's lease (flannel.md §7).
+    let mac = sluice_mac.unwrap();
+    flannel(&format!(
+        "ip neigh replace 10.244.1.0 lladdr {mac} dev flannel.1 nud permanent"
+    ));
+    flannel(&format!(
+        "bridge fdb replace {mac} dev flannel.1 dst 192.168.0.11 self permanent"
+    ));
+    flannel("ip route replace 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink");
+
+    let (_a, _b, _servers) = pods_talk(n1, n2);
+    let fdb = n1
+        .ns()
+        .exec(["bridge", "fdb", "show", "dev", "flannel.1"])
+        .unwrap();
+    let want = format!("{flannel_mac} dst 192.168.0.12 self permanent");
+    assert!(fdb.contains(&want), "{fdb}\n{}", d1.log_tail(20));
+}
+
+/// A podCIDR outside the configured Network can never work: the daemon says so and exits.
+#[test]
+fn a_pod_cidr_outside_the_network_is_a_clear_fatal_error() {
+    require_root();
+    let cluster = Cluster::new(1).unwrap();
+    let api = Api::start(&cluster, r#"{"Network":"10.244.0.0/16"}"#);
+    let n1 = cluster.node(1).unwrap();
+    api.add_node(n1, "10.99.1.0/24", json!({}));
+    let mut d = api.daemon(n1, &[]);
+    let status = d.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+    let logs = d.logs();
+    let want = "pod cidr 10.99.1.0/24 is outside the network 10.244.0.0/16";
+    assert!(logs.contains(want), "{logs}");
+    assert!(
+        !api.subnet_file(n1).exists(),
+        "no subnet.env for a lease it could not take"
     );
 }
