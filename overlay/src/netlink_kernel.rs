@@ -623,3 +623,38 @@ impl NetlinkKernel {
             .ok_or_else(|| no_interface(&format!("with address {ip}")))
     }
 }
+
+// === deletion events ===
+
+/// A stream that yields whenever the kernel reports the deletion of something the overlay
+/// may own (a link, one of our routes, a permanent neighbour or FDB entry), so the loop can
+/// repair it at once instead of at the next period. Opened in the calling thread's network
+/// namespace; must be called inside the tokio runtime.
+pub fn deletions() -> std::io::Result<impl futures::Stream<Item = ()> + Send + 'static> {
+    use futures::StreamExt;
+    use rtnetlink::MulticastGroup;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage as M;
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Neigh,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ];
+    let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
+    tokio::spawn(connection);
+    Ok(messages.filter_map(|(msg, _)| {
+        let ours = match msg.payload {
+            NetlinkPayload::InnerMessage(M::DelLink(_)) => true,
+            NetlinkPayload::InnerMessage(M::DelRoute(r)) => {
+                r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL)
+            }
+            NetlinkPayload::InnerMessage(M::DelNeighbour(n)) => {
+                n.header.state == NeighbourState::Permanent
+                    || n.header.family == AddressFamily::Bridge
+            }
+            _ => false,
+        };
+        futures::future::ready(ours.then_some(()))
+    }))
+}

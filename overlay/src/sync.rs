@@ -92,29 +92,48 @@ impl<K: Kernel> Node<K> {
     }
 }
 
-/// Reconciles on every peer set and every `period` until `peers` ends. Returns the node
-/// (so tests can inspect the kernel).
+/// How long a nudge waits for more of its kind before the reconcile it asks for: a
+/// deleted device takes its routes and neighbours with it in a burst of events.
+pub const NUDGE_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Reconciles on every peer set, soon after every nudge (the kernel reported a deletion),
+/// and every `period`, until `peers` ends. Returns the node (so tests can inspect it).
 pub async fn run<K: Kernel>(
     mut node: Node<K>,
     peers: impl Stream<Item = Vec<Lease>>,
+    nudges: impl Stream<Item = ()>,
     period: Duration,
     health: SharedHealth,
 ) -> Node<K> {
     let mut peers = std::pin::pin!(peers);
+    let mut nudges = std::pin::pin!(nudges.fuse());
     let mut latest: Option<Vec<Lease>> = None;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut nudged: Option<Instant> = None;
     loop {
+        let debounce = tokio::time::sleep_until(nudged.unwrap_or_else(far_future));
         tokio::select! {
             next = peers.next() => match next {
                 Some(set) => latest = Some(set),
                 None => return node,
             },
+            Some(()) = nudges.next() => {
+                nudged.get_or_insert_with(|| Instant::now() + NUDGE_DEBOUNCE);
+                continue;
+            }
+            () = debounce => {}
             _ = tick.tick() => {}
         }
+        nudged = None;
         // Nothing is programmed before the first complete peer set.
         if let Some(set) = &latest {
             node.sync(set, &health).await;
         }
     }
+}
+
+/// A deadline that never comes (no nudge pending).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }

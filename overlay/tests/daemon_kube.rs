@@ -80,24 +80,22 @@ impl Api {
             .map(str::to_owned)
     }
 
+    /// Starts the daemon on `node`; the reconcile period is 1 s unless `extra` sets it.
     fn daemon(&self, node: &Node, extra: &[&str]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
-        cmd.args([
-            "--kube-subnet-mgr",
-            "--iface",
-            "eth0",
-            "--reconcile-period",
-            "1s",
-        ])
-        .arg("--kubeconfig")
-        .arg(self.dir().join("kubeconfig"))
-        .arg("--net-config-path")
-        .arg(self.dir().join("net-conf.json"))
-        .arg("--subnet-file")
-        .arg(self.subnet_file(node))
-        .args(extra)
-        .env("NODE_NAME", node.name())
-        .env("RUST_LOG", "info");
+        if !extra.contains(&"--reconcile-period") {
+            cmd.args(["--reconcile-period", "1s"]);
+        }
+        cmd.args(["--kube-subnet-mgr", "--iface", "eth0"])
+            .arg("--kubeconfig")
+            .arg(self.dir().join("kubeconfig"))
+            .arg("--net-config-path")
+            .arg(self.dir().join("net-conf.json"))
+            .arg("--subnet-file")
+            .arg(self.subnet_file(node))
+            .args(extra)
+            .env("NODE_NAME", node.name())
+            .env("RUST_LOG", "info");
         node.ns().spawn(&cmd).unwrap()
     }
 
@@ -303,4 +301,27 @@ fn a_pod_cidr_outside_the_network_is_a_clear_fatal_error() {
         !api.subnet_file(n1).exists(),
         "no subnet.env for a lease it could not take"
     );
+}
+
+/// With a one-hour reconcile period only the netlink deletion events can explain a repair.
+#[test]
+fn deletions_are_repaired_at_once_not_at_the_next_period() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let slow = ["--reconcile-period", "1h"];
+    let (_d1, _d2) = (api.daemon(n1, &slow), api.daemon(n2, &slow));
+    let route = || n1.ns().ip(["route", "show", "10.244.2.0/24"]).unwrap();
+    eventually("node 1's route to node 2", || route().contains("flannel.1"));
+    n1.ns().ip(["route", "del", "10.244.2.0/24"]).unwrap();
+    eventually("route restored by the deletion event", || {
+        route().contains("flannel.1")
+    });
+    n1.ns().ip(["link", "del", "flannel.1"]).unwrap();
+    eventually("device and route restored", || {
+        route().contains("flannel.1")
+    });
+    let (_a, _b, _servers) = pods_talk(n1, n2);
 }

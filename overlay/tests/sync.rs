@@ -47,7 +47,14 @@ fn node() -> Node<FakeKernel> {
 async fn reconciles_on_peer_sets_and_periodically_and_never_before_the_first_set() {
     let health = Arc::new(Mutex::new(Health::default()));
     let (mut tx, rx) = mpsc::channel(4);
-    let task = tokio::spawn(run(node(), rx, Duration::from_secs(10), health.clone()));
+    let (_nudge, nudges) = mpsc::channel::<()>(1);
+    let task = tokio::spawn(run(
+        node(),
+        rx,
+        nudges,
+        Duration::from_secs(10),
+        health.clone(),
+    ));
 
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_eq!(
@@ -77,4 +84,38 @@ async fn reconciles_on_peer_sets_and_periodically_and_never_before_the_first_set
             .count(),
         1
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nudge_reconciles_soon_and_a_burst_of_nudges_reconciles_once() {
+    let health = Arc::new(Mutex::new(Health::default()));
+    let (mut peers_tx, peers) = mpsc::channel(4);
+    let (mut nudge, nudges) = mpsc::channel(16);
+    let task = tokio::spawn(run(
+        node(),
+        peers,
+        nudges,
+        Duration::from_secs(3600),
+        health.clone(),
+    ));
+    peers_tx.send(vec![lease(2)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let after_set = health.lock().unwrap().reconciles;
+    for _ in 0..5 {
+        nudge.send(()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        health.lock().unwrap().reconciles,
+        after_set,
+        "debounced, not yet"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        health.lock().unwrap().reconciles,
+        after_set + 1,
+        "one reconcile for the burst"
+    );
+    drop(peers_tx);
+    task.await.unwrap();
 }

@@ -16,7 +16,7 @@ use sluice_model::net_conf::{BackendType, NetConf};
 use sluice_overlay::flags::Flags;
 use sluice_overlay::kernel::VxlanSpec;
 use sluice_overlay::masq::{self, MasqNets};
-use sluice_overlay::netlink_kernel::{NetlinkKernel, Underlay};
+use sluice_overlay::netlink_kernel::{NetlinkKernel, Underlay, deletions};
 use sluice_overlay::sync::{Health, Node, run};
 use sluice_overlay::{Lease, LeaseAttrs, Mac, Params, health, subnet_env};
 
@@ -162,7 +162,8 @@ pub(crate) async fn serve(
             }
         });
     }
-    run(node, peers, flags.reconcile_period, health).await;
+    let nudges = deletions().context("watch netlink for deletions")?;
+    run(node, peers, nudges, flags.reconcile_period, health).await;
     bail!("the peer source ended")
 }
 
