@@ -1,11 +1,42 @@
-//! `sluice-bench`: standalone packet and control-plane benchmarks.
-//!
-//! The workspace, shared model and test bed exist; this binary's behaviour is built in its own
-//! issue. Until then it says so and exits non-zero, so nothing mistakes it for a working daemon.
+//! `sluice-bench`: standalone benchmarks that measure Sluice against the thing it replaces,
+//! in one run on one machine, and print ratios (never asserted: timings vary by machine).
+
+mod iperf;
+mod overlay;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+/// Sluice's standalone benchmarks (run as root: they build network namespaces).
+#[derive(Parser)]
+#[command(name = "sluice-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// iperf3 pod→pod over the Sluice VXLAN and host-gw overlays vs a hand-programmed
+    /// flannel-equivalent VXLAN and the plain underlay.
+    Overlay(overlay::Args),
+}
+
 fn main() -> ExitCode {
-    eprintln!("sluice-bench: not built yet in this version of Sluice");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    if !sluice_testbed::is_root() {
+        eprintln!("sluice-bench: must run as root (it builds network namespaces)");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.bench {
+        Bench::Overlay(args) => overlay::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
