@@ -171,7 +171,7 @@ async fn sluice_overlay(cluster: &Cluster, backend: BackendType) -> anyhow::Resu
                 .unwrap_or(sluice_overlay::Mac([2, 0, 0, 0, 0, i])),
             address,
         });
-        let out = reconcile(&mut kernel, device.as_ref(), &networks, &desired).await?;
+        let out = reconcile(&mut kernel, device.as_slice(), &networks, &desired).await?;
         anyhow::ensure!(
             out.failures.is_empty(),
             "reconcile failures: {:?}",

@@ -8,15 +8,15 @@
 //! re-listed whenever the watch is lost or compacted), so the reconciler never acts on a
 //! partial view.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use futures::Stream;
-use ipnet::Ipv4Net;
-use sluice_model::net_conf::{NetConf, NetConfError, SubnetRange};
+use ipnet::{Ipv4Net, Ipv6Net};
+use sluice_model::net_conf::{NetConf, NetConfError};
 
-use crate::allocate::{self, AllocateError, Origin};
+use crate::allocate::{self, AllocateError, Origin, Ranges};
 use crate::lease::{Lease, LeaseAttrs, subnet_key};
 
 /// flannel's default key prefix.
@@ -137,31 +137,34 @@ impl EtcdSubnetManager {
         Ok((leases, revision))
     }
 
-    /// Acquires a subnet for `attrs` (flannel's order: own lease, `previous`, a free one) and
-    /// writes the lease with a fresh TTL.
+    /// Acquires subnets for `attrs` (flannel's order: own lease, `previous`, free ones; one
+    /// per enabled family) and writes the lease with a fresh TTL.
     pub async fn acquire(
         &self,
-        range: &SubnetRange<Ipv4Addr>,
+        ranges: &Ranges,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Net>,
+        previous: (Option<Ipv4Net>, Option<Ipv6Net>),
         mut pick: impl FnMut(usize) -> usize,
     ) -> Result<HeldLease, EtcdMgrError> {
-        let public_ip = attrs.public_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let public_ip = match (attrs.public_ip, attrs.public_ipv6) {
+            (Some(v4), _) => IpAddr::V4(v4),
+            (None, Some(v6)) => IpAddr::V6(v6),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
         for _ in 0..RACE_RETRIES {
             let (leases, _) = self.leases().await?;
-            let (subnet, origin) =
-                allocate::choose(range, public_ip, &leases, previous, &mut pick)?;
+            let choice = allocate::choose(ranges, public_ip, &leases, previous, &mut pick)?;
             let lease = Lease {
-                subnet: Some(subnet),
-                ipv6_subnet: None,
+                subnet: choice.subnet,
+                ipv6_subnet: choice.ipv6_subnet,
                 attrs: attrs.clone(),
             };
-            let only_if_absent = origin != Origin::OwnLease;
+            let only_if_absent = choice.origin != Origin::OwnLease;
             if let Some(etcd_lease) = self.write(&lease, only_if_absent).await? {
                 return Ok(HeldLease {
                     lease,
                     etcd_lease,
-                    origin,
+                    origin: choice.origin,
                 });
             }
         }
@@ -216,10 +219,11 @@ impl EtcdSubnetManager {
         Ok(None)
     }
 
-    /// The complete peer set (every lease but `own`), anew after every change; re-lists
+    /// The complete peer set (every lease but the one labelled `own`, see [`Lease::label`]),
+    /// anew after every change; re-lists
     /// after any watch failure. Errors are logged and retried with backoff; the stream never
     /// ends on its own.
-    pub fn peers(&self, own: Option<Ipv4Net>) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+    pub fn peers(&self, own: String) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
         let mgr = self.clone();
         let (tx, rx) = futures::channel::mpsc::channel(16);
         tokio::spawn(async move { crate::etcd_watch::run(mgr, own, tx).await });

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use futures::channel::mpsc::Sender;
-use ipnet::Ipv4Net;
 
 use crate::etcd_mgr::{EtcdMgrError, EtcdSubnetManager, parse_kv};
 use crate::lease::Lease;
@@ -19,10 +18,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 struct Closed;
 
 /// Runs until the receiver is dropped.
-pub(crate) async fn run(mgr: EtcdSubnetManager, own: Option<Ipv4Net>, mut tx: Sender<Vec<Lease>>) {
+pub(crate) async fn run(mgr: EtcdSubnetManager, own: String, mut tx: Sender<Vec<Lease>>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match list_and_watch(&mgr, own, &mut tx, &mut backoff).await {
+        match list_and_watch(&mgr, &own, &mut tx, &mut backoff).await {
             Ok(Closed) => return,
             Err(e) => {
                 tracing::warn!("peer watch: {e}; re-listing in {backoff:?}");
@@ -35,7 +34,7 @@ pub(crate) async fn run(mgr: EtcdSubnetManager, own: Option<Ipv4Net>, mut tx: Se
 
 async fn list_and_watch(
     mgr: &EtcdSubnetManager,
-    own: Option<Ipv4Net>,
+    own: &str,
     tx: &mut Sender<Vec<Lease>>,
     backoff: &mut Duration,
 ) -> Result<Closed, EtcdMgrError> {
@@ -43,7 +42,7 @@ async fn list_and_watch(
     *backoff = BACKOFF_MIN;
     let mut peers: BTreeMap<String, Lease> = leases
         .into_iter()
-        .filter(|l| own.is_none() || l.subnet != own)
+        .filter(|l| l.label() != own)
         .map(|l| (l.label(), l))
         .collect();
     if tx.send(peers.values().cloned().collect()).await.is_err() {
@@ -77,7 +76,7 @@ async fn list_and_watch(
             match event.event_type() {
                 etcd_client::EventType::Put => {
                     if let Some(lease) = parse_kv(&prefix, kv.key(), kv.value())
-                        && (own.is_none() || lease.subnet != own)
+                        && lease.label() != own
                     {
                         peers.insert(label.to_owned(), lease);
                     }

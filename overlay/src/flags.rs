@@ -57,6 +57,10 @@ pub struct Flags {
     #[arg(long, env = "FLANNELD_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
+    /// IPv6 address to advertise to peers (defaults to the interface's global IPv6 address).
+    #[arg(long, env = "FLANNELD_PUBLIC_IPV6")]
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
+
     /// Where to write subnet.env for the CNI plugin.
     #[arg(long, default_value = sluice_model::subnet_env::DEFAULT_PATH, env = "FLANNELD_SUBNET_FILE")]
     pub subnet_file: PathBuf,

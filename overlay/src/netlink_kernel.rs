@@ -101,7 +101,18 @@ impl NetlinkKernel {
         Ok(link.and_then(|l| link_name(&l)).unwrap_or_default())
     }
 
+    /// The first address that can carry the overlay (not an IPv6 link-local one, which the
+    /// kernel adds to every device by itself).
     async fn first_address(&self, index: u32) -> Result<Option<IpNet>, NetlinkError> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find(|n| !is_link_local(n)))
+    }
+
+    async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        let mut out = Vec::new();
         let mut addrs = self
             .handle
             .address()
@@ -115,12 +126,14 @@ impl NetlinkKernel {
         {
             let len = msg.header.prefix_len;
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(ip) = attr {
-                    return Ok(IpNet::new(*ip, len).ok());
+                if let AddressAttribute::Address(ip) = attr
+                    && let Ok(net) = IpNet::new(*ip, len)
+                {
+                    out.push(net);
                 }
             }
         }
-        Ok(None)
+        Ok(out)
     }
 
     async fn neighbors(
@@ -151,6 +164,10 @@ impl NetlinkKernel {
             .await
             .map_err(op(|| "dump routes".to_owned()))
     }
+}
+
+fn is_link_local(net: &IpNet) -> bool {
+    matches!(net, IpNet::V6(n) if (n.addr().segments()[0] & 0xffc0) == 0xfe80)
 }
 
 fn link_name(link: &LinkMessage) -> Option<String> {
@@ -558,6 +575,8 @@ pub struct Underlay {
     pub name: String,
     /// Its first IPv4 address with prefix (the VTEP address unless `--public-ip`).
     pub addr: Option<ipnet::Ipv4Net>,
+    /// Its first global IPv6 address with prefix (the v6 VTEP unless `--public-ipv6`).
+    pub addr6: Option<ipnet::Ipv6Net>,
     /// Its MTU.
     pub mtu: u32,
 }
@@ -587,13 +606,18 @@ impl NetlinkKernel {
                 _ => None,
             })
             .unwrap_or(1500);
-        let addr = match self.first_address(index).await? {
-            Some(IpNet::V4(n)) => Some(n),
-            _ => None,
-        };
+        let (mut addr, mut addr6) = (None, None);
+        for net in self.addresses(index).await? {
+            match net {
+                IpNet::V4(n) if addr.is_none() => addr = Some(n),
+                IpNet::V6(n) if addr6.is_none() && !is_link_local(&net) => addr6 = Some(n),
+                _ => {}
+            }
+        }
         Ok(Underlay {
             name: link_name(&link).unwrap_or_default(),
             addr,
+            addr6,
             mtu,
         })
     }

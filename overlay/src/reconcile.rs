@@ -30,17 +30,17 @@ impl Outcome {
     }
 }
 
-/// Makes `kernel` hold `desired`. `device` is the VXLAN device (none for host-gw);
-/// `networks` bounds which routes are ours.
+/// Makes `kernel` hold `desired`. `devices` are the VXLAN devices (one per family; none for
+/// host-gw); `networks` bounds which routes are ours.
 pub async fn reconcile<K: Kernel>(
     kernel: &mut K,
-    device: Option<&VxlanSpec>,
+    devices: &[VxlanSpec],
     networks: &[IpNet],
     desired: &Desired,
 ) -> Result<Outcome, K::Error> {
     let mut out = Outcome::default();
-    let mut devices = Vec::new();
-    if let Some(spec) = device {
+    let mut names = Vec::new();
+    for spec in devices {
         match kernel.device(&spec.name).await? {
             Some(found) if spec.matches(&found) => {}
             Some(_) => {
@@ -53,9 +53,9 @@ pub async fn reconcile<K: Kernel>(
                 out.device_created = true;
             }
         }
-        devices.push(spec.name.clone());
+        names.push(spec.name.clone());
     }
-    let current = kernel.observe(&devices, networks).await?;
+    let current = kernel.observe(&names, networks).await?;
     let plan = Plan::between(&current, desired);
     out.operations = plan.len();
     if !plan.is_empty() {

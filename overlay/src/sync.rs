@@ -25,8 +25,8 @@ pub struct Node<K> {
     pub params: Params,
     /// This node's lease.
     pub own: Lease,
-    /// The VXLAN device (none for host-gw).
-    pub device: Option<VxlanSpec>,
+    /// The VXLAN devices, one per family (none for host-gw).
+    pub devices: Vec<VxlanSpec>,
     /// The pod networks (bounds which routes are ours).
     pub networks: Vec<IpNet>,
     /// Whether an underlay address is on our L2 (DirectRouting).
@@ -60,7 +60,7 @@ impl<K: Kernel> Node<K> {
         });
         let result = reconcile(
             &mut self.kernel,
-            self.device.as_ref(),
+            &self.devices,
             &self.networks,
             &computed.desired,
         )

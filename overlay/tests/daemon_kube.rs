@@ -325,3 +325,121 @@ fn deletions_are_repaired_at_once_not_at_the_next_period() {
     });
     let (_a, _b, _servers) = pods_talk(n1, n2);
 }
+
+/// `EnableIPv6`: each node gets a second VXLAN device (`flannel-v6.1`) over its IPv6
+/// underlay address, publishes `public-ipv6` and `backend-v6-data`, writes the IPv6 keys of
+/// subnet.env, and pods talk over IPv6 across nodes.
+#[test]
+fn dual_stack_overlay_carries_ipv6_pod_traffic() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let conf = r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/48","Backend":{"Type":"vxlan"}}"#;
+    let api = Api::start(&cluster, conf);
+    let v6_cidr = |i: u8| format!("fd00:10:244:{i}::/64");
+    for node in cluster.nodes() {
+        let i = node.index();
+        let (v4, v6) = (node.pod_cidr().to_string(), v6_cidr(i));
+        api.server
+            .create(
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name()},
+                "spec": {"podCIDR": v4, "podCIDRs": [v4, v6]}}),
+            )
+            .unwrap();
+        let ns = node.ns();
+        ns.ip([
+            "addr",
+            "add",
+            &format!("fd00:192:168::1{i}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+        ns.sysctl_set("net.ipv6.conf.all.forwarding", "1").unwrap();
+    }
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let (_d1, _d2) = (api.daemon(n1, &[]), api.daemon(n2, &[]));
+    eventually("subnet.env with IPv6 keys", || {
+        std::fs::read_to_string(api.subnet_file(n1))
+            .is_ok_and(|e| e.contains("FLANNEL_IPV6_SUBNET"))
+    });
+    let env = std::fs::read_to_string(api.subnet_file(n1)).unwrap();
+    assert_eq!(
+        env,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/48\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+    );
+    assert_eq!(
+        api.annotation(n1, "public-ipv6").as_deref(),
+        Some("fd00:192:168::11")
+    );
+    assert!(
+        api.annotation(n1, "backend-v6-data")
+            .is_some_and(|d| d.contains("VtepMAC"))
+    );
+
+    // Pods with an IPv6 address from their node's v6 subnet, gateway ::1 on the node bridge.
+    let pods: Vec<Pod> = [(n1, "a"), (n2, "b")]
+        .into_iter()
+        .map(|(node, name)| {
+            let pod = node.add_pod(name).unwrap();
+            let i = node.index();
+            node.ns()
+                .ip([
+                    "addr",
+                    "add",
+                    &format!("fd00:10:244:{i}::1/64"),
+                    "dev",
+                    "tb0",
+                    "nodad",
+                ])
+                .unwrap();
+            pod.ns()
+                .ip([
+                    "addr",
+                    "add",
+                    &format!("fd00:10:244:{i}::2/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])
+                .unwrap();
+            pod.ns()
+                .ip([
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd00:10:244:{i}::1"),
+                ])
+                .unwrap();
+            pod
+        })
+        .collect();
+    let any6: SocketAddr = "[::]:9001".parse().unwrap();
+    let _sb = EchoServer::tcp(pods[1].ns(), "b", any6).unwrap();
+    let target: SocketAddr = "[fd00:10:244:2::2]:9001".parse().unwrap();
+    let mut last = None;
+    eventually("IPv6 pod a -> pod b over flannel-v6.1", || {
+        last = Some(traffic::tcp_request(
+            pods[0].ns(),
+            target,
+            Duration::from_millis(300),
+        ));
+        matches!(&last, Some(Ok(r)) if r.backend == "b")
+    });
+    let reply = last.unwrap().unwrap();
+    assert_eq!(
+        reply.seen_source.ip().to_string(),
+        "fd00:10:244:1::2",
+        "no NAT"
+    );
+    let link = n1
+        .ns()
+        .exec(["ip", "-d", "link", "show", "flannel-v6.1"])
+        .unwrap();
+    assert!(
+        link.contains("vxlan id 1") && link.contains("local fd00:192:168::11"),
+        "{link}"
+    );
+}

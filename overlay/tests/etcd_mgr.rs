@@ -5,18 +5,21 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use sluice_model::net_conf::SubnetRange;
-use sluice_overlay::allocate::Origin;
+use sluice_overlay::allocate::{Origin, Ranges};
 use sluice_overlay::etcd_mgr::{EtcdSubnetManager, lease_key};
 use sluice_overlay::{Lease, LeaseAttrs};
 use sluice_testbed::etcd::Etcd;
 
 const PREFIX: &str = "/coreos.com/network";
 
-fn range() -> SubnetRange<Ipv4Addr> {
-    SubnetRange {
-        subnet_len: 24,
-        min: Ipv4Addr::new(10, 244, 1, 0),
-        max: Ipv4Addr::new(10, 244, 20, 0),
+fn ranges() -> Ranges {
+    Ranges {
+        ipv4: Some(SubnetRange {
+            subnet_len: 24,
+            min: Ipv4Addr::new(10, 244, 1, 0),
+            max: Ipv4Addr::new(10, 244, 20, 0),
+        }),
+        ipv6: None,
     }
 }
 
@@ -72,7 +75,7 @@ async fn nodes_get_distinct_subnets_written_as_flannel_writes_them() {
         held.push(
             manager(&etcd, day)
                 .await
-                .acquire(&range(), &attrs(i), None, |_| 0)
+                .acquire(&ranges(), &attrs(i), (None, None), |_| 0)
                 .await
                 .unwrap(),
         );
@@ -94,7 +97,7 @@ async fn nodes_get_distinct_subnets_written_as_flannel_writes_them() {
     // A restarted node (same public IP) gets its own lease back.
     let again = manager(&etcd, day)
         .await
-        .acquire(&range(), &attrs(1), None, |_| 5)
+        .acquire(&ranges(), &attrs(1), (None, None), |_| 5)
         .await
         .unwrap();
     assert_eq!(
@@ -107,7 +110,7 @@ async fn nodes_get_distinct_subnets_written_as_flannel_writes_them() {
     let prev = held[0].lease.subnet;
     let back = manager(&etcd, day)
         .await
-        .acquire(&range(), &attrs(1), prev, |_| 5)
+        .acquire(&ranges(), &attrs(1), (prev, None), |_| 5)
         .await
         .unwrap();
     assert_eq!((back.lease.subnet, back.origin), (prev, Origin::Previous));
@@ -120,13 +123,16 @@ async fn peers_follow_leases_and_expired_leases_disappear() {
         .unwrap()
         .unwrap();
     let me = manager(&etcd, Duration::from_secs(3600)).await;
-    let mine = me.acquire(&range(), &attrs(1), None, |_| 0).await.unwrap();
-    let mut peers = Box::pin(me.peers(mine.lease.subnet));
+    let mine = me
+        .acquire(&ranges(), &attrs(1), (None, None), |_| 0)
+        .await
+        .unwrap();
+    let mut peers = Box::pin(me.peers(mine.lease.label()));
     until(&mut peers, |s| s.is_empty()).await;
 
     let short = manager(&etcd, Duration::from_secs(2)).await;
     let peer = short
-        .acquire(&range(), &attrs(2), None, |_| 0)
+        .acquire(&ranges(), &attrs(2), (None, None), |_| 0)
         .await
         .unwrap();
     let set = until(&mut peers, |s| s.len() == 1).await;
@@ -166,4 +172,38 @@ async fn unreachable_etcd_is_a_clear_error() {
         .unwrap()
         .unwrap_err();
     assert!(e.to_string().starts_with("etcd "), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_leases_use_flannels_combined_key() {
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let m = manager(&etcd, Duration::from_secs(3600)).await;
+    let dual = Ranges {
+        ipv6: Some(SubnetRange {
+            subnet_len: 64,
+            min: "fd00:10:244:1::".parse().unwrap(),
+            max: "fd00:10:244:ff::".parse().unwrap(),
+        }),
+        ..ranges()
+    };
+    let mut a = attrs(1);
+    a.public_ipv6 = Some("fd00:192:168::11".parse().unwrap());
+    let held = m.acquire(&dual, &a, (None, None), |_| 0).await.unwrap();
+    assert_eq!(held.lease.label(), "10.244.1.0-24&fd00:10:244:1::-64");
+    let stored = etcd
+        .get(&format!("{PREFIX}/subnets/{}", held.lease.label()))
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.contains(r#""PublicIPv6":"fd00:192:168::11""#),
+        "{stored}"
+    );
+    let again = m.acquire(&dual, &a, (None, None), |_| 3).await.unwrap();
+    assert_eq!(
+        (again.lease.label(), again.origin),
+        (held.lease.label(), Origin::OwnLease)
+    );
 }

@@ -47,29 +47,49 @@ fn desired() -> Desired {
 #[tokio::test]
 async fn first_reconcile_builds_everything_and_the_second_does_nothing() {
     let mut k = FakeKernel::default();
-    let first = reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    let first = reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert!(first.device_created);
     assert_eq!(first.operations, 6, "2 peers x (neighbour, FDB, route)");
     assert_eq!(k.state, desired());
-    let second = reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    let second = reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert!(second.was_converged(), "{second:?}");
 }
 
 #[tokio::test]
 async fn a_deleted_device_is_recreated_with_all_peer_state() {
     let mut k = FakeKernel::default();
-    reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     k.lose_device("flannel.1");
     assert!(k.state.neighbors.is_empty() && k.state.routes.is_empty());
-    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    let healed = reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert!(healed.device_created);
     assert_eq!(k.state, desired(), "flannel leaves peers unprogrammed here");
 }
@@ -77,15 +97,25 @@ async fn a_deleted_device_is_recreated_with_all_peer_state() {
 #[tokio::test]
 async fn lost_routes_neighbours_and_fdb_entries_come_back() {
     let mut k = FakeKernel::default();
-    reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     k.state.routes.pop_first();
     k.state.neighbors.pop_last();
     k.state.fdb.pop_first();
-    let healed = reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    let healed = reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert_eq!(healed.operations, 3);
     assert_eq!(k.state, desired());
 }
@@ -95,12 +125,17 @@ async fn an_incompatible_device_is_replaced() {
     let mut k = FakeKernel::default();
     let mut old = spec();
     old.mtu = 1500;
-    reconcile(&mut k, Some(&old), &networks(), &desired())
+    reconcile(&mut k, std::slice::from_ref(&old), &networks(), &desired())
         .await
         .unwrap();
-    let out = reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    let out = reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert!(out.device_replaced);
     assert_eq!(k.devices["flannel.1"].mtu, 1450);
     assert_eq!(k.state, desired());
@@ -114,9 +149,14 @@ async fn routes_outside_the_pod_network_are_not_ours() {
     k.state
         .routes
         .insert(default, NextHop::Underlay { via: gw });
-    reconcile(&mut k, Some(&spec()), &networks(), &desired())
-        .await
-        .unwrap();
+    reconcile(
+        &mut k,
+        std::slice::from_ref(&spec()),
+        &networks(),
+        &desired(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         k.state.routes.get(&default),
         Some(&NextHop::Underlay { via: gw })
@@ -134,7 +174,7 @@ async fn host_gw_needs_no_device() {
         direct_routing: false,
     };
     let d = compute(&lease(1), [&peer], &params, |_| true).desired;
-    let out = reconcile(&mut k, None, &networks(), &d).await.unwrap();
+    let out = reconcile(&mut k, &[], &networks(), &d).await.unwrap();
     assert!(!out.device_created && k.devices.is_empty());
     assert_eq!(k.state.routes.len(), 1);
 }

@@ -28,7 +28,7 @@ fn node() -> Node<FakeKernel> {
             direct_routing: false,
         },
         own: lease(1),
-        device: Some(VxlanSpec {
+        devices: vec![VxlanSpec {
             name: "flannel.1".into(),
             vni: 1,
             local: "192.168.0.11".parse().unwrap(),
@@ -37,7 +37,7 @@ fn node() -> Node<FakeKernel> {
             mtu: 1450,
             mac: "aa:aa:aa:aa:aa:01".parse().unwrap(),
             address: "10.244.1.0/32".parse().unwrap(),
-        }),
+        }],
         networks: vec!["10.244.0.0/16".parse().unwrap()],
         same_l2: Box::new(|_| false),
     }

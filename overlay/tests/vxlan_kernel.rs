@@ -66,9 +66,14 @@ fn kernel_of(node: &Node) -> NetlinkKernel {
 
 async fn sync(k: &mut NetlinkKernel, i: u8, peer: u8) -> sluice_overlay::reconcile::Outcome {
     let networks = ["10.244.0.0/16".parse().unwrap()];
-    reconcile(k, Some(&spec(i)), &networks, &desired(i, &[peer]))
-        .await
-        .unwrap()
+    reconcile(
+        k,
+        std::slice::from_ref(&spec(i)),
+        &networks,
+        &desired(i, &[peer]),
+    )
+    .await
+    .unwrap()
 }
 
 fn pod_to_pod(from: &sluice_testbed::cluster::Pod, to: &sluice_testbed::cluster::Pod) {
@@ -160,9 +165,14 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
 
     // The peer leaves: its state goes, route first.
     let networks = ["10.244.0.0/16".parse().unwrap()];
-    let gone = reconcile(&mut k1, Some(&spec(1)), &networks, &Desired::default())
-        .await
-        .unwrap();
+    let gone = reconcile(
+        &mut k1,
+        std::slice::from_ref(&spec(1)),
+        &networks,
+        &Desired::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(gone.operations, 3);
     let left = k1
         .observe(&["flannel.1".to_owned()], &networks)

@@ -1,17 +1,18 @@
-//! What both subnet managers share: finding the underlay, choosing the VTEP MAC, describing
-//! the lease, and — once a lease is held — writing subnet.env, installing masquerading,
-//! serving health and running the reconcile loop.
+//! What both subnet managers share: finding the underlay, choosing VTEP MACs, describing the
+//! lease, and — once a lease is held — writing subnet.env, installing masquerading, serving
+//! health and running the reconcile loop. Each enabled family (IPv4, IPv6) gets its own
+//! VXLAN device, VTEP address and MAC, as in flannel.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use futures::Stream;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use sluice_model::net_conf::{BackendType, NetConf};
 use sluice_overlay::flags::Flags;
 use sluice_overlay::kernel::VxlanSpec;
@@ -20,14 +21,19 @@ use sluice_overlay::netlink_kernel::{NetlinkKernel, Underlay, deletions};
 use sluice_overlay::sync::{Health, Node, run};
 use sluice_overlay::{Lease, LeaseAttrs, Mac, Params, health, subnet_env};
 
-/// VXLAN's encapsulation overhead (IPv4 outer header + UDP + VXLAN + inner Ethernet).
+/// VXLAN's encapsulation overhead over IPv4 (outer IPv4 + UDP + VXLAN + inner Ethernet).
 const VXLAN_OVERHEAD: u32 = 50;
+/// The same over IPv6 (a 40-byte outer header instead of 20).
+const VXLAN6_OVERHEAD: u32 = 70;
 
 /// The node's kernel and underlay, found before any lease is taken.
 pub(crate) struct Setup {
     pub(crate) kernel: NetlinkKernel,
     pub(crate) underlay: Underlay,
-    pub(crate) public_ip: Ipv4Addr,
+    /// The IPv4 VTEP address, when IPv4 is enabled.
+    pub(crate) public_ip: Option<Ipv4Addr>,
+    /// The IPv6 VTEP address, when IPv6 is enabled.
+    pub(crate) public_ipv6: Option<Ipv6Addr>,
     pub(crate) params: Params,
 }
 
@@ -35,16 +41,30 @@ impl Setup {
     pub(crate) async fn new(flags: &Flags, conf: &NetConf) -> anyhow::Result<Self> {
         let kernel = NetlinkKernel::connect().context("open netlink")?;
         let underlay = kernel.underlay(flags.iface.as_deref()).await?;
-        let public_ip = match (flags.public_ip, underlay.addr) {
-            (Some(IpAddr::V4(ip)), _) => ip,
-            (Some(IpAddr::V6(ip)), _) => {
-                bail!("--public-ip {ip}: IPv6 underlays are not supported yet")
-            }
-            (None, Some(net)) => net.addr(),
-            (None, None) => bail!(
-                "interface {} has no IPv4 address (use --public-ip)",
-                underlay.name
-            ),
+        let public_ip = if conf.enable_ipv4 {
+            Some(match (flags.public_ip, underlay.addr) {
+                (Some(IpAddr::V4(ip)), _) => ip,
+                (Some(IpAddr::V6(ip)), _) => bail!("--public-ip {ip}: use --public-ipv6 for IPv6"),
+                (None, Some(net)) => net.addr(),
+                (None, None) => bail!(
+                    "interface {} has no IPv4 address (use --public-ip)",
+                    underlay.name
+                ),
+            })
+        } else {
+            None
+        };
+        let public_ipv6 = if conf.enable_ipv6 {
+            Some(match (flags.public_ipv6, underlay.addr6) {
+                (Some(ip), _) => ip,
+                (None, Some(net)) => net.addr(),
+                (None, None) => bail!(
+                    "interface {} has no global IPv6 address (use --public-ipv6)",
+                    underlay.name
+                ),
+            })
+        } else {
+            None
         };
         let backend = &conf.backend;
         let params = Params {
@@ -56,44 +76,86 @@ impl Setup {
             kernel,
             underlay,
             public_ip,
+            public_ipv6,
             params,
         })
     }
 
-    /// The overlay MTU: the configured one, else the underlay's less the VXLAN overhead.
-    pub(crate) fn mtu(&self, conf: &NetConf) -> u32 {
-        conf.backend.mtu.unwrap_or(match self.params.backend {
-            BackendType::Vxlan => self.underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
-            BackendType::HostGw => self.underlay.mtu,
-        })
+    /// The address that identifies this node's lease (IPv4 unless IPv4 is off).
+    pub(crate) fn identity(&self) -> Option<IpAddr> {
+        self.public_ip
+            .map(IpAddr::V4)
+            .or(self.public_ipv6.map(IpAddr::V6))
     }
 
-    /// What this node publishes, keeping `mac` (from a previous lease) when there is one.
-    pub(crate) fn attrs(&self, mac: Option<Mac>) -> (LeaseAttrs, Mac) {
-        let mac = mac.unwrap_or_else(random_mac);
-        let backend_data = match self.params.backend {
-            BackendType::Vxlan => serde_json::json!({"VNI": self.params.vni, "VtepMAC": mac}),
-            BackendType::HostGw => serde_json::Value::Null,
+    /// The overlay MTU: the configured one, else the underlay's less the VXLAN overhead of
+    /// the outer family (the larger one when both run, so one MTU fits both devices).
+    pub(crate) fn mtu(&self, conf: &NetConf) -> u32 {
+        let overhead = match (self.params.backend, self.public_ip) {
+            (BackendType::HostGw, _) => 0,
+            (BackendType::Vxlan, Some(_)) if self.public_ipv6.is_none() => VXLAN_OVERHEAD,
+            (BackendType::Vxlan, _) => VXLAN6_OVERHEAD,
+        };
+        conf.backend
+            .mtu
+            .unwrap_or(self.underlay.mtu.saturating_sub(overhead))
+    }
+
+    /// What this node publishes, keeping the MACs of a previous lease when there is one.
+    pub(crate) fn attrs(&self, previous: Option<&LeaseAttrs>) -> (LeaseAttrs, Mac, Mac) {
+        let mac = previous_mac(previous, false).unwrap_or_else(random_mac);
+        let mac6 = previous_mac(previous, true).unwrap_or_else(random_mac);
+        let vxlan = self.params.backend == BackendType::Vxlan;
+        let data = |on: bool, mac: Mac| match on && vxlan {
+            true => serde_json::json!({"VNI": self.params.vni, "VtepMAC": mac}),
+            false => serde_json::Value::Null,
         };
         let attrs = LeaseAttrs {
-            public_ip: Some(self.public_ip),
-            public_ipv6: None,
+            public_ip: self.public_ip,
+            public_ipv6: self.public_ipv6,
             backend_type: self.params.backend.as_str().to_owned(),
-            backend_data,
-            backend_v6_data: serde_json::Value::Null,
+            backend_data: data(self.public_ip.is_some(), mac),
+            backend_v6_data: data(self.public_ipv6.is_some(), mac6),
         };
-        (attrs, mac)
+        (attrs, mac, mac6)
+    }
+
+    /// The VXLAN devices for `lease`: one per family it has a subnet in.
+    fn devices(&self, lease: &Lease, conf: &NetConf, macs: (Mac, Mac)) -> Vec<VxlanSpec> {
+        if self.params.backend != BackendType::Vxlan {
+            return Vec::new();
+        }
+        let mtu = self.mtu(conf);
+        let spec = |v6: bool, local: IpAddr, mac: Mac, subnet: IpNet| VxlanSpec {
+            name: self.params.device(v6),
+            vni: self.params.vni,
+            local,
+            underlay: self.underlay.name.clone(),
+            port: conf.backend.port(),
+            mtu,
+            mac,
+            address: IpNet::new(subnet.network(), subnet.max_prefix_len()).unwrap_or(subnet),
+        };
+        let v4 = lease
+            .subnet
+            .zip(self.public_ip)
+            .map(|(s, ip)| spec(false, ip.into(), macs.0, s.into()));
+        let v6 = lease
+            .ipv6_subnet
+            .zip(self.public_ipv6)
+            .map(|(s, ip)| spec(true, ip.into(), macs.1, s.into()));
+        v4.into_iter().chain(v6).collect()
     }
 }
 
-/// The MAC of a previous lease of ours, if it was a VXLAN one.
-pub(crate) fn previous_mac(attrs: Option<&LeaseAttrs>) -> Option<Mac> {
+/// The VTEP MAC of a previous lease of ours for a family, if it was a VXLAN one.
+fn previous_mac(attrs: Option<&LeaseAttrs>, v6: bool) -> Option<Mac> {
     let lease = Lease {
         subnet: None,
         ipv6_subnet: None,
         attrs: attrs?.clone(),
     };
-    lease.vxlan_data(false).ok().flatten().map(|d| d.vtep_mac)
+    lease.vxlan_data(v6).ok().flatten().map(|d| d.vtep_mac)
 }
 
 /// A random locally administered unicast MAC (the std hasher's per-process random keys are
@@ -114,42 +176,41 @@ pub(crate) async fn serve(
     conf: &NetConf,
     setup: Setup,
     lease: Lease,
-    mac: Mac,
+    macs: (Mac, Mac),
     peers: impl Stream<Item = Vec<Lease>>,
 ) -> anyhow::Result<()> {
-    let subnet = lease.subnet.context("the lease has no IPv4 subnet")?;
-    let network = conf.network.context("net-conf.json has no Network")?;
+    let network = conf.network.filter(|_| conf.enable_ipv4);
+    let network6 = conf.ipv6_network.filter(|_| conf.enable_ipv6);
     let mtu = setup.mtu(conf);
-    subnet_env(conf.network, conf.ipv6_network, &lease, mtu, flags.ip_masq)
+    subnet_env(network, network6, &lease, mtu, flags.ip_masq)
         .write_atomic(&flags.subnet_file)
         .context("write subnet.env")?;
-    tracing::info!(%subnet, mtu, file = %flags.subnet_file.display(), "lease acquired, subnet.env written");
+    tracing::info!(lease = %lease.label(), mtu, file = %flags.subnet_file.display(), "lease acquired, subnet.env written");
+    let families = [
+        network.map(IpNet::V4).zip(lease.subnet.map(IpNet::V4)),
+        network6
+            .map(IpNet::V6)
+            .zip(lease.ipv6_subnet.map(IpNet::V6)),
+    ];
     if flags.ip_masq {
-        nft(&masq::render(&MasqNets {
-            network: network.into(),
-            pod_cidr: subnet.into(),
-        }))?;
+        for (network, pod_cidr) in families.iter().flatten() {
+            nft(&masq::render(&MasqNets {
+                network: *network,
+                pod_cidr: *pod_cidr,
+            }))?;
+        }
     }
-    let device = (setup.params.backend == BackendType::Vxlan).then(|| VxlanSpec {
-        name: setup.params.device(false),
-        vni: setup.params.vni,
-        local: IpAddr::V4(setup.public_ip),
-        underlay: setup.underlay.name.clone(),
-        port: conf.backend.port(),
-        mtu,
-        mac,
-        address: IpNet::V4(Ipv4Net::new(subnet.network(), 32).unwrap_or(subnet)),
-    });
-    let underlay_net = setup.underlay.addr;
+    let devices = setup.devices(&lease, conf, macs);
+    let (under4, under6) = (setup.underlay.addr, setup.underlay.addr6);
     let node = Node {
         kernel: setup.kernel,
         params: setup.params,
         own: lease,
-        device,
-        networks: vec![network.into()],
-        same_l2: Box::new(move |ip| match (underlay_net, ip) {
-            (Some(net), IpAddr::V4(v4)) => net.trunc().contains(&v4),
-            _ => false,
+        devices,
+        networks: families.iter().flatten().map(|(n, _)| *n).collect(),
+        same_l2: Box::new(move |ip| match ip {
+            IpAddr::V4(a) => under4.is_some_and(|n| n.trunc().contains(&a)),
+            IpAddr::V6(a) => under6.is_some_and(|n| n.trunc().contains(&a)),
         }),
     };
     let health = Arc::new(Mutex::new(Health::default()));

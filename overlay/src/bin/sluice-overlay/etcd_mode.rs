@@ -3,14 +3,15 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use sluice_model::subnet_env::SubnetEnv;
+use sluice_overlay::allocate::Ranges;
 use sluice_overlay::etcd_mgr::{EtcdSubnetManager, HeldLease};
 use sluice_overlay::flags::Flags;
 
-use crate::common::{Setup, previous_mac, serve};
+use crate::common::{Setup, serve};
 use crate::kube_mode::retry;
 
 /// How often a failed renewal is retried (flannel: every minute).
@@ -23,21 +24,25 @@ pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
     })
     .await;
     let conf = retry("read the network configuration", || mgr.config()).await;
-    let range = conf
-        .check()?
-        .ipv4
-        .context("net-conf: IPv4 is not enabled")?;
+    let checked = conf.check()?;
+    let ranges = Ranges {
+        ipv4: checked.ipv4,
+        ipv6: checked.ipv6,
+    };
     let setup = Setup::new(&flags, &conf).await?;
     let (leases, _) = retry("list leases", || mgr.leases()).await;
-    let mine = leases
-        .iter()
-        .find(|l| l.attrs.public_ip == Some(setup.public_ip));
-    let (attrs, mac) = setup.attrs(previous_mac(mine.map(|l| &l.attrs)));
-    let previous = SubnetEnv::read(&flags.subnet_file)
-        .ok()
-        .and_then(|e| e.subnet_network());
+    let me = setup.identity();
+    let mine = leases.iter().find(|l| {
+        l.attrs.public_ip.map(IpAddr::V4) == me || l.attrs.public_ipv6.map(IpAddr::V6) == me
+    });
+    let (attrs, mac, mac6) = setup.attrs(mine.map(|l| &l.attrs));
+    let env = SubnetEnv::read(&flags.subnet_file).ok();
+    let previous = (
+        env.as_ref().and_then(SubnetEnv::subnet_network),
+        env.as_ref().and_then(SubnetEnv::ipv6_subnet_network),
+    );
     let held = retry("acquire lease", || {
-        mgr.acquire(&range, &attrs, previous, random_index)
+        mgr.acquire(&ranges, &attrs, previous, random_index)
     })
     .await;
     tracing::info!(origin = ?held.origin, "etcd lease held");
@@ -46,8 +51,8 @@ pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
         held.clone(),
         flags.renew_after(),
     ));
-    let peers = mgr.peers(held.lease.subnet);
-    serve(&flags, &conf, setup, held.lease, mac, peers).await
+    let peers = mgr.peers(held.lease.label());
+    serve(&flags, &conf, setup, held.lease, (mac, mac6), peers).await
 }
 
 /// Renews the lease before it expires, for as long as the daemon runs. A failed renewal is

@@ -10,7 +10,7 @@ use sluice_overlay::kube_mgr::{KubeMgrError, KubeSubnetManager};
 use sluice_overlay::node_lease::PodCidrError;
 use sluice_overlay::{AnnotationKeys, Lease, LeaseAttrs};
 
-use crate::common::{Setup, previous_mac, serve};
+use crate::common::{Setup, serve};
 
 pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
     let node = flags
@@ -27,10 +27,10 @@ pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
     );
     let setup = Setup::new(&flags, &conf).await?;
     let previous = retry("read own node", || mgr.previous_attrs()).await;
-    let (attrs, mac) = setup.attrs(previous_mac(previous.as_ref()));
+    let (attrs, mac, mac6) = setup.attrs(previous.as_ref());
     let lease = acquire(&mgr, &conf, &attrs).await?;
     retry("mark network available", || mgr.complete()).await;
-    serve(&flags, &conf, setup, lease, mac, mgr.peers()).await
+    serve(&flags, &conf, setup, lease, (mac, mac6), mgr.peers()).await
 }
 
 /// Acquires the lease, waiting out API trouble and a podCIDR not assigned yet, but failing
@@ -42,7 +42,9 @@ async fn acquire(
 ) -> anyhow::Result<Lease> {
     let mut delay = Duration::from_millis(500);
     loop {
-        match mgr.acquire(conf.network, conf.ipv6_network, attrs).await {
+        let network = conf.network.filter(|_| conf.enable_ipv4);
+        let network6 = conf.ipv6_network.filter(|_| conf.enable_ipv6);
+        match mgr.acquire(network, network6, attrs).await {
             Ok(lease) => return Ok(lease),
             Err(KubeMgrError::PodCidr(
                 e @ (PodCidrError::OutsideNetwork { .. } | PodCidrError::Invalid { .. }),
