@@ -139,13 +139,17 @@ fn pods_talk(n1: &Node, n2: &Node) -> (Pod, Pod, Vec<EchoServer>) {
 #[test]
 fn kube_mode_overlay_connects_pods_heals_and_restarts_with_the_same_lease() {
     require_root();
-    let cluster = Cluster::new(2).unwrap();
+    let cluster = Cluster::new(3).unwrap();
     let api = Api::start(&cluster, VXLAN_CONF);
     api.add_nodes(&cluster);
-    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let (n1, n2, n3) = (
+        cluster.node(1).unwrap(),
+        cluster.node(2).unwrap(),
+        cluster.node(3).unwrap(),
+    );
     let mut d1 = api.daemon(n1, &["--ip-masq"]);
-    let _d2 = api.daemon(n2, &[]);
-    eventually("subnet.env on both nodes", || {
+    let _others = (api.daemon(n2, &[]), api.daemon(n3, &[]));
+    eventually("subnet.env on every node", || {
         cluster.nodes().iter().all(|n| api.subnet_file(n).exists())
     });
     let env1 = std::fs::read_to_string(api.subnet_file(n1)).unwrap();
@@ -170,23 +174,47 @@ fn kube_mode_overlay_connects_pods_heals_and_restarts_with_the_same_lease() {
         masq.contains("masquerade"),
         "--ip-masq installs its table: {masq}"
     );
+    let routes = |n: &Node| n.ns().ip(["route", "show", "proto", "83"]).unwrap();
+    eventually("every node routes to both peers", || {
+        cluster
+            .nodes()
+            .iter()
+            .all(|n| routes(n).lines().count() == 2)
+    });
 
     let (a, b, _servers) = pods_talk(n1, n2);
 
-    // Someone deletes flannel.1: the next reconcile (1 s) brings it back with its peers.
+    // Someone deletes flannel.1: it comes back with its peers.
     n1.ns().ip(["link", "del", "flannel.1"]).unwrap();
     eventually("overlay healed after flannel.1 was deleted", || {
         talks(&a, &b)
     });
 
-    // A restart keeps the subnet and the VTEP MAC (so peers need no change).
+    // A restart keeps the subnet and the VTEP MAC (so peers need no change), and no route
+    // is removed anywhere meanwhile: `ip monitor` would print "Deleted".
+    let monitors: Vec<Process> = [n1, n2]
+        .iter()
+        .map(|n| {
+            n.ns()
+                .spawn(Command::new("ip").args(["monitor", "route"]))
+                .unwrap()
+        })
+        .collect();
     d1.stop();
     let mut d1 = api.daemon(n1, &["--ip-masq"]);
     eventually("restarted daemon took its lease", || {
         d1.logs().contains("lease acquired")
     });
+    std::thread::sleep(Duration::from_millis(1500)); // a reconcile period after the restart
     assert_eq!(api.annotation(n1, "backend-data"), Some(backend_data));
     assert_eq!(std::fs::read_to_string(api.subnet_file(n1)).unwrap(), env1);
+    for m in &monitors {
+        assert!(
+            !m.logs().contains("Deleted"),
+            "a route was removed:\n{}",
+            m.logs()
+        );
+    }
     assert!(
         talks(&a, &b) && talks(&b, &a),
         "traffic survives the restart"
