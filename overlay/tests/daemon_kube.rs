@@ -3,10 +3,12 @@
 //! pods on different nodes talk over the overlay it builds; it heals, restarts with the same
 //! lease, peers with a flannel node, runs host-gw, and refuses an unusable podCIDR clearly.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_test_apiserver::{Config, TestApiServer};
@@ -104,16 +106,9 @@ impl Api {
     }
 }
 
-/// Polls `check` every 50 ms for up to 10 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+/// Polls `check` for up to 10 s.
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    common::eventually(what, Duration::from_secs(10), check);
 }
 
 fn talks(from: &Pod, to: &Pod) -> bool {

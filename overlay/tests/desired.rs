@@ -1,19 +1,14 @@
 //! Desired overlay state from leases, and plans between states.
 
+mod common;
+
 use std::net::IpAddr;
 
+use common::lease_with_mac;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use sluice_model::net_conf::BackendType;
-use sluice_overlay::{Desired, Lease, NextHop, Params, Plan, compute};
-
-fn vxlan_lease(i: u8, mac: &str) -> Lease {
-    let value = format!(
-        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#,
-        10 + i
-    );
-    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
-}
+use sluice_overlay::{Desired, NextHop, Params, Plan, compute};
 
 fn params(backend: BackendType, direct_routing: bool) -> Params {
     Params {
@@ -33,8 +28,8 @@ fn net(s: &str) -> IpNet {
 
 #[test]
 fn vxlan_peer_gets_one_neighbor_one_fdb_one_onlink_route() {
-    let own = vxlan_lease(1, "aa:aa:aa:aa:aa:01");
-    let peers = [own.clone(), vxlan_lease(2, "aa:aa:aa:aa:aa:02")];
+    let own = lease_with_mac(1, "aa:aa:aa:aa:aa:01");
+    let peers = [own.clone(), lease_with_mac(2, "aa:aa:aa:aa:aa:02")];
     let c = compute(&own, &peers, &params(BackendType::Vxlan, false), |_| true);
     assert!(c.skipped.is_empty(), "{:?}", c.skipped);
     let d = c.desired;
@@ -54,8 +49,8 @@ fn vxlan_peer_gets_one_neighbor_one_fdb_one_onlink_route() {
 
 #[test]
 fn host_gw_and_direct_routing_use_plain_routes() {
-    let own = vxlan_lease(1, "aa:aa:aa:aa:aa:01");
-    let peer = vxlan_lease(2, "aa:aa:aa:aa:aa:02");
+    let own = lease_with_mac(1, "aa:aa:aa:aa:aa:01");
+    let peer = lease_with_mac(2, "aa:aa:aa:aa:aa:02");
     let direct = compute(&own, [&peer], &params(BackendType::Vxlan, true), |_| true).desired;
     assert!(direct.neighbors.is_empty() && direct.fdb.is_empty());
     assert_eq!(
@@ -85,10 +80,10 @@ fn host_gw_and_direct_routing_use_plain_routes() {
 
 #[test]
 fn peers_of_other_backends_or_without_data_are_skipped_with_a_reason() {
-    let own = vxlan_lease(1, "aa:aa:aa:aa:aa:01");
-    let mut wg = vxlan_lease(2, "aa:aa:aa:aa:aa:02");
+    let own = lease_with_mac(1, "aa:aa:aa:aa:aa:01");
+    let mut wg = lease_with_mac(2, "aa:aa:aa:aa:aa:02");
     wg.attrs.backend_type = "wireguard".into();
-    let mut nodata = vxlan_lease(3, "aa:aa:aa:aa:aa:03");
+    let mut nodata = lease_with_mac(3, "aa:aa:aa:aa:aa:03");
     nodata.attrs.backend_data = serde_json::Value::Null;
     let c = compute(
         &own,
@@ -103,10 +98,16 @@ fn peers_of_other_backends_or_without_data_are_skipped_with_a_reason() {
 
 #[test]
 fn changed_mac_replaces_neighbor_and_deletes_the_old_fdb_entry() {
-    let own = vxlan_lease(1, "aa:aa:aa:aa:aa:01");
+    let own = lease_with_mac(1, "aa:aa:aa:aa:aa:01");
     let p = params(BackendType::Vxlan, false);
-    let before = compute(&own, [&vxlan_lease(2, "aa:aa:aa:aa:aa:02")], &p, |_| false).desired;
-    let after = compute(&own, [&vxlan_lease(2, "bb:bb:bb:bb:bb:02")], &p, |_| false).desired;
+    let before = compute(&own, [&lease_with_mac(2, "aa:aa:aa:aa:aa:02")], &p, |_| {
+        false
+    })
+    .desired;
+    let after = compute(&own, [&lease_with_mac(2, "bb:bb:bb:bb:bb:02")], &p, |_| {
+        false
+    })
+    .desired;
     let plan = Plan::between(&before, &after);
     let old: sluice_overlay::Mac = "aa:aa:aa:aa:aa:02".parse().unwrap();
     assert_eq!(
@@ -124,11 +125,11 @@ fn changed_mac_replaces_neighbor_and_deletes_the_old_fdb_entry() {
 
 #[test]
 fn expired_peer_is_removed_route_first_and_no_op_plans_are_empty() {
-    let own = vxlan_lease(1, "aa:aa:aa:aa:aa:01");
+    let own = lease_with_mac(1, "aa:aa:aa:aa:aa:01");
     let p = params(BackendType::Vxlan, false);
     let peers = [
-        vxlan_lease(2, "aa:aa:aa:aa:aa:02"),
-        vxlan_lease(3, "aa:aa:aa:aa:aa:03"),
+        lease_with_mac(2, "aa:aa:aa:aa:aa:02"),
+        lease_with_mac(3, "aa:aa:aa:aa:aa:03"),
     ];
     let both = compute(&own, &peers, &p, |_| false).desired;
     let one = compute(&own, &peers[..1], &p, |_| false).desired;

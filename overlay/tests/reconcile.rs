@@ -1,38 +1,16 @@
 //! Self-healing against the fake kernel: whatever is lost comes back in one reconcile, and a
 //! converged kernel sees no operations.
 
+mod common;
+
 use std::net::IpAddr;
 
+use common::{lease, networks, spec, sync};
 use ipnet::IpNet;
 use sluice_model::net_conf::BackendType;
-use sluice_overlay::kernel::{FakeKernel, VxlanSpec};
+use sluice_overlay::kernel::FakeKernel;
 use sluice_overlay::reconcile::reconcile;
-use sluice_overlay::{Desired, Lease, NextHop, Params, compute};
-
-fn lease(i: u8) -> Lease {
-    let value = format!(
-        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:{i:02x}"}}}}"#,
-        10 + i
-    );
-    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
-}
-
-fn spec() -> VxlanSpec {
-    VxlanSpec {
-        name: "flannel.1".into(),
-        vni: 1,
-        local: "192.168.0.11".parse().unwrap(),
-        underlay: "eth0".into(),
-        port: 8472,
-        mtu: 1450,
-        mac: "aa:aa:aa:aa:aa:01".parse().unwrap(),
-        address: "10.244.1.0/32".parse().unwrap(),
-    }
-}
-
-fn networks() -> Vec<IpNet> {
-    vec!["10.244.0.0/16".parse().unwrap()]
-}
+use sluice_overlay::{Desired, NextHop, Params, compute};
 
 fn desired() -> Desired {
     let params = Params {
@@ -40,56 +18,27 @@ fn desired() -> Desired {
         vni: 1,
         direct_routing: false,
     };
-    let peers = [lease(2), lease(3)];
-    compute(&lease(1), &peers, &params, |_| false).desired
+    compute(&lease(1), &[lease(2), lease(3)], &params, |_| false).desired
 }
 
 #[tokio::test]
 async fn first_reconcile_builds_everything_and_the_second_does_nothing() {
     let mut k = FakeKernel::default();
-    let first = reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    let first = sync(&mut k, 1, &desired()).await;
     assert!(first.device_created);
     assert_eq!(first.operations, 6, "2 peers x (neighbour, FDB, route)");
     assert_eq!(k.state, desired());
-    let second = reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    let second = sync(&mut k, 1, &desired()).await;
     assert!(second.was_converged(), "{second:?}");
 }
 
 #[tokio::test]
 async fn a_deleted_device_is_recreated_with_all_peer_state() {
     let mut k = FakeKernel::default();
-    reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    sync(&mut k, 1, &desired()).await;
     k.lose_device("flannel.1");
     assert!(k.state.neighbors.is_empty() && k.state.routes.is_empty());
-    let healed = reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    let healed = sync(&mut k, 1, &desired()).await;
     assert!(healed.device_created);
     assert_eq!(k.state, desired(), "flannel leaves peers unprogrammed here");
 }
@@ -97,25 +46,11 @@ async fn a_deleted_device_is_recreated_with_all_peer_state() {
 #[tokio::test]
 async fn lost_routes_neighbours_and_fdb_entries_come_back() {
     let mut k = FakeKernel::default();
-    reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    sync(&mut k, 1, &desired()).await;
     k.state.routes.pop_first();
     k.state.neighbors.pop_last();
     k.state.fdb.pop_first();
-    let healed = reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    let healed = sync(&mut k, 1, &desired()).await;
     assert_eq!(healed.operations, 3);
     assert_eq!(k.state, desired());
 }
@@ -123,19 +58,12 @@ async fn lost_routes_neighbours_and_fdb_entries_come_back() {
 #[tokio::test]
 async fn an_incompatible_device_is_replaced() {
     let mut k = FakeKernel::default();
-    let mut old = spec();
+    let mut old = spec(1);
     old.mtu = 1500;
     reconcile(&mut k, std::slice::from_ref(&old), &networks(), &desired())
         .await
         .unwrap();
-    let out = reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    let out = sync(&mut k, 1, &desired()).await;
     assert!(out.device_replaced);
     assert_eq!(k.devices["flannel.1"].mtu, 1450);
     assert_eq!(k.state, desired());
@@ -149,14 +77,7 @@ async fn routes_outside_the_pod_network_are_not_ours() {
     k.state
         .routes
         .insert(default, NextHop::Underlay { via: gw });
-    reconcile(
-        &mut k,
-        std::slice::from_ref(&spec()),
-        &networks(),
-        &desired(),
-    )
-    .await
-    .unwrap();
+    sync(&mut k, 1, &desired()).await;
     assert_eq!(
         k.state.routes.get(&default),
         Some(&NextHop::Underlay { via: gw })

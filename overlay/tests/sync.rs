@@ -1,23 +1,18 @@
 //! The control loop with the fake kernel and a paused clock: nothing before the first peer
 //! set, a reconcile per set, and periodic repair of lost state.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{lease, spec};
 use futures::SinkExt;
 use futures::channel::mpsc;
 use sluice_model::net_conf::BackendType;
-use sluice_overlay::kernel::{FakeKernel, VxlanSpec};
+use sluice_overlay::Params;
+use sluice_overlay::kernel::FakeKernel;
 use sluice_overlay::sync::{Health, Node, run};
-use sluice_overlay::{Lease, Params};
-
-fn lease(i: u8) -> Lease {
-    let value = format!(
-        r#"{{"PublicIP":"192.168.0.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:{i:02x}"}}}}"#,
-        10 + i
-    );
-    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
-}
 
 fn node() -> Node<FakeKernel> {
     Node {
@@ -28,16 +23,7 @@ fn node() -> Node<FakeKernel> {
             direct_routing: false,
         },
         own: lease(1),
-        devices: vec![VxlanSpec {
-            name: "flannel.1".into(),
-            vni: 1,
-            local: "192.168.0.11".parse().unwrap(),
-            underlay: "eth0".into(),
-            port: 8472,
-            mtu: 1450,
-            mac: "aa:aa:aa:aa:aa:01".parse().unwrap(),
-            address: "10.244.1.0/32".parse().unwrap(),
-        }],
+        devices: vec![spec(1)],
         networks: vec!["10.244.0.0/16".parse().unwrap()],
         same_l2: Box::new(|_| false),
     }

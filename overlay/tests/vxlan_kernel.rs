@@ -2,45 +2,21 @@
 //! pods on different nodes talking over `flannel.1`, and state restored after someone deletes
 //! the device, a route or a neighbour entry.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::{lease, mac, networks, spec, sync};
 use sluice_model::net_conf::BackendType;
-use sluice_overlay::kernel::{Kernel, VxlanSpec};
+use sluice_overlay::kernel::Kernel;
 use sluice_overlay::netlink_kernel::NetlinkKernel;
-use sluice_overlay::reconcile::reconcile;
 use sluice_overlay::{Desired, Lease, Params, compute};
-use sluice_testbed::cluster::{Cluster, Node, node_addr, node_pod_cidr};
+use sluice_testbed::cluster::{Cluster, Node, node_pod_cidr};
 use sluice_testbed::require_root;
 use sluice_testbed::traffic::{self, EchoServer};
 
 const T: Duration = Duration::from_secs(2);
-
-fn mac(i: u8) -> String {
-    format!("0a:58:0a:f4:{i:02x}:01")
-}
-
-fn lease(i: u8) -> Lease {
-    let value = format!(
-        r#"{{"PublicIP":"{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
-        node_addr(i),
-        mac(i)
-    );
-    Lease::from_etcd(&format!("10.244.{i}.0-24"), &value).unwrap()
-}
-
-fn spec(i: u8) -> VxlanSpec {
-    VxlanSpec {
-        name: "flannel.1".into(),
-        vni: 1,
-        local: IpAddr::V4(node_addr(i)),
-        underlay: "eth0".into(),
-        port: 8472,
-        mtu: 1450,
-        mac: mac(i).parse().unwrap(),
-        address: format!("10.244.{i}.0/32").parse().unwrap(),
-    }
-}
 
 fn desired(i: u8, peers: &[u8]) -> Desired {
     let params = Params {
@@ -64,16 +40,9 @@ fn kernel_of(node: &Node) -> NetlinkKernel {
         .unwrap()
 }
 
-async fn sync(k: &mut NetlinkKernel, i: u8, peer: u8) -> sluice_overlay::reconcile::Outcome {
-    let networks = ["10.244.0.0/16".parse().unwrap()];
-    reconcile(
-        k,
-        std::slice::from_ref(&spec(i)),
-        &networks,
-        &desired(i, &[peer]),
-    )
-    .await
-    .unwrap()
+/// One reconcile of node `i` with `peer` as its only peer.
+async fn sync_with(k: &mut NetlinkKernel, i: u8, peer: u8) -> sluice_overlay::reconcile::Outcome {
+    sync(k, i, &desired(i, &[peer])).await
 }
 
 fn pod_to_pod(from: &sluice_testbed::cluster::Pod, to: &sluice_testbed::cluster::Pod) {
@@ -94,17 +63,16 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
     let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
     assert_eq!(n1.pod_cidr(), node_pod_cidr(1));
     let (mut k1, mut k2) = (kernel_of(n1), kernel_of(n2));
-    assert!(sync(&mut k1, 1, 2).await.device_created);
-    assert!(sync(&mut k2, 2, 1).await.device_created);
+    assert!(sync_with(&mut k1, 1, 2).await.device_created);
+    assert!(sync_with(&mut k2, 2, 1).await.device_created);
     let dev = k1.device("flannel.1").await.unwrap();
     assert_eq!(dev.as_ref(), Some(&spec(1)), "device reads back as created");
-    let networks = ["10.244.0.0/16".parse().unwrap()];
     let seen = k1
-        .observe(&["flannel.1".to_owned()], &networks)
+        .observe(&["flannel.1".to_owned()], &networks())
         .await
         .unwrap();
     assert_eq!(seen, desired(1, &[2]), "state reads back as written");
-    let again = sync(&mut k1, 1, 2).await;
+    let again = sync_with(&mut k1, 1, 2).await;
     assert!(
         again.was_converged(),
         "second reconcile is a no-op: {again:?}"
@@ -128,7 +96,7 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
         "{link}"
     );
     assert!(
-        link.contains("mtu 1450") && link.contains(&mac(1)),
+        link.contains("mtu 1450") && link.contains(&mac(1).to_string()),
         "{link}"
     );
     let fdb = n1
@@ -151,7 +119,7 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
     // Someone deletes the device: one reconcile recreates it with all peer state.
     n1.ns().ip(["link", "del", "flannel.1"]).unwrap();
     assert!(traffic::tcp_request(a.ns(), SocketAddr::new(b.ip().into(), 9000), T).is_err());
-    assert!(sync(&mut k1, 1, 2).await.device_created);
+    assert!(sync_with(&mut k1, 1, 2).await.device_created);
     pod_to_pod(&a, &b);
 
     // ... or a route and a neighbour entry.
@@ -159,23 +127,15 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
     n1.ns()
         .ip(["neigh", "del", "10.244.2.0", "dev", "flannel.1"])
         .unwrap();
-    let healed = sync(&mut k1, 1, 2).await;
+    let healed = sync_with(&mut k1, 1, 2).await;
     assert_eq!(healed.operations, 2, "{healed:?}");
     pod_to_pod(&a, &b);
 
     // The peer leaves: its state goes, route first.
-    let networks = ["10.244.0.0/16".parse().unwrap()];
-    let gone = reconcile(
-        &mut k1,
-        std::slice::from_ref(&spec(1)),
-        &networks,
-        &Desired::default(),
-    )
-    .await
-    .unwrap();
+    let gone = sync(&mut k1, 1, &Desired::default()).await;
     assert_eq!(gone.operations, 3);
     let left = k1
-        .observe(&["flannel.1".to_owned()], &networks)
+        .observe(&["flannel.1".to_owned()], &networks())
         .await
         .unwrap();
     assert_eq!(left, Desired::default());
