@@ -124,8 +124,10 @@ mod tests {
             .unwrap();
         assert_eq!(svc["shortNames"], json!(["svc"]));
         assert_eq!(group_list()["groups"][0]["name"], "discovery.k8s.io");
-        assert!(group("discovery.k8s.io").is_some() && group("apps").is_none());
+        assert!(group("discovery.k8s.io").is_some() && group("apps").is_some());
+        assert!(group("batch").is_none());
         assert!(resource_list("discovery.k8s.io", "v1").is_some());
-        assert!(resource_list("apps", "v1").is_none());
+        assert!(resource_list("apps", "v1").is_some());
+        assert!(resource_list("batch", "v1").is_none());
     }
 }

@@ -51,9 +51,13 @@ pub const RESOURCES: &[Resource] = &[
     res("", "v1", "pods", "pod", "Pod", true, &["po"], true).in_all(),
     res("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], false),
     res("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
+    res("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], false),
     res("", "v1", "events", "event", "Event", true, &["ev"], false),
     res("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false),
     res("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], false),
+    res("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true).in_all(),
+    res("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[], false),
+    res("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], false),
 ];
 
 #[expect(
@@ -163,7 +167,9 @@ mod tests {
             groups(),
             vec![
                 ("discovery.k8s.io", vec!["v1"]),
-                ("events.k8s.io", vec!["v1"])
+                ("events.k8s.io", vec!["v1"]),
+                ("apps", vec!["v1"]),
+                ("rbac.authorization.k8s.io", vec!["v1"])
             ]
         );
     }
