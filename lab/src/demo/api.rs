@@ -1,10 +1,10 @@
-//! The demo's API part: a Service created with kubectl against the test API server, an
-//! EndpointSlice naming real pods, both read back through the shared model, and traffic sent
-//! to the endpoints the model produced — the path every proxy backend will take.
+//! The demo's API part: a Service created with kubectl (run on node 1, as an operator on a
+//! node would) against the API server on the underlay, an EndpointSlice naming real pods, both
+//! read back through the shared model, and traffic sent to the endpoints the model produced —
+//! the path every proxy backend will take.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -13,11 +13,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use sluice_model::k8s::{service_ports, slice_endpoints};
 use sluice_model::service::{Endpoint, ServicePort};
+use sluice_testbed::NetNs;
 use sluice_testbed::apiserver::TestApiServer;
 use sluice_testbed::cluster::Pod;
 use sluice_testbed::traffic::{self, Proto};
 
-use crate::report::Report;
+use super::report::Report;
 
 const SERVICE_YAML: &str = "\
 apiVersion: v1
@@ -31,24 +32,34 @@ spec:
   - {name: http, port: 80, targetPort: 8080, protocol: TCP}
 ";
 
+/// Where kubectl runs and with which files.
+pub(crate) struct Kubectl<'a> {
+    /// The namespace it runs in (a node's).
+    pub(crate) ns: &'a NetNs,
+    /// Holds `kubeconfig`; kubectl's cache goes here too, never into the real home.
+    pub(crate) dir: &'a Path,
+}
+
 /// Runs the API-server checks; `client` sends traffic, `backends` become the endpoints.
-pub(crate) fn checks(report: &mut Report, client: &Pod, backends: &[&Pod]) {
-    let server = TestApiServer::start();
-    report.check("kubectl create -f service.yaml (test API server)", || {
+pub(crate) fn checks(
+    report: &mut Report,
+    server: &TestApiServer,
+    k: &Kubectl<'_>,
+    client: &Pod,
+    backends: &[&Pod],
+) {
+    report.check("kubectl create -f service.yaml (from node 1)", || {
+        let file = k.dir.join("service.yaml");
+        std::fs::write(&file, SERVICE_YAML)?;
         let out = kubectl(
-            &server,
-            &["create", "--validate=false", "-f", "-"],
-            SERVICE_YAML,
+            k,
+            &["create", "--validate=false", "-f", &file.to_string_lossy()],
         )?;
         Ok(format!("{} at {}", out.trim(), server.url()))
     });
     report.check("EndpointSlice with 2 pods on node 2", || {
         server.create(slice(backends))?;
-        let out = kubectl(
-            &server,
-            &["get", "svc,endpointslices", "-A", "-o", "name"],
-            "",
-        )?;
+        let out = kubectl(k, &["get", "svc,endpointslices", "-A", "-o", "name"])?;
         let names: Vec<&str> = out.lines().collect();
         ensure!(
             names.len() == 2,
@@ -58,7 +69,7 @@ pub(crate) fn checks(report: &mut Report, client: &Pod, backends: &[&Pod]) {
     });
     let mut endpoints = Vec::new();
     report.check("model: Service + EndpointSlice -> ServicePort", || {
-        let (port, eps) = model_view(&server)?;
+        let (port, eps) = model_view(server)?;
         let detail = format!(
             "{} {}:{}/TCP -> {}",
             port.name,
@@ -119,30 +130,13 @@ fn model_view(server: &TestApiServer) -> anyhow::Result<(ServicePort, Vec<Endpoi
     Ok((port.clone(), list))
 }
 
-/// Runs kubectl against the server (no kubeconfig or cache written to the real home).
-fn kubectl(server: &TestApiServer, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let home = tempfile::tempdir()?;
-    let mut child = Command::new("kubectl")
-        .arg(format!("--server={}", server.url()))
-        .args(args)
-        .env("HOME", home.path())
-        .env("KUBECONFIG", home.path().join("none"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run kubectl")?;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Runs kubectl in `k.ns` with the lab's kubeconfig.
+fn kubectl(k: &Kubectl<'_>, args: &[&str]) -> anyhow::Result<String> {
+    let kubeconfig = format!("--kubeconfig={}", k.dir.join("kubeconfig").display());
+    let cache = format!("--cache-dir={}", k.dir.join("kube-cache").display());
+    let all = ["kubectl", kubeconfig.as_str(), cache.as_str()]
+        .into_iter()
+        .chain(args.iter().copied());
+    k.ns.exec(all.collect::<Vec<_>>())
+        .with_context(|| format!("kubectl {}", args.join(" ")))
 }
