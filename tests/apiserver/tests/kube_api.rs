@@ -252,7 +252,12 @@ async fn discovery_version_and_unknown_paths() {
     let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(
         names,
-        ["discovery.k8s.io", "events.k8s.io", "apps", "rbac.authorization.k8s.io"]
+        [
+            "discovery.k8s.io",
+            "events.k8s.io",
+            "apps",
+            "rbac.authorization.k8s.io"
+        ]
     );
     let core = client.list_core_api_resources("v1").await.unwrap();
     let svc = core
