@@ -1,16 +1,34 @@
-//! `sluice`: the CNI plugin the container runtime execs from `/opt/cni/bin` for every pod.
-//!
-//! Small and fast by design: no tokio, no Kubernetes client. Its behaviour (CNI 1.1 ADD, DEL,
-//! CHECK, VERSION, GC, STATUS; bridge + veth + host-local-compatible IPAM) is built in its own
-//! issue. Until then it answers every command with a spec error (code 4 is not right for
-//! that; 11 "try again later" is what a runtime handles best), so no runtime believes a pod
-//! was wired.
+//! `sluice`: the CNI plugin binary. All behaviour is in the library's `run`; this reads the
+//! environment and stdin, prints the result or the spec error JSON on stdout, and exits 1 on
+//! errors, as the reference plugins do.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    println!(
-        r#"{{"cniVersion":"1.1.0","code":11,"msg":"sluice CNI plugin is not built yet in this version"}}"#
-    );
-    ExitCode::from(1)
+    let vars: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CNI_"))
+        .collect();
+    let mut stdin = Vec::new();
+    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => sluice_cni::run(&vars, &stdin),
+        Err(e) => sluice_cni::Outcome {
+            stdout: sluice_cni::error::CniError::new(
+                sluice_cni::error::Code::Io,
+                "cannot read stdin",
+            )
+            .with_details(e.to_string())
+            .to_json(sluice_cni::version::LATEST),
+            failed: true,
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
+    if outcome.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,0 +1,179 @@
+//! The network configuration on stdin: Sluice's own keys and flannel's (`subnetFile`,
+//! `dataDir`, `delegate {…}`), so a flannel conflist works unchanged with `"type": "flannel"`
+//! or `"type": "sluice"`. Unknown keys are allowed, as runtimes pass them through.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{CniError, Code};
+
+/// flannel's default subnet.env.
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
+/// flannel's default scratch directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
+/// host-local's default store.
+pub const DEFAULT_IPAM_DIR: &str = "/var/lib/cni/networks";
+
+/// flannel's `delegate` object: the bridge plugin's keys Sluice honours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegate {
+    /// Bridge name (default `cni0`).
+    pub bridge: Option<String>,
+    /// Hairpin mode on the host port.
+    pub hairpin_mode: Option<bool>,
+    /// Install a default route via the gateway.
+    pub is_default_gateway: Option<bool>,
+    /// Give the bridge the gateway address.
+    pub is_gateway: Option<bool>,
+    /// Masquerade pod traffic leaving the subnet (default: `!FLANNEL_IPMASQ`).
+    pub ip_masq: Option<bool>,
+    /// Interface MTU (default: `FLANNEL_MTU`).
+    pub mtu: Option<u32>,
+}
+
+/// The plugin's configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    /// Spec version of this invocation.
+    #[serde(default)]
+    pub cni_version: String,
+    /// Network name (the IPAM store's directory).
+    pub name: String,
+    /// `sluice` or `flannel`.
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    /// Where flannel's subnet.env is.
+    pub subnet_file: Option<PathBuf>,
+    /// Scratch directory (flannel's key).
+    pub data_dir: Option<PathBuf>,
+    /// Bridge settings.
+    #[serde(default)]
+    pub delegate: Delegate,
+    /// IPAM settings (`dataDir` for the host-local-compatible store).
+    #[serde(default)]
+    pub ipam: Value,
+    /// The previous plugin's result in a chain.
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments` (GC).
+    #[serde(rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The older GC key, still sent by libcni.
+    #[serde(rename = "cni.dev/attachments")]
+    pub attachments: Option<Vec<Attachment>>,
+    /// Optional log file (Sluice).
+    pub log_file: Option<PathBuf>,
+}
+
+/// One attachment GC must keep.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// The container.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// Its interface.
+    pub ifname: String,
+}
+
+impl NetConf {
+    /// Parses stdin: undecodable JSON is code 6, a structurally wrong config code 7.
+    pub fn parse(bytes: &[u8]) -> Result<Self, CniError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(Code::Decode, "failed to decode the network configuration")
+                .with_details(e.to_string())
+        })?;
+        let conf: Self = serde_json::from_value(value).map_err(|e| {
+            CniError::new(Code::InvalidConfig, "invalid network configuration")
+                .with_details(e.to_string())
+        })?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> Result<(), CniError> {
+        let mut chars = self.name.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("invalid network name {:?}", self.name),
+            ));
+        }
+        if self
+            .delegate
+            .mtu
+            .is_some_and(|m| !(68..=65535).contains(&m))
+        {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                "delegate.mtu must be between 68 and 65535",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The subnet.env to read.
+    pub fn subnet_file(&self) -> PathBuf {
+        self.subnet_file
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SUBNET_FILE.into())
+    }
+
+    /// The IPAM store's root (`ipam.dataDir`, default host-local's).
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.ipam["dataDir"]
+            .as_str()
+            .map_or_else(|| DEFAULT_IPAM_DIR.into(), PathBuf::from)
+    }
+
+    /// The attachments GC keeps (the current key, else the older one).
+    pub fn gc_keep(&self) -> Vec<Attachment> {
+        self.valid_attachments
+            .clone()
+            .or_else(|| self.attachments.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flannels_conflist_plugin_object_parses() {
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"cbr0","type":"flannel",
+                 "delegate":{"hairpinMode":true,"isDefaultGateway":true},
+                 "runtimeConfig":{"portMappings":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.plugin_type, "flannel");
+        assert_eq!(conf.delegate.hairpin_mode, Some(true));
+        assert_eq!(conf.subnet_file(), PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!(conf.ipam_dir(), PathBuf::from("/var/lib/cni/networks"));
+    }
+
+    #[test]
+    fn decode_and_validation_errors_have_their_codes() {
+        assert_eq!(NetConf::parse(b"{not json").unwrap_err().code, Code::Decode);
+        assert_eq!(
+            NetConf::parse(br#"{"type":"sluice"}"#).unwrap_err().code,
+            Code::InvalidConfig
+        );
+        let e = NetConf::parse(br#"{"name":"-bad","type":"sluice"}"#).unwrap_err();
+        assert!(e.code == Code::InvalidConfig && e.msg.contains("-bad"));
+    }
+
+    #[test]
+    fn gc_accepts_both_attachment_keys() {
+        let new = NetConf::parse(br#"{"name":"n","type":"sluice","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#).unwrap();
+        let old = NetConf::parse(br#"{"name":"n","type":"sluice","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}"#).unwrap();
+        assert_eq!(new.gc_keep(), old.gc_keep());
+        assert_eq!(new.gc_keep()[0].container_id, "a");
+    }
+}

@@ -1,0 +1,273 @@
+//! The host-local-compatible store on disk. Every operation holds the `lock` file's flock, so
+//! parallel plugin invocations (the runtime starts pods concurrently) never hand out one
+//! address twice; a reservation is a file created with `O_EXCL`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::range::Range;
+use crate::config::Attachment;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// A file operation failed.
+    #[error("ipam store {}: {action}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Every address of the range is taken.
+    #[error("no IP addresses available in range {0}")]
+    Exhausted(ipnet::IpNet),
+}
+
+fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IpamError {
+    let path = path.to_owned();
+    move |source| IpamError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// One network's store, `<root>/<network>/`, locked for as long as it lives.
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and locks the store of `network` under `root`.
+    pub fn lock(root: &Path, network: &str) -> Result<Self, IpamError> {
+        let dir = root.join(network);
+        fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path, "open"))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| IpamError::Io {
+            path: path.clone(),
+            action: "flock",
+            source: e.into(),
+        })?;
+        Ok(Self { dir, _lock: lock })
+    }
+
+    /// The address held by `(id, ifname)`, if any.
+    pub fn find(&self, id: &str, ifname: &str) -> Result<Option<IpAddr>, IpamError> {
+        Ok(self
+            .reservations()?
+            .into_iter()
+            .find(|(_, owner)| owns(owner, id, ifname))
+            .map(|(ip, _)| ip))
+    }
+
+    /// Reserves an address of `range` for `(id, ifname)`: the one it already holds (never a
+    /// second one), else the next free one after the last reserved, round-robin.
+    pub fn allocate(&self, range: &Range, id: &str, ifname: &str) -> Result<IpAddr, IpamError> {
+        if let Some(held) = self.find(id, ifname)? {
+            return Ok(held);
+        }
+        let last_path = self.dir.join("last_reserved_ip.0");
+        let last = fs::read_to_string(&last_path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        for ip in range.after(last) {
+            let path = self.dir.join(ip.to_string());
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(format!("{id}\r\n{ifname}").as_bytes())
+                        .map_err(io(&path, "write"))?;
+                    fs::write(&last_path, ip.to_string()).map_err(io(&last_path, "write"))?;
+                    return Ok(ip);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&path, "create")(e)),
+            }
+        }
+        Err(IpamError::Exhausted(range.subnet))
+    }
+
+    /// Releases every address `(id, ifname)` holds (also host-local's legacy `id`-only files);
+    /// releasing nothing is fine (DEL is idempotent).
+    pub fn release(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
+        self.remove_where(|owner| owns(owner, id, ifname))
+    }
+
+    /// Releases every address whose owner is not in `keep` (CNI GC).
+    pub fn gc(&self, keep: &[Attachment]) -> Result<Vec<IpAddr>, IpamError> {
+        self.remove_where(|owner| !keep.iter().any(|a| owns(owner, &a.container_id, &a.ifname)))
+    }
+
+    /// Every reservation: address and owner file content.
+    pub fn reservations(&self) -> Result<Vec<(IpAddr, String)>, IpamError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir, "list"))? {
+            let entry = entry.map_err(io(&self.dir, "list"))?;
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let owner = fs::read_to_string(entry.path()).map_err(io(&entry.path(), "read"))?;
+            out.push((ip, owner));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<Vec<IpAddr>, IpamError> {
+        let mut released = Vec::new();
+        for (ip, owner) in self.reservations()? {
+            if doomed(&owner) {
+                let path = self.dir.join(ip.to_string());
+                fs::remove_file(&path).map_err(io(&path, "remove"))?;
+                released.push(ip);
+            }
+        }
+        Ok(released)
+    }
+}
+
+/// Whether a reservation file's content names `(id, ifname)` (or just `id`, host-local's
+/// legacy format).
+fn owns(content: &str, id: &str, ifname: &str) -> bool {
+    let mut lines = content.lines().map(str::trim);
+    lines.next() == Some(id) && lines.next().is_none_or(|i| i == ifname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range() -> Range {
+        Range::of("10.244.1.0/24".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn writes_host_locals_format_and_round_robins() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::lock(dir.path(), "cbr0").unwrap();
+        let a = s.allocate(&range(), "c1", "eth0").unwrap();
+        assert_eq!(a.to_string(), "10.244.1.2");
+        assert_eq!(
+            fs::read(dir.path().join("cbr0/10.244.1.2")).unwrap(),
+            b"c1\r\neth0"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cbr0/last_reserved_ip.0")).unwrap(),
+            "10.244.1.2"
+        );
+        assert_eq!(
+            s.allocate(&range(), "c1", "eth0").unwrap(),
+            a,
+            "no second address for the same pair"
+        );
+        assert_eq!(s.release("c1", "eth0").unwrap(), vec![a]);
+        assert_eq!(
+            s.allocate(&range(), "c2", "eth0").unwrap().to_string(),
+            "10.244.1.3",
+            "round-robin"
+        );
+        assert!(s.release("nobody", "eth0").unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_legacy_files_and_gc_keeps_only_valid_attachments() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::lock(dir.path(), "n").unwrap();
+        fs::write(dir.path().join("n/10.244.1.7"), "old").unwrap();
+        assert_eq!(
+            s.find("old", "eth0")
+                .unwrap()
+                .map(|i| i.to_string())
+                .as_deref(),
+            Some("10.244.1.7")
+        );
+        s.allocate(&range(), "keep", "eth0").unwrap();
+        s.allocate(&range(), "drop", "eth0").unwrap();
+        let keep = [Attachment {
+            container_id: "keep".into(),
+            ifname: "eth0".into(),
+        }];
+        let released: Vec<String> = s
+            .gc(&keep)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(released, ["10.244.1.3", "10.244.1.7"]);
+        assert_eq!(s.reservations().unwrap().len(), 1);
+    }
+
+    /// Each thread opens and flocks the store on its own, as parallel plugin processes do.
+    #[test]
+    fn hundred_parallel_allocations_are_distinct_and_releases_empty_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let take = |i: usize, root: PathBuf| {
+            std::thread::spawn(move || {
+                Store::lock(&root, "n")
+                    .unwrap()
+                    .allocate(&range(), &format!("c{i}"), "eth0")
+                    .unwrap()
+            })
+        };
+        let handles: Vec<_> = (0..100).map(|i| take(i, root.clone())).collect();
+        let ips: std::collections::BTreeSet<IpAddr> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(ips.len(), 100);
+        let releases: Vec<_> = (0..100)
+            .map(|i| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    Store::lock(&root, "n")
+                        .unwrap()
+                        .release(&format!("c{i}"), "eth0")
+                        .unwrap()
+                })
+            })
+            .collect();
+        assert_eq!(
+            releases
+                .into_iter()
+                .map(|h| h.join().unwrap().len())
+                .sum::<usize>(),
+            100
+        );
+        assert!(
+            Store::lock(&root, "n")
+                .unwrap()
+                .reservations()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_full_range_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::lock(dir.path(), "n").unwrap();
+        let tiny = Range::of("10.0.0.0/30".parse().unwrap()).unwrap();
+        s.allocate(&tiny, "a", "eth0").unwrap();
+        let e = s.allocate(&tiny, "b", "eth0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no IP addresses available in range 10.0.0.0/30"
+        );
+    }
+}

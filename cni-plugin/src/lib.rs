@@ -1,0 +1,71 @@
+//! `sluice`, the CNI plugin: bridge + veth + host-local-compatible IPAM in one exec, and a
+//! drop-in for flannel's CNI plugin (same conflist keys, same subnet.env). Small and fast: it
+//! sits on every pod's start-up path, so no async runtime and no Kubernetes client.
+//!
+//! [`run`] is the whole plugin as a function of its environment and stdin, so every spec
+//! behaviour is tested without exec; `main.rs` only does I/O.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod ipam;
+mod status;
+pub mod version;
+
+use std::collections::BTreeMap;
+
+use config::NetConf;
+use env::{Command, Env};
+use error::{CniError, Code};
+
+/// One invocation's outcome: what to print on stdout and whether it is an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The result or error JSON (empty for commands without a result).
+    pub stdout: String,
+    /// True when the plugin must exit non-zero.
+    pub failed: bool,
+}
+
+/// Runs one CNI invocation.
+pub fn run(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
+    let version = input_version(stdin);
+    match dispatch(vars, stdin) {
+        Ok(stdout) => Outcome {
+            stdout,
+            failed: false,
+        },
+        Err(e) => Outcome {
+            stdout: e.to_json(&version),
+            failed: true,
+        },
+    }
+}
+
+fn dispatch(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+    let env = Env::from_map(vars)?;
+    if env.command == Command::Version {
+        return Ok(version::version_result(&input_version(stdin)));
+    }
+    let conf = NetConf::parse(stdin)?;
+    version::check(&conf.cni_version, env.command)?;
+    match env.command {
+        Command::Status => status::status(&conf).map(|()| String::new()),
+        Command::Add | Command::Del | Command::Check | Command::Gc => Err(CniError::new(
+            Code::Internal,
+            format!(
+                "sluice: {:?} is not implemented in this version",
+                env.command
+            ),
+        )),
+        Command::Version => Ok(String::new()),
+    }
+}
+
+/// The `cniVersion` of stdin, for answering in kind even when the rest is unusable.
+fn input_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| version::LATEST.to_owned())
+}
