@@ -10,6 +10,7 @@
 //!   and read by the CNI plugin;
 //! - [`net_conf`]: flannel's `net-conf.json`, read by the overlay.
 
+pub mod addr;
 mod cidr;
 #[cfg(feature = "k8s")]
 pub mod k8s;

@@ -12,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use sluice_model::addr::{from_bits, to_bits};
 use sluice_model::net_conf::SubnetRange;
 
 use crate::lease::Lease;
@@ -171,29 +172,14 @@ fn fits_family(range: Option<Range>, net: Option<IpNet>) -> bool {
     }
 }
 
-fn bits(ip: IpAddr) -> (u128, u8) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-fn from_bits(value: u128, width: u8) -> Option<IpAddr> {
-    if width == 32 {
-        u32::try_from(value).ok().map(|v| IpAddr::V4(v.into()))
-    } else {
-        Some(IpAddr::V6(value.into()))
-    }
-}
-
 /// One of the first [`CHOICES`] free subnets of `range`.
 fn free(
     range: &Range,
     taken: impl Fn(&IpNet) -> bool,
     pick: &mut impl FnMut(usize) -> usize,
 ) -> Result<IpNet, AllocateError> {
-    let (lo, width) = bits(range.min);
-    let (hi, _) = bits(range.max);
+    let (lo, width) = to_bits(range.min);
+    let (hi, _) = to_bits(range.max);
     let step = 1u128
         .checked_shl(u32::from(width - range.len.min(width)))
         .unwrap_or(u128::MAX);

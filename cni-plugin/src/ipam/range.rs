@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use sluice_model::addr::{from_bits, to_bits};
 
 /// Where addresses come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +21,7 @@ impl Range {
     /// The default range of `subnet`; `None` when it is too small to allocate from.
     pub fn of(subnet: IpNet) -> Option<Self> {
         let subnet = subnet.trunc();
-        let (net, width) = bits(subnet.network());
+        let (net, width) = to_bits(subnet.network());
         let host_bits = u32::from(width - subnet.prefix_len());
         if host_bits < 2 {
             return None;
@@ -41,9 +42,9 @@ impl Range {
 
     /// Addresses in allocation order after `last` (wrapping), gateway excluded.
     pub fn after(&self, last: Option<IpAddr>) -> impl Iterator<Item = IpAddr> + '_ {
-        let width = bits(self.subnet.network()).1;
+        let width = to_bits(self.subnet.network()).1;
         let start = last
-            .map(|ip| bits(ip).0)
+            .map(|ip| to_bits(ip).0)
             .filter(|v| (self.first..=self.last).contains(v))
             .map_or(
                 self.first,
@@ -58,22 +59,7 @@ impl Range {
 
     /// True when `ip` is one this range hands out.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        (self.first..=self.last).contains(&bits(ip).0) && self.subnet.contains(&ip)
-    }
-}
-
-fn bits(ip: IpAddr) -> (u128, u8) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-fn from_bits(v: u128, width: u8) -> Option<IpAddr> {
-    if width == 32 {
-        u32::try_from(v).ok().map(|x| IpAddr::V4(x.into()))
-    } else {
-        Some(IpAddr::V6(v.into()))
+        (self.first..=self.last).contains(&to_bits(ip).0) && self.subnet.contains(&ip)
     }
 }
 
