@@ -1,0 +1,43 @@
+//! What changed since the last sync, so a backend can apply only that.
+//!
+//! kube-proxy reports changed Services; Sluice reports the Service *ports*
+//! whose [`ServicePort`](sluice_model::service::ServicePort) or merged
+//! endpoints differ, which is what a backend keys its chains, maps or
+//! virtual servers by. A port in the set but absent from the snapshot was
+//! removed.
+
+use std::collections::BTreeSet;
+
+use sluice_model::service::{Protocol, ServiceName, ServicePortName};
+
+/// The delta between the previous sync and this one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Reprogram everything: first sync, node topology changed, or a full
+    /// sync was requested (after a failed apply, or periodically).
+    pub full: bool,
+    /// Service ports whose definition or endpoints changed.
+    pub ports: BTreeSet<ServicePortName>,
+    /// How many Services had a definition change.
+    pub service_changes: usize,
+    /// How many Services had an endpoints change.
+    pub endpoint_changes: usize,
+}
+
+impl Changes {
+    /// Nothing to do: not a full sync and no port changed.
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.ports.is_empty()
+    }
+
+    /// The Services owning the changed ports.
+    pub fn services(&self) -> BTreeSet<ServiceName> {
+        self.ports.iter().map(ServicePortName::service).collect()
+    }
+
+    /// Whether a UDP port changed: stale UDP conntrack entries may need
+    /// cleaning after the apply (kube-proxy's `ConntrackCleanupRequired`).
+    pub fn udp_changed(&self) -> bool {
+        self.ports.iter().any(|port| port.protocol == Protocol::Udp)
+    }
+}
