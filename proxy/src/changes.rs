@@ -7,6 +7,7 @@
 //! removed.
 
 use std::collections::BTreeSet;
+use std::time::SystemTime;
 
 use sluice_model::service::{Protocol, ServiceName, ServicePortName};
 
@@ -22,6 +23,10 @@ pub struct Changes {
     pub service_changes: usize,
     /// How many Services had an endpoints change.
     pub endpoint_changes: usize,
+    /// Last-change trigger times of the EndpointSlice updates this sync
+    /// applies, oldest first, for `kubeproxy_network_programming_duration_seconds`
+    /// (the caller skips times from before it started, as kube-proxy does).
+    pub trigger_times: Vec<SystemTime>,
 }
 
 impl Changes {

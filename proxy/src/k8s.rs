@@ -6,6 +6,8 @@
 //! live object removes it, and the standalone manifests source, which has no
 //! label selector, gets the same semantics as the API watch.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -57,8 +59,9 @@ impl ProxyState {
             return Ok(Recorded::default());
         };
         let warnings = std::mem::take(&mut converted.warnings);
+        let trigger = trigger_time(&slice.metadata);
         Ok(Recorded {
-            changed: self.update_slice(converted),
+            changed: self.update_slice_triggered(converted, trigger),
             warnings,
         })
     }
@@ -81,6 +84,19 @@ impl ProxyState {
     fn proxy_name(&self) -> Option<&str> {
         self.config.proxy_name.as_deref()
     }
+}
+
+/// The annotation the EndpointSlice controller stamps with the time of the
+/// Pod or Service change that caused the slice update.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The slice's trigger time; absent or unparseable means none (kube-proxy
+/// logs and ignores a bad value).
+fn trigger_time(meta: &ObjectMeta) -> Option<SystemTime> {
+    let text = meta.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
+    let time: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
+    let nanos = u64::try_from(time.as_nanosecond()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 /// The namespace and name of an object, both required.

@@ -7,8 +7,9 @@
 //! a mutex: handlers only record, and a sync does work proportional to what
 //! changed, so neither holds the lock for long.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use sluice_model::service::{ServiceName, ServicePort, ServicePortName, SliceEndpoints};
 
@@ -28,6 +29,9 @@ pub struct ProxyState {
     applied_services: Arc<ServicePortMap>,
     applied_endpoints: Arc<EndpointsMap>,
     full_sync_pending: bool,
+    /// `endpoints.kubernetes.io/last-change-trigger-time` of pending slice
+    /// changes, per Service.
+    trigger_times: HashMap<ServiceName, Vec<SystemTime>>,
 }
 
 impl ProxyState {
@@ -43,6 +47,7 @@ impl ProxyState {
             applied_services: Arc::default(),
             applied_endpoints: Arc::default(),
             full_sync_pending: true,
+            trigger_times: HashMap::new(),
             config,
         }
     }
@@ -66,12 +71,33 @@ impl ProxyState {
     /// Records the current content of an EndpointSlice. Returns whether a
     /// sync is needed.
     pub fn update_slice(&mut self, slice: SliceEndpoints) -> bool {
-        self.endpoints.update(slice)
+        self.update_slice_triggered(slice, None)
+    }
+
+    /// [`Self::update_slice`] with the slice's last-change trigger time, the
+    /// start of the network-programming latency reported by the next sync.
+    pub fn update_slice_triggered(
+        &mut self,
+        slice: SliceEndpoints,
+        trigger: Option<SystemTime>,
+    ) -> bool {
+        let service = slice.service.clone();
+        let changed = self.endpoints.update(slice);
+        if let Some(time) = trigger.filter(|_| changed) {
+            self.trigger_times.entry(service).or_default().push(time);
+        }
+        changed
     }
 
     /// Records the deletion of EndpointSlice `namespace/name`. Returns whether
     /// a sync is needed.
     pub fn delete_slice(&mut self, namespace: &str, name: &str) -> bool {
+        // A deleted slice's trigger time is that of its last update, not of
+        // the deletion, so the Service's pending times mean nothing any more
+        // (kube-proxy drops them too).
+        if let Some(service) = self.endpoints.owner(namespace, name) {
+            self.trigger_times.remove(service);
+        }
         self.endpoints.delete(namespace, name)
     }
 
@@ -136,6 +162,8 @@ impl ProxyState {
                 apply_diff(map, change.previous, change.current, &mut changes.ports);
             }
         }
+        changes.trigger_times = self.trigger_times.drain().flat_map(|(_, t)| t).collect();
+        changes.trigger_times.sort();
         let endpoint_changes = self.endpoints.checkout();
         changes.endpoint_changes = endpoint_changes.len();
         if !endpoint_changes.is_empty() {

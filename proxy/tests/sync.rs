@@ -8,7 +8,9 @@ mod common;
 use common::*;
 use serde_json::json;
 use sluice_model::service::IpFamily;
-use sluice_proxy::{Changes, ProxyState};
+use std::time::UNIX_EPOCH;
+
+use sluice_proxy::{Changes, ProxyState, TRIGGER_TIME_ANNOTATION};
 
 fn changed(state: &mut ProxyState) -> Vec<String> {
     let (_, changes) = state.sync();
@@ -176,4 +178,37 @@ fn pending_counts_for_metrics() {
         ),
         (0, 0)
     );
+}
+
+#[test]
+fn trigger_times_of_applied_slice_updates() {
+    let mut state = state(IpFamily::V4);
+    let stamped = |suffix: &str, ip: &str, time: &str| {
+        let mut s = slice("a", suffix, vec![ep(ip, "n")]);
+        let annotation = (TRIGGER_TIME_ANNOTATION.to_owned(), time.to_owned());
+        s.metadata.annotations = Some([annotation].into());
+        s
+    };
+    state
+        .on_slice(&stamped("1", "10.180.0.1", "2025-01-01T00:00:02Z"))
+        .unwrap();
+    state
+        .on_slice(&stamped("2", "10.180.0.2", "2025-01-01T00:00:01.5Z"))
+        .unwrap();
+    state
+        .on_slice(&stamped("3", "10.180.0.3", "not a time"))
+        .unwrap();
+    let (_, changes) = state.sync();
+    let secs: Vec<f64> = (changes.trigger_times.iter())
+        .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() - 1_735_689_600.0)
+        .collect();
+    assert_eq!(secs, [1.5, 2.0]);
+    assert!(state.sync().1.trigger_times.is_empty(), "consumed");
+
+    // A deletion discards the Service's pending times.
+    state
+        .on_slice(&stamped("1", "10.180.0.9", "2025-01-01T00:00:03Z"))
+        .unwrap();
+    state.on_slice_deleted(&slice("a", "2", vec![])).unwrap();
+    assert!(state.sync().1.trigger_times.is_empty());
 }

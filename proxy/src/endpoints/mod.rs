@@ -102,6 +102,15 @@ impl EndpointsChangeTracker {
         }
     }
 
+    /// The Service a known slice belongs to.
+    pub(crate) fn owner(&self, namespace: &str, name: &str) -> Option<&ServiceName> {
+        let key = SliceKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.owners.get(&key)
+    }
+
     /// The number of Services with pending endpoint changes
     /// (`kubeproxy_sync_proxy_rules_endpoint_changes_pending`).
     pub fn pending_len(&self) -> usize {
