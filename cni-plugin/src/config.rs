@@ -50,9 +50,20 @@ pub struct NetConf {
     pub subnet_file: Option<PathBuf>,
     /// Scratch directory (flannel's key).
     pub data_dir: Option<PathBuf>,
-    /// Bridge settings.
+    /// Bridge settings, flannel-style.
     #[serde(default)]
     pub delegate: Delegate,
+    /// The same settings at the top level, as the bridge plugin takes them; `delegate` wins.
+    #[serde(flatten)]
+    pub top: Delegate,
+    /// Capability arguments (`ips`, `mac`) the runtime passes.
+    #[serde(default)]
+    pub runtime_config: Value,
+    /// Per-attachment arguments (`args.cni.ips`, `args.cni.mac`).
+    #[serde(default)]
+    pub args: Value,
+    /// DNS settings returned in the result.
+    pub dns: Option<Value>,
     /// IPAM settings (`dataDir` for the host-local-compatible store).
     #[serde(default)]
     pub ipam: Value,
@@ -105,7 +116,7 @@ impl NetConf {
             ));
         }
         if self
-            .delegate
+            .bridge_settings()
             .mtu
             .is_some_and(|m| !(68..=65535).contains(&m))
         {
@@ -115,6 +126,19 @@ impl NetConf {
             ));
         }
         Ok(())
+    }
+
+    /// The bridge settings in effect: `delegate`'s keys over the top-level ones.
+    pub fn bridge_settings(&self) -> Delegate {
+        let (d, t) = (&self.delegate, &self.top);
+        Delegate {
+            bridge: d.bridge.clone().or_else(|| t.bridge.clone()),
+            hairpin_mode: d.hairpin_mode.or(t.hairpin_mode),
+            is_default_gateway: d.is_default_gateway.or(t.is_default_gateway),
+            is_gateway: d.is_gateway.or(t.is_gateway),
+            ip_masq: d.ip_masq.or(t.ip_masq),
+            mtu: d.mtu.or(t.mtu),
+        }
     }
 
     /// The subnet.env to read.

@@ -35,6 +35,8 @@ pub struct Env {
     pub ifname: Option<String>,
     /// `CNI_ARGS` as key/value pairs.
     pub args: BTreeMap<String, String>,
+    /// `CNI_NETNS_OVERRIDE`: allow `CNI_NETNS` to be the plugin's own namespace.
+    pub netns_override: bool,
 }
 
 impl Env {
@@ -75,6 +77,7 @@ impl Env {
             netns: get("CNI_NETNS"),
             ifname: get("CNI_IFNAME"),
             args: parse_args(vars.get("CNI_ARGS").map(String::as_str).unwrap_or(""))?,
+            netns_override: get("CNI_NETNS_OVERRIDE").is_some_and(|v| v != "0" && v != "false"),
         };
         if let Some(id) = &env.container_id {
             valid_container_id(id)?;
@@ -110,17 +113,20 @@ fn valid_container_id(id: &str) -> Result<(), CniError> {
 
 /// What the kernel accepts as an interface name.
 fn valid_ifname(name: &str) -> Result<(), CniError> {
-    let bad = name.len() > 15
+    check_ifname("CNI_IFNAME", name).map_err(|m| CniError::new(Code::InvalidEnv, m))
+}
+
+/// Checks an interface name (`what` names it in the message).
+pub(crate) fn check_ifname(what: &str, name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.len() > 15
         || name == "."
         || name == ".."
         || name
             .chars()
             .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if bad {
-        Err(CniError::new(
-            Code::InvalidEnv,
-            format!("invalid CNI_IFNAME {name:?}"),
-        ))
+        Err(format!("invalid {what} {name:?}"))
     } else {
         Ok(())
     }

@@ -19,6 +19,8 @@ pub enum Code {
     Decode = 6,
     /// 7: the configuration is invalid.
     InvalidConfig = 7,
+    /// 8: `CNI_NETNS` is the plugin's own namespace (the reference's `ErrInvalidNetNS`).
+    InvalidNetNs = 8,
     /// 11: try again later.
     TryAgainLater = 11,
     /// 50: STATUS — the plugin cannot serve ADD now.

@@ -5,10 +5,20 @@
 //! [`run`] is the whole plugin as a function of its environment and stdin, so every spec
 //! behaviour is tested without exec; `main.rs` only does I/O.
 
+mod add;
+mod attach;
+mod check;
 pub mod config;
+mod del;
 pub mod env;
 pub mod error;
+mod gc;
 pub mod ipam;
+pub mod masq;
+pub mod netns;
+pub mod nl;
+pub mod plan;
+pub mod result;
 mod status;
 pub mod version;
 
@@ -16,7 +26,7 @@ use std::collections::BTreeMap;
 
 use config::NetConf;
 use env::{Command, Env};
-use error::{CniError, Code};
+use error::CniError;
 
 /// One invocation's outcome: what to print on stdout and whether it is an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,13 +61,10 @@ fn dispatch(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Result<String, Cni
     version::check(&conf.cni_version, env.command)?;
     match env.command {
         Command::Status => status::status(&conf).map(|()| String::new()),
-        Command::Add | Command::Del | Command::Check | Command::Gc => Err(CniError::new(
-            Code::Internal,
-            format!(
-                "sluice: {:?} is not implemented in this version",
-                env.command
-            ),
-        )),
+        Command::Add => add::add(&env, &conf),
+        Command::Del => del::del(&env, &conf),
+        Command::Check => check::check(&env, &conf),
+        Command::Gc => gc::gc(&conf),
         Command::Version => Ok(String::new()),
     }
 }

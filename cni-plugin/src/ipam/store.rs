@@ -28,6 +28,14 @@ pub enum IpamError {
     /// Every address of the range is taken.
     #[error("no IP addresses available in range {0}")]
     Exhausted(ipnet::IpNet),
+    /// A requested address cannot be had.
+    #[error("requested IP address {ip} is not available: {reason}")]
+    Requested {
+        /// The address asked for.
+        ip: IpAddr,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IpamError {
@@ -65,39 +73,75 @@ impl Store {
         Ok(Self { dir, _lock: lock })
     }
 
-    /// The address held by `(id, ifname)`, if any.
-    pub fn find(&self, id: &str, ifname: &str) -> Result<Option<IpAddr>, IpamError> {
+    /// Every address `(id, ifname)` holds.
+    pub fn held(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
         Ok(self
             .reservations()?
             .into_iter()
-            .find(|(_, owner)| owns(owner, id, ifname))
-            .map(|(ip, _)| ip))
+            .filter(|(_, owner)| owns(owner, id, ifname))
+            .map(|(ip, _)| ip)
+            .collect())
     }
 
-    /// Reserves an address of `range` for `(id, ifname)`: the one it already holds (never a
-    /// second one), else the next free one after the last reserved, round-robin.
-    pub fn allocate(&self, range: &Range, id: &str, ifname: &str) -> Result<IpAddr, IpamError> {
-        if let Some(held) = self.find(id, ifname)? {
+    /// Reserves an address of `range` (range set number `set`, host-local's
+    /// `last_reserved_ip.<set>`) for `(id, ifname)`: the one it already holds there (never a
+    /// second one), else `requested` if given and free, else the next free one after the last
+    /// reserved, round-robin.
+    pub fn allocate(
+        &self,
+        set: usize,
+        range: &Range,
+        owner: (&str, &str),
+        requested: Option<IpAddr>,
+    ) -> Result<IpAddr, IpamError> {
+        let (id, ifname) = owner;
+        if let Some(held) = self
+            .held(id, ifname)?
+            .into_iter()
+            .find(|ip| range.contains(*ip))
+        {
             return Ok(held);
         }
-        let last_path = self.dir.join("last_reserved_ip.0");
+        let last_path = self.dir.join(format!("last_reserved_ip.{set}"));
+        if let Some(ip) = requested {
+            if !range.contains(ip) {
+                return Err(IpamError::Requested {
+                    ip,
+                    reason: "outside the node's range",
+                });
+            }
+            return match self.reserve(ip, id, ifname, &last_path)? {
+                true => Ok(ip),
+                false => Err(IpamError::Requested {
+                    ip,
+                    reason: "already allocated",
+                }),
+            };
+        }
         let last = fs::read_to_string(&last_path)
             .ok()
             .and_then(|t| t.trim().parse().ok());
         for ip in range.after(last) {
-            let path = self.dir.join(ip.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(format!("{id}\r\n{ifname}").as_bytes())
-                        .map_err(io(&path, "write"))?;
-                    fs::write(&last_path, ip.to_string()).map_err(io(&last_path, "write"))?;
-                    return Ok(ip);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(&path, "create")(e)),
+            if self.reserve(ip, id, ifname, &last_path)? {
+                return Ok(ip);
             }
         }
         Err(IpamError::Exhausted(range.subnet))
+    }
+
+    /// Creates the reservation file; false when someone holds the address.
+    fn reserve(&self, ip: IpAddr, id: &str, ifname: &str, last: &Path) -> Result<bool, IpamError> {
+        let path = self.dir.join(ip.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(format!("{id}\r\n{ifname}").as_bytes())
+                    .map_err(io(&path, "write"))?;
+                fs::write(last, ip.to_string()).map_err(io(last, "write"))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io(&path, "create")(e)),
+        }
     }
 
     /// Releases every address `(id, ifname)` holds (also host-local's legacy `id`-only files);
@@ -162,7 +206,7 @@ mod tests {
     fn writes_host_locals_format_and_round_robins() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::lock(dir.path(), "cbr0").unwrap();
-        let a = s.allocate(&range(), "c1", "eth0").unwrap();
+        let a = s.allocate(0, &range(), ("c1", "eth0"), None).unwrap();
         assert_eq!(a.to_string(), "10.244.1.2");
         assert_eq!(
             fs::read(dir.path().join("cbr0/10.244.1.2")).unwrap(),
@@ -173,13 +217,15 @@ mod tests {
             "10.244.1.2"
         );
         assert_eq!(
-            s.allocate(&range(), "c1", "eth0").unwrap(),
+            s.allocate(0, &range(), ("c1", "eth0"), None).unwrap(),
             a,
             "no second address for the same pair"
         );
         assert_eq!(s.release("c1", "eth0").unwrap(), vec![a]);
         assert_eq!(
-            s.allocate(&range(), "c2", "eth0").unwrap().to_string(),
+            s.allocate(0, &range(), ("c2", "eth0"), None)
+                .unwrap()
+                .to_string(),
             "10.244.1.3",
             "round-robin"
         );
@@ -192,14 +238,15 @@ mod tests {
         let s = Store::lock(dir.path(), "n").unwrap();
         fs::write(dir.path().join("n/10.244.1.7"), "old").unwrap();
         assert_eq!(
-            s.find("old", "eth0")
+            s.held("old", "eth0")
                 .unwrap()
+                .iter()
                 .map(|i| i.to_string())
-                .as_deref(),
-            Some("10.244.1.7")
+                .collect::<Vec<_>>(),
+            ["10.244.1.7"]
         );
-        s.allocate(&range(), "keep", "eth0").unwrap();
-        s.allocate(&range(), "drop", "eth0").unwrap();
+        s.allocate(0, &range(), ("keep", "eth0"), None).unwrap();
+        s.allocate(0, &range(), ("drop", "eth0"), None).unwrap();
         let keep = [Attachment {
             container_id: "keep".into(),
             ifname: "eth0".into(),
@@ -223,7 +270,7 @@ mod tests {
             std::thread::spawn(move || {
                 Store::lock(&root, "n")
                     .unwrap()
-                    .allocate(&range(), &format!("c{i}"), "eth0")
+                    .allocate(0, &range(), (&format!("c{i}"), "eth0"), None)
                     .unwrap()
             })
         };
@@ -263,8 +310,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::lock(dir.path(), "n").unwrap();
         let tiny = Range::of("10.0.0.0/30".parse().unwrap()).unwrap();
-        s.allocate(&tiny, "a", "eth0").unwrap();
-        let e = s.allocate(&tiny, "b", "eth0").unwrap_err();
+        s.allocate(0, &tiny, ("a", "eth0"), None).unwrap();
+        let e = s.allocate(0, &tiny, ("b", "eth0"), None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "no IP addresses available in range 10.0.0.0/30"

@@ -1,0 +1,72 @@
+//! DEL: undo ADD "to the fullest extent possible". Every step tolerates its part being gone —
+//! the netns, the interface, the reservation — so a second DEL, a DEL after the pod's netns
+//! was removed, and a DEL of a container never added all succeed and still free the address.
+
+use std::net::IpAddr;
+
+use crate::attach::{Who, subnet_env};
+use crate::config::NetConf;
+use crate::env::Env;
+use crate::error::CniError;
+use crate::ipam::Store;
+use crate::masq;
+use crate::netns::{NetNs, NetNsError};
+use crate::nl::Netlink;
+
+/// Runs DEL.
+pub(crate) fn del(env: &Env, conf: &NetConf) -> Result<String, CniError> {
+    let who = Who::of(env);
+    remove_links(&who, env.netns.as_deref())?;
+    let released = Store::lock(&conf.ipam_dir(), &conf.name)?.release(who.id, who.ifname)?;
+    if masq_may_be_on(conf) {
+        for ip in &released {
+            unmasquerade(conf, *ip);
+        }
+    }
+    remove_flannel_scratch(conf, who.id);
+    Ok(String::new())
+}
+
+/// Deleting the host end removes the pair in one request, without entering the pod. A pod
+/// set up by another plugin (a node moving over from flannel) has a host end of another
+/// name: then the container end is deleted from inside the pod.
+fn remove_links(who: &Who<'_>, netns: Option<&str>) -> Result<(), CniError> {
+    if Netlink::open()?.delete_link(&who.host_veth())? {
+        return Ok(());
+    }
+    let Some(path) = netns else {
+        return Ok(());
+    };
+    let netns = match NetNs::open(path) {
+        Ok(n) => n,
+        Err(NetNsError::Missing(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pod = netns.run(Netlink::open)??;
+    pod.delete_link(who.ifname)?;
+    Ok(())
+}
+
+/// Whether ADD may have masqueraded: on when configured, else flannel's default (the
+/// opposite of FLANNEL_IPMASQ); when subnet.env is gone too, try — removing a missing element
+/// fails harmlessly.
+fn masq_may_be_on(conf: &NetConf) -> bool {
+    match conf.bridge_settings().ip_masq {
+        Some(on) => on,
+        None => subnet_env(conf).map_or(true, |e| !e.ipmasq),
+    }
+}
+
+fn unmasquerade(conf: &NetConf, ip: IpAddr) {
+    let _ = masq::apply(&masq::del_script(&conf.name, ip));
+}
+
+/// flannel's plugin keeps each pod's delegate config in `<dataDir>/<containerID>`; a node
+/// that moved over from flannel still has them, and DEL is their last chance to go.
+fn remove_flannel_scratch(conf: &NetConf, id: &str) {
+    let dir = conf
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_DATA_DIR.into());
+    let _ = std::fs::remove_file(dir.join(id));
+}
