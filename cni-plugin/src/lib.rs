@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 mod gc;
 pub mod ipam;
+mod log;
 pub mod masq;
 pub mod netns;
 pub mod nl;
@@ -39,8 +40,11 @@ pub struct Outcome {
 
 /// Runs one CNI invocation.
 pub fn run(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
+    let start = std::time::Instant::now();
     let version = input_version(stdin);
-    match dispatch(vars, stdin) {
+    let result = dispatch(vars, stdin);
+    log::record(vars, stdin, &result, start.elapsed());
+    match result {
         Ok(stdout) => Outcome {
             stdout,
             failed: false,
