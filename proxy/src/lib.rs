@@ -17,13 +17,17 @@
 //!   [`Snapshot::categorize`];
 //! - [`config`]: the family, node and proxy name a state serves.
 
+pub mod backend;
 mod changes;
 pub mod config;
 pub mod endpoints;
 mod k8s;
+pub mod runner;
 pub mod services;
 mod snapshot;
 mod state;
+#[cfg(test)]
+mod test_util;
 pub mod topology;
 
 pub use changes::Changes;

@@ -1,0 +1,214 @@
+//! A backend that programs nothing and remembers everything, so tests can
+//! check that the sync loop hands a backend exactly the changed Service ports
+//! (and that a failed apply is followed by a full one).
+//!
+//! It still does a real backend's per-port work — [`Snapshot::categorize`] of
+//! every port it (re)programs — so benchmarks over it measure the model and
+//! the render cost that every backend shares, not an empty function.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_model::service::{IpFamily, ServicePortName};
+
+use super::{Backend, BackendError, ProxyMode};
+use crate::{Changes, Snapshot};
+
+/// One apply the fake received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The snapshot's family.
+    pub family: IpFamily,
+    /// A full apply.
+    pub full: bool,
+    /// The Service ports the apply (re)programmed or removed: every port of
+    /// the snapshot for a full apply, `changes.ports` for a partial one.
+    pub ports: BTreeSet<ServicePortName>,
+    /// Whether the fake reported success.
+    pub ok: bool,
+}
+
+/// What the fake "programmed" for one Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgrammedPort {
+    /// The cluster IP of the snapshot's family.
+    pub cluster_ip: Option<IpAddr>,
+    /// The Service port number.
+    pub port: u16,
+    /// Every merged endpoint, sorted.
+    pub endpoints: Vec<SocketAddr>,
+    /// The endpoints traffic can reach (kube-proxy's `allReachableEndpoints`).
+    pub reachable: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    applies: Vec<Applied>,
+    programmed: BTreeMap<IpFamily, BTreeMap<ServicePortName, ProgrammedPort>>,
+    fail_next: usize,
+    cleanups: usize,
+}
+
+/// A shared view of a [`FakeBackend`]'s record, kept by tests while the
+/// runner owns the backend.
+#[derive(Clone, Debug, Default)]
+pub struct FakeLog(Arc<Mutex<Inner>>);
+
+impl FakeLog {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every apply so far, oldest first.
+    pub fn applies(&self) -> Vec<Applied> {
+        self.lock().applies.clone()
+    }
+
+    /// The applies so far, clearing the record.
+    pub fn take_applies(&self) -> Vec<Applied> {
+        std::mem::take(&mut self.lock().applies)
+    }
+
+    /// How many applies so far.
+    pub fn apply_count(&self) -> usize {
+        self.lock().applies.len()
+    }
+
+    /// The current programmed state of one family.
+    pub fn programmed(&self, family: IpFamily) -> BTreeMap<ServicePortName, ProgrammedPort> {
+        self.lock()
+            .programmed
+            .get(&family)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Makes the next `n` applies fail (they are still recorded, `ok: false`).
+    pub fn fail_next(&self, n: usize) {
+        self.lock().fail_next = n;
+    }
+
+    /// How many times [`Backend::cleanup`] ran.
+    pub fn cleanups(&self) -> usize {
+        self.lock().cleanups
+    }
+}
+
+/// The recording fake backend.
+#[derive(Debug, Default)]
+pub struct FakeBackend {
+    log: FakeLog,
+}
+
+impl FakeBackend {
+    /// A fake with an empty record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle on the record that stays valid after the backend moves.
+    pub fn log(&self) -> FakeLog {
+        self.log.clone()
+    }
+
+    fn record<'p>(
+        &mut self,
+        snapshot: &Snapshot,
+        full: bool,
+        ports: impl Iterator<Item = &'p ServicePortName>,
+    ) -> Result<(), BackendError> {
+        let ports: BTreeSet<ServicePortName> = ports.cloned().collect();
+        let mut inner = self.log.lock();
+        let ok = inner.fail_next == 0;
+        inner.fail_next = inner.fail_next.saturating_sub(1);
+        if ok {
+            let family = inner.programmed.entry(snapshot.family()).or_default();
+            if full {
+                family.clear();
+            }
+            for name in &ports {
+                match render_port(snapshot, name) {
+                    Some(port) => family.insert(name.clone(), port),
+                    None => family.remove(name),
+                };
+            }
+        }
+        inner.applies.push(Applied {
+            family: snapshot.family(),
+            full,
+            ports,
+            ok,
+        });
+        match ok {
+            true => Ok(()),
+            false => Err(BackendError::Apply {
+                mode: ProxyMode::Fake,
+                reason: "injected failure".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The fake's "rules" for one port; `None` when the port is not proxied.
+fn render_port(snapshot: &Snapshot, name: &ServicePortName) -> Option<ProgrammedPort> {
+    let port = snapshot.service_port(name)?;
+    let categorized = snapshot.categorize(name)?;
+    Some(ProgrammedPort {
+        cluster_ip: port.cluster_ip(snapshot.family()),
+        port: port.port,
+        endpoints: (snapshot.endpoints(name).iter())
+            .map(|ep| ep.addr())
+            .collect(),
+        reachable: (categorized.all_reachable.iter())
+            .map(|ep| ep.addr())
+            .collect(),
+    })
+}
+
+impl Backend for FakeBackend {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Fake
+    }
+
+    fn render(&self, snapshot: &Snapshot, changes: &Changes) -> Result<String, BackendError> {
+        let mut out = String::new();
+        let all: Vec<&ServicePortName> = match changes.full {
+            true => snapshot.service_ports().map(|p| &p.name).collect(),
+            false => changes.ports.iter().collect(),
+        };
+        for name in all {
+            let _ = match render_port(snapshot, name) {
+                Some(p) => writeln!(
+                    out,
+                    "{name} {:?}:{} -> {:?}",
+                    p.cluster_ip, p.port, p.reachable
+                ),
+                None => writeln!(out, "{name} removed"),
+            };
+        }
+        Ok(out)
+    }
+
+    fn apply_partial(
+        &mut self,
+        snapshot: &Snapshot,
+        changes: &Changes,
+    ) -> Result<(), BackendError> {
+        self.record(snapshot, false, changes.ports.iter())
+    }
+
+    fn apply_full(&mut self, snapshot: &Snapshot, _changes: &Changes) -> Result<(), BackendError> {
+        self.record(snapshot, true, snapshot.service_ports().map(|p| &p.name))
+    }
+
+    fn cleanup(&mut self) -> Result<(), BackendError> {
+        let mut inner = self.log.lock();
+        inner.programmed.clear();
+        inner.cleanups += 1;
+        Ok(())
+    }
+}

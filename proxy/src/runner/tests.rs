@@ -1,0 +1,199 @@
+//! Runner timing on a paused tokio clock: each test advances virtual time
+//! with `sleep` and checks what the fake backend received by then.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sluice_model::service::{IpFamily, ServiceName};
+use tokio::sync::oneshot;
+use tokio::time::sleep;
+
+use super::*;
+use crate::TrackerConfig;
+use crate::backend::{Applied, FakeBackend, FakeLog};
+use crate::test_util::{port, port_name};
+
+struct Harness {
+    feed: Feed,
+    log: FakeLog,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<FakeBackend>,
+    reports: Arc<Recorder>,
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<SyncRecord>>);
+
+impl SyncObserver for Recorder {
+    fn on_sync(&self, report: &SyncReport<'_>) {
+        self.0.lock().unwrap().push(report.record.clone());
+    }
+}
+
+fn start(initialized: bool) -> Harness {
+    let feed = Feed::new([TrackerConfig::new(IpFamily::V4, "n1")]);
+    let backend = FakeBackend::new();
+    let log = backend.log();
+    let mut runner = Runner::new(feed.clone(), backend, RunnerConfig::default());
+    let reports = Arc::new(Recorder::default());
+    runner.observe(reports.clone());
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(runner.run(async {
+        let _ = stopped.await;
+    }));
+    if initialized {
+        feed.services_listed();
+        feed.slices_listed();
+    }
+    Harness {
+        feed,
+        log,
+        stop: Some(stop),
+        task,
+        reports,
+    }
+}
+
+impl Harness {
+    fn add(&self, name: &str, ip: &str) {
+        let svc = ServiceName::new("ns", name);
+        self.feed
+            .update(|state| state.update_service(&svc, &[port(name, ip)]));
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+fn partial(ports: &[&str]) -> Applied {
+    Applied {
+        family: IpFamily::V4,
+        full: false,
+        ports: ports.iter().map(|p| port_name(p)).collect(),
+        ok: true,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_sync_before_both_initial_lists() {
+    let h = start(false);
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.log.apply_count(), 0);
+    assert!(!h.feed.status().borrow().initialized);
+    h.feed.services_listed();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.log.apply_count(), 0, "EndpointSlices not listed yet");
+    h.feed.slices_listed();
+    sleep(Duration::from_millis(10)).await;
+    let applies = h.log.take_applies();
+    assert_eq!(applies.len(), 1);
+    assert!(applies[0].full && applies[0].ports.contains(&port_name("a")));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bursts_coalesce_within_min_sync_period() {
+    let h = start(true);
+    sleep(Duration::from_millis(10)).await;
+    assert!(h.log.take_applies()[0].full, "first sync is full");
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_millis(300)).await;
+    h.add("b", "10.0.0.2");
+    sleep(Duration::from_millis(300)).await;
+    h.add("c", "10.0.0.3");
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.log.apply_count(),
+        0,
+        "within min_sync_period of the first"
+    );
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.log.take_applies(), vec![partial(&["a", "b", "c"])]);
+    // A lone change after a quiet period is applied at once.
+    sleep(Duration::from_secs(5)).await;
+    h.add("d", "10.0.0.4");
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(h.log.take_applies(), vec![partial(&["d"])]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodic_full_sync() {
+    let h = start(true);
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.log.take_applies().len(), 1);
+    sleep(Duration::from_millis(29_900)).await;
+    assert_eq!(h.log.apply_count(), 0);
+    sleep(Duration::from_millis(200)).await;
+    let applies = h.log.take_applies();
+    assert_eq!(applies.len(), 1);
+    assert!(applies[0].full && applies[0].ports.contains(&port_name("a")));
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(h.log.take_applies().len(), 1, "every sync_period");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_apply_retries_with_full_sync_and_backoff() {
+    let h = start(true);
+    sleep(Duration::from_millis(10)).await;
+    h.log.take_applies();
+    let status = h.feed.status();
+    sleep(Duration::from_secs(2)).await;
+    h.log.fail_next(2);
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_millis(10)).await;
+    let failed = h.log.take_applies();
+    assert_eq!(failed.len(), 1);
+    assert!(!failed[0].ok && !failed[0].full);
+    assert!(
+        status.borrow().update_pending(),
+        "the change is still queued"
+    );
+    // First retry after 1 s (fails again), second after 2 more seconds.
+    sleep(Duration::from_millis(1_000)).await;
+    let retry = h.log.take_applies();
+    assert!(retry.len() == 1 && retry[0].full && !retry[0].ok);
+    sleep(Duration::from_millis(1_900)).await;
+    assert_eq!(h.log.apply_count(), 0, "backoff doubled");
+    sleep(Duration::from_millis(200)).await;
+    let retry = h.log.take_applies();
+    assert!(retry.len() == 1 && retry[0].full && retry[0].ok);
+    assert!(retry[0].ports.contains(&port_name("a")));
+    let s = status.borrow().clone();
+    assert!(!s.update_pending());
+    assert_eq!((s.syncs_total, s.failed_syncs_total), (4, 2));
+    assert!(s.last_synced.is_some() && s.last_sync.as_ref().unwrap().full);
+    let records = h.reports.0.lock().unwrap().clone();
+    assert_eq!(records.iter().filter(|r| !r.ok).count(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_tracks_queued_updates_and_pending_counts() {
+    let h = start(false);
+    h.add("a", "10.0.0.1");
+    let status = h.feed.status();
+    {
+        let s = status.borrow();
+        let v4 = &s.families[&IpFamily::V4];
+        assert!(v4.queued_since.is_some() && s.last_queued.is_some());
+        assert_eq!(v4.service_changes_pending, 1);
+        assert!(s.healthy(SystemTime::now(), Duration::from_secs(60)));
+        let late = SystemTime::now() + Duration::from_secs(61);
+        assert!(!s.healthy(late, Duration::from_secs(60)));
+    }
+    h.feed.services_listed();
+    h.feed.slices_listed();
+    sleep(Duration::from_millis(10)).await;
+    let s = status.borrow().clone();
+    let v4 = &s.families[&IpFamily::V4];
+    assert_eq!((v4.queued_since, v4.service_changes_pending), (None, 0));
+    assert_eq!(s.service_changes_total, 1);
+    assert!(v4.last_synced.is_some() && s.node.eligible());
+    h.stop().await;
+}
