@@ -1,6 +1,7 @@
 //! `sluice-bench`: standalone benchmarks that measure Sluice against the thing it replaces,
 //! in one run on one machine, and print ratios (never asserted: timings vary by machine).
 
+mod cni;
 mod iperf;
 mod overlay;
 
@@ -21,6 +22,8 @@ enum Bench {
     /// iperf3 pod→pod over the Sluice VXLAN and host-gw overlays vs a hand-programmed
     /// flannel-equivalent VXLAN and the plain underlay.
     Overlay(overlay::Args),
+    /// Sequential ADD+DEL cycles of the `sluice` CNI plugin vs Debian's bridge + host-local.
+    Cni(cni::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.bench {
         Bench::Overlay(args) => overlay::run(&args),
+        Bench::Cni(args) => cni::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
