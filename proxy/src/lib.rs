@@ -20,7 +20,10 @@
 pub mod backend;
 mod changes;
 pub mod config;
+pub mod config_file;
 pub mod endpoints;
+pub mod explain;
+pub mod flags;
 mod k8s;
 pub mod runner;
 pub mod services;

@@ -1,0 +1,332 @@
+//! `sluice-proxy explain`: what the proxy does with one packet, and why.
+//!
+//! "Why does my Service time out?" is usually answered by reading
+//! kube-proxy's rules by hand: which chain the VIP jumps to, which policy
+//! chain, which endpoints are in it. Sluice can answer directly, because the
+//! decisions are data ([`Snapshot`], [`Snapshot::categorize`]) rather than
+//! rules. [`explain`] is a pure function over a snapshot and the node the
+//! packet is on; the binary only loads the sources, calls it and prints
+//! [`Explanation`] with [`render_text`] or as JSON ([`render_json`]).
+//!
+//! The semantics are kube-proxy's (nftables/iptables modes): the destination
+//! matches a cluster IP, external IP or load-balancer IP with the port, or a
+//! node IP with the node port; cluster IPs use the internal traffic policy and
+//! every other destination the external one, except that pod- and
+//! node-originated traffic to an external destination of an
+//! `externalTrafficPolicy: Local` Service short-circuits to the Cluster set;
+//! `loadBalancerSourceRanges` filter load-balancer IPs only (not node ports);
+//! no usable endpoint anywhere is REJECT, none under a `Local` policy is DROP.
+
+mod args;
+mod model;
+mod reasons;
+mod render;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use sluice_model::service::{IpFamily, Protocol, ServicePort, TrafficPolicy};
+
+use crate::config::NodeTopology;
+use crate::snapshot::Snapshot;
+use crate::topology::{Categorized, TopologyMode, Verdict, categorize};
+
+pub use args::{ExplainArgs, OutputFormat, parse_protocol};
+pub use model::{
+    DestinationKind, EndpointView, Exclusion, Explanation, PacketView, PolicyView, SourceRangeView,
+    VerdictView,
+};
+pub use render::{render_json, render_text};
+
+/// The packet to explain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// L4 protocol.
+    pub protocol: Protocol,
+}
+
+/// The node whose rules the packet meets (this node, or `--from-node`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeContext {
+    /// Name and zone (endpoint locality and topology hints).
+    pub topology: NodeTopology,
+    /// The node's IPs: node-port destinations and node-originated sources.
+    pub node_ips: Vec<IpAddr>,
+    /// Pod CIDRs (the local-traffic detector): pod-originated sources.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+/// Why a packet cannot be explained against a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    /// Source and destination are of different families.
+    #[error("source {src} and destination {dst} are of different address families")]
+    MixedFamilies { src: IpAddr, dst: IpAddr },
+    /// The snapshot is of the other family.
+    #[error("destination {dst} is {wanted}, but the snapshot holds {have} Services")]
+    WrongFamily {
+        dst: IpAddr,
+        wanted: IpFamily,
+        have: IpFamily,
+    },
+}
+
+/// Explains `packet` as the rules of `node` built from `snapshot` treat it.
+pub fn explain(
+    snapshot: &Snapshot,
+    node: &NodeContext,
+    packet: &Packet,
+) -> Result<Explanation, ExplainError> {
+    check_families(snapshot, packet)?;
+    let mut out = empty(node, packet);
+    let Some((port, destination)) = find_hit(snapshot, node, packet) else {
+        out.notes.extend(near_misses(snapshot, packet));
+        return Ok(out);
+    };
+    out.service_port = Some(port.name.to_string());
+    out.destination = Some(destination);
+    out.session_affinity_seconds = port.session_affinity.map(|a| a.timeout_seconds);
+    let policy = policy(port, destination, node, packet);
+    let endpoints = snapshot.endpoints(&port.name);
+    let cat = categorize(endpoints, port, &node.topology, snapshot.prefer_same_node);
+    let use_local = uses_local(port, &policy);
+    out.source_ranges = source_ranges(port, destination, node, packet);
+    out.topology = cat.cluster.as_ref().map(|_| topology_name(cat.topology));
+    out.terminating_fallback = match use_local {
+        true => cat.local_terminating_fallback,
+        false => cat.cluster_terminating_fallback,
+    };
+    out.endpoints = reasons::endpoint_views(endpoints, port, &cat, use_local, &node.topology);
+    out.verdict = verdict(&cat, use_local, out.source_ranges.as_ref());
+    out.notes.extend(notes(&policy, &out.verdict));
+    out.policy = Some(policy);
+    Ok(out)
+}
+
+fn check_families(snapshot: &Snapshot, packet: &Packet) -> Result<(), ExplainError> {
+    let (src, dst) = (packet.src, packet.dst.ip());
+    if IpFamily::of(&src) != IpFamily::of(&dst) {
+        return Err(ExplainError::MixedFamilies { src, dst });
+    }
+    if IpFamily::of(&dst) != snapshot.family() {
+        return Err(ExplainError::WrongFamily {
+            dst,
+            wanted: IpFamily::of(&dst),
+            have: snapshot.family(),
+        });
+    }
+    Ok(())
+}
+
+fn empty(node: &NodeContext, packet: &Packet) -> Explanation {
+    Explanation {
+        packet: PacketView {
+            src: packet.src,
+            dst: packet.dst,
+            protocol: packet.protocol.as_lower_str().to_owned(),
+        },
+        node: node.topology.name.clone(),
+        service_port: None,
+        destination: None,
+        policy: None,
+        source_ranges: None,
+        topology: None,
+        terminating_fallback: false,
+        session_affinity_seconds: None,
+        endpoints: Vec::new(),
+        verdict: VerdictView::NoService,
+        notes: Vec::new(),
+    }
+}
+
+/// The Service port the destination belongs to: VIPs (cluster, external,
+/// load-balancer) first, then node ports on the node's IPs.
+fn find_hit<'s>(
+    snapshot: &'s Snapshot,
+    node: &NodeContext,
+    packet: &Packet,
+) -> Option<(&'s ServicePort, DestinationKind)> {
+    let (ip, port) = (packet.dst.ip(), packet.dst.port());
+    let ports = || (snapshot.service_ports()).filter(|p| p.name.protocol == packet.protocol);
+    let vip = ports().filter(|p| p.port == port).find_map(|p| {
+        let kind = if p.cluster_ips.contains(&ip) {
+            DestinationKind::ClusterIP
+        } else if p.external_ips.contains(&ip) {
+            DestinationKind::ExternalIP
+        } else if p.load_balancer_vips.contains(&ip) {
+            DestinationKind::LoadBalancer
+        } else {
+            return None;
+        };
+        Some((p, kind))
+    });
+    vip.or_else(|| {
+        let on_node = node.node_ips.contains(&ip);
+        (ports().find(|p| on_node && p.node_port == Some(port)))
+            .map(|p| (p, DestinationKind::NodePort))
+    })
+}
+
+fn policy(
+    port: &ServicePort,
+    dst: DestinationKind,
+    node: &NodeContext,
+    packet: &Packet,
+) -> PolicyView {
+    let source = if node.pod_cidrs.iter().any(|net| net.contains(&packet.src)) {
+        "pod"
+    } else if node.node_ips.contains(&packet.src) || packet.src.is_loopback() {
+        "node"
+    } else {
+        "other"
+    };
+    let (traffic, field, policy) = match dst {
+        DestinationKind::ClusterIP => (
+            "internal",
+            "internalTrafficPolicy",
+            port.internal_traffic_policy,
+        ),
+        _ => (
+            "external",
+            "externalTrafficPolicy",
+            port.external_traffic_policy,
+        ),
+    };
+    PolicyView {
+        traffic,
+        field,
+        policy: policy_name(policy),
+        source,
+        short_circuit: traffic == "external" && policy == TrafficPolicy::Local && source != "other",
+    }
+}
+
+fn policy_name(policy: TrafficPolicy) -> &'static str {
+    match policy {
+        TrafficPolicy::Cluster => "Cluster",
+        TrafficPolicy::Local => "Local",
+    }
+}
+
+fn topology_name(mode: TopologyMode) -> &'static str {
+    match mode {
+        TopologyMode::None => "None",
+        TopologyMode::PreferSameZone => "PreferSameZone",
+        TopologyMode::PreferSameNode => "PreferSameNode",
+    }
+}
+
+/// Whether the Local set (rather than the Cluster set) serves this packet.
+fn uses_local(port: &ServicePort, policy: &PolicyView) -> bool {
+    match policy.traffic {
+        "internal" => port.internal_traffic_policy == TrafficPolicy::Local,
+        _ => port.external_traffic_policy == TrafficPolicy::Local && !policy.short_circuit,
+    }
+}
+
+/// `loadBalancerSourceRanges`, which apply to load-balancer IPs only. As in
+/// kube-proxy, traffic from the load-balancer IPs themselves passes when a
+/// node IP is inside the ranges (hairpin through the LB).
+fn source_ranges(
+    port: &ServicePort,
+    dst: DestinationKind,
+    node: &NodeContext,
+    packet: &Packet,
+) -> Option<SourceRangeView> {
+    let ranges = &port.load_balancer_source_ranges;
+    if dst != DestinationKind::LoadBalancer || ranges.is_empty() {
+        return None;
+    }
+    let inside = |ip: &IpAddr| ranges.iter().any(|net| net.contains(ip));
+    let from_lb = port.load_balancer_vips.contains(&packet.src) && node.node_ips.iter().any(inside);
+    Some(SourceRangeView {
+        ranges: ranges.clone(),
+        allowed: inside(&packet.src) || from_lb,
+    })
+}
+
+fn verdict(
+    cat: &Categorized<'_>,
+    use_local: bool,
+    ranges: Option<&SourceRangeView>,
+) -> VerdictView {
+    if ranges.is_some_and(|r| !r.allowed) {
+        return VerdictView::DropSourceRange;
+    }
+    let verdict = match use_local {
+        true => local_verdict(cat),
+        false => cluster_verdict(cat),
+    };
+    match verdict {
+        Verdict::Forward(eps) => VerdictView::Dnat {
+            endpoints: eps.iter().map(|ep| ep.addr()).collect(),
+        },
+        Verdict::Reject => VerdictView::RejectNoEndpoints,
+        Verdict::Drop => VerdictView::DropNoLocalEndpoints,
+    }
+}
+
+fn local_verdict<'c, 'a>(cat: &'c Categorized<'a>) -> Verdict<'c, 'a> {
+    match (cat.has_any_endpoints, cat.local.as_deref()) {
+        (false, _) => Verdict::Reject,
+        (true, Some(eps)) if !eps.is_empty() => Verdict::Forward(eps),
+        _ => Verdict::Drop,
+    }
+}
+
+fn cluster_verdict<'c, 'a>(cat: &'c Categorized<'a>) -> Verdict<'c, 'a> {
+    match (cat.has_any_endpoints, cat.cluster.as_deref()) {
+        (false, _) => Verdict::Reject,
+        (true, Some(eps)) if !eps.is_empty() => Verdict::Forward(eps),
+        _ => Verdict::Drop,
+    }
+}
+
+fn notes(policy: &PolicyView, verdict: &VerdictView) -> Vec<String> {
+    let mut notes = Vec::new();
+    if policy.short_circuit {
+        notes.push(format!(
+            "{}-originated traffic to an external address of an externalTrafficPolicy: Local \
+             Service is sent to any endpoint, as if the policy were Cluster",
+            policy.source
+        ));
+    }
+    if policy.short_circuit && policy.source == "node" {
+        notes.push("the packet is masqueraded (node-originated)".to_owned());
+    }
+    if matches!(verdict, VerdictView::Dnat { .. })
+        && policy.traffic == "external"
+        && policy.policy == "Cluster"
+    {
+        notes.push("the source is masqueraded (externalTrafficPolicy: Cluster)".to_owned());
+    }
+    notes
+}
+
+/// Why no Service port matched, when the address is known.
+fn near_misses(snapshot: &Snapshot, packet: &Packet) -> Vec<String> {
+    let ip = packet.dst.ip();
+    let owner = (snapshot.service_ports()).find(|p| {
+        p.cluster_ips.contains(&ip)
+            || p.external_ips.contains(&ip)
+            || p.load_balancer_vips.contains(&ip)
+    });
+    match owner {
+        Some(p) => vec![format!(
+            "{ip} belongs to Service {}/{}, which has no {} port {} (nftables mode rejects \
+             such packets to a cluster IP)",
+            p.name.namespace,
+            p.name.name,
+            packet.protocol,
+            packet.dst.port()
+        )],
+        None => vec![format!("{ip} is not a Service address known to this proxy")],
+    }
+}
