@@ -13,6 +13,7 @@ mod del;
 pub mod env;
 pub mod error;
 mod gc;
+pub mod install;
 pub mod ipam;
 mod log;
 pub mod masq;

@@ -1,12 +1,16 @@
 //! `sluice`: the CNI plugin binary. All behaviour is in the library's `run`; this reads the
 //! environment and stdin, prints the result or the spec error JSON on stdout, and exits 1 on
-//! errors, as the reference plugins do.
+//! errors, as the reference plugins do. `sluice install …` is the init container's installer.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("install") {
+        return install(&args[1..]);
+    }
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CNI_"))
         .collect();
@@ -30,5 +34,23 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `sluice install …`: the init container's atomic install (runtimes never pass arguments).
+fn install(args: &[String]) -> ExitCode {
+    let result = sluice_cni::install::Install::from_args(args)
+        .and_then(|i| i.run().map_err(|e| e.to_string()));
+    match result {
+        Ok(paths) => {
+            for p in paths {
+                println!("installed {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice install: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -85,3 +85,50 @@ fn errors_are_spec_json_on_stdout_with_the_right_codes() {
         assert!(!ok && v["code"] == code, "{stdin}: {out}");
     }
 }
+
+/// #41: `sluice install` replaces the plugin while a runtime keeps exec'ing it: every exec
+/// sees a whole binary (no "text file busy", no half-written file).
+#[test]
+fn install_replaces_the_binary_while_it_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("bin");
+    let install = |names: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["install", "--bin-dir", bin_dir.to_str().unwrap()]);
+        for n in names {
+            cmd.args(["--name", n]);
+        }
+        assert!(cmd.status().unwrap().success());
+    };
+    install(&["sluice", "flannel"]);
+    let installed = bin_dir.join("sluice");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || runs < 20 {
+                let out = Command::new(&installed)
+                    .env_clear()
+                    .env("CNI_COMMAND", "VERSION")
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap_or_else(|e| panic!("exec during install: {e}"));
+                assert!(out.status.success(), "run {runs}");
+                runs += 1;
+            }
+            runs
+        });
+        for _ in 0..20 {
+            install(&["sluice"]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(runner.join().unwrap() >= 20);
+    });
+    assert!(bin_dir.join("flannel").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&bin_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}

@@ -323,15 +323,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::lock(dir.path(), "n").unwrap();
         let want = "10.244.1.77".parse().unwrap();
-        assert_eq!(s.allocate(0, &range(), ("a", "eth0"), Some(want)).unwrap(), want);
-        let taken = s.allocate(0, &range(), ("b", "eth0"), Some(want)).unwrap_err();
+        assert_eq!(
+            s.allocate(0, &range(), ("a", "eth0"), Some(want)).unwrap(),
+            want
+        );
+        let taken = s
+            .allocate(0, &range(), ("b", "eth0"), Some(want))
+            .unwrap_err();
         assert!(taken.to_string().contains("already allocated"), "{taken}");
         let outside = s
-            .allocate(0, &range(), ("b", "eth0"), Some("10.9.9.9".parse().unwrap()))
+            .allocate(
+                0,
+                &range(),
+                ("b", "eth0"),
+                Some("10.9.9.9".parse().unwrap()),
+            )
             .unwrap_err();
         assert!(outside.to_string().contains("outside"), "{outside}");
         let gateway = s
-            .allocate(0, &range(), ("b", "eth0"), Some("10.244.1.1".parse().unwrap()))
+            .allocate(
+                0,
+                &range(),
+                ("b", "eth0"),
+                Some("10.244.1.1".parse().unwrap()),
+            )
             .unwrap_err();
         assert!(gateway.to_string().contains("outside"), "{gateway}");
     }
