@@ -23,8 +23,14 @@ pub mod config;
 pub mod config_file;
 pub mod endpoints;
 pub mod explain;
+#[cfg(test)]
+mod fixture;
 pub mod flags;
+pub mod health;
+#[cfg(test)]
+mod http_test;
 mod k8s;
+pub mod metrics;
 pub mod runner;
 pub mod services;
 mod snapshot;

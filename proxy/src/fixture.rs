@@ -1,0 +1,114 @@
+//! Snapshot builders for the unit tests of explain, metrics and the
+//! health-check servers, in upstream's address plan (ClusterIPs
+//! 172.30.0.0/16, endpoints 10.180.0.0/16, node IPs 192.168.0.0/24).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use sluice_model::service::{
+    Endpoint, IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, ServiceType,
+    SliceEndpoints, TrafficPolicy,
+};
+
+use crate::config::{NodeTopology, TrackerConfig};
+use crate::snapshot::Snapshot;
+use crate::state::ProxyState;
+
+/// Port `p80`/TCP of `ns/<name>` on cluster IP `cip`:80, ClusterIP type.
+pub(crate) fn svc(name: &str, cip: &str) -> ServicePort {
+    ServicePort {
+        name: ServicePortName::new(&ServiceName::new("ns", name), "p80", Protocol::Tcp),
+        service_type: ServiceType::ClusterIp,
+        cluster_ips: vec![cip.parse().unwrap()],
+        port: 80,
+        node_port: None,
+        external_ips: vec![],
+        load_balancer_vips: vec![],
+        load_balancer_source_ranges: vec![],
+        session_affinity: None,
+        external_traffic_policy: TrafficPolicy::Cluster,
+        internal_traffic_policy: TrafficPolicy::Cluster,
+        health_check_node_port: None,
+        traffic_distribution: None,
+        publish_not_ready_addresses: false,
+    }
+}
+
+/// `svc` as a LoadBalancer with node port 3001, LB IP `lb`, ETP=Local and
+/// health-check node port `hc`.
+pub(crate) fn lb_local(name: &str, cip: &str, lb: &str, hc: u16) -> ServicePort {
+    ServicePort {
+        service_type: ServiceType::LoadBalancer,
+        node_port: Some(3001),
+        load_balancer_vips: vec![lb.parse().unwrap()],
+        external_traffic_policy: TrafficPolicy::Local,
+        health_check_node_port: Some(hc),
+        ..svc(name, cip)
+    }
+}
+
+/// A ready endpoint `ip`:80 on `node`.
+pub(crate) fn ep(ip: &str, node: &str) -> Endpoint {
+    Endpoint {
+        node_name: Some(node.to_owned()),
+        ..Endpoint::new(ip.parse::<IpAddr>().unwrap(), 80)
+    }
+}
+
+/// A snapshot on node `node` (zone `zone`) of IPv4 `services` with their
+/// endpoints.
+pub(crate) fn snapshot(
+    node: &str,
+    zone: Option<&str>,
+    services: Vec<(ServicePort, Vec<Endpoint>)>,
+) -> Snapshot {
+    let mut state = state(node, zone);
+    apply(&mut state, services);
+    state.sync().0
+}
+
+/// An empty state on `node` (zone `zone`).
+pub(crate) fn state(node: &str, zone: Option<&str>) -> ProxyState {
+    let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, node));
+    state.set_node(NodeTopology {
+        name: node.to_owned(),
+        zone: zone.map(str::to_owned),
+    });
+    state
+}
+
+/// Records `services` (replacing each named Service and its one slice).
+pub(crate) fn apply(state: &mut ProxyState, services: Vec<(ServicePort, Vec<Endpoint>)>) {
+    let mut by_service: BTreeMap<ServiceName, Vec<(ServicePort, Vec<Endpoint>)>> = BTreeMap::new();
+    for (port, eps) in services {
+        by_service
+            .entry(port.name.service())
+            .or_default()
+            .push((port, eps));
+    }
+    for (service, ports) in by_service {
+        let defs: Vec<ServicePort> = ports.iter().map(|(p, _)| p.clone()).collect();
+        state.update_service(&service, &defs);
+        let slice = SliceEndpoints {
+            service: service.clone(),
+            slice_name: format!("{}-1", service.name),
+            family: IpFamily::V4,
+            ports: ports.into_iter().map(|(p, eps)| (p.name, eps)).collect(),
+            warnings: vec![],
+        };
+        state.update_slice(slice);
+    }
+}
+
+/// Small mutators of a [`ServicePort`].
+pub(crate) struct Svc;
+
+impl Svc {
+    /// `internalTrafficPolicy: Local`.
+    pub(crate) fn itp_local(port: ServicePort) -> ServicePort {
+        ServicePort {
+            internal_traffic_policy: TrafficPolicy::Local,
+            ..port
+        }
+    }
+}
