@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod runner;
 pub mod services;
 mod snapshot;
+pub mod source;
 mod state;
 #[cfg(test)]
 mod test_util;

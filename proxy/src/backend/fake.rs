@@ -26,6 +26,8 @@ pub struct Applied {
     /// The Service ports the apply (re)programmed or removed: every port of
     /// the snapshot for a full apply, `changes.ports` for a partial one.
     pub ports: BTreeSet<ServicePortName>,
+    /// The endpoints of those ports in the snapshot, summed.
+    pub endpoints: usize,
     /// Whether the fake reported success.
     pub ok: bool,
 }
@@ -122,6 +124,7 @@ impl FakeBackend {
         ports: impl Iterator<Item = &'p ServicePortName>,
     ) -> Result<(), BackendError> {
         let ports: BTreeSet<ServicePortName> = ports.cloned().collect();
+        let endpoints = ports.iter().map(|p| snapshot.endpoints(p).len()).sum();
         let mut inner = self.log.lock();
         let ok = inner.fail_next == 0;
         inner.fail_next = inner.fail_next.saturating_sub(1);
@@ -141,6 +144,7 @@ impl FakeBackend {
             family: snapshot.family(),
             full,
             ports,
+            endpoints,
             ok,
         });
         match ok {

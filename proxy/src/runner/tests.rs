@@ -72,6 +72,7 @@ fn partial(ports: &[&str]) -> Applied {
         family: IpFamily::V4,
         full: false,
         ports: ports.iter().map(|p| port_name(p)).collect(),
+        endpoints: 0,
         ok: true,
     }
 }

@@ -1,0 +1,150 @@
+//! One manifest file → the objects the proxy cares about.
+//!
+//! Every file is read as YAML, which also accepts JSON; a file may hold
+//! several `---`-separated documents and `kind: List` documents. A document
+//! that does not parse, or a Service/EndpointSlice that is not a valid object,
+//! makes the whole file bad (reported and skipped): half a file is more
+//! surprising than none. Documents of other kinds are skipped with a note.
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize as _;
+use serde_json::Value;
+
+/// An object from a manifest file.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Object {
+    Service(Box<Service>),
+    Slice(Box<EndpointSlice>),
+    Node(Box<Node>),
+}
+
+/// The identity of an object across files: kind, namespace, name.
+pub(super) type ObjKey = (&'static str, String, String);
+
+impl Object {
+    pub(super) fn key(&self) -> ObjKey {
+        let (kind, meta) = match self {
+            Self::Service(o) => ("Service", &o.metadata),
+            Self::Slice(o) => ("EndpointSlice", &o.metadata),
+            Self::Node(o) => ("Node", &o.metadata),
+        };
+        let ns = meta.namespace.clone().unwrap_or_default();
+        (kind, ns, meta.name.clone().unwrap_or_default())
+    }
+}
+
+/// The objects of one file, plus notes on skipped documents.
+#[derive(Debug, Default)]
+pub(super) struct Parsed {
+    pub(super) objects: Vec<Object>,
+    pub(super) notes: Vec<String>,
+}
+
+/// Parses a file's text; `Err` is the reason the file is bad.
+pub(super) fn parse(text: &str) -> Result<Parsed, String> {
+    let mut parsed = Parsed::default();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value =
+            Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
+        add(value, index + 1, &mut parsed)?;
+    }
+    Ok(parsed)
+}
+
+fn add(value: Value, doc: usize, parsed: &mut Parsed) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let api = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let object = match (api.as_str(), kind.as_str()) {
+        ("v1", "List") => {
+            let items = value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            return items
+                .into_iter()
+                .try_for_each(|item| add(item, doc, parsed));
+        }
+        ("v1", "Service") => Object::Service(Box::new(typed(value, doc, &kind)?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::Slice(Box::new(typed(value, doc, &kind)?))
+        }
+        ("v1", "Node") => Object::Node(Box::new(typed(value, doc, &kind)?)),
+        _ => {
+            parsed.notes.push(format!(
+                "document {doc}: skipped apiVersion {api:?} kind {kind:?}"
+            ));
+            return Ok(());
+        }
+    };
+    parsed.objects.push(normalize(object, doc)?);
+    Ok(())
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    doc: usize,
+    kind: &str,
+) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("document {doc}: invalid {kind}: {e}"))
+}
+
+/// Requires a name and defaults the namespace to `default`, as `kubectl
+/// apply` would.
+fn normalize(mut object: Object, doc: usize) -> Result<Object, String> {
+    let (meta, namespaced) = match &mut object {
+        Object::Service(o) => (&mut o.metadata, true),
+        Object::Slice(o) => (&mut o.metadata, true),
+        Object::Node(o) => (&mut o.metadata, false),
+    };
+    if meta.name.as_deref().is_none_or(str::is_empty) {
+        return Err(format!("document {doc}: metadata.name is required"));
+    }
+    if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some("default".to_owned());
+    }
+    Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_json_and_lists() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n---\n---\n{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \"metadata\": {\"name\": \"a-1\", \"namespace\": \"x\"}, \"addressType\": \"IPv4\", \"endpoints\": []}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+        let parsed = parse(text).unwrap();
+        let keys: Vec<ObjKey> = parsed.objects.iter().map(Object::key).collect();
+        assert_eq!(
+            keys,
+            [
+                ("Service", "default".to_owned(), "a".to_owned()),
+                ("EndpointSlice", "x".to_owned(), "a-1".to_owned())
+            ]
+        );
+        assert_eq!(parsed.notes.len(), 1);
+    }
+
+    #[test]
+    fn bad_documents_name_the_reason() {
+        let err = parse("kind: Service\napiVersion: v1\nmetadata: {namespace: x}\n").unwrap_err();
+        assert_eq!(err, "document 1: metadata.name is required");
+        let err = parse("a: [\n").unwrap_err();
+        assert!(err.starts_with("document 1: "), "{err}");
+        let err = parse("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: 3}\n")
+            .unwrap_err();
+        assert!(err.starts_with("document 1: invalid Service: "), "{err}");
+    }
+}
