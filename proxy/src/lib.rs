@@ -27,6 +27,7 @@ pub mod explain;
 mod fixture;
 pub mod flags;
 pub mod health;
+pub mod healthcheck;
 #[cfg(test)]
 mod http_test;
 mod k8s;

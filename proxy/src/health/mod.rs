@@ -21,4 +21,4 @@ mod tests;
 pub use report::{
     FamilyHealth, FamilyReport, HealthInputs, HealthReport, Probe, evaluate, proxy_healthy, rfc3339,
 };
-pub use server::{HealthServer, HealthSource, StatusSource, serve};
+pub use server::{HealthServer, HealthSource, StatusSource, json_response, serve};

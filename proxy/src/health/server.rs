@@ -105,8 +105,9 @@ async fn answer(server: HealthServer, probe: Probe) -> Response {
     json_response(code, body)
 }
 
-/// A JSON answer with kube-proxy's two headers.
-pub(crate) fn json_response(code: StatusCode, body: String) -> Response {
+/// A JSON answer with kube-proxy's two headers (`Content-Type:
+/// application/json`, `X-Content-Type-Options: nosniff`).
+pub fn json_response(code: StatusCode, body: String) -> Response {
     let mut response = (code, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
