@@ -4,12 +4,13 @@
 mod cni;
 mod iperf;
 mod overlay;
+mod sync;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Sluice's standalone benchmarks (run as root: they build network namespaces).
+/// Sluice's standalone benchmarks (`overlay` and `cni` run as root: they build network namespaces).
 #[derive(Parser)]
 #[command(name = "sluice-bench", version)]
 struct Cli {
@@ -24,17 +25,22 @@ enum Bench {
     Overlay(overlay::Args),
     /// Sequential ADD+DEL cycles of the `sluice` CNI plugin vs Debian's bridge + host-local.
     Cni(cni::Args),
+    /// The proxy control plane at 100 and 10,000 Services: first snapshot, one Service change,
+    /// peak RSS (no root needed).
+    Sync(sync::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !sluice_testbed::is_root() {
+    let needs_root = !matches!(cli.bench, Bench::Sync(_));
+    if needs_root && !sluice_testbed::is_root() {
         eprintln!("sluice-bench: must run as root (it builds network namespaces)");
         return ExitCode::FAILURE;
     }
     let result = match cli.bench {
         Bench::Overlay(args) => overlay::run(&args),
         Bench::Cni(args) => cni::run(&args),
+        Bench::Sync(args) => sync::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
