@@ -32,6 +32,7 @@ pub mod healthcheck;
 mod http_test;
 mod k8s;
 pub mod metrics;
+pub mod nftables;
 pub mod runner;
 pub mod services;
 mod snapshot;

@@ -1,0 +1,281 @@
+//! The fixed part of the table: maps and sets, base chains at kube-proxy's hooks and
+//! priorities, and the dispatch chains. Service ports only add map elements and their own
+//! chains, so a packet costs a handful of hash lookups whatever the number of Services.
+
+use sluice_nft::{
+    BaseChain, ChainDef, ChainType, Element, Field, Hook, KeyType, KeyValue, Rule, SetDef, Stmt,
+    Verdict,
+};
+
+use super::ctx::NftConfig;
+use super::desired::Desired;
+
+/// Set and map names (kube-proxy's).
+pub(crate) mod names {
+    /// ClusterIPs in use (reject traffic to their other ports).
+    pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
+    /// Addresses accepting NodePorts (when not all local addresses do).
+    pub(crate) const NODEPORT_IPS: &str = "nodeport-ips";
+    /// `addr . proto . port : verdict` for ClusterIPs, external IPs and LB IPs.
+    pub(crate) const SERVICE_IPS: &str = "service-ips";
+    /// `proto . port : verdict` for NodePorts.
+    pub(crate) const SERVICE_NODEPORTS: &str = "service-nodeports";
+    /// LB destinations with source ranges.
+    pub(crate) const FIREWALL_IPS: &str = "firewall-ips";
+    /// Destinations of Services without usable endpoints: reject or drop.
+    pub(crate) const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+    /// NodePorts of Services without usable endpoints.
+    pub(crate) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+    /// `bucket : goto endpoint-…`: every Service's load balancing in one map.
+    pub(crate) const ENDPOINT_BUCKETS: &str = "endpoint-buckets";
+    /// Source prefixes counted as pods (`--cluster-cidr` / node pod CIDRs).
+    pub(crate) const LOCAL_CIDRS: &str = "local-cidrs";
+    /// Sets the masquerade mark.
+    pub(crate) const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+    /// Rejects (TCP reset / ICMP port unreachable).
+    pub(crate) const REJECT_CHAIN: &str = "reject-chain";
+    /// Dispatch to Services (nat prerouting and output).
+    pub(crate) const SERVICES: &str = "services";
+}
+
+use names::*;
+
+/// The base ruleset for `cfg`.
+pub(crate) fn render_base(cfg: &NftConfig) -> Desired {
+    let mut d = Desired::default();
+    sets(cfg, &mut d);
+    base_chains(&mut d);
+    dispatch_chains(cfg, &mut d);
+    d
+}
+
+fn set(name: &str, key: Vec<KeyType>, verdict_map: bool, comment: &str) -> SetDef {
+    SetDef {
+        name: name.into(),
+        key,
+        verdict_map,
+        interval: false,
+        timeout: None,
+        comment: Some(comment.into()),
+    }
+}
+
+fn sets(cfg: &NftConfig, d: &mut Desired) {
+    use KeyType::{Addr, Bucket, Port, Proto};
+    d.set(set(CLUSTER_IPS, vec![Addr], false, "Active ClusterIPs"));
+    d.set(set(
+        SERVICE_IPS,
+        vec![Addr, Proto, Port],
+        true,
+        "ClusterIP, ExternalIP and LoadBalancer IP traffic",
+    ));
+    d.set(set(
+        SERVICE_NODEPORTS,
+        vec![Proto, Port],
+        true,
+        "NodePort traffic",
+    ));
+    d.set(set(
+        FIREWALL_IPS,
+        vec![Addr, Proto, Port],
+        true,
+        "destinations that are subject to LoadBalancerSourceRanges",
+    ));
+    d.set(set(
+        NO_ENDPOINT_SERVICES,
+        vec![Addr, Proto, Port],
+        true,
+        "vmap to drop or reject packets to services with no endpoints",
+    ));
+    d.set(set(
+        NO_ENDPOINT_NODEPORTS,
+        vec![Proto, Port],
+        true,
+        "vmap to drop or reject packets to service nodeports with no endpoints",
+    ));
+    d.set(set(
+        ENDPOINT_BUCKETS,
+        vec![Bucket],
+        true,
+        "endpoint of each load-balancing bucket of every service",
+    ));
+    if let Some(addrs) = &cfg.nodeport_addresses {
+        d.set(set(
+            NODEPORT_IPS,
+            vec![Addr],
+            false,
+            "IPs that accept NodePort traffic",
+        ));
+        for a in addrs {
+            d.element(NODEPORT_IPS, Element::key(vec![KeyValue::Addr(*a)]));
+        }
+    }
+    if !cfg.local_cidrs.is_empty() {
+        let mut s = set(LOCAL_CIDRS, vec![Addr], false, "sources that are pods");
+        s.interval = true;
+        d.set(s);
+        for net in &cfg.local_cidrs {
+            let mut e = Element::key(vec![KeyValue::Addr(net.trunc().addr())]);
+            e.prefix = Some(net.prefix_len());
+            d.element(LOCAL_CIDRS, e);
+        }
+    }
+}
+
+fn base(name: &str, kind: ChainType, hook: Hook, priority: i32) -> ChainDef {
+    ChainDef {
+        name: name.into(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        }),
+    }
+}
+
+fn jump(chain: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Jump(chain.into()))
+}
+
+fn new_jump(chain: &str) -> Rule {
+    Rule::new(vec![Stmt::CtStateNew, jump(chain)])
+}
+
+fn base_chains(d: &mut Desired) {
+    use ChainType::{Filter, Nat};
+    d.chain(
+        base("filter-prerouting-pre-dnat", Filter, Hook::Prerouting, -110),
+        vec![new_jump("firewall-check")],
+    );
+    d.chain(
+        base("filter-output-pre-dnat", Filter, Hook::Output, -110),
+        vec![new_jump("firewall-check")],
+    );
+    d.chain(
+        base("filter-forward", Filter, Hook::Forward, 0),
+        vec![
+            new_jump("service-endpoints-check"),
+            new_jump("cluster-ips-check"),
+        ],
+    );
+    d.chain(
+        base("filter-input", Filter, Hook::Input, 0),
+        vec![
+            new_jump("nodeport-endpoints-check"),
+            new_jump("service-endpoints-check"),
+        ],
+    );
+    d.chain(
+        base("filter-output", Filter, Hook::Output, 0),
+        vec![
+            new_jump("service-endpoints-check"),
+            new_jump("cluster-ips-check"),
+        ],
+    );
+    d.chain(
+        base("nat-prerouting", Nat, Hook::Prerouting, -100),
+        vec![Rule::new(vec![jump(SERVICES)])],
+    );
+    d.chain(
+        base("nat-output", Nat, Hook::Output, -100),
+        vec![Rule::new(vec![jump(SERVICES)])],
+    );
+    d.chain(
+        base("nat-postrouting", Nat, Hook::Postrouting, 100),
+        vec![Rule::new(vec![jump("masquerading")])],
+    );
+}
+
+fn vmap(key: &[Field], map: &str) -> Stmt {
+    Stmt::Vmap {
+        key: key.to_vec(),
+        map: map.into(),
+    }
+}
+
+/// `ip daddr @nodeport-ips`, or "any local address but loopback".
+fn nodeport_match(cfg: &NftConfig, in_input: bool) -> Vec<Stmt> {
+    let not_loopback = Stmt::Prefix {
+        field: Field::Daddr,
+        net: cfg.loopback(),
+        negate: true,
+    };
+    match &cfg.nodeport_addresses {
+        Some(_) => vec![Stmt::InSet {
+            field: Field::Daddr,
+            set: NODEPORT_IPS.into(),
+            negate: false,
+        }],
+        // The input hook only sees local destinations already.
+        None if in_input => vec![not_loopback],
+        None => vec![Stmt::FibLocal(Field::Daddr), not_loopback],
+    }
+}
+
+fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
+    let tuple = [Field::Daddr, Field::L4Proto, Field::Dport];
+    let port = [Field::L4Proto, Field::Dport];
+    let mark = cfg.masquerade_mark;
+    d.regular(
+        "firewall-check",
+        vec![Rule::new(vec![vmap(&tuple, FIREWALL_IPS)])],
+    );
+    let mut cluster_checks = vec![
+        Rule::new(vec![
+            Stmt::InSet {
+                field: Field::Daddr,
+                set: CLUSTER_IPS.into(),
+                negate: false,
+            },
+            Stmt::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
+        ])
+        .with_comment("Reject traffic to invalid ports of ClusterIPs"),
+    ];
+    cluster_checks.extend(cfg.service_cidrs.iter().map(|net| {
+        Rule::new(vec![
+            Stmt::Prefix {
+                field: Field::Daddr,
+                net: *net,
+                negate: false,
+            },
+            Stmt::Verdict(Verdict::Drop),
+        ])
+        .with_comment("Drop traffic to unallocated ClusterIPs")
+    }));
+    d.regular("cluster-ips-check", cluster_checks);
+    d.regular(
+        MARK_FOR_MASQUERADE,
+        vec![Rule::new(vec![Stmt::MarkOr(mark)])],
+    );
+    d.regular(
+        "masquerading",
+        vec![
+            Rule::new(vec![Stmt::MarkClear(mark), Stmt::Verdict(Verdict::Return)]),
+            Rule::new(vec![Stmt::MarkXor(mark)]),
+            Rule::new(vec![Stmt::Masquerade { fully_random: true }]),
+        ],
+    );
+    let mut np_check = nodeport_match(cfg, true);
+    np_check.push(vmap(&port, NO_ENDPOINT_NODEPORTS));
+    d.regular("nodeport-endpoints-check", vec![Rule::new(np_check)]);
+    d.regular(
+        REJECT_CHAIN,
+        vec![
+            Rule::new(vec![
+                Stmt::L4Proto(sluice_nft::Proto::Tcp),
+                Stmt::Reject { tcp_reset: true },
+            ]),
+            Rule::new(vec![Stmt::Reject { tcp_reset: false }]),
+        ],
+    );
+    let mut np = nodeport_match(cfg, false);
+    np.push(vmap(&port, SERVICE_NODEPORTS));
+    d.regular(
+        SERVICES,
+        vec![Rule::new(vec![vmap(&tuple, SERVICE_IPS)]), Rule::new(np)],
+    );
+    d.regular(
+        "service-endpoints-check",
+        vec![Rule::new(vec![vmap(&tuple, NO_ENDPOINT_SERVICES)])],
+    );
+}

@@ -1,0 +1,20 @@
+//! The nftables dataplane (`--proxy-mode nftables`): Services rendered into Sluice's own
+//! tables (`ip sluice`, `ip6 sluice`) in kube-proxy's nftables layout, diffed per owner and
+//! applied as one atomic transaction per sync through the `sluice-nft` chokepoint.
+
+mod base;
+mod ctx;
+mod desired;
+mod names;
+mod port;
+mod slots;
+mod state;
+mod tracer;
+
+pub use ctx::{DEFAULT_MASQUERADE_MARK, NftConfig, TABLE};
+pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
+pub use state::{NftState, Pending, summary};
+pub use tracer::{Origin, Outcome, Packet, Tracer};
+
+#[cfg(test)]
+mod tests;

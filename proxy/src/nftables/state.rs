@@ -1,0 +1,253 @@
+//! What the backend believes is programmed, one piece per owner (the base ruleset, each
+//! Service's ClusterIPs, each Service port), and the planning of a sync against it. A partial
+//! sync re-renders and diffs only the owners of the changed ports; a full sync diffs
+//! everything against what the kernel reports (repairing drift). Nothing is recorded until
+//! the kernel accepted the transaction ([`Pending::commit`]), so a failed apply leaves the
+//! beliefs as they were and the next (full) sync starts from the truth.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_model::service::{ServiceName, ServicePortName};
+use sluice_nft::{Op, Transaction};
+
+use super::base::render_base;
+use super::ctx::{NftConfig, TABLE};
+use super::desired::{Desired, ElemKey, Phases};
+use super::port::{render_cluster_ips, render_port};
+use super::slots::Slots;
+use crate::{Changes, Snapshot};
+
+/// Who a piece of the ruleset belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Owner {
+    /// Maps, base chains, dispatch chains.
+    Base,
+    /// A Service's `cluster-ips` elements (shared by its ports).
+    Service(ServiceName),
+    /// Everything else of one port.
+    Port(ServicePortName),
+}
+
+/// One family's programmed state.
+#[derive(Debug)]
+pub struct NftState {
+    cfg: NftConfig,
+    pieces: HashMap<Owner, Desired>,
+    /// Which owner holds each element key (two Services claiming one external IP and port
+    /// must not fail the whole transaction: the first keeps it).
+    claims: HashMap<(String, ElemKey), Owner>,
+    slots: Slots,
+}
+
+/// A planned sync: the transaction and the pieces to record once it is applied.
+#[derive(Debug)]
+pub struct Pending {
+    /// What to send to the kernel.
+    pub tx: Transaction,
+    pieces: Vec<(Owner, Option<Desired>)>,
+    /// Conflicts found while rendering, for the log.
+    pub warnings: Vec<String>,
+}
+
+impl NftState {
+    /// Nothing programmed yet.
+    pub fn new(cfg: NftConfig) -> Self {
+        Self {
+            cfg,
+            pieces: HashMap::new(),
+            claims: HashMap::new(),
+            slots: Slots::default(),
+        }
+    }
+
+    /// The settings this state renders with.
+    pub fn config(&self) -> &NftConfig {
+        &self.cfg
+    }
+
+    /// Everything believed programmed, as one piece (for the tracer and tests).
+    pub fn programmed(&self) -> Desired {
+        let mut all = Desired::default();
+        let mut owners: Vec<&Owner> = self.pieces.keys().collect();
+        owners.sort();
+        for o in owners {
+            all.merge(&self.pieces[o]);
+        }
+        all
+    }
+
+    /// Plans a sync of the ports in `changes` (and their Services) only.
+    pub fn plan_partial(&mut self, snap: &Snapshot, changes: &Changes) -> Pending {
+        let mut owners: BTreeSet<Owner> = BTreeSet::new();
+        for port in &changes.ports {
+            owners.insert(Owner::Port(port.clone()));
+            owners.insert(Owner::Service(port.service()));
+        }
+        if !self.pieces.contains_key(&Owner::Base) {
+            owners.insert(Owner::Base);
+        }
+        let mut pending = self.render(snap, owners);
+        let mut phases = Phases::default();
+        let empty = Desired::default();
+        for (owner, new) in &pending.pieces {
+            let old = self.pieces.get(owner).unwrap_or(&empty);
+            phases.add(old, new.as_ref().unwrap_or(&empty));
+        }
+        pending.tx = self.transaction(phases, !self.pieces.contains_key(&Owner::Base));
+        pending
+    }
+
+    /// Plans a full sync: every owner re-rendered, diffed against `kernel` (what the kernel
+    /// has, when it could be read) or else against the beliefs.
+    pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<Desired>) -> Pending {
+        let mut owners: BTreeSet<Owner> = self.pieces.keys().cloned().collect();
+        owners.insert(Owner::Base);
+        for port in snap.service_ports() {
+            owners.insert(Owner::Port(port.name.clone()));
+            owners.insert(Owner::Service(port.name.service()));
+        }
+        // Claims are rebuilt from scratch: a full render settles every conflict afresh.
+        self.claims.clear();
+        let mut pending = self.render(snap, owners);
+        let mut new = Desired::default();
+        for piece in pending.pieces.iter().filter_map(|(_, p)| p.as_ref()) {
+            new.merge(piece);
+        }
+        let old = kernel.unwrap_or_else(|| self.programmed());
+        let mut phases = Phases::default();
+        phases.add(&old, &new);
+        pending.tx = self.transaction(phases, true);
+        pending
+    }
+
+    fn transaction(&self, phases: Phases, with_table: bool) -> Transaction {
+        let mut tx = Transaction::new(self.cfg.family, TABLE);
+        let ops = phases.into_ops();
+        if with_table {
+            tx.push(Op::AddTable {
+                comment: Some("rules for sluice-proxy".into()),
+            });
+        }
+        tx.ops.extend(ops);
+        tx
+    }
+
+    /// Renders the new piece of each owner (`None`: the owner is gone).
+    fn render(&mut self, snap: &Snapshot, owners: BTreeSet<Owner>) -> Pending {
+        let mut pending = Pending {
+            tx: Transaction::default(),
+            pieces: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for owner in owners {
+            let piece = match &owner {
+                Owner::Base => Some(render_base(&self.cfg)),
+                Owner::Service(s) => {
+                    let ips: Vec<_> = snap
+                        .ports_of(s)
+                        .next()
+                        .map(|p| p.cluster_ips.clone())
+                        .unwrap_or_default();
+                    (!ips.is_empty()).then(|| render_cluster_ips(&ips))
+                }
+                Owner::Port(name) => self.render_port(snap, name),
+            };
+            let piece = piece.map(|p| self.claim(&owner, p, &mut pending.warnings));
+            pending.pieces.push((owner, piece));
+        }
+        pending
+    }
+
+    fn render_port(&mut self, snap: &Snapshot, name: &ServicePortName) -> Option<Desired> {
+        let port = snap.service_port(name)?;
+        let cat = snap.categorize(name)?;
+        let slot = self.slots.get_or_assign(name);
+        Some(render_port(&self.cfg, port, &cat, slot))
+    }
+
+    /// Drops elements whose key another owner holds, with a warning.
+    fn claim(&self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
+        for (set, elems) in &mut piece.elements {
+            elems.retain(|key, _| match self.claims.get(&(set.clone(), key.clone())) {
+                Some(holder) if holder != owner => {
+                    warnings.push(format!("{owner:?} and {holder:?} both claim {set} element {key:?}; {holder:?} keeps it"));
+                    false
+                }
+                _ => true,
+            });
+        }
+        piece
+    }
+}
+
+impl Pending {
+    /// Records the pieces as programmed: call once the kernel accepted [`Self::tx`].
+    pub fn commit(self, state: &mut NftState) {
+        for (owner, piece) in self.pieces {
+            if let Some(old) = state.pieces.remove(&owner) {
+                for (set, elems) in old.elements {
+                    for key in elems.into_keys() {
+                        let k = (set.clone(), key);
+                        if state.claims.get(&k) == Some(&owner) {
+                            state.claims.remove(&k);
+                        }
+                    }
+                }
+            }
+            match piece {
+                Some(p) => {
+                    for (set, elems) in &p.elements {
+                        for key in elems.keys() {
+                            state
+                                .claims
+                                .entry((set.clone(), key.clone()))
+                                .or_insert_with(|| owner.clone());
+                        }
+                    }
+                    state.pieces.insert(owner, p);
+                }
+                None => {
+                    if let Owner::Port(name) = &owner {
+                        state.slots.release(name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of operations, for the sync span.
+    pub fn len(&self) -> usize {
+        self.tx.ops.len()
+    }
+
+    /// True when the kernel needs no change.
+    pub fn is_empty(&self) -> bool {
+        self.tx.ops.iter().all(|o| matches!(o, Op::AddTable { .. }))
+    }
+}
+
+/// Counts of what a transaction does, for the sync's tracing span.
+pub fn summary(tx: &Transaction) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for op in &tx.ops {
+        let k = match op {
+            Op::AddTable { .. } | Op::DeleteTable => "table",
+            Op::AddChain(_) => "chains_added",
+            Op::FlushChain(_) => "chains_flushed",
+            Op::DeleteChain(_) => "chains_deleted",
+            Op::AddRule { .. } => "rules",
+            Op::AddSet(_) | Op::DeleteSet(_) | Op::FlushSet(_) => "sets",
+            Op::AddElements { elements, .. } | Op::DeleteElements { elements, .. } => {
+                *out.entry("elements").or_default() += elements.len();
+                continue;
+            }
+            #[allow(
+                unreachable_patterns,
+                reason = "the IR may grow ops the summary does not count"
+            )]
+            _ => "other",
+        };
+        *out.entry(k).or_default() += 1;
+    }
+    out
+}
