@@ -162,7 +162,10 @@ impl ProxyState {
                 apply_diff(map, change.previous, change.current, &mut changes.ports);
             }
         }
-        changes.trigger_times = self.trigger_times.drain().flat_map(|(_, t)| t).collect();
+        changes.trigger_times = std::mem::take(&mut self.trigger_times)
+            .into_values()
+            .flatten()
+            .collect();
         changes.trigger_times.sort();
         let endpoint_changes = self.endpoints.checkout();
         changes.endpoint_changes = endpoint_changes.len();

@@ -83,7 +83,10 @@ impl ServiceChangeTracker {
     /// Hands out the pending changes and marks them applied.
     pub(crate) fn checkout(&mut self) -> Vec<ServiceChange> {
         let mut changes = Vec::with_capacity(self.pending.len());
-        for (service, current) in self.pending.drain() {
+        // `take`, not `drain`: draining walks every bucket of a map that
+        // grew to the cluster's size during the initial list, which made
+        // each small sync cost O(Services).
+        for (service, current) in std::mem::take(&mut self.pending) {
             let previous = match current.is_empty() {
                 true => self.applied.remove(&service),
                 false => self.applied.insert(service.clone(), current.clone()),
