@@ -334,6 +334,13 @@ pub enum Op {
         /// The rule.
         rule: Rule,
     },
+    /// Delete one rule by its kernel handle (from [`crate::TableState`]): drift repair.
+    DeleteRule {
+        /// The chain.
+        chain: String,
+        /// The rule's handle.
+        handle: u64,
+    },
     /// Create a set or map if missing.
     AddSet(SetDef),
     /// Delete a set or map.

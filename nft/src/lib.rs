@@ -5,8 +5,22 @@
 //!
 //! Keeping the IR small and closed is deliberate: the packet tracer in the proxy walks the
 //! same values the kernel gets, so "what we rendered" and "what we traced" cannot drift.
+//!
+//! The proxy talks to the kernel only through [`NftKernel`]: [`Netlink`] for real,
+//! [`FakeNft`] in unit tests. [`conntrack`] deletes stale UDP flows.
 
+pub mod conntrack;
+pub mod error;
+pub mod fake;
 pub mod ir;
+pub mod kernel;
+pub mod netlink;
+pub mod state;
 pub mod text;
 
+pub use error::NftError;
+pub use fake::FakeNft;
 pub use ir::*;
+pub use kernel::NftKernel;
+pub use netlink::Netlink;
+pub use state::{ChainState, RuleState, SetState, TableState, fingerprint};

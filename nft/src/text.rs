@@ -21,6 +21,12 @@ pub fn script(tx: &Transaction) -> String {
     out
 }
 
+/// One operation as an nft command (`add rule ip sluice x …`): error messages name the op
+/// this way.
+pub fn op_text(family: Family, table: &str, op: &Op) -> String {
+    command(&format!("{} {table}", family.keyword()), family, op)
+}
+
 fn command(t: &str, family: Family, op: &Op) -> String {
     match op {
         Op::AddTable { comment } => match comment {
@@ -41,6 +47,7 @@ fn command(t: &str, family: Family, op: &Op) -> String {
         Op::FlushChain(c) => format!("flush chain {t} {c}"),
         Op::DeleteChain(c) => format!("delete chain {t} {c}"),
         Op::AddRule { chain, rule } => format!("add rule {t} {chain} {}", rule_text(family, rule)),
+        Op::DeleteRule { chain, handle } => format!("delete rule {t} {chain} handle {handle}"),
         Op::AddSet(s) => format!(
             "add {} {t} {} {{ {} }}",
             if s.verdict_map { "map" } else { "set" },

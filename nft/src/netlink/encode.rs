@@ -1,0 +1,389 @@
+//! A [`Transaction`] as one nfnetlink batch: `BATCH_BEGIN`, one or more messages per op
+//! (element lists are split so no attribute outgrows its 16-bit length), `BATCH_END`. Every
+//! message's sequence number maps back to its op, so a refusal names the op.
+
+use std::collections::HashMap;
+
+use super::attr::Writer;
+use super::consts::*;
+use super::expr::{self, nfproto};
+use super::set;
+use super::udata::{self, Udata};
+use crate::error::NftError;
+use crate::ir::{BaseChain, ChainType, Element, Family, Hook, Op, Rule, Transaction};
+use crate::state::fingerprint;
+use crate::text;
+
+/// Element bytes per message before a new message is started (well under 64 KiB).
+const ELEMENT_CHUNK: usize = 32 * 1024;
+
+/// An encoded transaction.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// The datagram.
+    pub(crate) bytes: Vec<u8>,
+    /// Sequence number of `BATCH_BEGIN` (the kernel blames it for commit failures).
+    pub(crate) begin_seq: u32,
+    /// Sequence number of `BATCH_END`.
+    pub(crate) end_seq: u32,
+    /// `(seq, op index, message offset)` of every op message, in order.
+    pub(crate) msgs: Vec<(u32, usize, usize)>,
+}
+
+impl Batch {
+    /// The op index of message `seq`.
+    pub(crate) fn op_of(&self, seq: u32) -> Option<usize> {
+        self.msgs
+            .binary_search_by_key(&seq, |m| m.0)
+            .ok()
+            .map(|i| self.msgs[i].1)
+    }
+
+    /// Sets `NLM_F_ACK` on every op message.
+    pub(crate) fn ack_each(&mut self) {
+        for &(_, _, off) in &self.msgs {
+            let f = u16::from_ne_bytes([self.bytes[off + 6], self.bytes[off + 7]]) | NLM_F_ACK;
+            self.bytes[off + 6..off + 8].copy_from_slice(&f.to_ne_bytes());
+        }
+    }
+}
+
+/// A short description of op `i` of `tx` for error messages.
+pub(crate) fn describe(tx: &Transaction, i: usize) -> String {
+    let (Some(family), Some(op)) = (tx.family, tx.ops.get(i)) else {
+        return format!("transaction on {}", tx.table);
+    };
+    shorten(text::op_text(family, &tx.table, op))
+}
+
+fn shorten(mut s: String) -> String {
+    const MAX: usize = 200;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    s
+}
+
+/// Sets whose element ops need to know whether the set is an interval set but that the
+/// transaction does not define (the caller looks them up in the kernel).
+pub(crate) fn sets_to_look_up(tx: &Transaction) -> Vec<String> {
+    let mut defined = Vec::new();
+    let mut out = Vec::new();
+    for op in &tx.ops {
+        match op {
+            Op::AddSet(s) => defined.push(s.name.as_str()),
+            Op::AddElements { set, elements } | Op::DeleteElements { set, elements }
+                if !defined.contains(&set.as_str())
+                    && elements
+                        .iter()
+                        .any(|e| e.prefix.is_none() && is_one_addr(e))
+                    && !out.contains(set) =>
+            {
+                out.push(set.clone());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn is_one_addr(e: &Element) -> bool {
+    matches!(e.key.as_slice(), [crate::ir::KeyValue::Addr(_)])
+}
+
+/// Encodes `tx`; `interval` tells for sets not defined in `tx` whether they are interval
+/// sets. Sequence numbers start at `seq`.
+pub(crate) fn encode(
+    tx: &Transaction,
+    seq: u32,
+    interval: &HashMap<String, bool>,
+) -> Result<Batch, NftError> {
+    let family = tx.family.ok_or_else(|| NftError::Encode {
+        op: format!("transaction on {}", tx.table),
+        reason: "no family".into(),
+    })?;
+    let mut enc = Encoder {
+        w: Writer::new(),
+        family,
+        table: &tx.table,
+        seq,
+        msgs: Vec::new(),
+        interval: interval.clone(),
+        set_id: 0,
+    };
+    let begin_seq = enc.next_seq();
+    let start = enc.w.begin_msg(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        begin_seq,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    enc.w.end_msg(start);
+    for (i, op) in tx.ops.iter().enumerate() {
+        enc.op(i, op).map_err(|reason| NftError::Encode {
+            op: describe(tx, i),
+            reason,
+        })?;
+    }
+    let end_seq = enc.next_seq();
+    let start = enc.w.begin_msg(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        end_seq,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    enc.w.end_msg(start);
+    Ok(Batch {
+        bytes: enc.w.into_inner(),
+        begin_seq,
+        end_seq,
+        msgs: enc.msgs,
+    })
+}
+
+struct Encoder<'a> {
+    w: Writer,
+    family: Family,
+    table: &'a str,
+    seq: u32,
+    msgs: Vec<(u32, usize, usize)>,
+    interval: HashMap<String, bool>,
+    set_id: u32,
+}
+
+impl Encoder<'_> {
+    fn next_seq(&mut self) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        s
+    }
+
+    /// One nf_tables message for op `i`.
+    fn msg(
+        &mut self,
+        i: usize,
+        ty: u8,
+        flags: u16,
+        body: impl FnOnce(&mut Writer),
+    ) -> Result<(), String> {
+        let seq = self.next_seq();
+        let nl_ty = (NFNL_SUBSYS_NFTABLES << 8) | u16::from(ty);
+        let start = self
+            .w
+            .begin_msg(nl_ty, NLM_F_REQUEST | flags, seq, nfproto(self.family), 0);
+        body(&mut self.w);
+        self.w.end_msg(start);
+        if self.w.overflowed() {
+            return Err("an attribute is longer than 64 KiB".into());
+        }
+        self.msgs.push((seq, i, start));
+        Ok(())
+    }
+
+    fn op(&mut self, i: usize, op: &Op) -> Result<(), String> {
+        let table = self.table;
+        match op {
+            Op::AddTable { comment } => self.msg(i, NFT_MSG_NEWTABLE, NLM_F_CREATE, |w| {
+                w.str(NFTA_TABLE_NAME, table);
+                w.u32(NFTA_TABLE_FLAGS, 0);
+                if let Some(c) = comment {
+                    w.bytes(
+                        NFTA_TABLE_USERDATA,
+                        Udata::new().string(udata::COMMENT, c).bytes(),
+                    );
+                }
+            }),
+            Op::DeleteTable => self.msg(i, NFT_MSG_DELTABLE, 0, |w| w.str(NFTA_TABLE_NAME, table)),
+            Op::AddChain(c) => self.msg(i, NFT_MSG_NEWCHAIN, NLM_F_CREATE, |w| {
+                w.str(NFTA_CHAIN_TABLE, table);
+                w.str(NFTA_CHAIN_NAME, &c.name);
+                if let Some(b) = c.base {
+                    base_chain(w, b);
+                }
+            }),
+            Op::FlushChain(c) => self.msg(i, NFT_MSG_DELRULE, 0, |w| {
+                w.str(NFTA_RULE_TABLE, table);
+                w.str(NFTA_RULE_CHAIN, c);
+            }),
+            Op::DeleteChain(c) => self.msg(i, NFT_MSG_DELCHAIN, 0, |w| {
+                w.str(NFTA_CHAIN_TABLE, table);
+                w.str(NFTA_CHAIN_NAME, c);
+            }),
+            Op::AddRule { chain, rule } => self.rule(i, chain, rule),
+            Op::DeleteRule { chain, handle } => self.msg(i, NFT_MSG_DELRULE, 0, |w| {
+                w.str(NFTA_RULE_TABLE, table);
+                w.str(NFTA_RULE_CHAIN, chain);
+                w.u64(NFTA_RULE_HANDLE, *handle);
+            }),
+            Op::AddSet(s) => {
+                if s.key.is_empty() {
+                    return Err("a set needs a key".into());
+                }
+                self.interval.insert(s.name.clone(), s.interval);
+                self.set_id += 1;
+                let (family, id) = (self.family, self.set_id);
+                self.msg(i, NFT_MSG_NEWSET, NLM_F_CREATE, |w| {
+                    set::set_attrs(w, family, table, s, id);
+                })
+            }
+            Op::DeleteSet(s) => self.msg(i, NFT_MSG_DELSET, 0, |w| {
+                w.str(NFTA_SET_TABLE, table);
+                w.str(NFTA_SET_NAME, s);
+            }),
+            Op::FlushSet(s) => self.msg(i, NFT_MSG_DELSETELEM, 0, |w| {
+                w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+                w.str(NFTA_SET_ELEM_LIST_SET, s);
+            }),
+            Op::AddElements { set, elements } => {
+                self.elements(i, NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elements, true)
+            }
+            Op::DeleteElements { set, elements } => {
+                self.elements(i, NFT_MSG_DELSETELEM, 0, set, elements, false)
+            }
+        }
+    }
+
+    fn rule(&mut self, i: usize, chain: &str, rule: &Rule) -> Result<(), String> {
+        let mut exprs = Writer::new();
+        expr::stmts(&mut exprs, self.family, &rule.stmts)?;
+        let mut ud = Udata::new();
+        if let Some(c) = &rule.comment {
+            if c.len() > udata::MAX_COMMENT {
+                return Err(format!("comment longer than {} bytes", udata::MAX_COMMENT));
+            }
+            ud.string(udata::COMMENT, c);
+        }
+        ud.put(
+            udata::RULE_FINGERPRINT,
+            &fingerprint(self.family, rule).to_le_bytes(),
+        );
+        let table = self.table;
+        let exprs = exprs.into_inner();
+        self.msg(i, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |w| {
+            w.str(NFTA_RULE_TABLE, table);
+            w.str(NFTA_RULE_CHAIN, chain);
+            w.nest(NFTA_RULE_EXPRESSIONS, |w| w.raw(&exprs));
+            w.bytes(NFTA_RULE_USERDATA, ud.bytes());
+        })
+    }
+
+    /// Element lists, split into messages of at most [`ELEMENT_CHUNK`] element bytes. An
+    /// empty list sends nothing (an element message without elements would flush the set).
+    fn elements(
+        &mut self,
+        i: usize,
+        ty: u8,
+        flags: u16,
+        set: &str,
+        elements: &[Element],
+        full: bool,
+    ) -> Result<(), String> {
+        let interval = self.interval.get(set).copied().unwrap_or(false);
+        let mut chunk = Writer::new();
+        for (n, e) in elements.iter().enumerate() {
+            set::element(&mut chunk, e, interval, full)?;
+            if chunk.len() >= ELEMENT_CHUNK || n + 1 == elements.len() {
+                let bytes = std::mem::take(&mut chunk).into_inner();
+                let table = self.table;
+                self.msg(i, ty, flags, |w| {
+                    w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+                    w.str(NFTA_SET_ELEM_LIST_SET, set);
+                    w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| w.raw(&bytes));
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn base_chain(w: &mut Writer, b: BaseChain) {
+    let kind = match b.kind {
+        ChainType::Filter => "filter",
+        ChainType::Nat => "nat",
+    };
+    w.str(NFTA_CHAIN_TYPE, kind);
+    w.u32(NFTA_CHAIN_POLICY, NF_ACCEPT as u32);
+    w.nest(NFTA_CHAIN_HOOK, |w| {
+        w.u32(NFTA_HOOK_HOOKNUM, hook_num(b.hook));
+        w.u32(NFTA_HOOK_PRIORITY, b.priority as u32);
+    });
+}
+
+/// `NF_INET_*` of a hook.
+pub(crate) fn hook_num(h: Hook) -> u32 {
+    match h {
+        Hook::Prerouting => 0,
+        Hook::Input => 1,
+        Hook::Forward => 2,
+        Hook::Output => 3,
+        Hook::Postrouting => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{ChainDef, KeyValue, Stmt, Verdict};
+    use crate::netlink::attr::messages;
+
+    fn tx() -> Transaction {
+        let mut tx = Transaction::new(Family::Ip, "sluice");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddChain(ChainDef {
+            name: "x".into(),
+            base: None,
+        }));
+        tx.push(Op::AddRule {
+            chain: "x".into(),
+            rule: Rule::new(vec![Stmt::Counter]),
+        });
+        tx
+    }
+
+    #[test]
+    fn batches_frame_ops_and_map_sequence_numbers_back() {
+        let mut b = encode(&tx(), 100, &HashMap::new()).unwrap();
+        b.ack_each();
+        let msgs: Vec<_> = messages(&b.bytes).collect();
+        assert_eq!(msgs.len(), 5);
+        assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
+        assert_eq!(msgs[4].ty, NFNL_MSG_BATCH_END);
+        assert_eq!((b.begin_seq, b.end_seq), (100, 104));
+        assert_eq!(msgs[3].ty, (10 << 8) | u16::from(NFT_MSG_NEWRULE));
+        assert!(msgs[1..4].iter().all(|m| m.flags & NLM_F_ACK != 0));
+        assert_eq!(msgs[0].flags & NLM_F_ACK, 0);
+        assert_eq!(b.op_of(103), Some(2));
+        assert_eq!(describe(&tx(), 2), "add rule ip sluice x counter");
+    }
+
+    #[test]
+    fn big_element_lists_are_split_and_empty_ones_send_nothing() {
+        let elements: Vec<Element> = (0..5000u32)
+            .map(|i| {
+                Element::map(
+                    vec![KeyValue::Bucket(i)],
+                    Verdict::Goto(format!("endpoint-{i:0>40}")),
+                )
+            })
+            .collect();
+        let mut tx = Transaction::new(Family::Ip, "sluice");
+        tx.push(Op::AddElements {
+            set: "buckets".into(),
+            elements,
+        });
+        tx.push(Op::DeleteElements {
+            set: "buckets".into(),
+            elements: vec![],
+        });
+        let b = encode(&tx, 1, &HashMap::new()).unwrap();
+        assert!(b.msgs.len() > 5);
+        assert!(b.msgs.iter().all(|m| m.1 == 0));
+    }
+}

@@ -1,0 +1,147 @@
+//! The kernel side: a [`Transaction`] encoded as one nfnetlink batch and sent on a
+//! `NETLINK_NETFILTER` socket, and tables read back for drift repair — written by hand from
+//! the uapi headers (no libnftnl, no `nft` process), so one sync is one `send` and the
+//! kernel's all-or-nothing batch semantics are ours.
+//!
+//! A refusal names the op that failed (`add rule ip sluice service-x …: No such file or
+//! directory`): every message's sequence number maps back to its op.
+
+mod attr;
+mod consts;
+mod encode;
+mod expr;
+mod read;
+mod set;
+mod socket;
+mod udata;
+
+use std::collections::HashMap;
+
+use crate::error::NftError;
+use crate::ir::{Family, Transaction};
+use crate::kernel::NftKernel;
+use crate::state::TableState;
+use socket::NfSocket;
+
+pub(crate) use attr::Attrs;
+pub(crate) use consts::{
+    CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_NUM,
+    CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, CTA_ZONE, IPCTNL_MSG_CT_DELETE,
+    IPCTNL_MSG_CT_GET, NFNL_SUBSYS_CTNETLINK,
+};
+pub(crate) use expr::nfproto;
+pub(crate) use set::decode_addr;
+pub(crate) use socket::NfSocket as Socket;
+
+/// nftables through netlink, in the network namespace the socket was opened in.
+pub struct Netlink {
+    socket: NfSocket,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Netlink")
+    }
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's network namespace (it stays bound to that
+    /// namespace whatever the thread does later). Needs CAP_NET_ADMIN.
+    pub fn open() -> Result<Self, NftError> {
+        Ok(Self {
+            socket: NfSocket::open()?,
+        })
+    }
+
+    /// Interval flags of the table's sets (for element ops on sets `tx` does not define).
+    fn interval_flags(&mut self, tx: &Transaction) -> Result<HashMap<String, bool>, NftError> {
+        if encode::sets_to_look_up(tx).is_empty() {
+            return Ok(HashMap::new());
+        }
+        let Some(family) = tx.family else {
+            return Ok(HashMap::new());
+        };
+        let state = read::read_table(&mut self.socket, family, &tx.table)?;
+        Ok(state
+            .map(|t| {
+                t.sets
+                    .into_iter()
+                    .map(|s| (s.def.name, s.def.interval))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl NftKernel for Netlink {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        if tx.is_empty() {
+            return Ok(());
+        }
+        let interval = self.interval_flags(tx)?;
+        let mut batch = encode::encode(tx, self.socket.next_seq(), &interval)?;
+        self.socket.resume_after(batch.end_seq);
+        let ack_each = batch.msgs.len() <= socket::ACK_EACH_MAX;
+        if ack_each {
+            batch.ack_each();
+        }
+        let acks = if ack_each { batch.msgs.len() } else { 0 };
+        self.socket
+            .ensure_buffers(batch.bytes.len(), NfSocket::ack_room(acks))?;
+        let (answers, lost) = self
+            .socket
+            .send_batch(&batch.bytes, (batch.begin_seq, batch.end_seq))?;
+        verdict(tx, &batch, &answers, lost, ack_each)
+    }
+
+    fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
+        read::read_table(&mut self.socket, family, name)
+    }
+}
+
+/// The outcome of a batch from its answers: the first refusal (by position) names its op.
+fn verdict(
+    tx: &Transaction,
+    batch: &encode::Batch,
+    answers: &[socket::Answer],
+    lost: bool,
+    ack_each: bool,
+) -> Result<(), NftError> {
+    let refused = answers
+        .iter()
+        .filter(|a| a.errno != 0)
+        .min_by_key(|a| a.seq.wrapping_sub(batch.begin_seq));
+    if let Some(a) = refused {
+        let op = match batch.op_of(a.seq) {
+            Some(i) => encode::describe(tx, i),
+            None => format!("commit of {}", table_name(tx)),
+        };
+        return Err(NftError::Refused {
+            op,
+            errno: a.errno,
+            detail: a.detail.clone(),
+        });
+    }
+    let acked = answers.iter().filter(|a| a.errno == 0).count();
+    if lost || (ack_each && acked < batch.msgs.len()) {
+        return Err(NftError::Lost {
+            what: format!("transaction on {}", table_name(tx)),
+        });
+    }
+    Ok(())
+}
+
+fn table_name(tx: &Transaction) -> String {
+    match tx.family {
+        Some(f) => format!("{} {}", f.keyword(), tx.table),
+        None => tx.table.clone(),
+    }
+}
+
+/// Encodes `tx` without sending it: the fake refuses exactly what the encoder refuses.
+pub(crate) fn check(tx: &Transaction) -> Result<(), NftError> {
+    encode::encode(tx, 0, &HashMap::new()).map(|_| ())
+}
+
+pub(crate) use encode::describe;
+pub(crate) use set::set_flags;

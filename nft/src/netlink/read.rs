@@ -1,0 +1,269 @@
+//! Reading a table back: the table, its chains, its rules (handle, comment, fingerprint),
+//! its sets and their elements, from separate dumps. The generation id is read before and
+//! after; a change in between (or an interrupted dump) means a retry, so the picture is
+//! consistent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::attr::{Attrs, Msg, be_u64};
+use super::consts::*;
+use super::encode::hook_num;
+use super::expr::nfproto;
+use super::set::{self, RawElement};
+use super::socket::NfSocket;
+use super::udata;
+use crate::error::{NftError, errno};
+use crate::ir::{BaseChain, ChainDef, ChainType, Element, Family, Hook, SetDef};
+use crate::state::{ChainState, RuleState, SetState, TableState};
+
+const ATTEMPTS: usize = 5;
+
+fn nft_type(msg: u8) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | u16::from(msg)
+}
+
+/// Reads table `family`/`name`; `None` when it does not exist.
+pub(crate) fn read_table(
+    s: &mut NfSocket,
+    family: Family,
+    name: &str,
+) -> Result<Option<TableState>, NftError> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let before = genid(s)?;
+        let (state, complete) = read_once(s, family, name)?;
+        if complete && genid(s)? == before {
+            return Ok(state);
+        }
+        last = state;
+    }
+    // A ruleset that changes all the time: return the last picture rather than nothing.
+    Ok(last)
+}
+
+fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
+    let mut id = 0;
+    s.request(
+        "get ruleset generation",
+        nft_type(NFT_MSG_GETGEN),
+        NFPROTO_UNSPEC,
+        false,
+        |_| {},
+        |m| {
+            id = m.attrs().u32(NFTA_GEN_ID).unwrap_or(0);
+            Ok(())
+        },
+    )?;
+    Ok(id)
+}
+
+fn read_once(
+    s: &mut NfSocket,
+    family: Family,
+    name: &str,
+) -> Result<(Option<TableState>, bool), NftError> {
+    let what = format!("list table {} {name}", family.keyword());
+    let pf = nfproto(family);
+    let mut comment = None;
+    let found = s.request(
+        &what,
+        nft_type(NFT_MSG_GETTABLE),
+        pf,
+        false,
+        |w| w.str(NFTA_TABLE_NAME, name),
+        |m| {
+            comment = m
+                .attrs()
+                .get(NFTA_TABLE_USERDATA)
+                .and_then(|u| udata::string(u, udata::COMMENT));
+            Ok(())
+        },
+    );
+    match found {
+        Err(e) if e.errno() == Some(errno::ENOENT) => return Ok((None, true)),
+        other => other?,
+    };
+    let mut complete = true;
+    let mut chains = Vec::new();
+    complete &= s.request(
+        &what,
+        nft_type(NFT_MSG_GETCHAIN),
+        pf,
+        true,
+        |_| {},
+        |m| {
+            let a = m.attrs();
+            if a.str(NFTA_CHAIN_TABLE).as_deref() == Some(name) {
+                chains.push(decode_chain(&a));
+            }
+            Ok(())
+        },
+    )?;
+    let mut rules: HashMap<String, Vec<RuleState>> = HashMap::new();
+    complete &= s.request(
+        &what,
+        nft_type(NFT_MSG_GETRULE),
+        pf,
+        true,
+        |w| w.str(NFTA_RULE_TABLE, name),
+        |m| {
+            let a = m.attrs();
+            if a.str(NFTA_RULE_TABLE).as_deref() == Some(name) {
+                let chain = a.str(NFTA_RULE_CHAIN).unwrap_or_default();
+                rules.entry(chain).or_default().push(decode_rule(&a));
+            }
+            Ok(())
+        },
+    )?;
+    for c in &mut chains {
+        c.rules = rules.remove(&c.def.name).unwrap_or_default();
+    }
+    let mut sets = Vec::new();
+    complete &= s.request(
+        &what,
+        nft_type(NFT_MSG_GETSET),
+        pf,
+        true,
+        |w| w.str(NFTA_SET_TABLE, name),
+        |m| {
+            let a = m.attrs();
+            if a.str(NFTA_SET_TABLE).as_deref() == Some(name) {
+                sets.push(decode_set(family, &a));
+            }
+            Ok(())
+        },
+    )?;
+    for set in &mut sets {
+        complete &= read_elements(s, family, name, set)?;
+    }
+    let state = TableState {
+        family,
+        name: name.to_owned(),
+        comment,
+        chains,
+        sets,
+    };
+    Ok((Some(state), complete))
+}
+
+fn decode_chain(a: &Attrs<'_>) -> ChainState {
+    let name = a.str(NFTA_CHAIN_NAME).unwrap_or_default();
+    let hook = a.nested(NFTA_CHAIN_HOOK);
+    let base = hook.as_ref().and_then(|h| {
+        let num = h.u32(NFTA_HOOK_HOOKNUM)?;
+        let hook = [
+            Hook::Prerouting,
+            Hook::Input,
+            Hook::Forward,
+            Hook::Output,
+            Hook::Postrouting,
+        ]
+        .into_iter()
+        .find(|k| hook_num(*k) == num)?;
+        let kind = match a.str(NFTA_CHAIN_TYPE)?.as_str() {
+            "filter" => ChainType::Filter,
+            "nat" => ChainType::Nat,
+            _ => return None,
+        };
+        let priority = h.u32(NFTA_HOOK_PRIORITY)? as i32;
+        Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        })
+    });
+    ChainState {
+        unrecognised: hook.is_some() && base.is_none(),
+        def: ChainDef { name, base },
+        rules: Vec::new(),
+    }
+}
+
+fn decode_rule(a: &Attrs<'_>) -> RuleState {
+    let ud = a.get(NFTA_RULE_USERDATA).unwrap_or(&[]);
+    let fingerprint = udata::records(ud)
+        .find(|(t, _)| *t == udata::RULE_FINGERPRINT)
+        .and_then(|(_, v)| Some(u64::from_le_bytes(v.try_into().ok()?)));
+    RuleState {
+        handle: a.get(NFTA_RULE_HANDLE).and_then(be_u64).unwrap_or(0),
+        comment: udata::string(ud, udata::COMMENT),
+        fingerprint,
+    }
+}
+
+fn decode_set(family: Family, a: &Attrs<'_>) -> SetState {
+    let flags = a.u32(NFTA_SET_FLAGS).unwrap_or(0);
+    let key = a
+        .u32(NFTA_SET_KEY_TYPE)
+        .and_then(|t| set::key_types(family, t))
+        .filter(|k| Some(set::key_info(family, k).len) == a.u32(NFTA_SET_KEY_LEN));
+    let is_map = flags & NFT_SET_MAP != 0;
+    let verdict_map = is_map && a.u32(NFTA_SET_DATA_TYPE) == Some(NFT_DATA_VERDICT);
+    let timeout = (flags & NFT_SET_TIMEOUT != 0)
+        .then(|| Duration::from_millis(a.get(NFTA_SET_TIMEOUT).and_then(be_u64).unwrap_or(0)));
+    let comment = a
+        .get(NFTA_SET_USERDATA)
+        .and_then(|u| udata::string(u, udata::SET_COMMENT));
+    SetState {
+        unrecognised: key.is_none() || (is_map && !verdict_map),
+        def: SetDef {
+            name: a.str(NFTA_SET_NAME).unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            verdict_map,
+            interval: flags & NFT_SET_INTERVAL != 0,
+            timeout,
+            comment,
+        },
+        flags,
+        elements: Vec::new(),
+    }
+}
+
+fn read_elements(
+    s: &mut NfSocket,
+    family: Family,
+    table: &str,
+    set: &mut SetState,
+) -> Result<bool, NftError> {
+    if set.unrecognised {
+        return Ok(true);
+    }
+    let what = format!("list set {} {table} {}", family.keyword(), set.def.name);
+    let mut raw: Vec<RawElement> = Vec::new();
+    let name = set.def.name.clone();
+    let complete = s.request(
+        &what,
+        nft_type(NFT_MSG_GETSETELEM),
+        nfproto(family),
+        true,
+        |w| {
+            w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+            w.str(NFTA_SET_ELEM_LIST_SET, &name);
+        },
+        |m: Msg<'_>| {
+            if let Some(list) = m.attrs().nested(NFTA_SET_ELEM_LIST_ELEMENTS) {
+                raw.extend(list.filter_map(|(_, e)| set::raw_element(Attrs::new(e))));
+            }
+            Ok(())
+        },
+    )?;
+    set.elements = if set.def.interval {
+        set::pair_intervals(raw)
+    } else {
+        let mut out: Vec<Element> = raw
+            .into_iter()
+            .filter_map(|r| {
+                Some(Element {
+                    key: set::decode_key(family, &set.def.key, &r.key)?,
+                    prefix: None,
+                    verdict: r.verdict,
+                    comment: r.comment,
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    Ok(complete)
+}
