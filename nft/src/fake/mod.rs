@@ -2,7 +2,7 @@
 //! proxy's sync logic (incremental updates, drift repair, error handling) is unit-tested
 //! without root: transactions are atomic (a refused op rolls back the whole transaction),
 //! re-adding an existing table, chain or set is fine (a different definition is `EEXIST`),
-//! a map key that exists with another verdict is `EBUSY`, deleting something missing is
+//! a map key that exists with another verdict is `EEXIST` (what 6.x kernels answer), deleting something missing is
 //! `ENOENT`, deleting a chain or set still referenced is `EBUSY`, and refusals name the op
 //! exactly like [`crate::Netlink`]'s.
 //!

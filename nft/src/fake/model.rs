@@ -229,7 +229,7 @@ impl Table {
             let key = elem_key(&def, e);
             let s = self.set_mut(set)?;
             match s.elements.get(&key) {
-                Some(old) if old.verdict != e.verdict => return Err(EBUSY),
+                Some(old) if old.verdict != e.verdict => return Err(EEXIST),
                 Some(_) => {}
                 None => {
                     let stored = Element {

@@ -103,11 +103,11 @@ fn re_adding_existing_objects_is_fine_but_not_with_another_definition() {
 }
 
 #[test]
-fn map_keys_with_another_verdict_are_busy_and_the_same_one_is_fine() {
+fn map_keys_with_another_verdict_exist_already_and_the_same_one_is_fine() {
     let mut f = base();
     f.apply(&tx(vec![elem("10.96.0.1", "b")])).unwrap();
     let err = f.apply(&tx(vec![elem("10.96.0.1", "a")])).unwrap_err();
-    assert_eq!(err.errno(), Some(errno::EBUSY));
+    assert_eq!(err.errno(), Some(errno::EEXIST));
     f.apply(&tx(vec![
         Op::DeleteElements {
             set: "svc".into(),

@@ -27,26 +27,20 @@ fn component(family: Family, k: KeyType, concat: bool) -> (u32, u32) {
     }
 }
 
-/// The kernel's view of a key: nft's (combined) datatype, length, component lengths.
+/// The kernel's view of a key: nft's (combined) datatype and its length.
 pub(crate) struct KeyInfo {
     pub(crate) type_id: u32,
     pub(crate) len: u32,
-    pub(crate) fields: Vec<u32>,
 }
 
 /// Key datatype and lengths of a set with key `key`.
 pub(crate) fn key_info(family: Family, key: &[KeyType]) -> KeyInfo {
     let concat = key.len() > 1;
-    let mut info = KeyInfo {
-        type_id: 0,
-        len: 0,
-        fields: Vec::new(),
-    };
+    let mut info = KeyInfo { type_id: 0, len: 0 };
     for k in key {
         let (ty, len) = component(family, *k, concat);
         info.type_id = (info.type_id << TYPE_BITS) | ty;
         info.len += if concat { len.next_multiple_of(4) } else { len };
-        info.fields.push(len);
     }
     info
 }
@@ -97,15 +91,9 @@ pub(crate) fn set_attrs(w: &mut Writer, family: Family, table: &str, def: &SetDe
         w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
         w.u32(NFTA_SET_DATA_LEN, 0);
     }
-    if key.fields.len() > 1 {
-        w.nest(NFTA_SET_DESC, |w| {
-            w.nest(NFTA_SET_DESC_CONCAT, |w| {
-                for len in &key.fields {
-                    w.nest(NFTA_LIST_ELEM, |w| w.u32(NFTA_SET_FIELD_LEN, *len));
-                }
-            });
-        });
-    }
+    // No NFTA_SET_DESC concatenation description: the kernel takes one only with
+    // NFT_SET_CONCAT (interval concatenations, pipapo) and refuses it otherwise (EINVAL);
+    // nft leaves it out for hashed concatenations too.
     w.u32(NFTA_SET_ID, id);
     if let Some(t) = def.timeout {
         w.u64(NFTA_SET_TIMEOUT, t.as_millis() as u64);
@@ -390,7 +378,7 @@ mod tests {
     #[test]
     fn concatenated_keys_pad_components_and_combine_types() {
         let k = key_info(Family::Ip, &[KeyType::Addr, KeyType::Proto, KeyType::Port]);
-        assert_eq!((k.type_id, k.len, k.fields), (29453, 12, vec![4, 1, 2]));
+        assert_eq!((k.type_id, k.len), (29453, 12));
         assert_eq!(
             key_types(Family::Ip, 29453),
             Some(vec![KeyType::Addr, KeyType::Proto, KeyType::Port])

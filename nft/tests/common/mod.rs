@@ -1,0 +1,426 @@
+//! Shared pieces of the kernel tests: a representative ClusterIP-style transaction using every
+//! op and statement, and running netlink or `nft` inside a test namespace.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::Write;
+use std::time::Duration;
+
+use sluice_nft::*;
+use sluice_testbed::NetNs;
+
+pub(crate) const TABLE: &str = "sluice";
+
+pub(crate) fn chain(name: &str) -> Op {
+    Op::AddChain(ChainDef {
+        name: name.into(),
+        base: None,
+    })
+}
+
+pub(crate) fn base(name: &str, kind: ChainType, hook: Hook, priority: i32) -> Op {
+    Op::AddChain(ChainDef {
+        name: name.into(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        }),
+    })
+}
+
+pub(crate) fn rule(chain: &str, stmts: Vec<Stmt>) -> Op {
+    Op::AddRule {
+        chain: chain.into(),
+        rule: Rule::new(stmts),
+    }
+}
+
+pub(crate) fn commented(chain: &str, stmts: Vec<Stmt>, comment: &str) -> Op {
+    Op::AddRule {
+        chain: chain.into(),
+        rule: Rule::new(stmts).with_comment(comment),
+    }
+}
+
+pub(crate) fn set(name: &str, key: Vec<KeyType>, verdict_map: bool) -> SetDef {
+    SetDef {
+        name: name.into(),
+        key,
+        verdict_map,
+        interval: false,
+        timeout: None,
+        comment: None,
+    }
+}
+
+pub(crate) fn addr(s: &str) -> KeyValue {
+    KeyValue::Addr(s.parse().unwrap())
+}
+
+pub(crate) fn goto(c: &str) -> Verdict {
+    Verdict::Goto(c.into())
+}
+
+pub(crate) fn jump(c: &str) -> Stmt {
+    Stmt::Verdict(Verdict::Jump(c.into()))
+}
+
+pub(crate) fn prefix(field: Field, net: &str, negate: bool) -> Stmt {
+    Stmt::Prefix {
+        field,
+        net: net.parse().unwrap(),
+        negate,
+    }
+}
+
+/// The static part of a kube-proxy-shaped table: base chains, service maps, masquerading.
+pub(crate) fn skeleton(tx: &mut Transaction) {
+    use ChainType::*;
+    use Hook::*;
+    tx.push(Op::AddTable {
+        comment: Some("rules for sluice".into()),
+    });
+    tx.push(base("nat-prerouting", Nat, Prerouting, -100));
+    tx.push(base("nat-output", Nat, Output, -100));
+    tx.push(base("nat-postrouting", Nat, Postrouting, 100));
+    tx.push(base("filter-forward", Filter, Forward, 0));
+    for c in ["services", "mark-for-masquerade", "masquerading"] {
+        tx.push(chain(c));
+    }
+    let svc_key = vec![KeyType::Addr, KeyType::Proto, KeyType::Port];
+    tx.push(Op::AddSet(SetDef {
+        comment: Some("ClusterIP, ExternalIP and LoadBalancer IP traffic".into()),
+        ..set("service-ips", svc_key, true)
+    }));
+    tx.push(Op::AddSet(SetDef {
+        comment: Some("endpoint buckets".into()),
+        ..set("endpoint-buckets", vec![KeyType::Bucket], true)
+    }));
+    tx.push(rule("nat-prerouting", vec![jump("services")]));
+    tx.push(rule("nat-output", vec![jump("services")]));
+    tx.push(rule("nat-postrouting", vec![jump("masquerading")]));
+    tx.push(rule(
+        "services",
+        vec![Stmt::Vmap {
+            key: vec![Field::Daddr, Field::L4Proto, Field::Dport],
+            map: "service-ips".into(),
+        }],
+    ));
+    tx.push(rule("mark-for-masquerade", vec![Stmt::MarkOr(0x4000)]));
+    tx.push(rule(
+        "masquerading",
+        vec![Stmt::MarkClear(0x4000), Stmt::Verdict(Verdict::Return)],
+    ));
+    tx.push(rule("masquerading", vec![Stmt::MarkXor(0x4000)]));
+    tx.push(rule(
+        "masquerading",
+        vec![Stmt::Masquerade { fully_random: true }],
+    ));
+}
+
+/// One ClusterIP service `vip:port/tcp` balanced over `endpoints` (buckets from `first`).
+pub(crate) fn service(
+    tx: &mut Transaction,
+    name: &str,
+    vip: &str,
+    port: u16,
+    first: u32,
+    endpoints: &[(&str, u16)],
+) {
+    let svc = format!("service-{name}");
+    tx.push(chain(&svc));
+    tx.push(Op::FlushChain(svc.clone()));
+    let mut buckets = Vec::new();
+    for (i, (ip, eport)) in endpoints.iter().enumerate() {
+        let ep = format!("endpoint-{name}-{i}");
+        tx.push(chain(&ep));
+        tx.push(Op::FlushChain(ep.clone()));
+        tx.push(rule(
+            &ep,
+            vec![
+                prefix(Field::Saddr, &format!("{ip}/32"), false),
+                jump("mark-for-masquerade"),
+            ],
+        ));
+        tx.push(commented(
+            &ep,
+            vec![
+                Stmt::L4Proto(Proto::Tcp),
+                Stmt::Dnat {
+                    addr: ip.parse().unwrap(),
+                    port: *eport,
+                },
+            ],
+            &format!("ns/{name}:http"),
+        ));
+        buckets.push(Element::map(
+            vec![KeyValue::Bucket(first + i as u32)],
+            goto(&ep),
+        ));
+    }
+    tx.push(rule(
+        &svc,
+        vec![Stmt::NumgenVmap {
+            modulus: endpoints.len() as u32,
+            offset: first,
+            map: "endpoint-buckets".into(),
+        }],
+    ));
+    tx.push(Op::AddElements {
+        set: "endpoint-buckets".into(),
+        elements: buckets,
+    });
+    tx.push(Op::AddElements {
+        set: "service-ips".into(),
+        elements: vec![Element::map(
+            vec![addr(vip), KeyValue::Proto(Proto::Tcp), KeyValue::Port(port)],
+            goto(&svc),
+        )],
+    });
+}
+
+/// Every op and statement kind on top of the skeleton and one service.
+pub(crate) fn representative() -> Transaction {
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    skeleton(&mut tx);
+    service(
+        &mut tx,
+        "web",
+        "10.96.0.10",
+        80,
+        0,
+        &[("10.244.1.2", 8080), ("10.244.2.2", 8080)],
+    );
+    for c in ["cluster-ips-check", "reject-chain", "firewall-web", "stale"] {
+        tx.push(chain(c));
+    }
+    tx.push(Op::AddSet(SetDef {
+        comment: Some("Active ClusterIPs".into()),
+        ..set("cluster-ips", vec![KeyType::Addr], false)
+    }));
+    tx.push(Op::AddSet(set(
+        "service-nodeports",
+        vec![KeyType::Proto, KeyType::Port],
+        true,
+    )));
+    tx.push(Op::AddSet(set(
+        "no-endpoint-services",
+        vec![KeyType::Addr, KeyType::Proto, KeyType::Port],
+        true,
+    )));
+    tx.push(Op::AddSet(SetDef {
+        timeout: Some(Duration::from_secs(10800)),
+        ..set("affinity-web", vec![KeyType::Addr], false)
+    }));
+    tx.push(Op::AddSet(SetDef {
+        interval: true,
+        ..set("source-ranges", vec![KeyType::Addr], false)
+    }));
+    tx.push(Op::AddSet(set("stale-set", vec![KeyType::Port], false)));
+    tx.push(rule(
+        "services",
+        vec![
+            Stmt::FibLocal(Field::Daddr),
+            Stmt::Vmap {
+                key: vec![Field::L4Proto, Field::Dport],
+                map: "service-nodeports".into(),
+            },
+        ],
+    ));
+    tx.push(rule(
+        "filter-forward",
+        vec![Stmt::CtStateNew, jump("cluster-ips-check")],
+    ));
+    tx.push(commented(
+        "cluster-ips-check",
+        vec![
+            Stmt::InSet {
+                field: Field::Daddr,
+                set: "cluster-ips".into(),
+                negate: false,
+            },
+            Stmt::Reject { tcp_reset: false },
+        ],
+        "Reject traffic to invalid ports of ClusterIPs",
+    ));
+    tx.push(commented(
+        "cluster-ips-check",
+        vec![
+            prefix(Field::Daddr, "10.96.0.0/12", false),
+            Stmt::Verdict(Verdict::Drop),
+        ],
+        "Drop traffic to unallocated ClusterIPs",
+    ));
+    tx.push(rule("reject-chain", vec![Stmt::Reject { tcp_reset: true }]));
+    tx.push(rule(
+        "reject-chain",
+        vec![Stmt::Counter, Stmt::Reject { tcp_reset: false }],
+    ));
+    tx.push(rule(
+        "firewall-web",
+        vec![
+            Stmt::InSet {
+                field: Field::Saddr,
+                set: "source-ranges".into(),
+                negate: true,
+            },
+            prefix(Field::Saddr, "10.0.0.0/9", true),
+            Stmt::FibLocal(Field::Saddr),
+            Stmt::Verdict(Verdict::Drop),
+        ],
+    ));
+    tx.push(rule(
+        "firewall-web",
+        vec![
+            Stmt::InSet {
+                field: Field::Saddr,
+                set: "affinity-web".into(),
+                negate: false,
+            },
+            Stmt::UpdateSaddr("affinity-web".into()),
+            prefix(Field::Daddr, "10.96.0.0/16", false),
+            Stmt::Verdict(Verdict::Accept),
+        ],
+    ));
+    tx.push(Op::AddElements {
+        set: "cluster-ips".into(),
+        elements: vec![Element::key(vec![addr("10.96.0.10")])],
+    });
+    tx.push(Op::AddElements {
+        set: "service-nodeports".into(),
+        elements: vec![Element::map(
+            vec![KeyValue::Proto(Proto::Tcp), KeyValue::Port(30080)],
+            goto("service-web"),
+        )],
+    });
+    let dns = vec![
+        addr("10.96.0.11"),
+        KeyValue::Proto(Proto::Udp),
+        KeyValue::Port(53),
+    ];
+    tx.push(Op::AddElements {
+        set: "no-endpoint-services".into(),
+        elements: vec![
+            Element {
+                comment: Some("ns/dns:dns".into()),
+                ..Element::map(dns.clone(), goto("reject-chain"))
+            },
+            Element::map(
+                vec![
+                    addr("10.96.0.12"),
+                    KeyValue::Proto(Proto::Sctp),
+                    KeyValue::Port(9),
+                ],
+                Verdict::Drop,
+            ),
+            Element::map(
+                vec![
+                    addr("10.96.0.13"),
+                    KeyValue::Proto(Proto::Tcp),
+                    KeyValue::Port(9),
+                ],
+                Verdict::Jump("reject-chain".into()),
+            ),
+        ],
+    });
+    tx.push(Op::AddElements {
+        set: "source-ranges".into(),
+        elements: vec![
+            Element {
+                prefix: Some(8),
+                ..Element::key(vec![addr("10.0.0.0")])
+            },
+            Element {
+                prefix: Some(24),
+                comment: Some("office".into()),
+                ..Element::key(vec![addr("192.168.1.0")])
+            },
+            Element::key(vec![addr("172.16.0.1")]),
+        ],
+    });
+    tx.push(Op::AddElements {
+        set: "stale-set".into(),
+        elements: vec![Element::key(vec![KeyValue::Port(1)])],
+    });
+    tx.push(Op::DeleteElements {
+        set: "no-endpoint-services".into(),
+        elements: vec![Element::key(vec![
+            addr("10.96.0.13"),
+            KeyValue::Proto(Proto::Tcp),
+            KeyValue::Port(9),
+        ])],
+    });
+    tx.push(Op::FlushSet("stale-set".into()));
+    tx.push(Op::DeleteSet("stale-set".into()));
+    tx.push(rule("stale", vec![Stmt::Counter]));
+    tx.push(Op::FlushChain("stale".into()));
+    tx.push(Op::DeleteChain("stale".into()));
+    tx
+}
+
+/// An IPv6 table exercising the family-dependent encodings.
+pub(crate) fn representative_v6() -> Transaction {
+    let mut tx = Transaction::new(Family::Ip6, TABLE);
+    skeleton(&mut tx);
+    service(
+        &mut tx,
+        "web6",
+        "fd00:96::10",
+        80,
+        0,
+        &[("fd00:244:1::2", 8080)],
+    );
+    tx.push(chain("checks"));
+    tx.push(Op::AddSet(SetDef {
+        interval: true,
+        ..set("ranges6", vec![KeyType::Addr], false)
+    }));
+    tx.push(Op::AddElements {
+        set: "ranges6".into(),
+        elements: vec![Element {
+            prefix: Some(48),
+            ..Element::key(vec![addr("fd00:1::")])
+        }],
+    });
+    tx.push(rule(
+        "checks",
+        vec![
+            prefix(Field::Saddr, "fd00::/8", true),
+            prefix(Field::Daddr, "fd00:96::/100", false),
+            Stmt::InSet {
+                field: Field::Saddr,
+                set: "ranges6".into(),
+                negate: false,
+            },
+            Stmt::Reject { tcp_reset: false },
+        ],
+    ));
+    tx
+}
+
+/// Applies `tx` through netlink inside `ns`.
+pub(crate) fn apply(ns: &NetNs, tx: &Transaction) -> Result<(), NftError> {
+    ns.run(|| Netlink::open()?.apply(tx)).unwrap()
+}
+
+/// Reads a table back through netlink inside `ns`.
+pub(crate) fn read(ns: &NetNs, family: Family, name: &str) -> Option<TableState> {
+    ns.run(|| Netlink::open()?.read_table(family, name))
+        .unwrap()
+        .unwrap()
+}
+
+/// Applies `tx` with `nft -f` of its text inside `ns`.
+pub(crate) fn nft_f(ns: &NetNs, tx: &Transaction) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text::script(tx).as_bytes()).unwrap();
+    let path = file.path().to_str().unwrap().to_owned();
+    ns.exec(["nft", "-f", &path]).unwrap();
+}
+
+/// `nft list table …` inside `ns`.
+pub(crate) fn list(ns: &NetNs, family: Family, name: &str) -> String {
+    ns.exec(["nft", "list", "table", family.keyword(), name])
+        .unwrap()
+}

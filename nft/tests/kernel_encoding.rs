@@ -1,0 +1,208 @@
+//! The netlink encoding against the kernel (as root, in fresh namespaces): the same
+//! transaction programmed through netlink and through `nft -f` of its text lists the same;
+//! a refused op leaves the table as it was and is named; reading back gives the IR.
+
+mod common;
+
+use common::*;
+use sluice_nft::*;
+use sluice_testbed::{NetNs, require_root};
+
+fn compare(tx: &Transaction) {
+    let family = tx.family.unwrap();
+    let ours = NetNs::new("nft-nl").unwrap();
+    let theirs = NetNs::new("nft-cli").unwrap();
+    apply(&ours, tx).unwrap();
+    nft_f(&theirs, tx);
+    let (a, b) = (list(&ours, family, TABLE), list(&theirs, family, TABLE));
+    assert_eq!(a, b, "netlink:\n{a}\nnft -f:\n{b}");
+}
+
+#[test]
+fn netlink_programs_what_nft_programs_from_the_same_text() {
+    require_root();
+    compare(&representative());
+}
+
+#[test]
+fn netlink_programs_what_nft_programs_from_the_same_text_ipv6() {
+    require_root();
+    compare(&representative_v6());
+}
+
+#[test]
+fn a_refused_op_leaves_the_table_as_it_was_and_is_named() {
+    require_root();
+    let ns = NetNs::new("nft-atomic").unwrap();
+    apply(&ns, &representative()).unwrap();
+    let before = list(&ns, Family::Ip, TABLE);
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(chain("new"));
+    tx.push(rule("new", vec![Stmt::Counter]));
+    tx.push(Op::FlushChain("endpoint-web-0".into()));
+    tx.push(rule("ghost", vec![Stmt::Counter]));
+    tx.push(Op::DeleteSet("cluster-ips".into()));
+    let err = apply(&ns, &tx).unwrap_err();
+    assert_eq!(err.errno(), Some(2), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("add rule ip sluice ghost counter: No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(list(&ns, Family::Ip, TABLE), before);
+
+    // A map key that exists with another verdict is refused (EEXIST); deleting a chain a map
+    // still points to is refused (EBUSY). The fake answers the same.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddElements {
+        set: "endpoint-buckets".into(),
+        elements: vec![Element::map(
+            vec![KeyValue::Bucket(0)],
+            goto("endpoint-web-1"),
+        )],
+    });
+    let err = apply(&ns, &tx).unwrap_err();
+    assert_eq!(err.errno(), Some(17), "{err}");
+    assert_eq!(fake_errno(&tx), Some(17));
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::FlushChain("endpoint-web-1".into()));
+    tx.push(Op::DeleteChain("endpoint-web-1".into()));
+    let err = apply(&ns, &tx).unwrap_err();
+    assert_eq!(err.errno(), Some(16), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("delete chain ip sluice endpoint-web-1"),
+        "{err}"
+    );
+    assert_eq!(list(&ns, Family::Ip, TABLE), before);
+}
+
+/// What the fake answers to `tx` after the representative transaction.
+fn fake_errno(tx: &Transaction) -> Option<i32> {
+    let mut fake = FakeNft::new();
+    fake.apply(&representative()).unwrap();
+    fake.apply(tx).err().and_then(|e| e.errno())
+}
+
+#[test]
+fn big_batches_without_per_message_acks_still_name_the_refused_op() {
+    require_root();
+    let ns = NetNs::new("nft-bigatomic").unwrap();
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddTable { comment: None });
+    for i in 0..3000 {
+        tx.push(chain(&format!("c{i}")));
+        tx.push(rule(&format!("c{i}"), vec![Stmt::Counter]));
+    }
+    tx.push(Op::DeleteChain("missing".into()));
+    for i in 3000..3100 {
+        tx.push(chain(&format!("c{i}")));
+    }
+    let err = apply(&ns, &tx).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "delete chain ip sluice missing: No such file or directory"
+    );
+    assert!(read(&ns, Family::Ip, TABLE).is_none());
+    tx.ops.retain(|op| !matches!(op, Op::DeleteChain(_)));
+    apply(&ns, &tx).unwrap();
+    assert_eq!(read(&ns, Family::Ip, TABLE).unwrap().chains.len(), 3100);
+}
+
+/// Handles differ between the kernel (one counter for all objects) and the fake.
+fn without_handles(mut t: TableState) -> TableState {
+    for c in &mut t.chains {
+        for r in &mut c.rules {
+            r.handle = 0;
+        }
+    }
+    t
+}
+
+#[test]
+fn read_back_equals_the_applied_ir_and_shows_external_changes() {
+    require_root();
+    let ns = NetNs::new("nft-read").unwrap();
+    let tx = representative();
+    apply(&ns, &tx).unwrap();
+    let got = read(&ns, Family::Ip, TABLE).unwrap();
+
+    // The kernel's picture is the fake's picture of the same transaction…
+    let mut fake = FakeNft::new();
+    fake.apply(&tx).unwrap();
+    let want = fake.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    assert_eq!(without_handles(got.clone()), without_handles(want));
+
+    // …and the IR: chain and set definitions, rule fingerprints in order.
+    for op in &tx.ops {
+        match op {
+            Op::AddChain(def) if def.name != "stale" => {
+                assert_eq!(&got.chain(&def.name).unwrap().def, def)
+            }
+            Op::AddSet(def) if def.name != "stale-set" => {
+                assert_eq!(&got.set(&def.name).unwrap().def, def)
+            }
+            _ => {}
+        }
+    }
+    let ep = got.chain("endpoint-web-0").unwrap();
+    let rules: Vec<&Rule> = tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::AddRule { chain, rule } if chain == "endpoint-web-0" => Some(rule),
+            _ => None,
+        })
+        .collect();
+    let prints: Vec<Option<u64>> = ep.rules.iter().map(|r| r.fingerprint).collect();
+    let expected: Vec<Option<u64>> = rules
+        .iter()
+        .map(|r| Some(fingerprint(Family::Ip, r)))
+        .collect();
+    assert_eq!(prints, expected);
+    assert_eq!(ep.rules[1].comment.as_deref(), Some("ns/web:http"));
+    assert!(read(&ns, Family::Ip, "absent").is_none());
+
+    // Someone flushes a chain and adds a rule of their own: the read-back shows both.
+    ns.exec(["nft", "flush", "chain", "ip", TABLE, "endpoint-web-0"])
+        .unwrap();
+    ns.exec([
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        TABLE,
+        "endpoint-web-1",
+        "counter",
+    ])
+    .unwrap();
+    let after = read(&ns, Family::Ip, TABLE).unwrap();
+    assert!(after.chain("endpoint-web-0").unwrap().rules.is_empty());
+    let foreign = after
+        .chain("endpoint-web-1")
+        .unwrap()
+        .rules
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!((foreign.fingerprint, foreign.comment), (None, None));
+
+    // Repair by handle: the foreign rule goes, the flushed chain is refilled.
+    let mut repair = Transaction::new(Family::Ip, TABLE);
+    repair.push(Op::DeleteRule {
+        chain: "endpoint-web-1".into(),
+        handle: foreign.handle,
+    });
+    repair.push(Op::FlushChain("endpoint-web-0".into()));
+    for r in &rules {
+        repair.push(Op::AddRule {
+            chain: "endpoint-web-0".into(),
+            rule: (*r).clone(),
+        });
+    }
+    apply(&ns, &repair).unwrap();
+    assert_eq!(
+        without_handles(read(&ns, Family::Ip, TABLE).unwrap()),
+        without_handles(got)
+    );
+}
