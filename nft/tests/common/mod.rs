@@ -128,6 +128,19 @@ pub(crate) fn service(
     first: u32,
     endpoints: &[(&str, u16)],
 ) {
+    service_proto(tx, Proto::Tcp, name, vip, port, first, endpoints);
+}
+
+/// One ClusterIP service `vip:port/proto` balanced over `endpoints` (buckets from `first`).
+pub(crate) fn service_proto(
+    tx: &mut Transaction,
+    proto: Proto,
+    name: &str,
+    vip: &str,
+    port: u16,
+    first: u32,
+    endpoints: &[(&str, u16)],
+) {
     let svc = format!("service-{name}");
     tx.push(chain(&svc));
     tx.push(Op::FlushChain(svc.clone()));
@@ -146,7 +159,7 @@ pub(crate) fn service(
         tx.push(commented(
             &ep,
             vec![
-                Stmt::L4Proto(Proto::Tcp),
+                Stmt::L4Proto(proto),
                 Stmt::Dnat {
                     addr: ip.parse().unwrap(),
                     port: *eport,
@@ -174,7 +187,7 @@ pub(crate) fn service(
     tx.push(Op::AddElements {
         set: "service-ips".into(),
         elements: vec![Element::map(
-            vec![addr(vip), KeyValue::Proto(Proto::Tcp), KeyValue::Port(port)],
+            vec![addr(vip), KeyValue::Proto(proto), KeyValue::Port(port)],
             goto(&svc),
         )],
     });
