@@ -1,7 +1,8 @@
 //! An in-memory nftables with the kernel's semantics for everything the proxy does, so the
 //! proxy's sync logic (incremental updates, drift repair, error handling) is unit-tested
 //! without root: transactions are atomic (a refused op rolls back the whole transaction),
-//! re-adding an existing table, chain or set is fine (a different definition is `EEXIST`),
+//! re-adding an existing table, chain or set is fine (another definition is refused: a set
+//! `EEXIST`, a base chain `EOPNOTSUPP`),
 //! a map key that exists with another verdict is `EEXIST` (what 6.x kernels answer), deleting something missing is
 //! `ENOENT`, deleting a chain or set still referenced is `EBUSY`, and refusals name the op
 //! exactly like [`crate::Netlink`]'s.

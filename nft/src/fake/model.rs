@@ -114,7 +114,8 @@ impl Table {
             return Err(ERANGE);
         }
         match self.chain(&def.name) {
-            Ok(c) if def.base.is_some() && c.def.base != def.base => Err(EEXIST),
+            // The kernel will not re-hook or re-type a chain: EOPNOTSUPP.
+            Ok(c) if def.base.is_some() && c.def.base != def.base => Err(EOPNOTSUPP),
             Ok(_) => Ok(()),
             Err(_) => {
                 self.chains.push(Chain {
@@ -152,8 +153,8 @@ impl Table {
             Stmt::Vmap { map, .. } | Stmt::NumgenVmap { map, .. } => {
                 require(self.set(map)?.def.verdict_map, EINVAL)
             }
-            Stmt::InSet { set, .. } => self.set(set).map(|_| ()),
-            Stmt::UpdateSaddr(set) => require(self.set(set)?.def.timeout.is_some(), EOPNOTSUPP),
+            // The kernel lets any set be updated from the packet path.
+            Stmt::InSet { set, .. } | Stmt::UpdateSaddr(set) => self.set(set).map(|_| ()),
             _ => Ok(()),
         }
     }

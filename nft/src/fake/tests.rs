@@ -184,7 +184,7 @@ fn injected_failures_and_kernel_checks() {
         Some(errno::EINVAL)
     );
     f.apply(&tx(vec![chain("c")])).unwrap();
-    // update @set needs a dynamic set; vmap needs a verdict map.
+    // vmap needs a verdict map.
     f.apply(&tx(vec![Op::AddSet(SetDef {
         name: "plain".into(),
         key: vec![KeyType::Addr],
@@ -194,14 +194,6 @@ fn injected_failures_and_kernel_checks() {
         comment: None,
     })]))
     .unwrap();
-    let upd = Op::AddRule {
-        chain: "c".into(),
-        rule: Rule::new(vec![Stmt::UpdateSaddr("plain".into())]),
-    };
-    assert_eq!(
-        f.apply(&tx(vec![upd])).unwrap_err().errno(),
-        Some(errno::EOPNOTSUPP)
-    );
     let vmap = Op::AddRule {
         chain: "c".into(),
         rule: Rule::new(vec![Stmt::Vmap {
