@@ -356,6 +356,17 @@ mod tests {
                 Verdict::Drop,
             )],
         });
+        assert_eq!(
+            op_text(
+                Family::Ip,
+                "sluice",
+                &Op::DeleteRule {
+                    chain: "services".into(),
+                    handle: 7
+                }
+            ),
+            "delete rule ip sluice services handle 7"
+        );
         let s = script(&tx);
         let expected = "\
 add table ip sluice { comment \"rules for sluice\" ; }

@@ -206,3 +206,32 @@ fn read_back_equals_the_applied_ir_and_shows_external_changes() {
         without_handles(got)
     );
 }
+
+#[test]
+fn host_elements_of_an_existing_interval_set_are_host_prefixes() {
+    require_root();
+    let ns = NetNs::new("nft-interval").unwrap();
+    apply(&ns, &representative()).unwrap();
+    // The set is not defined in this transaction: its interval flag is looked up.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddElements {
+        set: "source-ranges".into(),
+        elements: vec![Element::key(vec![addr("172.16.0.9")])],
+    });
+    apply(&ns, &tx).unwrap();
+    let set = read(&ns, Family::Ip, TABLE)
+        .unwrap()
+        .set("source-ranges")
+        .unwrap()
+        .clone();
+    let host = Element {
+        prefix: Some(32),
+        ..Element::key(vec![addr("172.16.0.9")])
+    };
+    assert!(set.elements.contains(&host), "{:?}", set.elements);
+    let listed = list(&ns, Family::Ip, TABLE);
+    assert!(
+        listed.contains("172.16.0.9,") && !listed.contains("172.16.0.9-"),
+        "{listed}"
+    );
+}

@@ -61,15 +61,7 @@ impl Netlink {
         let Some(family) = tx.family else {
             return Ok(HashMap::new());
         };
-        let state = read::read_table(&mut self.socket, family, &tx.table)?;
-        Ok(state
-            .map(|t| {
-                t.sets
-                    .into_iter()
-                    .map(|s| (s.def.name, s.def.interval))
-                    .collect()
-            })
-            .unwrap_or_default())
+        read::set_intervals(&mut self.socket, family, &tx.table)
     }
 }
 

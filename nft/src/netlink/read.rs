@@ -147,6 +147,35 @@ fn read_once(
     Ok((Some(state), complete))
 }
 
+/// Whether each set of the table is an interval set (one dump of set headers, no elements).
+pub(crate) fn set_intervals(
+    s: &mut NfSocket,
+    family: Family,
+    table: &str,
+) -> Result<HashMap<String, bool>, NftError> {
+    let what = format!("list sets {} {table}", family.keyword());
+    let mut out = HashMap::new();
+    let res = s.request(
+        &what,
+        nft_type(NFT_MSG_GETSET),
+        nfproto(family),
+        true,
+        |w| w.str(NFTA_SET_TABLE, table),
+        |m| {
+            let a = m.attrs();
+            if a.str(NFTA_SET_TABLE).as_deref() == Some(table) {
+                let set = decode_set(family, &a);
+                out.insert(set.def.name, set.def.interval);
+            }
+            Ok(())
+        },
+    );
+    match res {
+        Err(e) if e.errno() == Some(errno::ENOENT) => Ok(out),
+        other => other.map(|_| out),
+    }
+}
+
 fn decode_chain(a: &Attrs<'_>) -> ChainState {
     let name = a.str(NFTA_CHAIN_NAME).unwrap_or_default();
     let hook = a.nested(NFTA_CHAIN_HOOK);
