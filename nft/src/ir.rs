@@ -224,6 +224,13 @@ pub enum Stmt {
         /// The bucket map.
         map: String,
     },
+    /// `numgen random mod <modulus> == 0`: true with probability 1/modulus. A service chain
+    /// picks endpoint i of n with `numgen random mod (n - i) == 0 goto …` (plain rules load
+    /// linearly; a jump into a large shared map makes every commit re-validate all of it).
+    Numgen {
+        /// The modulus (the number of endpoints still to choose from).
+        modulus: u32,
+    },
     /// `mark set mark or <bits>`.
     MarkOr(u32),
     /// `mark set mark xor <bits>`.

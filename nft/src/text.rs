@@ -143,6 +143,7 @@ fn stmt(family: Family, s: &Stmt) -> String {
             offset,
             map,
         } => format!("numgen random mod {modulus} offset {offset} vmap @{map}"),
+        Stmt::Numgen { modulus } => format!("numgen random mod {modulus} == 0"),
         Stmt::MarkOr(bits) => format!("mark set mark or {bits:#x}"),
         Stmt::MarkXor(bits) => format!("mark set mark xor {bits:#x}"),
         Stmt::UpdateSaddr(set) => format!("update @{set} {{ {f} saddr }}"),

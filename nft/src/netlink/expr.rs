@@ -45,6 +45,10 @@ fn stmt(w: &mut Writer, family: Family, s: &Stmt, before: &[Stmt]) -> Result<(),
             numgen(w, *modulus, *offset);
             lookup(w, map, Some(NFT_REG_VERDICT), false);
         }
+        Stmt::Numgen { modulus } => {
+            numgen(w, *modulus, 0);
+            cmp(w, NFT_CMP_EQ, &[0; 4]);
+        }
         Stmt::MarkOr(bits) => mark_set(w, !bits, *bits),
         Stmt::MarkXor(bits) => mark_set(w, u32::MAX, *bits),
         Stmt::UpdateSaddr(set) => {

@@ -26,8 +26,6 @@ pub(crate) mod names {
     pub(crate) const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
     /// NodePorts of Services without usable endpoints.
     pub(crate) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
-    /// `bucket : goto endpoint-…`: every Service's load balancing in one map.
-    pub(crate) const ENDPOINT_BUCKETS: &str = "endpoint-buckets";
     /// Source prefixes counted as pods (`--cluster-cidr` / node pod CIDRs).
     pub(crate) const LOCAL_CIDRS: &str = "local-cidrs";
     /// Sets the masquerade mark.
@@ -61,7 +59,7 @@ fn set(name: &str, key: Vec<KeyType>, verdict_map: bool, comment: &str) -> SetDe
 }
 
 fn sets(cfg: &NftConfig, d: &mut Desired) {
-    use KeyType::{Addr, Bucket, Port, Proto};
+    use KeyType::{Addr, Port, Proto};
     d.set(set(CLUSTER_IPS, vec![Addr], false, "Active ClusterIPs"));
     d.set(set(
         SERVICE_IPS,
@@ -92,12 +90,6 @@ fn sets(cfg: &NftConfig, d: &mut Desired) {
         vec![Proto, Port],
         true,
         "vmap to drop or reject packets to service nodeports with no endpoints",
-    ));
-    d.set(set(
-        ENDPOINT_BUCKETS,
-        vec![Bucket],
-        true,
-        "endpoint of each load-balancing bucket of every service",
     ));
     if let Some(addrs) = &cfg.nodeport_addresses {
         d.set(set(

@@ -7,7 +7,6 @@ mod ctx;
 mod desired;
 mod names;
 mod port;
-mod slots;
 mod state;
 mod tracer;
 

@@ -1,9 +1,12 @@
 //! One Service port's piece of the table: its map elements, its chains (service, local,
 //! external, firewall, one per endpoint) and its session-affinity sets — kube-proxy's
-//! nftables layout, except load balancing: instead of a per-service anonymous
-//! `numgen … vmap { … }` (quadratic to load on this kernel), the service chain does
-//! `numgen random mod N offset <bucket base> vmap @endpoint-buckets`, one shared map whose
-//! elements are added and removed like any other: O(1) per packet, O(changes) per sync.
+//! nftables layout, except load balancing. kube-proxy's per-service anonymous
+//! `numgen … vmap { … }` loads quadratically on this kernel (machine.md), and so does one
+//! shared bucket map (every commit re-validates every path through it: 43 s cold and 34 s
+//! per change at 10k Services, measured in `sluice-nft`'s scale test); per-service named
+//! maps are found by name in a list (9.8 s cold). Plain rules load linearly: endpoint i of n
+//! is `numgen random mod (n - i) == 0 goto endpoint-i`. The Service is still found with one
+//! map lookup; only the choice among its own endpoints is linear, as in kube-proxy.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -17,13 +20,6 @@ use super::ctx::NftConfig;
 use super::desired::Desired;
 use super::names::{endpoint_base, port_base};
 use crate::topology::{Categorized, Verdict as TrafficVerdict};
-
-/// Buckets per service port slot: the high 16 bits of a bucket are the slot, bit 15 picks
-/// the cluster or the local endpoint set, the low 15 bits the endpoint.
-pub(crate) const SLOT_SHIFT: u32 = 16;
-const LOCAL_HALF: u32 = 1 << 15;
-/// Most endpoints one set can spread over (more are ignored, with a warning by the caller).
-pub(crate) const MAX_ENDPOINTS: usize = LOCAL_HALF as usize;
 
 /// The nft protocol of a Service port.
 pub(crate) fn proto(p: Protocol) -> Proto {
@@ -54,13 +50,8 @@ impl Chains {
     }
 }
 
-/// Renders one Service port; `slot` is its stable bucket slot.
-pub(crate) fn render_port(
-    cfg: &NftConfig,
-    port: &ServicePort,
-    cat: &Categorized<'_>,
-    slot: u32,
-) -> Desired {
+/// Renders one Service port.
+pub(crate) fn render_port(cfg: &NftConfig, port: &ServicePort, cat: &Categorized<'_>) -> Desired {
     let mut d = Desired::default();
     let chains = Chains::of(port);
     let p = proto(port.name.protocol);
@@ -73,23 +64,11 @@ pub(crate) fn render_port(
     let ctx = PortCtx { cfg, port, p };
     if !cluster_eps.is_empty() {
         let masq = ctx.masquerade_rules(port.internal_traffic_policy == TrafficPolicy::Cluster);
-        ctx.lb_chain(
-            &mut d,
-            &chains.cluster,
-            masq,
-            cluster_eps,
-            slot << SLOT_SHIFT,
-        );
+        ctx.lb_chain(&mut d, &chains.cluster, masq, cluster_eps);
     }
     if !local_eps.is_empty() {
         let masq = ctx.masquerade_rules(port.internal_traffic_policy == TrafficPolicy::Local);
-        ctx.lb_chain(
-            &mut d,
-            &chains.local,
-            masq,
-            local_eps,
-            (slot << SLOT_SHIFT) | LOCAL_HALF,
-        );
+        ctx.lb_chain(&mut d, &chains.local, masq, local_eps);
     }
     for ep in &cat.all_reachable {
         ctx.endpoint_chain(&mut d, ep);
@@ -162,15 +141,7 @@ impl PortCtx<'_> {
     }
 
     /// A load-balancing chain over `eps`: affinity first, then one random bucket.
-    fn lb_chain(
-        &self,
-        d: &mut Desired,
-        name: &str,
-        mut rules: Vec<Rule>,
-        eps: &[&Endpoint],
-        buckets: u32,
-    ) {
-        let eps = &eps[..eps.len().min(MAX_ENDPOINTS)];
+    fn lb_chain(&self, d: &mut Desired, name: &str, mut rules: Vec<Rule>, eps: &[&Endpoint]) {
         if self.port.session_affinity.is_some() {
             rules.extend(eps.iter().map(|ep| {
                 let base = endpoint_base(&self.port.name, ep);
@@ -184,25 +155,18 @@ impl PortCtx<'_> {
                 ])
             }));
         }
-        if let [only] = eps {
-            let chain = format!("endpoint-{}", endpoint_base(&self.port.name, only));
-            rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Goto(chain))]));
-        } else {
-            rules.push(Rule::new(vec![Stmt::NumgenVmap {
-                modulus: eps.len() as u32,
-                offset: buckets,
-                map: ENDPOINT_BUCKETS.into(),
-            }]));
-            for (i, ep) in eps.iter().enumerate() {
-                let chain = format!("endpoint-{}", endpoint_base(&self.port.name, ep));
-                d.element(
-                    ENDPOINT_BUCKETS,
-                    Element::map(
-                        vec![KeyValue::Bucket(buckets + i as u32)],
-                        Verdict::Goto(chain),
-                    ),
-                );
+        // Endpoint i of n is taken with probability 1/(n-i) if none before it was: uniform.
+        let n = eps.len();
+        for (i, ep) in eps.iter().enumerate() {
+            let chain = format!("endpoint-{}", endpoint_base(&self.port.name, ep));
+            let mut stmts = Vec::new();
+            if i + 1 < n {
+                stmts.push(Stmt::Numgen {
+                    modulus: (n - i) as u32,
+                });
             }
+            stmts.push(Stmt::Verdict(Verdict::Goto(chain)));
+            rules.push(Rule::new(stmts));
         }
         d.regular(name, rules);
     }

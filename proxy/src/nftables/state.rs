@@ -14,7 +14,6 @@ use super::base::render_base;
 use super::ctx::{NftConfig, TABLE};
 use super::desired::{Desired, ElemKey, Phases};
 use super::port::{render_cluster_ips, render_port};
-use super::slots::Slots;
 use crate::{Changes, Snapshot};
 
 /// Who a piece of the ruleset belongs to.
@@ -36,7 +35,6 @@ pub struct NftState {
     /// Which owner holds each element key (two Services claiming one external IP and port
     /// must not fail the whole transaction: the first keeps it).
     claims: HashMap<(String, ElemKey), Owner>,
-    slots: Slots,
 }
 
 /// A planned sync: the transaction and the pieces to record once it is applied.
@@ -56,7 +54,6 @@ impl NftState {
             cfg,
             pieces: HashMap::new(),
             claims: HashMap::new(),
-            slots: Slots::default(),
         }
     }
 
@@ -158,11 +155,10 @@ impl NftState {
         pending
     }
 
-    fn render_port(&mut self, snap: &Snapshot, name: &ServicePortName) -> Option<Desired> {
+    fn render_port(&self, snap: &Snapshot, name: &ServicePortName) -> Option<Desired> {
         let port = snap.service_port(name)?;
         let cat = snap.categorize(name)?;
-        let slot = self.slots.get_or_assign(name);
-        Some(render_port(&self.cfg, port, &cat, slot))
+        Some(render_port(&self.cfg, port, &cat))
     }
 
     /// Drops elements whose key another owner holds, with a warning.
@@ -194,23 +190,16 @@ impl Pending {
                     }
                 }
             }
-            match piece {
-                Some(p) => {
-                    for (set, elems) in &p.elements {
-                        for key in elems.keys() {
-                            state
-                                .claims
-                                .entry((set.clone(), key.clone()))
-                                .or_insert_with(|| owner.clone());
-                        }
-                    }
-                    state.pieces.insert(owner, p);
-                }
-                None => {
-                    if let Owner::Port(name) = &owner {
-                        state.slots.release(name);
+            if let Some(p) = piece {
+                for (set, elems) in &p.elements {
+                    for key in elems.keys() {
+                        state
+                            .claims
+                            .entry((set.clone(), key.clone()))
+                            .or_insert_with(|| owner.clone());
                     }
                 }
+                state.pieces.insert(owner, p);
             }
         }
     }

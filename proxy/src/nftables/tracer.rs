@@ -188,7 +188,7 @@ impl<'a> Tracer<'a> {
 
     /// Evaluates one rule's statements; each branch says how the chain goes on.
     fn stmts(&self, stmts: &[Stmt], p: &Packet, mut st: State, depth: usize) -> Vec<(Step, State)> {
-        for s in stmts {
+        for (i, s) in stmts.iter().enumerate() {
             match s {
                 Stmt::Vmap { key, map } => {
                     let k: Vec<KeyValue> = key.iter().map(|f| self.value(*f, p, &st)).collect();
@@ -223,6 +223,13 @@ impl<'a> Tracer<'a> {
                     return vec![(Step::End(End::Accept), st)];
                 }
                 Stmt::Reject { .. } => return vec![(Step::End(End::Reject), st)],
+                // A random choice: explore the match and, unless certain, the miss.
+                Stmt::Numgen { modulus } if *modulus > 1 => {
+                    let mut out = self.stmts(&stmts[i + 1..], p, st.clone(), depth);
+                    out.push((Step::Next, st));
+                    return out;
+                }
+                Stmt::Numgen { .. } => {}
                 Stmt::MarkOr(bits) => st.mark |= bits,
                 Stmt::MarkXor(bits) => st.mark ^= bits,
                 Stmt::UpdateSaddr(_) | Stmt::Counter | Stmt::CtStateNew => {}
