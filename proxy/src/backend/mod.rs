@@ -16,6 +16,12 @@
 mod fake;
 mod mode;
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sluice_model::service::IpFamily;
+
+use crate::nftables::{NftConfig, NftablesBackend};
 use crate::{Changes, Snapshot};
 
 pub use fake::{Applied, FakeBackend, FakeLog, ProgrammedPort};
@@ -81,20 +87,98 @@ pub trait Backend: Send {
     }
 }
 
+/// The real nftables backend: netlink and ctnetlink in the process's namespace.
+pub type KernelNftables = NftablesBackend<sluice_nft::Netlink, sluice_nft::conntrack::Conntrack>;
+
+/// What a real backend renders with besides the Services (from the proxy's configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// The address families served.
+    pub families: Vec<IpFamily>,
+    /// Sources that are pods (`--detect-local-mode` ClusterCIDR/NodeCIDR).
+    pub local_cidrs: Vec<IpNet>,
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// The masquerade mark bit (`--iptables-masquerade-bit`, 14).
+    pub masquerade_bit: u8,
+    /// Addresses accepting NodePorts; `None` = every local address but loopback.
+    pub nodeport_addresses: Option<Vec<IpAddr>>,
+    /// The service CIDRs, when known (unallocated ClusterIPs are dropped).
+    pub service_cidrs: Vec<IpNet>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        Self {
+            families: vec![IpFamily::V4],
+            local_cidrs: Vec::new(),
+            masquerade_all: false,
+            masquerade_bit: 14,
+            nodeport_addresses: None,
+            service_cidrs: Vec::new(),
+        }
+    }
+}
+
+impl BackendOptions {
+    /// The nftables rendering settings of one family.
+    pub fn nft_config(&self, family: IpFamily) -> NftConfig {
+        let of_family = |n: &IpNet| family.contains(&n.addr());
+        NftConfig {
+            masquerade_mark: 1u32 << self.masquerade_bit.min(31),
+            masquerade_all: self.masquerade_all,
+            local_cidrs: self.local_cidrs.iter().copied().filter(of_family).collect(),
+            nodeport_addresses: self
+                .nodeport_addresses
+                .as_ref()
+                .map(|a| a.iter().copied().filter(|ip| family.contains(ip)).collect()),
+            service_cidrs: self
+                .service_cidrs
+                .iter()
+                .copied()
+                .filter(of_family)
+                .collect(),
+            ..NftConfig::new(match family {
+                IpFamily::V4 => sluice_nft::Family::Ip,
+                IpFamily::V6 => sluice_nft::Family::Ip6,
+            })
+        }
+    }
+}
+
 /// The backend chosen by `--proxy-mode`, dispatched statically.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Any {
     /// The recording fake (tests, benchmarks, `--proxy-mode fake`).
     Fake(FakeBackend),
+    /// nftables through netlink (`--proxy-mode nftables`).
+    Nftables(Box<KernelNftables>),
 }
 
 impl Any {
-    /// The backend for `mode`, or [`BackendError::ModeNotAvailable`] when this
-    /// version does not have it yet.
+    /// The backend for `mode` with default options, or
+    /// [`BackendError::ModeNotAvailable`] when this version does not have it yet.
     pub fn new(mode: ProxyMode) -> Result<Self, BackendError> {
+        Self::build(mode, &BackendOptions::default())
+    }
+
+    /// The backend for `mode`, opening its kernel interfaces in the current namespace.
+    pub fn build(mode: ProxyMode, opts: &BackendOptions) -> Result<Self, BackendError> {
         match mode {
             ProxyMode::Fake => Ok(Self::Fake(FakeBackend::new())),
+            ProxyMode::Nftables => {
+                let fail = |e: sluice_nft::NftError| BackendError::Apply {
+                    mode,
+                    reason: format!("cannot open netlink: {e}"),
+                };
+                let kernel = sluice_nft::Netlink::open().map_err(fail)?;
+                let conntrack = sluice_nft::conntrack::Conntrack::open().map_err(fail)?;
+                let configs = opts.families.iter().map(|f| opts.nft_config(*f));
+                Ok(Self::Nftables(Box::new(NftablesBackend::new(
+                    kernel, conntrack, configs,
+                ))))
+            }
             other => Err(BackendError::ModeNotAvailable(other)),
         }
     }
@@ -113,12 +197,14 @@ impl Any {
     fn inner(&self) -> &dyn Backend {
         match self {
             Self::Fake(b) => b,
+            Self::Nftables(b) => b.as_ref(),
         }
     }
 
     fn inner_mut(&mut self) -> &mut dyn Backend {
         match self {
             Self::Fake(b) => b,
+            Self::Nftables(b) => b.as_mut(),
         }
     }
 }

@@ -2,14 +2,17 @@
 //! tables (`ip sluice`, `ip6 sluice`) in kube-proxy's nftables layout, diffed per owner and
 //! applied as one atomic transaction per sync through the `sluice-nft` chokepoint.
 
+mod backend;
 mod base;
 mod ctx;
 mod desired;
+mod kernel_view;
 mod names;
 mod port;
 mod state;
 mod tracer;
 
+pub use backend::{ConntrackCleaner, NftablesBackend, NoConntrack};
 pub use ctx::{DEFAULT_MASQUERADE_MARK, NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
 pub use state::{NftState, Pending, summary};
@@ -17,3 +20,6 @@ pub use tracer::{Origin, Outcome, Packet, Tracer};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod backend_tests;

@@ -97,6 +97,16 @@ impl NftState {
     /// Plans a full sync: every owner re-rendered, diffed against `kernel` (what the kernel
     /// has, when it could be read) or else against the beliefs.
     pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<Desired>) -> Pending {
+        let beliefs = self.programmed();
+        self.plan_full_against(snap, |_| kernel.unwrap_or(beliefs))
+    }
+
+    /// Plans a full sync against what `kernel` makes of the whole desired table.
+    pub fn plan_full_against(
+        &mut self,
+        snap: &Snapshot,
+        kernel: impl FnOnce(&Desired) -> Desired,
+    ) -> Pending {
         let mut owners: BTreeSet<Owner> = self.pieces.keys().cloned().collect();
         owners.insert(Owner::Base);
         for port in snap.service_ports() {
@@ -110,7 +120,7 @@ impl NftState {
         for piece in pending.pieces.iter().filter_map(|(_, p)| p.as_ref()) {
             new.merge(piece);
         }
-        let old = kernel.unwrap_or_else(|| self.programmed());
+        let old = kernel(&new);
         let mut phases = Phases::default();
         phases.add(&old, &new);
         pending.tx = self.transaction(phases, true);
