@@ -88,6 +88,10 @@ pub(crate) const NFTA_SET_DATA_TYPE: u16 = 6;
 pub(crate) const NFTA_SET_DATA_LEN: u16 = 7;
 pub(crate) const NFTA_SET_ID: u16 = 10;
 pub(crate) const NFTA_SET_TIMEOUT: u16 = 11;
+/// `NFTA_SET_DESC`: nested set description.
+pub(crate) const NFTA_SET_DESC: u16 = 9;
+/// `NFTA_SET_DESC_SIZE`: the most elements the set may hold.
+pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
 pub(crate) const NFTA_SET_USERDATA: u16 = 13;
 
 pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
