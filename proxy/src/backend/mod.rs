@@ -25,7 +25,7 @@ use crate::nftables::{NftConfig, NftablesBackend};
 use crate::{Changes, Snapshot};
 
 pub use fake::{Applied, FakeBackend, FakeLog, ProgrammedPort};
-pub use mode::{ParseModeError, ProxyMode};
+pub use mode::ProxyMode;
 
 /// Why a backend could not render, apply or clean up.
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,15 @@ impl ProxyMode {
     /// Every accepted spelling.
     pub const NAMES: [&'static str; 5] = ["iptables", "ipvs", "nftables", "ebpf", "fake"];
 
+    /// Every mode, in `--cleanup` order.
+    pub const ALL: [Self; 5] = [
+        Self::Nftables,
+        Self::Iptables,
+        Self::Ipvs,
+        Self::Ebpf,
+        Self::Fake,
+    ];
+
     /// The config-file / flag spelling.
     pub fn as_str(self) -> &'static str {
         match self {

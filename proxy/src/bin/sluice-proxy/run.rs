@@ -1,0 +1,217 @@
+//! The daemon: one feed per address family, the source (API server or manifests directory),
+//! the sync runner with the chosen backend, and the health, metrics and health-check node
+//! port servers observing it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use sluice_model::service::IpFamily;
+use sluice_proxy::TrackerConfig;
+use sluice_proxy::backend::{Any, BackendOptions};
+use sluice_proxy::config_file::{LocalMode, NodePortAddress, ProxyConfig};
+use sluice_proxy::health::{self, HealthServer, StatusSource};
+use sluice_proxy::healthcheck::ServiceHealthServers;
+use sluice_proxy::metrics::{self, Metrics};
+use sluice_proxy::runner::{Feed, Runner, RunnerConfig};
+use sluice_proxy::source::{KubeSource, ManifestsSource, client};
+use tokio::net::TcpListener;
+
+/// Runs until killed.
+pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
+    let node = node_name(&config)?;
+    let families = families(&config);
+    tracing::info!(%node, mode = %config.mode, ?families, "starting sluice-proxy");
+    let feed = feed(&config, &node, &families);
+    let backend = Any::build(config.mode, &backend_options(&config, &families))
+        .with_context(|| format!("proxy mode {}", config.mode))?;
+    let mut runner = Runner::new(
+        feed.clone(),
+        backend,
+        RunnerConfig {
+            min_sync_period: config.min_sync_period,
+            sync_period: config.sync_period,
+            ..RunnerConfig::default()
+        },
+    );
+    let metrics = Metrics::new(config.mode, SystemTime::now());
+    runner.observe(Arc::new(metrics.clone()));
+    let source = Arc::new(StatusSource::new(feed.status(), config.health_timeout()));
+    let hc = Arc::new(ServiceHealthServers::new(
+        tokio::runtime::Handle::current(),
+        Vec::new(),
+        ServiceHealthServers::proxy_health(source.clone()),
+    ));
+    runner.observe(hc);
+    serve_health(&config, source, &metrics).await?;
+    spawn_metrics_sampler(feed.clone(), metrics);
+    spawn_source(&config, &node, &feed).await?;
+    runner.run(std::future::pending()).await;
+    Ok(())
+}
+
+/// `--hostname-override`, else `NODE_NAME` (the DaemonSet's downward API), else the hostname.
+pub(crate) fn node_name(config: &ProxyConfig) -> anyhow::Result<String> {
+    if let Some(n) = &config.hostname_override {
+        return Ok(n.clone());
+    }
+    if let Ok(n) = std::env::var("NODE_NAME")
+        && !n.is_empty()
+    {
+        return Ok(n.to_lowercase());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").context("read the hostname")?;
+    Ok(host.trim().to_lowercase())
+}
+
+/// IPv4, plus IPv6 when a cluster CIDR is IPv6 (dual stack).
+pub(crate) fn families(config: &ProxyConfig) -> Vec<IpFamily> {
+    let mut out = vec![IpFamily::V4];
+    if config
+        .cluster_cidrs
+        .iter()
+        .any(|c| matches!(c, ipnet::IpNet::V6(_)))
+    {
+        out.push(IpFamily::V6);
+    }
+    out
+}
+
+pub(crate) fn feed(config: &ProxyConfig, node: &str, families: &[IpFamily]) -> Feed {
+    Feed::new(families.iter().map(|f| TrackerConfig {
+        proxy_name: config.service_proxy_name.clone(),
+        ..TrackerConfig::new(*f, node)
+    }))
+}
+
+fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOptions {
+    let local_cidrs = match config.detect_local_mode {
+        LocalMode::ClusterCidr => config.cluster_cidrs.clone(),
+        other => {
+            tracing::warn!(
+                "--detect-local-mode {other:?} is not supported by the nftables backend yet; \
+                 falling back to --cluster-cidr"
+            );
+            config.cluster_cidrs.clone()
+        }
+    };
+    BackendOptions {
+        families: families.to_vec(),
+        local_cidrs,
+        masquerade_all: config.masquerade_all,
+        masquerade_bit: config.masquerade_bit,
+        nodeport_addresses: nodeport_addresses(&config.node_port_addresses),
+        service_cidrs: Vec::new(),
+    }
+}
+
+/// `--nodeport-addresses`: empty or `all` means every local address but loopback; CIDRs
+/// select the local addresses inside them, read once at start.
+fn nodeport_addresses(spec: &[NodePortAddress]) -> Option<Vec<IpAddr>> {
+    if spec.is_empty() || spec.contains(&NodePortAddress::All) {
+        return None;
+    }
+    let local = local_addresses();
+    let picked: Vec<IpAddr> = local
+        .into_iter()
+        .filter(|ip| {
+            spec.iter().any(|s| match s {
+                NodePortAddress::Cidr(net) => net.contains(ip),
+                NodePortAddress::Primary => !ip.is_loopback(),
+                NodePortAddress::Localhost => ip.is_loopback(),
+                NodePortAddress::All => true,
+            })
+        })
+        .collect();
+    Some(picked)
+}
+
+/// The addresses on this node's interfaces (from `/proc/net`, no netlink needed).
+fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in text.lines() {
+            if let Some(hex) = line.split_whitespace().next()
+                && let Ok(bits) = u128::from_str_radix(hex, 16)
+            {
+                out.push(IpAddr::V6(bits.into()));
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.windows(2) {
+            if pair[1].contains("/32 host LOCAL")
+                && let Some(ip) = pair[0].trim().trim_start_matches("|-- ").parse().ok()
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+async fn serve_health(
+    config: &ProxyConfig,
+    source: Arc<StatusSource>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    if let Some(addr) = config.healthz_bind_address {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind healthz {addr}"))?;
+        let router = HealthServer::new(source)
+            .with_metrics(metrics.clone())
+            .router();
+        tokio::spawn(health::serve(listener, router, std::future::pending()));
+    }
+    if let Some(addr) = config.metrics_bind_address {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind metrics {addr}"))?;
+        tokio::spawn(health::serve(
+            listener,
+            metrics::router(metrics.clone()),
+            std::future::pending(),
+        ));
+    }
+    Ok(())
+}
+
+/// Pending-change gauges and timestamps follow the runner's status.
+fn spawn_metrics_sampler(feed: Feed, metrics: Metrics) {
+    let mut status = feed.status();
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            metrics.update_from_status(&status.borrow_and_update());
+        }
+    });
+}
+
+pub(crate) async fn spawn_source(
+    config: &ProxyConfig,
+    node: &str,
+    feed: &Feed,
+) -> anyhow::Result<()> {
+    if let Some(dir) = &config.manifests_dir {
+        let source = ManifestsSource::new(dir.clone(), node);
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            if let Err(e) = source.run(feed).await {
+                tracing::error!("manifests source stopped: {e}");
+            }
+        });
+        return Ok(());
+    }
+    let client = client(
+        config.client.kubeconfig.as_deref(),
+        config.client.master.as_deref(),
+    )
+    .await
+    .context("connect to the Kubernetes API")?;
+    let source = KubeSource::new(client, node, config.service_proxy_name.clone());
+    tokio::spawn(source.run(feed.clone()));
+    Ok(())
+}
