@@ -15,7 +15,7 @@ mod tracer;
 pub use backend::{ConntrackCleaner, NftablesBackend, NoConntrack};
 pub use ctx::{DEFAULT_MASQUERADE_MARK, NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
-pub use state::{NftState, Pending, summary};
+pub use state::{NftState, Pending, rendered, summary};
 pub use tracer::{Origin, Outcome, Packet, Tracer};
 
 #[cfg(test)]

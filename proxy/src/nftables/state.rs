@@ -250,3 +250,12 @@ pub fn summary(tx: &Transaction) -> BTreeMap<&'static str, usize> {
     }
     out
 }
+
+/// The whole table `cfg` renders for `snap`, as one piece (for `explain` and the tracer).
+pub fn rendered(cfg: &NftConfig, snap: &Snapshot) -> Desired {
+    let mut state = NftState::new(cfg.clone());
+    state
+        .plan_full(snap, Some(Desired::default()))
+        .commit(&mut state);
+    state.programmed()
+}

@@ -128,7 +128,7 @@ fn nodeport_addresses(spec: &[NodePortAddress]) -> Option<Vec<IpAddr>> {
 }
 
 /// The addresses on this node's interfaces (from `/proc/net`, no netlink needed).
-fn local_addresses() -> Vec<IpAddr> {
+pub(crate) fn local_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();
     if let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") {
         for line in text.lines() {
