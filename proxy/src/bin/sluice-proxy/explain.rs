@@ -65,7 +65,7 @@ pub(crate) async fn run(config: &ProxyConfig, args: &ExplainArgs) -> anyhow::Res
         protocol: args.proto,
     };
     let e = explain::explain(&snapshot, &ctx, &packet)?;
-    let check = backend_check(config, &snapshot, args, &e.verdict);
+    let check = backend_check(config, &snapshot, args, &e.verdict, &ctx.node_ips);
     match args.output {
         OutputFormat::Text => {
             print!("{}", explain::render_text(&e));
@@ -109,6 +109,7 @@ fn backend_check(
     snapshot: &sluice_proxy::Snapshot,
     args: &ExplainArgs,
     verdict: &VerdictView,
+    node_ips: &[std::net::IpAddr],
 ) -> Option<BackendCheck> {
     if config.mode != ProxyMode::Nftables {
         return None;
@@ -130,9 +131,13 @@ fn backend_check(
             Protocol::Sctp => Proto::Sctp,
         },
         dport: args.dst.port(),
-        origin: nftables::Origin::Remote,
+        origin: if node_ips.contains(&args.src) {
+            nftables::Origin::Local
+        } else {
+            nftables::Origin::Remote
+        },
     };
-    let outcome = nftables::Tracer::new(&table, &[]).trace(&packet);
+    let outcome = nftables::Tracer::new(&table, node_ips).trace(&packet);
     let (traced, agrees) = match (&outcome, verdict) {
         (
             nftables::Outcome::Dnat {
