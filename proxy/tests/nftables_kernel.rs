@@ -56,6 +56,8 @@ fn start_proxy(ns: &NetNs, dir: &Path) -> Process {
         "node-1",
         "--cluster-cidr",
         "10.244.0.0/16",
+        "--service-cidr",
+        "10.96.0.0/12",
     ])
     .args([
         "--healthz-bind-address",
@@ -250,7 +252,15 @@ fn services_work_through_the_real_binary() {
     // Hairpin: a pod reaching itself through its Service is answered (source masqueraded).
     // Its bridge port needs hairpin mode, as the CNI plugin sets it (`hairpinMode`).
     n1.ns()
-        .exec(["bridge", "link", "set", "dev", local.host_if(), "hairpin", "on"])
+        .exec([
+            "bridge",
+            "link",
+            "set",
+            "dev",
+            local.host_if(),
+            "hairpin",
+            "on",
+        ])
         .unwrap();
     let hairpin = tcp_request(local.ns(), vip("10.96.0.16", 80), T).unwrap();
     assert_eq!(hairpin.backend, "a1");
@@ -265,6 +275,22 @@ fn services_work_through_the_real_binary() {
         refused.to_string().to_lowercase().contains("refused"),
         "{refused}"
     );
+
+    // An unallocated ClusterIP in the service CIDR: dropped (a timeout, not a refusal).
+    let unallocated = tcp_request(
+        client.ns(),
+        vip("10.96.9.9", 80),
+        Duration::from_millis(500),
+    );
+    assert!(
+        matches!(unallocated, Err(sluice_testbed::Error::Timeout { .. })),
+        "{unallocated:?}"
+    );
+    let check = n1
+        .ns()
+        .exec(["nft", "list", "chain", "ip", "sluice", "cluster-ips-check"])
+        .unwrap();
+    assert!(check.contains("ip daddr 10.96.0.0/12 drop"), "{check}");
 
     // UDP: the flow to b1 is forgotten when b1 stops being an endpoint.
     let dns = vip("10.96.0.14", 80);

@@ -332,6 +332,8 @@ pub struct ProxyConfig {
     pub service_proxy_name: Option<String>,
     /// Sluice: `--manifests-dir`, the standalone source instead of the API.
     pub manifests_dir: Option<PathBuf>,
+    /// Sluice: `--service-cidr`, where unallocated ClusterIPs are dropped.
+    pub service_cidrs: Vec<IpNet>,
     /// `--config`: kube-proxy exits when this file changes; so may Sluice.
     pub config_file: Option<PathBuf>,
 }
@@ -366,6 +368,7 @@ impl Default for ProxyConfig {
             passthrough: Passthrough::default(),
             service_proxy_name: None,
             manifests_dir: None,
+            service_cidrs: Vec::new(),
             config_file: None,
         }
     }

@@ -253,6 +253,10 @@ pub struct Flags {
     /// (default: only Services without that label). Applies even with --config.
     #[arg(long = "service-proxy-name", global = true, value_name = "NAME")]
     pub service_proxy_name: Option<String>,
+    /// Sluice: the Service CIDRs (kube-apiserver's --service-cluster-ip-range); traffic
+    /// to unallocated ClusterIPs in them is dropped. Applies even with --config.
+    #[arg(long = "service-cidr", global = true, value_name = "CIDR[,CIDR]", value_parser = parse::cidr_csv)]
+    pub service_cidr: Option<parse::CidrList>,
 }
 
 /// `sluice-proxy` subcommands.

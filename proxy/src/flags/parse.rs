@@ -37,3 +37,16 @@ pub(super) fn proxy_mode(text: &str) -> Result<ProxyMode, String> {
 pub(super) fn local_mode(text: &str) -> Result<LocalMode, String> {
     text.parse()
 }
+
+/// A comma-separated list of CIDRs, as one flag value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrList(pub Vec<ipnet::IpNet>);
+
+/// A comma-separated list of CIDRs (`--service-cidr`).
+pub(crate) fn cidr_csv(text: &str) -> Result<CidrList, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| format!("{s:?} is not a CIDR")))
+        .collect::<Result<_, _>>()
+        .map(CidrList)
+}

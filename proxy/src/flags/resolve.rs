@@ -103,6 +103,9 @@ impl Flags {
         if let Some(dir) = &self.manifests_dir {
             config.manifests_dir = Some(dir.clone());
         }
+        if let Some(cidrs) = &self.service_cidr {
+            config.service_cidrs.clone_from(&cidrs.0);
+        }
         if let Some(name) = self.service_proxy_name.as_deref().map(str::trim) {
             config.service_proxy_name = Some(name.to_owned()).filter(|n| !n.is_empty());
         }

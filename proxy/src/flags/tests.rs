@@ -396,3 +396,19 @@ fn help_mentions_kube_proxy_defaults() {
         assert!(help.contains(needle), "{needle} not in help");
     }
 }
+
+#[test]
+fn service_cidrs_are_a_sluice_flag_that_applies_even_with_config() {
+    let flags = Flags::parse_args([
+        "sluice-proxy",
+        "--service-cidr=10.96.0.0/12,fd00:10:96::/108",
+    ])
+    .unwrap();
+    let c = flags.resolve().unwrap().config;
+    let want: Vec<ipnet::IpNet> = vec![
+        "10.96.0.0/12".parse().unwrap(),
+        "fd00:10:96::/108".parse().unwrap(),
+    ];
+    assert_eq!(c.service_cidrs, want);
+    assert!(Flags::parse_args(["sluice-proxy", "--service-cidr=nope"]).is_err());
+}

@@ -102,7 +102,7 @@ fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOption
         masquerade_all: config.masquerade_all,
         masquerade_bit: config.masquerade_bit,
         nodeport_addresses: nodeport_addresses(&config.node_port_addresses),
-        service_cidrs: Vec::new(),
+        service_cidrs: config.service_cidrs.clone(),
     }
 }
 
