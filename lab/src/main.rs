@@ -1,16 +1,30 @@
 //! `sluice-lab`: a whole cluster's dataplane on one machine — nodes and pods in network
-//! namespaces, the real Sluice daemons in each node, the in-memory API server on the
-//! underlay — in seconds, with no Docker. For now it has one command, `demo`, which builds
-//! such a cluster, checks it with real traffic, prints a results table and tears it down.
-//! Needs root.
+//! namespaces, the real Sluice daemons in each node, pods wired by the real CNI plugin, the
+//! in-memory API server on the underlay with an EndpointSlice controller — in seconds, with no
+//! Docker. `up` builds it and leaves it running, `down` removes it, `exec`/`curl` run things
+//! inside it, and `demo` builds one, checks it with real traffic and removes it. Needs root.
 
+mod api;
+mod cni;
 mod daemons;
 mod demo;
+mod down;
+mod echo;
+mod exec;
+mod http;
+mod labd;
+mod labdir;
+mod spawn;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::daemons::{Binaries, SubnetManager};
+use crate::labdir::LabDir;
 
 /// Sluice's lab: a cluster's dataplane in network namespaces on this machine.
 #[derive(Parser)]
@@ -19,14 +33,60 @@ struct Cli {
     /// Where the Sluice binaries are (default: next to this one, as cargo builds them).
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
+    /// The lab directory: state, kubeconfig, logs [default: /run/sluice-lab; demo:
+    /// /run/sluice-lab-demo].
+    #[arg(long, global = true)]
+    lab_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build a 2-node cluster, check it with real traffic, print the results, tear it down.
-    Demo,
+    /// Build a lab and leave it running.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        #[arg(long, default_value_t = 2)]
+        pods_per_node: u8,
+        /// sluice-proxy's --proxy-mode.
+        #[arg(long, default_value = "nftables")]
+        proxy_mode: String,
+        #[arg(long, value_enum, default_value = "kube")]
+        subnet_manager: SubnetManager,
+        /// Prefix of the lab's namespace names.
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Remove everything the lab created (also after a failed or killed `up`).
+    Down,
+    /// Run a command inside a lab pod, node (node1..), `client` or `underlay`.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// HTTP GET from inside a lab pod (or node, client), printing the answer.
+    Curl { name: String, url: String },
+    /// Build a 2-node lab, check Services with real traffic, print the results, remove it.
+    Demo {
+        #[arg(long, default_value = "lab-demo")]
+        name: String,
+    },
+    /// The lab daemon (started by `up`).
+    #[command(hide = true)]
+    Labd {
+        #[arg(long)]
+        underlay: String,
+    },
+    /// A pod's echo server (started by `up` inside the pod).
+    #[command(hide = true)]
+    PodServe {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,14 +95,75 @@ fn main() -> ExitCode {
         eprintln!("sluice-lab: must run as root (it builds network namespaces)");
         return ExitCode::FAILURE;
     }
-    let bins = match daemons::Binaries::find(cli.bin_dir) {
-        Ok(b) => b,
+    match run(cli) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sluice-lab: {e:#}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    match cli.command {
-        Command::Demo => demo::run(&bins),
     }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let default = match cli.command {
+        Command::Demo { .. } => "/run/sluice-lab-demo",
+        _ => labdir::DEFAULT_DIR,
+    };
+    let root = cli.lab_dir.unwrap_or_else(|| default.into());
+    let root = std::path::absolute(&root).context("lab directory")?;
+    let dir = LabDir::new(root);
+    match cli.command {
+        Command::Up {
+            nodes,
+            pods_per_node,
+            proxy_mode,
+            subnet_manager,
+            name,
+        } => {
+            let opts = up::Options {
+                name,
+                nodes,
+                pods_per_node,
+                proxy_mode,
+                subnet_manager,
+            };
+            cmd_up(dir, Binaries::find(cli.bin_dir)?, opts)
+        }
+        Command::Down => {
+            let r = down::run(&dir)?;
+            println!(
+                "removed {} namespaces, {} lab daemon(s) and {}",
+                r.namespaces,
+                r.processes,
+                dir.root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
+        Command::Curl { name, url } => exec::curl(&dir, &name, &url),
+        Command::Demo { name } => Ok(demo::run(dir, Binaries::find(cli.bin_dir)?, name)),
+        Command::Labd { underlay } => labd::run(&dir, &underlay).map(|()| ExitCode::SUCCESS),
+        Command::PodServe { name, port } => echo::serve(&name, port).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Runs every step with progress; on failure removes what was built.
+fn cmd_up(dir: LabDir, bins: Binaries, opts: up::Options) -> anyhow::Result<ExitCode> {
+    let mut lab = up::Lab::begin(dir.clone(), bins, opts)?;
+    for (what, step) in lab.steps() {
+        let start = std::time::Instant::now();
+        match step(&mut lab) {
+            Ok(detail) => println!(
+                "{what:<44} {:>7.0} ms  {detail}",
+                start.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => {
+                eprintln!("{what}: FAILED: {e:#}\nremoving the partial lab");
+                down::run(&dir)?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    up::print_usage(&dir, &lab.state);
+    Ok(ExitCode::SUCCESS)
 }

@@ -43,10 +43,15 @@ pub struct NetNs(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     name: String,
+    /// False for handles to namespaces that outlive this process (see [`NetNs::persistent`]).
+    owned: bool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = remove_by_name(&self.name) {
             tracing::warn!("remove namespace {}: {e}", self.name);
         }
@@ -63,9 +68,47 @@ impl NetNs {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             cmd::ip(["netns", "add", name.as_str()])?;
         }
-        let ns = Self(Arc::new(Inner { name }));
+        let ns = Self(Arc::new(Inner { name, owned: true }));
         ns.ip(["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Creates namespace `name` exactly (with `lo` up) that is *not* removed when the handle
+    /// drops and never swept: for the lab, whose namespaces outlive the command that made them.
+    /// The caller records the name and removes it with [`NetNs::remove`].
+    pub fn persistent(name: &str) -> Result<Self> {
+        {
+            let _serial = ADD_LOCK
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            cmd::ip(["netns", "add", name])?;
+        }
+        let ns = Self::handle(name);
+        ns.ip(["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A handle to the existing namespace `name`; dropping it leaves the namespace alone.
+    pub fn open(name: &str) -> Result<Self> {
+        if !Self::exists(name) {
+            return Err(Error::invalid(
+                format!("open namespace {name}"),
+                "no such namespace",
+            ));
+        }
+        Ok(Self::handle(name))
+    }
+
+    fn handle(name: &str) -> Self {
+        Self(Arc::new(Inner {
+            name: name.to_owned(),
+            owned: false,
+        }))
+    }
+
+    /// Kills every process in namespace `name` and deletes it; a missing namespace is fine.
+    pub fn remove(name: &str) -> Result<()> {
+        remove_by_name(name)
     }
 
     /// The namespace's name (as `ip netns` knows it).

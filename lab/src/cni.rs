@@ -1,0 +1,183 @@
+//! The lab as a container runtime: it installs the `sluice` CNI plugin and a conflist into a
+//! node's directory with the plugin's own `install` command (as the DaemonSet's init container
+//! does), then wires each pod by executing the plugin inside the node's namespace exactly as a
+//! runtime would — `CNI_*` environment, the conflist's plugin configuration (with `name` and
+//! `cniVersion` merged in) on stdin, the result JSON on stdout.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// One node's CNI installation.
+pub(crate) struct NodeCni {
+    /// The node's namespace.
+    pub(crate) netns: String,
+    /// The node's directory in the lab dir.
+    pub(crate) dir: PathBuf,
+}
+
+impl NodeCni {
+    pub(crate) fn bin_dir(&self) -> PathBuf {
+        self.dir.join("cni/bin")
+    }
+
+    pub(crate) fn conf_dir(&self) -> PathBuf {
+        self.dir.join("cni/net.d")
+    }
+
+    pub(crate) fn conflist(&self) -> PathBuf {
+        self.conf_dir().join("10-sluice.conflist")
+    }
+
+    /// flannel's conflist shape, pointing at this node's subnet.env and stores.
+    fn conflist_json(&self, subnet_file: &Path) -> Value {
+        json!({
+            "name": "cbr0",
+            "cniVersion": "1.0.0",
+            "plugins": [{
+                "type": "sluice",
+                "subnetFile": subnet_file,
+                "dataDir": self.dir.join("cni/flannel"),
+                "ipam": {"dataDir": self.dir.join("cni/networks")},
+                "delegate": {"hairpinMode": true, "isDefaultGateway": true},
+            }],
+        })
+    }
+
+    /// `sluice install` of `plugin` and the conflist into the node's directories.
+    pub(crate) fn install(&self, plugin: &Path, subnet_file: &Path) -> anyhow::Result<()> {
+        let src = self.dir.join("cni-conf.json");
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(&src, self.conflist_json(subnet_file).to_string())?;
+        let out = Command::new(plugin)
+            .arg("install")
+            .arg("--bin-dir")
+            .arg(self.bin_dir())
+            .arg("--conflist")
+            .arg(&src)
+            .arg("--conf-dir")
+            .arg(self.conf_dir())
+            .args(["--conf-name", "10-sluice.conflist"])
+            .output()
+            .context("run sluice install")?;
+        if !out.status.success() {
+            bail!(
+                "sluice install: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// CNI ADD of `eth0` in the pod namespace `pod_netns`; returns the pod's address.
+    pub(crate) fn add(&self, container_id: &str, pod_netns: &str) -> anyhow::Result<Ipv4Addr> {
+        let result = self.exec("ADD", container_id, pod_netns)?;
+        pod_ip(&result).with_context(|| format!("CNI ADD result {result}"))
+    }
+
+    /// Runs every plugin of the installed conflist (the lab's has one) for `command`.
+    fn exec(&self, command: &str, container_id: &str, pod_netns: &str) -> anyhow::Result<Value> {
+        let list: Value = serde_json::from_str(
+            &std::fs::read_to_string(self.conflist())
+                .with_context(|| format!("read {}", self.conflist().display()))?,
+        )?;
+        let mut prev = Value::Null;
+        for plugin in list["plugins"].as_array().into_iter().flatten() {
+            let mut conf = plugin.clone();
+            conf["name"] = list["name"].clone();
+            conf["cniVersion"] = list["cniVersion"].clone();
+            if !prev.is_null() {
+                conf["prevResult"] = prev.clone();
+            }
+            let kind = plugin["type"].as_str().context("plugin without type")?;
+            prev = self.run_plugin(kind, command, container_id, pod_netns, &conf)?;
+        }
+        Ok(prev)
+    }
+
+    fn run_plugin(
+        &self,
+        kind: &str,
+        command: &str,
+        container_id: &str,
+        pod_netns: &str,
+        conf: &Value,
+    ) -> anyhow::Result<Value> {
+        let bin = self.bin_dir().join(kind);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&bin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", format!("/run/netns/{pod_netns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", self.bin_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("exec {}", bin.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(conf.to_string().as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "CNI {command} {kind}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if stdout.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&stdout).with_context(|| format!("CNI {command} result {stdout}"))
+    }
+}
+
+/// The first IPv4 address of a CNI result.
+fn pod_ip(result: &Value) -> Option<Ipv4Addr> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|ip| ip["address"].as_str())
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ip_is_read_from_a_result() {
+        let r = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.244.1.2/24", "gateway": "10.244.1.1"}]});
+        assert_eq!(pod_ip(&r), Some(Ipv4Addr::new(10, 244, 1, 2)));
+        assert_eq!(pod_ip(&json!({})), None);
+    }
+
+    #[test]
+    fn the_conflist_points_at_the_nodes_files() {
+        let node = NodeCni {
+            netns: "lab-node1".into(),
+            dir: "/run/sluice-lab/node1".into(),
+        };
+        let c = node.conflist_json(Path::new("/run/sluice-lab/node1/subnet.env"));
+        assert_eq!(c["plugins"][0]["type"], "sluice");
+        assert_eq!(
+            c["plugins"][0]["ipam"]["dataDir"],
+            "/run/sluice-lab/node1/cni/networks"
+        );
+        assert_eq!(
+            node.conflist(),
+            PathBuf::from("/run/sluice-lab/node1/cni/net.d/10-sluice.conflist")
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The demo's Service checks: each Service created from YAML, checked with real traffic
+//! through the rules `sluice-proxy` programmed from the API server.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+
+use super::checks::Ctx;
+use super::services::Allocated;
+use super::traffic::{self, Proto, tally, until_answered};
+use crate::up::network::{CLIENT_IP, node_ip};
+use crate::up::{eventually, set_ready};
+
+pub(crate) type Services = BTreeMap<&'static str, Allocated>;
+
+fn vip(s: &Services, name: &str) -> anyhow::Result<SocketAddr> {
+    let a = s.get(name).with_context(|| format!("no service {name}"))?;
+    Ok(SocketAddr::from((a.cluster_ip, a.port)))
+}
+
+fn node_port(s: &Services, name: &str, node: u8) -> anyhow::Result<SocketAddr> {
+    let a = s.get(name).with_context(|| format!("no service {name}"))?;
+    let np = a
+        .node_port
+        .with_context(|| format!("{name} has no nodePort"))?;
+    Ok(SocketAddr::from((node_ip(node), np)))
+}
+
+/// ClusterIP from web-1: every pod on both nodes answers.
+pub(crate) fn cluster_ip(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("web-1")?, vip(s, "web")?);
+    let took = until_answered(&ns, Proto::Http, to)?;
+    let t = tally(&ns, to, 40)?;
+    t.all_answered(40)?;
+    ensure!(
+        t.by_pod.len() == c.lab.state.pods.len(),
+        "only {}",
+        t.summary()
+    );
+    Ok(format!(
+        "{to}: programmed after {:.0} ms; 40/40 answered: {}",
+        took.as_secs_f64() * 1e3,
+        t.summary()
+    ))
+}
+
+/// UDP ClusterIP from a pod on node 2.
+pub(crate) fn udp(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("web-3")?, vip(s, "dns")?);
+    until_answered(&ns, Proto::Udp, to)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(traffic::one(&ns, Proto::Udp, to)?.backend);
+    }
+    ensure!(seen.len() > 1, "only {seen:?} answered 20 datagrams");
+    Ok(format!(
+        "{to}/UDP: 20/20 datagrams answered by {}",
+        seen.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// NodePort on node 1 from the external client: answered by pods on both nodes, the source
+/// masqueraded to node 1's address on the way out (`cni0`'s to its own pods, `flannel.1`'s
+/// over VXLAN) — never the client's.
+pub(crate) fn nodeport(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("client")?, node_port(s, "web-np", 1)?);
+    until_answered(&ns, Proto::Http, to)?;
+    let t = tally(&ns, to, 20)?;
+    t.all_answered(20)?;
+    let node1 = c.ns("node1")?.ip(["-4", "-o", "addr", "show"])?;
+    let on_node1 = |ip: &IpAddr| node1.contains(&format!(" {ip}/"));
+    ensure!(
+        t.sources.iter().all(on_node1),
+        "sources seen {:?}",
+        t.sources
+    );
+    ensure!(t.by_pod.len() > 1, "only {}", t.summary());
+    let seen: Vec<String> = t.sources.iter().map(ToString::to_string).collect();
+    Ok(format!(
+        "client -> {to}: 20/20 ({}); pods saw node1's {} (SNAT)",
+        t.summary(),
+        seen.join(", ")
+    ))
+}
+
+/// eTP=Local NodePort on node 2: node 2's pods only, the client's address kept.
+pub(crate) fn local(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("client")?, node_port(s, "web-local", 2)?);
+    until_answered(&ns, Proto::Http, to)?;
+    let t = tally(&ns, to, 20)?;
+    t.all_answered(20)?;
+    let on_node2 = |p: &str| c.lab.state.pod(p).is_some_and(|r| r.node == "node2");
+    ensure!(
+        t.pods().iter().all(|p| on_node2(p)),
+        "answered: {}",
+        t.summary()
+    );
+    ensure!(
+        t.sources.iter().all(|ip| *ip == IpAddr::from(CLIENT_IP)),
+        "sources seen {:?}",
+        t.sources
+    );
+    Ok(format!(
+        "client -> {to}: only node2's {}; source {CLIENT_IP} kept",
+        t.summary()
+    ))
+}
+
+/// sessionAffinity: ClientIP: 20 connections from one pod land on one pod.
+pub(crate) fn affinity(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("web-2")?, vip(s, "sticky")?);
+    until_answered(&ns, Proto::Http, to)?;
+    let t = tally(&ns, to, 20)?;
+    t.all_answered(20)?;
+    ensure!(t.by_pod.len() == 1, "spread over {}", t.summary());
+    Ok(format!("web-2 -> {to}: 20/20 to {}", t.summary()))
+}
+
+/// No endpoints: the connection is refused at once (REJECT), not left to time out.
+pub(crate) fn reject(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("web-1")?, vip(s, "nothing")?);
+    let start = Instant::now();
+    let err = eventually("refused", Duration::from_secs(10), || {
+        match traffic::one(&ns, Proto::Http, to) {
+            Ok(r) => anyhow::bail!("answered by {}", r.backend),
+            Err(e) => {
+                let text = format!("{e:#}");
+                Ok(text.to_lowercase().contains("refused").then_some(text))
+            }
+        }
+    })?;
+    let took = start.elapsed();
+    let refused = err.rsplit(": ").next().unwrap_or(&err).to_owned();
+    Ok(format!(
+        "web-1 -> {to}: {refused} after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    ))
+}
+
+/// web-4 becomes not ready: the controller drops it, the proxy stops sending to it.
+pub(crate) fn not_ready(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let (ns, to) = (c.ns("web-1")?, vip(s, "web")?);
+    let start = Instant::now();
+    set_ready(c.lab, "web-4", false)?;
+    eventually("web-4 out of rotation", Duration::from_secs(10), || {
+        let t = tally(&ns, to, 12)?;
+        Ok((t.failed == 0 && !t.by_pod.contains_key("web-4")).then_some(()))
+    })?;
+    let took = start.elapsed();
+    let t = tally(&ns, to, 30)?;
+    t.all_answered(30)?;
+    ensure!(!t.by_pod.contains_key("web-4"), "web-4 still answers");
+    set_ready(c.lab, "web-4", true)?;
+    Ok(format!(
+        "out of rotation after {:.0} ms; 30/30: {}",
+        took.as_secs_f64() * 1e3,
+        t.summary()
+    ))
+}

@@ -1,0 +1,82 @@
+//! `sluice-lab down`: removes everything a lab recorded — the lab daemon (by PID, after
+//! checking it is still ours), every namespace (with every process inside: daemons, etcd,
+//! pods' echo servers, and every link and rule in it) and the lab directory. It works from the
+//! record alone, so it also cleans up after an `up` that crashed or was killed half-way, and
+//! running it twice is fine.
+
+use std::path::Path;
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sluice_testbed::NetNs;
+
+use crate::labdir::{LabDir, ProcRecord};
+
+/// What was removed.
+#[derive(Debug, Default)]
+pub(crate) struct Removed {
+    pub(crate) namespaces: usize,
+    pub(crate) processes: usize,
+}
+
+/// Removes the lab recorded in `dir`.
+pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
+    let mut removed = Removed::default();
+    if !dir.root().exists() {
+        return Ok(removed);
+    }
+    if dir.has_state() {
+        let state = dir.load()?;
+        for p in &state.processes {
+            if kill_if_ours(p, dir.root()) {
+                removed.processes += 1;
+            }
+        }
+        for ns in state.namespaces.iter().rev() {
+            if NetNs::exists(ns) {
+                NetNs::remove(ns).with_context(|| format!("remove namespace {ns}"))?;
+                removed.namespaces += 1;
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir.root())
+        .with_context(|| format!("remove {}", dir.root().display()))?;
+    Ok(removed)
+}
+
+/// SIGKILLs `p` if its command line still names this lab directory (a recycled PID is left
+/// alone) and waits (bounded) until it is gone.
+fn kill_if_ours(p: &ProcRecord, root: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{}/cmdline", p.pid)) else {
+        return false;
+    };
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if !args.iter().any(|a| Path::new(a) == root) {
+        return false;
+    }
+    let Ok(pid) = i32::try_from(p.pid) else {
+        return false;
+    };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    for _ in 0..100 {
+        if gone(p.pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
+/// True when the PID no longer runs (a zombie counts as gone).
+pub(crate) fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}

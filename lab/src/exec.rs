@@ -1,0 +1,98 @@
+//! `sluice-lab exec NAME -- CMD…` and `sluice-lab curl NAME URL`: run something inside a lab
+//! pod (or node, the client, the underlay) — the lab's stand-in for `kubectl exec`, since its
+//! pods are namespaces, not containers.
+
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sluice_testbed::NetNs;
+
+use crate::http;
+use crate::labdir::{LabDir, State};
+
+/// The namespace called `name` in the lab: a pod, `nodeN`, `client` or `underlay`.
+fn namespace(state: &State, name: &str) -> anyhow::Result<String> {
+    let ns = match state.pod(name) {
+        Some(p) => p.netns.clone(),
+        None => state.ns(name),
+    };
+    if !state.namespaces.contains(&ns) || !NetNs::exists(&ns) {
+        let pods: Vec<&str> = state.pods.iter().map(|p| p.name.as_str()).collect();
+        bail!(
+            "no pod or namespace {name} in the lab (pods: {}; also node1.., client, underlay)",
+            pods.join(", ")
+        );
+    }
+    Ok(ns)
+}
+
+/// Runs `cmd` inside `name` with our stdio; its exit code becomes ours.
+pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    let state = dir.load().context("is the lab up?")?;
+    let ns = namespace(&state, name)?;
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("no command given: sluice-lab exec {name} -- CMD…");
+    };
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns, program])
+        .args(args)
+        .status()
+        .with_context(|| format!("run {program} in {ns}"))?;
+    Ok(ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
+}
+
+/// GETs `url` (`http://IP:PORT/path`) from inside `name` and prints the body.
+pub(crate) fn curl(dir: &LabDir, name: &str, url: &str) -> anyhow::Result<ExitCode> {
+    let state = dir.load().context("is the lab up?")?;
+    let ns = NetNs::open(&namespace(&state, name)?)?;
+    let (addr, path) = split_url(url)?;
+    let resp = ns.run(|| http::request(addr, "GET", &path, None, Duration::from_secs(5)))??;
+    print!("{}", resp.body);
+    if !(200..300).contains(&resp.status) {
+        eprintln!("HTTP {}", resp.status);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `http://IP[:PORT][/path]` → address and path (no DNS in the lab).
+fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    let addr = match host.parse() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(
+            host.parse()
+                .with_context(|| format!("{url}: host must be an IP"))?,
+            80,
+        ),
+    };
+    Ok((addr, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_address_and_path() {
+        let (a, p) = split_url("http://10.96.0.2/x?y=1").unwrap();
+        assert_eq!(
+            (a.to_string().as_str(), p.as_str()),
+            ("10.96.0.2:80", "/x?y=1")
+        );
+        let (a, p) = split_url("192.168.0.11:30080").unwrap();
+        assert_eq!(
+            (a.to_string().as_str(), p.as_str()),
+            ("192.168.0.11:30080", "/")
+        );
+        assert!(split_url("http://web/").is_err());
+    }
+}

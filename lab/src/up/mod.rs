@@ -1,0 +1,117 @@
+//! `sluice-lab up`: builds the lab step by step — namespaces, the lab daemon (API server and
+//! EndpointSlice controller), etcd when asked, the real `sluice-overlay` and `sluice-proxy` in
+//! every node, pods wired by the real CNI plugin — and leaves it running. Every step records
+//! what it creates in the lab directory first, so `down` can always clean up; the steps are
+//! also the demo's first rows.
+
+pub(crate) mod network;
+mod pods;
+mod start;
+mod usage;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::Child;
+
+use anyhow::bail;
+use sluice_testbed::NetNs;
+
+use crate::daemons::{Binaries, SubnetManager};
+use crate::labdir::{LabDir, State};
+
+pub(crate) use pods::set_ready;
+pub(crate) use usage::print as print_usage;
+pub(crate) use wait::eventually;
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// Prefix of every namespace name.
+    pub(crate) name: String,
+    pub(crate) nodes: u8,
+    pub(crate) pods_per_node: u8,
+    pub(crate) proxy_mode: String,
+    pub(crate) subnet_manager: SubnetManager,
+}
+
+/// A step: what it does (for progress and the demo's table) and how.
+pub(crate) type Step = (&'static str, fn(&mut Lab) -> anyhow::Result<String>);
+
+/// A lab being built (or, for the demo, running).
+pub(crate) struct Lab {
+    pub(crate) dir: LabDir,
+    pub(crate) state: State,
+    bins: Binaries,
+    opts: Options,
+    /// Our direct children; never waited for (they outlive `up`), kept so none is reaped early.
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Starts recording a new lab in `dir`; refuses when one is recorded there already.
+    pub(crate) fn begin(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<Self> {
+        if dir.has_state() {
+            bail!(
+                "a lab is already recorded in {}: run `sluice-lab down` first",
+                dir.root().display()
+            );
+        }
+        if !(1..=200).contains(&opts.nodes) || !(1..=50).contains(&opts.pods_per_node) {
+            bail!("--nodes must be 1..=200 and --pods-per-node 1..=50");
+        }
+        std::fs::create_dir_all(dir.root())?;
+        let state = State {
+            name: opts.name.clone(),
+            nodes: opts.nodes,
+            subnet_manager: opts.subnet_manager.as_str().to_owned(),
+            proxy_mode: opts.proxy_mode.clone(),
+            ..State::default()
+        };
+        dir.save(&state)?;
+        Ok(Self {
+            dir,
+            state,
+            bins,
+            opts,
+            children: Vec::new(),
+        })
+    }
+
+    /// Every step `up` runs, in order.
+    pub(crate) fn steps(&self) -> Vec<Step> {
+        let mut steps: Vec<Step> = vec![
+            ("namespaces: underlay, nodes, client", Self::network),
+            ("lab daemon: API server + EndpointSlice ctl", Self::labd),
+        ];
+        if self.opts.subnet_manager == SubnetManager::Etcd {
+            steps.push(("etcd on the underlay", Self::etcd));
+        }
+        steps.extend([
+            ("sluice-overlay on every node", Self::overlay as _),
+            ("sluice-proxy (nftables) on every node", Self::proxy as _),
+            ("pods via the sluice CNI plugin (ADD)", Self::pods as _),
+        ]);
+        steps
+    }
+
+    /// Records namespace `role` and creates it.
+    fn namespace(&mut self, role: &str) -> anyhow::Result<NetNs> {
+        let name = self.state.ns(role);
+        self.state.namespaces.push(name.clone());
+        self.dir.save(&self.state)?;
+        Ok(NetNs::persistent(&name)?)
+    }
+
+    /// The node names, `node1`….
+    pub(crate) fn node_names(&self) -> Vec<String> {
+        (1..=self.opts.nodes).map(|i| format!("node{i}")).collect()
+    }
+
+    fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.node(node)
+    }
+
+    fn subnet_file(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("subnet.env")
+    }
+}

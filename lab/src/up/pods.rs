@@ -1,0 +1,104 @@
+//! Pods: for each node the CNI plugin and conflist are installed with `sluice install`, then
+//! every pod gets a namespace, a CNI ADD (the plugin makes `cni0`, the veth, the address and
+//! routes), its echo server (this binary, re-executed inside the pod) and a Pod object with
+//! its IP, node, labels and `Ready` condition — what the EndpointSlice controller reads.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sluice_testbed::NetNs;
+
+use super::network::node_ip;
+use super::{Lab, eventually};
+use crate::cni::NodeCni;
+use crate::echo::{self, PORT};
+use crate::labdir::PodRecord;
+use crate::spawn;
+
+impl Lab {
+    pub(crate) fn pods(&mut self) -> anyhow::Result<String> {
+        let mut n = 0;
+        for (i, node) in self.node_names().into_iter().enumerate() {
+            let cni = NodeCni {
+                netns: self.state.ns(&node),
+                dir: self.node_dir(&node),
+            };
+            cni.install(&self.bins.cni(), &self.subnet_file(&node))?;
+            for _ in 0..self.opts.pods_per_node {
+                n += 1;
+                let index = u8::try_from(i + 1)?;
+                self.pod(&cni, &format!("web-{n}"), &node, index)?;
+            }
+        }
+        for pod in &self.state.pods {
+            let node = NetNs::open(&self.state.ns(&pod.node))?;
+            let addr = SocketAddr::from((pod.ip, PORT));
+            eventually(
+                &format!("{} serving", pod.name),
+                Duration::from_secs(10),
+                || Ok(Some(echo::http_from(&node, addr, Duration::from_secs(1))?)),
+            )?;
+        }
+        let list: Vec<String> = self
+            .state
+            .pods
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.ip))
+            .collect();
+        Ok(list.join(" "))
+    }
+
+    /// One pod on `node` (index `i`).
+    fn pod(&mut self, cni: &NodeCni, name: &str, node: &str, i: u8) -> anyhow::Result<()> {
+        let ns = self.namespace(name)?;
+        let ip = cni
+            .add(ns.name(), ns.name())
+            .with_context(|| format!("pod {name}"))?;
+        let mut cmd = Command::new(self.bins.lab());
+        cmd.args(["pod-serve", "--name", name, "--port", &PORT.to_string()]);
+        let log = self.dir.log(&format!("pod-{name}"));
+        self.children
+            .push(spawn::detached(Some(ns.name()), &cmd, &log)?);
+        self.api()?.create(
+            "/api/v1/namespaces/default/pods",
+            &pod_object(name, node, i, ip),
+        )?;
+        self.state.pods.push(PodRecord {
+            name: name.to_owned(),
+            node: node.to_owned(),
+            netns: ns.name().to_owned(),
+            ip,
+        });
+        self.dir.save(&self.state)?;
+        Ok(())
+    }
+}
+
+/// The Pod object of a lab pod: running and ready, serving `http` (TCP) and `udp` on [`PORT`].
+fn pod_object(name: &str, node: &str, i: u8, ip: std::net::Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"nodeName": node, "containers": [{
+            "name": "echo", "image": "sluice-lab",
+            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                      {"name": "udp", "containerPort": PORT, "protocol": "UDP"}]}]},
+        "status": {"phase": "Running", "podIP": ip.to_string(),
+                   "podIPs": [{"ip": ip.to_string()}], "hostIP": node_ip(i).to_string(),
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+/// Sets a pod's `Ready` condition through the API (`/status`).
+pub(crate) fn set_ready(lab: &Lab, pod: &str, ready: bool) -> anyhow::Result<()> {
+    let api = lab.api()?;
+    let path = format!("/api/v1/namespaces/default/pods/{pod}");
+    let mut obj = api.get(&path)?;
+    obj["status"]["conditions"] = json!([{"type": "Ready",
+        "status": if ready { "True" } else { "False" }}]);
+    api.put(&format!("{path}/status"), &obj)?;
+    Ok(())
+}

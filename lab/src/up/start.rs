@@ -1,0 +1,169 @@
+//! Starting the lab's processes: the lab daemon (then the Node objects, through its API),
+//! etcd, and per node the overlay and the proxy — each detached, logging into the lab
+//! directory, and waited for until it does its job (bounded).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sluice_testbed::NetNs;
+
+use super::network::node_ip;
+use super::{Lab, eventually};
+use crate::api::Api;
+use crate::daemons::{self, ETCD_PREFIX, ETCD_URL, SubnetManager};
+use crate::labd::{API_IP, READY_FILE};
+use crate::labdir::ProcRecord;
+use crate::{http, spawn};
+
+const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+impl Lab {
+    pub(crate) fn labd(&mut self) -> anyhow::Result<String> {
+        let mut cmd = Command::new(self.bins.lab());
+        cmd.arg("--lab-dir").arg(self.dir.root()).args([
+            "labd",
+            "--underlay",
+            &self.state.ns("underlay"),
+        ]);
+        let log = self.dir.log("labd");
+        let child = spawn::detached(None, &cmd, &log)?;
+        self.state.processes.push(ProcRecord {
+            pid: child.id(),
+            what: "labd".into(),
+        });
+        self.dir.save(&self.state)?;
+        self.children.push(child);
+        let ready: Value = eventually("lab daemon ready", START_LIMIT, || {
+            let text = std::fs::read_to_string(self.dir.path(READY_FILE));
+            match text {
+                Ok(t) => Ok(Some(serde_json::from_str(&t)?)),
+                Err(_) => Ok(None),
+            }
+        })
+        .with_context(|| spawn::log_tail(&log, 5))?;
+        self.state.host_url = ready["host_url"].as_str().map(str::to_owned);
+        self.state.node_url = ready["node_url"].as_str().map(str::to_owned);
+        self.dir.save(&self.state)?;
+        std::fs::write(self.dir.path("net-conf.json"), NET_CONF)?;
+        self.register_nodes()?;
+        Ok(format!(
+            "API {} on the underlay, {} on the host; {} Nodes registered",
+            self.state.node_url.as_deref().unwrap_or("?"),
+            self.state.host_url.as_deref().unwrap_or("?"),
+            self.opts.nodes
+        ))
+    }
+
+    /// The lab's API client (from the host).
+    pub(crate) fn api(&self) -> anyhow::Result<Api> {
+        Api::from_url(
+            self.state
+                .host_url
+                .as_deref()
+                .context("no API server yet")?,
+        )
+    }
+
+    fn register_nodes(&self) -> anyhow::Result<()> {
+        let api = self.api()?;
+        for i in 1..=self.opts.nodes {
+            let name = format!("node{i}");
+            let mut node = json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+                "spec": {},
+                "status": {"addresses": [
+                    {"type": "InternalIP", "address": node_ip(i).to_string()},
+                    {"type": "Hostname", "address": name}]},
+            });
+            if self.opts.subnet_manager == SubnetManager::Kube {
+                let cidr = format!("10.244.{i}.0/24");
+                node["spec"] = json!({"podCIDR": cidr, "podCIDRs": [cidr]});
+            }
+            api.create("/api/v1/nodes", &node)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn etcd(&mut self) -> anyhow::Result<String> {
+        let ns = self.state.ns("underlay");
+        let cmd = daemons::etcd_cmd(API_IP, &self.dir.path("etcd"));
+        self.children
+            .push(spawn::detached(Some(&ns), &cmd, &self.dir.log("etcd"))?);
+        let key = format!("{ETCD_PREFIX}/config");
+        eventually("etcd accepts the network config", START_LIMIT, || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "etcdctl", "--endpoints", ETCD_URL])
+                .args(["--dial-timeout", "1s", "put", &key, NET_CONF])
+                .output()?;
+            Ok(out.status.success().then_some(()))
+        })
+        .with_context(|| spawn::log_tail(&self.dir.log("etcd"), 5))?;
+        Ok(format!("{ETCD_URL}, {key} = {NET_CONF}"))
+    }
+
+    pub(crate) fn overlay(&mut self) -> anyhow::Result<String> {
+        let kubeconfig = self.dir.path("kubeconfig.node");
+        let net_conf = self.dir.path("net-conf.json");
+        for node in self.node_names() {
+            std::fs::create_dir_all(self.node_dir(&node))?;
+            let cmd = daemons::overlay_cmd(
+                &self.bins,
+                &node,
+                self.opts.subnet_manager,
+                &kubeconfig,
+                &net_conf,
+                &self.subnet_file(&node),
+            );
+            let log = self.dir.log(&format!("overlay-{node}"));
+            let ns = self.state.ns(&node);
+            self.children.push(spawn::detached(Some(&ns), &cmd, &log)?);
+        }
+        let mut subnets = Vec::new();
+        for node in self.node_names() {
+            let file = self.subnet_file(&node);
+            let subnet = eventually(&format!("{} written", file.display()), START_LIMIT, || {
+                let Ok(env) = std::fs::read_to_string(&file) else {
+                    return Ok(None);
+                };
+                Ok(env
+                    .lines()
+                    .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+                    .map(str::to_owned))
+            })
+            .with_context(|| spawn::log_tail(&self.dir.log(&format!("overlay-{node}")), 5))?;
+            subnets.push(format!("{node} {subnet}"));
+        }
+        Ok(format!("subnet.env: {}", subnets.join(", ")))
+    }
+
+    pub(crate) fn proxy(&mut self) -> anyhow::Result<String> {
+        let kubeconfig = self.dir.path("kubeconfig.node");
+        for node in self.node_names() {
+            let cmd = daemons::proxy_cmd(&self.bins, &node, &self.opts.proxy_mode, &kubeconfig);
+            let log = self.dir.log(&format!("proxy-{node}"));
+            let ns = self.state.ns(&node);
+            self.children.push(spawn::detached(Some(&ns), &cmd, &log)?);
+        }
+        let healthz: SocketAddr = ([127, 0, 0, 1], 10256).into();
+        for node in self.node_names() {
+            let ns = NetNs::open(&self.state.ns(&node))?;
+            eventually(&format!("{node} proxy /healthz 200"), START_LIMIT, || {
+                let r = ns.run(|| {
+                    http::request(healthz, "GET", "/healthz", None, Duration::from_secs(1))
+                })??;
+                Ok((r.status == 200).then_some(()))
+            })
+            .with_context(|| spawn::log_tail(&self.dir.log(&format!("proxy-{node}")), 5))?;
+        }
+        Ok(format!(
+            "--proxy-mode {} on {} nodes, /healthz 200 on each",
+            self.opts.proxy_mode, self.opts.nodes
+        ))
+    }
+}
