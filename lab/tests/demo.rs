@@ -1,26 +1,35 @@
 //! The README's main command must keep working: run the real `sluice-lab demo` (which starts
-//! the real `sluice-overlay` binaries built next to it) and check its table.
+//! the real `sluice-overlay`, `sluice-proxy` and `sluice` CNI binaries built next to it) and
+//! check its table.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn demo_passes_every_check_and_leaves_nothing_behind() {
     sluice_testbed::require_root();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-lab"))
-        .arg("demo")
-        .output()
-        .expect("run sluice-lab demo");
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("lab");
+    let name = format!("lab-d{}", std::process::id());
+    let out = common::lab(&[
+        "--lab-dir",
+        &lab_dir.to_string_lossy(),
+        "demo",
+        "--name",
+        &name,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "demo failed:\n{}", common::text(&out));
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.contains("sluice-overlay on both nodes"), "{stdout}");
-    assert!(
-        stdout.contains("teardown: every namespace and process removed"),
-        "{stdout}"
-    );
+    for row in [
+        "sluice-overlay on every node",
+        "sluice-proxy (nftables) on every node",
+        "pods via the sluice CNI plugin (ADD)",
+        "externalTrafficPolicy: Local",
+        "no endpoints (nothing): REJECT",
+        "down: every namespace, process, file gone",
+    ] {
+        assert!(stdout.contains(row), "no row {row:?}:\n{stdout}");
+    }
+    common::assert_nothing_left(&name, &lab_dir);
 }

@@ -58,7 +58,13 @@ impl Lab {
             .add(ns.name(), ns.name())
             .with_context(|| format!("pod {name}"))?;
         let mut cmd = Command::new(self.bins.lab());
-        cmd.args(["pod-serve", "--name", name, "--port", &PORT.to_string()]);
+        cmd.arg("--lab-dir").arg(self.dir.root()).args([
+            "pod-serve",
+            "--name",
+            name,
+            "--port",
+            &PORT.to_string(),
+        ]);
         let log = self.dir.log(&format!("pod-{name}"));
         self.children
             .push(spawn::detached(Some(ns.name()), &cmd, &log)?);
