@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+use crate::up::network::SERVICE_CIDR;
+
 /// The binaries the lab runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Binaries {
@@ -121,7 +123,12 @@ pub(crate) fn proxy_cmd(bins: &Binaries, node: &str, mode: &str, kubeconfig: &Pa
     cmd.args(["--proxy-mode", mode, "--hostname-override", node])
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--cluster-cidr", "10.244.0.0/16"])
+        .args([
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            SERVICE_CIDR,
+        ])
         .args(["--healthz-bind-address", "127.0.0.1:10256"])
         .args(["--metrics-bind-address", "127.0.0.1:10249"])
         .args(["--min-sync-period", "100ms", "--sync-period", "30s"])

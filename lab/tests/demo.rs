@@ -23,7 +23,7 @@ fn demo_passes_every_check_and_leaves_nothing_behind() {
     assert!(!stdout.contains("FAIL"), "{stdout}");
     for row in [
         "sluice-overlay on every node",
-        "sluice-proxy (nftables) on every node",
+        "sluice-proxy on every node",
         "pods via the sluice CNI plugin (ADD)",
         "externalTrafficPolicy: Local",
         "no endpoints (nothing): REJECT",

@@ -17,6 +17,8 @@ use crate::up::{Lab, eventually};
 /// The running lab and what the checks look up in it.
 pub(crate) struct Ctx<'a> {
     pub(crate) lab: &'a Lab,
+    /// When kubectl created the Services (to time how soon the proxy serves them).
+    pub(crate) created: std::cell::Cell<Option<Instant>>,
 }
 
 impl Ctx<'_> {
@@ -87,6 +89,7 @@ pub(crate) fn create_services(c: &Ctx<'_>) -> anyhow::Result<String> {
         c.lab.dir.root(),
         &["create", "--validate=false", "-f", &file.to_string_lossy()],
     )?;
+    c.created.set(Some(Instant::now()));
     ensure!(out.lines().count() == NAMES.len(), "kubectl said: {out}");
     Ok(format!(
         "{} Services ({}) at {}",

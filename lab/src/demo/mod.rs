@@ -45,7 +45,11 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, name: String) -> ExitCode {
     match Lab::begin(dir.clone(), bins, opts) {
         Ok(mut lab) => {
             if up(&mut report, &mut lab) {
-                lab_checks(&mut report, &Ctx { lab: &lab });
+                let ctx = Ctx {
+                    lab: &lab,
+                    created: std::cell::Cell::new(None),
+                };
+                lab_checks(&mut report, &ctx);
             }
             teardown(&mut report, &dir, &lab);
         }

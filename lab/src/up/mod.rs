@@ -88,7 +88,7 @@ impl Lab {
         }
         steps.extend([
             ("sluice-overlay on every node", Self::overlay as _),
-            ("sluice-proxy (nftables) on every node", Self::proxy as _),
+            ("sluice-proxy on every node", Self::proxy as _),
             ("pods via the sluice CNI plugin (ADD)", Self::pods as _),
         ]);
         steps
@@ -97,6 +97,10 @@ impl Lab {
     /// Records namespace `role` and creates it.
     fn namespace(&mut self, role: &str) -> anyhow::Result<NetNs> {
         let name = self.state.ns(role);
+        if NetNs::exists(&name) {
+            // Not ours: never recorded, so `down` of this lab leaves it alone.
+            bail!("namespace {name} exists already (another lab? use --name or its down)");
+        }
         self.state.namespaces.push(name.clone());
         self.dir.save(&self.state)?;
         Ok(NetNs::persistent(&name)?)
