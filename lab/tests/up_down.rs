@@ -128,3 +128,44 @@ fn down_cleans_up_after_up_was_killed_half_way() {
         common::assert_nothing_left(&name, &dir);
     }
 }
+
+#[test]
+fn a_daemon_that_dies_fails_up_at_once_and_the_partial_lab_is_removed() {
+    sluice_testbed::require_root();
+    common::build_daemons();
+    let (name, tmp, dir) = lab_place("f");
+    // The real binaries, but a proxy that exits at once.
+    let bins = tmp.path().join("bin");
+    std::fs::create_dir(&bins).unwrap();
+    let built = Path::new(common::LAB).parent().unwrap();
+    for bin in ["sluice-overlay", "sluice"] {
+        std::fs::copy(built.join(bin), bins.join(bin)).unwrap();
+    }
+    let proxy = bins.join("sluice-proxy");
+    std::fs::write(&proxy, "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n").unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&proxy)
+        .status()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let out = common::lab(&[
+        "--bin-dir",
+        &bins.to_string_lossy(),
+        "--lab-dir",
+        &dir.to_string_lossy(),
+        "up",
+        "--name",
+        &name,
+        "--nodes",
+        "1",
+    ]);
+    let text = common::text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("proxy-node1 exited") && text.contains("broken on purpose"),
+        "{text}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10), "{text}");
+    common::assert_nothing_left(&name, &dir);
+}

@@ -11,7 +11,6 @@ mod usage;
 mod wait;
 
 use std::path::PathBuf;
-use std::process::Child;
 
 use anyhow::bail;
 use sluice_testbed::NetNs;
@@ -44,7 +43,7 @@ pub(crate) struct Lab {
     bins: Binaries,
     opts: Options,
     /// Our direct children; never waited for (they outlive `up`), kept so none is reaped early.
-    children: Vec<Child>,
+    children: Vec<wait::Started>,
 }
 
 impl Lab {

@@ -11,12 +11,11 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use sluice_testbed::NetNs;
 
+use super::Lab;
 use super::network::node_ip;
-use super::{Lab, eventually};
 use crate::cni::NodeCni;
 use crate::echo::{self, PORT};
 use crate::labdir::PodRecord;
-use crate::spawn;
 
 impl Lab {
     pub(crate) fn pods(&mut self) -> anyhow::Result<String> {
@@ -36,11 +35,9 @@ impl Lab {
         for pod in &self.state.pods {
             let node = NetNs::open(&self.state.ns(&pod.node))?;
             let addr = SocketAddr::from((pod.ip, PORT));
-            eventually(
-                &format!("{} serving", pod.name),
-                Duration::from_secs(10),
-                || Ok(Some(echo::http_from(&node, addr, Duration::from_secs(1))?)),
-            )?;
+            self.wait_for(&format!("{} serving", pod.name), || {
+                Ok(Some(echo::http_from(&node, addr, Duration::from_secs(1))?))
+            })?;
         }
         let list: Vec<String> = self
             .state
@@ -65,9 +62,7 @@ impl Lab {
             "--port",
             &PORT.to_string(),
         ]);
-        let log = self.dir.log(&format!("pod-{name}"));
-        self.children
-            .push(spawn::detached(Some(ns.name()), &cmd, &log)?);
+        self.start(Some(ns.name()), &cmd, &format!("pod-{name}"))?;
         self.api()?.create(
             "/api/v1/namespaces/default/pods",
             &pod_object(name, node, i, ip),

@@ -10,16 +10,15 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use sluice_testbed::NetNs;
 
+use super::Lab;
 use super::network::node_ip;
-use super::{Lab, eventually};
 use crate::api::Api;
 use crate::daemons::{self, ETCD_PREFIX, ETCD_URL, SubnetManager};
+use crate::http;
 use crate::labd::{API_IP, READY_FILE};
 use crate::labdir::ProcRecord;
-use crate::{http, spawn};
 
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-const START_LIMIT: Duration = Duration::from_secs(20);
 
 impl Lab {
     pub(crate) fn labd(&mut self) -> anyhow::Result<String> {
@@ -29,22 +28,19 @@ impl Lab {
             "--underlay",
             &self.state.ns("underlay"),
         ]);
-        let log = self.dir.log("labd");
-        let child = spawn::detached(None, &cmd, &log)?;
+        let pid = self.start(None, &cmd, "labd")?;
         self.state.processes.push(ProcRecord {
-            pid: child.id(),
+            pid,
             what: "labd".into(),
         });
         self.dir.save(&self.state)?;
-        self.children.push(child);
-        let ready: Value = eventually("lab daemon ready", START_LIMIT, || {
+        let ready: Value = self.wait_for("lab daemon ready", || {
             let text = std::fs::read_to_string(self.dir.path(READY_FILE));
             match text {
                 Ok(t) => Ok(Some(serde_json::from_str(&t)?)),
                 Err(_) => Ok(None),
             }
-        })
-        .with_context(|| spawn::log_tail(&log, 5))?;
+        })?;
         self.state.host_url = ready["host_url"].as_str().map(str::to_owned);
         self.state.node_url = ready["node_url"].as_str().map(str::to_owned);
         self.dir.save(&self.state)?;
@@ -93,17 +89,15 @@ impl Lab {
     pub(crate) fn etcd(&mut self) -> anyhow::Result<String> {
         let ns = self.state.ns("underlay");
         let cmd = daemons::etcd_cmd(API_IP, &self.dir.path("etcd"));
-        self.children
-            .push(spawn::detached(Some(&ns), &cmd, &self.dir.log("etcd"))?);
+        self.start(Some(&ns), &cmd, "etcd")?;
         let key = format!("{ETCD_PREFIX}/config");
-        eventually("etcd accepts the network config", START_LIMIT, || {
+        self.wait_for("etcd accepts the network config", || {
             let out = Command::new("ip")
                 .args(["netns", "exec", &ns, "etcdctl", "--endpoints", ETCD_URL])
                 .args(["--dial-timeout", "1s", "put", &key, NET_CONF])
                 .output()?;
             Ok(out.status.success().then_some(()))
-        })
-        .with_context(|| spawn::log_tail(&self.dir.log("etcd"), 5))?;
+        })?;
         Ok(format!("{ETCD_URL}, {key} = {NET_CONF}"))
     }
 
@@ -120,14 +114,13 @@ impl Lab {
                 &net_conf,
                 &self.subnet_file(&node),
             );
-            let log = self.dir.log(&format!("overlay-{node}"));
             let ns = self.state.ns(&node);
-            self.children.push(spawn::detached(Some(&ns), &cmd, &log)?);
+            self.start(Some(&ns), &cmd, &format!("overlay-{node}"))?;
         }
         let mut subnets = Vec::new();
         for node in self.node_names() {
             let file = self.subnet_file(&node);
-            let subnet = eventually(&format!("{} written", file.display()), START_LIMIT, || {
+            let subnet = self.wait_for(&format!("{} written", file.display()), || {
                 let Ok(env) = std::fs::read_to_string(&file) else {
                     return Ok(None);
                 };
@@ -135,8 +128,7 @@ impl Lab {
                     .lines()
                     .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
                     .map(str::to_owned))
-            })
-            .with_context(|| spawn::log_tail(&self.dir.log(&format!("overlay-{node}")), 5))?;
+            })?;
             subnets.push(format!("{node} {subnet}"));
         }
         Ok(format!("subnet.env: {}", subnets.join(", ")))
@@ -146,20 +138,18 @@ impl Lab {
         let kubeconfig = self.dir.path("kubeconfig.node");
         for node in self.node_names() {
             let cmd = daemons::proxy_cmd(&self.bins, &node, &self.opts.proxy_mode, &kubeconfig);
-            let log = self.dir.log(&format!("proxy-{node}"));
             let ns = self.state.ns(&node);
-            self.children.push(spawn::detached(Some(&ns), &cmd, &log)?);
+            self.start(Some(&ns), &cmd, &format!("proxy-{node}"))?;
         }
         let healthz: SocketAddr = ([127, 0, 0, 1], 10256).into();
         for node in self.node_names() {
             let ns = NetNs::open(&self.state.ns(&node))?;
-            eventually(&format!("{node} proxy /healthz 200"), START_LIMIT, || {
+            self.wait_for(&format!("{node} proxy /healthz 200"), || {
                 let r = ns.run(|| {
                     http::request(healthz, "GET", "/healthz", None, Duration::from_secs(1))
                 })??;
                 Ok((r.status == 200).then_some(()))
-            })
-            .with_context(|| spawn::log_tail(&self.dir.log(&format!("proxy-{node}")), 5))?;
+            })?;
         }
         Ok(format!(
             "--proxy-mode {} on {} nodes, /healthz 200 on each",
