@@ -131,3 +131,28 @@ fn sweep_removes_namespaces_of_dead_processes() -> Result<()> {
     assert!(!pid_alive(orphan));
     Ok(())
 }
+
+#[test]
+fn persistent_namespaces_outlive_their_handles_until_removed() -> Result<()> {
+    require_root();
+    let name = format!("lab-tb-{}", std::process::id());
+    let ns = NetNs::persistent(&name)?;
+    assert!(ns.ip(["link", "show", "lo"])?.contains("UP"));
+    drop(ns);
+    assert!(NetNs::exists(&name), "dropping the handle removed it");
+    // Never swept: the name carries no test-bed PID.
+    assert_eq!(names::embedded_pid(&name), None);
+    let opened = NetNs::open(&name)?;
+    assert_eq!(opened.run(thread_links)?, ["lo"]);
+    drop(opened);
+    assert!(NetNs::exists(&name));
+    assert!(
+        NetNs::persistent(&name).is_err(),
+        "a second create must fail"
+    );
+    NetNs::remove(&name)?;
+    assert!(!NetNs::exists(&name));
+    assert!(NetNs::open(&name).is_err());
+    NetNs::remove(&name)?;
+    Ok(())
+}
