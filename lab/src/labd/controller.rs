@@ -51,3 +51,62 @@ pub(crate) fn reconcile(server: &TestApiServer) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn pod(name: &str, ready: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+               "spec": {"nodeName": "node1", "containers": [{"name": "c"}]},
+               "status": {"phase": "Running", "podIP": "10.244.1.2",
+                          "conditions": [{"type": "Ready", "status": ready}]}})
+    }
+
+    fn endpoints(server: &TestApiServer) -> Value {
+        server.get("endpointslices", "default", "web-lab").unwrap()["endpoints"].clone()
+    }
+
+    #[test]
+    fn slices_follow_services_and_pods_in_the_store() {
+        let server = TestApiServer::start();
+        server.create(pod("a", "True")).unwrap();
+        server
+            .create(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+            .unwrap();
+        // A slice someone else manages is left alone.
+        server
+            .create(
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "manual", "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "endpoints": []}),
+            )
+            .unwrap();
+        reconcile(&server).unwrap();
+        assert_eq!(endpoints(&server)[0]["conditions"]["ready"], true);
+        let version = server.resource_version();
+        reconcile(&server).unwrap();
+        assert_eq!(
+            server.resource_version(),
+            version,
+            "a second pass writes nothing"
+        );
+
+        let mut a = server.get("pods", "default", "a").unwrap();
+        a["status"] = pod("a", "False")["status"].clone();
+        server.update_status(a).unwrap();
+        reconcile(&server).unwrap();
+        assert_eq!(endpoints(&server)[0]["conditions"]["ready"], false);
+
+        server.delete("services", "default", "web").unwrap();
+        reconcile(&server).unwrap();
+        assert!(server.get("endpointslices", "default", "web-lab").is_err());
+        assert!(server.get("endpointslices", "default", "manual").is_ok());
+    }
+}

@@ -21,10 +21,14 @@ pub(crate) fn print(dir: &LabDir, state: &State) {
     let url = state.host_url.as_deref().unwrap_or("?");
     let example = dir.path("web-service.yaml");
     let _ = std::fs::write(&example, EXAMPLE_SERVICE);
+    // As the user ran it (often target/debug/sluice-lab, not on PATH).
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "sluice-lab".into());
     let lab = if dir.root() == std::path::Path::new(crate::labdir::DEFAULT_DIR) {
-        "sluice-lab".to_owned()
+        exe
     } else {
-        format!("sluice-lab --lab-dir {}", dir.root().display())
+        format!("{exe} --lab-dir {}", dir.root().display())
     };
     println!(
         "\nSluice lab is up: {} nodes running sluice-overlay ({} subnets) and sluice-proxy ({}), \
