@@ -3,6 +3,7 @@
 
 mod cni;
 mod iperf;
+mod nftables;
 mod overlay;
 mod sync;
 
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Sluice's standalone benchmarks (`overlay` and `cni` run as root: they build network namespaces).
+/// Sluice's standalone benchmarks (`overlay`, `cni` and `nftables` run as root: they build network
+/// namespaces).
 #[derive(Parser)]
 #[command(name = "sluice-bench", version)]
 struct Cli {
@@ -28,6 +30,9 @@ enum Bench {
     /// The proxy control plane at 100 and 10,000 Services: first snapshot, one Service change,
     /// peak RSS (no root needed).
     Sync(sync::Args),
+    /// The nftables backend against the kernel in network namespaces: cold sync of 10,000
+    /// Services, one Service change at 10,000 and 100, full resync, ClusterIP connection rate.
+    Nftables(nftables::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         Bench::Overlay(args) => overlay::run(&args),
         Bench::Cni(args) => cni::run(&args),
         Bench::Sync(args) => sync::run(&args),
+        Bench::Nftables(args) => nftables::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

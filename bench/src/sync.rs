@@ -9,6 +9,7 @@
 //! the benchmark's own garbage does not count as the model's memory.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,7 +23,8 @@ use sluice_proxy::{ProxyState, TrackerConfig};
 /// Flags of `sluice-bench sync`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The backend to apply to (`fake` is the only one built so far).
+    /// The backend to apply to: only `fake` here (the kernel backends are measured by
+    /// `sluice-bench nftables`, inside network namespaces it creates).
     #[arg(long, default_value = "fake")]
     backend: ProxyMode,
     /// Services in the large run.
@@ -50,6 +52,12 @@ struct Run {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    // A kernel backend built here would program this process's own namespace: the host's.
+    anyhow::ensure!(
+        args.backend == ProxyMode::Fake,
+        "--backend {} would program the host's ruleset; run `sluice-bench nftables` instead",
+        args.backend
+    );
     let mut backend = Any::new(args.backend).context("backend")?;
     let small = measure(args, args.small, &mut backend)?;
     let large = measure(args, args.services, &mut backend)?;
@@ -119,8 +127,8 @@ fn meta(name: String, labels: Option<BTreeMap<String, String>>) -> ObjectMeta {
 }
 
 /// `bench/svc-<i>` on ClusterIP 10.96.0.0 + i, port `http`.
-fn service(i: u32, port: i32) -> Service {
-    let ip = std::net::Ipv4Addr::from(0x0a60_0000 + i).to_string();
+pub(crate) fn service(i: u32, port: i32) -> Service {
+    let ip = Ipv4Addr::from(0x0a60_0000 + i).to_string();
     Service {
         metadata: meta(format!("svc-{i}"), None),
         spec: Some(ServiceSpec {
@@ -141,12 +149,21 @@ fn service(i: u32, port: i32) -> Service {
 
 /// The slice of `svc-<i>`: `n` ready endpoints from 10.128.0.0, shifted by
 /// `generation` so each generation differs.
-fn slice(i: u32, n: u32, generation: u32) -> EndpointSlice {
-    let endpoints = (0..n)
-        .map(|j| Endpoint {
-            addresses: vec![
-                std::net::Ipv4Addr::from(0x0a80_0000 + i * n + j + generation).to_string(),
-            ],
+pub(crate) fn slice(i: u32, n: u32, generation: u32) -> EndpointSlice {
+    slice_of(i, (0..n).map(|j| endpoint_ip(i, n, j + generation)))
+}
+
+/// Endpoint `j` of `svc-<i>` when each Service has `n`: 10.128.0.0 + i·n + j.
+pub(crate) fn endpoint_ip(i: u32, n: u32, j: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a80_0000 + i * n + j)
+}
+
+/// The slice of `svc-<i>` with one ready endpoint (target port 8080) per address.
+pub(crate) fn slice_of(i: u32, addresses: impl Iterator<Item = Ipv4Addr>) -> EndpointSlice {
+    let endpoints = addresses
+        .enumerate()
+        .map(|(j, ip)| Endpoint {
+            addresses: vec![ip.to_string()],
             conditions: Some(EndpointConditions {
                 ready: Some(true),
                 ..EndpointConditions::default()
@@ -170,14 +187,14 @@ fn slice(i: u32, n: u32, generation: u32) -> EndpointSlice {
 }
 
 /// `VmHWM` of this process, in KiB.
-fn peak_rss_kib() -> anyhow::Result<u64> {
+pub(crate) fn peak_rss_kib() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let line = (status.lines().find(|l| l.starts_with("VmHWM:"))).context("no VmHWM")?;
     let kib = line.split_whitespace().nth(1).context("VmHWM value")?;
     Ok(kib.parse()?)
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
