@@ -45,17 +45,32 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
     Ok(removed)
 }
 
-/// SIGKILLs `p` if its command line still names this lab directory (a recycled PID is left
-/// alone) and waits (bounded) until it is gone.
-fn kill_if_ours(p: &ProcRecord, root: &Path) -> bool {
+/// True when the process that built the lab recorded in `dir` (`up` or `demo`) still runs.
+pub(crate) fn owner_alive(dir: &LabDir) -> bool {
+    let Ok(state) = dir.load() else {
+        return false;
+    };
+    state.owner != 0 && !gone(state.owner) && {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", state.owner)).ok();
+        exe.is_some_and(|e| e.file_name().is_some_and(|n| n == "sluice-lab"))
+    }
+}
+
+/// True when `p` runs and its command line names the lab directory (not a recycled PID).
+fn ours(p: &ProcRecord, root: &Path) -> bool {
     let Ok(raw) = std::fs::read(format!("/proc/{}/cmdline", p.pid)) else {
         return false;
     };
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if !args.iter().any(|a| Path::new(a) == root) {
+    !gone(p.pid)
+        && raw
+            .split(|b| *b == 0)
+            .any(|a| Path::new(&*String::from_utf8_lossy(a)) == root)
+}
+
+/// SIGKILLs `p` if its command line still names this lab directory (a recycled PID is left
+/// alone) and waits (bounded) until it is gone.
+fn kill_if_ours(p: &ProcRecord, root: &Path) -> bool {
+    if !ours(p, root) {
         return false;
     }
     let Ok(pid) = i32::try_from(p.pid) else {

@@ -55,6 +55,9 @@ pub(crate) struct State {
     pub(crate) nodes: u8,
     pub(crate) subnet_manager: String,
     pub(crate) proxy_mode: String,
+    /// The process that ran `up` (or `demo`).
+    #[serde(default)]
+    pub(crate) owner: u32,
     /// Every namespace, in creation order.
     pub(crate) namespaces: Vec<String>,
     /// Processes to kill by PID (everything else dies with its namespace).
@@ -124,7 +127,36 @@ impl LabDir {
             path: path.clone(),
             source,
         })?;
+        if text.is_empty() {
+            // Claimed by an `up` that died before writing anything.
+            return Ok(State::default());
+        }
         serde_json::from_str(&text).map_err(|source| LabDirError::Parse { path, source })
+    }
+
+    /// Claims the directory for a new lab: `state.json` appears complete (written to a
+    /// private temporary file, then hard-linked into place, which fails if it exists), so of
+    /// two concurrent `up`s exactly one wins and nobody ever reads half a record. False when a
+    /// lab is recorded already.
+    pub(crate) fn claim(&self, state: &State) -> Result<bool, LabDirError> {
+        let path = self.state_file();
+        let tmp = self.path(format!("state.{}.tmp", std::process::id()));
+        let text = serde_json::to_string_pretty(state).map_err(|source| LabDirError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&tmp, text.as_bytes())?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(LabDirError::Io {
+                op: "link",
+                path,
+                source,
+            }),
+        }
     }
 
     /// Writes `state.json` atomically (temp file + rename), so a crash never leaves half a record.
@@ -161,6 +193,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = LabDir::new(tmp.path().join("lab"));
         assert!(!dir.has_state());
+        let first = State {
+            name: "first".into(),
+            ..State::default()
+        };
+        assert!(dir.claim(&first).unwrap());
+        assert!(!dir.claim(&State::default()).unwrap(), "claimed twice");
+        assert_eq!(dir.load().unwrap(), first);
         let state = State {
             name: "lab".into(),
             nodes: 2,

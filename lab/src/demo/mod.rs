@@ -32,7 +32,18 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, name: String) -> ExitCode {
     let mut report = Report::default();
     report.header();
     if dir.has_state() {
-        // A previous demo that was killed: its record says what to remove.
+        if crate::down::owner_alive(&dir) {
+            report.check("record the lab", || {
+                anyhow::bail!(
+                    "a lab is running in {} (another demo? use --lab-dir and --name)",
+                    dir.root().display()
+                )
+            });
+            report.finish();
+            return ExitCode::FAILURE;
+        }
+        // A demo lab never outlives its demo: this one was killed; its record says what to
+        // remove.
         let _ = crate::down::run(&dir);
     }
     let opts = Options {

@@ -49,24 +49,23 @@ pub(crate) struct Lab {
 impl Lab {
     /// Starts recording a new lab in `dir`; refuses when one is recorded there already.
     pub(crate) fn begin(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<Self> {
-        if dir.has_state() {
-            bail!(
-                "a lab is already recorded in {}: run `sluice-lab down` first",
-                dir.root().display()
-            );
-        }
         if !(1..=200).contains(&opts.nodes) || !(1..=50).contains(&opts.pods_per_node) {
             bail!("--nodes must be 1..=200 and --pods-per-node 1..=50");
         }
-        std::fs::create_dir_all(dir.root())?;
         let state = State {
             name: opts.name.clone(),
             nodes: opts.nodes,
             subnet_manager: opts.subnet_manager.as_str().to_owned(),
             proxy_mode: opts.proxy_mode.clone(),
+            owner: std::process::id(),
             ..State::default()
         };
-        dir.save(&state)?;
+        if !dir.claim(&state)? {
+            bail!(
+                "a lab is already recorded in {}: run `sluice-lab down` first",
+                dir.root().display()
+            );
+        }
         Ok(Self {
             dir,
             state,
@@ -102,7 +101,15 @@ impl Lab {
         }
         self.state.namespaces.push(name.clone());
         self.dir.save(&self.state)?;
-        Ok(NetNs::persistent(&name)?)
+        match NetNs::persistent(&name) {
+            Ok(ns) => Ok(ns),
+            Err(e) => {
+                // Someone else created it meanwhile: not ours to remove.
+                self.state.namespaces.pop();
+                self.dir.save(&self.state)?;
+                Err(e.into())
+            }
+        }
     }
 
     /// The node names, `node1`….
