@@ -98,7 +98,9 @@ pub(crate) fn set_attrs(w: &mut Writer, family: Family, table: &str, def: &SetDe
     if let Some(t) = def.timeout {
         // A set the packet path adds to needs a size: the kernel admits no element beyond
         // it, and 0 means none at all (`update @set` would then always fail). nft's default.
-        w.nest(NFTA_SET_DESC, |w| w.u32(NFTA_SET_DESC_SIZE, DYNAMIC_SET_SIZE));
+        w.nest(NFTA_SET_DESC, |w| {
+            w.u32(NFTA_SET_DESC_SIZE, DYNAMIC_SET_SIZE)
+        });
         w.u64(NFTA_SET_TIMEOUT, t.as_millis() as u64);
     }
     let ud = set_udata(def);

@@ -7,7 +7,11 @@ use crate::{ProxyState, TrackerConfig};
 #[test]
 fn modes_parse_and_the_missing_ones_say_so() {
     assert_eq!("nftables".parse(), Ok(ProxyMode::Nftables));
-    assert_eq!("".parse(), Ok(ProxyMode::Nftables), "empty is Sluice's default");
+    assert_eq!(
+        "".parse(),
+        Ok(ProxyMode::Nftables),
+        "empty is Sluice's default"
+    );
     assert!("NFTables".parse::<ProxyMode>().is_err());
     for mode in ProxyMode::ALL {
         assert_eq!(mode.as_str().parse(), Ok(mode));
