@@ -1,7 +1,9 @@
 //! `sluice-bench cni`: sequential ADD+DEL cycles of the `sluice` binary and of Debian's
 //! reference `bridge` + `host-local` with the equivalent config (flannel's delegate: gateway,
 //! default route, hairpin, MTU 1450), interleaved in one run in the same namespaces, timed
-//! from fork to exit as a runtime sees them. Prints p50/p90/p99 and the ratios.
+//! from fork to exit as a runtime sees them. Prints p50/p90/p99 and the ratios. Between
+//! cycles the bench waits (untimed) for the kernel to finish tearing down the veth pair, so
+//! sluice's detached teardown never slows the reference's next measurement.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,9 +132,27 @@ fn measure(
             let (add, del) = cycle(p, netns, &format!("c{i}"))?;
             t.add.push(add);
             t.del.push(del);
+            settle()?;
         }
     }
     Ok((floor, times))
+}
+
+/// Waits (untimed) until no veth is left on the node: sluice's DEL returns before the
+/// kernel's teardown of the pair ends, and that work must not land in the next plugin's
+/// timings.
+fn settle() -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "type", "veth"])
+            .output()?;
+        if out.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 fn cycle(p: &Plugin, netns: &str, id: &str) -> anyhow::Result<(Duration, Duration)> {

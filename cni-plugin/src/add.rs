@@ -171,14 +171,25 @@ fn build(
     let mut host = Netlink::open()?;
     let bridge = ensure_bridge(&mut host, plan)?;
     let host_name = who.host_veth();
-    host.create_veth(&VethSpec {
+    let spec = VethSpec {
         host: &host_name,
         peer: who.ifname,
         peer_netns: netns.fd(),
         mtu: plan.mtu,
         master: bridge.index,
         peer_mac: wants.mac,
-    })
+    };
+    match host.create_veth(&spec) {
+        // A pair an earlier DEL released but whose teardown the kernel has not finished
+        // (DEL returns before it): stale, so it goes now and the create is retried.
+        Err(e)
+            if e.errno() == Some(libc_errno::EEXIST)
+                && remove_released_pair(conf, &mut host, &host_name, netns, who)? =>
+        {
+            host.create_veth(&spec)
+        }
+        other => other,
+    }
     .map_err(|e| veth_error(e, who, &host_name))?;
     let veth = must_link(&mut host, &host_name)?;
     host.set_bridge_port(veth.index, plan.hairpin, &who.alias(&conf.name))?;
@@ -216,6 +227,45 @@ fn build(
         routes: plan.routes.clone(),
         dns: conf.dns.clone(),
     })
+}
+
+/// Deletes the Sluice pair that blocks the create — our host name, or the pod's `ifname`
+/// whose host end is ours — if its attachment is this one (whose earlier pair a DEL
+/// released: a live duplicate was refused before) or holds no address any more.
+fn remove_released_pair(
+    conf: &NetConf,
+    host: &mut Netlink,
+    host_name: &str,
+    netns: &NetNs,
+    who: &Who<'_>,
+) -> Result<bool, CniError> {
+    let ifname = who.ifname;
+    let mut candidates = Vec::new();
+    if let Some(l) = host.link_by_name(host_name)? {
+        candidates.push(l);
+    }
+    let mut pod = netns.run(Netlink::open)??;
+    if let Some(peer) = pod.link_by_name(ifname)?.and_then(|l| l.peer_index) {
+        candidates.extend(host.links()?.into_iter().filter(|l| l.index == peer));
+    }
+    let prefix = format!("{}{}:", crate::attach::ALIAS_PREFIX, conf.name);
+    let store = Store::lock(&conf.ipam_dir(), &conf.name)?;
+    let mut removed = false;
+    for link in candidates {
+        let Some((id, ifname)) = link
+            .alias
+            .as_deref()
+            .and_then(|a| a.strip_prefix(&prefix))
+            .and_then(|o| o.split_once(':'))
+        else {
+            continue;
+        };
+        let same = id == who.id && ifname == who.ifname;
+        if same || store.held(id, ifname)?.is_empty() {
+            removed |= host.delete_link(&link.name)?;
+        }
+    }
+    Ok(removed)
 }
 
 fn gateway_of(plan: &Plan, ip: IpAddr) -> IpAddr {

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use crate::Teardown;
 use crate::attach::{Who, subnet_env};
 use crate::config::NetConf;
 use crate::env::Env;
@@ -14,9 +15,9 @@ use crate::netns::{NetNs, NetNsError};
 use crate::nl::Netlink;
 
 /// Runs DEL.
-pub(crate) fn del(env: &Env, conf: &NetConf) -> Result<String, CniError> {
+pub(crate) fn del(env: &Env, conf: &NetConf, teardown: &Teardown) -> Result<String, CniError> {
     let who = Who::of(env);
-    remove_links(&who, env.netns.as_deref())?;
+    remove_links(&who, env.netns.as_deref(), teardown)?;
     let released = Store::lock(&conf.ipam_dir(), &conf.name)?.release(who.id, who.ifname)?;
     if masq_may_be_on(conf) {
         for ip in &released {
@@ -30,8 +31,16 @@ pub(crate) fn del(env: &Env, conf: &NetConf) -> Result<String, CniError> {
 /// Deleting the host end removes the pair in one request, without entering the pod. A pod
 /// set up by another plugin (a node moving over from flannel) has a host end of another
 /// name: then the container end is deleted from inside the pod.
-fn remove_links(who: &Who<'_>, netns: Option<&str>) -> Result<(), CniError> {
-    if Netlink::open()?.delete_link(&who.host_veth())? {
+fn remove_links(who: &Who<'_>, netns: Option<&str>, teardown: &Teardown) -> Result<(), CniError> {
+    let host = who.host_veth();
+    let mut nl = Netlink::open()?;
+    if let Teardown::Detached(exe) = teardown
+        && nl.link_by_name(&host)?.is_some()
+        && reap_detached(exe, &host)
+    {
+        return Ok(());
+    }
+    if nl.delete_link(&host)? {
         return Ok(());
     }
     let Some(path) = netns else {
@@ -44,6 +53,24 @@ fn remove_links(who: &Who<'_>, netns: Option<&str>) -> Result<(), CniError> {
     };
     let mut pod = netns.run(Netlink::open)??;
     pod.delete_link(who.ifname)?;
+    Ok(())
+}
+
+/// Starts `<exe> reap-link <name>` with no stdio (the runtime reads our stdout to EOF) and
+/// does not wait for it; false if it could not be started.
+fn reap_detached(exe: &std::path::Path, name: &str) -> bool {
+    std::process::Command::new(exe)
+        .args(["reap-link", name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
+/// `reap-link`: deletes a host link and waits for the kernel (the detached half of DEL).
+pub fn reap_link(name: &str) -> Result<(), CniError> {
+    Netlink::open()?.delete_link(name)?;
     Ok(())
 }
 

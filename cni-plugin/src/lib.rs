@@ -10,6 +10,7 @@ mod attach;
 mod check;
 pub mod config;
 mod del;
+pub use del::reap_link;
 pub mod env;
 pub mod error;
 mod gc;
@@ -39,11 +40,29 @@ pub struct Outcome {
     pub failed: bool,
 }
 
+/// How DEL removes the veth pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Teardown {
+    /// Delete it and wait for the kernel (tests, library use).
+    #[default]
+    Wait,
+    /// Hand the deletion to a detached `<exe> reap-link NAME` and return at once: the
+    /// kernel's unregistering of a device (an RCU barrier, ~15 ms here) is most of a DEL,
+    /// and nothing a runtime does next needs the old device gone (an ADD of the same
+    /// attachment removes a leftover itself).
+    Detached(std::path::PathBuf),
+}
+
 /// Runs one CNI invocation.
 pub fn run(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
+    run_with(vars, stdin, &Teardown::Wait)
+}
+
+/// Runs one CNI invocation with the given DEL teardown.
+pub fn run_with(vars: &BTreeMap<String, String>, stdin: &[u8], teardown: &Teardown) -> Outcome {
     let start = std::time::Instant::now();
     let version = input_version(stdin);
-    let result = dispatch(vars, stdin);
+    let result = dispatch(vars, stdin, teardown);
     log::record(vars, stdin, &result, start.elapsed());
     match result {
         Ok(stdout) => Outcome {
@@ -57,7 +76,11 @@ pub fn run(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Outcome {
     }
 }
 
-fn dispatch(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+fn dispatch(
+    vars: &BTreeMap<String, String>,
+    stdin: &[u8],
+    teardown: &Teardown,
+) -> Result<String, CniError> {
     let env = Env::from_map(vars)?;
     if env.command == Command::Version {
         return Ok(version::version_result(&input_version(stdin)));
@@ -67,7 +90,7 @@ fn dispatch(vars: &BTreeMap<String, String>, stdin: &[u8]) -> Result<String, Cni
     match env.command {
         Command::Status => status::status(&conf).map(|()| String::new()),
         Command::Add => add::add(&env, &conf),
-        Command::Del => del::del(&env, &conf),
+        Command::Del => del::del(&env, &conf, teardown),
         Command::Check => check::check(&env, &conf),
         Command::Gc => gc::gc(&conf),
         Command::Version => Ok(String::new()),

@@ -8,15 +8,23 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("install") {
-        return install(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("install") => return install(&args[1..]),
+        // The detached half of DEL (runtimes never pass arguments).
+        Some("reap-link") => {
+            return match args.get(1).map(|n| sluice_cni::reap_link(n)) {
+                Some(Ok(())) => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            };
+        }
+        _ => {}
     }
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CNI_"))
         .collect();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
-        Ok(_) => sluice_cni::run(&vars, &stdin),
+        Ok(_) => sluice_cni::run_with(&vars, &stdin, &teardown()),
         Err(e) => sluice_cni::Outcome {
             stdout: sluice_cni::error::CniError::new(
                 sluice_cni::error::Code::Io,
@@ -52,5 +60,13 @@ fn install(args: &[String]) -> ExitCode {
             eprintln!("sluice install: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// DEL hands the kernel's slow device teardown to a detached copy of this binary.
+fn teardown() -> sluice_cni::Teardown {
+    match std::env::current_exe() {
+        Ok(exe) => sluice_cni::Teardown::Detached(exe),
+        Err(_) => sluice_cni::Teardown::Wait,
     }
 }

@@ -55,7 +55,8 @@ fn add_matches_the_kernel_in_every_version_and_del_undoes_it() {
         let del = node.cmd("DEL", "c1", "eth0", &pod.path(), &with_prev(&conf, r));
         assert!(del.ok && del.stdout.is_empty(), "{}", del.stdout);
         assert!(node.reservations().is_empty());
-        assert!(node.host_veths().is_empty(), "{:?}", node.host_veths());
+        let left = node.host_veths_after_teardown();
+        assert!(left.is_empty(), "{left:?}");
         assert!(
             !sluice_testbed::link::link_names(&pod)
                 .unwrap()
@@ -227,7 +228,7 @@ fn del_is_idempotent_and_frees_the_address_without_the_netns() {
     );
     assert!(no_netns.ok, "{}", no_netns.stdout);
     assert!(node.reservations().is_empty());
-    assert!(node.host_veths().is_empty());
+    assert!(node.host_veths_after_teardown().is_empty());
 }
 
 /// #29 #30 #31 #32 #33: CHECK passes right after ADD, tolerates a later plugin's route and
@@ -395,7 +396,7 @@ fn a_hundred_parallel_adds_and_dels() {
         }
     });
     assert!(node.reservations().is_empty());
-    assert!(node.host_veths().is_empty());
+    assert!(node.host_veths_after_teardown().is_empty());
 }
 
 /// `ipMasq`: the pod's address joins the network's masquerade set; DEL takes it out.
@@ -441,4 +442,51 @@ fn works_installed_as_flannel() {
     let out = node.exec_bin(&bin, &env, &node.conf("1.0.0", json!({})));
     assert!(out.ok, "{}", out.stdout);
     assert_eq!(out.json["ips"][0]["address"], "10.244.1.2/24");
+}
+
+/// DEL returns before the kernel has torn the pair down (a detached `reap-link` finishes
+/// it): an immediate ADD of the same attachment into the same pod still works, many times.
+#[test]
+fn add_right_after_del_of_the_same_attachment_works() {
+    let node = Node::new();
+    let pod = NetNs::new("cni-pod").unwrap();
+    let conf = node.conf("1.0.0", json!({}));
+    for round in 0..10 {
+        let add = node.cmd("ADD", "c1", "eth0", &pod.path(), &conf);
+        assert!(add.ok, "round {round}: {}", add.stdout);
+        let del = node.cmd("DEL", "c1", "eth0", &pod.path(), &conf);
+        assert!(del.ok, "round {round}: {}", del.stdout);
+    }
+    assert!(node.reservations().is_empty());
+    assert!(node.host_veths_after_teardown().is_empty());
+    let left = sluice_testbed::link::link_names(&pod).unwrap();
+    assert!(!left.contains(&"eth0".to_owned()), "{left:?}");
+}
+
+/// The same with another container in the same pod namespace right after a DEL: the pod's
+/// old `eth0` (its pair released, teardown still running) does not block the new one, while
+/// an `eth0` that belongs to a live attachment still does.
+#[test]
+fn add_after_del_of_another_container_in_the_same_netns_works() {
+    let node = Node::new();
+    let pod = NetNs::new("cni-pod").unwrap();
+    let conf = node.conf("1.0.0", json!({}));
+    for round in 0..10 {
+        let id = format!("c{round}");
+        let add = node.cmd("ADD", &id, "eth0", &pod.path(), &conf);
+        assert!(add.ok, "round {round}: {}", add.stdout);
+        assert!(node.cmd("DEL", &id, "eth0", &pod.path(), &conf).ok);
+    }
+    assert!(node.cmd("ADD", "live", "eth0", &pod.path(), &conf).ok);
+    let blocked = node.cmd("ADD", "other", "eth0", &pod.path(), &conf);
+    assert!(
+        !blocked.ok && blocked.stdout.contains("already exists"),
+        "{}",
+        blocked.stdout
+    );
+    assert_eq!(
+        node.reservations().len(),
+        1,
+        "the refused ADD released its address"
+    );
 }

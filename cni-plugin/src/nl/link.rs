@@ -30,6 +30,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// The interface alias (Sluice marks its host veths with it).
     pub alias: Option<String>,
+    /// For a veth: its peer's index (in the peer's namespace).
+    pub peer_index: Option<u32>,
 }
 
 /// A veth pair to create: the host end here, the peer directly in another namespace.
@@ -194,6 +196,7 @@ fn link_of(m: &LinkMessage) -> Link {
             LinkAttribute::Address(mac) => link.mac = format_mac(mac),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(i) => link.master = Some(*i),
+            LinkAttribute::Link(i) => link.peer_index = Some(*i),
             LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => link.kind = kind_of(infos),
             _ => {}

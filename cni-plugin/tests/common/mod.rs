@@ -170,6 +170,19 @@ impl Node {
         serde_json::from_str(&ns.ip(full).unwrap()).unwrap()
     }
 
+    /// The node's host veths once DEL's detached teardown had time to finish: DEL returns
+    /// before the kernel has unregistered the pair (waits up to 5 s for none to be left).
+    pub fn host_veths_after_teardown(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = self.host_veths();
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Names of the node's links starting with `veth`.
     pub fn host_veths(&self) -> Vec<String> {
         sluice_testbed::link::link_names(&self.ns)
