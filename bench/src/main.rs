@@ -33,11 +33,16 @@ enum Bench {
     /// The nftables backend against the kernel in network namespaces: cold sync of 10,000
     /// Services, one Service change at 10,000 and 100, full resync, ClusterIP connection rate.
     Nftables(nftables::Args),
+    /// The same run as `nftables` (the name for its connection-rate half).
+    Dataplane(nftables::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let needs_root = !matches!(cli.bench, Bench::Sync(_));
+    let needs_root = match &cli.bench {
+        Bench::Sync(args) => args.needs_root(),
+        _ => true,
+    };
     if needs_root && !sluice_testbed::is_root() {
         eprintln!("sluice-bench: must run as root (it builds network namespaces)");
         return ExitCode::FAILURE;
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
         Bench::Overlay(args) => overlay::run(&args),
         Bench::Cni(args) => cni::run(&args),
         Bench::Sync(args) => sync::run(&args),
-        Bench::Nftables(args) => nftables::run(&args),
+        Bench::Nftables(args) | Bench::Dataplane(args) => nftables::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,20 @@ pub(crate) struct Args {
     connections: u32,
 }
 
+impl Args {
+    /// The defaults with other sizes (`sluice-bench sync --backend nftables`).
+    pub(crate) fn sized(services: u32, small: u32, endpoints: u32) -> Self {
+        Self {
+            services,
+            small,
+            endpoints,
+            changes: 20,
+            resyncs: 3,
+            connections: 2_000,
+        }
+    }
+}
+
 /// `--cluster-cidr`: the pods' addresses (their traffic to a ClusterIP is not masqueraded).
 const CLUSTER_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16);
 /// The service CIDR (unallocated ClusterIPs are dropped), holding the generator's 10.96.0.0 + i.

@@ -23,8 +23,8 @@ use sluice_proxy::{ProxyState, TrackerConfig};
 /// Flags of `sluice-bench sync`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The backend to apply to: only `fake` here (the kernel backends are measured by
-    /// `sluice-bench nftables`, inside network namespaces it creates).
+    /// The backend to apply to: `fake` here, in this process; `nftables` runs the
+    /// `sluice-bench nftables` measurement, inside network namespaces it creates.
     #[arg(long, default_value = "fake")]
     backend: ProxyMode,
     /// Services in the large run.
@@ -51,11 +51,25 @@ struct Run {
     change_p99: Duration,
 }
 
+impl Args {
+    /// Kernel backends build namespaces.
+    pub(crate) fn needs_root(&self) -> bool {
+        self.backend != ProxyMode::Fake
+    }
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if args.backend == ProxyMode::Nftables {
+        return crate::nftables::run(&crate::nftables::Args::sized(
+            args.services,
+            args.small,
+            args.endpoints,
+        ));
+    }
     // A kernel backend built here would program this process's own namespace: the host's.
     anyhow::ensure!(
         args.backend == ProxyMode::Fake,
-        "--backend {} would program the host's ruleset; run `sluice-bench nftables` instead",
+        "--backend {} is not available to benchmark in this version",
         args.backend
     );
     let mut backend = Any::new(args.backend).context("backend")?;
