@@ -1,8 +1,10 @@
 //! The real `sluice-proxy` binary in nftables mode inside a test-bed node, fed by
 //! `--manifests-dir`, with real traffic: ClusterIP across nodes, NodePort from outside (source
 //! masqueraded), `externalTrafficPolicy: Local` (source kept, local endpoint only), REJECT for
-//! a Service without endpoints, UDP conntrack cleanup, drift repaired, restart without a
-//! rewrite (rule handles unchanged), health and metrics, `--cleanup`.
+//! a Service without endpoints and one scaled to zero, affinity that sticks and expires, LB
+//! source ranges, hairpin, UDP conntrack cleanup, drift (a flushed chain, a deleted table)
+//! repaired, a restart under TCP load that loses nothing and rewrites no rule, health and
+//! metrics, `--cleanup`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_testbed::cluster::{Cluster, Pod};
-use sluice_testbed::link::{Address, Route};
+use sluice_testbed::link::{Address, Route, Veth};
 use sluice_testbed::traffic::{EchoServer, Proto, request, tcp_request};
 use sluice_testbed::{NetNs, Process};
 
@@ -40,6 +42,16 @@ fn service(name: &str, cip: &str, extra_spec: &str, proto: &str, eps: &[(&Pod, &
          addressType: IPv4\nports: [{{name: p, port: 8080, protocol: {proto}}}]\n{endpoints}"
     )
 }
+
+/// A LoadBalancer whose ingress IP only 192.168.0.250 may reach.
+const LB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: web}\n\
+spec: {clusterIP: 10.96.0.17, type: LoadBalancer, loadBalancerSourceRanges: [192.168.0.250/32], \
+ports: [{name: p, port: 80, nodePort: 30082}]}\n\
+status: {loadBalancer: {ingress: [{ip: 192.168.0.200}]}}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+metadata: {name: lb-1, namespace: web, labels: {kubernetes.io/service-name: lb}}\n\
+addressType: IPv4\nports: [{name: p, port: 8080, protocol: TCP}]\n\
+endpoints:\n  - addresses: [\"10.244.2.2\"]\n    conditions: {ready: true}\n    nodeName: node-2\n";
 
 fn write(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -140,7 +152,7 @@ fn services_work_through_the_real_binary() {
             "10.96.0.10",
             "",
             "TCP",
-            &[(&b1, "node-2"), (&b2, "node-2")],
+            &[(&local, "node-1"), (&b1, "node-2")],
         ),
     );
     write(
@@ -181,7 +193,7 @@ fn services_work_through_the_real_binary() {
         &service(
             "sticky",
             "10.96.0.15",
-            ", sessionAffinity: ClientIP, externalIPs: [192.168.0.99]",
+            ", sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}, externalIPs: [192.168.0.99]",
             "TCP",
             &[(&b1, "node-2"), (&b2, "node-2")],
         ),
@@ -191,6 +203,7 @@ fn services_work_through_the_real_binary() {
         "self.yaml",
         &service("self", "10.96.0.16", "", "TCP", &[(&local, "node-1")]),
     );
+    write(d, "lb.yaml", LB);
     let mut proxy = start_proxy(n1.ns(), d);
 
     // ClusterIP from a pod on node 1 to pods on node 2: both answer, source kept.
@@ -205,7 +218,7 @@ fn services_work_through_the_real_binary() {
     }
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        ["b1", "b2"],
+        ["a1", "b1"],
         "{}",
         proxy.log_tail(20)
     );
@@ -240,6 +253,16 @@ fn services_work_through_the_real_binary() {
         )
         .collect();
     assert_eq!(sticky.len(), 1, "{sticky:?}");
+    // ... and the stickiness expires with the affinity timeout (2 s here).
+    let table = || {
+        n1.ns()
+            .exec(["nft", "list", "table", "ip", "sluice"])
+            .unwrap()
+    };
+    assert!(table().contains("expires"), "no affinity entry");
+    eventually(Duration::from_secs(6), || {
+        (!table().contains("expires")).then_some(())
+    });
     let _ext_route = Route::via(
         outside,
         "192.168.0.99/32",
@@ -316,6 +339,64 @@ fn services_work_through_the_real_binary() {
         "b2"
     );
 
+    // loadBalancerSourceRanges: 192.168.0.250 may reach the LB IP, 192.168.0.251 may not.
+    let _lb_route = Route::via(
+        outside,
+        "192.168.0.200/32",
+        Ipv4Addr::new(192, 168, 0, 11),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        tcp_request(outside, vip("192.168.0.200", 80), T)
+            .unwrap()
+            .backend,
+        "b1"
+    );
+    let other = NetNs::new("outside2").unwrap();
+    let _veth = Veth::new(outside, "ul-o2", &other, "eth0").unwrap();
+    cluster.underlay().bridge().attach("ul-o2").unwrap();
+    let _other_addr = Address::new(&other, "eth0", "192.168.0.251/24".parse().unwrap()).unwrap();
+    let _other_route = Route::via(
+        &other,
+        "192.168.0.200/32",
+        Ipv4Addr::new(192, 168, 0, 11),
+        None,
+    )
+    .unwrap();
+    let denied = tcp_request(&other, vip("192.168.0.200", 80), Duration::from_millis(700));
+    assert!(
+        matches!(denied, Err(sluice_testbed::Error::Timeout { .. })),
+        "{denied:?}"
+    );
+    assert_eq!(
+        tcp_request(&other, vip("192.168.0.11", 30080), T)
+            .unwrap()
+            .backend,
+        "b1",
+        "the other client is routable"
+    );
+
+    // Scaling a Service to zero endpoints: refused at once, not a timeout.
+    write(
+        d,
+        "np.yaml",
+        &service(
+            "np",
+            "10.96.0.11",
+            ", type: NodePort, ports: [{name: p, port: 80, nodePort: 30080}]",
+            "TCP",
+            &[],
+        ),
+    );
+    let refused = eventually(Duration::from_secs(10), || {
+        tcp_request(client.ns(), vip("10.96.0.11", 80), T).err()
+    });
+    assert!(
+        refused.to_string().to_lowercase().contains("refused"),
+        "{refused}"
+    );
+
     // Health and metrics.
     let healthz = n1
         .ns()
@@ -349,10 +430,41 @@ fn services_work_through_the_real_binary() {
         tcp_request(client.ns(), web, T).ok()
     });
 
+    // Someone deletes the whole table: restored by the next full sync.
+    n1.ns()
+        .exec(["nft", "delete", "table", "ip", "sluice"])
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        tcp_request(client.ns(), web, T).ok()
+    });
+
     // Restart: the new process adopts the table; the rules are not rewritten.
     let before = handles(n1.ns());
-    proxy.stop();
-    let mut proxy = start_proxy(n1.ns(), d);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed, mut proxy) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tcp_request(client.ns(), web, T) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        let proxy = start_proxy(n1.ns(), d);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed) = load.join().unwrap();
+        (ok, failed, proxy)
+    });
+    assert!(
+        failed.is_empty() && ok > 20,
+        "{ok} answered, failed: {failed:?}"
+    );
     eventually(Duration::from_secs(10), || {
         let h = n1
             .ns()
