@@ -151,7 +151,7 @@ fn rollback(conf: &NetConf, plan: &Plan, who: &Who<'_>, ips: &[IpNet]) {
     }
     if plan.ip_masq {
         for ip in ips {
-            let _ = masq::apply(&masq::del_script(&conf.name, ip.addr()));
+            let _ = masq::del(&conf.name, ip.addr());
         }
     }
     if let Ok(store) = Store::lock(&conf.ipam_dir(), &conf.name) {
@@ -207,7 +207,7 @@ fn build(
             .chain(senv.ipv6_networks.iter().map(|n| IpNet::V6(*n)))
             .collect();
         for ip in ips {
-            masq::apply(&masq::add_script(&conf.name, ip.addr(), *ip, &cluster))
+            masq::add(&conf.name, ip.addr(), *ip, &cluster)
                 .map_err(|e| CniError::new(Code::Internal, e.to_string()))?;
         }
     }

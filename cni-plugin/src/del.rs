@@ -85,7 +85,9 @@ fn masq_may_be_on(conf: &NetConf) -> bool {
 }
 
 fn unmasquerade(conf: &NetConf, ip: IpAddr) {
-    let _ = masq::apply(&masq::del_script(&conf.name, ip));
+    if let Err(e) = masq::del(&conf.name, ip) {
+        eprintln!("sluice: {e}");
+    }
 }
 
 /// flannel's plugin keeps each pod's delegate config in `<dataDir>/<containerID>`; a node

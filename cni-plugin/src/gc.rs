@@ -17,7 +17,9 @@ pub(crate) fn gc(conf: &NetConf) -> Result<String, CniError> {
         Ok(released) => {
             if conf.bridge_settings().ip_masq != Some(false) {
                 for ip in released {
-                    let _ = masq::apply(&masq::del_script(&conf.name, ip));
+                    if let Err(e) = masq::del(&conf.name, ip) {
+                        errors.push(e.to_string());
+                    }
                 }
             }
         }

@@ -1,95 +1,150 @@
 //! `ipMasq`: pods' traffic leaving the cluster networks is masqueraded, in Sluice's own
-//! nftables table (`ip sluice-cni` / `ip6 sluice-cni`), one set of pod addresses and one NAT
-//! chain per network. Each ADD or DEL is one `nft -f -` transaction: the table, set and chain
-//! are declared idempotently, the chain's rules rebuilt, the pod's address added or removed.
-//! Only runs when `ipMasq` is on; flannel's default leaves masquerading to the overlay daemon.
+//! nftables table (`ip sluice-cni` / `ip6 sluice-cni`): per network a set of pod addresses,
+//! an interval set of destinations left alone (the cluster networks, the node's subnet,
+//! multicast) and one NAT rule. Each ADD or DEL is one atomic netlink transaction through
+//! `sluice-nft` — no `nft` process on the pod start-up path. Only runs when `ipMasq` is on;
+//! flannel's default leaves masquerading to the overlay daemon.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
+use sluice_nft::{
+    BaseChain, ChainDef, ChainType, Element, Family, Field, Hook, KeyType, KeyValue, Netlink,
+    NftKernel, Op, Rule, SetDef, Stmt, Transaction,
+};
 
-/// The nft program to run, overridable for tests.
-const NFT: &str = "nft";
+/// The table.
+const TABLE: &str = "sluice-cni";
+/// `srcnat`.
+const SRCNAT: i32 = 100;
 
 /// Why the masquerade rules could not be changed.
 #[derive(Debug, thiserror::Error)]
-#[error("ipMasq: nft failed: {0}")]
+#[error("ipMasq: {0}")]
 pub struct MasqError(String);
 
-/// The nftables script that masquerades `pod` (in `subnet`) for network `net`, leaving alone
-/// the cluster networks and multicast.
-pub fn add_script(net: &str, pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> String {
-    let (family, ty, multicast) = family(pod);
-    let set = set_name(net);
-    let chain = format!("post-{}", set_suffix(net));
-    let mut skip: Vec<String> = cluster.iter().map(ToString::to_string).collect();
-    if !cluster.iter().any(|c| c.contains(&subnet.trunc())) {
-        skip.push(subnet.trunc().to_string());
+/// Masquerades `pod` (in `subnet`) of network `net`, leaving `cluster` alone.
+pub fn add(net: &str, pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Result<(), MasqError> {
+    apply(&add_tx(net, pod, subnet, cluster))
+}
+
+/// Stops masquerading `pod`; a pod that was not masqueraded is fine.
+pub fn del(net: &str, pod: IpAddr) -> Result<(), MasqError> {
+    match apply(&del_tx(net, pod)) {
+        Err(e) if e.0.contains("No such file") => Ok(()),
+        other => other,
     }
-    skip.push(multicast.to_owned());
-    format!(
-        "table {family} sluice-cni {{\n\
-         \tset {set} {{ type {ty}; }}\n\
-         \tchain {chain} {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         }}\n\
-         flush chain {family} sluice-cni {chain}\n\
-         add rule {family} sluice-cni {chain} {family} saddr @{set} {family} daddr != {{ {} }} masquerade\n\
-         add element {family} sluice-cni {set} {{ {pod} }}\n",
-        skip.join(", ")
+}
+
+fn apply(tx: &Transaction) -> Result<(), MasqError> {
+    let mut nl = Netlink::open().map_err(|e| MasqError(e.to_string()))?;
+    nl.apply(tx).map_err(|e| MasqError(e.to_string()))
+}
+
+/// The transaction of an ADD: table, sets and chain declared (idempotent), the rule
+/// rebuilt, the destinations reset, the pod added.
+pub fn add_tx(net: &str, pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Transaction {
+    let (pods, keep, chain) = names(net);
+    let mut tx = Transaction::new(Family::of(pod), TABLE);
+    tx.push(Op::AddTable {
+        comment: Some("ipMasq of the sluice CNI plugin".into()),
+    });
+    tx.push(Op::AddSet(set(&pods, false)));
+    tx.push(Op::AddSet(set(&keep, true)));
+    tx.push(Op::AddChain(ChainDef {
+        name: chain.clone(),
+        base: Some(BaseChain {
+            kind: ChainType::Nat,
+            hook: Hook::Postrouting,
+            priority: SRCNAT,
+        }),
+    }));
+    tx.push(Op::FlushChain(chain.clone()));
+    tx.push(Op::AddRule {
+        chain,
+        rule: Rule::new(vec![
+            Stmt::InSet {
+                field: Field::Saddr,
+                set: pods.clone(),
+                negate: false,
+            },
+            Stmt::InSet {
+                field: Field::Daddr,
+                set: keep.clone(),
+                negate: true,
+            },
+            Stmt::Masquerade {
+                fully_random: false,
+            },
+        ]),
+    });
+    tx.push(Op::FlushSet(keep.clone()));
+    tx.push(Op::AddElements {
+        set: keep,
+        elements: kept(pod, subnet, cluster),
+    });
+    tx.push(Op::AddElements {
+        set: pods,
+        elements: vec![Element::key(vec![KeyValue::Addr(pod)])],
+    });
+    tx
+}
+
+/// The transaction of a DEL.
+pub fn del_tx(net: &str, pod: IpAddr) -> Transaction {
+    let (pods, _, _) = names(net);
+    let mut tx = Transaction::new(Family::of(pod), TABLE);
+    tx.push(Op::DeleteElements {
+        set: pods,
+        elements: vec![Element::key(vec![KeyValue::Addr(pod)])],
+    });
+    tx
+}
+
+/// Cluster networks, the node's subnet unless a cluster network holds it (interval sets
+/// refuse overlaps), and multicast.
+fn kept(pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Vec<Element> {
+    let multicast: IpNet = match pod {
+        IpAddr::V4(_) => "224.0.0.0/4".parse().expect("literal"),
+        IpAddr::V6(_) => "ff00::/8".parse().expect("literal"),
+    };
+    let mut nets: Vec<IpNet> = cluster
+        .iter()
+        .map(IpNet::trunc)
+        .filter(|n| n.addr().is_ipv4() == pod.is_ipv4())
+        .collect();
+    let subnet = subnet.trunc();
+    if !nets.iter().any(|c| c.contains(&subnet)) {
+        nets.push(subnet);
+    }
+    nets.push(multicast);
+    nets.into_iter()
+        .map(|n| Element {
+            prefix: Some(n.prefix_len()),
+            ..Element::key(vec![KeyValue::Addr(n.addr())])
+        })
+        .collect()
+}
+
+fn set(name: &str, interval: bool) -> SetDef {
+    SetDef {
+        name: name.to_owned(),
+        key: vec![KeyType::Addr],
+        verdict_map: false,
+        interval,
+        timeout: None,
+        comment: None,
+    }
+}
+
+/// Set and chain names of a network (its name's `.` made `_`; the rest is nft-safe).
+fn names(net: &str) -> (String, String, String) {
+    let n = net.replace('.', "_");
+    (
+        format!("pods-{n}"),
+        format!("keep-{n}"),
+        format!("post-{n}"),
     )
-}
-
-/// The nftables script that stops masquerading `pod`.
-pub fn del_script(net: &str, pod: IpAddr) -> String {
-    let (family, _, _) = family(pod);
-    format!(
-        "delete element {family} sluice-cni {} {{ {pod} }}\n",
-        set_name(net)
-    )
-}
-
-/// Runs a script through `nft -f -` as one transaction.
-pub fn apply(script: &str) -> Result<(), MasqError> {
-    let mut child = Command::new(NFT)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| MasqError(format!("cannot run {NFT}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| MasqError(e.to_string()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| MasqError(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MasqError(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
-    }
-}
-
-fn family(ip: IpAddr) -> (&'static str, &'static str, &'static str) {
-    match ip {
-        IpAddr::V4(_) => ("ip", "ipv4_addr", "224.0.0.0/4"),
-        IpAddr::V6(_) => ("ip6", "ipv6_addr", "ff00::/8"),
-    }
-}
-
-fn set_name(net: &str) -> String {
-    format!("pods-{}", set_suffix(net))
-}
-
-/// Network names allow `[a-zA-Z0-9_.-]`, all valid in nft identifiers after a letter.
-fn set_suffix(net: &str) -> String {
-    net.replace('.', "_")
 }
 
 #[cfg(test)]
@@ -97,29 +152,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_add_script_skips_cluster_networks_and_multicast() {
-        let s = add_script(
+    fn add_and_del_transactions() {
+        let tx = add_tx(
             "cbr0",
             "10.244.1.5".parse().unwrap(),
             "10.244.1.1/24".parse().unwrap(),
             &["10.244.0.0/16".parse().unwrap()],
         );
+        let text = sluice_nft::text::script(&tx);
+        assert!(text.contains("add rule ip sluice-cni post-cbr0 ip saddr @pods-cbr0 ip daddr != @keep-cbr0 masquerade"), "{text}");
         assert!(
-            add_script(
-                "n",
-                "10.9.0.5".parse().unwrap(),
-                "10.9.0.0/24".parse().unwrap(),
-                &[]
-            )
-            .contains("ip daddr != { 10.9.0.0/24, 224.0.0.0/4 }")
+            text.contains("add element ip sluice-cni keep-cbr0 { 10.244.0.0/16, 224.0.0.0/4 }"),
+            "{text}"
         );
-        assert!(s.contains("set pods-cbr0 { type ipv4_addr; }"), "{s}");
-        assert!(s.contains(
-            "add rule ip sluice-cni post-cbr0 ip saddr @pods-cbr0 ip daddr != { 10.244.0.0/16, 224.0.0.0/4 } masquerade"
-        ), "{s}");
-        assert!(s.ends_with("add element ip sluice-cni pods-cbr0 { 10.244.1.5 }\n"));
+        assert!(
+            text.ends_with("add element ip sluice-cni pods-cbr0 { 10.244.1.5 }\n"),
+            "{text}"
+        );
+        let own = add_tx(
+            "n",
+            "10.9.0.5".parse().unwrap(),
+            "10.9.0.0/24".parse().unwrap(),
+            &[],
+        );
+        assert!(sluice_nft::text::script(&own).contains("keep-n { 10.9.0.0/24, 224.0.0.0/4 }"));
         assert_eq!(
-            del_script("cbr0", "fd00::5".parse().unwrap()),
+            sluice_nft::text::script(&del_tx("cbr0", "fd00::5".parse().unwrap())),
             "delete element ip6 sluice-cni pods-cbr0 { fd00::5 }\n"
         );
     }

@@ -413,9 +413,35 @@ fn ip_masq_adds_and_removes_the_pod() {
         .unwrap();
     assert!(table.contains("10.244.1.2"), "{table}");
     assert!(
-        table.contains("daddr != { 10.244.0.0/16, 224.0.0.0/4 } masquerade"),
+        table.contains("ip saddr @pods-cbr0 ip daddr != @keep-cbr0 masquerade")
+            && table.contains("elements = { 10.244.0.0/16, 224.0.0.0/4 }"),
         "{table}"
     );
+    // Real traffic to a host outside the cluster networks leaves with the node's address.
+    let outside = NetNs::new("cni-out").unwrap();
+    let _veth = sluice_testbed::link::Veth::new(&node.ns, "out0", &outside, "eth0").unwrap();
+    let _a = sluice_testbed::link::Address::new(&node.ns, "out0", "192.0.2.1/24".parse().unwrap())
+        .unwrap();
+    let _b = sluice_testbed::link::Address::new(&outside, "eth0", "192.0.2.2/24".parse().unwrap())
+        .unwrap();
+    let server = sluice_testbed::traffic::EchoServer::tcp(
+        &outside,
+        "outside",
+        "192.0.2.2:8080".parse().unwrap(),
+    )
+    .unwrap();
+    let reply = sluice_testbed::traffic::tcp_request(
+        &pod,
+        server.local_addr(),
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(
+        reply.seen_source.ip().to_string(),
+        "192.0.2.1",
+        "masqueraded to the node"
+    );
+
     assert!(node.cmd("DEL", "c1", "eth0", &pod.path(), &conf).ok);
     let table = node
         .ns
