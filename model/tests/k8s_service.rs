@@ -30,10 +30,7 @@ fn dual_stack_named_ports() {
     };
     assert_eq!(http.name.to_string(), "shop/web:http");
     assert_eq!(http.name.protocol, Protocol::Tcp);
-    assert_eq!(
-        (dns.name.port.as_str(), dns.name.protocol),
-        ("dns", Protocol::Udp)
-    );
+    assert_eq!((&*dns.name.port, dns.name.protocol), ("dns", Protocol::Udp));
     assert_eq!((http.port, dns.port), (80, 53));
     assert_eq!(
         http.cluster_ips,
@@ -203,7 +200,7 @@ fn out_of_range_port_is_skipped_with_a_warning() {
     let out = service_ports(&svc).unwrap();
     let names: Vec<&ServicePortName> = out.ports.iter().map(|p| &p.name).collect();
     assert_eq!(names.len(), 1);
-    assert_eq!(names[0].port, "dns");
+    assert_eq!(&*names[0].port, "dns");
     assert_eq!(
         out.warnings,
         ["service shop/web: spec.ports[0].port: out of range \"70000\", port skipped"]

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sluice_model::service::{ServiceName, ServicePort, ServicePortName, SliceEndpoints};
+use sluice_model::service::{ServiceName, ServicePort, ServicePortName, SliceEndpoints, VecMap};
 
 use crate::changes::Changes;
 use crate::config::{NodeTopology, TrackerConfig};
@@ -183,8 +183,8 @@ impl ProxyState {
 /// every key whose value differs.
 fn apply_diff<V: PartialEq>(
     map: &mut std::collections::BTreeMap<ServicePortName, V>,
-    previous: std::collections::BTreeMap<ServicePortName, V>,
-    current: std::collections::BTreeMap<ServicePortName, V>,
+    previous: VecMap<ServicePortName, V>,
+    current: VecMap<ServicePortName, V>,
     changed: &mut BTreeSet<ServicePortName>,
 ) {
     for key in previous.keys() {

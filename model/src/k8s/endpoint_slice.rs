@@ -3,13 +3,15 @@
 //! how they match Service ports, never by number), only `addresses[0]` is used,
 //! and unset conditions take their API defaults.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
 
 use super::ip::parse_ip_sloppy;
 use super::{ConvertError, object_label, port_number, required};
-use crate::service::{Endpoint, IpFamily, Protocol, ServiceName, ServicePortName, SliceEndpoints};
+use crate::service::{
+    Endpoint, IpFamily, Protocol, ServiceName, ServicePortName, SliceEndpoints, VecMap,
+};
 
 /// The label naming the Service that owns an EndpointSlice.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -56,14 +58,16 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, 
     let endpoints: Vec<Endpoint> = (slice.endpoints.iter().enumerate())
         .filter_map(|(i, ep)| conv.endpoint(i, ep))
         .collect();
-    let mut by_port: BTreeMap<ServicePortName, Vec<Endpoint>> = BTreeMap::new();
+    let mut by_port: VecMap<ServicePortName, Vec<Endpoint>> = VecMap::new();
     for (name, number) in ports {
-        let list = by_port.entry(name).or_default();
+        let list = by_port.get_or_insert_with(name, Vec::new);
         list.extend(endpoints.iter().map(|ep| Endpoint {
             port: number,
             ..ep.clone()
         }));
     }
+    by_port.shrink_to_fit();
+    by_port.values_mut().for_each(Vec::shrink_to_fit);
     Ok(Some(SliceEndpoints {
         service,
         slice_name: slice_name.to_owned(),

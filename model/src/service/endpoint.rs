@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use super::names::{IpFamily, ServiceName, ServicePortName};
+use super::vec_map::VecMap;
 
 /// One backend address of one Service port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,7 +92,7 @@ pub struct SliceEndpoints {
     /// `addressType`.
     pub family: IpFamily,
     /// Endpoints per Service port (keyed by port name and protocol).
-    pub ports: BTreeMap<ServicePortName, Vec<Endpoint>>,
+    pub ports: VecMap<ServicePortName, Vec<Endpoint>>,
     /// Entries that were skipped, each naming the object and field.
     pub warnings: Vec<String>,
 }

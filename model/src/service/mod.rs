@@ -9,6 +9,7 @@
 mod endpoint;
 mod names;
 mod port;
+mod vec_map;
 
 pub use endpoint::{Endpoint, SliceEndpoints, endpoints_for, merge_slices};
 pub use names::{IpFamily, Protocol, ServiceName, ServicePortName};
@@ -16,3 +17,4 @@ pub use port::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, ServicePort, ServiceType, SessionAffinity,
     TrafficDistribution, TrafficPolicy,
 };
+pub use vec_map::{Iter as VecMapIter, VecMap};

@@ -2,9 +2,14 @@
 //! `ns/name:port` names kube-proxy uses as map keys, chain-hash input and rule
 //! comments. They must print exactly like kube-proxy's, because iptables chain
 //! names are hashes of these strings.
+//!
+//! The parts are `Arc<str>`: every Service port name is held by several maps
+//! (trackers, snapshot, backends), and a clone that shares the text instead
+//! of allocating three new strings keeps those maps small and cheap to fill.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// An L4 protocol a Service port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,14 +95,14 @@ impl fmt::Display for IpFamily {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceName {
     /// The namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Service's name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ServiceName {
     /// Builds a name from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -118,18 +123,18 @@ impl fmt::Display for ServiceName {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServicePortName {
     /// The namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Service's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The port's name; empty for the single unnamed port of a Service.
-    pub port: String,
+    pub port: Arc<str>,
     /// The port's protocol.
     pub protocol: Protocol,
 }
 
 impl ServicePortName {
     /// Builds a port name for `service`.
-    pub fn new(service: &ServiceName, port: impl Into<String>, protocol: Protocol) -> Self {
+    pub fn new(service: &ServiceName, port: impl Into<Arc<str>>, protocol: Protocol) -> Self {
         Self {
             namespace: service.namespace.clone(),
             name: service.name.clone(),

@@ -7,40 +7,48 @@
 //! [`merge_slices`]) is the only way to tell a move from a removal. As for
 //! Services, a slice that returns to its applied state leaves nothing pending,
 //! so an add followed by a delete costs no sync work.
+//!
+//! Per-Service maps are [`VecMap`]s (a Service has a few slices and ports; a
+//! `BTreeMap` node per Service cost about 1 KB), and the merged lists are
+//! shared (`Arc`) with the snapshot rather than copied.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sluice_model::service::{
-    Endpoint, IpFamily, ServiceName, ServicePortName, SliceEndpoints, merge_slices,
+    Endpoint, IpFamily, ServiceName, ServicePortName, SliceEndpoints, VecMap, merge_slices,
 };
 
-/// Merged endpoints per Service port, sorted by `ip:port`.
+/// Merged endpoints per Service port, sorted by `ip:port`, as a snapshot
+/// holds them.
 pub type EndpointsMap = BTreeMap<ServicePortName, Arc<[Endpoint]>>;
+
+/// The merged endpoints of one Service, per port.
+pub type ServiceEndpoints = VecMap<ServicePortName, Arc<[Endpoint]>>;
 
 /// One Service's merged endpoints before and after a sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EndpointsChange {
     pub(crate) service: ServiceName,
-    pub(crate) previous: EndpointsMap,
-    pub(crate) current: EndpointsMap,
+    pub(crate) previous: ServiceEndpoints,
+    pub(crate) current: ServiceEndpoints,
 }
 
 /// An EndpointSlice's identity: slice names are unique per namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SliceKey {
-    namespace: String,
-    name: String,
+    namespace: Arc<str>,
+    name: Arc<str>,
 }
 
-/// The slices of one Service.
+/// The slices of one Service, by slice name (shared with [`SliceKey`]).
 #[derive(Debug, Default)]
 struct ServiceSlices {
-    applied: BTreeMap<String, Arc<SliceEndpoints>>,
+    applied: VecMap<Arc<str>, Arc<SliceEndpoints>>,
     /// `None`: the slice is to be removed.
-    pending: BTreeMap<String, Option<Arc<SliceEndpoints>>>,
+    pending: VecMap<Arc<str>, Option<Arc<SliceEndpoints>>>,
     /// `merge_slices(applied)`, kept so a sync only merges changed Services.
-    merged: EndpointsMap,
+    merged: ServiceEndpoints,
 }
 
 /// Pending EndpointSlice changes of one address family.
@@ -74,41 +82,33 @@ impl EndpointsChangeTracker {
             return false;
         }
         slice.warnings = Vec::new();
+        let name: Arc<str> = Arc::from(slice.slice_name.as_str());
         let key = SliceKey {
-            namespace: slice.service.namespace.clone(),
-            name: slice.slice_name.clone(),
+            namespace: Arc::clone(&slice.service.namespace),
+            name: Arc::clone(&name),
         };
         let mut changed = false;
         if let Some(old) = self.owners.insert(key, slice.service.clone())
             && old != slice.service
         {
-            changed |= self.set(&old, &slice.slice_name, None);
+            changed |= self.set(&old, name.clone(), None);
         }
         let service = slice.service.clone();
-        let name = slice.slice_name.clone();
-        changed | self.set(&service, &name, Some(Arc::new(slice)))
+        changed | self.set(&service, name, Some(Arc::new(slice)))
     }
 
     /// Records the deletion of slice `namespace/name`. Returns whether the
     /// pending state changed.
     pub fn delete(&mut self, namespace: &str, name: &str) -> bool {
-        let key = SliceKey {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        match self.owners.remove(&key) {
-            Some(service) => self.set(&service, name, None),
+        match self.owners.remove_entry(&SliceKey::new(namespace, name)) {
+            Some((key, service)) => self.set(&service, key.name, None),
             None => false,
         }
     }
 
     /// The Service a known slice belongs to.
     pub(crate) fn owner(&self, namespace: &str, name: &str) -> Option<&ServiceName> {
-        let key = SliceKey {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.owners.get(&key)
+        self.owners.get(&SliceKey::new(namespace, name))
     }
 
     /// The number of Services with pending endpoint changes
@@ -120,16 +120,16 @@ impl EndpointsChangeTracker {
     fn set(
         &mut self,
         service: &ServiceName,
-        name: &str,
+        name: Arc<str>,
         value: Option<Arc<SliceEndpoints>>,
     ) -> bool {
         let slices = self.services.entry(service.clone()).or_default();
-        let changed = if slices.applied.get(name) == value.as_ref() {
-            slices.pending.remove(name).is_some()
-        } else if slices.pending.get(name) == Some(&value) {
+        let changed = if slices.applied.get(&name) == value.as_ref() {
+            slices.pending.remove(&name).is_some()
+        } else if slices.pending.get(&name) == Some(&value) {
             false
         } else {
-            slices.pending.insert(name.to_owned(), value);
+            slices.pending.insert(name, value);
             true
         };
         if slices.pending.is_empty() {
@@ -175,10 +175,19 @@ impl EndpointsChangeTracker {
     }
 }
 
+impl SliceKey {
+    fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: Arc::from(namespace),
+            name: Arc::from(name),
+        }
+    }
+}
+
 fn merge<'a>(
     slices: impl Iterator<Item = &'a Arc<SliceEndpoints>>,
     family: IpFamily,
-) -> EndpointsMap {
+) -> ServiceEndpoints {
     (merge_slices(slices.map(|s| &**s), family).into_iter())
         .map(|(port, endpoints)| (port, Arc::from(endpoints)))
         .collect()

@@ -32,7 +32,7 @@ fn slice(service: &str, slice_name: &str, endpoints: &[&str]) -> SliceEndpoints 
         service,
         slice_name: slice_name.to_owned(),
         family,
-        ports: BTreeMap::from([(port, endpoints.collect())]),
+        ports: VecMap::from([(port, endpoints.collect())]),
         warnings: vec!["ignored by the tracker".to_owned()],
     }
 }
@@ -43,7 +43,7 @@ enum Op {
     Sync,
 }
 
-fn show(map: &EndpointsMap) -> String {
+fn show(map: &ServiceEndpoints) -> String {
     let ports: Vec<String> = (map.iter())
         .map(|(port, eps)| {
             let eps: Vec<String> = (eps.iter())

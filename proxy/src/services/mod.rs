@@ -6,21 +6,28 @@
 //! queueing events: an add followed by a delete, or an update that changes
 //! nothing this proxier programs (a label, an IPv6 field in the IPv4 tracker),
 //! leaves no pending entry at all.
+//!
+//! A cluster has one such map per Service, almost always with one or two
+//! ports, so they are [`VecMap`]s sharing their ports (`Arc`) with the
+//! snapshot: a `BTreeMap` node per Service cost about 1 KB.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sluice_model::service::{IpFamily, ServiceName, ServicePort, ServicePortName};
+use sluice_model::service::{IpFamily, ServiceName, ServicePort, ServicePortName, VecMap};
+
+/// Every proxied Service port of one family, as a snapshot holds them.
+pub type ServicePortMap = BTreeMap<ServicePortName, Arc<ServicePort>>;
 
 /// The proxied ports of one Service, already filtered to the tracker's family.
-pub type ServicePortMap = BTreeMap<ServicePortName, Arc<ServicePort>>;
+pub type ServicePorts = VecMap<ServicePortName, Arc<ServicePort>>;
 
 /// One Service's change between two syncs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ServiceChange {
     pub(crate) service: ServiceName,
-    pub(crate) previous: ServicePortMap,
-    pub(crate) current: ServicePortMap,
+    pub(crate) previous: ServicePorts,
+    pub(crate) current: ServicePorts,
 }
 
 /// Pending Service changes of one address family.
@@ -28,10 +35,10 @@ pub(crate) struct ServiceChange {
 pub struct ServiceChangeTracker {
     family: IpFamily,
     /// What the last sync applied; Services with no proxied port are absent.
-    applied: HashMap<ServiceName, ServicePortMap>,
+    applied: HashMap<ServiceName, ServicePorts>,
     /// The current state of Services that differ from `applied` (an empty
     /// map: deleted or no longer proxied).
-    pending: HashMap<ServiceName, ServicePortMap>,
+    pending: HashMap<ServiceName, ServicePorts>,
 }
 
 impl ServiceChangeTracker {
@@ -73,7 +80,7 @@ impl ServiceChangeTracker {
 
     /// The family-filtered view kube-proxy's `serviceToServiceMap` builds: no
     /// entry for a port without a cluster IP of this family.
-    fn port_map(&self, ports: &[ServicePort]) -> ServicePortMap {
+    fn port_map(&self, ports: &[ServicePort]) -> ServicePorts {
         (ports.iter())
             .filter_map(|port| port.for_family(self.family))
             .map(|port| (port.name.clone(), Arc::new(port)))

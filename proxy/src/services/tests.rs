@@ -49,7 +49,7 @@ enum Op {
 
 /// The `(service, previous ports, current ports)` a checkout reports, as text.
 fn summary(changes: Vec<ServiceChange>) -> BTreeSet<String> {
-    let names = |map: &ServicePortMap| {
+    let names = |map: &ServicePorts| {
         let list: Vec<String> = map.keys().map(|k| k.to_string()).collect();
         list.join(",")
     };
