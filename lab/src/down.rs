@@ -33,6 +33,9 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
                 removed.processes += 1;
             }
         }
+        // An `up` killed half-way can leave an `ip netns add|exec <ours>` running that
+        // would create a namespace after this removal: stop those first.
+        kill_stragglers(&state.namespaces);
         for ns in state.namespaces.iter().rev() {
             if NetNs::exists(ns) {
                 NetNs::remove(ns).with_context(|| format!("remove namespace {ns}"))?;
@@ -84,6 +87,44 @@ fn kill_if_ours(p: &ProcRecord, root: &Path) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     true
+}
+
+/// SIGKILLs every process whose command line names one of `namespaces` as an argument
+/// (`ip netns add X`, `ip netns exec X …` of a killed `up`) and waits until they are gone.
+fn kill_stragglers(namespaces: &[String]) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let names_ours = raw
+            .split(|b| *b == 0)
+            .any(|a| namespaces.iter().any(|n| n.as_bytes() == a));
+        if pid != me
+            && names_ours
+            && let Ok(p) = i32::try_from(pid)
+        {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            killed.push(pid);
+        }
+    }
+    for _ in 0..100 {
+        if killed.iter().all(|p| gone(*p)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// True when the PID no longer runs (a zombie counts as gone).
