@@ -58,8 +58,8 @@ fn conditions_hints_and_topology() {
     let [ready, terminating, defaulted] = http.as_slice() else {
         panic!("expected three endpoints")
     };
-    assert_eq!(ready.zone_hints, set(&["zone-a"]));
-    assert_eq!(ready.node_hints, set(&["node-a"]));
+    assert_eq!(*ready.zone_hints(), set(&["zone-a"]));
+    assert_eq!(*ready.node_hints(), set(&["node-a"]));
     assert_eq!(ready.zone.as_deref(), Some("zone-a"));
     assert!(ready.is_ready(false) && ready.is_local("node-a") && !ready.is_local("node-b"));
 
@@ -69,12 +69,12 @@ fn conditions_hints_and_topology() {
     assert!(!terminating.is_ready(false));
     assert!(terminating.is_ready(true), "publishNotReadyAddresses");
     assert!(terminating.is_serving_terminating());
-    assert_eq!(terminating.zone_hints, set(&["zone-b", "zone-c"]));
-    assert!(terminating.node_hints.is_empty());
+    assert_eq!(*terminating.zone_hints(), set(&["zone-b", "zone-c"]));
+    assert!(terminating.node_hints().is_empty());
 
     // No conditions: ready and serving default to true, terminating to false.
     assert!(defaulted.ready && defaulted.serving && !defaulted.terminating);
-    assert!(defaulted.zone_hints.is_empty() && defaulted.zone.is_none());
+    assert!(defaulted.zone_hints().is_empty() && defaulted.zone.is_none());
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn merge_dedupes_by_ip_and_port_and_keeps_families_apart() {
         slice.slice_name = format!("web-v4-{node}");
         for eps in slice.ports.values_mut() {
             for ep in eps.iter_mut() {
-                ep.node_name = Some(node.to_owned());
+                ep.node_name = Some(node.into());
                 ep.terminating = terminating;
             }
         }
@@ -154,7 +154,7 @@ fn merge_dedupes_by_ip_and_port_and_keeps_families_apart() {
     let slices = [v4.clone(), v6, copy("node-t", true)];
     let merged = merge_slices(&slices, IpFamily::V4);
     assert_eq!(merged.len(), 2);
-    let nodes = |eps: &[Endpoint]| -> Vec<Option<String>> {
+    let nodes = |eps: &[Endpoint]| -> Vec<Option<std::sync::Arc<str>>> {
         eps.iter().map(|ep| ep.node_name.clone()).collect()
     };
     let original = nodes(&v4.ports[&http]);

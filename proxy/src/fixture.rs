@@ -50,7 +50,7 @@ pub(crate) fn lb_local(name: &str, cip: &str, lb: &str, hc: u16) -> ServicePort 
 /// A ready endpoint `ip`:80 on `node`.
 pub(crate) fn ep(ip: &str, node: &str) -> Endpoint {
     Endpoint {
-        node_name: Some(node.to_owned()),
+        node_name: Some(node.into()),
         ..Endpoint::new(ip.parse::<IpAddr>().unwrap(), 80)
     }
 }

@@ -4,6 +4,7 @@
 //! and unset conditions take their API defaults.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
 
@@ -52,6 +53,7 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, 
         object,
         family,
         warnings: Vec::new(),
+        names: Vec::new(),
     };
     let service = ServiceName::new(namespace, service);
     let ports = conv.ports(&service, slice.ports.as_deref().unwrap_or_default());
@@ -77,13 +79,30 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, 
     }))
 }
 
+/// Bounds the linear search of [`Converter::intern`].
+const MAX_INTERNED: usize = 16;
+
 struct Converter {
     object: String,
     family: IpFamily,
     warnings: Vec<String>,
+    /// Node and zone names seen so far (the first few): a slice's endpoints
+    /// share a handful, and sharing them keeps every endpoint copy small.
+    names: Vec<Arc<str>>,
 }
 
 impl Converter {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.iter().find(|known| ***known == *name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.names.len() < MAX_INTERNED {
+            self.names.push(Arc::clone(&name));
+        }
+        name
+    }
+
     /// Records e.g. `endpointslice ns/web-x: ports[0].port: out of range "0", skipped`.
     fn warn(&mut self, field: &str, problem: &str, value: Option<&str>) {
         let object = &self.object;
@@ -149,26 +168,36 @@ impl Converter {
         }
         let conditions = ep.conditions.clone().unwrap_or_default();
         let ready = conditions.ready.unwrap_or(true);
-        let hints = ep.hints.as_ref();
-        let names = |list: Option<Vec<String>>| list.into_iter().flatten().collect::<BTreeSet<_>>();
-        Some(Endpoint {
+        let endpoint = Endpoint {
             ip,
             port: 0,
             ready,
             serving: conditions.serving.unwrap_or(ready),
             terminating: conditions.terminating.unwrap_or(false),
-            node_name: ep.node_name.clone(),
-            zone: ep.zone.clone(),
-            zone_hints: names(
-                hints
-                    .and_then(|h| h.for_zones.as_ref())
-                    .map(|zones| zones.iter().map(|z| z.name.clone()).collect()),
-            ),
-            node_hints: names(
-                hints
-                    .and_then(|h| h.for_nodes.as_ref())
-                    .map(|nodes| nodes.iter().map(|n| n.name.clone()).collect()),
-            ),
-        })
+            node_name: ep.node_name.as_deref().map(|name| self.intern(name)),
+            zone: ep.zone.as_deref().map(|zone| self.intern(zone)),
+            hints: None,
+        };
+        let (zones, nodes) = hints(ep);
+        Some(endpoint.with_hints(zones, nodes))
     }
+}
+
+/// `hints.forZones[].name` and `hints.forNodes[].name`.
+fn hints(ep: &ApiEndpoint) -> (BTreeSet<String>, BTreeSet<String>) {
+    let hints = ep.hints.as_ref();
+    let zones = hints.and_then(|h| h.for_zones.as_ref());
+    let nodes = hints.and_then(|h| h.for_nodes.as_ref());
+    (
+        zones
+            .into_iter()
+            .flatten()
+            .map(|z| z.name.clone())
+            .collect(),
+        nodes
+            .into_iter()
+            .flatten()
+            .map(|n| n.name.clone())
+            .collect(),
+    )
 }

@@ -4,10 +4,16 @@
 //! Endpoints move between slices of the same Service, so one address can show up
 //! twice while the controller shuffles them; the merge dedupes by `ip:port`
 //! exactly like the cache does, so backends never program an endpoint twice.
+//!
+//! A cluster holds hundreds of thousands of endpoints, each kept twice (in its
+//! slice and in the merged list), so [`Endpoint`] is kept small: node and
+//! zone names are shared `Arc<str>`, and the rarely used topology hints sit
+//! behind one optional pointer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::names::{IpFamily, ServiceName, ServicePortName};
 use super::vec_map::VecMap;
@@ -28,14 +34,25 @@ pub struct Endpoint {
     /// `conditions.terminating`, nil meaning false.
     pub terminating: bool,
     /// `nodeName`, if set.
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
     /// `zone`, if set.
-    pub zone: Option<String>,
-    /// `hints.forZones[].name`; empty when there are no zone hints.
-    pub zone_hints: BTreeSet<String>,
-    /// `hints.forNodes[].name`; empty when there are no node hints.
-    pub node_hints: BTreeSet<String>,
+    pub zone: Option<Arc<str>>,
+    /// `hints`; `None` when there are none. Build it with
+    /// [`Endpoint::with_hints`], which keeps "no hints" always `None`.
+    pub hints: Option<Arc<TopologyHints>>,
 }
+
+/// An endpoint's topology hints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopologyHints {
+    /// `hints.forZones[].name`.
+    pub zones: BTreeSet<String>,
+    /// `hints.forNodes[].name`.
+    pub nodes: BTreeSet<String>,
+}
+
+/// The hint set of an endpoint without hints.
+static NO_HINTS: BTreeSet<String> = BTreeSet::new();
 
 impl Endpoint {
     /// A ready, serving, non-terminating endpoint with no topology.
@@ -48,9 +65,27 @@ impl Endpoint {
             terminating: false,
             node_name: None,
             zone: None,
-            zone_hints: BTreeSet::new(),
-            node_hints: BTreeSet::new(),
+            hints: None,
         }
+    }
+
+    /// This endpoint with the given zone and node hints (none when both are empty).
+    pub fn with_hints(self, zones: BTreeSet<String>, nodes: BTreeSet<String>) -> Self {
+        let hints = TopologyHints { zones, nodes };
+        Self {
+            hints: (hints != TopologyHints::default()).then(|| Arc::new(hints)),
+            ..self
+        }
+    }
+
+    /// `hints.forZones[].name`; empty when there are no zone hints.
+    pub fn zone_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.zones)
+    }
+
+    /// `hints.forNodes[].name`; empty when there are no node hints.
+    pub fn node_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.nodes)
     }
 
     /// kube-proxy's `IsReady`: ready and not terminating, or the Service

@@ -11,7 +11,7 @@ mod names;
 mod port;
 mod vec_map;
 
-pub use endpoint::{Endpoint, SliceEndpoints, endpoints_for, merge_slices};
+pub use endpoint::{Endpoint, SliceEndpoints, TopologyHints, endpoints_for, merge_slices};
 pub use names::{IpFamily, Protocol, ServiceName, ServicePortName};
 pub use port::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, ServicePort, ServiceType, SessionAffinity,

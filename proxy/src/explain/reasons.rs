@@ -25,8 +25,8 @@ pub(super) fn endpoint_views(
             let eligible = chosen.iter().any(|c| c.addr() == ep.addr());
             EndpointView {
                 address: ep.addr(),
-                node: ep.node_name.clone(),
-                zone: ep.zone.clone(),
+                node: ep.node_name.as_deref().map(str::to_owned),
+                zone: ep.zone.as_deref().map(str::to_owned),
                 eligible,
                 reason: (!eligible).then(|| exclusion(ep, port, cat, use_local, node)),
             }

@@ -9,9 +9,8 @@ use crate::snapshot::Snapshot;
 
 fn hinted(ip: &str, node: &str, zone: &str) -> Endpoint {
     Endpoint {
-        zone: Some(zone.to_owned()),
-        zone_hints: BTreeSet::from([zone.to_owned()]),
-        ..ep(ip, node)
+        zone: Some(zone.into()),
+        ..ep(ip, node).with_hints(BTreeSet::from([zone.to_owned()]), BTreeSet::new())
     }
 }
 

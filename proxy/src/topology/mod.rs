@@ -192,18 +192,18 @@ fn topology_mode(
     if ready.is_empty() {
         return TopologyMode::None;
     }
-    let all_node_hints = ready.iter().all(|ep| !ep.node_hints.is_empty());
+    let all_node_hints = ready.iter().all(|ep| !ep.node_hints().is_empty());
     if prefer_same_node
         && all_node_hints
-        && ready.iter().any(|ep| ep.node_hints.contains(&node.name))
+        && ready.iter().any(|ep| ep.node_hints().contains(&node.name))
     {
         return TopologyMode::PreferSameNode;
     }
-    let all_zone_hints = ready.iter().all(|ep| !ep.zone_hints.is_empty());
+    let all_zone_hints = ready.iter().all(|ep| !ep.zone_hints().is_empty());
     let zone_match = |ep: &&Endpoint| {
         node.zone
             .as_ref()
-            .is_some_and(|z| ep.zone_hints.contains(z))
+            .is_some_and(|z| ep.zone_hints().contains(z))
     };
     if all_zone_hints && ready.iter().any(zone_match) {
         return TopologyMode::PreferSameZone;
@@ -215,10 +215,10 @@ fn topology_mode(
 fn available(ep: &Endpoint, mode: TopologyMode, node: &NodeTopology) -> bool {
     match mode {
         TopologyMode::None => true,
-        TopologyMode::PreferSameNode => ep.node_hints.contains(&node.name),
+        TopologyMode::PreferSameNode => ep.node_hints().contains(&node.name),
         TopologyMode::PreferSameZone => node
             .zone
             .as_ref()
-            .is_some_and(|z| ep.zone_hints.contains(z)),
+            .is_some_and(|z| ep.zone_hints().contains(z)),
     }
 }

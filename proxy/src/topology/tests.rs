@@ -50,10 +50,8 @@ impl Ep {
             ready: self.ready,
             serving: self.serving,
             terminating: self.terminating,
-            node_name: Some(if self.local { NODE } else { "elsewhere" }.to_owned()),
-            zone_hints: names(self.zones),
-            node_hints: names(self.nodes),
-            ..Endpoint::new(addr.ip(), addr.port())
+            node_name: Some(if self.local { NODE } else { "elsewhere" }.into()),
+            ..Endpoint::new(addr.ip(), addr.port()).with_hints(names(self.zones), names(self.nodes))
         }
     }
 }
@@ -495,7 +493,7 @@ fn check(case: &Case) {
     let endpoints: Vec<Endpoint> = case.endpoints.iter().map(|ep| ep.build()).collect();
     let node = NodeTopology {
         name: case.node.to_owned(),
-        zone: case.zone.map(str::to_owned),
+        zone: case.zone.map(Into::into),
     };
     let got = categorize(&endpoints, &case.port, &node, case.prefer_same_node);
     let name = case.name;
@@ -538,7 +536,7 @@ fn categorized_modes(case: Case) -> (TopologyMode, bool, bool) {
     let endpoints: Vec<Endpoint> = case.endpoints.iter().map(|ep| ep.build()).collect();
     let node = NodeTopology {
         name: case.node.to_owned(),
-        zone: case.zone.map(str::to_owned),
+        zone: case.zone.map(Into::into),
     };
     let got = categorize(&endpoints, &case.port, &node, case.prefer_same_node);
     (
