@@ -192,6 +192,14 @@ pub enum Stmt {
         /// `!=`.
         negate: bool,
     },
+    /// `<fields concatenated> @set`: a lookup of a concatenated key, e.g. `ip saddr . ip
+    /// daddr @hairpin` (a packet an endpoint sent to itself through its Service).
+    InConcat {
+        /// The key, in order.
+        key: Vec<Field>,
+        /// The set.
+        set: String,
+    },
     /// `<field> [!=] <prefix>` on an address field (a host address is a /32 or /128).
     Prefix {
         /// `Saddr` or `Daddr`.

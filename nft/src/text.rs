@@ -122,6 +122,10 @@ fn stmt(family: Family, s: &Stmt) -> String {
         Stmt::InSet { field, set, negate } => {
             format!("{} {}@{set}", field_text(family, *field), neg(*negate))
         }
+        Stmt::InConcat { key, set } => {
+            let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();
+            format!("{} @{set}", k.join(" . "))
+        }
         Stmt::Prefix { field, net, negate } => {
             format!(
                 "{} {}{}",

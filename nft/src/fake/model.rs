@@ -154,7 +154,9 @@ impl Table {
                 require(self.set(map)?.def.verdict_map, EINVAL)
             }
             // The kernel lets any set be updated from the packet path.
-            Stmt::InSet { set, .. } | Stmt::UpdateSaddr(set) => self.set(set).map(|_| ()),
+            Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => {
+                self.set(set).map(|_| ())
+            }
             _ => Ok(()),
         }
     }
@@ -295,7 +297,7 @@ fn target(v: &Verdict) -> Option<&str> {
 
 fn set_ref(s: &Stmt) -> Option<&str> {
     match s {
-        Stmt::InSet { set, .. } | Stmt::UpdateSaddr(set) => Some(set),
+        Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => Some(set),
         Stmt::Vmap { map, .. } | Stmt::NumgenVmap { map, .. } => Some(map),
         _ => None,
     }

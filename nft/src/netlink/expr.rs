@@ -25,6 +25,10 @@ fn stmt(w: &mut Writer, family: Family, s: &Stmt, before: &[Stmt]) -> Result<(),
             load(w, family, *field, NFT_REG_1);
             lookup(w, set, None, *negate);
         }
+        Stmt::InConcat { key, set } => {
+            load_concat(w, family, key);
+            lookup(w, set, None, false);
+        }
         Stmt::Prefix { field, net, negate } => prefix(w, family, *field, *net, *negate)?,
         Stmt::L4Proto(p) => l4proto(w, *p),
         Stmt::FibLocal(field) => fib_local(w, *field)?,

@@ -30,6 +30,8 @@ pub(crate) mod names {
     pub(crate) const LOCAL_CIDRS: &str = "local-cidrs";
     /// Sets the masquerade mark.
     pub(crate) const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+    /// `endpoint . endpoint . port`: an endpoint that reached itself through its Service.
+    pub(crate) const HAIRPIN: &str = "hairpin";
     /// Rejects (TCP reset / ICMP port unreachable).
     pub(crate) const REJECT_CHAIN: &str = "reject-chain";
     /// Dispatch to Services (nat prerouting and output).
@@ -90,6 +92,12 @@ fn sets(cfg: &NftConfig, d: &mut Desired) {
         vec![Proto, Port],
         true,
         "vmap to drop or reject packets to service nodeports with no endpoints",
+    ));
+    d.set(set(
+        HAIRPIN,
+        vec![Addr, Addr, Port],
+        false,
+        "endpoints reaching themselves through a Service (masqueraded)",
     ));
     if let Some(addrs) = &cfg.nodeport_addresses {
         d.set(set(
@@ -242,6 +250,13 @@ fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
     d.regular(
         "masquerading",
         vec![
+            Rule::new(vec![
+                Stmt::InConcat {
+                    key: vec![Field::Saddr, Field::Daddr, Field::Dport],
+                    set: HAIRPIN.into(),
+                },
+                Stmt::MarkOr(mark),
+            ]),
             Rule::new(vec![Stmt::MarkClear(mark), Stmt::Verdict(Verdict::Return)]),
             Rule::new(vec![Stmt::MarkXor(mark)]),
             Rule::new(vec![Stmt::Masquerade { fully_random: true }]),

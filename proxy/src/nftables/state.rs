@@ -5,7 +5,7 @@
 //! the kernel accepted the transaction ([`Pending::commit`]), so a failed apply leaves the
 //! beliefs as they were and the next (full) sync starts from the truth.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_model::service::{ServiceName, ServicePortName};
 use sluice_nft::{Op, Transaction};
@@ -32,9 +32,11 @@ pub(crate) enum Owner {
 pub struct NftState {
     cfg: NftConfig,
     pieces: HashMap<Owner, Desired>,
-    /// Which owner holds each element key (two Services claiming one external IP and port
-    /// must not fail the whole transaction: the first keeps it).
-    claims: HashMap<(String, ElemKey), Owner>,
+    /// Which owners hold each element key. A map key has one holder (two Services claiming
+    /// one external IP and port must not fail the whole transaction: the first keeps it); a
+    /// plain set's key may be shared (one endpoint in two Services' hairpin elements) and
+    /// is only deleted when its last holder lets go.
+    claims: HashMap<(String, ElemKey), BTreeSet<Owner>>,
 }
 
 /// A planned sync: the transaction and the pieces to record once it is applied.
@@ -84,14 +86,52 @@ impl NftState {
             owners.insert(Owner::Base);
         }
         let mut pending = self.render(snap, owners);
+        let kept = self.held_after(&pending);
         let mut phases = Phases::default();
         let empty = Desired::default();
         for (owner, new) in &pending.pieces {
             let old = self.pieces.get(owner).unwrap_or(&empty);
-            phases.add(old, new.as_ref().unwrap_or(&empty));
+            let new = new.as_ref().unwrap_or(&empty);
+            phases.add(&without_shared(old, new, &kept), new);
         }
         pending.tx = self.transaction(phases, !self.pieces.contains_key(&Owner::Base));
         pending
+    }
+
+    /// Shared keys the owners in `pending` give up that stay programmed anyway: held by an
+    /// owner it does not re-render, or by one of its new pieces. Looks only at what the
+    /// touched owners held, so a partial sync stays O(what changed).
+    fn held_after(&self, pending: &Pending) -> HashSet<(String, ElemKey)> {
+        let touched: BTreeSet<&Owner> = pending.pieces.iter().map(|(o, _)| o).collect();
+        let new_keys: HashSet<(&String, &ElemKey)> = pending
+            .pieces
+            .iter()
+            .filter_map(|(_, p)| p.as_ref())
+            .flat_map(|p| {
+                p.elements
+                    .iter()
+                    .flat_map(|(set, e)| e.keys().map(move |k| (set, k)))
+            })
+            .collect();
+        let mut kept = HashSet::new();
+        for owner in &touched {
+            let Some(old) = self.pieces.get(*owner) else {
+                continue;
+            };
+            for (set, elems) in &old.elements {
+                for key in elems.keys() {
+                    let k = (set.clone(), key.clone());
+                    let elsewhere = self
+                        .claims
+                        .get(&k)
+                        .is_some_and(|h| h.iter().any(|o| !touched.contains(o)));
+                    if elsewhere || new_keys.contains(&(set, key)) {
+                        kept.insert(k);
+                    }
+                }
+            }
+        }
+        kept
     }
 
     /// Plans a full sync: every owner re-rendered, diffed against `kernel` (what the kernel
@@ -171,15 +211,21 @@ impl NftState {
         Some(render_port(&self.cfg, port, &cat))
     }
 
-    /// Drops elements whose key another owner holds, with a warning.
+    /// Drops map elements whose key another owner holds, with a warning (plain set
+    /// elements are shared).
     fn claim(&self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
         for (set, elems) in &mut piece.elements {
-            elems.retain(|key, _| match self.claims.get(&(set.clone(), key.clone())) {
-                Some(holder) if holder != owner => {
-                    warnings.push(format!("{owner:?} and {holder:?} both claim {set} element {key:?}; {holder:?} keeps it"));
-                    false
+            elems.retain(|key, e| {
+                let holders = self.claims.get(&(set.clone(), key.clone()));
+                match holders.and_then(|h| h.iter().find(|h| *h != owner)) {
+                    Some(holder) if e.verdict.is_some() => {
+                        warnings.push(format!(
+                            "{owner:?} and {holder:?} both claim {set} element {key:?}; {holder:?} keeps it"
+                        ));
+                        false
+                    }
+                    _ => true,
                 }
-                _ => true,
             });
         }
         piece
@@ -194,8 +240,11 @@ impl Pending {
                 for (set, elems) in old.elements {
                     for key in elems.into_keys() {
                         let k = (set.clone(), key);
-                        if state.claims.get(&k) == Some(&owner) {
-                            state.claims.remove(&k);
+                        if let Some(holders) = state.claims.get_mut(&k) {
+                            holders.remove(&owner);
+                            if holders.is_empty() {
+                                state.claims.remove(&k);
+                            }
                         }
                     }
                 }
@@ -203,10 +252,12 @@ impl Pending {
             if let Some(p) = piece {
                 for (set, elems) in &p.elements {
                     for key in elems.keys() {
-                        state
-                            .claims
-                            .entry((set.clone(), key.clone()))
-                            .or_insert_with(|| owner.clone());
+                        let holders = state.claims.entry((set.clone(), key.clone())).or_default();
+                        // A map key keeps its first holder only.
+                        let is_map = elems.get(key).is_some_and(|e| e.verdict.is_some());
+                        if !is_map || holders.is_empty() {
+                            holders.insert(owner.clone());
+                        }
                     }
                 }
                 state.pieces.insert(owner, p);
@@ -223,6 +274,19 @@ impl Pending {
     pub fn is_empty(&self) -> bool {
         self.tx.ops.iter().all(|o| matches!(o, Op::AddTable { .. }))
     }
+}
+
+/// `old` without the elements it gives up (absent from `new`) that another owner still
+/// holds, so the diff does not delete them.
+fn without_shared(old: &Desired, new: &Desired, kept: &HashSet<(String, ElemKey)>) -> Desired {
+    let mut out = old.clone();
+    for (set, elems) in &mut out.elements {
+        let mine = new.elements.get(set);
+        elems.retain(|k, _| {
+            mine.is_some_and(|m| m.contains_key(k)) || !kept.contains(&(set.clone(), k.clone()))
+        });
+    }
+    out
 }
 
 /// Counts of what a transaction does, for the sync's tracing span.

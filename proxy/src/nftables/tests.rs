@@ -10,7 +10,7 @@ use sluice_nft::{Family, Proto, text};
 
 use super::*;
 use crate::explain::{self, NodeContext, VerdictView};
-use crate::fixture::{Svc, ep, lb_local, snapshot, svc};
+use crate::fixture::{Svc, apply, ep, lb_local, snapshot, svc};
 use crate::snapshot::Snapshot;
 
 const NODE_IP: &str = "192.168.0.2";
@@ -415,8 +415,19 @@ fn a_partial_sync_touches_only_the_changed_port() {
         })
         .collect();
     assert!(touched.iter().all(|c| c.contains("ns/s7/")), "{touched:#?}");
-    // Service chain refilled (numgen over 2), one new endpoint chain, two bucket elements.
-    assert_eq!(touched.len(), 2, "{touched:#?}");
+    // Only the service chain is refilled (numgen over 2); one hairpin element is added.
+    assert_eq!(touched.len(), 1, "{touched:#?}");
+    let elements: usize = pending
+        .tx
+        .ops
+        .iter()
+        .map(|op| match op {
+            sluice_nft::Op::AddElements { elements, .. }
+            | sluice_nft::Op::DeleteElements { elements, .. } => elements.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(elements, 1, "{:#?}", pending.tx.ops);
     pending.commit(&mut nft);
     // Nothing changed: nothing to do.
     let (snap, changes) = st.sync();
@@ -456,4 +467,55 @@ fn script_of_the_world_is_written_when_asked() {
         let pending = state.plan_full(&world(), None);
         std::fs::write(path, text::script(&pending.tx)).unwrap();
     }
+}
+
+#[test]
+fn a_hairpin_element_two_services_share_stays_until_both_are_gone() {
+    let mut st = crate::fixture::state("node-a", None);
+    let shared = ep("10.180.0.1", "node-a");
+    apply(
+        &mut st,
+        vec![
+            (svc("a", "172.30.0.1"), vec![shared.clone()]),
+            (svc("b", "172.30.0.2"), vec![shared.clone()]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    let mut nft = NftState::new(cfg());
+    nft.plan_partial(&snap, &changes).commit(&mut nft);
+    drop(snap);
+    let hairpin = |nft: &NftState| {
+        nft.programmed()
+            .elements
+            .get("hairpin")
+            .map_or(0, |e| e.len())
+    };
+    assert_eq!(hairpin(&nft), 1);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "a"));
+    let (snap, changes) = st.sync();
+    let pending = nft.plan_partial(&snap, &changes);
+    assert!(
+        !pending
+            .tx
+            .ops
+            .iter()
+            .any(|op| matches!(op, sluice_nft::Op::DeleteElements { set, .. } if set == "hairpin")),
+        "b still needs it: {:#?}",
+        pending.tx.ops
+    );
+    pending.commit(&mut nft);
+    assert_eq!(hairpin(&nft), 1);
+    drop(snap);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "b"));
+    let (snap, changes) = st.sync();
+    let pending = nft.plan_partial(&snap, &changes);
+    assert!(
+        pending
+            .tx
+            .ops
+            .iter()
+            .any(|op| matches!(op, sluice_nft::Op::DeleteElements { set, .. } if set == "hairpin"))
+    );
+    pending.commit(&mut nft);
+    assert_eq!(hairpin(&nft), 0);
 }

@@ -273,6 +273,13 @@ impl<'a> Tracer<'a> {
                 let v = self.value(*field, p, st);
                 self.in_set(set, &v) != *negate
             }
+            Stmt::InConcat { key, set } => {
+                let k: Vec<KeyValue> = key.iter().map(|f| self.value(*f, p, st)).collect();
+                self.table
+                    .elements
+                    .get(set)
+                    .is_some_and(|e| e.contains_key(&(k, None)))
+            }
             Stmt::Prefix { field, net, negate } => {
                 let KeyValue::Addr(a) = self.value(*field, p, st) else {
                     return false;
