@@ -179,18 +179,7 @@ fn build(
         master: bridge.index,
         peer_mac: wants.mac,
     };
-    match host.create_veth(&spec) {
-        // A pair an earlier DEL released but whose teardown the kernel has not finished
-        // (DEL returns before it): stale, so it goes now and the create is retried.
-        Err(e)
-            if e.errno() == Some(libc_errno::EEXIST)
-                && remove_released_pair(conf, &mut host, &host_name, netns, who)? =>
-        {
-            host.create_veth(&spec)
-        }
-        other => other,
-    }
-    .map_err(|e| veth_error(e, who, &host_name))?;
+    create_veth(conf, &mut host, &spec, netns, who)?;
     let veth = must_link(&mut host, &host_name)?;
     host.set_bridge_port(veth.index, plan.hairpin, &who.alias(&conf.name))?;
     let v6 = ips.iter().any(|ip| ip.addr().is_ipv6());
@@ -229,29 +218,71 @@ fn build(
     })
 }
 
+/// Creates the pair. A pair an earlier DEL released but whose teardown the kernel has not
+/// finished (DEL returns before it) is in the way for a few milliseconds: it is deleted, or
+/// waited for while it vanishes, and the create retried (for half a second at most).
+fn create_veth(
+    conf: &NetConf,
+    host: &mut Netlink,
+    spec: &VethSpec<'_>,
+    netns: &NetNs,
+    who: &Who<'_>,
+) -> Result<(), CniError> {
+    for _ in 0..100 {
+        match host.create_veth(spec) {
+            Err(e) if e.errno() == Some(libc_errno::EEXIST) => {
+                match clear_released_pair(conf, host, spec.host, netns, who)? {
+                    Clear::Removed => continue,
+                    Clear::Vanishing => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    Clear::Blocked => return Err(veth_error(e, who, spec.host)),
+                }
+            }
+            other => return other.map_err(|e| veth_error(e, who, spec.host)),
+        }
+    }
+    Err(CniError::new(
+        Code::TryAgainLater,
+        format!("interface {} is still being torn down", who.ifname),
+    ))
+}
+
+/// What stands in the way of a new pair.
+enum Clear {
+    /// A released pair was deleted.
+    Removed,
+    /// The pod's interface belongs to a pair whose host end is already gone: it is going.
+    Vanishing,
+    /// Something live (another plugin's, or a live attachment's) holds the name.
+    Blocked,
+}
+
 /// Deletes the Sluice pair that blocks the create — our host name, or the pod's `ifname`
 /// whose host end is ours — if its attachment is this one (whose earlier pair a DEL
 /// released: a live duplicate was refused before) or holds no address any more.
-fn remove_released_pair(
+fn clear_released_pair(
     conf: &NetConf,
     host: &mut Netlink,
     host_name: &str,
     netns: &NetNs,
     who: &Who<'_>,
-) -> Result<bool, CniError> {
-    let ifname = who.ifname;
+) -> Result<Clear, CniError> {
     let mut candidates = Vec::new();
     if let Some(l) = host.link_by_name(host_name)? {
         candidates.push(l);
     }
     let mut pod = netns.run(Netlink::open)??;
-    if let Some(peer) = pod.link_by_name(ifname)?.and_then(|l| l.peer_index) {
+    let pod_link = pod.link_by_name(who.ifname)?;
+    let foreign_peer = pod_link
+        .as_ref()
+        .filter(|l| l.peer_netns_id.is_some())
+        .and_then(|l| l.peer_index);
+    if let Some(peer) = foreign_peer {
         candidates.extend(host.links()?.into_iter().filter(|l| l.index == peer));
     }
     let prefix = format!("{}{}:", crate::attach::ALIAS_PREFIX, conf.name);
     let store = Store::lock(&conf.ipam_dir(), &conf.name)?;
-    let mut removed = false;
-    for link in candidates {
+    let mut outcome = Clear::Blocked;
+    for link in &candidates {
         let Some((id, ifname)) = link
             .alias
             .as_deref()
@@ -262,10 +293,18 @@ fn remove_released_pair(
         };
         let same = id == who.id && ifname == who.ifname;
         if same || store.held(id, ifname)?.is_empty() {
-            removed |= host.delete_link(&link.name)?;
+            // Gone already (its teardown finished meanwhile) counts as cleared too.
+            host.delete_link(&link.name)?;
+            outcome = Clear::Removed;
         }
     }
-    Ok(removed)
+    if matches!(outcome, Clear::Blocked) && pod_link.is_none() {
+        return Ok(Clear::Removed);
+    }
+    if matches!(outcome, Clear::Blocked) && foreign_peer.is_some() && candidates.is_empty() {
+        return Ok(Clear::Vanishing);
+    }
+    Ok(outcome)
 }
 
 fn gateway_of(plan: &Plan, ip: IpAddr) -> IpAddr {

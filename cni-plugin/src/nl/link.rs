@@ -32,6 +32,8 @@ pub struct Link {
     pub alias: Option<String>,
     /// For a veth: its peer's index (in the peer's namespace).
     pub peer_index: Option<u32>,
+    /// Set when the peer lives in another namespace.
+    pub peer_netns_id: Option<i32>,
 }
 
 /// A veth pair to create: the host end here, the peer directly in another namespace.
@@ -197,6 +199,7 @@ fn link_of(m: &LinkMessage) -> Link {
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(i) => link.master = Some(*i),
             LinkAttribute::Link(i) => link.peer_index = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => link.peer_netns_id = Some(*id),
             LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => link.kind = kind_of(infos),
             _ => {}
