@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use sluice_model::service::{
-    Endpoint, IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, ServiceType,
-    TrafficDistribution, TrafficPolicy,
+    Endpoint, IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, TrafficDistribution,
+    TrafficPolicy,
 };
 
 fn ip(text: &str) -> IpAddr {
@@ -14,22 +14,7 @@ fn ip(text: &str) -> IpAddr {
 
 fn cluster_ip_port() -> ServicePort {
     let name = ServicePortName::new(&ServiceName::new("ns1", "svc1"), "p80", Protocol::Tcp);
-    ServicePort {
-        name,
-        service_type: ServiceType::ClusterIp,
-        cluster_ips: vec![ip("172.30.0.41")],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-    }
+    ServicePort::plain(name, vec![ip("172.30.0.41")], 80)
 }
 
 #[test]

@@ -16,22 +16,8 @@ use crate::state::ProxyState;
 
 /// Port `p80`/TCP of `ns/<name>` on cluster IP `cip`:80, ClusterIP type.
 pub(crate) fn svc(name: &str, cip: &str) -> ServicePort {
-    ServicePort {
-        name: ServicePortName::new(&ServiceName::new("ns", name), "p80", Protocol::Tcp),
-        service_type: ServiceType::ClusterIp,
-        cluster_ips: vec![cip.parse().unwrap()],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-    }
+    let name = ServicePortName::new(&ServiceName::new("ns", name), "p80", Protocol::Tcp);
+    ServicePort::plain(name, vec![cip.parse().unwrap()], 80)
 }
 
 /// `svc` as a LoadBalancer with node port 3001, LB IP `lb`, ETP=Local and

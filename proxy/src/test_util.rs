@@ -13,22 +13,7 @@ pub(crate) fn port_name(name: &str) -> ServicePortName {
 
 /// A ClusterIP Service port `ns/<name>:p80` on `ip`:80.
 pub(crate) fn port(name: &str, ip: &str) -> ServicePort {
-    ServicePort {
-        name: port_name(name),
-        service_type: Default::default(),
-        cluster_ips: vec![ip.parse().unwrap()],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
-        external_traffic_policy: Default::default(),
-        internal_traffic_policy: Default::default(),
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-    }
+    ServicePort::plain(port_name(name), vec![ip.parse().unwrap()], 80)
 }
 
 /// The IPv4 slice `<name>-1` of `ns/<name>` with one ready endpoint `ip`:8080.

@@ -8,9 +8,7 @@ mod pipeline;
 use std::time::Duration;
 
 use pipeline::{Pipeline, eventually, port_name};
-use sluice_model::service::{
-    Endpoint, IpFamily, ServiceName, ServicePort, ServiceType, SliceEndpoints, TrafficPolicy,
-};
+use sluice_model::service::{Endpoint, IpFamily, ServiceName, ServicePort, SliceEndpoints};
 use sluice_proxy::health::{self, HealthServer, StatusSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,22 +29,11 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 fn service(name: &str, ip: &str, endpoint: &str) -> (ServiceName, ServicePort, SliceEndpoints) {
     let svc = ServiceName::new("web", name);
-    let port = ServicePort {
-        name: port_name("web", name, "http"),
-        service_type: ServiceType::ClusterIp,
-        cluster_ips: vec![ip.parse().unwrap()],
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-    };
+    let port = ServicePort::plain(
+        port_name("web", name, "http"),
+        vec![ip.parse().unwrap()],
+        80,
+    );
     let slice = SliceEndpoints {
         service: svc.clone(),
         slice_name: format!("{name}-1"),

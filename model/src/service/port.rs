@@ -104,6 +104,28 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// A plain ClusterIP port: `name` on `cluster_ips` at `port`, every other field at the
+    /// API's default (no node port, no external or LB addresses, Cluster policies, no
+    /// affinity). Tests and tools start from it and set what they need.
+    pub fn plain(name: ServicePortName, cluster_ips: Vec<IpAddr>, port: u16) -> Self {
+        Self {
+            name,
+            service_type: ServiceType::ClusterIp,
+            cluster_ips,
+            port,
+            node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_vips: Vec::new(),
+            load_balancer_source_ranges: Vec::new(),
+            session_affinity: None,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
+            traffic_distribution: None,
+            publish_not_ready_addresses: false,
+        }
+    }
+
     /// Reachable by something other than a ClusterIP (NodePort, ExternalIP, LB VIP).
     pub fn externally_accessible(&self) -> bool {
         self.node_port.is_some()

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use sluice_model::service::{Protocol, ServiceType, TrafficPolicy};
+use sluice_model::service::Protocol;
 
 use super::*;
 
@@ -19,22 +19,11 @@ fn ip(text: &str) -> IpAddr {
 
 /// A ClusterIP port `ns/<service>:<port>` on `cluster_ips`.
 fn port(service: &str, port: &str, cluster_ips: &[&str]) -> ServicePort {
-    ServicePort {
-        name: ServicePortName::new(&svc(service), port, Protocol::Tcp),
-        service_type: ServiceType::ClusterIp,
-        cluster_ips: cluster_ips.iter().map(|s| ip(s)).collect(),
-        port: 80,
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-    }
+    ServicePort::plain(
+        ServicePortName::new(&svc(service), port, Protocol::Tcp),
+        cluster_ips.iter().map(|s| ip(s)).collect(),
+        80,
+    )
 }
 
 fn v4(service: &str, name: &str) -> ServicePort {

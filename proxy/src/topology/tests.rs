@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use sluice_model::service::{
-    Endpoint, Protocol, ServiceName, ServicePort, ServicePortName, ServiceType, TrafficPolicy,
+    Endpoint, Protocol, ServiceName, ServicePort, ServicePortName, TrafficPolicy,
 };
 
 use super::*;
@@ -62,21 +62,12 @@ fn port(itp: bool, etp: bool, node_port: bool) -> ServicePort {
         true => TrafficPolicy::Local,
         false => TrafficPolicy::Cluster,
     };
+    let name = ServicePortName::new(&ServiceName::new("ns", "svc"), "p80", Protocol::Tcp);
     ServicePort {
-        name: ServicePortName::new(&ServiceName::new("ns", "svc"), "p80", Protocol::Tcp),
-        service_type: ServiceType::ClusterIp,
-        cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-        port: 80,
         node_port: node_port.then_some(8080),
-        external_ips: vec![],
-        load_balancer_vips: vec![],
-        load_balancer_source_ranges: vec![],
-        session_affinity: None,
         external_traffic_policy: policy(etp),
         internal_traffic_policy: policy(itp),
-        health_check_node_port: None,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
+        ..ServicePort::plain(name, vec!["10.96.0.1".parse().unwrap()], 80)
     }
 }
 
