@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::http;
+use sluice_testbed::http;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

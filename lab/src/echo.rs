@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use sluice_testbed::NetNs;
 use sluice_testbed::traffic::Reply;
 
-use crate::http;
+use sluice_testbed::http;
 
 /// The port every pod serves on (TCP and UDP).
 pub(crate) const PORT: u16 = 8080;

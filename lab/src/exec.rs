@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sluice_testbed::NetNs;
 
-use crate::http;
 use crate::labdir::{LabDir, State};
+use sluice_testbed::http;
 
 /// The namespace called `name` in the lab: a pod, `nodeN`, `client` or `underlay`.
 fn namespace(state: &State, name: &str) -> anyhow::Result<String> {

@@ -11,7 +11,6 @@ mod demo;
 mod down;
 mod echo;
 mod exec;
-mod http;
 mod labd;
 mod labdir;
 mod spawn;

@@ -134,7 +134,7 @@ impl Etcd {
     pub fn healthy(&self) -> bool {
         matches!(
             self.http("GET", "/health", None),
-            Ok((200, body)) if body.contains(r#""health":"true""#)
+            Ok(r) if r.status == 200 && r.body.contains(r#""health":"true""#)
         )
     }
 
@@ -184,7 +184,8 @@ impl Etcd {
     /// POSTs `body` to a gateway path and returns the JSON answer.
     fn gateway(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let op = format!("POST {}{path}", self.client_url);
-        let (status, text) = self.http("POST", path, Some(&body.to_string()))?;
+        let http::Response { status, body: text } =
+            self.http("POST", path, Some(&body.to_string()))?;
         if status != 200 {
             return Err(Error::protocol(op, format!("status {status}: {text}")));
         }
@@ -192,7 +193,7 @@ impl Etcd {
     }
 
     /// One HTTP request to the client port, from inside etcd's namespace when it has one.
-    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<http::Response> {
         let addr = self.client_addr;
         match &self.ns {
             None => http::request(addr, method, path, body, HTTP_TIMEOUT),

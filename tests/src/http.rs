@@ -1,4 +1,6 @@
-//! A minimal HTTP/1.0 client for loopback daemons (etcd's health and JSON gateway).
+//! A minimal HTTP/1.0 client for the test bed's daemons (etcd's health and JSON gateway) and
+//! the lab's (the API server, pods' echo servers, proxies' health), from the calling
+//! thread's namespace.
 //!
 //! HTTP/1.0 with `Connection: close` means the server ends the body by closing, so no chunked
 //! decoding is needed; this keeps an HTTP stack out of the test bed's dependencies.
@@ -9,14 +11,23 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// A response: status code and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
 /// Sends one request and returns status code and body, all within `timeout` per step.
-pub(crate) fn request(
+pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
     timeout: Duration,
-) -> Result<(u16, String)> {
+) -> Result<Response> {
     let op = format!("{method} http://{addr}{path}");
     let exchange = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
@@ -39,7 +50,7 @@ pub(crate) fn request(
 }
 
 /// Splits a raw response into status code and body.
-fn parse(op: &str, raw: &str) -> Result<(u16, String)> {
+fn parse(op: &str, raw: &str) -> Result<Response> {
     let (head, body) = raw
         .split_once("\r\n\r\n")
         .ok_or_else(|| Error::protocol(op, "no end of headers"))?;
@@ -48,7 +59,10 @@ fn parse(op: &str, raw: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::protocol(op, format!("bad status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    Ok(Response {
+        status,
+        body: body.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -58,7 +72,8 @@ mod tests {
     #[test]
     fn parses_a_response() {
         let raw = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse("t", raw).unwrap(), (200, "{}".to_owned()));
+        let r = parse("t", raw).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "{}"));
         assert!(parse("t", "garbage").is_err());
     }
 }

@@ -29,7 +29,7 @@ pub mod cluster;
 mod cmd;
 pub mod error;
 pub mod etcd;
-mod http;
+pub mod http;
 pub mod link;
 pub mod names;
 pub mod netns;

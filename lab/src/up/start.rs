@@ -14,9 +14,9 @@ use super::Lab;
 use super::network::node_ip;
 use crate::api::Api;
 use crate::daemons::{self, ETCD_PREFIX, ETCD_URL, SubnetManager};
-use crate::http;
 use crate::labd::{API_IP, READY_FILE};
 use crate::labdir::ProcRecord;
+use sluice_testbed::http;
 
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 
