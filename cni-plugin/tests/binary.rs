@@ -1,24 +1,13 @@
 //! The real binary, as a runtime execs it: env + stdin in, JSON on stdout, exit code.
 
-use std::io::Write;
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn exec(env: &[(&str, &str)], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+    let out = common::run_plugin(Path::new(common::BIN), env, stdin);
+    (out.ok, out.stdout)
 }
 
 #[test]

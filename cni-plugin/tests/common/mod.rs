@@ -94,40 +94,9 @@ impl Node {
 
     /// Runs a plugin binary inside the node namespace.
     pub fn exec_bin(&self, bin: &Path, env: &[(&str, &str)], stdin: &Value) -> Out {
-        let stdin = stdin.to_string();
-        let out = self
-            .ns
-            .run(|| {
-                let mut child = Command::new(bin)
-                    .env_clear()
-                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                    .envs(env.iter().copied())
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(stdin.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            })
-            .unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let json = if stdout.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&stdout)
-                .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {stdout}"))
-        };
-        Out {
-            ok: out.status.success(),
-            json,
-            stdout,
-        }
+        self.ns
+            .run(|| run_plugin(bin, env, &stdin.to_string()))
+            .unwrap()
     }
 
     /// ADD/DEL/CHECK of `id`/`ifname` in `pod`.
@@ -190,6 +159,38 @@ impl Node {
             .into_iter()
             .filter(|n| n.starts_with("veth"))
             .collect()
+    }
+}
+
+/// Runs a plugin binary as a runtime does (only the given environment, config on stdin), in
+/// the calling thread's namespace.
+pub fn run_plugin(bin: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {stdout}"))
+    };
+    Out {
+        ok: out.status.success(),
+        json,
+        stdout,
     }
 }
 
