@@ -83,9 +83,6 @@ pub enum KeyType {
     Proto,
     /// `inet_service`.
     Port,
-    /// A 32-bit endpoint bucket, as `numgen` produces it (`typeof numgen random mod 1` in
-    /// nft syntax; the kernel sees a 4-byte key).
-    Bucket,
 }
 
 /// One component of an element's key.
@@ -97,8 +94,6 @@ pub enum KeyValue {
     Proto(Proto),
     /// A port.
     Port(u16),
-    /// An endpoint bucket.
-    Bucket(u32),
 }
 
 /// Where a rule or a map element sends the packet.
@@ -222,19 +217,9 @@ pub enum Stmt {
         /// The verdict map.
         map: String,
     },
-    /// `numgen random mod <modulus> offset <offset> vmap @map`: one endpoint bucket of a
-    /// service, O(1) per packet through one shared map.
-    NumgenVmap {
-        /// Number of endpoints.
-        modulus: u32,
-        /// The service's first bucket.
-        offset: u32,
-        /// The bucket map.
-        map: String,
-    },
     /// `numgen random mod <modulus> == 0`: true with probability 1/modulus. A service chain
-    /// picks endpoint i of n with `numgen random mod (n - i) == 0 goto …` (plain rules load
-    /// linearly; a jump into a large shared map makes every commit re-validate all of it).
+    /// picks endpoint i of n with `numgen random mod (n - i) == 0 … dnat to …` (plain rules
+    /// load linearly; a jump into a large shared map makes every commit re-validate all of it).
     Numgen {
         /// The modulus (the number of endpoints still to choose from).
         modulus: u32,

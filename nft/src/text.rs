@@ -75,13 +75,7 @@ fn command(t: &str, family: Family, op: &Op) -> String {
 
 fn set_body(family: Family, s: &SetDef) -> String {
     let key: Vec<&str> = s.key.iter().map(|k| key_type(family, *k)).collect();
-    // nft type-checks map keys against the lookup expression: numgen yields a plain integer,
-    // which only a `typeof` declaration names.
-    let mut body = if s.key == [KeyType::Bucket] {
-        "typeof numgen random mod 1".to_owned()
-    } else {
-        format!("type {}", key.join(" . "))
-    };
+    let mut body = format!("type {}", key.join(" . "));
     if s.verdict_map {
         body.push_str(" : verdict");
     }
@@ -142,11 +136,6 @@ fn stmt(family: Family, s: &Stmt) -> String {
             let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();
             format!("{} vmap @{map}", k.join(" . "))
         }
-        Stmt::NumgenVmap {
-            modulus,
-            offset,
-            map,
-        } => format!("numgen random mod {modulus} offset {offset} vmap @{map}"),
         Stmt::Numgen { modulus } => format!("numgen random mod {modulus} == 0"),
         Stmt::MarkOr(bits) => format!("mark set mark or {bits:#x}"),
         Stmt::MarkXor(bits) => format!("mark set mark xor {bits:#x}"),
@@ -210,7 +199,6 @@ fn key_value(k: &KeyValue) -> String {
         KeyValue::Addr(a) => a.to_string(),
         KeyValue::Proto(p) => p.keyword().into(),
         KeyValue::Port(p) => p.to_string(),
-        KeyValue::Bucket(b) => b.to_string(),
     }
 }
 
@@ -229,7 +217,6 @@ fn key_type(family: Family, k: KeyType) -> &'static str {
         (KeyType::Addr, Family::Ip6) => "ipv6_addr",
         (KeyType::Proto, _) => "inet_proto",
         (KeyType::Port, _) => "inet_service",
-        (KeyType::Bucket, _) => "integer",
     }
 }
 
@@ -333,11 +320,14 @@ mod tests {
         });
         tx.push(Op::AddRule {
             chain: "service-x".into(),
-            rule: Rule::new(vec![Stmt::NumgenVmap {
-                modulus: 3,
-                offset: 65536,
-                map: "endpoint-buckets".into(),
-            }]),
+            rule: Rule::new(vec![
+                Stmt::Numgen { modulus: 3 },
+                Stmt::L4Proto(Proto::Tcp),
+                Stmt::Dnat {
+                    addr: "10.1.0.6".parse().unwrap(),
+                    port: 8080,
+                },
+            ]),
         });
         tx.push(Op::AddElements {
             set: "service-ips".into(),
@@ -380,7 +370,7 @@ add map ip sluice service-ips { type ipv4_addr . inet_proto . inet_service : ver
 add set ip sluice affinity-x { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }
 add rule ip sluice endpoint-x ip saddr 10.1.0.5 jump mark-for-masquerade
 add rule ip sluice endpoint-x update @affinity-x { ip saddr } meta l4proto tcp dnat to 10.1.0.5:8080 comment \"ns/svc:http\"
-add rule ip sluice service-x numgen random mod 3 offset 65536 vmap @endpoint-buckets
+add rule ip sluice service-x numgen random mod 3 == 0 meta l4proto tcp dnat to 10.1.0.6:8080
 add element ip sluice service-ips { 10.96.0.10 . tcp . 80 : goto service-x }
 delete element ip sluice service-ips { 10.96.0.11 . udp . 53 }
 ";

@@ -39,7 +39,7 @@ fn a_refused_op_leaves_the_table_as_it_was_and_is_named() {
     let mut tx = Transaction::new(Family::Ip, TABLE);
     tx.push(chain("new"));
     tx.push(rule("new", vec![Stmt::Counter]));
-    tx.push(Op::FlushChain("endpoint-web-0".into()));
+    tx.push(Op::FlushChain("service-web".into()));
     tx.push(rule("ghost", vec![Stmt::Counter]));
     tx.push(Op::DeleteSet("cluster-ips".into()));
     let err = apply(&ns, &tx).unwrap_err();
@@ -55,23 +55,27 @@ fn a_refused_op_leaves_the_table_as_it_was_and_is_named() {
     // still points to is refused (EBUSY). The fake answers the same.
     let mut tx = Transaction::new(Family::Ip, TABLE);
     tx.push(Op::AddElements {
-        set: "endpoint-buckets".into(),
+        set: "service-ips".into(),
         elements: vec![Element::map(
-            vec![KeyValue::Bucket(0)],
-            goto("endpoint-web-1"),
+            vec![
+                addr("10.96.0.10"),
+                KeyValue::Proto(Proto::Tcp),
+                KeyValue::Port(80),
+            ],
+            goto("reject-chain"),
         )],
     });
     let err = apply(&ns, &tx).unwrap_err();
     assert_eq!(err.errno(), Some(17), "{err}");
     assert_eq!(fake_errno(&tx), Some(17));
     let mut tx = Transaction::new(Family::Ip, TABLE);
-    tx.push(Op::FlushChain("endpoint-web-1".into()));
-    tx.push(Op::DeleteChain("endpoint-web-1".into()));
+    tx.push(Op::FlushChain("service-web".into()));
+    tx.push(Op::DeleteChain("service-web".into()));
     let err = apply(&ns, &tx).unwrap_err();
     assert_eq!(err.errno(), Some(16), "{err}");
     assert!(
         err.to_string()
-            .starts_with("delete chain ip sluice endpoint-web-1"),
+            .starts_with("delete chain ip sluice service-web"),
         "{err}"
     );
     assert_eq!(list(&ns, Family::Ip, TABLE), before);
@@ -145,12 +149,12 @@ fn read_back_equals_the_applied_ir_and_shows_external_changes() {
             _ => {}
         }
     }
-    let ep = got.chain("endpoint-web-0").unwrap();
+    let ep = got.chain("service-web").unwrap();
     let rules: Vec<&Rule> = tx
         .ops
         .iter()
         .filter_map(|op| match op {
-            Op::AddRule { chain, rule } if chain == "endpoint-web-0" => Some(rule),
+            Op::AddRule { chain, rule } if chain == "service-web" => Some(rule),
             _ => None,
         })
         .collect();
@@ -164,22 +168,14 @@ fn read_back_equals_the_applied_ir_and_shows_external_changes() {
     assert!(read(&ns, Family::Ip, "absent").is_none());
 
     // Someone flushes a chain and adds a rule of their own: the read-back shows both.
-    ns.exec(["nft", "flush", "chain", "ip", TABLE, "endpoint-web-0"])
+    ns.exec(["nft", "flush", "chain", "ip", TABLE, "service-web"])
         .unwrap();
-    ns.exec([
-        "nft",
-        "add",
-        "rule",
-        "ip",
-        TABLE,
-        "endpoint-web-1",
-        "counter",
-    ])
-    .unwrap();
+    ns.exec(["nft", "add", "rule", "ip", TABLE, "firewall-web", "counter"])
+        .unwrap();
     let after = read(&ns, Family::Ip, TABLE).unwrap();
-    assert!(after.chain("endpoint-web-0").unwrap().rules.is_empty());
+    assert!(after.chain("service-web").unwrap().rules.is_empty());
     let foreign = after
-        .chain("endpoint-web-1")
+        .chain("firewall-web")
         .unwrap()
         .rules
         .last()
@@ -190,13 +186,13 @@ fn read_back_equals_the_applied_ir_and_shows_external_changes() {
     // Repair by handle: the foreign rule goes, the flushed chain is refilled.
     let mut repair = Transaction::new(Family::Ip, TABLE);
     repair.push(Op::DeleteRule {
-        chain: "endpoint-web-1".into(),
+        chain: "firewall-web".into(),
         handle: foreign.handle,
     });
-    repair.push(Op::FlushChain("endpoint-web-0".into()));
+    repair.push(Op::FlushChain("service-web".into()));
     for r in &rules {
         repair.push(Op::AddRule {
-            chain: "endpoint-web-0".into(),
+            chain: "service-web".into(),
             rule: (*r).clone(),
         });
     }

@@ -138,10 +138,14 @@ fn cases() -> Vec<(&'static str, Transaction)> {
         (
             "map key with another verdict",
             one(Op::AddElements {
-                set: "endpoint-buckets".into(),
+                set: "service-ips".into(),
                 elements: vec![Element::map(
-                    vec![KeyValue::Bucket(0)],
-                    goto("endpoint-web-1"),
+                    vec![
+                        addr("10.96.0.10"),
+                        KeyValue::Proto(Proto::Tcp),
+                        KeyValue::Port(80),
+                    ],
+                    goto("reject-chain"),
                 )],
             }),
         ),

@@ -44,7 +44,6 @@ fn a_cluster_ip_balances_over_endpoints_on_another_node() {
         "web",
         "10.96.0.10",
         80,
-        0,
         &[(&ia, 8080), (&ib, 8080)],
     );
     apply(node.ns(), &tx).unwrap();
@@ -58,23 +57,27 @@ fn a_cluster_ip_balances_over_endpoints_on_another_node() {
         [&IpAddr::V4(client.ip())]
     );
 
-    // Scale to one endpoint: only this service's chain and bucket elements change.
+    // Scale to one endpoint: only this service's chain and its hairpin element change.
     let mut shrink = Transaction::new(Family::Ip, TABLE);
     shrink.push(Op::FlushChain("service-web".into()));
     shrink.push(rule(
         "service-web",
-        vec![Stmt::NumgenVmap {
-            modulus: 1,
-            offset: 0,
-            map: "endpoint-buckets".into(),
-        }],
+        vec![
+            Stmt::L4Proto(Proto::Tcp),
+            Stmt::Dnat {
+                addr: a.ip().into(),
+                port: 8080,
+            },
+        ],
     ));
     shrink.push(Op::DeleteElements {
-        set: "endpoint-buckets".into(),
-        elements: vec![Element::key(vec![KeyValue::Bucket(1)])],
+        set: "hairpin".into(),
+        elements: vec![Element::key(vec![
+            KeyValue::Addr(b.ip().into()),
+            KeyValue::Addr(b.ip().into()),
+            KeyValue::Port(8080),
+        ])],
     });
-    shrink.push(Op::FlushChain("endpoint-web-1".into()));
-    shrink.push(Op::DeleteChain("endpoint-web-1".into()));
     apply(node.ns(), &shrink).unwrap();
     let t = traffic::tally(client.ns(), traffic::Proto::Tcp, vip, 10, TIMEOUT).unwrap();
     assert_eq!((t.failures, t.count("web-a")), (0, 10), "{t:?}");
@@ -106,7 +109,6 @@ fn conntrack_delete_removes_a_udp_flow_through_a_vip() {
         "dns-udp",
         "10.96.0.53",
         53,
-        0,
         &[(&ip, 5353)],
     );
     service_proto(
@@ -115,7 +117,6 @@ fn conntrack_delete_removes_a_udp_flow_through_a_vip() {
         "dns-tcp",
         "10.96.0.53",
         53,
-        1,
         &[(&ip, 5353)],
     );
     apply(node.ns(), &tx).unwrap();

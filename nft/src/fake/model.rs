@@ -150,9 +150,7 @@ impl Table {
     fn check_stmt(&self, s: &Stmt) -> R {
         match s {
             Stmt::Verdict(v) => self.check_target(v),
-            Stmt::Vmap { map, .. } | Stmt::NumgenVmap { map, .. } => {
-                require(self.set(map)?.def.verdict_map, EINVAL)
-            }
+            Stmt::Vmap { map, .. } => require(self.set(map)?.def.verdict_map, EINVAL),
             // The kernel lets any set be updated from the packet path.
             Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => {
                 self.set(set).map(|_| ())
@@ -298,7 +296,7 @@ fn target(v: &Verdict) -> Option<&str> {
 fn set_ref(s: &Stmt) -> Option<&str> {
     match s {
         Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => Some(set),
-        Stmt::Vmap { map, .. } | Stmt::NumgenVmap { map, .. } => Some(map),
+        Stmt::Vmap { map, .. } => Some(map),
         _ => None,
     }
 }
@@ -308,9 +306,7 @@ fn key_fits(family: Family, types: &[KeyType], key: &[KeyValue]) -> bool {
     types.len() == key.len()
         && types.iter().zip(key).all(|(t, k)| match (t, k) {
             (KeyType::Addr, KeyValue::Addr(a)) => Family::of(*a) == family,
-            (KeyType::Proto, KeyValue::Proto(_))
-            | (KeyType::Port, KeyValue::Port(_))
-            | (KeyType::Bucket, KeyValue::Bucket(_)) => true,
+            (KeyType::Proto, KeyValue::Proto(_)) | (KeyType::Port, KeyValue::Port(_)) => true,
             _ => false,
         })
 }

@@ -205,12 +205,10 @@ pub(crate) const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
 // nft's datatype numbers (nftables `include/datatype.h`), combined for concatenations as
 // `(t1 << 6) | t2 …` (`TYPE_BITS`).
-pub(crate) const TYPE_INTEGER: u32 = 4;
 pub(crate) const TYPE_IPADDR: u32 = 7;
 pub(crate) const TYPE_IP6ADDR: u32 = 8;
 pub(crate) const TYPE_INETPROTO: u32 = 12;
 pub(crate) const TYPE_INETSERVICE: u32 = 13;
-pub(crate) const TYPE_MARK: u32 = 19;
 pub(crate) const TYPE_BITS: u32 = 6;
 
 // ctnetlink (`linux/netfilter/nfnetlink_conntrack.h`).

@@ -365,10 +365,10 @@ mod tests {
 
     #[test]
     fn big_element_lists_are_split_and_empty_ones_send_nothing() {
-        let elements: Vec<Element> = (0..5000u32)
+        let elements: Vec<Element> = (0..5000u16)
             .map(|i| {
                 Element::map(
-                    vec![KeyValue::Bucket(i)],
+                    vec![KeyValue::Port(i)],
                     Verdict::Goto(format!("endpoint-{i:0>40}")),
                 )
             })

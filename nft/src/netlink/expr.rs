@@ -41,14 +41,6 @@ fn stmt(w: &mut Writer, family: Family, s: &Stmt, before: &[Stmt]) -> Result<(),
             load_concat(w, family, key);
             lookup(w, map, Some(NFT_REG_VERDICT), false);
         }
-        Stmt::NumgenVmap {
-            modulus,
-            offset,
-            map,
-        } => {
-            numgen(w, *modulus, *offset);
-            lookup(w, map, Some(NFT_REG_VERDICT), false);
-        }
         Stmt::Numgen { modulus } => {
             numgen(w, *modulus, 0);
             cmp(w, NFT_CMP_EQ, &[0; 4]);

@@ -12,7 +12,7 @@ use super::udata::{self, Udata};
 use crate::ir::{Element, Family, KeyType, KeyValue, Proto, SetDef, Verdict};
 
 /// nft datatype and byte length of one key component.
-fn component(family: Family, k: KeyType, concat: bool) -> (u32, u32) {
+fn component(family: Family, k: KeyType) -> (u32, u32) {
     match k {
         KeyType::Addr => match family {
             Family::Ip => (TYPE_IPADDR, 4),
@@ -20,10 +20,6 @@ fn component(family: Family, k: KeyType, concat: bool) -> (u32, u32) {
         },
         KeyType::Proto => (TYPE_INETPROTO, 1),
         KeyType::Port => (TYPE_INETSERVICE, 2),
-        // Alone, nft declares it `typeof numgen …` (an integer); inside a concatenation
-        // only a named type prints, and `mark` is a host-order 32-bit integer.
-        KeyType::Bucket if concat => (TYPE_MARK, 4),
-        KeyType::Bucket => (TYPE_INTEGER, 4),
     }
 }
 
@@ -38,7 +34,7 @@ pub(crate) fn key_info(family: Family, key: &[KeyType]) -> KeyInfo {
     let concat = key.len() > 1;
     let mut info = KeyInfo { type_id: 0, len: 0 };
     for k in key {
-        let (ty, len) = component(family, *k, concat);
+        let (ty, len) = component(family, *k);
         info.type_id = (info.type_id << TYPE_BITS) | ty;
         info.len += if concat { len.next_multiple_of(4) } else { len };
     }
@@ -54,7 +50,6 @@ pub(crate) fn key_types(family: Family, mut type_id: u32) -> Option<Vec<KeyType>
             TYPE_IP6ADDR if family == Family::Ip6 => KeyType::Addr,
             TYPE_INETPROTO => KeyType::Proto,
             TYPE_INETSERVICE => KeyType::Port,
-            TYPE_INTEGER | TYPE_MARK => KeyType::Bucket,
             _ => return None,
         };
         out.push(k);
@@ -112,43 +107,21 @@ pub(crate) fn set_attrs(w: &mut Writer, family: Family, table: &str, def: &SetDe
 /// The size nft gives dynamic sets.
 const DYNAMIC_SET_SIZE: u32 = 65535;
 
-/// nft's byte orders (`BYTEORDER_HOST_ENDIAN`, `BYTEORDER_BIG_ENDIAN`).
-const HOST_ENDIAN: u32 = 1;
+/// nft's byte order `BYTEORDER_BIG_ENDIAN`.
 const BIG_ENDIAN: u32 = 2;
 /// nft's expression type numbers used in `typeof` userdata.
-const EXPR_VERDICT: u32 = 1;
 const EXPR_CONCAT: u32 = 13;
-const EXPR_NUMGEN: u32 = 23;
 
 /// The set userdata nft writes for the same declaration.
 fn set_udata(def: &SetDef) -> Udata {
     let mut u = Udata::new();
-    let bucket = def.key == [KeyType::Bucket];
-    let order = match def.key.as_slice() {
-        [_, _, ..] => 0,
-        [KeyType::Bucket] => HOST_ENDIAN,
-        _ => BIG_ENDIAN,
-    };
+    let order = if def.key.len() > 1 { 0 } else { BIG_ENDIAN };
     u.u32(udata::SET_KEYBYTEORDER, order);
     if def.verdict_map {
         u.u32(udata::SET_DATABYTEORDER, 0);
     }
     if def.key.len() > 1 {
         u.put(udata::SET_KEY_TYPEOF, typeof_expr(EXPR_CONCAT, &[]).bytes());
-    } else if bucket {
-        // `typeof numgen random mod 1`: type random, modulus 1, offset 0.
-        let mut ng = Udata::new();
-        ng.u32(0, NFT_NG_RANDOM).u32(1, 1).u32(2, 0);
-        u.put(
-            udata::SET_KEY_TYPEOF,
-            typeof_expr(EXPR_NUMGEN, ng.bytes()).bytes(),
-        );
-    }
-    if bucket && def.verdict_map {
-        u.put(
-            udata::SET_DATA_TYPEOF,
-            typeof_expr(EXPR_VERDICT, &[]).bytes(),
-        );
     }
     if def.verdict_map {
         u.u32(udata::SET_DATA_INTERVAL, 0);
@@ -175,7 +148,6 @@ pub(crate) fn key_bytes(key: &[KeyValue]) -> Vec<u8> {
             KeyValue::Addr(a) => ip_bytes(*a),
             KeyValue::Proto(p) => vec![p.number()],
             KeyValue::Port(p) => p.to_be_bytes().to_vec(),
-            KeyValue::Bucket(b) => b.to_ne_bytes().to_vec(),
         };
         if concat {
             b.resize(b.len().next_multiple_of(4), 0);
@@ -305,7 +277,7 @@ pub(crate) fn decode_key(
     let concat = types.len() > 1;
     let mut out = Vec::with_capacity(types.len());
     for k in types {
-        let (_, len) = component(family, *k, concat);
+        let (_, len) = component(family, *k);
         let len = len as usize;
         let take = if concat { len.next_multiple_of(4) } else { len };
         let b = bytes.get(..len)?;
@@ -318,7 +290,6 @@ pub(crate) fn decode_key(
                 _ => return None,
             }),
             KeyType::Port => KeyValue::Port(u16::from_be_bytes(b.try_into().ok()?)),
-            KeyType::Bucket => KeyValue::Bucket(u32::from_ne_bytes(b.try_into().ok()?)),
         });
         bytes = bytes.get(take..)?;
     }

@@ -94,8 +94,12 @@ pub(crate) fn skeleton(tx: &mut Transaction) {
         ..set("service-ips", svc_key, true)
     }));
     tx.push(Op::AddSet(SetDef {
-        comment: Some("endpoint buckets".into()),
-        ..set("endpoint-buckets", vec![KeyType::Bucket], true)
+        comment: Some("endpoints reaching themselves".into()),
+        ..set(
+            "hairpin",
+            vec![KeyType::Addr, KeyType::Addr, KeyType::Port],
+            false,
+        )
     }));
     tx.push(rule("nat-prerouting", vec![jump("services")]));
     tx.push(rule("nat-output", vec![jump("services")]));
@@ -112,6 +116,16 @@ pub(crate) fn skeleton(tx: &mut Transaction) {
         "masquerading",
         vec![Stmt::MarkClear(0x4000), Stmt::Verdict(Verdict::Return)],
     ));
+    tx.push(rule(
+        "masquerading",
+        vec![
+            Stmt::InConcat {
+                key: vec![Field::Saddr, Field::Daddr, Field::Dport],
+                set: "hairpin".into(),
+            },
+            Stmt::MarkOr(0x4000),
+        ],
+    ));
     tx.push(rule("masquerading", vec![Stmt::MarkXor(0x4000)]));
     tx.push(rule(
         "masquerading",
@@ -119,70 +133,56 @@ pub(crate) fn skeleton(tx: &mut Transaction) {
     ));
 }
 
-/// One ClusterIP service `vip:port/tcp` balanced over `endpoints` (buckets from `first`).
+/// One ClusterIP service `vip:port/tcp` balanced over `endpoints`.
 pub(crate) fn service(
     tx: &mut Transaction,
     name: &str,
     vip: &str,
     port: u16,
-    first: u32,
     endpoints: &[(&str, u16)],
 ) {
-    service_proto(tx, Proto::Tcp, name, vip, port, first, endpoints);
+    service_proto(tx, Proto::Tcp, name, vip, port, endpoints);
 }
 
-/// One ClusterIP service `vip:port/proto` balanced over `endpoints` (buckets from `first`).
+/// One ClusterIP service `vip:port/proto` balanced over `endpoints`, as the proxy renders
+/// it: endpoint i of n is `numgen random mod (n-i) == 0 … dnat to` in the service chain,
+/// and each endpoint is in the hairpin set.
 pub(crate) fn service_proto(
     tx: &mut Transaction,
     proto: Proto,
     name: &str,
     vip: &str,
     port: u16,
-    first: u32,
     endpoints: &[(&str, u16)],
 ) {
     let svc = format!("service-{name}");
     tx.push(chain(&svc));
     tx.push(Op::FlushChain(svc.clone()));
-    let mut buckets = Vec::new();
+    let mut hairpin = Vec::new();
     for (i, (ip, eport)) in endpoints.iter().enumerate() {
-        let ep = format!("endpoint-{name}-{i}");
-        tx.push(chain(&ep));
-        tx.push(Op::FlushChain(ep.clone()));
-        tx.push(rule(
-            &ep,
-            vec![
-                prefix(Field::Saddr, &format!("{ip}/32"), false),
-                jump("mark-for-masquerade"),
-            ],
-        ));
-        tx.push(commented(
-            &ep,
-            vec![
-                Stmt::L4Proto(proto),
-                Stmt::Dnat {
-                    addr: ip.parse().unwrap(),
-                    port: *eport,
-                },
-            ],
-            &format!("ns/{name}:http"),
-        ));
-        buckets.push(Element::map(
-            vec![KeyValue::Bucket(first + i as u32)],
-            goto(&ep),
-        ));
+        let mut stmts = Vec::new();
+        if i + 1 < endpoints.len() {
+            stmts.push(Stmt::Numgen {
+                modulus: (endpoints.len() - i) as u32,
+            });
+        }
+        stmts.extend([
+            Stmt::L4Proto(proto),
+            Stmt::Dnat {
+                addr: ip.parse().unwrap(),
+                port: *eport,
+            },
+        ]);
+        tx.push(commented(&svc, stmts, &format!("ns/{name}:http")));
+        hairpin.push(Element::key(vec![
+            addr(ip),
+            addr(ip),
+            KeyValue::Port(*eport),
+        ]));
     }
-    tx.push(rule(
-        &svc,
-        vec![Stmt::NumgenVmap {
-            modulus: endpoints.len() as u32,
-            offset: first,
-            map: "endpoint-buckets".into(),
-        }],
-    ));
     tx.push(Op::AddElements {
-        set: "endpoint-buckets".into(),
-        elements: buckets,
+        set: "hairpin".into(),
+        elements: hairpin,
     });
     tx.push(Op::AddElements {
         set: "service-ips".into(),
@@ -202,7 +202,6 @@ pub(crate) fn representative() -> Transaction {
         "web",
         "10.96.0.10",
         80,
-        0,
         &[("10.244.1.2", 8080), ("10.244.2.2", 8080)],
     );
     for c in ["cluster-ips-check", "reject-chain", "firewall-web", "stale"] {
@@ -381,7 +380,6 @@ pub(crate) fn representative_v6() -> Transaction {
         "web6",
         "fd00:96::10",
         80,
-        0,
         &[("fd00:244:1::2", 8080)],
     );
     tx.push(chain("checks"));

@@ -197,7 +197,7 @@ mod tests {
     fn map() -> SetDef {
         SetDef {
             name: "m".into(),
-            key: vec![KeyType::Bucket],
+            key: vec![KeyType::Port],
             verdict_map: true,
             interval: false,
             timeout: None,
@@ -205,7 +205,7 @@ mod tests {
         }
     }
 
-    fn piece(chains: &[(&str, u32)], elems: &[(u32, &str)]) -> Desired {
+    fn piece(chains: &[(&str, u32)], elems: &[(u16, &str)]) -> Desired {
         let mut d = Desired::default();
         for (name, mark) in chains {
             d.regular(name, vec![Rule::new(vec![Stmt::MarkOr(*mark)])]);
@@ -213,7 +213,7 @@ mod tests {
         for (k, chain) in elems {
             d.element(
                 "m",
-                Element::map(vec![KeyValue::Bucket(*k)], Verdict::Goto((*chain).into())),
+                Element::map(vec![KeyValue::Port(*k)], Verdict::Goto((*chain).into())),
             );
         }
         d

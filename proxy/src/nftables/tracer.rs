@@ -197,20 +197,6 @@ impl<'a> Tracer<'a> {
                         None => vec![(Step::Next, st)],
                     };
                 }
-                Stmt::NumgenVmap {
-                    modulus,
-                    offset,
-                    map,
-                } => {
-                    let mut out = Vec::new();
-                    for b in 0..*modulus {
-                        match self.lookup(map, &[KeyValue::Bucket(offset + b)]) {
-                            Some(v) => out.extend(self.verdict(&v, p, st.clone(), depth)),
-                            None => out.push((Step::Next, st.clone())),
-                        }
-                    }
-                    return out;
-                }
                 Stmt::Verdict(v) => return self.verdict(v, p, st, depth),
                 Stmt::Dnat { addr, port } => {
                     st.daddr = *addr;
