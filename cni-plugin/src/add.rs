@@ -16,7 +16,7 @@ use crate::error::{CniError, Code};
 use crate::ipam::Store;
 use crate::masq;
 use crate::netns::NetNs;
-use crate::nl::{Link, Netlink, NlError, Route, VethSpec, libc_errno};
+use crate::nl::{Link, Netlink, NlError, Route, VethSpec};
 use crate::plan::Plan;
 use crate::result::{Attachment, Interface};
 
@@ -29,16 +29,24 @@ pub(crate) fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let netns = open_pod_netns(netns_path, env.netns_override)?;
     let wants = Wants::of(env, conf)?;
     let ips = reserve(conf, &plan, &who, &wants)?;
-    match build(conf, &plan, &who, &netns, &ips, &wants, &senv) {
-        Ok(mut att) => {
-            att.interfaces[2].sandbox = Some(netns_path.to_owned());
-            Ok(att.render(&conf.cni_version, conf.prev_result.as_ref()))
-        }
+    let pod = Pod {
+        netns: &netns,
+        path: netns_path,
+    };
+    let mut created = None;
+    match build(conf, &plan, &who, &pod, &ips, &wants, &senv, &mut created) {
+        Ok(att) => Ok(att.render(&conf.cni_version, conf.prev_result.as_ref())),
         Err(e) => {
-            rollback(conf, &plan, &who, &ips);
+            rollback(conf, &plan, &who, &ips, created);
             Err(e)
         }
     }
+}
+
+/// The pod's namespace and the path the runtime named it by (the result's `sandbox`).
+struct Pod<'a> {
+    netns: &'a NetNs,
+    path: &'a str,
 }
 
 /// Opens `CNI_NETNS`, refusing the plugin's own namespace (code 8) unless overridden.
@@ -133,21 +141,35 @@ fn reserve(
             .iter()
             .copied()
             .find(|ip| ip.is_ipv4() == range.gateway.is_ipv4());
-        match store.allocate(set, range, (who.id, who.ifname), requested) {
-            Ok(ip) => out.push(IpNet::new(ip, range.subnet.prefix_len()).unwrap_or(range.subnet)),
+        let got = store
+            .allocate(set, range, (who.id, who.ifname), requested)
+            .map_err(CniError::from)
+            .and_then(|ip| {
+                IpNet::new(ip, range.subnet.prefix_len()).map_err(|e| {
+                    CniError::new(
+                        Code::Internal,
+                        format!("address {ip} in {}: {e}", range.subnet),
+                    )
+                })
+            });
+        match got {
+            Ok(net) => out.push(net),
             Err(e) => {
                 let _ = store.release(who.id, who.ifname);
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
     Ok(out)
 }
 
-/// Undoes a failed ADD: host end (and with it the container end) and reservations.
-fn rollback(conf: &NetConf, plan: &Plan, who: &Who<'_>, ips: &[IpNet]) {
-    if let Ok(mut nl) = Netlink::open() {
-        let _ = nl.delete_link(&who.host_veth());
+/// Undoes a failed ADD: the pair it created (by index: a link of that name that was not
+/// created here is not ours to delete) and the reservations.
+fn rollback(conf: &NetConf, plan: &Plan, who: &Who<'_>, ips: &[IpNet], created: Option<u32>) {
+    if let Some(index) = created
+        && let Ok(mut nl) = Netlink::open()
+    {
+        let _ = nl.delete_link_index(index);
     }
     if plan.ip_masq {
         for ip in ips {
@@ -159,15 +181,21 @@ fn rollback(conf: &NetConf, plan: &Plan, who: &Who<'_>, ips: &[IpNet]) {
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the steps of one ADD; grouping them hides nothing"
+)]
 fn build(
     conf: &NetConf,
     plan: &Plan,
     who: &Who<'_>,
-    netns: &NetNs,
+    target: &Pod<'_>,
     ips: &[IpNet],
     wants: &Wants,
     senv: &SubnetEnv,
+    created: &mut Option<u32>,
 ) -> Result<Attachment, CniError> {
+    let netns = target.netns;
     let mut host = Netlink::open()?;
     let bridge = ensure_bridge(&mut host, plan)?;
     let host_name = who.host_veth();
@@ -181,6 +209,7 @@ fn build(
     };
     create_veth(conf, &mut host, &spec, netns, who)?;
     let veth = must_link(&mut host, &host_name)?;
+    *created = Some(veth.index);
     host.set_bridge_port(veth.index, plan.hairpin, &who.alias(&conf.name))?;
     let v6 = ips.iter().any(|ip| ip.addr().is_ipv6());
     let mut pod = netns.run(|| {
@@ -202,13 +231,17 @@ fn build(
     }
     // The bridge's MAC is read last: it is pinned at creation, but an adopted bridge may not be.
     let bridge = must_link(&mut host, &plan.bridge)?;
-    let iface = |l: &Link| Interface {
+    let iface = |l: &Link, sandbox: Option<&str>| Interface {
         name: l.name.clone(),
         mac: l.mac.clone(),
-        sandbox: None,
+        sandbox: sandbox.map(str::to_owned),
     };
     Ok(Attachment {
-        interfaces: vec![iface(&bridge), iface(&veth), iface(&container)],
+        interfaces: vec![
+            iface(&bridge, None),
+            iface(&veth, None),
+            iface(&container, Some(target.path)),
+        ],
         ips: ips
             .iter()
             .map(|ip| (*ip, gateway_of(plan, ip.addr())))
@@ -230,7 +263,7 @@ fn create_veth(
 ) -> Result<(), CniError> {
     for _ in 0..100 {
         match host.create_veth(spec) {
-            Err(e) if e.errno() == Some(libc_errno::EEXIST) => {
+            Err(e) if e.errno() == Some(nix::libc::EEXIST) => {
                 match clear_released_pair(conf, host, spec.host, netns, who)? {
                     Clear::Removed => continue,
                     Clear::Vanishing => std::thread::sleep(std::time::Duration::from_millis(5)),
@@ -298,7 +331,7 @@ fn clear_released_pair(
             outcome = Clear::Removed;
         }
     }
-    if matches!(outcome, Clear::Blocked) && pod_link.is_none() {
+    if matches!(outcome, Clear::Blocked) && candidates.is_empty() && pod_link.is_none() {
         return Ok(Clear::Removed);
     }
     if matches!(outcome, Clear::Blocked) && foreign_peer.is_some() && candidates.is_empty() {
@@ -315,7 +348,7 @@ fn gateway_of(plan: &Plan, ip: IpAddr) -> IpAddr {
 }
 
 fn veth_error(e: NlError, who: &Who<'_>, host: &str) -> CniError {
-    if e.errno() == Some(libc_errno::EEXIST) {
+    if e.errno() == Some(nix::libc::EEXIST) {
         CniError::new(
             Code::Internal,
             format!(
@@ -345,7 +378,7 @@ fn ensure_bridge(nl: &mut Netlink, plan: &Plan) -> Result<Link, CniError> {
         Some(l) => l,
         None => {
             match nl.create_bridge(&plan.bridge, plan.mtu, random_mac()) {
-                Err(e) if e.errno() != Some(libc_errno::EEXIST) => return Err(e.into()),
+                Err(e) if e.errno() != Some(nix::libc::EEXIST) => return Err(e.into()),
                 _ => {}
             }
             must_link(nl, &plan.bridge)?
@@ -387,7 +420,7 @@ fn add_gateway(nl: &mut Netlink, bridge: &Link, have: &[IpNet], gw: IpNet) -> Re
         ));
     }
     match nl.add_address(bridge.index, gw) {
-        Err(e) if e.errno() != Some(libc_errno::EEXIST) => Err(e.into()),
+        Err(e) if e.errno() != Some(nix::libc::EEXIST) => Err(e.into()),
         _ => Ok(()),
     }
 }

@@ -11,7 +11,6 @@ use crate::error::{CniError, Code};
 use crate::ipam::Store;
 use crate::netns::NetNs;
 use crate::nl::Netlink;
-use crate::plan::DEFAULT_BRIDGE;
 use crate::result::Expected;
 
 /// Runs CHECK.
@@ -54,10 +53,7 @@ fn check_reservation(conf: &NetConf, who: &Who<'_>, expected: &Expected) -> Resu
 
 fn check_host(conf: &NetConf, who: &Who<'_>) -> Result<(), CniError> {
     let mut nl = Netlink::open()?;
-    let name = conf
-        .bridge_settings()
-        .bridge
-        .unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
+    let name = conf.bridge_name();
     let bridge = nl
         .link_by_name(&name)?
         .filter(|l| l.kind.as_deref() == Some("bridge"))
@@ -87,8 +83,9 @@ fn check_pod(path: &str, ifname: &str, expected: &Expected) -> Result<(), CniErr
             "interface {ifname} in {path} lacks address {ip}"
         )));
     }
+    let (v4, v6) = (nl.routes(false)?, nl.routes(true)?);
     for (dst, gw) in ours(expected) {
-        let routes = nl.routes(dst.addr().is_ipv6())?;
+        let routes = if dst.addr().is_ipv6() { &v6 } else { &v4 };
         let found = routes
             .iter()
             .any(|r| r.dst == dst && (gw.is_none() || r.gw == gw));

@@ -141,6 +141,13 @@ impl NetConf {
         }
     }
 
+    /// The bridge the pods attach to (`cni0` unless configured).
+    pub fn bridge_name(&self) -> String {
+        self.bridge_settings()
+            .bridge
+            .unwrap_or_else(|| crate::plan::DEFAULT_BRIDGE.to_owned())
+    }
+
     /// The subnet.env to read.
     pub fn subnet_file(&self) -> PathBuf {
         self.subnet_file

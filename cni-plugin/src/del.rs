@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::Teardown;
-use crate::attach::{Who, subnet_env};
+use crate::attach::Who;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::CniError;
@@ -17,9 +17,9 @@ use crate::nl::Netlink;
 /// Runs DEL.
 pub(crate) fn del(env: &Env, conf: &NetConf, teardown: &Teardown) -> Result<String, CniError> {
     let who = Who::of(env);
-    remove_links(&who, env.netns.as_deref(), teardown)?;
+    remove_links(conf, &who, env.netns.as_deref(), teardown)?;
     let released = Store::lock(&conf.ipam_dir(), &conf.name)?.release(who.id, who.ifname)?;
-    if masq_may_be_on(conf) {
+    if masq::may_be_on(conf) {
         for ip in &released {
             unmasquerade(conf, *ip);
         }
@@ -31,16 +31,27 @@ pub(crate) fn del(env: &Env, conf: &NetConf, teardown: &Teardown) -> Result<Stri
 /// Deleting the host end removes the pair in one request, without entering the pod. A pod
 /// set up by another plugin (a node moving over from flannel) has a host end of another
 /// name: then the container end is deleted from inside the pod.
-fn remove_links(who: &Who<'_>, netns: Option<&str>, teardown: &Teardown) -> Result<(), CniError> {
-    let host = who.host_veth();
+fn remove_links(
+    conf: &NetConf,
+    who: &Who<'_>,
+    netns: Option<&str>,
+    teardown: &Teardown,
+) -> Result<(), CniError> {
     let mut nl = Netlink::open()?;
-    if let Teardown::Detached(exe) = teardown
-        && nl.link_by_name(&host)?.is_some()
-        && reap_detached(exe, &host)
-    {
-        return Ok(());
-    }
-    if nl.delete_link(&host)? {
+    // Only a host end that carries this attachment's alias is ours: the name alone may
+    // belong to another plugin's veth.
+    let alias = who.alias(&conf.name);
+    let ours = nl
+        .link_by_name(&who.host_veth())?
+        .filter(|l| l.alias.as_deref() == Some(alias.as_str()));
+    if let Some(link) = ours {
+        // By index: by the time a detached reaper runs, the name may be a newer pair's.
+        if let Teardown::Detached(exe) = teardown
+            && reap_detached(exe, link.index)
+        {
+            return Ok(());
+        }
+        nl.delete_link_index(link.index)?;
         return Ok(());
     }
     let Some(path) = netns else {
@@ -56,11 +67,11 @@ fn remove_links(who: &Who<'_>, netns: Option<&str>, teardown: &Teardown) -> Resu
     Ok(())
 }
 
-/// Starts `<exe> reap-link <name>` with no stdio (the runtime reads our stdout to EOF) and
-/// does not wait for it; false if it could not be started.
-fn reap_detached(exe: &std::path::Path, name: &str) -> bool {
+/// Starts `<exe> reap-link <ifindex>` with no stdio (the runtime reads our stdout to EOF)
+/// and does not wait for it; false if it could not be started.
+fn reap_detached(exe: &std::path::Path, index: u32) -> bool {
     std::process::Command::new(exe)
-        .args(["reap-link", name])
+        .args(["reap-link", &index.to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -68,20 +79,11 @@ fn reap_detached(exe: &std::path::Path, name: &str) -> bool {
         .is_ok()
 }
 
-/// `reap-link`: deletes a host link and waits for the kernel (the detached half of DEL).
-pub fn reap_link(name: &str) -> Result<(), CniError> {
-    Netlink::open()?.delete_link(name)?;
+/// `reap-link`: deletes a host link by index and waits for the kernel (the detached half
+/// of DEL).
+pub fn reap_link(index: u32) -> Result<(), CniError> {
+    Netlink::open()?.delete_link_index(index)?;
     Ok(())
-}
-
-/// Whether ADD may have masqueraded: on when configured, else flannel's default (the
-/// opposite of FLANNEL_IPMASQ); when subnet.env is gone too, try — removing a missing element
-/// fails harmlessly.
-fn masq_may_be_on(conf: &NetConf) -> bool {
-    match conf.bridge_settings().ip_masq {
-        Some(on) => on,
-        None => subnet_env(conf).map_or(true, |e| !e.ipmasq),
-    }
 }
 
 fn unmasquerade(conf: &NetConf, ip: IpAddr) {

@@ -15,7 +15,7 @@ pub(crate) fn gc(conf: &NetConf) -> Result<String, CniError> {
     let mut errors = Vec::new();
     match Store::lock(&conf.ipam_dir(), &conf.name).and_then(|s| s.gc(&keep)) {
         Ok(released) => {
-            if conf.bridge_settings().ip_masq != Some(false) {
+            if masq::may_be_on(conf) {
                 for ip in released {
                     if let Err(e) = masq::del(&conf.name, ip) {
                         errors.push(e.to_string());

@@ -12,7 +12,8 @@ fn main() -> ExitCode {
         Some("install") => return install(&args[1..]),
         // The detached half of DEL (runtimes never pass arguments).
         Some("reap-link") => {
-            return match args.get(1).map(|n| sluice_cni::reap_link(n)) {
+            let index = args.get(1).and_then(|i| i.parse().ok());
+            return match index.map(sluice_cni::reap_link) {
                 Some(Ok(())) => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
             };

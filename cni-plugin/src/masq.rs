@@ -8,6 +8,8 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+use crate::config::NetConf;
 use sluice_nft::{
     BaseChain, ChainDef, ChainType, Element, Family, Field, Hook, KeyType, KeyValue, Netlink,
     NftKernel, Op, Rule, SetDef, Stmt, Transaction,
@@ -21,7 +23,7 @@ const SRCNAT: i32 = 100;
 /// Why the masquerade rules could not be changed.
 #[derive(Debug, thiserror::Error)]
 #[error("ipMasq: {0}")]
-pub struct MasqError(String);
+pub struct MasqError(#[from] sluice_nft::NftError);
 
 /// Masquerades `pod` (in `subnet`) of network `net`, leaving `cluster` alone.
 pub fn add(net: &str, pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Result<(), MasqError> {
@@ -31,14 +33,23 @@ pub fn add(net: &str, pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Result<(
 /// Stops masquerading `pod`; a pod that was not masqueraded is fine.
 pub fn del(net: &str, pod: IpAddr) -> Result<(), MasqError> {
     match apply(&del_tx(net, pod)) {
-        Err(e) if e.0.contains("No such file") => Ok(()),
+        Err(MasqError(e)) if e.errno() == Some(nix::libc::ENOENT) => Ok(()),
         other => other,
     }
 }
 
 fn apply(tx: &Transaction) -> Result<(), MasqError> {
-    let mut nl = Netlink::open().map_err(|e| MasqError(e.to_string()))?;
-    nl.apply(tx).map_err(|e| MasqError(e.to_string()))
+    Ok(Netlink::open()?.apply(tx)?)
+}
+
+/// Whether an ADD of this network may have masqueraded: on when configured, else flannel's
+/// default (the opposite of FLANNEL_IPMASQ); when subnet.env is gone too, maybe — removing a
+/// missing element fails harmlessly. DEL and GC ask it alike.
+pub(crate) fn may_be_on(conf: &NetConf) -> bool {
+    match conf.bridge_settings().ip_masq {
+        Some(on) => on,
+        None => crate::attach::subnet_env(conf).map_or(true, |e| !e.ipmasq),
+    }
 }
 
 /// The transaction of an ADD: table, sets and chain declared (idempotent), the rule

@@ -37,7 +37,7 @@ impl Plan {
     /// The plan for `conf` on a node whose overlay wrote `env`.
     pub fn new(conf: &NetConf, env: &SubnetEnv) -> Result<Self, CniError> {
         let s = conf.bridge_settings();
-        let bridge = s.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
+        let bridge = conf.bridge_name();
         crate::env::check_ifname("bridge", &bridge)
             .map_err(|m| CniError::new(Code::InvalidConfig, m))?;
         let default_gw = s.is_default_gateway.unwrap_or(false);

@@ -283,9 +283,120 @@ fn check_verifies_everything_the_result_claims() {
         .unwrap();
     let (ok, why) = check("no address");
     assert!(!ok && why.contains("lacks address"), "{why}");
+    // Deleting the address took the default route with it; put both back.
+    pod.ip(["addr", "add", "10.244.1.2/24", "dev", "eth0"])
+        .unwrap();
+    pod.ip(["route", "add", "default", "via", "10.244.1.1"])
+        .unwrap();
+    let (ok, why) = check("address back");
+    assert!(ok, "{why}");
     node.ns.ip(["link", "del", &node.host_veths()[0]]).unwrap();
     let (ok, why) = check("no veth");
-    assert!(!ok, "{why}");
+    assert!(!ok && why.contains("host interface"), "{why}");
+}
+
+/// A link of another plugin that happens to carry the host end's name is neither taken
+/// over by ADD nor deleted by its rollback or by DEL.
+#[test]
+fn a_foreign_link_with_the_host_name_is_left_alone() {
+    let node = Node::new();
+    let conf = node.conf("1.0.0", json!({}));
+    let pod = NetNs::new("cni-pod").unwrap();
+    // Learn the host end's name, then give it to a foreign veth.
+    assert!(node.cmd("ADD", "c1", "eth0", &pod.path(), &conf).ok);
+    let name = node.host_veths()[0].clone();
+    assert!(node.cmd("DEL", "c1", "eth0", &pod.path(), &conf).ok);
+    assert!(node.host_veths_after_teardown().is_empty());
+    node.ns
+        .ip([
+            "link", "add", &name, "type", "veth", "peer", "name", "foreign0",
+        ])
+        .unwrap();
+    let add = node.cmd("ADD", "c1", "eth0", &pod.path(), &conf);
+    assert!(
+        !add.ok && add.stdout.contains("already exists"),
+        "{}",
+        add.stdout
+    );
+    assert!(node.reservations().is_empty(), "rolled back");
+    assert!(node.cmd("DEL", "c1", "eth0", &pod.path(), &conf).ok);
+    let names = sluice_testbed::link::link_names(&node.ns).unwrap();
+    assert!(
+        names.contains(&name) && names.contains(&"foreign0".to_owned()),
+        "{names:?}"
+    );
+}
+
+/// Hairpin for real: a pod reaching itself through an address the node DNATs back to it
+/// (as a Service would) is answered — the frame goes back out the port it came in on.
+#[test]
+fn a_pod_reaches_itself_through_a_dnat_on_the_node() {
+    let node = Node::new();
+    let conf = node.conf("1.0.0", json!({}));
+    let pod = NetNs::new("cni-pod").unwrap();
+    let add = node.cmd("ADD", "c1", "eth0", &pod.path(), &conf);
+    assert!(add.ok, "{}", add.stdout);
+    let _server =
+        sluice_testbed::traffic::EchoServer::tcp(&pod, "self", "0.0.0.0:8080".parse().unwrap())
+            .unwrap();
+    node.ns
+        .exec([
+            "nft",
+            "add table ip t; \
+             add chain ip t pre { type nat hook prerouting priority -100; }; \
+             add chain ip t post { type nat hook postrouting priority 100; }; \
+             add rule ip t pre ip daddr 10.96.0.1 tcp dport 80 dnat to 10.244.1.2:8080; \
+             add rule ip t post ip saddr 10.244.1.2 ip daddr 10.244.1.2 masquerade",
+        ])
+        .unwrap();
+    let reply = sluice_testbed::traffic::tcp_request(
+        &pod,
+        "10.96.0.1:80".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(reply.backend, "self");
+}
+
+/// Dual stack: with an IPv6 subnet in subnet.env the pod gets an address and a default
+/// route per family, and DEL releases both.
+#[test]
+fn dual_stack_attachments() {
+    let node = Node::new();
+    std::fs::write(
+        node.subnet_file(),
+        format!(
+            "{}FLANNEL_IPV6_NETWORK=fd00:10::/56\nFLANNEL_IPV6_SUBNET=fd00:10:0:1::1/64\n",
+            common::SUBNET_ENV
+        ),
+    )
+    .unwrap();
+    let conf = node.conf("1.1.0", json!({}));
+    let pod = NetNs::new("cni-pod").unwrap();
+    let add = node.cmd("ADD", "c1", "eth0", &pod.path(), &conf);
+    assert!(add.ok, "{}", add.stdout);
+    let addrs: Vec<&str> = add.json["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["10.244.1.2/24", "fd00:10:0:1::2/64"]);
+    let v6 = Node::ip_json(&pod, &["-6", "route", "show", "default"]);
+    assert_eq!(v6[0]["gateway"], "fd00:10:0:1::1");
+    let eth0 = Node::ip_json(&pod, &["-6", "addr", "show", "eth0"]);
+    assert!(eth0.to_string().contains("fd00:10:0:1::2"), "{eth0}");
+    let check = node.cmd(
+        "CHECK",
+        "c1",
+        "eth0",
+        &pod.path(),
+        &with_prev(&conf, &add.json),
+    );
+    assert!(check.ok, "{}", check.stdout);
+    assert_eq!(node.reservations().len(), 2);
+    assert!(node.cmd("DEL", "c1", "eth0", &pod.path(), &conf).ok);
+    assert!(node.reservations().is_empty());
 }
 
 /// #35: GC releases what is not listed (both keys), keeps what is; GC needs 1.1.0.

@@ -25,20 +25,6 @@ impl Netlink {
         )
     }
 
-    /// Removes `addr` from the link.
-    pub fn delete_address(&mut self, index: u32, addr: IpNet) -> Result<(), NlError> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = family(addr.addr());
-        msg.header.prefix_len = addr.prefix_len();
-        msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(addr.addr()));
-        self.ack(
-            &format!("delete address {addr} from link {index}"),
-            RouteNetlinkMessage::DelAddress(msg),
-            0,
-        )
-    }
-
     /// The addresses of one link.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, NlError> {
         let answers = self.dump(

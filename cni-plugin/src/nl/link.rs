@@ -20,8 +20,6 @@ pub struct Link {
     pub name: String,
     /// Hardware address, `aa:bb:…`.
     pub mac: String,
-    /// MTU.
-    pub mtu: u32,
     /// Administratively up.
     pub up: bool,
     /// The bridge (or other controller) it is enslaved to.
@@ -163,6 +161,22 @@ impl Netlink {
         )
     }
 
+    /// Deletes a link by index (a name may meanwhile belong to a newer link); `Ok(false)` when
+    /// there was none.
+    pub fn delete_link_index(&mut self, index: u32) -> Result<bool, NlError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.ack(
+            &format!("delete link {index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes a link by name; `Ok(false)` when there was none.
     pub fn delete_link(&mut self, name: &str) -> Result<bool, NlError> {
         let mut msg = LinkMessage::default();
@@ -196,7 +210,6 @@ fn link_of(m: &LinkMessage) -> Link {
         match attr {
             LinkAttribute::IfName(n) => link.name.clone_from(n),
             LinkAttribute::Address(mac) => link.mac = format_mac(mac),
-            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(i) => link.master = Some(*i),
             LinkAttribute::Link(i) => link.peer_index = Some(*i),
             LinkAttribute::LinkNetNsId(id) => link.peer_netns_id = Some(*id),

@@ -18,6 +18,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use nix::libc;
 
 pub use link::{Link, VethSpec};
 pub use route::Route;
@@ -60,28 +61,9 @@ impl NlError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.errno(),
-            Some(
-                libc_errno::ENODEV
-                    | libc_errno::ENOENT
-                    | libc_errno::ESRCH
-                    | libc_errno::EADDRNOTAVAIL
-            )
+            Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
         )
     }
-}
-
-/// Errno values the plugin tells apart (Linux numbering).
-pub mod libc_errno {
-    /// No such file or directory.
-    pub const ENOENT: i32 = 2;
-    /// No such process (route not found).
-    pub const ESRCH: i32 = 3;
-    /// Exists already.
-    pub const EEXIST: i32 = 17;
-    /// No such device.
-    pub const ENODEV: i32 = 19;
-    /// Address not available.
-    pub const EADDRNOTAVAIL: i32 = 99;
 }
 
 /// A route-netlink socket bound in the namespace it was opened in.
