@@ -72,6 +72,11 @@ impl NftKernel for Netlink {
         }
         let interval = self.interval_flags(tx)?;
         let mut batch = encode::encode(tx, self.socket.next_seq(), &interval)?;
+        if batch.end_seq < batch.begin_seq {
+            // The numbers wrapped inside the batch: answers are matched by range and ops
+            // found by binary search, so number it again from 1.
+            batch = encode::encode(tx, 1, &interval)?;
+        }
         self.socket.resume_after(batch.end_seq);
         let ack_each = batch.msgs.len() <= socket::ACK_EACH_MAX;
         if ack_each {

@@ -69,10 +69,13 @@ impl NfSocket {
         Ok(s)
     }
 
-    /// The next `n` sequence numbers (returns the first).
+    /// The next `n` sequence numbers (returns the first), never spanning the wrap of `u32`.
     pub(crate) fn take_seqs(&mut self, n: u32) -> u32 {
+        if self.seq.checked_add(n).is_none() {
+            self.seq = 1;
+        }
         let s = self.seq;
-        self.seq = self.seq.wrapping_add(n);
+        self.seq += n;
         s
     }
 
@@ -83,7 +86,7 @@ impl NfSocket {
 
     /// Marks every number up to `last` as taken.
     pub(crate) fn resume_after(&mut self, last: u32) {
-        self.seq = last.wrapping_add(1);
+        self.seq = last.checked_add(1).unwrap_or(1);
     }
 
     /// Grows the socket buffers for a `send` of `send` bytes and `recv` bytes of answers
