@@ -25,6 +25,10 @@ endpoints:
 ";
 
 fn explain(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    explain_with(dir, &[], args)
+}
+
+fn explain_with(dir: &std::path::Path, flags: &[&str], args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["--manifests-dir"])
         .arg(dir)
@@ -33,8 +37,9 @@ fn explain(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
             "node-1",
             "--cluster-cidr",
             "10.244.0.0/16",
-            "explain",
         ])
+        .args(flags)
+        .arg("explain")
         .args(args)
         .output()
         .unwrap();
@@ -58,7 +63,7 @@ fn explain_answers_and_the_nftables_rules_agree() {
         text.contains("nftables rules: DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080 (agrees)"),
         "{text}"
     );
-    // eTP=Local from outside: the local endpoint only, as JSON.
+    // An address no Service holds, as JSON: the proxy leaves it alone.
     let (ok, json) = explain(
         dir.path(),
         &[
@@ -79,7 +84,18 @@ fn explain_answers_and_the_nftables_rules_agree() {
         &["--src", "10.244.1.9", "--dst", "10.96.0.10:81"],
     );
     assert!(
-        ok && text.contains("REJECT (not a port of this ClusterIP) (agrees)"),
+        ok && text.contains("nftables rules: REJECT (agrees)"),
+        "{text}"
+    );
+    // The same address inside --service-cidr is an unallocated ClusterIP: dropped, and the
+    // rules agree (without the flag they would let it through).
+    let (ok, text) = explain_with(
+        dir.path(),
+        &["--service-cidr", "10.96.0.0/12"],
+        &["--src", "10.244.1.9", "--dst", "10.96.0.99:1"],
+    );
+    assert!(
+        ok && text.contains("nftables rules: DROP (agrees)"),
         "{text}"
     );
 }

@@ -9,6 +9,7 @@ mod desired;
 mod kernel_view;
 mod names;
 mod port;
+pub use port::proto;
 mod state;
 mod tracer;
 
@@ -16,7 +17,7 @@ pub use backend::{ConntrackCleaner, NftablesBackend, NoConntrack};
 pub use ctx::{DEFAULT_MASQUERADE_MARK, NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
 pub use state::{NftState, Pending, rendered, summary};
-pub use tracer::{Origin, Outcome, Packet, Tracer};
+pub use tracer::{Origin, Outcome, Packet, Tracer, Unserved};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use sluice_model::service::{Endpoint, Protocol, ServicePort, ServicePortName, Se
 use sluice_nft::{Family, Proto, text};
 
 use super::*;
-use crate::explain::{self, NodeContext, VerdictView};
+use crate::explain::{self, NodeContext};
 use crate::fixture::{Svc, apply, ep, lb_local, snapshot, svc};
 use crate::snapshot::Snapshot;
 
@@ -199,30 +199,12 @@ fn case(snap: &Snapshot, table: &Desired, src: &str, dst: &str, proto: Protocol,
         },
     )
     .unwrap();
-    let model = match &e.verdict {
-        VerdictView::Dnat { endpoints } => Some(endpoints.iter().copied().collect::<BTreeSet<_>>()),
-        _ => None,
-    };
-    match (&traced, &e.verdict) {
-        (Outcome::Dnat { endpoints, .. }, _) => {
-            assert_eq!(Some(endpoints.clone()), model, "explain: {src} -> {dst}")
-        }
-        (Outcome::Reject, v) => assert_eq!(
-            *v,
-            VerdictView::RejectNoEndpoints,
-            "explain: {src} -> {dst}"
-        ),
-        (Outcome::Drop, v) => assert!(
-            matches!(
-                v,
-                VerdictView::DropNoLocalEndpoints | VerdictView::DropSourceRange
-            ),
-            "explain: {src} -> {dst}: {v:?}"
-        ),
-        (Outcome::Untouched, v) => {
-            assert_eq!(*v, VerdictView::NoService, "explain: {src} -> {dst}")
-        }
-    }
+    let unserved = Unserved::of(snap, &cfg(), dst.ip());
+    assert!(
+        traced.agrees_with(&e.verdict, unserved),
+        "explain: {src} -> {dst}: traced {traced:?}, model {:?}",
+        e.verdict
+    );
 }
 
 fn dnat(list: &[&str], masquerade: bool) -> Outcome {

@@ -332,3 +332,70 @@ fn outcome_of(end: End) -> Outcome {
         _ => Outcome::Drop,
     }
 }
+
+/// What the rules make of a destination the model knows no Service port for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unserved {
+    /// Not a Service address at all: left alone.
+    Nothing,
+    /// Another port of a ClusterIP: rejected (kube-proxy's cluster-ips check).
+    ClusterIpOtherPort,
+    /// An unallocated address in the service CIDRs: dropped.
+    UnallocatedClusterIp,
+}
+
+impl Unserved {
+    /// How `dst` counts for `snapshot` rendered with `cfg`.
+    pub fn of(snapshot: &crate::Snapshot, cfg: &super::NftConfig, dst: IpAddr) -> Self {
+        if snapshot
+            .service_ports()
+            .any(|p| p.cluster_ips.contains(&dst))
+        {
+            Self::ClusterIpOtherPort
+        } else if cfg.service_cidrs.iter().any(|n| n.contains(&dst)) {
+            Self::UnallocatedClusterIp
+        } else {
+            Self::Nothing
+        }
+    }
+}
+
+impl Outcome {
+    /// Whether the traced outcome is the model's `verdict`; `unserved` says what the rules
+    /// do where the model (which knows Service ports only) says "no service".
+    pub fn agrees_with(&self, verdict: &crate::explain::VerdictView, unserved: Unserved) -> bool {
+        use crate::explain::VerdictView as V;
+        match (self, verdict) {
+            (Self::Dnat { endpoints, .. }, V::Dnat { endpoints: model }) => {
+                endpoints.len() == model.len() && model.iter().all(|e| endpoints.contains(e))
+            }
+            (Self::Reject, V::NoService) => unserved == Unserved::ClusterIpOtherPort,
+            (Self::Drop, V::NoService) => unserved == Unserved::UnallocatedClusterIp,
+            (Self::Untouched, V::NoService) => unserved == Unserved::Nothing,
+            (Self::Reject, V::RejectNoEndpoints) => true,
+            (Self::Drop, V::DropNoLocalEndpoints | V::DropSourceRange) => true,
+            _ => false,
+        }
+    }
+
+    /// The outcome in plain words.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Dnat {
+                endpoints,
+                masquerade,
+            } => {
+                let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+                let masq = if *masquerade {
+                    ", source masqueraded"
+                } else {
+                    ""
+                };
+                format!("DNAT to one of {}{masq}", list.join(", "))
+            }
+            Self::Reject => "REJECT".into(),
+            Self::Drop => "DROP".into(),
+            Self::Untouched => "not a Service (untouched)".into(),
+        }
+    }
+}

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sluice_model::service::{IpFamily, Protocol};
-use sluice_nft::Proto;
-use sluice_proxy::backend::BackendOptions;
+use sluice_model::service::IpFamily;
 use sluice_proxy::config::NodeTopology;
 use sluice_proxy::config_file::ProxyConfig;
 use sluice_proxy::config_file::ProxyMode;
@@ -15,7 +13,7 @@ use sluice_proxy::explain::{self, ExplainArgs, NodeContext, OutputFormat, Packet
 use sluice_proxy::nftables;
 use sluice_proxy::source::ManifestsSource;
 
-use crate::run::{families, feed, local_addresses, node_name, spawn_source};
+use crate::run::{backend_options, families, feed, local_addresses, node_name, spawn_source};
 
 pub(crate) async fn run(config: &ProxyConfig, args: &ExplainArgs) -> anyhow::Result<()> {
     let node = match &args.from_node {
@@ -115,21 +113,14 @@ fn backend_check(
         return None;
     }
     let family = IpFamily::of(&args.dst.ip());
-    let opts = BackendOptions {
-        families: vec![family],
-        local_cidrs: config.cluster_cidrs.clone(),
-        masquerade_all: config.masquerade_all,
-        ..BackendOptions::default()
-    };
-    let table = nftables::rendered(&opts.nft_config(family), snapshot);
+    // The daemon's own rendering settings, so the check traces what it programs.
+    let opts = backend_options(config, &[family]);
+    let cfg = opts.nft_config(family);
+    let table = nftables::rendered(&cfg, snapshot);
     let packet = nftables::Packet {
         src: args.src,
         dst: args.dst.ip(),
-        proto: match args.proto {
-            Protocol::Tcp => Proto::Tcp,
-            Protocol::Udp => Proto::Udp,
-            Protocol::Sctp => Proto::Sctp,
-        },
+        proto: nftables::proto(args.proto),
         dport: args.dst.port(),
         origin: if node_ips.contains(&args.src) {
             nftables::Origin::Local
@@ -138,48 +129,8 @@ fn backend_check(
         },
     };
     let outcome = nftables::Tracer::new(&table, node_ips).trace(&packet);
-    let (traced, agrees) = match (&outcome, verdict) {
-        (
-            nftables::Outcome::Dnat {
-                endpoints,
-                masquerade,
-            },
-            VerdictView::Dnat { endpoints: model },
-        ) => {
-            let same = endpoints.iter().copied().collect::<Vec<_>>() == {
-                let mut m = model.clone();
-                m.sort();
-                m
-            };
-            let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-            let masq = if *masquerade {
-                ", source masqueraded"
-            } else {
-                ""
-            };
-            (format!("DNAT to one of {}{masq}", list.join(", ")), same)
-        }
-        // kube-proxy's cluster-ips-check: other ports of a ClusterIP are rejected, not
-        // left alone (the model only knows Service ports, so it says "no service").
-        (nftables::Outcome::Reject, VerdictView::NoService) => {
-            let cluster_ip = snapshot
-                .service_ports()
-                .any(|p| p.cluster_ips.contains(&args.dst.ip()));
-            ("REJECT (not a port of this ClusterIP)".into(), cluster_ip)
-        }
-        (nftables::Outcome::Reject, v) => ("REJECT".into(), *v == VerdictView::RejectNoEndpoints),
-        (nftables::Outcome::Drop, v) => (
-            "DROP".into(),
-            matches!(
-                v,
-                VerdictView::DropNoLocalEndpoints | VerdictView::DropSourceRange
-            ),
-        ),
-        (nftables::Outcome::Untouched, v) => (
-            "not a Service (untouched)".into(),
-            *v == VerdictView::NoService,
-        ),
-        (o, _) => (format!("{o:?}"), false),
-    };
+    let unserved = nftables::Unserved::of(snapshot, &cfg, args.dst.ip());
+    let agrees = outcome.agrees_with(verdict, unserved);
+    let traced = outcome.describe();
     Some(BackendCheck { traced, agrees })
 }

@@ -85,7 +85,7 @@ pub(crate) fn feed(config: &ProxyConfig, node: &str, families: &[IpFamily]) -> F
     }))
 }
 
-fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOptions {
+pub(crate) fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOptions {
     let local_cidrs = match config.detect_local_mode {
         LocalMode::ClusterCidr => config.cluster_cidrs.clone(),
         other => {
