@@ -56,7 +56,8 @@ impl FlowFilter {
         self
     }
 
-    fn matches(&self, flow: &Flow) -> bool {
+    /// True when `flow` meets every condition.
+    pub fn matches(&self, flow: &FlowKey) -> bool {
         flow.proto == self.proto.number()
             && self.orig_dst.is_none_or(|a| flow.orig_dst == Some(a))
             && self
@@ -77,12 +78,22 @@ impl std::fmt::Debug for Conntrack {
     }
 }
 
-/// What we read of one entry.
+/// What a caller sees of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Original destination address.
+    pub orig_dst: Option<IpAddr>,
+    /// Original destination port.
+    pub orig_dst_port: Option<u16>,
+    /// Reply source address (the DNAT target, or the original destination if none).
+    pub reply_src: Option<IpAddr>,
+}
+
+/// One entry as read.
 struct Flow {
-    proto: u8,
-    orig_dst: Option<IpAddr>,
-    orig_dst_port: Option<u16>,
-    reply_src: Option<IpAddr>,
+    key: FlowKey,
     /// The raw content of `CTA_TUPLE_ORIG` and `CTA_ZONE`, sent back to delete it.
     orig: Vec<u8>,
     zone: Option<Vec<u8>>,
@@ -98,7 +109,18 @@ impl Conntrack {
 
     /// Deletes the entries matching `filter`; returns how many were deleted.
     pub fn delete(&mut self, filter: &FlowFilter) -> Result<usize, NftError> {
-        let pf = nfproto(filter.family);
+        self.delete_where(filter.family, |f| filter.matches(f))
+    }
+
+    /// Deletes every entry of `family` that `stale` picks, with one dump of the table (the
+    /// caller decides over all the flows at once, as kube-proxy's reconciler does); returns
+    /// how many were deleted.
+    pub fn delete_where(
+        &mut self,
+        family: Family,
+        stale: impl Fn(&FlowKey) -> bool,
+    ) -> Result<usize, NftError> {
+        let pf = nfproto(family);
         let mut doomed = Vec::new();
         self.socket.request(
             "list conntrack",
@@ -108,7 +130,7 @@ impl Conntrack {
             |_| {},
             |m| {
                 if let Some(flow) = decode(&m.attrs())
-                    && filter.matches(&flow)
+                    && stale(&flow.key)
                 {
                     doomed.push(flow);
                 }
@@ -152,7 +174,7 @@ fn decode(a: &Attrs<'_>) -> Option<Flow> {
     let reply_ip = a
         .nested(CTA_TUPLE_REPLY)
         .and_then(|r| r.nested(CTA_TUPLE_IP));
-    Some(Flow {
+    let key = FlowKey {
         proto: *proto.get(CTA_PROTO_NUM)?.first()?,
         orig_dst: ip
             .get(CTA_IP_V4_DST)
@@ -166,6 +188,9 @@ fn decode(a: &Attrs<'_>) -> Option<Flow> {
                 .or_else(|| r.get(CTA_IP_V6_SRC))
                 .and_then(decode_addr)
         }),
+    };
+    Some(Flow {
+        key,
         orig: orig_raw.to_vec(),
         zone: a.get(CTA_ZONE).map(<[u8]>::to_vec),
     })
@@ -175,14 +200,12 @@ fn decode(a: &Attrs<'_>) -> Option<Flow> {
 mod tests {
     use super::*;
 
-    fn flow(proto: u8, dst: &str, port: u16, reply: &str) -> Flow {
-        Flow {
+    fn flow(proto: u8, dst: &str, port: u16, reply: &str) -> FlowKey {
+        FlowKey {
             proto,
             orig_dst: Some(dst.parse().unwrap()),
             orig_dst_port: Some(port),
             reply_src: Some(reply.parse().unwrap()),
-            orig: Vec::new(),
-            zone: None,
         }
     }
 

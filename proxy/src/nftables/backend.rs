@@ -2,15 +2,15 @@
 //! in production, `FakeNft` in unit tests). A partial apply sends only the changed owners'
 //! operations; a full apply reads the table back first, so drift (a deleted table, a flushed
 //! chain, a removed element) is repaired and a restart adopts what is there without a flush.
-//! After UDP Service changes, conntrack entries that would keep sending datagrams to a gone
-//! endpoint — or past a Service that just got endpoints — are deleted, as kube-proxy does.
+//! After each sync the UDP flows of the ports it looked at are reconciled with one conntrack
+//! dump, as kube-proxy's reconciler does (see [`UdpScope`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use sluice_model::service::{IpFamily, Protocol, ServicePortName};
-use sluice_nft::conntrack::FlowFilter;
-use sluice_nft::{Family, NftKernel, Op, Transaction};
+use sluice_model::service::{IpFamily, Protocol, ServicePort};
+use sluice_nft::conntrack::{Conntrack, FlowKey};
+use sluice_nft::{Family, NftError, NftKernel, Op, Proto, Transaction};
 
 use super::ctx::{NftConfig, TABLE};
 use super::desired::Desired;
@@ -21,13 +21,21 @@ use crate::{Changes, Snapshot};
 
 /// Deletes conntrack entries (the ctnetlink chokepoint; a no-op in unit tests).
 pub trait ConntrackCleaner: Send {
-    /// Deletes the flows matching `filter`; how many went.
-    fn delete(&mut self, filter: &FlowFilter) -> Result<usize, String>;
+    /// Deletes every flow of `family` that `stale` picks, with one dump; how many went.
+    fn delete_where(
+        &mut self,
+        family: Family,
+        stale: &dyn Fn(&FlowKey) -> bool,
+    ) -> Result<usize, NftError>;
 }
 
-impl ConntrackCleaner for sluice_nft::conntrack::Conntrack {
-    fn delete(&mut self, filter: &FlowFilter) -> Result<usize, String> {
-        sluice_nft::conntrack::Conntrack::delete(self, filter).map_err(|e| e.to_string())
+impl ConntrackCleaner for Conntrack {
+    fn delete_where(
+        &mut self,
+        family: Family,
+        stale: &dyn Fn(&FlowKey) -> bool,
+    ) -> Result<usize, NftError> {
+        Conntrack::delete_where(self, family, stale)
     }
 }
 
@@ -36,17 +44,46 @@ impl ConntrackCleaner for sluice_nft::conntrack::Conntrack {
 pub struct NoConntrack;
 
 impl ConntrackCleaner for NoConntrack {
-    fn delete(&mut self, _: &FlowFilter) -> Result<usize, String> {
+    fn delete_where(&mut self, _: Family, _: &dyn Fn(&FlowKey) -> bool) -> Result<usize, NftError> {
         Ok(0)
     }
 }
 
-/// What UDP flows of one port may point at.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct UdpPort {
-    vips: Vec<IpAddr>,
-    port: u16,
-    endpoints: BTreeSet<IpAddr>,
+/// kube-proxy's UDP conntrack reconciliation for the ports a sync looked at: a flow sent to
+/// one of their service addresses (or node ports) whose reply does not come from an
+/// endpoint the port may use now is stale — DNATed to a gone endpoint, or never DNATed
+/// because it arrived while there was none — and is deleted. Flows to current endpoints are
+/// left alone, so a restart (whose first sync looks at every port) breaks none.
+#[derive(Debug, Default)]
+struct UdpScope {
+    vips: HashMap<(IpAddr, u16), BTreeSet<IpAddr>>,
+    node_ports: HashMap<u16, BTreeSet<IpAddr>>,
+}
+
+impl UdpScope {
+    fn add(&mut self, dest: UdpDest, allowed: &BTreeSet<IpAddr>) {
+        let (addr, port) = dest;
+        let set = match addr {
+            Some(ip) => self.vips.entry((ip, port)).or_default(),
+            None => self.node_ports.entry(port).or_default(),
+        };
+        set.extend(allowed);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vips.is_empty() && self.node_ports.is_empty()
+    }
+
+    fn stale(&self, f: &FlowKey) -> bool {
+        let Some(port) = f.orig_dst_port.filter(|_| f.proto == Proto::Udp.number()) else {
+            return false;
+        };
+        let allowed = f
+            .orig_dst
+            .and_then(|d| self.vips.get(&(d, port)))
+            .or_else(|| self.node_ports.get(&port));
+        allowed.is_some_and(|a| f.reply_src.is_none_or(|r| !a.contains(&r)))
+    }
 }
 
 /// The nftables backend for both families.
@@ -54,7 +91,6 @@ pub struct NftablesBackend<K, C = NoConntrack> {
     kernel: K,
     conntrack: C,
     states: BTreeMap<Family, NftState>,
-    udp: BTreeMap<(Family, ServicePortName), UdpPort>,
 }
 
 impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
@@ -67,7 +103,6 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
                 .into_iter()
                 .map(|c| (c.family, NftState::new(c)))
                 .collect(),
-            udp: BTreeMap::new(),
         }
     }
 
@@ -108,6 +143,13 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
             None
         };
         let (_, state) = self.state(snap)?;
+        // Ports that go away: where their flows went, from what is programmed for them.
+        let removed: Vec<UdpDest> = changes
+            .ports
+            .iter()
+            .filter(|n| n.protocol == Protocol::Udp && snap.service_port(n).is_none())
+            .flat_map(|n| state.udp_destinations(n))
+            .collect();
         let pending = match kernel_view {
             Some(table) => state.plan_full_against(snap, |want| {
                 table.map(|t| view(family, &t, want)).unwrap_or_default()
@@ -132,96 +174,69 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         );
         let (_, state) = self.state(snap)?;
         pending.commit(state);
-        self.clear_udp_flows(family, snap, changes, full);
+        self.clear_udp_flows(family, snap, changes, full, removed);
         Ok(())
     }
 
-    /// kube-proxy's UDP conntrack cleanup: flows to a removed endpoint, and every flow to a
-    /// port that had no endpoint (those were black-holed into a stale entry).
-    fn clear_udp_flows(&mut self, family: Family, snap: &Snapshot, changes: &Changes, full: bool) {
-        let names: Vec<ServicePortName> = if full {
-            snap.service_ports()
-                .map(|p| p.name.clone())
-                .chain(
-                    self.udp
-                        .keys()
-                        .filter(|(f, _)| *f == family)
-                        .map(|(_, n)| n.clone()),
-                )
-                .collect()
+    /// Deletes the stale UDP flows of the ports this sync looked at (all on a full sync)
+    /// and of the ports it removed, with one conntrack dump.
+    fn clear_udp_flows(
+        &mut self,
+        family: Family,
+        snap: &Snapshot,
+        changes: &Changes,
+        full: bool,
+        removed: Vec<UdpDest>,
+    ) {
+        let mut scope = UdpScope::default();
+        let none = BTreeSet::new();
+        for dest in removed {
+            scope.add(dest, &none);
+        }
+        let ports: Vec<&ServicePort> = if full {
+            snap.service_ports().collect()
         } else {
-            changes.ports.iter().cloned().collect()
-        };
-        for name in names {
-            if name.protocol != Protocol::Udp {
-                continue;
-            }
-            let now = udp_port(snap, &name);
-            let before = self.udp.remove(&(family, name.clone()));
-            for f in stale_filters(before.as_ref(), now.as_ref()) {
-                if let Err(e) = self.conntrack.delete(&f) {
-                    tracing::warn!("conntrack cleanup for {name:?}: {e}");
-                }
-            }
-            if let Some(now) = now {
-                self.udp.insert((family, name), now);
-            }
-        }
-    }
-}
-
-fn udp_port(snap: &Snapshot, name: &ServicePortName) -> Option<UdpPort> {
-    let port = snap.service_port(name)?;
-    let cat = snap.categorize(name)?;
-    Some(UdpPort {
-        vips: port
-            .cluster_ips
-            .iter()
-            .chain(&port.external_ips)
-            .chain(&port.load_balancer_vips)
-            .copied()
-            .collect(),
-        port: port.port,
-        endpoints: cat.all_reachable.iter().map(|e| e.ip).collect(),
-    })
-}
-
-fn stale_filters(before: Option<&UdpPort>, now: Option<&UdpPort>) -> Vec<FlowFilter> {
-    let Some(before) = before else {
-        // A port seen for the first time: entries made while it did not exist are stale.
-        return now
-            .filter(|n| !n.endpoints.is_empty())
-            .map(|n| {
-                n.vips
-                    .iter()
-                    .map(|v| FlowFilter::udp_to(*v).port(n.port))
-                    .collect()
-            })
-            .unwrap_or_default();
-    };
-    let mut out = Vec::new();
-    let now_eps = now.map(|n| &n.endpoints);
-    for ep in &before.endpoints {
-        if now_eps.is_none_or(|e| !e.contains(ep)) {
-            out.extend(
-                before
-                    .vips
-                    .iter()
-                    .map(|v| FlowFilter::udp_to(*v).port(before.port).reply_from(*ep)),
-            );
-        }
-    }
-    if let Some(now) = now
-        && before.endpoints.is_empty()
-        && !now.endpoints.is_empty()
-    {
-        out.extend(
-            now.vips
+            changes
+                .ports
                 .iter()
-                .map(|v| FlowFilter::udp_to(*v).port(now.port)),
-        );
+                .filter_map(|n| snap.service_port(n))
+                .collect()
+        };
+        for port in ports
+            .into_iter()
+            .filter(|p| p.name.protocol == Protocol::Udp)
+        {
+            let allowed: BTreeSet<IpAddr> = snap
+                .categorize(&port.name)
+                .map(|c| c.all_reachable.iter().map(|e| e.ip).collect())
+                .unwrap_or_default();
+            for dest in udp_destinations(port) {
+                scope.add(dest, &allowed);
+            }
+        }
+        if scope.is_empty() {
+            return;
+        }
+        match self.conntrack.delete_where(family, &|f| scope.stale(f)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(?family, n, "stale UDP conntrack entries deleted"),
+            Err(e) => tracing::warn!("UDP conntrack cleanup: {e}"),
+        }
     }
-    out
+}
+
+/// A UDP destination of a Service port: a service address and port, or (`None`) a node port.
+pub(crate) type UdpDest = (Option<IpAddr>, u16);
+
+fn udp_destinations(port: &ServicePort) -> Vec<UdpDest> {
+    let vips = port
+        .cluster_ips
+        .iter()
+        .chain(&port.external_ips)
+        .chain(&port.load_balancer_vips);
+    vips.map(|ip| (Some(*ip), port.port))
+        .chain(port.node_port.map(|np| (None, np)))
+        .collect()
 }
 
 fn family_of(f: IpFamily) -> Family {
@@ -285,7 +300,6 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
         for state in self.states.values_mut() {
             *state = NftState::new(state.config().clone());
         }
-        self.udp.clear();
         Ok(())
     }
 }

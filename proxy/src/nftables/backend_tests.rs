@@ -96,3 +96,166 @@ fn a_refused_transaction_changes_nothing_and_the_next_full_apply_recovers() {
     b.apply_full(&snap, &changes).unwrap();
     assert!(chain_of(&mut k, "ns/s0/").is_some());
 }
+
+/// Flows a test pretends the kernel has; records what the reconciliation deletes.
+#[derive(Default)]
+struct Flows {
+    live: Vec<sluice_nft::conntrack::FlowKey>,
+    deleted: std::sync::Arc<std::sync::Mutex<Vec<sluice_nft::conntrack::FlowKey>>>,
+}
+
+impl ConntrackCleaner for Flows {
+    fn delete_where(
+        &mut self,
+        _: Family,
+        stale: &dyn Fn(&sluice_nft::conntrack::FlowKey) -> bool,
+    ) -> Result<usize, sluice_nft::NftError> {
+        let (gone, kept): (Vec<_>, Vec<_>) = self.live.drain(..).partition(|f| stale(f));
+        self.live = kept;
+        let n = gone.len();
+        self.deleted.lock().unwrap().extend(gone);
+        Ok(n)
+    }
+}
+
+#[test]
+fn udp_flows_are_reconciled_with_the_endpoints_and_live_ones_survive_a_restart() {
+    use sluice_model::service::{Protocol, ServicePortName};
+    let flow = |proto: u8, dst: &str, reply: &str| sluice_nft::conntrack::FlowKey {
+        proto,
+        orig_dst: Some(dst.parse().unwrap()),
+        orig_dst_port: Some(53),
+        reply_src: Some(reply.parse().unwrap()),
+    };
+    let to_a = flow(17, "172.30.0.53", "10.180.0.1");
+    let to_gone = flow(17, "172.30.0.53", "10.180.0.9");
+    let never_dnated = flow(17, "172.30.0.53", "172.30.0.53");
+    let other_vip = flow(17, "172.30.0.99", "10.180.0.9");
+    let tcp = flow(6, "172.30.0.53", "10.180.0.9");
+    let flows = Flows {
+        live: vec![to_a, to_gone, never_dnated, other_vip, tcp],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    let mut b = NftablesBackend::new(FakeNft::new(), flows, [NftConfig::new(Family::Ip)]);
+    let mut dns = svc("dns", "172.30.0.53");
+    dns.name = ServicePortName::new(&dns.name.service(), "dns", Protocol::Udp);
+    dns.port = 53;
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(dns, vec![ep("10.180.0.1", "node-b")])]);
+    // The first sync of a (re)started proxy is full: only the stale flows go.
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated]);
+    // The Service goes: every flow to its address goes with it.
+    drop(snap);
+    st.delete_service(&ServiceName::new("ns", "dns"));
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated, to_a]);
+}
+
+#[test]
+fn a_full_sync_leaves_the_clients_of_affinity_sets_alone() {
+    use sluice_model::service::SessionAffinity;
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    let mut sticky = svc("sticky", "172.30.0.7");
+    sticky.session_affinity = Some(SessionAffinity::default());
+    apply(&mut st, vec![(sticky, vec![ep("10.180.0.1", "node-b")])]);
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    let mut k = fake.clone();
+    let set = k
+        .read_table(Family::Ip, TABLE)
+        .unwrap()
+        .unwrap()
+        .sets
+        .iter()
+        .find(|s| s.def.name.starts_with("affinity-"))
+        .unwrap()
+        .def
+        .name
+        .clone();
+    // A client the packet path remembered.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddElements {
+        set: set.clone(),
+        elements: vec![sluice_nft::Element::key(vec![sluice_nft::KeyValue::Addr(
+            "192.0.2.7".parse().unwrap(),
+        )])],
+    });
+    k.apply(&tx).unwrap();
+    let before = fake.applied();
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(fake.applied(), before, "nothing to repair, nothing sent");
+    let table = k.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    let kept = table.sets.iter().find(|s| s.def.name == set).unwrap();
+    assert_eq!(kept.elements.len(), 1);
+}
+
+#[test]
+fn an_external_ip_claimed_twice_or_moved_between_services_never_fails_a_sync() {
+    let ext = |name: &str, cip: &str| {
+        let mut p = svc(name, cip);
+        p.external_ips = vec!["192.0.2.50".parse().unwrap()];
+        p
+    };
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    // Two new Services claim the same external IP and port in one sync: one keeps it.
+    apply(
+        &mut st,
+        vec![
+            (ext("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (ext("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    b.apply_full(&snap, &changes).unwrap();
+    drop(snap);
+    // The external IP moves from a to b in one change: a's element goes, b's comes.
+    apply(
+        &mut st,
+        vec![
+            (svc("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (ext("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    // b lost the claim earlier and was not re-rendered: the next full sync gives it the key.
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(holder_of_ext(&b), Some("ns/b/"));
+    // Both change at once, the other way round: a takes the key in the same transaction
+    // that b gives it up (deleted, then added).
+    drop(snap);
+    apply(
+        &mut st,
+        vec![
+            (ext("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (svc("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    assert_eq!(holder_of_ext(&b), Some("ns/a/"));
+    b.apply_full(&snap, &changes).unwrap();
+}
+
+/// Which Service's chain 192.0.2.50:80 leads to.
+fn holder_of_ext(b: &NftablesBackend<FakeNft>) -> Option<&'static str> {
+    let t = b.programmed(Family::Ip)?;
+    let ext = sluice_nft::KeyValue::Addr("192.0.2.50".parse().unwrap());
+    let e = t.elements["service-ips"]
+        .values()
+        .find(|e| e.key[0] == ext)?;
+    match &e.verdict {
+        Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/a/") => Some("ns/a/"),
+        Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/b/") => Some("ns/b/"),
+        _ => None,
+    }
+}

@@ -17,8 +17,12 @@ pub(crate) fn view(family: Family, table: &TableState, want: &Desired) -> Desire
             .get(&set.def.name)
             .cloned()
             .unwrap_or_else(|| set.def.clone());
-        for e in &set.elements {
-            d.element(&def.name, e.clone());
+        // A dynamic set's elements are the packet path's (session-affinity clients), never
+        // ours to diff: copied here they would all be deleted by every full sync.
+        if def.timeout.is_none() {
+            for e in &set.elements {
+                d.element(&def.name, e.clone());
+            }
         }
         d.set(def);
     }

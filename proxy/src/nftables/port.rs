@@ -24,7 +24,7 @@ use super::names::{endpoint_base, port_base};
 use crate::topology::{Categorized, Verdict as TrafficVerdict};
 
 /// The nft protocol of a Service port.
-pub(crate) fn proto(p: Protocol) -> Proto {
+pub fn proto(p: Protocol) -> Proto {
     match p {
         Protocol::Tcp => Proto::Tcp,
         Protocol::Udp => Proto::Udp,
@@ -146,11 +146,17 @@ impl PortCtx<'_> {
     fn lb_chain(&self, d: &mut Desired, name: &str, mut rules: Vec<Rule>, eps: &[&Endpoint]) {
         if self.port.session_affinity.is_some() {
             rules.extend(eps.iter().map(|ep| {
-                let mut stmts = vec![Stmt::InSet {
-                    field: Field::Saddr,
-                    set: self.affinity_set(d, ep),
-                    negate: false,
-                }];
+                let set = self.affinity_set(d, ep);
+                // The hit refreshes the entry, so stickiness lasts `timeout` after the last
+                // connection, not the first (kube-proxy's endpoint chain does the same).
+                let mut stmts = vec![
+                    Stmt::InSet {
+                        field: Field::Saddr,
+                        set: set.clone(),
+                        negate: false,
+                    },
+                    Stmt::UpdateSaddr(set),
+                ];
                 stmts.extend(self.dnat(ep));
                 Rule::new(stmts).with_comment(self.comment())
             }));
@@ -184,10 +190,12 @@ impl PortCtx<'_> {
         ]
     }
 
-    /// The endpoint's session-affinity set (declared in `d`), named as kube-proxy names it.
+    /// The endpoint's session-affinity set (declared in `d`). The timeout is part of the
+    /// name: a set's timeout cannot be changed in place, so a new timeout is a new set (and
+    /// the old one goes once no rule refers to it).
     fn affinity_set(&self, d: &mut Desired, ep: &Endpoint) -> String {
-        let set = format!("affinity-{}", endpoint_base(&self.port.name, ep));
         let timeout = self.port.session_affinity.map_or(0, |a| a.timeout_seconds);
+        let set = format!("affinity-{timeout}-{}", endpoint_base(&self.port.name, ep));
         d.set(SetDef {
             name: set.clone(),
             key: vec![KeyType::Addr],

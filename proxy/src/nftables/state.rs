@@ -45,6 +45,8 @@ pub struct Pending {
     /// What to send to the kernel.
     pub tx: Transaction,
     pieces: Vec<(Owner, Option<Desired>)>,
+    /// A full sync: every owner was rendered, the claims are rebuilt from the pieces.
+    full: bool,
     /// Conflicts found while rendering, for the log.
     pub warnings: Vec<String>,
 }
@@ -75,6 +77,29 @@ impl NftState {
         all
     }
 
+    /// The UDP destinations programmed for `port` (service address and port, or a node
+    /// port), read from its piece — where its flows went, once it is gone from the snapshot.
+    pub(crate) fn udp_destinations(&self, port: &ServicePortName) -> Vec<super::backend::UdpDest> {
+        use sluice_nft::{KeyValue, Proto};
+        let Some(piece) = self.pieces.get(&Owner::Port(port.clone())) else {
+            return Vec::new();
+        };
+        piece
+            .elements
+            .values()
+            .flat_map(|e| e.keys())
+            .filter_map(|(key, _)| match key.as_slice() {
+                [
+                    KeyValue::Addr(ip),
+                    KeyValue::Proto(Proto::Udp),
+                    KeyValue::Port(p),
+                ] => Some((Some(*ip), *p)),
+                [KeyValue::Proto(Proto::Udp), KeyValue::Port(p)] => Some((None, *p)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Plans a sync of the ports in `changes` (and their Services) only.
     pub fn plan_partial(&mut self, snap: &Snapshot, changes: &Changes) -> Pending {
         let mut owners: BTreeSet<Owner> = BTreeSet::new();
@@ -85,7 +110,7 @@ impl NftState {
         if !self.pieces.contains_key(&Owner::Base) {
             owners.insert(Owner::Base);
         }
-        let mut pending = self.render(snap, owners);
+        let mut pending = self.render(snap, owners, false);
         let kept = self.held_after(&pending);
         let mut phases = Phases::default();
         let empty = Desired::default();
@@ -98,9 +123,10 @@ impl NftState {
         pending
     }
 
-    /// Shared keys the owners in `pending` give up that stay programmed anyway: held by an
-    /// owner it does not re-render, or by one of its new pieces. Looks only at what the
-    /// touched owners held, so a partial sync stays O(what changed).
+    /// Shared (plain set) keys the owners in `pending` give up that stay programmed anyway:
+    /// held by an owner it does not re-render, or by one of its new pieces. A map key has
+    /// one holder: one that changes hands is deleted and re-added (the transaction's phases
+    /// order that). Looks only at what the touched owners held: O(what changed).
     fn held_after(&self, pending: &Pending) -> HashSet<(String, ElemKey)> {
         let touched: BTreeSet<&Owner> = pending.pieces.iter().map(|(o, _)| o).collect();
         let new_keys: HashSet<(&String, &ElemKey)> = pending
@@ -119,7 +145,7 @@ impl NftState {
                 continue;
             };
             for (set, elems) in &old.elements {
-                for key in elems.keys() {
+                for (key, _) in elems.iter().filter(|(_, e)| e.verdict.is_none()) {
                     let k = (set.clone(), key.clone());
                     let elsewhere = self
                         .claims
@@ -153,9 +179,8 @@ impl NftState {
             owners.insert(Owner::Port(port.name.clone()));
             owners.insert(Owner::Service(port.name.service()));
         }
-        // Claims are rebuilt from scratch: a full render settles every conflict afresh.
-        self.claims.clear();
-        let mut pending = self.render(snap, owners);
+        // A full render settles every conflict afresh (the claims are rebuilt on commit).
+        let mut pending = self.render(snap, owners, true);
         let mut new = Desired::default();
         for piece in pending.pieces.iter().filter_map(|(_, p)| p.as_ref()) {
             new.merge(piece);
@@ -180,13 +205,20 @@ impl NftState {
     }
 
     /// Renders the new piece of each owner (`None`: the owner is gone).
-    fn render(&mut self, snap: &Snapshot, owners: BTreeSet<Owner>) -> Pending {
+    fn render(&self, snap: &Snapshot, owners: BTreeSet<Owner>, full: bool) -> Pending {
         let mut pending = Pending {
             tx: Transaction::default(),
             pieces: Vec::new(),
+            full,
             warnings: Vec::new(),
         };
-        for owner in owners {
+        let mut claims = Claims {
+            state: self,
+            touched: &owners,
+            full,
+            taken: HashMap::new(),
+        };
+        for owner in owners.iter().cloned() {
             let piece = match &owner {
                 Owner::Base => Some(render_base(&self.cfg)),
                 Owner::Service(s) => {
@@ -199,7 +231,7 @@ impl NftState {
                 }
                 Owner::Port(name) => self.render_port(snap, name),
             };
-            let piece = piece.map(|p| self.claim(&owner, p, &mut pending.warnings));
+            let piece = piece.map(|p| claims.claim(&owner, p, &mut pending.warnings));
             pending.pieces.push((owner, piece));
         }
         pending
@@ -210,31 +242,64 @@ impl NftState {
         let cat = snap.categorize(name)?;
         Some(render_port(&self.cfg, port, &cat))
     }
+}
 
-    /// Drops map elements whose key another owner holds, with a warning (plain set
-    /// elements are shared).
-    fn claim(&self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
+/// Who gets each map key in one render: the first claimant of this render, else (in a
+/// partial sync) the holder among the owners not re-rendered; the kernel takes one verdict
+/// per key, so the others drop theirs with a warning. Plain set elements are shared. A
+/// loser that is not re-rendered when the holder lets go gets the key at the next full sync.
+struct Claims<'a> {
+    state: &'a NftState,
+    touched: &'a BTreeSet<Owner>,
+    full: bool,
+    taken: HashMap<(String, ElemKey), Owner>,
+}
+
+impl Claims<'_> {
+    fn claim(&mut self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
         for (set, elems) in &mut piece.elements {
             elems.retain(|key, e| {
-                let holders = self.claims.get(&(set.clone(), key.clone()));
-                match holders.and_then(|h| h.iter().find(|h| *h != owner)) {
-                    Some(holder) if e.verdict.is_some() => {
+                if e.verdict.is_none() {
+                    return true;
+                }
+                let k = (set.clone(), key.clone());
+                let holder = self
+                    .taken
+                    .get(&k)
+                    .cloned()
+                    .or_else(|| self.untouched_holder(&k));
+                match holder {
+                    Some(h) if &h != owner => {
                         warnings.push(format!(
-                            "{owner:?} and {holder:?} both claim {set} element {key:?}; {holder:?} keeps it"
+                            "{owner:?} and {h:?} both claim {set} element {key:?}; {h:?} keeps it"
                         ));
                         false
                     }
-                    _ => true,
+                    _ => {
+                        self.taken.insert(k, owner.clone());
+                        true
+                    }
                 }
             });
         }
         piece
+    }
+
+    fn untouched_holder(&self, k: &(String, ElemKey)) -> Option<Owner> {
+        if self.full {
+            return None;
+        }
+        let holders = self.state.claims.get(k)?;
+        holders.iter().find(|o| !self.touched.contains(*o)).cloned()
     }
 }
 
 impl Pending {
     /// Records the pieces as programmed: call once the kernel accepted [`Self::tx`].
     pub fn commit(self, state: &mut NftState) {
+        if self.full {
+            state.claims.clear();
+        }
         for (owner, piece) in self.pieces {
             if let Some(old) = state.pieces.remove(&owner) {
                 for (set, elems) in old.elements {
@@ -252,12 +317,9 @@ impl Pending {
             if let Some(p) = piece {
                 for (set, elems) in &p.elements {
                     for key in elems.keys() {
-                        let holders = state.claims.entry((set.clone(), key.clone())).or_default();
-                        // A map key keeps its first holder only.
-                        let is_map = elems.get(key).is_some_and(|e| e.verdict.is_some());
-                        if !is_map || holders.is_empty() {
-                            holders.insert(owner.clone());
-                        }
+                        // Rendering kept a map key in one piece only.
+                        let k = (set.clone(), key.clone());
+                        state.claims.entry(k).or_default().insert(owner.clone());
                     }
                 }
                 state.pieces.insert(owner, p);
