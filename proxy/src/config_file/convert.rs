@@ -82,10 +82,11 @@ pub fn from_document(d: &KubeProxyConfiguration) -> Result<ProxyConfig, Vec<Fiel
     c.mode = e
         .parse("mode", mode, ProxyMode::from_str)
         .unwrap_or_default();
+    // Node names are lower case; kube-proxy lower-cases the override wherever it comes from.
     c.hostname_override = (d.hostname_override.as_deref())
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(str::to_owned);
+        .map(str::to_lowercase);
     addresses(d, &mut c, &mut e);
     local_detection(d, &mut c, &mut e);
     backend_sections(d, &mut c, &mut e);

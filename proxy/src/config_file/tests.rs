@@ -80,6 +80,14 @@ fn sync_knobs_come_from_the_modes_section() {
 }
 
 #[test]
+fn hostname_override_is_trimmed_and_lower_cased_like_the_flag() {
+    let config = parse_yaml("hostnameOverride: \" Node-A \"\n").unwrap();
+    assert_eq!(config.hostname_override.as_deref(), Some("node-a"));
+    let blank = parse_yaml("hostnameOverride: \"  \"\n").unwrap();
+    assert_eq!(blank.hostname_override, None);
+}
+
+#[test]
 fn json_is_accepted() {
     let text = r#"{"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
         "mode": "iptables", "clusterCIDR": "10.0.0.0/8,fd00::/48", "iptables": {"syncPeriod": "1m30s"}}"#;
