@@ -10,6 +10,11 @@ use std::collections::BTreeMap;
 
 use sluice_model::service::IpFamily;
 
+use crate::config_file::ProxyConfig;
+
+/// The one feature gate Sluice reads (`--feature-gates`, `featureGates`).
+pub const PREFER_SAME_TRAFFIC_DISTRIBUTION: &str = "PreferSameTrafficDistribution";
+
 /// The node label kube-proxy reads for zone topology hints.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -38,6 +43,15 @@ impl TrackerConfig {
             node_name: node_name.into(),
             proxy_name: None,
             prefer_same_node: true,
+        }
+    }
+
+    /// The tracker for `family` on `node_name` that `config` asks for.
+    pub fn for_proxy(config: &ProxyConfig, family: IpFamily, node_name: &str) -> Self {
+        Self {
+            proxy_name: config.service_proxy_name.clone(),
+            prefer_same_node: config.feature(PREFER_SAME_TRAFFIC_DISTRIBUTION, true),
+            ..Self::new(family, node_name)
         }
     }
 }
@@ -82,5 +96,21 @@ mod tests {
         let config = TrackerConfig::new(IpFamily::V4, "n1");
         assert!(config.prefer_same_node);
         assert_eq!(config.proxy_name, None);
+    }
+
+    #[test]
+    fn the_proxy_config_sets_proxy_name_and_the_node_hint_gate() {
+        let mut proxy = ProxyConfig::default();
+        assert_eq!(
+            TrackerConfig::for_proxy(&proxy, IpFamily::V6, "n1"),
+            TrackerConfig::new(IpFamily::V6, "n1")
+        );
+        proxy.service_proxy_name = Some("sluice".to_owned());
+        proxy
+            .feature_gates
+            .insert(PREFER_SAME_TRAFFIC_DISTRIBUTION.to_owned(), false);
+        let config = TrackerConfig::for_proxy(&proxy, IpFamily::V4, "n1");
+        assert!(!config.prefer_same_node);
+        assert_eq!(config.proxy_name.as_deref(), Some("sluice"));
     }
 }

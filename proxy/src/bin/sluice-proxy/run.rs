@@ -10,6 +10,7 @@ use anyhow::Context;
 use sluice_model::service::IpFamily;
 use sluice_proxy::TrackerConfig;
 use sluice_proxy::backend::{Any, BackendOptions};
+use sluice_proxy::config::PREFER_SAME_TRAFFIC_DISTRIBUTION;
 use sluice_proxy::config_file::{LocalMode, NodePortAddress, ProxyConfig};
 use sluice_proxy::health::{self, HealthServer, StatusSource};
 use sluice_proxy::healthcheck::ServiceHealthServers;
@@ -79,10 +80,16 @@ pub(crate) fn families(config: &ProxyConfig) -> Vec<IpFamily> {
 }
 
 pub(crate) fn feed(config: &ProxyConfig, node: &str, families: &[IpFamily]) -> Feed {
-    Feed::new(families.iter().map(|f| TrackerConfig {
-        proxy_name: config.service_proxy_name.clone(),
-        ..TrackerConfig::new(*f, node)
-    }))
+    for gate in config.feature_gates.keys() {
+        if gate != PREFER_SAME_TRAFFIC_DISTRIBUTION {
+            tracing::warn!(%gate, "feature gate not used by sluice-proxy; ignored");
+        }
+    }
+    Feed::new(
+        families
+            .iter()
+            .map(|f| TrackerConfig::for_proxy(config, *f, node)),
+    )
 }
 
 pub(crate) fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOptions {
