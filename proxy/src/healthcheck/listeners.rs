@@ -18,7 +18,7 @@ use crate::health::json_response;
 /// The open listeners of every Service.
 pub(super) struct Listeners {
     runtime: Handle,
-    bind_ips: Vec<IpAddr>,
+    bind_ips: Option<Vec<IpAddr>>,
     counts: Counts,
     proxy_healthy: ProxyHealthy,
     open: BTreeMap<ServiceName, Open>,
@@ -41,7 +41,7 @@ impl Drop for Open {
 impl Listeners {
     pub(super) fn new(
         runtime: Handle,
-        bind_ips: Vec<IpAddr>,
+        bind_ips: Option<Vec<IpAddr>>,
         counts: Counts,
         proxy_healthy: ProxyHealthy,
     ) -> Self {
@@ -114,9 +114,9 @@ impl Listeners {
 
     /// The bind addresses: the node IPs, or the dual-stack wildcard.
     fn addresses(&self) -> Vec<IpAddr> {
-        match self.bind_ips.is_empty() {
-            true => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
-            false => self.bind_ips.clone(),
+        match &self.bind_ips {
+            None => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            Some(ips) => ips.clone(),
         }
     }
 

@@ -68,8 +68,12 @@ struct State {
 
 impl ServiceHealthServers {
     /// Servers bound on `bind_ips` (the node IPs selected by
-    /// `nodePortAddresses`; empty: every address), spawned on `runtime`.
-    pub fn new(runtime: Handle, bind_ips: Vec<IpAddr>, proxy_healthy: ProxyHealthy) -> Self {
+    /// `nodePortAddresses`; `None`: every address, as for node ports), spawned on `runtime`.
+    pub fn new(
+        runtime: Handle,
+        bind_ips: Option<Vec<IpAddr>>,
+        proxy_healthy: ProxyHealthy,
+    ) -> Self {
         let counts = Counts::default();
         Self {
             state: Mutex::new(State {

@@ -27,7 +27,7 @@ fn name(service: &str) -> ServiceName {
 fn servers(healthy: &Arc<AtomicBool>) -> ServiceHealthServers {
     let healthy = healthy.clone();
     let proxy_healthy: ProxyHealthy = Arc::new(move || healthy.load(Ordering::SeqCst));
-    let ips = vec![IpAddr::from(LOCALHOST)];
+    let ips = Some(vec![IpAddr::from(LOCALHOST)]);
     ServiceHealthServers::new(tokio::runtime::Handle::current(), ips, proxy_healthy)
 }
 

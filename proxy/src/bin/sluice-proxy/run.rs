@@ -25,8 +25,9 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let families = families(&config);
     tracing::info!(%node, mode = %config.mode, ?families, "starting sluice-proxy");
     let feed = feed(&config, &node, &families);
-    let backend = Any::build(config.mode, &backend_options(&config, &families))
-        .with_context(|| format!("proxy mode {}", config.mode))?;
+    let options = backend_options(&config, &families);
+    let backend =
+        Any::build(config.mode, &options).with_context(|| format!("proxy mode {}", config.mode))?;
     let mut runner = Runner::new(
         feed.clone(),
         backend,
@@ -41,7 +42,8 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let source = Arc::new(StatusSource::new(feed.status(), config.health_timeout()));
     let hc = Arc::new(ServiceHealthServers::new(
         tokio::runtime::Handle::current(),
-        Vec::new(),
+        // Health-check node ports listen where node ports are served, as kube-proxy's do.
+        options.nodeport_addresses.clone(),
         ServiceHealthServers::proxy_health(source.clone()),
     ));
     runner.observe(hc);
@@ -131,6 +133,12 @@ fn nodeport_addresses(spec: &[NodePortAddress]) -> Option<Vec<IpAddr>> {
             })
         })
         .collect();
+    if picked.is_empty() {
+        tracing::warn!(
+            ?spec,
+            "--nodeport-addresses matches no local address; no node ports served"
+        );
+    }
     Some(picked)
 }
 
