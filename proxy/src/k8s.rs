@@ -81,6 +81,13 @@ impl ProxyState {
         ))
     }
 
+    /// This node's Node object was deleted: its labels are gone, so topology forgets the
+    /// zone (kube-proxy clears its node labels the same way).
+    pub fn on_node_deleted(&mut self) -> bool {
+        let name = self.config.node_name.clone();
+        self.set_node(NodeTopology::from_labels(name, None))
+    }
+
     fn proxy_name(&self) -> Option<&str> {
         self.config.proxy_name.as_deref()
     }

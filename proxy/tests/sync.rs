@@ -143,6 +143,10 @@ fn zone_change_forces_a_full_sync() {
     assert_eq!(snapshot.node().zone.as_deref(), Some("zone-a"));
     state.request_full_sync();
     assert!(state.sync().1.full);
+    assert!(state.on_node_deleted(), "a deleted Node has no zone");
+    let (snapshot, changes) = state.sync();
+    assert!(changes.full);
+    assert_eq!(snapshot.node().zone, None);
 }
 
 #[test]

@@ -132,6 +132,7 @@ impl Feed {
     /// This node's Node object was deleted.
     pub fn on_node_deleted(&self) {
         self.set_node(NodeStatus::Absent);
+        self.record("node", |state| Ok(changed(state.on_node_deleted())));
     }
 
     /// The initial Service list is complete (kube-proxy's `OnServiceSynced`).
