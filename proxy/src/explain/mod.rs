@@ -260,32 +260,12 @@ fn verdict(
     if ranges.is_some_and(|r| !r.allowed) {
         return VerdictView::DropSourceRange;
     }
-    let verdict = match use_local {
-        true => local_verdict(cat),
-        false => cluster_verdict(cat),
-    };
-    match verdict {
+    match cat.verdict(use_local) {
         Verdict::Forward(eps) => VerdictView::Dnat {
             endpoints: eps.iter().map(|ep| ep.addr()).collect(),
         },
         Verdict::Reject => VerdictView::RejectNoEndpoints,
         Verdict::Drop => VerdictView::DropNoLocalEndpoints,
-    }
-}
-
-fn local_verdict<'c, 'a>(cat: &'c Categorized<'a>) -> Verdict<'c, 'a> {
-    match (cat.has_any_endpoints, cat.local.as_deref()) {
-        (false, _) => Verdict::Reject,
-        (true, Some(eps)) if !eps.is_empty() => Verdict::Forward(eps),
-        _ => Verdict::Drop,
-    }
-}
-
-fn cluster_verdict<'c, 'a>(cat: &'c Categorized<'a>) -> Verdict<'c, 'a> {
-    match (cat.has_any_endpoints, cat.cluster.as_deref()) {
-        (false, _) => Verdict::Reject,
-        (true, Some(eps)) if !eps.is_empty() => Verdict::Forward(eps),
-        _ => Verdict::Drop,
     }
 }
 

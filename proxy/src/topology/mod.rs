@@ -78,7 +78,9 @@ impl<'a> Categorized<'a> {
         self.verdict(self.external_local)
     }
 
-    fn verdict(&self, local: bool) -> Verdict<'_, 'a> {
+    /// The verdict under a Local (`local`) or Cluster traffic policy; `explain` asks it for
+    /// the short-circuited case too.
+    pub(crate) fn verdict(&self, local: bool) -> Verdict<'_, 'a> {
         if !self.has_any_endpoints {
             return Verdict::Reject;
         }
