@@ -32,9 +32,9 @@ enum Bench {
     Sync(sync::Args),
     /// The nftables backend against the kernel in network namespaces: cold sync of 10,000
     /// Services, one Service change at 10,000 and 100, full resync, ClusterIP connection rate.
+    /// `dataplane` is the name for its connection-rate half.
+    #[command(alias = "dataplane")]
     Nftables(nftables::Args),
-    /// The same run as `nftables` (the name for its connection-rate half).
-    Dataplane(nftables::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Bench::Overlay(args) => overlay::run(&args),
         Bench::Cni(args) => cni::run(&args),
         Bench::Sync(args) => sync::run(&args),
-        Bench::Nftables(args) | Bench::Dataplane(args) => nftables::run(&args),
+        Bench::Nftables(args) => nftables::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
