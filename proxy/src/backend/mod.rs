@@ -8,10 +8,9 @@
 //! apply fails the runner forces a full apply next time, so a backend never
 //! has to remember what half-succeeded.
 //!
-//! [`Any`] picks the backend named by `--proxy-mode`. The real backends land
-//! in their own issues; until then only [`ProxyMode::Fake`] builds, and the
-//! others fail with [`BackendError::ModeNotAvailable`] so the binary can say so
-//! and exit instead of silently programming nothing.
+//! [`Any`] picks the backend named by `--proxy-mode`: `nftables` and `fake` build in
+//! this version; the others fail with [`BackendError::ModeNotAvailable`] so the
+//! binary can say so and exit instead of silently programming nothing.
 
 mod fake;
 mod mode;
@@ -21,6 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sluice_model::service::IpFamily;
 
+use crate::config_file::DEFAULT_MASQUERADE_BIT;
 use crate::nftables::{NftConfig, NftablesBackend};
 use crate::{Changes, Snapshot};
 
@@ -99,7 +99,7 @@ pub struct BackendOptions {
     pub local_cidrs: Vec<IpNet>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
-    /// The masquerade mark bit (`--iptables-masquerade-bit`, 14).
+    /// The masquerade mark bit (`--iptables-masquerade-bit`).
     pub masquerade_bit: u8,
     /// Addresses accepting NodePorts; `None` = every local address but loopback.
     pub nodeport_addresses: Option<Vec<IpAddr>>,
@@ -113,7 +113,7 @@ impl Default for BackendOptions {
             families: vec![IpFamily::V4],
             local_cidrs: Vec::new(),
             masquerade_all: false,
-            masquerade_bit: 14,
+            masquerade_bit: DEFAULT_MASQUERADE_BIT,
             nodeport_addresses: None,
             service_cidrs: Vec::new(),
         }

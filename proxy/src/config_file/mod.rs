@@ -29,8 +29,8 @@ pub use document::{API_VERSION, KIND, KubeProxyConfiguration};
 pub use duration::GoDuration;
 pub use error::{ConfigError, FieldError};
 pub use proxy_config::{
-    ClientConnection, Conntrack, Ipvs, LocalMode, NodePortAddress, Passthrough, ProxyConfig,
-    ProxyMode,
+    ClientConnection, Conntrack, DEFAULT_MASQUERADE_BIT, Ipvs, LocalMode, NodePortAddress,
+    Passthrough, ProxyConfig, ProxyMode,
 };
 
 /// Parses a document from YAML or JSON text; `path` only names the source in

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+/// kube-proxy's default masquerade mark bit (`--iptables-masquerade-bit`, `masqueradeBit`).
+pub const DEFAULT_MASQUERADE_BIT: u8 = 14;
+
 /// `--proxy-mode` / `mode`: which dataplane backend programs Services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ProxyMode {
@@ -353,7 +356,7 @@ impl Default for ProxyConfig {
             bridge_interface: String::new(),
             interface_name_prefix: String::new(),
             masquerade_all: false,
-            masquerade_bit: 14,
+            masquerade_bit: DEFAULT_MASQUERADE_BIT,
             localhost_node_ports: true,
             node_port_addresses: Vec::new(),
             sync_period: Duration::from_secs(30),

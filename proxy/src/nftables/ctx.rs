@@ -7,11 +7,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sluice_nft::Family;
 
+use crate::config_file::DEFAULT_MASQUERADE_BIT;
+
 /// The table every Sluice rule lives in (one per family).
 pub const TABLE: &str = "sluice";
-
-/// kube-proxy's default masquerade mark bit (14).
-pub const DEFAULT_MASQUERADE_MARK: u32 = 1 << 14;
 
 /// Rendering settings for one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +36,7 @@ impl NftConfig {
     pub fn new(family: Family) -> Self {
         Self {
             family,
-            masquerade_mark: DEFAULT_MASQUERADE_MARK,
+            masquerade_mark: 1 << DEFAULT_MASQUERADE_BIT,
             masquerade_all: false,
             local_cidrs: Vec::new(),
             nodeport_addresses: None,

@@ -61,11 +61,6 @@ impl Desired {
             .insert((e.key.clone(), e.prefix), e);
     }
 
-    /// Number of elements, over all sets.
-    pub fn element_count(&self) -> usize {
-        self.elements.values().map(BTreeMap::len).sum()
-    }
-
     /// Merges `other` into this piece (the union of pieces is the whole table).
     pub fn merge(&mut self, other: &Desired) {
         self.sets.extend(other.sets.clone());

@@ -14,7 +14,7 @@ mod state;
 mod tracer;
 
 pub use backend::{ConntrackCleaner, NftablesBackend, NoConntrack};
-pub use ctx::{DEFAULT_MASQUERADE_MARK, NftConfig, TABLE};
+pub use ctx::{NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
 pub use state::{NftState, Pending, rendered, summary};
 pub use tracer::{Origin, Outcome, Packet, Tracer, Unserved};
