@@ -2,9 +2,9 @@
 //! the sync runner with the chosen backend, and the health, metrics and health-check node
 //! port servers observing it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sluice_model::service::IpFamily;
@@ -173,25 +173,49 @@ async fn serve_health(
     source: Arc<StatusSource>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
+    let hard_fail = config.bind_address_hard_fail;
     if let Some(addr) = config.healthz_bind_address {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind healthz {addr}"))?;
         let router = HealthServer::new(source)
             .with_metrics(metrics.clone())
             .router();
-        tokio::spawn(health::serve(listener, router, std::future::pending()));
+        serve_on(addr, "healthz", hard_fail, router).await?;
     }
     if let Some(addr) = config.metrics_bind_address {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind metrics {addr}"))?;
-        tokio::spawn(health::serve(
-            listener,
-            metrics::router(metrics.clone()),
-            std::future::pending(),
-        ));
+        serve_on(addr, "metrics", hard_fail, metrics::router(metrics.clone())).await?;
     }
+    Ok(())
+}
+
+/// Serves `router` on `addr`. A port that cannot be bound is fatal only with
+/// `--bind-address-hard-fail`; otherwise, as kube-proxy does, the error is logged and the
+/// bind retried every 5 s while the proxy goes on programming Services.
+async fn serve_on(
+    addr: SocketAddr,
+    what: &'static str,
+    hard_fail: bool,
+    router: axum::Router,
+) -> anyhow::Result<()> {
+    let first = match TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(e) if hard_fail => return Err(e).with_context(|| format!("bind {what} {addr}")),
+        Err(e) => {
+            tracing::error!(%addr, "cannot bind the {what} server, retrying every 5 s: {e}");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let listener = match first {
+            Some(listener) => listener,
+            None => loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if let Ok(listener) = TcpListener::bind(addr).await {
+                    tracing::info!(%addr, "{what} server bound");
+                    break listener;
+                }
+            },
+        };
+        health::serve(listener, router, std::future::pending()).await
+    });
     Ok(())
 }
 
