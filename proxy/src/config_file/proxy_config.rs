@@ -388,4 +388,36 @@ impl ProxyConfig {
     pub fn feature(&self, name: &str, default: bool) -> bool {
         self.feature_gates.get(name).copied().unwrap_or(default)
     }
+
+    /// The settings given a non-default value that this version accepts (so a kube-proxy
+    /// configuration loads unchanged) but does not act on: the daemon warns about each
+    /// instead of pretending. Settings of modes that do not build yet are left out; asking
+    /// for such a mode already fails.
+    pub fn unapplied(&self) -> Vec<&'static str> {
+        let d = Self::default();
+        let (c, dc) = (&self.client, &d.client);
+        [
+            ("bindAddress", self.bind_address != d.bind_address),
+            ("enableProfiling", self.enable_profiling),
+            (
+                "configSyncPeriod",
+                self.config_sync_period != d.config_sync_period,
+            ),
+            ("oomScoreAdj", self.oom_score_adj != d.oom_score_adj),
+            ("conntrack", self.conntrack != d.conntrack),
+            ("clientConnection.qps", c.qps != dc.qps),
+            ("clientConnection.burst", c.burst != dc.burst),
+            (
+                "clientConnection.contentType",
+                c.content_type != dc.content_type,
+            ),
+            (
+                "clientConnection.acceptContentTypes",
+                c.accept_content_types != dc.accept_content_types,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }

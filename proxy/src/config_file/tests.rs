@@ -88,6 +88,19 @@ fn hostname_override_is_trimmed_and_lower_cased_like_the_flag() {
 }
 
 #[test]
+fn settings_accepted_but_not_applied_are_named() {
+    assert!(parse_yaml("").unwrap().unapplied().is_empty());
+    let config = parse_yaml(
+        "oomScoreAdj: -500\nconntrack:\n  maxPerCore: 0\nclientConnection:\n  qps: 50\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.unapplied(),
+        ["oomScoreAdj", "conntrack", "clientConnection.qps"]
+    );
+}
+
+#[test]
 fn json_is_accepted() {
     let text = r#"{"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
         "mode": "iptables", "clusterCIDR": "10.0.0.0/8,fd00::/48", "iptables": {"syncPeriod": "1m30s"}}"#;

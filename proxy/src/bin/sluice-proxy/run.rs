@@ -24,6 +24,12 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let node = node_name(&config)?;
     let families = families(&config);
     tracing::info!(%node, mode = %config.mode, ?families, "starting sluice-proxy");
+    for setting in config.unapplied() {
+        tracing::warn!(
+            setting,
+            "accepted for kube-proxy compatibility but not applied"
+        );
+    }
     let feed = feed(&config, &node, &families);
     let options = backend_options(&config, &families);
     let backend =
