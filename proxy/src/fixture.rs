@@ -1,6 +1,6 @@
-//! Snapshot builders for the unit tests of explain, metrics and the
-//! health-check servers, in upstream's address plan (ClusterIPs
-//! 172.30.0.0/16, endpoints 10.180.0.0/16, node IPs 192.168.0.0/24).
+//! Model and snapshot builders for the proxy's unit tests, in upstream's
+//! address plan (ClusterIPs 172.30.0.0/16, endpoints 10.180.0.0/16, node IPs
+//! 192.168.0.0/24).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,10 +14,26 @@ use crate::config::{NodeTopology, TrackerConfig};
 use crate::snapshot::Snapshot;
 use crate::state::ProxyState;
 
+/// `ns/<name>:p80` over TCP.
+pub(crate) fn port_name(name: &str) -> ServicePortName {
+    ServicePortName::new(&ServiceName::new("ns", name), "p80", Protocol::Tcp)
+}
+
 /// Port `p80`/TCP of `ns/<name>` on cluster IP `cip`:80, ClusterIP type.
 pub(crate) fn svc(name: &str, cip: &str) -> ServicePort {
-    let name = ServicePortName::new(&ServiceName::new("ns", name), "p80", Protocol::Tcp);
-    ServicePort::plain(name, vec![cip.parse().unwrap()], 80)
+    ServicePort::plain(port_name(name), vec![cip.parse().unwrap()], 80)
+}
+
+/// The IPv4 slice `<name>-1` of `ns/<name>` with one ready endpoint `ip`:8080.
+pub(crate) fn slice(name: &str, ip: &str) -> SliceEndpoints {
+    let ip: IpAddr = ip.parse().unwrap();
+    SliceEndpoints {
+        service: ServiceName::new("ns", name),
+        slice_name: format!("{name}-1"),
+        family: IpFamily::V4,
+        ports: [(port_name(name), vec![Endpoint::new(ip, 8080)])].into(),
+        warnings: vec![],
+    }
 }
 
 /// `svc` as a LoadBalancer with node port 3001, LB IP `lb`, ETP=Local and

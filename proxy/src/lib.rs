@@ -38,8 +38,6 @@ pub mod services;
 mod snapshot;
 pub mod source;
 mod state;
-#[cfg(test)]
-mod test_util;
 pub mod topology;
 
 pub use changes::Changes;

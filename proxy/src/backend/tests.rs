@@ -1,7 +1,7 @@
 use sluice_model::service::{IpFamily, Protocol, ServiceName, ServicePortName};
 
 use super::*;
-use crate::test_util::{port, slice};
+use crate::fixture::{slice, svc};
 use crate::{ProxyState, TrackerConfig};
 
 #[test]
@@ -33,8 +33,8 @@ fn fake_records_full_partial_and_failures() {
     let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, "n1"));
     let mut fake = FakeBackend::new();
     let log = fake.log();
-    state.update_service(&ServiceName::new("ns", "a"), &[port("a", "10.0.0.1")]);
-    state.update_service(&ServiceName::new("ns", "b"), &[port("b", "10.0.0.2")]);
+    state.update_service(&ServiceName::new("ns", "a"), &[svc("a", "10.0.0.1")]);
+    state.update_service(&ServiceName::new("ns", "b"), &[svc("b", "10.0.0.2")]);
     state.update_slice(slice("a", "10.1.0.1"));
     let (snap, changes) = state.sync();
     fake.apply(&snap, &changes).unwrap();

@@ -11,7 +11,7 @@ use tokio::time::sleep;
 use super::*;
 use crate::TrackerConfig;
 use crate::backend::{Applied, FakeBackend, FakeLog};
-use crate::test_util::{port, port_name};
+use crate::fixture::{port_name, svc};
 
 struct Harness {
     feed: Feed,
@@ -56,9 +56,9 @@ fn start(initialized: bool) -> Harness {
 
 impl Harness {
     fn add(&self, name: &str, ip: &str) {
-        let svc = ServiceName::new("ns", name);
+        let service = ServiceName::new("ns", name);
         self.feed
-            .update(|state| state.update_service(&svc, &[port(name, ip)]));
+            .update(|state| state.update_service(&service, &[svc(name, ip)]));
     }
 
     async fn stop(mut self) {
