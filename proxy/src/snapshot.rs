@@ -64,6 +64,8 @@ impl Snapshot {
         &'s self,
         service: &'s ServiceName,
     ) -> impl Iterator<Item = &'s ServicePort> {
+        // The least name of a port of `service`: unnamed, and TCP sorts first of the protocols
+        // (tests/snapshot.rs checks an unnamed UDP or SCTP port is still found).
         let from = ServicePortName::new(service, "", sluice_model::service::Protocol::Tcp);
         (self.services.range(from..))
             .take_while(move |(name, _)| {

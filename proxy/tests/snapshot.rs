@@ -211,3 +211,22 @@ fn local_ready_endpoints_count_distinct_ips() {
         .collect();
     assert_eq!(ports, ["ns/svc:p443", "ns/svc:p80"]);
 }
+
+#[test]
+fn ports_of_finds_an_unnamed_port_of_any_protocol() {
+    // ports_of starts its range at the least port name of a Service (unnamed, TCP): an
+    // unnamed UDP or SCTP port must not sort before it.
+    let mut state = state(IpFamily::V4);
+    for (name, protocol) in [("dns", "UDP"), ("sig", "SCTP")] {
+        let spec = json!({"ports": [{"port": 53, "protocol": protocol}]});
+        state.on_service(&service(name, spec)).unwrap();
+    }
+    let snapshot = synced(&mut state);
+    for name in ["dns", "sig"] {
+        let service = port_name(name, "").service();
+        let ports: Vec<String> = (snapshot.ports_of(&service))
+            .map(|p| format!("{}/{:?}", p.name, p.name.protocol))
+            .collect();
+        assert_eq!(ports.len(), 1, "{name}: {ports:?}");
+    }
+}
