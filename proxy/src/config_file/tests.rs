@@ -301,6 +301,11 @@ fn the_shipped_manifest_parses() {
         config.cluster_cidrs,
         vec!["10.244.0.0/16".parse::<ipnet::IpNet>().unwrap()]
     );
+    assert_eq!(
+        config.unapplied(),
+        Vec::<&str>::new(),
+        "nothing to warn about"
+    );
 }
 
 use serde::Deserialize;
