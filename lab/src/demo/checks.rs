@@ -85,7 +85,6 @@ pub(crate) fn create_services(c: &Ctx<'_>) -> anyhow::Result<String> {
     let file = c.lab.dir.path("demo-services.yaml");
     std::fs::write(&file, services::YAML)?;
     let out = services::kubectl(
-        c.url()?,
         c.lab.dir.root(),
         &["create", "--validate=false", "-f", &file.to_string_lossy()],
     )?;
@@ -108,7 +107,6 @@ pub(crate) fn slices(c: &Ctx<'_>) -> anyhow::Result<String> {
         .collect();
     let text = eventually("EndpointSlices", Duration::from_secs(5), || {
         let out = services::kubectl(
-            c.url()?,
             c.lab.dir.root(),
             &["get", "endpointslices", "-n", "default", "-o", "json"],
         )?;

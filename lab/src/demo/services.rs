@@ -70,11 +70,14 @@ pub(crate) struct Allocated {
     pub(crate) node_port: Option<u16>,
 }
 
-/// Runs kubectl from the host against `url`, with its cache inside the lab directory.
-pub(crate) fn kubectl(url: &str, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+/// Runs kubectl from the host with the lab's kubeconfig (in the lab directory `dir`, like its
+/// cache): the operator's own kubeconfig, credentials and HOME are never read.
+pub(crate) fn kubectl(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("kubectl")
-        .arg(format!("--server={url}"))
+        .arg(format!("--kubeconfig={}", dir.join("kubeconfig").display()))
         .arg(format!("--cache-dir={}", dir.join("kube-cache").display()))
+        .env("HOME", dir)
+        .env_remove("KUBECONFIG")
         .args(args)
         .output()
         .context("run kubectl")?;

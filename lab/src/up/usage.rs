@@ -46,12 +46,15 @@ pub(crate) fn print(dir: &LabDir, state: &State) {
     println!(
         "\n  The API server (Services with a selector get EndpointSlices from the lab's pods):"
     );
-    println!("    kubectl --server {url} get svc,endpointslices -A");
     println!(
-        "    kubectl --server {url} create --validate=false -f {}",
+        "    export KUBECONFIG={}   # {url}",
+        dir.path("kubeconfig").display()
+    );
+    println!("    kubectl get svc,endpointslices -A");
+    println!(
+        "    kubectl create --validate=false -f {}",
         example.display()
     );
-    println!("    export KUBECONFIG={}", dir.path("kubeconfig").display());
     println!("\n  Inside the lab (pods, node1.., client, underlay):");
     println!("    {lab} curl web-1 http://<ClusterIP>/");
     println!("    {lab} exec web-1 -- ip addr");
