@@ -1,5 +1,5 @@
-//! `sluice-lab down`: removes everything a lab recorded — the lab daemon (by PID, after
-//! checking it is still ours), every namespace (with every process inside: daemons, etcd,
+//! `sluice-lab down`: removes everything a lab recorded — an `up` still building it, the lab
+//! daemon (by PID, after checking each is still ours), every namespace (with every process inside: daemons, etcd,
 //! pods' echo servers, and every link and rule in it) and the lab directory. It works from the
 //! record alone, so it also cleans up after an `up` that crashed or was killed half-way, and
 //! running it twice is fine.
@@ -28,6 +28,10 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
     }
     if dir.has_state() {
         let state = dir.load()?;
+        // An `up` still running (another terminal) would go on creating what this removes.
+        if state.owner != std::process::id() && owner_alive(dir) {
+            kill_and_wait(&[state.owner]);
+        }
         for p in &state.processes {
             if kill_if_ours(p, dir.root()) {
                 removed.processes += 1;
@@ -35,7 +39,7 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
         }
         // An `up` killed half-way can leave an `ip netns add|exec <ours>` running that
         // would create a namespace after this removal: stop those first.
-        kill_stragglers(&state.namespaces);
+        kill_ip_stragglers(&state.namespaces);
         for ns in state.namespaces.iter().rev() {
             if NetNs::exists(ns) {
                 NetNs::remove(ns).with_context(|| format!("remove namespace {ns}"))?;
@@ -76,55 +80,45 @@ fn kill_if_ours(p: &ProcRecord, root: &Path) -> bool {
     if !ours(p, root) {
         return false;
     }
-    let Ok(pid) = i32::try_from(p.pid) else {
-        return false;
-    };
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    for _ in 0..100 {
-        if gone(p.pid) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    kill_and_wait(&[p.pid]);
     true
 }
 
-/// SIGKILLs every process whose command line names one of `namespaces` as an argument
-/// (`ip netns add X`, `ip netns exec X …` of a killed `up`) and waits until they are gone.
-fn kill_stragglers(namespaces: &[String]) {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let me = std::process::id();
-    let mut killed = Vec::new();
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let names_ours = raw
-            .split(|b| *b == 0)
-            .any(|a| namespaces.iter().any(|n| n.as_bytes() == a));
-        if pid != me
-            && names_ours
-            && let Ok(p) = i32::try_from(pid)
-        {
+/// SIGKILLs `pids` and waits (bounded) until they are gone.
+fn kill_and_wait(pids: &[u32]) {
+    for pid in pids {
+        if let Ok(p) = i32::try_from(*pid) {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-            killed.push(pid);
         }
     }
     for _ in 0..100 {
-        if killed.iter().all(|p| gone(*p)) {
+        if pids.iter().all(|p| gone(*p)) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// SIGKILLs every `ip` process whose command line names one of `namespaces` as an argument
+/// (`ip netns add X`, `ip netns exec X …` of a killed `up`, before it execs) and waits until
+/// they are gone. Nothing else on the host is touched: only the `ip` binary, only our names.
+fn kill_ip_stragglers(namespaces: &[String]) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let stragglers: Vec<u32> = procs
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let is_ip = exe.is_some_and(|e| e.file_name().is_some_and(|n| n == "ip"));
+            is_ip && {
+                let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (raw.split(|b| *b == 0)).any(|a| namespaces.iter().any(|n| n.as_bytes() == a))
+            }
+        })
+        .collect();
+    kill_and_wait(&stragglers);
 }
 
 /// True when the PID no longer runs (a zombie counts as gone).

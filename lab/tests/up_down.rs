@@ -1,7 +1,7 @@
 //! `sluice-lab up` leaves a working lab behind after it exits (pods answer across nodes,
 //! kubectl reaches the API server on the host's loopback, `exec` and `curl` work), refuses a
 //! second `up` on the same directory, and `down` removes every namespace, process and file —
-//! also when `up` was killed half-way, and with the etcd subnet manager.
+//! also when `up` was killed half-way or is still running, and with the etcd subnet manager.
 
 mod common;
 
@@ -127,6 +127,37 @@ fn down_cleans_up_after_up_was_killed_half_way() {
         down(&dir);
         common::assert_nothing_left(&name, &dir);
     }
+}
+
+#[test]
+fn down_stops_an_up_that_is_still_building() {
+    sluice_testbed::require_root();
+    common::build_daemons();
+    let (name, _tmp, dir) = lab_place("live-");
+    let mut up = Command::new(common::LAB)
+        .arg("--lab-dir")
+        .arg(&dir)
+        .args(["up", "--name", &name, "--nodes", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once `up` has recorded itself, `down` from "another terminal" while it still builds.
+    while !dir.join("state.json").exists() && up.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    down(&dir);
+    // Stopped by `down` itself (SIGKILL), not failing later on what `down` removed, and
+    // nothing appears after `down` returned.
+    let status = up.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "up must have been killed: {status}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    common::assert_nothing_left(&name, &dir);
 }
 
 #[test]
