@@ -84,7 +84,11 @@ impl NetNs {
             cmd::ip(["netns", "add", name])?;
         }
         let ns = Self::handle(name);
-        ns.ip(["link", "set", "lo", "up"])?;
+        if let Err(e) = ns.ip(["link", "set", "lo", "up"]) {
+            // Not handed out, so nobody else would remove it.
+            let _ = remove_by_name(name);
+            return Err(e);
+        }
         Ok(ns)
     }
 
