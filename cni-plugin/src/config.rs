@@ -75,8 +75,8 @@ pub struct NetConf {
     /// The older GC key, still sent by libcni.
     #[serde(rename = "cni.dev/attachments")]
     pub attachments: Option<Vec<Attachment>>,
-    /// Optional log file (Sluice).
-    pub log_file: Option<PathBuf>,
+    // `logFile` (Sluice) is read by `log` from the raw stdin, so that a config failing to
+    // parse here is logged too.
 }
 
 /// One attachment GC must keep.
