@@ -138,23 +138,6 @@ pub(crate) fn proxy_cmd(bins: &Binaries, node: &str, mode: &str, kubeconfig: &Pa
 
 /// etcd on the underlay address, data in `data`.
 pub(crate) fn etcd_cmd(ip: Ipv4Addr, data: &Path) -> Command {
-    let client = format!("http://{ip}:2379");
-    let peer = format!("http://{ip}:2380");
-    let mut cmd = Command::new("etcd");
-    cmd.args(["--name", "sluice-lab", "--data-dir"])
-        .arg(data)
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("sluice-lab={peer}")]);
-    cmd
+    let (client, peer) = (format!("http://{ip}:2379"), format!("http://{ip}:2380"));
+    sluice_testbed::etcd::command("sluice-lab", data, &client, &peer)
 }

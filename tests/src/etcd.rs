@@ -7,6 +7,7 @@
 //! retried a few times because a picked port can be taken before etcd binds it.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,16 +83,7 @@ impl Etcd {
         let peer_url = format!("http://{ip}:{peer}");
         // `sl-etcd-<pid>-<n>`: lets `names::sweep_stale` find it if this process is SIGKILLed.
         let name = names::netns_name("etcd");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg(&name)
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("{name}={peer_url}")]);
+        let cmd = command(&name, &data.path().join("data"), &client_url, &peer_url);
         let process = match ns {
             Some(ns) => ns.spawn(&cmd)?,
             None => Process::spawn(cmd, format!("etcd on {client_url}"), None)?,
@@ -332,4 +324,19 @@ fn free_ports() -> Result<(u16, u16)> {
     let (_a, client) = bind()?;
     let (_b, peer) = bind()?;
     Ok((client, peer))
+}
+
+/// The command line of a one-member etcd cluster `name` with its data in `data_dir`, serving
+/// clients on `client_url` and peers on `peer_url` (the test bed's, the lab's and the tests'
+/// stand-alone etcds all start this way).
+pub fn command(name: &str, data_dir: &Path, client_url: &str, peer_url: &str) -> Command {
+    let mut cmd = Command::new("etcd");
+    cmd.args(["--name", name, "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", &format!("{name}={peer_url}")]);
+    cmd
 }

@@ -65,22 +65,7 @@ fn sweep_kills_etcds_whose_test_process_died() -> Result<()> {
         .keep();
     let name = format!("sl-etcd-{dead_pid}-0");
     let (client, peer) = (free_url()?, free_url()?);
-    let mut orphan = std::process::Command::new("etcd")
-        .args(["--name", &name, "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("{name}={peer}")])
+    let mut orphan = sluice_testbed::etcd::command(&name, &dir.join("data"), &client, &peer)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
