@@ -139,12 +139,8 @@ fn kept(pod: IpAddr, subnet: IpNet, cluster: &[IpNet]) -> Vec<Element> {
 
 fn set(name: &str, interval: bool) -> SetDef {
     SetDef {
-        name: name.to_owned(),
-        key: vec![KeyType::Addr],
-        verdict_map: false,
         interval,
-        timeout: None,
-        comment: None,
+        ..SetDef::set(name, vec![KeyType::Addr])
     }
 }
 

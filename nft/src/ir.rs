@@ -129,6 +129,28 @@ pub struct SetDef {
     pub comment: Option<String>,
 }
 
+impl SetDef {
+    /// A plain set of `key`: no flags, timeout or comment (struct update adds them).
+    pub fn set(name: impl Into<String>, key: Vec<KeyType>) -> Self {
+        Self {
+            name: name.into(),
+            key,
+            verdict_map: false,
+            interval: false,
+            timeout: None,
+            comment: None,
+        }
+    }
+
+    /// A verdict map keyed by `key`.
+    pub fn verdict_map(name: impl Into<String>, key: Vec<KeyType>) -> Self {
+        Self {
+            verdict_map: true,
+            ..Self::set(name, key)
+        }
+    }
+}
+
 /// The hook of a base chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {

@@ -279,21 +279,14 @@ mod tests {
                 priority: -100,
             }),
         }));
+        let key = vec![KeyType::Addr, KeyType::Proto, KeyType::Port];
         tx.push(Op::AddSet(SetDef {
-            name: "service-ips".into(),
-            key: vec![KeyType::Addr, KeyType::Proto, KeyType::Port],
-            verdict_map: true,
-            interval: false,
-            timeout: None,
             comment: Some("ClusterIP, ExternalIP and LoadBalancer IP traffic".into()),
+            ..SetDef::verdict_map("service-ips", key)
         }));
         tx.push(Op::AddSet(SetDef {
-            name: "affinity-x".into(),
-            key: vec![KeyType::Addr],
-            verdict_map: false,
-            interval: false,
             timeout: Some(std::time::Duration::from_secs(10800)),
-            comment: None,
+            ..SetDef::set("affinity-x", vec![KeyType::Addr])
         }));
         tx.push(Op::AddRule {
             chain: "endpoint-x".into(),

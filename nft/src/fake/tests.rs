@@ -11,14 +11,10 @@ fn chain(name: &str) -> Op {
 }
 
 fn map(name: &str) -> Op {
-    Op::AddSet(SetDef {
-        name: name.into(),
-        key: vec![KeyType::Addr, KeyType::Proto, KeyType::Port],
-        verdict_map: true,
-        interval: false,
-        timeout: None,
-        comment: None,
-    })
+    Op::AddSet(SetDef::verdict_map(
+        name,
+        vec![KeyType::Addr, KeyType::Proto, KeyType::Port],
+    ))
 }
 
 fn key(ip: &str) -> Vec<KeyValue> {
@@ -185,14 +181,10 @@ fn injected_failures_and_kernel_checks() {
     );
     f.apply(&tx(vec![chain("c")])).unwrap();
     // vmap needs a verdict map.
-    f.apply(&tx(vec![Op::AddSet(SetDef {
-        name: "plain".into(),
-        key: vec![KeyType::Addr],
-        verdict_map: false,
-        interval: false,
-        timeout: None,
-        comment: None,
-    })]))
+    f.apply(&tx(vec![Op::AddSet(SetDef::set(
+        "plain",
+        vec![KeyType::Addr],
+    ))]))
     .unwrap();
     let vmap = Op::AddRule {
         chain: "c".into(),
@@ -225,12 +217,8 @@ fn interval_elements_are_normalized_prefixes() {
     let mut f = base();
     f.apply(&tx(vec![
         Op::AddSet(SetDef {
-            name: "cidrs".into(),
-            key: vec![KeyType::Addr],
-            verdict_map: false,
             interval: true,
-            timeout: None,
-            comment: None,
+            ..SetDef::set("cidrs", vec![KeyType::Addr])
         }),
         Op::AddElements {
             set: "cidrs".into(),

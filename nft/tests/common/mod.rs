@@ -45,12 +45,8 @@ pub(crate) fn commented(chain: &str, stmts: Vec<Stmt>, comment: &str) -> Op {
 
 pub(crate) fn set(name: &str, key: Vec<KeyType>, verdict_map: bool) -> SetDef {
     SetDef {
-        name: name.into(),
-        key,
         verdict_map,
-        interval: false,
-        timeout: None,
-        comment: None,
+        ..SetDef::set(name, key)
     }
 }
 

@@ -51,12 +51,9 @@ pub(crate) fn render_base(cfg: &NftConfig) -> Desired {
 
 fn set(name: &str, key: Vec<KeyType>, verdict_map: bool, comment: &str) -> SetDef {
     SetDef {
-        name: name.into(),
-        key,
         verdict_map,
-        interval: false,
-        timeout: None,
         comment: Some(comment.into()),
+        ..SetDef::set(name, key)
     }
 }
 

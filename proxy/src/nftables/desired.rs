@@ -190,14 +190,7 @@ mod tests {
     use sluice_nft::{KeyType, Stmt, Verdict};
 
     fn map() -> SetDef {
-        SetDef {
-            name: "m".into(),
-            key: vec![KeyType::Port],
-            verdict_map: true,
-            interval: false,
-            timeout: None,
-            comment: None,
-        }
+        SetDef::verdict_map("m", vec![KeyType::Port])
     }
 
     fn piece(chains: &[(&str, u32)], elems: &[(u16, &str)]) -> Desired {

@@ -197,12 +197,8 @@ impl PortCtx<'_> {
         let timeout = self.port.session_affinity.map_or(0, |a| a.timeout_seconds);
         let set = format!("affinity-{timeout}-{}", endpoint_base(&self.port.name, ep));
         d.set(SetDef {
-            name: set.clone(),
-            key: vec![KeyType::Addr],
-            verdict_map: false,
-            interval: false,
             timeout: Some(Duration::from_secs(u64::from(timeout))),
-            comment: None,
+            ..SetDef::set(&set, vec![KeyType::Addr])
         });
         set
     }
