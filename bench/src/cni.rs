@@ -5,14 +5,13 @@
 //! cycles the bench waits (untimed) for the kernel to finish tearing down the veth pair, so
 //! sluice's detached teardown never slows the reference's next measurement.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sluice_testbed::NetNs;
+use sluice_testbed::{NetNs, cni};
 
 /// Flags of `sluice-bench cni`.
 #[derive(clap::Args)]
@@ -171,36 +170,20 @@ fn invoke(
     conf: &Value,
 ) -> anyhow::Result<(Duration, Value)> {
     let stdin = conf.to_string();
+    let env = [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", &p.cni_path),
+    ];
     let start = Instant::now();
-    let mut child = Command::new(&p.bin)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", &p.cni_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("exec {}", p.bin.display()))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = cni::exec(Command::new(&p.bin), &env, &stdin)?;
     let took = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{} {command} failed: {}{}",
-            p.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !out.ok {
+        bail!("{} {command} failed: {}{}", p.name, out.stdout, out.stderr);
     }
-    let result = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let result = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     Ok((took, result))
 }
 

@@ -4,13 +4,13 @@
 //! runtime would — `CNI_*` environment, the conflist's plugin configuration (with `name` and
 //! `cniVersion` merged in) on stdin, the result JSON on stdout.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use sluice_testbed::cni;
 
 /// One node's CNI installation.
 pub(crate) struct NodeCni {
@@ -108,32 +108,21 @@ impl NodeCni {
         pod_netns: &str,
         conf: &Value,
     ) -> anyhow::Result<Value> {
-        let bin = self.bin_dir().join(kind);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(&bin)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container_id)
-            .env("CNI_NETNS", format!("/run/netns/{pod_netns}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", self.bin_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("exec {}", bin.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(conf.to_string().as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "CNI {command} {kind}: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .arg(self.bin_dir().join(kind));
+        let (netns, path) = (format!("/run/netns/{pod_netns}"), self.bin_dir());
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", container_id),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &path.to_string_lossy()),
+        ];
+        let out = cni::exec(cmd, &env, &conf.to_string())?;
+        let stdout = out.stdout;
+        if !out.ok {
+            bail!("CNI {command} {kind}: {stdout} {}", out.stderr);
         }
         if stdout.trim().is_empty() {
             return Ok(Value::Null);

@@ -27,6 +27,7 @@
 
 pub mod cluster;
 mod cmd;
+pub mod cni;
 pub mod error;
 pub mod etcd;
 pub mod http;

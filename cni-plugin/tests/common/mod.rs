@@ -8,9 +8,8 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use sluice_testbed::NetNs;
@@ -165,30 +164,15 @@ impl Node {
 /// Runs a plugin binary as a runtime does (only the given environment, config on stdin), in
 /// the calling thread's namespace.
 pub fn run_plugin(bin: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let out = sluice_testbed::cni::exec(Command::new(bin), env, stdin).unwrap();
+    let stdout = out.stdout;
     let json = if stdout.trim().is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {stdout}"))
     };
     Out {
-        ok: out.status.success(),
+        ok: out.ok,
         json,
         stdout,
     }
