@@ -32,20 +32,13 @@ use sluice_testbed::NetNs;
 use sluice_testbed::link::{Address, Route, Veth};
 use sluice_testbed::traffic::{EchoServer, Proto, request_here};
 
-use crate::sync::{endpoint_ip, ms, peak_rss_kib, service, slice, slice_of};
+use crate::sync::{Scale, endpoint_ip, ms, peak_rss_kib, service, slice, slice_of};
 
 /// Flags of `sluice-bench nftables`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Services in the large run.
-    #[arg(long, default_value_t = 10_000)]
-    services: u32,
-    /// Services in the small run.
-    #[arg(long, default_value_t = 100)]
-    small: u32,
-    /// Endpoints per Service.
-    #[arg(long, default_value_t = 3)]
-    endpoints: u32,
+    #[command(flatten)]
+    scale: Scale,
     /// Single-Service changes measured per run, of each kind.
     #[arg(long, default_value_t = 20)]
     changes: u32,
@@ -58,16 +51,15 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    /// The defaults with other sizes (`sluice-bench sync --backend nftables`).
-    pub(crate) fn sized(services: u32, small: u32, endpoints: u32) -> Self {
-        Self {
-            services,
-            small,
-            endpoints,
-            changes: 20,
-            resyncs: 3,
-            connections: 2_000,
+    /// The flags' defaults with other sizes (`sluice-bench sync --backend nftables`).
+    pub(crate) fn sized(scale: Scale) -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: Args,
         }
+        let args = <Defaults as clap::Parser>::parse_from(["nftables"]).args;
+        Self { scale, ..args }
     }
 }
 
@@ -240,7 +232,10 @@ struct Rates {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.services > 0 && args.small > 0 && args.endpoints > 0 && args.changes > 0,
+        args.scale.services > 0
+            && args.scale.small > 0
+            && args.scale.endpoints > 0
+            && args.changes > 0,
         "sizes must be positive"
     );
     // Every connection leaves a TIME_WAIT socket on the server for 60 s: past ~28,000 the
@@ -253,17 +248,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         "sluice-bench nftables: {} and {} Services x {} endpoints through NftablesBackend over \
          netlink, in fresh network namespaces; {} single-Service changes of each kind per size, \
          {} sequential TCP connections per destination\n",
-        args.services, args.small, args.endpoints, args.changes, args.connections
+        args.scale.services, args.scale.small, args.scale.endpoints, args.changes, args.connections
     );
     let small_ns = NetNs::new("nft-small")?;
-    let (small, _, _) = measure(args, &small_ns, args.small, None)?;
+    let (small, _, _) = measure(args, &small_ns, args.scale.small, None)?;
     drop(small_ns);
 
     let bed = Bed::new()?;
     // The Service the traffic goes through: one in the middle, its one endpoint the server pod.
-    let traffic = args.services / 2;
-    let (large, mut state, mut backend) =
-        measure(args, &bed.node, args.services, Some((traffic, SERVER.0)))?;
+    let traffic = args.scale.services / 2;
+    let (large, mut state, mut backend) = measure(
+        args,
+        &bed.node,
+        args.scale.services,
+        Some((traffic, SERVER.0)),
+    )?;
     let peak_kib = peak_rss_kib()?;
     let resync = resync(args, &mut state, &mut backend)?;
     let vip = SocketAddr::new(Ipv4Addr::from(0x0a60_0000 + traffic).into(), 80);
@@ -304,7 +303,7 @@ fn measure(
 ) -> anyhow::Result<(Size, ProxyState, Backend)> {
     let mut backend = open_backend(ns)?;
     let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, "node-a"));
-    let n = args.endpoints;
+    let n = args.scale.endpoints;
     for i in 0..services {
         state.on_service(&service(i, 80))?;
         let slice = match traffic {

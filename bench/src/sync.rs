@@ -27,19 +27,26 @@ pub(crate) struct Args {
     /// `sluice-bench nftables` measurement, inside network namespaces it creates.
     #[arg(long, default_value = "fake")]
     backend: ProxyMode,
-    /// Services in the large run.
-    #[arg(long, default_value_t = 10_000)]
-    services: u32,
-    /// Services in the small run.
-    #[arg(long, default_value_t = 100)]
-    small: u32,
-    /// Endpoints per Service.
-    #[arg(long, default_value_t = 3)]
-    endpoints: u32,
+    #[command(flatten)]
+    scale: Scale,
     /// Single-Service changes measured per run (a few microseconds each: enough of them that
     /// the p50 is not the machine's noise).
     #[arg(long, default_value_t = 4000)]
     changes: u32,
+}
+
+/// The cluster sizes both control-plane benchmarks compare.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub(crate) struct Scale {
+    /// Services in the large run.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) services: u32,
+    /// Services in the small run.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) small: u32,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) endpoints: u32,
 }
 
 /// Timings of one run.
@@ -61,11 +68,7 @@ impl Args {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if args.backend == ProxyMode::Nftables {
-        return crate::nftables::run(&crate::nftables::Args::sized(
-            args.services,
-            args.small,
-            args.endpoints,
-        ));
+        return crate::nftables::run(&crate::nftables::Args::sized(args.scale));
     }
     // A kernel backend built here would program this process's own namespace: the host's.
     anyhow::ensure!(
@@ -74,8 +77,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         args.backend
     );
     let mut backend = Any::new(args.backend).context("backend")?;
-    let small = measure(args, args.small, &mut backend)?;
-    let large = measure(args, args.services, &mut backend)?;
+    let small = measure(args, args.scale.small, &mut backend)?;
+    let large = measure(args, args.scale.services, &mut backend)?;
     let peak = peak_rss_kib()?;
     print(args, &[small, large], peak);
     Ok(())
@@ -85,7 +88,7 @@ fn measure(args: &Args, services: u32, backend: &mut Any) -> anyhow::Result<Run>
     let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, "node-a"));
     let mut feed = Duration::ZERO;
     for i in 0..services {
-        let (svc, slice) = (service(i, 80), slice(i, args.endpoints, 0));
+        let (svc, slice) = (service(i, 80), slice(i, args.scale.endpoints, 0));
         let start = Instant::now();
         state.on_service(&svc)?;
         state.on_slice(&slice)?;
@@ -108,7 +111,7 @@ fn measure(args: &Args, services: u32, backend: &mut Any) -> anyhow::Result<Run>
         let i = k.wrapping_mul(7919) % services;
         let start = Instant::now();
         match k % 2 {
-            0 => state.on_slice(&slice(i, args.endpoints, k + 1))?,
+            0 => state.on_slice(&slice(i, args.scale.endpoints, k + 1))?,
             // A port no earlier change used: every measured change is a real one.
             _ => state.on_service(&service(i, 1024 + (k % 60_000) as i32))?,
         };
@@ -217,7 +220,7 @@ pub(crate) fn ms(d: Duration) -> String {
 fn print(args: &Args, runs: &[Run], peak_kib: u64) {
     println!(
         "sluice-bench sync --backend {}: {} endpoints per Service, {} single-Service changes per run (half endpoints, half Service spec)\n",
-        args.backend, args.endpoints, args.changes
+        args.backend, args.scale.endpoints, args.changes
     );
     println!(
         "{:>9} {:>14} {:>15} {:>16} {:>15} {:>15}",
