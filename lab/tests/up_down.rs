@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -107,20 +108,25 @@ fn the_etcd_subnet_manager_works_and_is_removed() {
     common::assert_nothing_left(&name, &dir);
 }
 
+/// `up` running in the background, its output discarded.
+fn spawn_up(dir: &Path, name: &str, nodes: u8) -> std::process::Child {
+    Command::new(common::LAB)
+        .arg("--lab-dir")
+        .arg(dir)
+        .args(["up", "--name", name, "--nodes", &nodes.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn down_cleans_up_after_up_was_killed_half_way() {
     sluice_testbed::require_root();
     common::build_daemons();
     for (i, after) in [60u64, 200, 350].into_iter().enumerate() {
         let (name, _tmp, dir) = lab_place(&format!("k{i}-"));
-        let mut up = Command::new(common::LAB)
-            .arg("--lab-dir")
-            .arg(&dir)
-            .args(["up", "--name", &name, "--nodes", "2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut up = spawn_up(&dir, &name, 2);
         std::thread::sleep(Duration::from_millis(after));
         let _ = up.kill();
         let _ = up.wait();
@@ -134,14 +140,7 @@ fn down_stops_an_up_that_is_still_building() {
     sluice_testbed::require_root();
     common::build_daemons();
     let (name, _tmp, dir) = lab_place("live-");
-    let mut up = Command::new(common::LAB)
-        .arg("--lab-dir")
-        .arg(&dir)
-        .args(["up", "--name", &name, "--nodes", "4"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut up = spawn_up(&dir, &name, 4);
     // Once `up` has recorded itself, `down` from "another terminal" while it still builds.
     while !dir.join("state.json").exists() && up.try_wait().unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(10));
@@ -150,7 +149,6 @@ fn down_stops_an_up_that_is_still_building() {
     // Stopped by `down` itself (SIGKILL), not failing later on what `down` removed, and
     // nothing appears after `down` returned.
     let status = up.wait().unwrap();
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
         Some(9),
