@@ -50,8 +50,8 @@ impl ConntrackCleaner for NoConntrack {
 }
 
 /// kube-proxy's UDP conntrack reconciliation for the ports a sync looked at: a flow sent to
-/// one of their service addresses (or node ports) whose reply does not come from an
-/// endpoint the port may use now is stale — DNATed to a gone endpoint, or never DNATed
+/// one of their service addresses (or node ports) whose reply does not come from a serving
+/// endpoint of the port is stale — DNATed to a gone endpoint, or never DNATed
 /// because it arrived while there was none — and is deleted. Flows to current endpoints are
 /// left alone, so a restart (whose first sync looks at every port) breaks none.
 #[derive(Debug, Default)]
@@ -206,10 +206,12 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
             .into_iter()
             .filter(|p| p.name.protocol == Protocol::Udp)
         {
-            let allowed: BTreeSet<IpAddr> = snap
-                .categorize(&port.name)
-                .map(|c| c.all_reachable.iter().map(|e| e.ip).collect())
-                .unwrap_or_default();
+            // Every endpoint still serving, whatever this node's policy picks from them
+            // (kube-proxy: a policy or topology change must not cut a live flow).
+            let allowed: BTreeSet<IpAddr> = (snap.endpoints(&port.name).iter())
+                .filter(|e| e.serving || e.is_ready(port.publish_not_ready_addresses))
+                .map(|e| e.ip)
+                .collect();
             for dest in udp_destinations(port) {
                 scope.add(dest, &allowed);
             }

@@ -156,6 +156,35 @@ fn udp_flows_are_reconciled_with_the_endpoints_and_live_ones_survive_a_restart()
 }
 
 #[test]
+fn a_udp_flow_to_a_serving_endpoint_survives_a_policy_that_no_longer_picks_it() {
+    use sluice_model::service::{Protocol, ServicePortName, TrafficPolicy};
+    let remote = sluice_nft::conntrack::FlowKey {
+        proto: 17,
+        orig_dst: Some("172.30.0.53".parse().unwrap()),
+        orig_dst_port: Some(53),
+        reply_src: Some("10.180.0.1".parse().unwrap()),
+    };
+    let flows = Flows {
+        live: vec![remote],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    let mut b = NftablesBackend::new(FakeNft::new(), flows, [NftConfig::new(Family::Ip)]);
+    let mut dns = svc("dns", "172.30.0.53");
+    dns.name = ServicePortName::new(&dns.name.service(), "dns", Protocol::Udp);
+    dns.port = 53;
+    // internalTrafficPolicy: Local on node-a picks only 10.180.0.2; the flow to 10.180.0.1
+    // (node-b), made before the policy changed, is left to finish.
+    dns.internal_traffic_policy = TrafficPolicy::Local;
+    let eps = vec![ep("10.180.0.1", "node-b"), ep("10.180.0.2", "node-a")];
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(dns, eps)]);
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    assert!(deleted.lock().unwrap().is_empty());
+}
+
+#[test]
 fn a_full_sync_leaves_the_clients_of_affinity_sets_alone() {
     use sluice_model::service::SessionAffinity;
     let fake = FakeNft::new();
