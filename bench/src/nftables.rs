@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ipnet::{IpNet, Ipv4Net};
 use nix::sys::resource::{UsageWho, getrusage};
+use sluice_conntrack::Conntrack;
 use sluice_model::service::IpFamily;
-use sluice_nft::conntrack::Conntrack;
 use sluice_nft::{Family, Netlink, NftError, NftKernel, TableState, Transaction};
-use sluice_proxy::backend::{Backend as _, BackendOptions};
-use sluice_proxy::nftables::NftablesBackend;
-use sluice_proxy::{ProxyState, TrackerConfig};
+use sluice_proxy_core::backend::{Backend as _, BackendOptions};
+use sluice_proxy_core::{ProxyState, TrackerConfig};
+use sluice_proxy_nftables::{NftConfig, NftablesBackend};
 use sluice_testbed::NetNs;
 use sluice_testbed::link::{Address, Route, Veth};
 use sluice_testbed::traffic::{EchoServer, Proto, request_here};
@@ -144,7 +144,7 @@ impl<K: NftKernel> NftKernel for Timed<K> {
         self.time.system += system2.saturating_sub(system);
         self.time.applies += 1;
         self.time.ops += tx.ops.len();
-        self.time.elements += sluice_proxy::nftables::summary(tx)
+        self.time.elements += sluice_proxy_nftables::summary(tx)
             .get("elements")
             .copied()
             .unwrap_or(0);
@@ -171,12 +171,12 @@ fn open_backend(ns: &NetNs) -> anyhow::Result<Backend> {
         ..BackendOptions::default()
     };
     let (kernel, conntrack) = ns
-        .run(|| -> Result<_, NftError> { Ok((Netlink::open()?, Conntrack::open()?)) })?
+        .run(|| -> anyhow::Result<_> { Ok((Netlink::open()?, Conntrack::open()?)) })?
         .context("open netlink in the node namespace")?;
     Ok(NftablesBackend::new(
         Timed::new(kernel),
         conntrack,
-        [opts.nft_config(IpFamily::V4)],
+        [NftConfig::of(&opts, IpFamily::V4)],
     ))
 }
 

@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_model::service::IpFamily;
-use sluice_proxy::backend::{Any, Backend as _, ProxyMode};
-use sluice_proxy::{ProxyState, TrackerConfig};
+use sluice_proxy::dataplane::Any;
+use sluice_proxy_core::backend::{Backend as _, ProxyMode};
+use sluice_proxy_core::{ProxyState, TrackerConfig};
 
 /// Flags of `sluice-bench sync`.
 #[derive(clap::Args)]

@@ -3,6 +3,9 @@
 
 use std::io;
 
+use sluice_netlink::NetlinkError;
+use sluice_netlink::error::{detail_suffix, strerror};
+
 /// Why applying or reading nftables state failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -65,35 +68,19 @@ impl NftError {
     }
 }
 
-/// The C library's message for `errno`, without Rust's " (os error N)" suffix.
-pub(crate) fn strerror(errno: &i32) -> String {
-    let full = io::Error::from_raw_os_error(*errno).to_string();
-    match full.rfind(" (os error ") {
-        Some(i) => full[..i].to_owned(),
-        None => full,
-    }
-}
-
-fn detail_suffix(detail: &Option<String>) -> String {
-    match detail {
-        Some(d) if !d.is_empty() => format!(" ({d})"),
-        _ => String::new(),
+impl From<NetlinkError> for NftError {
+    fn from(e: NetlinkError) -> Self {
+        match e {
+            NetlinkError::Socket(e) => Self::Socket(e),
+            NetlinkError::Refused { op, errno, detail } => Self::Refused { op, errno, detail },
+            NetlinkError::Decode { what, reason } => Self::Decode { what, reason },
+            NetlinkError::Lost { what } => Self::Lost { what },
+        }
     }
 }
 
 /// Errno values the crate produces or tells apart (Linux numbering).
-pub mod errno {
-    /// No such file or directory: a missing table, chain, set or element.
-    pub const ENOENT: i32 = 2;
-    /// Device or resource busy: an object still referenced, a map key with another value.
-    pub const EBUSY: i32 = 16;
-    /// File exists: an object that exists with a different definition.
-    pub const EEXIST: i32 = 17;
-    /// Invalid argument.
-    pub const EINVAL: i32 = 22;
-    /// Operation not supported (e.g. a jump to a base chain).
-    pub const EOPNOTSUPP: i32 = 95;
-}
+pub use sluice_netlink::errno;
 
 #[cfg(test)]
 mod tests {

@@ -1,48 +1,6 @@
-//! The part of `sluice-proxy` every dataplane backend shares: kube-proxy's
-//! change tracking and endpoint semantics, pure and unit-tested, with no I/O.
-//!
-//! Backends (nftables, iptables, IPVS, eBPF) must program the same verdicts for
-//! the same API objects and should only redo the Service ports that changed.
-//! So the decisions live here, once:
-//!
-//! - [`ProxyState`] (one per address family): fed by the watch handlers
-//!   ([`ProxyState::on_service`], [`ProxyState::on_slice`],
-//!   [`ProxyState::on_node`] and their `_deleted` twins, or the pure
-//!   `update_*`/`delete_*` methods), and [`ProxyState::sync`], which returns a
-//!   [`Snapshot`] and the [`Changes`] since the previous sync;
-//! - [`services`] and [`endpoints`]: the change trackers underneath, which
-//!   coalesce events between syncs;
-//! - [`topology`]: kube-proxy's `CategorizeEndpoints` (ready first,
-//!   terminating fallback, topology hints, REJECT vs DROP), also reachable as
-//!   [`Snapshot::categorize`];
-//! - [`config`]: the family, node and proxy name a state serves.
+//! The `sluice-proxy` binary's library: the one place that knows every dataplane crate and
+//! picks one by `--proxy-mode` ([`dataplane`]). Everything the dataplanes share lives in
+//! `sluice-proxy-core`; each dataplane is its own crate behind the core's `Backend` trait, so
+//! the compiler keeps them from reaching into each other.
 
-pub mod backend;
-mod changes;
-pub mod config;
-pub mod config_file;
-pub mod endpoints;
-pub mod explain;
-#[cfg(test)]
-mod fixture;
-pub mod flags;
-pub mod health;
-pub mod healthcheck;
-#[cfg(test)]
-mod http_test;
-mod k8s;
-pub mod metrics;
-pub mod nftables;
-pub mod runner;
-pub mod services;
-mod snapshot;
-pub mod source;
-mod state;
-pub mod topology;
-
-pub use changes::Changes;
-pub use config::{NodeTopology, TrackerConfig};
-pub use k8s::{Recorded, TRIGGER_TIME_ANNOTATION};
-pub use snapshot::Snapshot;
-pub use state::ProxyState;
-pub use topology::{Categorized, TopologyMode, Verdict};
+pub mod dataplane;

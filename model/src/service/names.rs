@@ -50,6 +50,25 @@ impl Protocol {
             Self::Sctp => "sctp",
         }
     }
+
+    /// The IP protocol number (IANA): what the kernel's conntrack, IPVS and BPF see.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
+
+    /// The protocol of an IP protocol number, if it is one a Service can use.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            132 => Some(Self::Sctp),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Protocol {

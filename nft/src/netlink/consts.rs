@@ -1,32 +1,16 @@
-//! Numbers from `linux/netlink.h`, `linux/netfilter/nfnetlink.h` and
-//! `linux/netfilter/nf_tables.h` (uapi, stable ABI), plus nft's own userdata and datatype
-//! numbering (`libnftnl/udata.h`, nftables' `datatype.h`) so `nft list` understands what we
-//! write. Only what the encoder and decoder use.
+//! Numbers from `linux/netfilter/nfnetlink.h` and `linux/netfilter/nf_tables.h` (uapi,
+//! stable ABI), plus nft's own userdata and datatype numbering (`libnftnl/udata.h`,
+//! nftables' `datatype.h`) so `nft list` understands what we write. Only what the encoder
+//! and decoder use; netlink's own numbers come from `sluice-netlink`.
 
-// netlink.h
-pub(crate) const NLM_F_REQUEST: u16 = 0x1;
-pub(crate) const NLM_F_ACK: u16 = 0x4;
-pub(crate) const NLM_F_DUMP: u16 = 0x300;
-pub(crate) const NLM_F_APPEND: u16 = 0x800;
-pub(crate) const NLM_F_CREATE: u16 = 0x400;
-pub(crate) const NLMSG_ERROR: u16 = 0x2;
-pub(crate) const NLMSG_DONE: u16 = 0x3;
-pub(crate) const NLM_F_CAPPED: u16 = 0x100;
-pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
-pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
+pub(crate) use sluice_netlink::consts::*;
 
 // nfnetlink.h
-pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(crate) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
 
 // netfilter.h
-pub(crate) const NFPROTO_UNSPEC: u8 = 0;
-pub(crate) const NFPROTO_IPV4: u8 = 2;
-pub(crate) const NFPROTO_IPV6: u8 = 10;
 pub(crate) const NF_DROP: i32 = 0;
 pub(crate) const NF_ACCEPT: i32 = 1;
 pub(crate) const NFT_JUMP: i32 = -3;
@@ -210,18 +194,3 @@ pub(crate) const TYPE_IP6ADDR: u32 = 8;
 pub(crate) const TYPE_INETPROTO: u32 = 12;
 pub(crate) const TYPE_INETSERVICE: u32 = 13;
 pub(crate) const TYPE_BITS: u32 = 6;
-
-// ctnetlink (`linux/netfilter/nfnetlink_conntrack.h`).
-pub(crate) const IPCTNL_MSG_CT_GET: u8 = 1;
-pub(crate) const IPCTNL_MSG_CT_DELETE: u8 = 2;
-pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
-pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
-pub(crate) const CTA_ZONE: u16 = 18;
-pub(crate) const CTA_TUPLE_IP: u16 = 1;
-pub(crate) const CTA_TUPLE_PROTO: u16 = 2;
-pub(crate) const CTA_IP_V4_SRC: u16 = 1;
-pub(crate) const CTA_IP_V4_DST: u16 = 2;
-pub(crate) const CTA_IP_V6_SRC: u16 = 3;
-pub(crate) const CTA_IP_V6_DST: u16 = 4;
-pub(crate) const CTA_PROTO_NUM: u16 = 1;
-pub(crate) const CTA_PROTO_DST_PORT: u16 = 3;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use super::attr::Writer;
 use super::consts::*;
 use super::expr::{self, nfproto};
 use super::set;
@@ -13,6 +12,7 @@ use crate::error::NftError;
 use crate::ir::{BaseChain, ChainType, Element, Family, Hook, Op, Rule, Transaction};
 use crate::state::fingerprint;
 use crate::text;
+use sluice_netlink::Writer;
 
 /// Element bytes per message before a new message is started (well under 64 KiB).
 const ELEMENT_CHUNK: usize = 32 * 1024;
@@ -331,7 +331,7 @@ pub(crate) fn hook_num(h: Hook) -> u32 {
 mod tests {
     use super::*;
     use crate::ir::{ChainDef, KeyValue, Stmt, Verdict};
-    use crate::netlink::attr::messages;
+    use sluice_netlink::messages;
 
     fn tx() -> Transaction {
         let mut tx = Transaction::new(Family::Ip, "sluice");

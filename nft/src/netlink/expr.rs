@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::attr::Writer;
 use super::consts::*;
 use crate::ir::{Family, Field, Proto, Stmt, Verdict};
+use sluice_netlink::Writer;
 
 /// Writes `stmts` as the content of `NFTA_RULE_EXPRESSIONS`.
 pub(crate) fn stmts(w: &mut Writer, family: Family, stmts: &[Stmt]) -> Result<(), String> {
@@ -353,7 +353,7 @@ pub(crate) fn nfproto(family: Family) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::attr::Attrs;
+    use sluice_netlink::Attrs;
 
     fn names(family: Family, s: &[Stmt]) -> Vec<String> {
         let mut w = Writer::new();

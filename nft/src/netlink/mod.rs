@@ -6,13 +6,11 @@
 //! A refusal names the op that failed (`add rule ip sluice service-x …: No such file or
 //! directory`): every message's sequence number maps back to its op.
 
-mod attr;
 mod consts;
 mod encode;
 mod expr;
 mod read;
 mod set;
-mod socket;
 mod udata;
 
 use std::collections::HashMap;
@@ -21,17 +19,7 @@ use crate::error::NftError;
 use crate::ir::{Family, Transaction};
 use crate::kernel::NftKernel;
 use crate::state::TableState;
-use socket::NfSocket;
-
-pub(crate) use attr::Attrs;
-pub(crate) use consts::{
-    CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_NUM,
-    CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, CTA_ZONE, IPCTNL_MSG_CT_DELETE,
-    IPCTNL_MSG_CT_GET, NFNL_SUBSYS_CTNETLINK,
-};
-pub(crate) use expr::nfproto;
-pub(crate) use set::decode_addr;
-pub(crate) use socket::NfSocket as Socket;
+use sluice_netlink::socket::{self, NETLINK_NETFILTER, Socket as NfSocket};
 
 /// nftables through netlink, in the network namespace the socket was opened in.
 pub struct Netlink {
@@ -49,7 +37,7 @@ impl Netlink {
     /// namespace whatever the thread does later). Needs CAP_NET_ADMIN.
     pub fn open() -> Result<Self, NftError> {
         Ok(Self {
-            socket: NfSocket::open()?,
+            socket: NfSocket::open(NETLINK_NETFILTER)?,
         })
     }
 

@@ -6,16 +6,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::attr::{Attrs, Msg, be_u64};
 use super::consts::*;
 use super::encode::hook_num;
 use super::expr::nfproto;
 use super::set::{self, RawElement};
-use super::socket::NfSocket;
 use super::udata;
 use crate::error::{NftError, errno};
 use crate::ir::{BaseChain, ChainDef, ChainType, Element, Family, Hook, SetDef};
 use crate::state::{ChainState, RuleState, SetState, TableState};
+use sluice_netlink::{Attrs, Msg, Socket as NfSocket, be_u64};
 
 const ATTEMPTS: usize = 5;
 
@@ -44,7 +43,7 @@ pub(crate) fn read_table(
 
 fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
     let mut id = 0;
-    s.request(
+    s.request::<NftError>(
         "get ruleset generation",
         nft_type(NFT_MSG_GETGEN),
         NFPROTO_UNSPEC,
@@ -66,7 +65,7 @@ fn read_once(
     let what = format!("list table {} {name}", family.keyword());
     let pf = nfproto(family);
     let mut comment = None;
-    let found = s.request(
+    let found = s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETTABLE),
         pf,
@@ -86,7 +85,7 @@ fn read_once(
     };
     let mut complete = true;
     let mut chains = Vec::new();
-    complete &= s.request(
+    complete &= s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETCHAIN),
         pf,
@@ -101,7 +100,7 @@ fn read_once(
         },
     )?;
     let mut rules: HashMap<String, Vec<RuleState>> = HashMap::new();
-    complete &= s.request(
+    complete &= s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETRULE),
         pf,
@@ -120,7 +119,7 @@ fn read_once(
         c.rules = rules.remove(&c.def.name).unwrap_or_default();
     }
     let mut sets = Vec::new();
-    complete &= s.request(
+    complete &= s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETSET),
         pf,
@@ -155,7 +154,7 @@ pub(crate) fn set_intervals(
 ) -> Result<HashMap<String, bool>, NftError> {
     let what = format!("list sets {} {table}", family.keyword());
     let mut out = HashMap::new();
-    let res = s.request(
+    let res = s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETSET),
         nfproto(family),
@@ -261,7 +260,7 @@ fn read_elements(
     let what = format!("list set {} {table} {}", family.keyword(), set.def.name);
     let mut raw: Vec<RawElement> = Vec::new();
     let name = set.def.name.clone();
-    let complete = s.request(
+    let complete = s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETSETELEM),
         nfproto(family),

@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::attr::{Attrs, Writer};
 use super::consts::*;
 use super::expr::{ip_bytes, verdict_data};
 use super::udata::{self, Udata};
 use crate::ir::{Element, Family, KeyType, KeyValue, Proto, SetDef, Verdict};
+use sluice_netlink::{Attrs, Writer, decode_addr};
 
 /// nft datatype and byte length of one key component.
 fn component(family: Family, k: KeyType) -> (u32, u32) {
@@ -294,15 +294,6 @@ pub(crate) fn decode_key(
         bytes = bytes.get(take..)?;
     }
     Some(out)
-}
-
-/// An address from 4 or 16 bytes.
-pub(crate) fn decode_addr(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
-        _ => None,
-    }
 }
 
 /// Interval elements (sorted by key, starts and ends) as prefixes. A start whose range is

@@ -79,7 +79,7 @@ pub(crate) fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 pub(crate) fn string(data: &[u8], ty: u8) -> Option<String> {
     records(data)
         .find(|(t, _)| *t == ty)
-        .map(|(_, v)| super::attr::cstr(v))
+        .map(|(_, v)| sluice_netlink::cstr(v))
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sluice_model::service::IpFamily;
-use sluice_proxy::config::NodeTopology;
-use sluice_proxy::config_file::ProxyConfig;
-use sluice_proxy::config_file::ProxyMode;
-use sluice_proxy::explain::VerdictView;
-use sluice_proxy::explain::{self, ExplainArgs, NodeContext, OutputFormat, Packet};
-use sluice_proxy::nftables;
-use sluice_proxy::source::ManifestsSource;
+use sluice_proxy_core::config::NodeTopology;
+use sluice_proxy_core::config_file::ProxyConfig;
+use sluice_proxy_core::config_file::ProxyMode;
+use sluice_proxy_core::explain::VerdictView;
+use sluice_proxy_core::explain::{self, ExplainArgs, NodeContext, OutputFormat, Packet};
+use sluice_proxy_core::source::ManifestsSource;
+use sluice_proxy_nftables as nftables;
 
 use crate::run::{backend_options, families, feed, local_addresses, node_name, spawn_source};
 
@@ -104,7 +104,7 @@ struct BackendCheck {
 /// compares the outcome with the model's verdict.
 fn backend_check(
     config: &ProxyConfig,
-    snapshot: &sluice_proxy::Snapshot,
+    snapshot: &sluice_proxy_core::Snapshot,
     args: &ExplainArgs,
     verdict: &VerdictView,
     node_ips: &[std::net::IpAddr],
@@ -115,7 +115,7 @@ fn backend_check(
     let family = IpFamily::of(&args.dst.ip());
     // The daemon's own rendering settings, so the check traces what it programs.
     let opts = backend_options(config, &[family]);
-    let cfg = opts.nft_config(family);
+    let cfg = nftables::NftConfig::of(&opts, family);
     let table = nftables::rendered(&cfg, snapshot);
     let packet = nftables::Packet {
         src: args.src,

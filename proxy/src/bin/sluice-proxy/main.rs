@@ -8,7 +8,7 @@ mod run;
 
 use std::process::ExitCode;
 
-use sluice_proxy::flags::{Action, Flags, Resolved};
+use sluice_proxy_core::flags::{Action, Flags, Resolved};
 
 fn main() -> ExitCode {
     let flags = match Flags::parse_args(std::env::args_os()) {
@@ -36,10 +36,10 @@ fn main() -> ExitCode {
         tracing::warn!("{flag} has no effect: --config was given and sets it");
     }
     let result = match action {
-        Action::WriteConfig(path) => sluice_proxy::config_file::write(&path, &config)
+        Action::WriteConfig(path) => sluice_proxy_core::config_file::write(&path, &config)
             .map(|()| println!("wrote {}", path.display()))
             .map_err(anyhow::Error::from),
-        Action::Cleanup => sluice_proxy::backend::Any::cleanup_all().map_err(anyhow::Error::from),
+        Action::Cleanup => sluice_proxy::dataplane::Any::cleanup_all().map_err(anyhow::Error::from),
         Action::InitOnly => Ok(()),
         Action::Explain(args) => runtime().and_then(|rt| rt.block_on(explain::run(&config, &args))),
         Action::Run => runtime().and_then(|rt| rt.block_on(run::run(config))),

@@ -8,15 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sluice_model::service::IpFamily;
-use sluice_proxy::TrackerConfig;
-use sluice_proxy::backend::{Any, BackendOptions};
-use sluice_proxy::config::PREFER_SAME_TRAFFIC_DISTRIBUTION;
-use sluice_proxy::config_file::{LocalMode, NodePortAddress, ProxyConfig};
-use sluice_proxy::health::{self, HealthServer, StatusSource};
-use sluice_proxy::healthcheck::ServiceHealthServers;
-use sluice_proxy::metrics::{self, Metrics};
-use sluice_proxy::runner::{Feed, Runner, RunnerConfig};
-use sluice_proxy::source::{KubeSource, ManifestsSource, client};
+use sluice_proxy::dataplane::Any;
+use sluice_proxy_core::TrackerConfig;
+use sluice_proxy_core::backend::BackendOptions;
+use sluice_proxy_core::config::PREFER_SAME_TRAFFIC_DISTRIBUTION;
+use sluice_proxy_core::config_file::{LocalMode, NodePortAddress, ProxyConfig};
+use sluice_proxy_core::health::{self, HealthServer, StatusSource};
+use sluice_proxy_core::healthcheck::ServiceHealthServers;
+use sluice_proxy_core::metrics::{self, Metrics};
+use sluice_proxy_core::runner::{Feed, Runner, RunnerConfig};
+use sluice_proxy_core::source::{KubeSource, ManifestsSource, client};
 use tokio::net::TcpListener;
 
 /// Runs until killed.

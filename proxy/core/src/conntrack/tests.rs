@@ -1,0 +1,133 @@
+use std::sync::{Arc, Mutex};
+
+use sluice_model::service::{IpFamily, Protocol, ServiceName, ServicePortName, TrafficPolicy};
+
+use super::*;
+use crate::fixture::{apply, ep, state, svc};
+
+/// Flows a test pretends the kernel has; records what the reconciliation deletes.
+#[derive(Default)]
+struct Flows {
+    live: Vec<FlowKey>,
+    deleted: Arc<Mutex<Vec<FlowKey>>>,
+}
+
+impl Cleaner for Flows {
+    fn delete_where(
+        &mut self,
+        _: IpFamily,
+        stale: &dyn Fn(&FlowKey) -> bool,
+    ) -> Result<usize, ConntrackError> {
+        let (gone, kept): (Vec<_>, Vec<_>) = self.live.drain(..).partition(|f| stale(f));
+        self.live = kept;
+        let n = gone.len();
+        self.deleted.lock().unwrap().extend(gone);
+        Ok(n)
+    }
+}
+
+fn flow(proto: u8, dst: &str, reply: &str) -> FlowKey {
+    FlowKey {
+        proto,
+        orig_dst: Some(dst.parse().unwrap()),
+        orig_dst_port: Some(53),
+        reply_src: Some(reply.parse().unwrap()),
+    }
+}
+
+fn dns() -> ServicePort {
+    let mut dns = svc("dns", "172.30.0.53");
+    dns.name = ServicePortName::new(&dns.name.service(), "dns", Protocol::Udp);
+    dns.port = 53;
+    dns
+}
+
+#[test]
+fn udp_flows_are_reconciled_with_the_endpoints_and_live_ones_survive_a_restart() {
+    let to_a = flow(17, "172.30.0.53", "10.180.0.1");
+    let to_gone = flow(17, "172.30.0.53", "10.180.0.9");
+    let never_dnated = flow(17, "172.30.0.53", "172.30.0.53");
+    let other_vip = flow(17, "172.30.0.99", "10.180.0.9");
+    let tcp = flow(6, "172.30.0.53", "10.180.0.9");
+    let mut flows = Flows {
+        live: vec![to_a, to_gone, never_dnated, other_vip, tcp],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(dns(), vec![ep("10.180.0.1", "node-b")])]);
+    // The first sync of a (re)started proxy is full: only the stale flows go.
+    let (snap, changes) = st.sync();
+    assert_eq!(reconcile_udp(&mut flows, &snap, &changes).unwrap(), 2);
+    assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated]);
+    // The Service goes: every flow to its address goes with it.
+    drop(snap);
+    st.delete_service(&ServiceName::new("ns", "dns"));
+    let (snap, changes) = st.sync();
+    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated, to_a]);
+}
+
+#[test]
+fn a_udp_flow_to_a_serving_endpoint_survives_a_policy_that_no_longer_picks_it() {
+    let mut flows = Flows {
+        live: vec![flow(17, "172.30.0.53", "10.180.0.1")],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    // internalTrafficPolicy: Local on node-a picks only 10.180.0.2; the flow to 10.180.0.1
+    // (node-b), made before the policy changed, is left to finish.
+    let mut dns = dns();
+    dns.internal_traffic_policy = TrafficPolicy::Local;
+    let eps = vec![ep("10.180.0.1", "node-b"), ep("10.180.0.2", "node-a")];
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(dns, eps)]);
+    let (snap, changes) = st.sync();
+    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    assert!(deleted.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_destination_taken_away_loses_its_flows_and_the_others_keep_theirs() {
+    let to_ext = flow(17, "192.168.99.53", "10.180.0.1");
+    let to_cip = flow(17, "172.30.0.53", "10.180.0.1");
+    let mut flows = Flows {
+        live: vec![to_ext, to_cip],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    let mut with_ext = dns();
+    with_ext.external_ips = vec!["192.168.99.53".parse().unwrap()];
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(with_ext, vec![ep("10.180.0.1", "node-b")])]);
+    let (snap, changes) = st.sync();
+    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    assert!(deleted.lock().unwrap().is_empty());
+    drop(snap);
+    apply(&mut st, vec![(dns(), vec![ep("10.180.0.1", "node-b")])]);
+    let (snap, changes) = st.sync();
+    assert!(!changes.full);
+    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    assert_eq!(*deleted.lock().unwrap(), [to_ext]);
+}
+
+#[test]
+fn no_udp_port_means_no_dump() {
+    struct Panics;
+    impl Cleaner for Panics {
+        fn delete_where(
+            &mut self,
+            _: IpFamily,
+            _: &dyn Fn(&FlowKey) -> bool,
+        ) -> Result<usize, ConntrackError> {
+            panic!("dumped conntrack for a TCP-only sync")
+        }
+    }
+    let mut st = state("node-a", None);
+    apply(
+        &mut st,
+        vec![(svc("web", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")])],
+    );
+    let (snap, changes) = st.sync();
+    assert_eq!(reconcile_udp(&mut Panics, &snap, &changes).unwrap(), 0);
+}

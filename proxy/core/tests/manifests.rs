@@ -1,0 +1,143 @@
+//! `--manifests-dir`: good and bad files, edits and removals, followed with
+//! inotify and with polling, through the real runner into the fake backend.
+
+mod pipeline;
+
+use std::path::Path;
+
+use pipeline::{NODE, Pipeline, partial_ports, within};
+use sluice_model::service::IpFamily;
+use sluice_proxy_core::TrackerConfig;
+use sluice_proxy_core::runner::Feed;
+use sluice_proxy_core::source::{ManifestsSource, WatchMode};
+
+fn service_yaml(name: &str, ip: &str, endpoints: &[&str]) -> String {
+    let eps: String = (endpoints.iter())
+        .map(|ep| format!("  - addresses: [\"{ep}\"]\n    conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: web}}\n\
+         spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: web, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{eps}"
+    )
+}
+
+const JSON_SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
+  "metadata": {"name": "b", "namespace": "web"},
+  "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}}"#;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    // Write-then-rename, as editors and ConfigMap updates do.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+fn port(svc: &str) -> String {
+    format!("web/{svc}:http")
+}
+
+fn populate(dir: &Path) {
+    write(
+        dir,
+        "a.yaml",
+        &service_yaml("a", "10.96.0.10", &["10.1.0.1"]),
+    );
+    write(dir, "b.json", JSON_SERVICE);
+    write(
+        dir,
+        "bad.yaml",
+        "apiVersion: v1\nkind: Service\nspec: [unclosed\n",
+    );
+    write(dir, "notes.txt", "not a manifest");
+}
+
+#[test]
+fn bad_files_are_reported_by_name_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    write(dir.path(), "dup.yml", &service_yaml("a", "10.96.0.99", &[]));
+    let feed = Feed::new([TrackerConfig::new(IpFamily::V4, NODE)]);
+    let mut source = ManifestsSource::new(dir.path(), NODE);
+    let report = source.scan(&feed).unwrap();
+    assert_eq!(report.files, 4, "notes.txt is not a manifest");
+    let problems: Vec<(String, &str)> = (report.problems.iter())
+        .map(|p| {
+            (
+                p.path.file_name().unwrap().to_string_lossy().into_owned(),
+                &*p.reason,
+            )
+        })
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(problems[0].0, "bad.yaml");
+    assert!(problems[0].1.starts_with("document 1: "), "{problems:?}");
+    assert_eq!(problems[1].0, "dup.yml");
+    assert!(problems[1].1.contains("already defined in"), "{problems:?}");
+    let names = feed
+        .with_state(IpFamily::V4, |s| {
+            let (snap, _) = s.sync();
+            let ports: Vec<_> = snap.service_ports().map(|p| p.name.to_string()).collect();
+            ports
+        })
+        .unwrap();
+    assert_eq!(names, [port("a"), port("b")]);
+    assert_eq!(
+        source.scan(&feed).unwrap().problems,
+        vec![],
+        "reported once"
+    );
+}
+
+async fn follow(mode: WatchMode) {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let p = Pipeline::start();
+    let source = ManifestsSource::new(dir.path(), NODE).with_mode(mode);
+    tokio::spawn(source.run(p.feed.clone()));
+    within(p.until("a and b", |ports| ports.len() == 2)).await;
+    let first = p.settled().await;
+    assert!(first.len() == 1 && first[0].full && first[0].endpoints == 1);
+
+    write(
+        dir.path(),
+        "a.yaml",
+        &service_yaml("a", "10.96.0.10", &["10.1.0.1", "10.1.0.2"]),
+    );
+    within(p.until("a edited", |ports| ports[0].1.len() == 2)).await;
+    assert_eq!(partial_ports(&p.settled().await), [port("a")].into());
+
+    write(
+        dir.path(),
+        "bad.yaml",
+        &service_yaml("c", "10.96.0.12", &["10.1.0.3"]),
+    );
+    within(p.until("bad.yaml fixed", |ports| ports.len() == 3)).await;
+    assert_eq!(partial_ports(&p.settled().await), [port("c")].into());
+
+    std::fs::remove_file(dir.path().join("b.json")).unwrap();
+    within(p.until("b removed", |ports| ports.len() == 2)).await;
+    assert_eq!(partial_ports(&p.settled().await), [port("b")].into());
+
+    write(dir.path(), "a.yaml", "kind: [\n");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        p.settled().await,
+        vec![],
+        "a file turned bad keeps its objects"
+    );
+    let programmed: Vec<String> = p.programmed().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(programmed, [port("a"), port("c")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_edits_and_removals_with_inotify() {
+    follow(WatchMode::Inotify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_edits_and_removals_by_polling() {
+    follow(WatchMode::Poll).await;
+}

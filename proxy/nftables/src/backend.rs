@@ -1,0 +1,205 @@
+//! `--proxy-mode nftables`: the [`Backend`] over [`NftState`] and one [`NftKernel`] (netlink
+//! in production, `FakeNft` in unit tests). A partial apply sends only the changed owners'
+//! operations; a full apply reads the table back first, so drift (a deleted table, a flushed
+//! chain, a removed element) is repaired and a restart adopts what is there without a flush.
+//! After each sync the UDP flows of the ports it looked at are reconciled with one conntrack
+//! dump, as kube-proxy's reconciler does (`sluice_proxy_core::conntrack`).
+
+use std::collections::BTreeMap;
+
+use sluice_conntrack::{Cleaner as ConntrackCleaner, Conntrack, NoConntrack};
+use sluice_model::service::IpFamily;
+use sluice_nft::{Family, NftKernel, Op, Transaction};
+use sluice_proxy_core::backend::BackendOptions;
+use sluice_proxy_core::conntrack::reconcile_udp;
+
+use super::ctx::{NftConfig, TABLE};
+use super::desired::Desired;
+use super::kernel_view::view;
+use super::state::{NftState, summary};
+use sluice_proxy_core::backend::{Backend, BackendError, ProxyMode};
+use sluice_proxy_core::{Changes, Snapshot};
+
+/// The real nftables backend: netlink and ctnetlink in the process's namespace.
+pub type KernelNftables = NftablesBackend<sluice_nft::Netlink, Conntrack>;
+
+impl KernelNftables {
+    /// Opens netlink and ctnetlink in the calling thread's namespace and renders with `opts`.
+    pub fn open(opts: &BackendOptions) -> Result<Self, BackendError> {
+        let fail = |e: &dyn std::fmt::Display| apply_err(format!("cannot open netlink: {e}"));
+        let kernel = sluice_nft::Netlink::open().map_err(|e| fail(&e))?;
+        let conntrack = Conntrack::open().map_err(|e| fail(&e))?;
+        let configs = opts.families.iter().map(|f| NftConfig::of(opts, *f));
+        Ok(Self::new(kernel, conntrack, configs))
+    }
+}
+
+/// The nftables backend for both families.
+pub struct NftablesBackend<K, C = NoConntrack> {
+    kernel: K,
+    conntrack: C,
+    states: BTreeMap<Family, NftState>,
+}
+
+impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
+    /// A backend rendering with `configs` (one per family it serves).
+    pub fn new(kernel: K, conntrack: C, configs: impl IntoIterator<Item = NftConfig>) -> Self {
+        Self {
+            kernel,
+            conntrack,
+            states: configs
+                .into_iter()
+                .map(|c| (c.family, NftState::new(c)))
+                .collect(),
+        }
+    }
+
+    /// The kernel handle (tests inspect the fake through it).
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// What is believed programmed for `family`.
+    pub fn programmed(&self, family: Family) -> Option<Desired> {
+        self.states.get(&family).map(NftState::programmed)
+    }
+
+    fn state(&mut self, snap: &Snapshot) -> Result<(Family, &mut NftState), BackendError> {
+        let family = family_of(snap.family());
+        match self.states.get_mut(&family) {
+            Some(s) => Ok((family, s)),
+            None => Err(apply_err(format!(
+                "no nftables configuration for {family:?}"
+            ))),
+        }
+    }
+
+    fn apply_with(
+        &mut self,
+        snap: &Snapshot,
+        changes: &Changes,
+        full: bool,
+    ) -> Result<(), BackendError> {
+        let (family, _) = self.state(snap)?;
+        let kernel_view = if full {
+            let table = self
+                .kernel
+                .read_table(family, TABLE)
+                .map_err(|e| apply_err(e.to_string()))?;
+            Some(table)
+        } else {
+            None
+        };
+        let (_, state) = self.state(snap)?;
+        let pending = match kernel_view {
+            Some(table) => state.plan_full_against(snap, |want| {
+                table.map(|t| view(family, &t, want)).unwrap_or_default()
+            }),
+            None => state.plan_partial(snap, changes),
+        };
+        for w in &pending.warnings {
+            tracing::warn!("{w}");
+        }
+        let counts = summary(&pending.tx);
+        if !pending.is_empty() {
+            self.kernel
+                .apply(&pending.tx)
+                .map_err(|e| apply_err(e.to_string()))?;
+        }
+        tracing::debug!(
+            ?family,
+            full,
+            ops = pending.len(),
+            ?counts,
+            "nftables transaction applied"
+        );
+        let (_, state) = self.state(snap)?;
+        pending.commit(state);
+        match reconcile_udp(&mut self.conntrack, snap, changes) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(?family, n, "stale UDP conntrack entries deleted"),
+            Err(e) => tracing::warn!("UDP conntrack cleanup: {e}"),
+        }
+        Ok(())
+    }
+}
+
+fn family_of(f: IpFamily) -> Family {
+    match f {
+        IpFamily::V4 => Family::Ip,
+        IpFamily::V6 => Family::Ip6,
+    }
+}
+
+fn apply_err(reason: String) -> BackendError {
+    BackendError::Apply {
+        mode: ProxyMode::Nftables,
+        reason,
+    }
+}
+
+impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C> {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Nftables
+    }
+
+    fn render(&self, snapshot: &Snapshot, _changes: &Changes) -> Result<String, BackendError> {
+        let family = family_of(snapshot.family());
+        let cfg = self
+            .states
+            .get(&family)
+            .map(|s| s.config().clone())
+            .ok_or_else(|| apply_err(format!("no nftables configuration for {family:?}")))?;
+        let mut fresh = NftState::new(cfg);
+        let pending = fresh.plan_full(snapshot, Some(Desired::default()));
+        Ok(sluice_nft::text::script(&pending.tx))
+    }
+
+    fn apply_partial(
+        &mut self,
+        snapshot: &Snapshot,
+        changes: &Changes,
+    ) -> Result<(), BackendError> {
+        self.apply_with(snapshot, changes, false)
+    }
+
+    fn apply_full(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<(), BackendError> {
+        self.apply_with(snapshot, changes, true)
+    }
+
+    fn cleanup(&mut self) -> Result<(), BackendError> {
+        for family in [Family::Ip, Family::Ip6] {
+            let exists = self
+                .kernel
+                .read_table(family, TABLE)
+                .map_err(|e| cleanup_err(e.to_string()))?
+                .is_some();
+            if exists {
+                let mut tx = Transaction::new(family, TABLE);
+                tx.push(Op::DeleteTable);
+                self.kernel
+                    .apply(&tx)
+                    .map_err(|e| cleanup_err(e.to_string()))?;
+            }
+        }
+        for state in self.states.values_mut() {
+            *state = NftState::new(state.config().clone());
+        }
+        Ok(())
+    }
+}
+
+fn cleanup_err(reason: String) -> BackendError {
+    BackendError::Cleanup {
+        mode: ProxyMode::Nftables,
+        reason,
+    }
+}
+
+impl<K, C> std::fmt::Debug for NftablesBackend<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NftablesBackend")
+            .field("families", &self.states.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,204 @@
+//! The backend against the in-memory kernel (`FakeNft`, which refuses what the kernel
+//! refuses): full and partial applies, drift repaired by the next full apply, a restart that
+//! adopts the table without changing it, cleanup.
+
+use sluice_model::service::ServiceName;
+use sluice_nft::{FakeNft, Family, NftKernel, Op, Transaction};
+
+use super::*;
+use sluice_conntrack::NoConntrack;
+use sluice_proxy_core::backend::Backend;
+use sluice_proxy_core::fixture::{apply, ep, state, svc};
+
+fn backend(fake: &FakeNft) -> NftablesBackend<FakeNft> {
+    NftablesBackend::new(fake.clone(), NoConntrack, [NftConfig::new(Family::Ip)])
+}
+
+fn world(st: &mut sluice_proxy_core::ProxyState) {
+    apply(
+        st,
+        (0..5)
+            .map(|i| {
+                (
+                    svc(&format!("s{i}"), &format!("172.30.0.{i}")),
+                    vec![ep(&format!("10.180.0.{i}"), "node-b")],
+                )
+            })
+            .collect(),
+    );
+}
+
+fn chain_of(fake: &mut FakeNft, needle: &str) -> Option<(String, usize)> {
+    let t = fake.read_table(Family::Ip, TABLE).unwrap()?;
+    t.chains
+        .iter()
+        .find(|c| c.def.name.contains(needle))
+        .map(|c| (c.def.name.clone(), c.rules.len()))
+}
+
+#[test]
+fn applies_repairs_drift_adopts_on_restart_and_cleans_up() {
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    world(&mut st);
+    let (snap, changes) = st.sync();
+    assert!(changes.full);
+    b.apply(&snap, &changes).unwrap();
+    let mut k = fake.clone();
+    let (svc_chain, rules) = chain_of(&mut k, "service-").unwrap();
+    assert!(rules > 0);
+
+    // Someone flushes a service chain: the next full apply refills it.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::FlushChain(svc_chain.clone()));
+    k.apply(&tx).unwrap();
+    assert_eq!(chain_of(&mut k, &svc_chain).unwrap().1, 0);
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(chain_of(&mut k, &svc_chain).unwrap().1, rules);
+
+    // Someone deletes the whole table: repaired too.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::DeleteTable);
+    k.apply(&tx).unwrap();
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(chain_of(&mut k, &svc_chain).unwrap().1, rules);
+
+    // A restarted proxy adopts the table: its first (full) apply changes nothing.
+    let before = fake.applied();
+    let mut restarted = backend(&fake);
+    restarted.apply(&snap, &changes).unwrap();
+    assert_eq!(fake.applied(), before, "no transaction needed on restart");
+
+    // A partial apply after a delete touches that Service only and leaves it gone.
+    drop(snap);
+    st.delete_service(&ServiceName::new("ns", "s3"));
+    let (snap, changes) = st.sync();
+    restarted.apply(&snap, &changes).unwrap();
+    assert!(chain_of(&mut k, "ns/s3/").is_none());
+    assert!(chain_of(&mut k, "ns/s4/").is_some());
+
+    restarted.cleanup().unwrap();
+    assert!(k.read_table(Family::Ip, TABLE).unwrap().is_none());
+    restarted.cleanup().unwrap();
+}
+
+#[test]
+fn a_refused_transaction_changes_nothing_and_the_next_full_apply_recovers() {
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    world(&mut st);
+    let (snap, changes) = st.sync();
+    fake.fail_next(16);
+    assert!(b.apply(&snap, &changes).is_err());
+    let mut k = fake.clone();
+    assert!(k.read_table(Family::Ip, TABLE).unwrap().is_none());
+    b.apply_full(&snap, &changes).unwrap();
+    assert!(chain_of(&mut k, "ns/s0/").is_some());
+}
+
+#[test]
+fn a_full_sync_leaves_the_clients_of_affinity_sets_alone() {
+    use sluice_model::service::SessionAffinity;
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    let mut sticky = svc("sticky", "172.30.0.7");
+    sticky.session_affinity = Some(SessionAffinity::default());
+    apply(&mut st, vec![(sticky, vec![ep("10.180.0.1", "node-b")])]);
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    let mut k = fake.clone();
+    let set = k
+        .read_table(Family::Ip, TABLE)
+        .unwrap()
+        .unwrap()
+        .sets
+        .iter()
+        .find(|s| s.def.name.starts_with("affinity-"))
+        .unwrap()
+        .def
+        .name
+        .clone();
+    // A client the packet path remembered.
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddElements {
+        set: set.clone(),
+        elements: vec![sluice_nft::Element::key(vec![sluice_nft::KeyValue::Addr(
+            "192.0.2.7".parse().unwrap(),
+        )])],
+    });
+    k.apply(&tx).unwrap();
+    let before = fake.applied();
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(fake.applied(), before, "nothing to repair, nothing sent");
+    let table = k.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    let kept = table.sets.iter().find(|s| s.def.name == set).unwrap();
+    assert_eq!(kept.elements.len(), 1);
+}
+
+#[test]
+fn an_external_ip_claimed_twice_or_moved_between_services_never_fails_a_sync() {
+    let ext = |name: &str, cip: &str| {
+        let mut p = svc(name, cip);
+        p.external_ips = vec!["192.0.2.50".parse().unwrap()];
+        p
+    };
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    // Two new Services claim the same external IP and port in one sync: one keeps it.
+    apply(
+        &mut st,
+        vec![
+            (ext("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (ext("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    b.apply_full(&snap, &changes).unwrap();
+    drop(snap);
+    // The external IP moves from a to b in one change: a's element goes, b's comes.
+    apply(
+        &mut st,
+        vec![
+            (svc("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (ext("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    // b lost the claim earlier and was not re-rendered: the next full sync gives it the key.
+    b.apply_full(&snap, &changes).unwrap();
+    assert_eq!(holder_of_ext(&b), Some("ns/b/"));
+    // Both change at once, the other way round: a takes the key in the same transaction
+    // that b gives it up (deleted, then added).
+    drop(snap);
+    apply(
+        &mut st,
+        vec![
+            (ext("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+            (svc("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    assert_eq!(holder_of_ext(&b), Some("ns/a/"));
+    b.apply_full(&snap, &changes).unwrap();
+}
+
+/// Which Service's chain 192.0.2.50:80 leads to.
+fn holder_of_ext(b: &NftablesBackend<FakeNft>) -> Option<&'static str> {
+    let t = b.programmed(Family::Ip)?;
+    let ext = sluice_nft::KeyValue::Addr("192.0.2.50".parse().unwrap());
+    let e = t.elements["service-ips"]
+        .values()
+        .find(|e| e.key[0] == ext)?;
+    match &e.verdict {
+        Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/a/") => Some("ns/a/"),
+        Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/b/") => Some("ns/b/"),
+        _ => None,
+    }
+}

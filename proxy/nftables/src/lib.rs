@@ -1,0 +1,26 @@
+//! The nftables dataplane (`--proxy-mode nftables`): Services rendered into Sluice's own
+//! tables (`ip sluice`, `ip6 sluice`) in kube-proxy's nftables layout, diffed per owner and
+//! applied as one atomic transaction per sync through the `sluice-nft` chokepoint.
+
+mod backend;
+mod base;
+mod ctx;
+mod desired;
+mod kernel_view;
+mod names;
+mod port;
+pub use port::proto;
+mod state;
+mod tracer;
+
+pub use backend::{KernelNftables, NftablesBackend};
+pub use ctx::{NftConfig, TABLE};
+pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
+pub use state::{NftState, Pending, rendered, summary};
+pub use tracer::{Origin, Outcome, Packet, Tracer, Unserved};
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod backend_tests;

@@ -1,0 +1,503 @@
+//! The nftables rendering for a canonical set of Services: a sorted golden file, and the
+//! packet tracer walking the rendered rules for every feature, held against `explain`'s
+//! verdict from the model. Regenerate the golden file with `SLUICE_BLESS=1`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use sluice_model::service::{Endpoint, Protocol, ServicePort, ServicePortName, SessionAffinity};
+use sluice_nft::{Family, Proto, text};
+
+use super::*;
+use sluice_proxy_core::Snapshot;
+use sluice_proxy_core::explain::{self, NodeContext};
+use sluice_proxy_core::fixture::{Svc, apply, ep, lb_local, snapshot, svc};
+
+const NODE_IP: &str = "192.168.0.2";
+const POD_CIDR: &str = "10.180.0.0/16";
+
+fn port(name: &str, cip: &str, f: impl FnOnce(ServicePort) -> ServicePort) -> ServicePort {
+    f(svc(name, cip))
+}
+
+fn terminating(ip: &str, node: &str) -> Endpoint {
+    Endpoint {
+        ready: false,
+        serving: true,
+        terminating: true,
+        ..ep(ip, node)
+    }
+}
+
+/// Every feature once.
+fn world() -> Snapshot {
+    let udp = |mut p: ServicePort| {
+        p.name = ServicePortName::new(&p.name.service(), "dns", Protocol::Udp);
+        p.port = 53;
+        p
+    };
+    let sctp = |mut p: ServicePort| {
+        p.name = ServicePortName::new(&p.name.service(), "s", Protocol::Sctp);
+        p.port = 9000;
+        p
+    };
+    let e53 = |ip: &str| Endpoint {
+        port: 5353,
+        ..ep(ip, "node-b")
+    };
+    snapshot(
+        "node-a",
+        None,
+        vec![
+            (
+                svc("svc1", "172.30.0.41"),
+                vec![ep("10.180.0.1", "node-a"), ep("10.180.0.2", "node-b")],
+            ),
+            (
+                port("np", "172.30.0.42", |p| ServicePort {
+                    node_port: Some(3001),
+                    ..p
+                }),
+                vec![ep("10.180.0.3", "node-b")],
+            ),
+            (
+                port("ext", "172.30.0.43", |p| ServicePort {
+                    external_ips: vec!["192.168.99.11".parse().unwrap()],
+                    ..p
+                }),
+                vec![ep("10.180.0.4", "node-a")],
+            ),
+            (
+                port("lb", "172.30.0.44", |p| ServicePort {
+                    node_port: Some(3002),
+                    load_balancer_vips: vec!["1.2.3.4".parse().unwrap()],
+                    load_balancer_source_ranges: vec!["203.0.113.0/25".parse().unwrap()],
+                    ..p
+                }),
+                vec![ep("10.180.0.5", "node-b")],
+            ),
+            (
+                ServicePort {
+                    node_port: Some(3003),
+                    ..lb_local("lbl", "172.30.0.45", "5.6.7.8", 30001)
+                },
+                vec![ep("10.180.0.6", "node-a"), ep("10.180.0.7", "node-b")],
+            ),
+            (
+                ServicePort {
+                    node_port: Some(3004),
+                    ..lb_local("lbn", "172.30.0.46", "5.6.7.9", 30002)
+                },
+                vec![ep("10.180.0.8", "node-b")],
+            ),
+            (
+                Svc::itp_local(svc("itp", "172.30.0.47")),
+                vec![ep("10.180.0.9", "node-b")],
+            ),
+            (
+                port("aff", "172.30.0.48", |p| ServicePort {
+                    session_affinity: Some(SessionAffinity::default()),
+                    ..p
+                }),
+                vec![ep("10.180.0.10", "node-b"), ep("10.180.0.11", "node-b")],
+            ),
+            (svc("none", "172.30.0.49"), vec![]),
+            (
+                udp(svc("dns", "172.30.0.50")),
+                vec![e53("10.180.0.12"), e53("10.180.0.13")],
+            ),
+            (
+                sctp(svc("sctp", "172.30.0.51")),
+                vec![ep("10.180.0.14", "node-b")],
+            ),
+            (
+                svc("term", "172.30.0.52"),
+                vec![terminating("10.180.0.15", "node-b")],
+            ),
+        ],
+    )
+}
+
+fn cfg() -> NftConfig {
+    NftConfig {
+        local_cidrs: vec![POD_CIDR.parse().unwrap()],
+        service_cidrs: vec!["172.30.0.0/16".parse().unwrap()],
+        ..NftConfig::new(Family::Ip)
+    }
+}
+
+fn programmed(snap: &Snapshot) -> Desired {
+    let mut state = NftState::new(cfg());
+    let pending = state.plan_full(snap, None);
+    pending.commit(&mut state);
+    state.programmed()
+}
+
+#[test]
+fn golden_ruleset() {
+    let snap = world();
+    let mut state = NftState::new(cfg());
+    let pending = state.plan_full(&snap, None);
+    let mut lines: Vec<String> = text::script(&pending.tx)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    let got = lines.join("\n") + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/nftables-ipv4.nft"
+    );
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        got == want,
+        "rendered rules differ from {path} (SLUICE_BLESS=1 regenerates):\n{got}"
+    );
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn eps(list: &[&str]) -> BTreeSet<SocketAddr> {
+    list.iter().map(|s| sock(s)).collect()
+}
+
+/// Traces `src` → `dst` and checks both the tracer's outcome and explain's verdict.
+fn case(snap: &Snapshot, table: &Desired, src: &str, dst: &str, proto: Protocol, want: Outcome) {
+    let node_ips: Vec<IpAddr> = vec![NODE_IP.parse().unwrap()];
+    let src_ip: IpAddr = src.parse().unwrap();
+    let dst = sock(dst);
+    let packet = Packet {
+        src: src_ip,
+        dst: dst.ip(),
+        proto: super::port::proto(proto),
+        dport: dst.port(),
+        origin: if node_ips.contains(&src_ip) {
+            Origin::Local
+        } else {
+            Origin::Remote
+        },
+    };
+    let traced = Tracer::new(table, &node_ips).trace(&packet);
+    assert_eq!(traced, want, "tracer: {src} -> {dst}");
+    let node = NodeContext {
+        topology: snap.node().clone(),
+        node_ips: node_ips.clone(),
+        pod_cidrs: vec![POD_CIDR.parse().unwrap()],
+    };
+    let e = explain::explain(
+        snap,
+        &node,
+        &explain::Packet {
+            src: src_ip,
+            dst,
+            protocol: proto,
+        },
+    )
+    .unwrap();
+    let unserved = Unserved::of(snap, &cfg(), dst.ip());
+    assert!(
+        traced.agrees_with(&e.verdict, unserved),
+        "explain: {src} -> {dst}: traced {traced:?}, model {:?}",
+        e.verdict
+    );
+}
+
+fn dnat(list: &[&str], masquerade: bool) -> Outcome {
+    Outcome::Dnat {
+        endpoints: eps(list),
+        masquerade,
+    }
+}
+
+const POD: &str = "10.180.7.7";
+const OUTSIDE: &str = "198.51.100.1";
+
+#[test]
+fn the_rendered_rules_do_what_the_model_says() {
+    let snap = world();
+    let t = programmed(&snap);
+    let tcp = Protocol::Tcp;
+    let both = ["10.180.0.1:80", "10.180.0.2:80"];
+    // ClusterIP: pods keep their source, others are masqueraded; hairpin is masqueraded.
+    case(&snap, &t, POD, "172.30.0.41:80", tcp, dnat(&both, false));
+    case(&snap, &t, OUTSIDE, "172.30.0.41:80", tcp, dnat(&both, true));
+    case(
+        &snap,
+        &t,
+        "10.180.0.1",
+        "172.30.0.41:80",
+        tcp,
+        dnat(&both, true),
+    );
+    // NodePort from outside and from the node itself; ExternalIP.
+    case(
+        &snap,
+        &t,
+        OUTSIDE,
+        "192.168.0.2:3001",
+        tcp,
+        dnat(&["10.180.0.3:80"], true),
+    );
+    case(
+        &snap,
+        &t,
+        NODE_IP,
+        "192.168.0.2:3001",
+        tcp,
+        dnat(&["10.180.0.3:80"], true),
+    );
+    case(
+        &snap,
+        &t,
+        OUTSIDE,
+        "192.168.99.11:80",
+        tcp,
+        dnat(&["10.180.0.4:80"], true),
+    );
+    // Load balancer with source ranges.
+    case(
+        &snap,
+        &t,
+        "203.0.113.5",
+        "1.2.3.4:80",
+        tcp,
+        dnat(&["10.180.0.5:80"], true),
+    );
+    case(&snap, &t, OUTSIDE, "1.2.3.4:80", tcp, Outcome::Drop);
+    // eTP=Local: outsiders keep their source and reach local endpoints only; pods and the
+    // node short-circuit to all endpoints.
+    case(
+        &snap,
+        &t,
+        OUTSIDE,
+        "5.6.7.8:80",
+        tcp,
+        dnat(&["10.180.0.6:80"], false),
+    );
+    case(
+        &snap,
+        &t,
+        POD,
+        "5.6.7.8:80",
+        tcp,
+        dnat(&["10.180.0.6:80", "10.180.0.7:80"], false),
+    );
+    case(
+        &snap,
+        &t,
+        NODE_IP,
+        "5.6.7.8:80",
+        tcp,
+        dnat(&["10.180.0.6:80", "10.180.0.7:80"], true),
+    );
+    case(
+        &snap,
+        &t,
+        OUTSIDE,
+        "192.168.0.2:30001",
+        tcp,
+        Outcome::Untouched,
+    );
+    // eTP=Local without local endpoints: drop; iTP=Local without local endpoints: drop.
+    case(&snap, &t, OUTSIDE, "5.6.7.9:80", tcp, Outcome::Drop);
+    case(&snap, &t, POD, "172.30.0.47:80", tcp, Outcome::Drop);
+    // Affinity, no endpoints (reject), UDP, SCTP, terminating fallback.
+    case(
+        &snap,
+        &t,
+        POD,
+        "172.30.0.48:80",
+        tcp,
+        dnat(&["10.180.0.10:80", "10.180.0.11:80"], false),
+    );
+    case(&snap, &t, POD, "172.30.0.49:80", tcp, Outcome::Reject);
+    case(
+        &snap,
+        &t,
+        POD,
+        "172.30.0.50:53",
+        Protocol::Udp,
+        dnat(&["10.180.0.12:5353", "10.180.0.13:5353"], false),
+    );
+    case(
+        &snap,
+        &t,
+        POD,
+        "172.30.0.51:9000",
+        Protocol::Sctp,
+        dnat(&["10.180.0.14:80"], false),
+    );
+    case(
+        &snap,
+        &t,
+        POD,
+        "172.30.0.52:80",
+        tcp,
+        dnat(&["10.180.0.15:80"], false),
+    );
+    // Not a Service.
+    case(&snap, &t, POD, "10.180.0.1:80", tcp, Outcome::Untouched);
+}
+
+#[test]
+fn cluster_ip_ports_that_are_not_services_are_rejected_and_unallocated_ips_dropped() {
+    // Beyond explain (which only knows Service ports): kube-proxy's cluster-ips-check.
+    let t = programmed(&world());
+    let node_ips: Vec<IpAddr> = vec![NODE_IP.parse().unwrap()];
+    let tr = Tracer::new(&t, &node_ips);
+    let p = |dst: &str, port| Packet {
+        src: POD.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: Proto::Tcp,
+        dport: port,
+        origin: Origin::Remote,
+    };
+    assert_eq!(tr.trace(&p("172.30.0.41", 81)), Outcome::Reject);
+    assert_eq!(tr.trace(&p("172.30.9.9", 80)), Outcome::Drop);
+}
+
+#[test]
+fn a_partial_sync_touches_only_the_changed_port() {
+    let mut st = sluice_proxy_core::fixture::state("node-a", None);
+    let mut services: Vec<(ServicePort, Vec<Endpoint>)> = (0..50)
+        .map(|i| {
+            (
+                svc(&format!("s{i}"), &format!("172.30.1.{i}")),
+                vec![ep(&format!("10.180.1.{i}"), "node-b")],
+            )
+        })
+        .collect();
+    sluice_proxy_core::fixture::apply(&mut st, services.clone());
+    let (snap, changes) = st.sync();
+    let mut nft = NftState::new(cfg());
+    let first = nft.plan_partial(&snap, &changes);
+    assert!(first.len() > 50 * 3, "the first sync programs everything");
+    first.commit(&mut nft);
+    drop(snap);
+    // One endpoint added to one Service.
+    services[7].1.push(ep("10.180.2.7", "node-b"));
+    sluice_proxy_core::fixture::apply(&mut st, vec![services[7].clone()]);
+    let (snap, changes) = st.sync();
+    assert_eq!(changes.ports.len(), 1);
+    let pending = nft.plan_partial(&snap, &changes);
+    let touched: BTreeSet<String> = pending
+        .tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            sluice_nft::Op::AddChain(c) => Some(c.name.clone()),
+            sluice_nft::Op::FlushChain(c) | sluice_nft::Op::DeleteChain(c) => Some(c.clone()),
+            sluice_nft::Op::AddRule { chain, .. } => Some(chain.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(touched.iter().all(|c| c.contains("ns/s7/")), "{touched:#?}");
+    // Only the service chain is refilled (numgen over 2); one hairpin element is added.
+    assert_eq!(touched.len(), 1, "{touched:#?}");
+    let elements: usize = pending
+        .tx
+        .ops
+        .iter()
+        .map(|op| match op {
+            sluice_nft::Op::AddElements { elements, .. }
+            | sluice_nft::Op::DeleteElements { elements, .. } => elements.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(elements, 1, "{:#?}", pending.tx.ops);
+    pending.commit(&mut nft);
+    // Nothing changed: nothing to do.
+    let (snap, changes) = st.sync();
+    assert!(nft.plan_partial(&snap, &changes).is_empty());
+    // A full sync against the beliefs finds nothing to repair.
+    assert!(nft.plan_full(&snap, None).is_empty());
+}
+
+#[test]
+fn removing_a_service_removes_all_of_it() {
+    let mut st = sluice_proxy_core::fixture::state("node-a", None);
+    let svcs = vec![
+        (svc("a", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]),
+        (svc("b", "172.30.0.2"), vec![ep("10.180.0.2", "node-b")]),
+    ];
+    sluice_proxy_core::fixture::apply(&mut st, svcs);
+    let (snap, changes) = st.sync();
+    let mut nft = NftState::new(cfg());
+    nft.plan_partial(&snap, &changes).commit(&mut nft);
+    let before = nft.programmed();
+    drop(snap);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "b"));
+    let (snap, changes) = st.sync();
+    let pending = nft.plan_partial(&snap, &changes);
+    pending.commit(&mut nft);
+    let after = nft.programmed();
+    assert!(after.chains.keys().all(|c| !c.contains("ns/b/")));
+    assert!(before.chains.len() > after.chains.len());
+    assert_eq!(after.elements["cluster-ips"].len(), 1);
+}
+
+/// Writes the unsorted script of the world for a manual `nft -f` check (debug aid).
+#[test]
+fn script_of_the_world_is_written_when_asked() {
+    if let Some(path) = std::env::var_os("SLUICE_NFT_SCRIPT") {
+        let mut state = NftState::new(cfg());
+        let pending = state.plan_full(&world(), None);
+        std::fs::write(path, text::script(&pending.tx)).unwrap();
+    }
+}
+
+#[test]
+fn a_hairpin_element_two_services_share_stays_until_both_are_gone() {
+    let mut st = sluice_proxy_core::fixture::state("node-a", None);
+    let shared = ep("10.180.0.1", "node-a");
+    apply(
+        &mut st,
+        vec![
+            (svc("a", "172.30.0.1"), vec![shared.clone()]),
+            (svc("b", "172.30.0.2"), vec![shared.clone()]),
+        ],
+    );
+    let (snap, changes) = st.sync();
+    let mut nft = NftState::new(cfg());
+    nft.plan_partial(&snap, &changes).commit(&mut nft);
+    drop(snap);
+    let hairpin = |nft: &NftState| {
+        nft.programmed()
+            .elements
+            .get("hairpin")
+            .map_or(0, |e| e.len())
+    };
+    assert_eq!(hairpin(&nft), 1);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "a"));
+    let (snap, changes) = st.sync();
+    let pending = nft.plan_partial(&snap, &changes);
+    assert!(
+        !pending
+            .tx
+            .ops
+            .iter()
+            .any(|op| matches!(op, sluice_nft::Op::DeleteElements { set, .. } if set == "hairpin")),
+        "b still needs it: {:#?}",
+        pending.tx.ops
+    );
+    pending.commit(&mut nft);
+    assert_eq!(hairpin(&nft), 1);
+    drop(snap);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "b"));
+    let (snap, changes) = st.sync();
+    let pending = nft.plan_partial(&snap, &changes);
+    assert!(
+        pending
+            .tx
+            .ops
+            .iter()
+            .any(|op| matches!(op, sluice_nft::Op::DeleteElements { set, .. } if set == "hairpin"))
+    );
+    pending.commit(&mut nft);
+    assert_eq!(hairpin(&nft), 0);
+}
