@@ -25,7 +25,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use sluice_conntrack::Conntrack;
 use sluice_model::service::IpFamily;
 use sluice_nft::{Family, Netlink, NftError, NftKernel, TableState, Transaction};
-use sluice_proxy_core::backend::{Backend as _, BackendOptions};
+use sluice_proxy_core::backend::{Backend as _, BackendOptions, LocalDetect};
 use sluice_proxy_core::{ProxyState, TrackerConfig};
 use sluice_proxy_nftables::{NftConfig, NftablesBackend};
 use sluice_testbed::NetNs;
@@ -166,7 +166,7 @@ type Backend = NftablesBackend<Timed<Netlink>, Conntrack>;
 /// it, so the backend can run on this thread).
 fn open_backend(ns: &NetNs) -> anyhow::Result<Backend> {
     let opts = BackendOptions {
-        local_cidrs: vec![IpNet::V4(CLUSTER_CIDR)],
+        local: LocalDetect::Cidrs(vec![IpNet::V4(CLUSTER_CIDR)]),
         service_cidrs: vec![IpNet::V4(SERVICE_CIDR)],
         ..BackendOptions::default()
     };

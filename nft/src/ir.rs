@@ -230,6 +230,16 @@ pub enum Stmt {
     L4Proto(Proto),
     /// `fib saddr type local` (`Saddr`) or `fib daddr type local` (`Daddr`).
     FibLocal(Field),
+    /// `iifname [!=] "<name>"`, or with `prefix` `iifname [!=] "<name>*"` (the local-traffic
+    /// detectors `BridgeInterface` and `InterfaceNamePrefix`).
+    IifName {
+        /// The interface name, or the prefix.
+        name: String,
+        /// Match names starting with `name`.
+        prefix: bool,
+        /// `!=`.
+        negate: bool,
+    },
     /// `mark and <mask> == 0`.
     MarkClear(u32),
     /// `<fields concatenated> vmap @map`.

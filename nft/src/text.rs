@@ -131,6 +131,15 @@ fn stmt(family: Family, s: &Stmt) -> String {
         Stmt::L4Proto(p) => format!("meta l4proto {}", p.keyword()),
         Stmt::FibLocal(Field::Saddr) => "fib saddr type local".into(),
         Stmt::FibLocal(_) => "fib daddr type local".into(),
+        Stmt::IifName {
+            name,
+            prefix,
+            negate,
+        } => format!(
+            "iifname {}\"{name}{}\"",
+            neg(*negate),
+            if *prefix { "*" } else { "" }
+        ),
         Stmt::MarkClear(mask) => format!("mark and {mask:#x} == 0x0"),
         Stmt::Vmap { key, map } => {
             let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();

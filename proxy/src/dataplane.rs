@@ -1,9 +1,17 @@
-//! [`Any`]: the backend `--proxy-mode` names, dispatched statically, and the per-mode work the
-//! binary does around it (building from the resolved options, `--cleanup`).
+//! [`Any`]: the backend `--proxy-mode` names, dispatched statically, and the per-mode work
+//! the binary does around it: building from the resolved options, removing other modes'
+//! leftovers, `--cleanup`, and the mode's [`Dialect`] and tracer for `explain`.
 
-use sluice_proxy_core::backend::{Backend, BackendError, BackendOptions, FakeBackend, ProxyMode};
-use sluice_proxy_core::{Changes, Snapshot};
-use sluice_proxy_nftables::KernelNftables;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use sluice_proxy_core::Snapshot;
+use sluice_proxy_core::backend::{
+    Backend, BackendError, BackendOptions, FakeBackend, ProxyMode, Tick,
+};
+use sluice_proxy_core::explain::{BackendCheck, Dialect, NodeContext, Packet, VerdictView};
+use sluice_proxy_core::{Changes, backend};
+use sluice_proxy_nftables::{KernelNftables, NftConfig};
 
 /// The backend chosen by `--proxy-mode`.
 #[derive(Debug)]
@@ -14,6 +22,9 @@ pub enum Any {
     /// nftables through netlink (`--proxy-mode nftables`).
     Nftables(Box<KernelNftables>),
 }
+
+/// The modes this version can build.
+pub const BUILT: [ProxyMode; 2] = [ProxyMode::Nftables, ProxyMode::Fake];
 
 impl Any {
     /// The backend for `mode` with default options, or
@@ -31,17 +42,6 @@ impl Any {
         }
     }
 
-    /// Removes what every mode may have programmed, as `--cleanup` does.
-    /// Modes without a backend in this version have nothing to remove.
-    pub fn cleanup_all() -> Result<(), BackendError> {
-        for mode in ProxyMode::ALL {
-            if let Ok(mut backend) = Self::new(mode) {
-                backend.cleanup()?;
-            }
-        }
-        Ok(())
-    }
-
     fn inner(&self) -> &dyn Backend {
         match self {
             Self::Fake(b) => b,
@@ -57,13 +57,78 @@ impl Any {
     }
 }
 
+/// Removes what `mode` may have programmed in this namespace (nothing for modes this
+/// version does not build).
+pub fn cleanup(mode: ProxyMode) -> Result<(), BackendError> {
+    match Any::new(mode) {
+        Ok(mut backend) => backend.cleanup(),
+        Err(BackendError::ModeNotAvailable(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `--cleanup`: every mode's state removed; a mode whose cleanup fails is reported and the
+/// others still cleaned.
+pub fn cleanup_all() -> Vec<BackendError> {
+    ProxyMode::ALL
+        .into_iter()
+        .filter_map(|mode| cleanup(mode).err())
+        .collect()
+}
+
+/// On start in `mode`: the leftovers of every other mode are removed, as kube-proxy does
+/// (a failure is logged, not fatal: the chosen mode can still run).
+pub fn cleanup_others(mode: ProxyMode) {
+    for other in ProxyMode::ALL.into_iter().filter(|m| *m != mode) {
+        if let Err(e) = cleanup(other) {
+            tracing::warn!("removing {other} leftovers: {}", backend::chain(&e));
+        }
+    }
+}
+
+/// What `mode` does where the modes differ.
+pub fn dialect(mode: ProxyMode, opts: &BackendOptions) -> Dialect {
+    match mode {
+        ProxyMode::Iptables | ProxyMode::Ipvs => Dialect::iptables(opts.localhost_nodeports),
+        ProxyMode::Nftables | ProxyMode::Ebpf | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
+    }
+}
+
+/// `mode`'s tracer over what it would program for `snapshot` on `node`, held against the
+/// model's `verdict`; `None` when the mode has no tracer.
+pub fn check(
+    mode: ProxyMode,
+    opts: &BackendOptions,
+    snapshot: &Snapshot,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> Option<BackendCheck> {
+    match mode {
+        ProxyMode::Nftables => {
+            let cfg = NftConfig::of(opts, snapshot.family());
+            let table = sluice_proxy_nftables::rendered(&cfg, snapshot);
+            let tracer = sluice_proxy_nftables::Tracer::new(&table, &node.node_ips);
+            Some(BackendCheck::run(
+                mode.as_str(),
+                "rendered",
+                &tracer,
+                packet,
+                node,
+                verdict,
+            ))
+        }
+        _ => None,
+    }
+}
+
 impl Backend for Any {
     fn mode(&self) -> ProxyMode {
         self.inner().mode()
     }
 
-    fn render(&self, snapshot: &Snapshot, changes: &Changes) -> Result<String, BackendError> {
-        self.inner().render(snapshot, changes)
+    fn render(&self, snapshot: &Snapshot) -> Result<String, BackendError> {
+        self.inner().render(snapshot)
     }
 
     fn apply_partial(
@@ -81,6 +146,22 @@ impl Backend for Any {
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.inner_mut().cleanup()
     }
+
+    fn init(&mut self) -> Result<(), BackendError> {
+        self.inner_mut().init()
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.inner().tick_period()
+    }
+
+    fn tick(&mut self) -> Result<Tick, BackendError> {
+        self.inner_mut().tick()
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.inner().register_metrics(registry);
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +174,7 @@ mod tests {
         // nftables opens netlink in the current namespace: built (and cleaned up) by the
         // kernel tests inside their own namespaces, never here in the host's.
         for mode in [ProxyMode::Iptables, ProxyMode::Ipvs, ProxyMode::Ebpf] {
+            assert!(!BUILT.contains(&mode));
             let e = Any::new(mode).unwrap_err();
             assert_eq!(
                 e.to_string(),

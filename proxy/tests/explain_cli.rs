@@ -1,5 +1,6 @@
 //! `sluice-proxy explain` as an operator runs it, on a `--manifests-dir`: the model's answer
-//! and the nftables backend check (the tracer over the rules this proxy would program) agree.
+//! and the nftables backend check (the tracer over the rules this proxy would program) agree,
+//! for this node, for another node by its Node object, and for `--node-ip` what-ifs.
 
 use std::process::Command;
 
@@ -22,6 +23,16 @@ endpoints:
 - addresses: [\"10.244.2.2\"]
   conditions: {ready: true}
   nodeName: node-2
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+status: {addresses: [{type: InternalIP, address: 192.168.0.12}, {type: Hostname, address: node-2}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-3}
+status: {addresses: [{type: InternalIP, address: 192.168.0.13}]}
 ";
 
 fn explain(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
@@ -56,11 +67,13 @@ fn explain_answers_and_the_nftables_rules_agree() {
     );
     assert!(ok, "{text}");
     assert!(
-        text.contains("verdict:  DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080"),
+        text.contains("verdict:  DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080, source kept"),
         "{text}"
     );
     assert!(
-        text.contains("nftables rules: DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080 (agrees)"),
+        text.contains(
+            "nftables rules (rendered): DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080 (agrees)"
+        ),
         "{text}"
     );
     // An address no Service holds, as JSON: the proxy leaves it alone.
@@ -84,7 +97,11 @@ fn explain_answers_and_the_nftables_rules_agree() {
         &["--src", "10.244.1.9", "--dst", "10.96.0.10:81"],
     );
     assert!(
-        ok && text.contains("nftables rules: REJECT (agrees)"),
+        ok && text.contains("verdict:  REJECT: no Service serves this port of the ClusterIP"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nftables rules (rendered): REJECT (agrees)"),
         "{text}"
     );
     // The same address inside --service-cidr is an unallocated ClusterIP: dropped, and the
@@ -95,7 +112,109 @@ fn explain_answers_and_the_nftables_rules_agree() {
         &["--src", "10.244.1.9", "--dst", "10.96.0.99:1"],
     );
     assert!(
-        ok && text.contains("nftables rules: DROP (agrees)"),
+        ok && text.contains("nftables rules (rendered): DROP (agrees)"),
         "{text}"
     );
+}
+
+#[test]
+fn loopback_is_no_node_port_address_in_nftables_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), MANIFESTS).unwrap();
+    // The model used to take every local address for a NodePort address and disagreed.
+    let (ok, text) = explain(
+        dir.path(),
+        &["--src", "127.0.0.1", "--dst", "127.0.0.1:30080"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("service:  none"), "{text}");
+    assert!(
+        text.contains("nftables rules (rendered): not a Service (untouched) (agrees)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn another_node_is_answered_from_its_node_object_and_what_ifs_from_node_ips() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), MANIFESTS).unwrap();
+    // node-2 holds an endpoint: a client from outside reaches it, source kept (eTP Local).
+    let (ok, text) = explain(
+        dir.path(),
+        &[
+            "--from-node",
+            "node-2",
+            "--src",
+            "198.51.100.7",
+            "--dst",
+            "192.168.0.12:30080",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("on node node-2"), "{text}");
+    assert!(
+        text.contains("verdict:  DNAT to one of 10.244.2.2:8080, source kept"),
+        "{text}"
+    );
+    assert!(text.contains("(agrees)"), "{text}");
+    // node-3 holds none: outsiders are dropped, a pod there short-circuits to all of them.
+    let on_node3 = |src: &str| {
+        let args = [
+            "--from-node",
+            "node-3",
+            "--src",
+            src,
+            "--dst",
+            "192.168.0.13:30080",
+        ];
+        explain(dir.path(), &args)
+    };
+    let (ok, text) = on_node3("198.51.100.7");
+    assert!(
+        ok && text.contains("verdict:  DROP: no usable endpoint"),
+        "{text}"
+    );
+    let (ok, text) = on_node3("10.244.3.5");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("verdict:  DNAT to one of 10.244.1.2:8080, 10.244.2.2:8080, source kept"),
+        "{text}"
+    );
+    assert!(text.contains("(agrees)"), "{text}");
+    // A node without a Node object needs --node-ip.
+    let (ok, _) = explain(
+        dir.path(),
+        &[
+            "--from-node",
+            "node-9",
+            "--src",
+            "1.1.1.1",
+            "--dst",
+            "10.96.0.10:80",
+        ],
+    );
+    assert!(!ok);
+    let (ok, json) = explain(
+        dir.path(),
+        &[
+            "--from-node",
+            "node-9",
+            "--node-ip",
+            "192.168.0.19",
+            "--src",
+            "192.168.0.19",
+            "--dst",
+            "192.168.0.19:30080",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["destination"], "NodePort");
+    assert_eq!(
+        v["verdict"]["masquerade"], true,
+        "node traffic short-circuits, masqueraded"
+    );
+    assert_eq!(v["backendCheck"]["agrees"], true);
 }

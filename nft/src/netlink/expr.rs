@@ -32,6 +32,11 @@ fn stmt(w: &mut Writer, family: Family, s: &Stmt, before: &[Stmt]) -> Result<(),
         Stmt::Prefix { field, net, negate } => prefix(w, family, *field, *net, *negate)?,
         Stmt::L4Proto(p) => l4proto(w, *p),
         Stmt::FibLocal(field) => fib_local(w, *field)?,
+        Stmt::IifName {
+            name,
+            prefix,
+            negate,
+        } => iifname(w, name, *prefix, *negate)?,
         Stmt::MarkClear(mask) => {
             meta_load(w, NFT_META_MARK, NFT_REG_1);
             bitwise(w, &mask.to_ne_bytes(), &[0; 4]);
@@ -165,6 +170,22 @@ fn meta_load(w: &mut Writer, key: u32, dreg: u32) {
         w.u32(NFTA_META_DREG, dreg);
         w.u32(NFTA_META_KEY, key);
     });
+}
+
+/// `iifname [!=] "name[*]"`: the 16-byte name in register 1, compared whole (NUL-padded) or
+/// on the prefix's bytes only, as nft does.
+fn iifname(w: &mut Writer, name: &str, prefix: bool, negate: bool) -> Result<(), String> {
+    const IFNAMSIZ: usize = 16;
+    if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+        return Err(format!("{name:?} is not an interface name"));
+    }
+    meta_load(w, NFT_META_IIFNAME, NFT_REG_1);
+    let mut value = name.as_bytes().to_vec();
+    if !prefix {
+        value.resize(IFNAMSIZ, 0);
+    }
+    cmp(w, if negate { NFT_CMP_NEQ } else { NFT_CMP_EQ }, &value);
+    Ok(())
 }
 
 /// `cmp` on register 1.

@@ -281,6 +281,22 @@ pub(crate) fn representative() -> Transaction {
     tx.push(rule(
         "firewall-web",
         vec![
+            Stmt::IifName {
+                name: "cni0".into(),
+                prefix: false,
+                negate: true,
+            },
+            Stmt::IifName {
+                name: "veth".into(),
+                prefix: true,
+                negate: false,
+            },
+            Stmt::Verdict(Verdict::Return),
+        ],
+    ));
+    tx.push(rule(
+        "firewall-web",
+        vec![
             Stmt::InSet {
                 field: Field::Saddr,
                 set: "affinity-web".into(),

@@ -7,6 +7,7 @@
 //! view and an IPv6-only edit never disturbs the IPv4 dataplane.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use sluice_model::service::IpFamily;
 
@@ -63,6 +64,9 @@ pub struct NodeTopology {
     pub name: String,
     /// The value of [`ZONE_LABEL`]; `None` when absent or empty.
     pub zone: Option<String>,
+    /// `status.addresses`: the InternalIPs, then the ExternalIPs (kube-proxy's
+    /// `GetNodeHostIPs` order); what `explain --from-node` knows of another node.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl NodeTopology {
@@ -75,7 +79,19 @@ impl NodeTopology {
         Self {
             name: name.into(),
             zone,
+            addresses: Vec::new(),
         }
+    }
+
+    /// The node's primary IP of each family: the first address of that family.
+    pub fn primary_ips(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for ip in &self.addresses {
+            if !out.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
+                out.push(*ip);
+            }
+        }
+        out
     }
 }
 

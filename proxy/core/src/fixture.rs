@@ -75,6 +75,7 @@ pub fn state(node: &str, zone: Option<&str>) -> ProxyState {
     state.set_node(NodeTopology {
         name: node.to_owned(),
         zone: zone.map(str::to_owned),
+        ..NodeTopology::default()
     });
     state
 }

@@ -6,6 +6,7 @@
 //! live object removes it, and the standalone manifests source, which has no
 //! label selector, gets the same semantics as the API watch.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -75,10 +76,10 @@ impl ProxyState {
     /// This node's Node object was added or updated (its zone label matters).
     pub fn on_node(&mut self, node: &Node) -> bool {
         let name = self.config.node_name.clone();
-        self.set_node(NodeTopology::from_labels(
-            name,
-            node.metadata.labels.as_ref(),
-        ))
+        self.set_node(NodeTopology {
+            addresses: node_addresses(node),
+            ..NodeTopology::from_labels(name, node.metadata.labels.as_ref())
+        })
     }
 
     /// This node's Node object was deleted: its labels are gone, so topology forgets the
@@ -91,6 +92,21 @@ impl ProxyState {
     fn proxy_name(&self) -> Option<&str> {
         self.config.proxy_name.as_deref()
     }
+}
+
+/// A Node's InternalIPs, then its ExternalIPs (kube-proxy's `GetNodeHostIPs`); addresses
+/// that do not parse are skipped.
+pub fn node_addresses(node: &Node) -> Vec<IpAddr> {
+    let addrs = (node.status.as_ref()).and_then(|s| s.addresses.as_deref());
+    let of_type = |ty: &str| -> Vec<IpAddr> {
+        (addrs.unwrap_or_default().iter())
+            .filter(|a| a.type_ == ty)
+            .filter_map(|a| a.address.parse().ok())
+            .collect()
+    };
+    let mut out = of_type("InternalIP");
+    out.extend(of_type("ExternalIP"));
+    out
 }
 
 /// The annotation the EndpointSlice controller stamps with the time of the

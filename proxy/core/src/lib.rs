@@ -42,7 +42,7 @@ pub mod topology;
 
 pub use changes::Changes;
 pub use config::{NodeTopology, TrackerConfig};
-pub use k8s::{Recorded, TRIGGER_TIME_ANNOTATION};
+pub use k8s::{Recorded, TRIGGER_TIME_ANNOTATION, node_addresses};
 pub use snapshot::Snapshot;
 pub use state::ProxyState;
 pub use topology::{Categorized, TopologyMode, Verdict};

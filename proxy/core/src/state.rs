@@ -42,7 +42,7 @@ impl ProxyState {
             endpoints: EndpointsChangeTracker::new(config.family),
             node: Arc::new(NodeTopology {
                 name: config.node_name.clone(),
-                zone: None,
+                ..NodeTopology::default()
             }),
             applied_services: Arc::default(),
             applied_endpoints: Arc::default(),

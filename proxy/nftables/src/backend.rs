@@ -17,7 +17,10 @@ use super::ctx::{NftConfig, TABLE};
 use super::desired::Desired;
 use super::kernel_view::view;
 use super::state::{NftState, summary};
-use sluice_proxy_core::backend::{Backend, BackendError, ProxyMode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use sluice_nft::NftError;
+use sluice_proxy_core::backend::{Backend, BackendError, Outcome, ProxyMode};
 use sluice_proxy_core::{Changes, Snapshot};
 
 /// The real nftables backend: netlink and ctnetlink in the process's namespace.
@@ -26,9 +29,14 @@ pub type KernelNftables = NftablesBackend<sluice_nft::Netlink, Conntrack>;
 impl KernelNftables {
     /// Opens netlink and ctnetlink in the calling thread's namespace and renders with `opts`.
     pub fn open(opts: &BackendOptions) -> Result<Self, BackendError> {
-        let fail = |e: &dyn std::fmt::Display| apply_err(format!("cannot open netlink: {e}"));
-        let kernel = sluice_nft::Netlink::open().map_err(|e| fail(&e))?;
-        let conntrack = Conntrack::open().map_err(|e| fail(&e))?;
+        let fail = |what: &str, source| BackendError::Open {
+            mode: ProxyMode::Nftables,
+            what: what.into(),
+            source,
+        };
+        let kernel =
+            sluice_nft::Netlink::open().map_err(|e| fail("nf_tables netlink", e.into()))?;
+        let conntrack = Conntrack::open().map_err(|e| fail("ctnetlink", e.into()))?;
         let configs = opts.families.iter().map(|f| NftConfig::of(opts, *f));
         Ok(Self::new(kernel, conntrack, configs))
     }
@@ -39,6 +47,8 @@ pub struct NftablesBackend<K, C = NoConntrack> {
     kernel: K,
     conntrack: C,
     states: BTreeMap<Family, NftState>,
+    /// `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`.
+    failures: Counter,
 }
 
 impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
@@ -51,6 +61,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
                 .into_iter()
                 .map(|c| (c.family, NftState::new(c)))
                 .collect(),
+            failures: Counter::default(),
         }
     }
 
@@ -68,9 +79,11 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let family = family_of(snap.family());
         match self.states.get_mut(&family) {
             Some(s) => Ok((family, s)),
-            None => Err(apply_err(format!(
-                "no nftables configuration for {family:?}"
-            ))),
+            None => Err(BackendError::apply(
+                ProxyMode::Nftables,
+                Outcome::Refused,
+                format!("no nftables configuration for {family:?}"),
+            )),
         }
     }
 
@@ -82,10 +95,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
     ) -> Result<(), BackendError> {
         let (family, _) = self.state(snap)?;
         let kernel_view = if full {
-            let table = self
-                .kernel
-                .read_table(family, TABLE)
-                .map_err(|e| apply_err(e.to_string()))?;
+            let table = self.kernel.read_table(family, TABLE).map_err(apply_err)?;
             Some(table)
         } else {
             None
@@ -102,9 +112,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         }
         let counts = summary(&pending.tx);
         if !pending.is_empty() {
-            self.kernel
-                .apply(&pending.tx)
-                .map_err(|e| apply_err(e.to_string()))?;
+            self.kernel.apply(&pending.tx).map_err(apply_err)?;
         }
         tracing::debug!(
             ?family,
@@ -131,11 +139,14 @@ fn family_of(f: IpFamily) -> Family {
     }
 }
 
-fn apply_err(reason: String) -> BackendError {
-    BackendError::Apply {
-        mode: ProxyMode::Nftables,
-        reason,
-    }
+/// A failed apply: a refusal rolled the whole transaction back; lost answers or a broken
+/// socket leave the outcome unknown.
+fn apply_err(e: NftError) -> BackendError {
+    let outcome = match &e {
+        NftError::Refused { .. } | NftError::Encode { .. } => Outcome::Refused,
+        NftError::Socket(_) | NftError::Decode { .. } | NftError::Lost { .. } => Outcome::Unknown,
+    };
+    BackendError::apply(ProxyMode::Nftables, outcome, e)
 }
 
 impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C> {
@@ -143,13 +154,17 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
         ProxyMode::Nftables
     }
 
-    fn render(&self, snapshot: &Snapshot, _changes: &Changes) -> Result<String, BackendError> {
+    fn render(&self, snapshot: &Snapshot) -> Result<String, BackendError> {
         let family = family_of(snapshot.family());
-        let cfg = self
-            .states
-            .get(&family)
+        let cfg = (self.states.get(&family))
             .map(|s| s.config().clone())
-            .ok_or_else(|| apply_err(format!("no nftables configuration for {family:?}")))?;
+            .ok_or_else(|| {
+                BackendError::apply(
+                    ProxyMode::Nftables,
+                    Outcome::Refused,
+                    format!("no nftables configuration for {family:?}"),
+                )
+            })?;
         let mut fresh = NftState::new(cfg);
         let pending = fresh.plan_full(snapshot, Some(Desired::default()));
         Ok(sluice_nft::text::script(&pending.tx))
@@ -160,11 +175,21 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
         snapshot: &Snapshot,
         changes: &Changes,
     ) -> Result<(), BackendError> {
-        self.apply_with(snapshot, changes, false)
+        let result = self.apply_with(snapshot, changes, false);
+        self.count(result)
     }
 
     fn apply_full(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<(), BackendError> {
-        self.apply_with(snapshot, changes, true)
+        let result = self.apply_with(snapshot, changes, true);
+        self.count(result)
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "sync_proxy_rules_nftables_sync_failures",
+            "Cumulative proxy nftables sync failures",
+            self.failures.clone(),
+        );
     }
 
     fn cleanup(&mut self) -> Result<(), BackendError> {
@@ -172,14 +197,14 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
             let exists = self
                 .kernel
                 .read_table(family, TABLE)
-                .map_err(|e| cleanup_err(e.to_string()))?
+                .map_err(|e| BackendError::cleanup(ProxyMode::Nftables, e))?
                 .is_some();
             if exists {
                 let mut tx = Transaction::new(family, TABLE);
                 tx.push(Op::DeleteTable);
                 self.kernel
                     .apply(&tx)
-                    .map_err(|e| cleanup_err(e.to_string()))?;
+                    .map_err(|e| BackendError::cleanup(ProxyMode::Nftables, e))?;
             }
         }
         for state in self.states.values_mut() {
@@ -189,10 +214,13 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
     }
 }
 
-fn cleanup_err(reason: String) -> BackendError {
-    BackendError::Cleanup {
-        mode: ProxyMode::Nftables,
-        reason,
+impl<K, C> NftablesBackend<K, C> {
+    /// Counts a failed sync (`..._nftables_sync_failures_total`).
+    fn count(&self, result: Result<(), BackendError>) -> Result<(), BackendError> {
+        if result.is_err() {
+            self.failures.inc();
+        }
+        result
     }
 }
 

@@ -107,11 +107,11 @@ fn sets(cfg: &NftConfig, d: &mut Desired) {
             d.element(NODEPORT_IPS, Element::key(vec![KeyValue::Addr(*a)]));
         }
     }
-    if !cfg.local_cidrs.is_empty() {
+    if !cfg.local_cidrs().is_empty() {
         let mut s = set(LOCAL_CIDRS, vec![Addr], false, "sources that are pods");
         s.interval = true;
         d.set(s);
-        for net in &cfg.local_cidrs {
+        for net in cfg.local_cidrs() {
             let mut e = Element::key(vec![KeyValue::Addr(net.trunc().addr())]);
             e.prefix = Some(net.prefix_len());
             d.element(LOCAL_CIDRS, e);

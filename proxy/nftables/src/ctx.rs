@@ -1,13 +1,13 @@
 //! What the nftables rendering depends on besides the Services: the operator's settings
 //! (`--masquerade-all`, `--cluster-cidr` / `--detect-local-mode`, `--nodeport-addresses`, the
-//! masquerade bit) and the node's addresses. Fixed for one sync, per address family.
+//! masquerade bit) and the node's addresses. Fixed at start, per address family.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sluice_model::service::IpFamily;
 use sluice_nft::Family;
-use sluice_proxy_core::backend::BackendOptions;
+use sluice_proxy_core::backend::{BackendOptions, LocalDetect};
 use sluice_proxy_core::config_file::DEFAULT_MASQUERADE_BIT;
 
 /// The table every Sluice rule lives in (one per family).
@@ -22,12 +22,17 @@ pub struct NftConfig {
     pub masquerade_mark: u32,
     /// Masquerade all traffic to Services (`--masquerade-all`).
     pub masquerade_all: bool,
-    /// Source ranges that count as "local" (pods): the cluster CIDRs (`ClusterCIDR` mode) or
-    /// this node's pod CIDRs (`NodeCIDR` mode). Empty: traffic from anywhere to a ClusterIP is
-    /// not masqueraded unless `masquerade_all`, and eTP=Local has no pod short-circuit.
-    pub local_cidrs: Vec<IpNet>,
-    /// Addresses that accept NodePort traffic; `None` = every local address but loopback.
+    /// How pod traffic is told apart: source CIDRs (the cluster CIDRs in `ClusterCIDR` mode,
+    /// this node's pod CIDRs in `NodeCIDR` mode), a bridge or an interface-name prefix. No
+    /// CIDRs: traffic from anywhere to a ClusterIP is not masqueraded unless
+    /// `masquerade_all`, and eTP=Local has no pod short-circuit.
+    pub local: LocalDetect,
+    /// Addresses that accept NodePort traffic; `None` = every local address. Never loopback:
+    /// kube-proxy's nftables mode does not serve NodePorts on it.
     pub nodeport_addresses: Option<Vec<IpAddr>>,
+    /// The node's primary IP(s) of this family: when one is inside a Service's
+    /// `loadBalancerSourceRanges`, its load-balancer IPs may be sources too.
+    pub node_ips: Vec<IpAddr>,
     /// The service CIDRs, when known: unallocated ClusterIPs in them are dropped.
     pub service_cidrs: Vec<IpNet>,
 }
@@ -39,25 +44,38 @@ impl NftConfig {
             family,
             masquerade_mark: 1 << DEFAULT_MASQUERADE_BIT,
             masquerade_all: false,
-            local_cidrs: Vec::new(),
+            local: LocalDetect::Cidrs(Vec::new()),
             nodeport_addresses: None,
+            node_ips: Vec::new(),
             service_cidrs: Vec::new(),
         }
+    }
+
+    /// The pod CIDRs, when pods are detected by source address.
+    pub fn local_cidrs(&self) -> &[IpNet] {
+        self.local.cidrs()
     }
 
     /// The settings of `family` from the proxy's resolved options.
     pub fn of(opts: &BackendOptions, family: IpFamily) -> Self {
         let of_family = |n: &IpNet| family.contains(&n.addr());
+        let local = match &opts.local {
+            LocalDetect::Cidrs(c) => {
+                LocalDetect::Cidrs(c.iter().copied().filter(of_family).collect())
+            }
+            other => other.clone(),
+        };
+        let served = |ip: &IpAddr| family.contains(ip) && !ip.is_loopback();
         NftConfig {
             masquerade_mark: 1u32 << opts.masquerade_bit.min(31),
             masquerade_all: opts.masquerade_all,
-            local_cidrs: opts.local_cidrs.iter().copied().filter(of_family).collect(),
+            local,
             nodeport_addresses: (opts.nodeport_addresses.as_ref())
-                .map(|a| a.iter().copied().filter(|ip| family.contains(ip)).collect()),
-            service_cidrs: opts
-                .service_cidrs
-                .iter()
-                .copied()
+                .map(|a| a.iter().copied().filter(served).collect()),
+            node_ips: (opts.node_ips.iter().copied())
+                .filter(|ip| family.contains(ip))
+                .collect(),
+            service_cidrs: (opts.service_cidrs.iter().copied())
                 .filter(of_family)
                 .collect(),
             ..NftConfig::new(match family {

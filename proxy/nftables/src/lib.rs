@@ -17,7 +17,12 @@ pub use backend::{KernelNftables, NftablesBackend};
 pub use ctx::{NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
 pub use state::{NftState, Pending, rendered, summary};
-pub use tracer::{Origin, Outcome, Packet, Tracer, Unserved};
+pub use tracer::Tracer;
+
+use sluice_proxy_core::explain::Dialect;
+
+/// What this mode does where the modes differ: kube-proxy's nftables mode's answers.
+pub const DIALECT: Dialect = Dialect::NFTABLES;
 
 #[cfg(test)]
 mod tests;

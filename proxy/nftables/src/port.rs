@@ -21,6 +21,7 @@ use super::base::names::*;
 use super::ctx::NftConfig;
 use super::desired::Desired;
 use super::names::{endpoint_base, port_base};
+use sluice_proxy_core::backend::LocalDetect;
 use sluice_proxy_core::topology::{Categorized, Verdict as TrafficVerdict};
 
 /// The nft protocol of a Service port.
@@ -80,25 +81,7 @@ pub(crate) fn render_port(cfg: &NftConfig, port: &ServicePort, cat: &Categorized
         ctx.dispatch(&mut d, *cip, &internal, internal_chain);
     }
     if port.externally_accessible() {
-        let external = cat.external();
-        if matches!(external, TrafficVerdict::Forward(_)) {
-            ctx.external_chain(&mut d, &chains, !cluster_eps.is_empty());
-        }
-        for ip in port.external_ips.iter().chain(&port.load_balancer_vips) {
-            ctx.dispatch(&mut d, *ip, &external, &chains.external);
-        }
-        if let Some(np) = port.node_port {
-            let key = vec![KeyValue::Proto(p), KeyValue::Port(np)];
-            ctx.element_for(
-                &mut d,
-                SERVICE_NODEPORTS,
-                NO_ENDPOINT_NODEPORTS,
-                key,
-                &external,
-                &chains.external,
-            );
-        }
-        ctx.firewall(&mut d, &chains.firewall);
+        ctx.external(&mut d, cat, &chains);
     }
     d
 }
@@ -127,14 +110,7 @@ impl PortCtx<'_> {
             .filter_map(|cip| {
                 let mut stmts = vec![host_match(Field::Daddr, *cip, false)];
                 if !self.cfg.masquerade_all {
-                    if self.cfg.local_cidrs.is_empty() {
-                        return None;
-                    }
-                    stmts.push(Stmt::InSet {
-                        field: Field::Saddr,
-                        set: LOCAL_CIDRS.into(),
-                        negate: true,
-                    });
+                    stmts.push(local_match(self.cfg, true)?);
                 }
                 stmts.push(Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
                 Some(Rule::new(stmts))
@@ -217,10 +193,50 @@ impl PortCtx<'_> {
         );
     }
 
+    /// External IPs, LB IPs and the node port, as kube-proxy writes them: whenever the
+    /// Service has endpoints anywhere they go to the external chain (whose short-circuit
+    /// rules pods and the node itself need even without local endpoints); when none serve
+    /// external traffic here, the no-endpoint maps (checked after DNAT, in the filter hooks)
+    /// reject or drop what the external chain did not send on.
+    fn external(&self, d: &mut Desired, cat: &Categorized<'_>, chains: &Chains) {
+        let external = cat.external();
+        let forwards = matches!(external, TrafficVerdict::Forward(_));
+        if cat.has_any_endpoints {
+            let has_cluster = cat.cluster.as_deref().is_some_and(|c| !c.is_empty());
+            self.external_chain(d, chains, has_cluster, forwards);
+        }
+        let node_port =
+            (self.port.node_port).map(|np| vec![KeyValue::Proto(self.p), KeyValue::Port(np)]);
+        let vips = self
+            .port
+            .external_ips
+            .iter()
+            .chain(&self.port.load_balancer_vips);
+        let keys = vips
+            .map(|ip| (SERVICE_IPS, NO_ENDPOINT_SERVICES, self.tuple(*ip)))
+            .chain(node_port.map(|k| (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, k)));
+        for (forward_map, refuse_map, key) in keys {
+            if cat.has_any_endpoints {
+                let e = Element::map(key.clone(), Verdict::Goto(chains.external.clone()));
+                d.element(forward_map, self.commented(e));
+            }
+            if !forwards {
+                self.element_for(d, forward_map, refuse_map, key, &external, &chains.external);
+            }
+        }
+        self.firewall(d, &chains.firewall);
+    }
+
+    fn commented(&self, mut e: Element) -> Element {
+        e.comment = Some(self.comment());
+        e
+    }
+
     /// Traffic to node ports, external IPs and LB IPs. With eTP=Local, pods and the node
     /// itself short-circuit to the cluster set (their source is kept or masqueraded as
-    /// needed); everyone else keeps their source address and reaches local endpoints only.
-    fn external_chain(&self, d: &mut Desired, chains: &Chains, has_cluster: bool) {
+    /// needed); everyone else keeps their source address and reaches local endpoints only,
+    /// if there are any.
+    fn external_chain(&self, d: &mut Desired, chains: &Chains, has_cluster: bool, local: bool) {
         let goto_cluster = || Stmt::Verdict(Verdict::Goto(chains.cluster.clone()));
         let mut rules = Vec::new();
         if self.port.external_traffic_policy == TrafficPolicy::Cluster {
@@ -230,17 +246,10 @@ impl PortCtx<'_> {
             rules.push(Rule::new(vec![goto_cluster()]));
         } else {
             if has_cluster {
-                if !self.cfg.local_cidrs.is_empty() {
+                if let Some(pods) = local_match(self.cfg, false) {
                     rules.push(
-                        Rule::new(vec![
-                            Stmt::InSet {
-                                field: Field::Saddr,
-                                set: LOCAL_CIDRS.into(),
-                                negate: false,
-                            },
-                            goto_cluster(),
-                        ])
-                        .with_comment("short-circuit pod traffic"),
+                        Rule::new(vec![pods, goto_cluster()])
+                            .with_comment("short-circuit pod traffic"),
                     );
                 }
                 rules.push(
@@ -255,9 +264,11 @@ impl PortCtx<'_> {
                         .with_comment("short-circuit local traffic"),
                 );
             }
-            rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Goto(
-                chains.local.clone(),
-            ))]));
+            if local {
+                rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Goto(
+                    chains.local.clone(),
+                ))]));
+            }
         }
         d.regular(&chains.external, rules);
     }
@@ -269,15 +280,21 @@ impl PortCtx<'_> {
         {
             return;
         }
-        let mut rules: Vec<Rule> = self
-            .port
-            .load_balancer_source_ranges
-            .iter()
+        // kube-proxy: a VIP-like load balancer's address is often local on the node, so the
+        // node reaching it loops back with the VIP as its source; when the node's own IP is
+        // inside the ranges, such traffic is allowed too.
+        let ranges = &self.port.load_balancer_source_ranges;
+        let from_node = (self.cfg.node_ips.iter()).any(|ip| ranges.iter().any(|n| n.contains(ip)));
+        let lb_hosts = (self.port.load_balancer_vips.iter())
+            .filter(|_| from_node)
+            .map(|ip| IpNet::from(*ip));
+        let mut rules: Vec<Rule> = (ranges.iter().copied())
+            .chain(lb_hosts)
             .map(|net| {
                 Rule::new(vec![
                     Stmt::Prefix {
                         field: Field::Saddr,
-                        net: *net,
+                        net,
                         negate: false,
                     },
                     Stmt::Verdict(Verdict::Return),
@@ -334,6 +351,29 @@ impl PortCtx<'_> {
         let mut e = Element::map(key, v);
         e.comment = Some(self.comment());
         d.element(map, e);
+    }
+}
+
+/// "The source is a pod" (`negate`: is not), by the configured detector; `None` when pods
+/// cannot be told apart.
+fn local_match(cfg: &NftConfig, negate: bool) -> Option<Stmt> {
+    match &cfg.local {
+        LocalDetect::Cidrs(c) if c.is_empty() => None,
+        LocalDetect::Cidrs(_) => Some(Stmt::InSet {
+            field: Field::Saddr,
+            set: LOCAL_CIDRS.into(),
+            negate,
+        }),
+        LocalDetect::Bridge(name) => Some(Stmt::IifName {
+            name: name.clone(),
+            prefix: false,
+            negate,
+        }),
+        LocalDetect::InterfacePrefix(name) => Some(Stmt::IifName {
+            name: name.clone(),
+            prefix: true,
+            negate,
+        }),
     }
 }
 

@@ -6,11 +6,13 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use sluice_model::service::{Endpoint, Protocol, ServicePort, ServicePortName, SessionAffinity};
-use sluice_nft::{Family, Proto, text};
+use sluice_nft::{Family, text};
 
 use super::*;
 use sluice_proxy_core::Snapshot;
-use sluice_proxy_core::explain::{self, NodeContext};
+use sluice_proxy_core::backend::LocalDetect;
+use sluice_proxy_core::config::NodeTopology;
+use sluice_proxy_core::explain::{self, BackendCheck, NodeContext, Outcome};
 use sluice_proxy_core::fixture::{Svc, apply, ep, lb_local, snapshot, svc};
 
 const NODE_IP: &str = "192.168.0.2";
@@ -114,14 +116,23 @@ fn world() -> Snapshot {
                 svc("term", "172.30.0.52"),
                 vec![terminating("10.180.0.15", "node-b")],
             ),
+            (
+                port("lbh", "172.30.0.53", |p| ServicePort {
+                    load_balancer_vips: vec!["1.2.3.5".parse().unwrap()],
+                    load_balancer_source_ranges: vec!["192.168.0.0/24".parse().unwrap()],
+                    ..p
+                }),
+                vec![ep("10.180.0.16", "node-b")],
+            ),
         ],
     )
 }
 
 fn cfg() -> NftConfig {
     NftConfig {
-        local_cidrs: vec![POD_CIDR.parse().unwrap()],
+        local: LocalDetect::Cidrs(vec![POD_CIDR.parse().unwrap()]),
         service_cidrs: vec!["172.30.0.0/16".parse().unwrap()],
+        node_ips: vec![NODE_IP.parse().unwrap()],
         ..NftConfig::new(Family::Ip)
     }
 }
@@ -162,55 +173,47 @@ fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn eps(list: &[&str]) -> BTreeSet<SocketAddr> {
-    list.iter().map(|s| sock(s)).collect()
+fn node() -> NodeContext {
+    let ip: IpAddr = NODE_IP.parse().unwrap();
+    NodeContext {
+        topology: NodeTopology {
+            name: "node-a".into(),
+            ..NodeTopology::default()
+        },
+        node_ips: vec![ip],
+        primary_ips: vec![ip],
+        nodeport_ips: vec![ip],
+        pod_cidrs: vec![POD_CIDR.parse().unwrap()],
+        service_cidrs: vec!["172.30.0.0/16".parse().unwrap()],
+        dialect: DIALECT,
+        ..NodeContext::default()
+    }
 }
 
 /// Traces `src` → `dst` and checks both the tracer's outcome and explain's verdict.
 fn case(snap: &Snapshot, table: &Desired, src: &str, dst: &str, proto: Protocol, want: Outcome) {
-    let node_ips: Vec<IpAddr> = vec![NODE_IP.parse().unwrap()];
-    let src_ip: IpAddr = src.parse().unwrap();
-    let dst = sock(dst);
-    let packet = Packet {
-        src: src_ip,
-        dst: dst.ip(),
-        proto: super::port::proto(proto),
-        dport: dst.port(),
-        origin: if node_ips.contains(&src_ip) {
-            Origin::Local
-        } else {
-            Origin::Remote
-        },
+    let node = node();
+    let packet = explain::Packet {
+        src: src.parse().unwrap(),
+        dst: sock(dst),
+        protocol: proto,
     };
-    let traced = Tracer::new(table, &node_ips).trace(&packet);
-    assert_eq!(traced, want, "tracer: {src} -> {dst}");
-    let node = NodeContext {
-        topology: snap.node().clone(),
-        node_ips: node_ips.clone(),
-        pod_cidrs: vec![POD_CIDR.parse().unwrap()],
-    };
-    let e = explain::explain(
-        snap,
-        &node,
-        &explain::Packet {
-            src: src_ip,
-            dst,
-            protocol: proto,
-        },
-    )
-    .unwrap();
-    let unserved = Unserved::of(snap, &cfg(), dst.ip());
+    let tracer = Tracer::new(table, &node.node_ips);
+    let check = BackendCheck::run("nftables", "rendered", &tracer, &packet, &node, &{
+        explain::explain(snap, &node, &packet).unwrap().verdict
+    });
+    assert_eq!(check.traced, want, "tracer: {src} -> {dst}");
     assert!(
-        traced.agrees_with(&e.verdict, unserved),
-        "explain: {src} -> {dst}: traced {traced:?}, model {:?}",
-        e.verdict
+        check.agrees,
+        "explain: {src} -> {dst}: {}",
+        check.describe()
     );
 }
 
+/// DNAT to `list`, every branch masqueraded (or none).
 fn dnat(list: &[&str], masquerade: bool) -> Outcome {
     Outcome::Dnat {
-        endpoints: eps(list),
-        masquerade,
+        endpoints: list.iter().map(|s| (sock(s), masquerade)).collect(),
     }
 }
 
@@ -226,14 +229,10 @@ fn the_rendered_rules_do_what_the_model_says() {
     // ClusterIP: pods keep their source, others are masqueraded; hairpin is masqueraded.
     case(&snap, &t, POD, "172.30.0.41:80", tcp, dnat(&both, false));
     case(&snap, &t, OUTSIDE, "172.30.0.41:80", tcp, dnat(&both, true));
-    case(
-        &snap,
-        &t,
-        "10.180.0.1",
-        "172.30.0.41:80",
-        tcp,
-        dnat(&both, true),
-    );
+    let hairpin = Outcome::Dnat {
+        endpoints: [(sock(both[0]), true), (sock(both[1]), false)].into(),
+    };
+    case(&snap, &t, "10.180.0.1", "172.30.0.41:80", tcp, hairpin);
     // NodePort from outside and from the node itself; ExternalIP.
     case(
         &snap,
@@ -269,6 +268,11 @@ fn the_rendered_rules_do_what_the_model_says() {
         dnat(&["10.180.0.5:80"], true),
     );
     case(&snap, &t, OUTSIDE, "1.2.3.4:80", tcp, Outcome::Drop);
+    // The LB's own address passes only when the node's IP is inside the ranges.
+    case(&snap, &t, "1.2.3.4", "1.2.3.4:80", tcp, Outcome::Drop);
+    let lbh = dnat(&["10.180.0.16:80"], true);
+    case(&snap, &t, "1.2.3.5", "1.2.3.5:80", tcp, lbh);
+    case(&snap, &t, "203.0.113.5", "1.2.3.5:80", tcp, Outcome::Drop);
     // eTP=Local: outsiders keep their source and reach local endpoints only; pods and the
     // node short-circuit to all endpoints.
     case(
@@ -303,8 +307,30 @@ fn the_rendered_rules_do_what_the_model_says() {
         tcp,
         Outcome::Untouched,
     );
-    // eTP=Local without local endpoints: drop; iTP=Local without local endpoints: drop.
+    // eTP=Local without local endpoints: outsiders are dropped, pods and the node itself
+    // still short-circuit to every endpoint (kube-proxy's rules); iTP=Local without local
+    // endpoints: drop.
     case(&snap, &t, OUTSIDE, "5.6.7.9:80", tcp, Outcome::Drop);
+    case(&snap, &t, OUTSIDE, "192.168.0.2:3004", tcp, Outcome::Drop);
+    let remote = ["10.180.0.8:80"];
+    case(&snap, &t, POD, "5.6.7.9:80", tcp, dnat(&remote, false));
+    case(&snap, &t, NODE_IP, "5.6.7.9:80", tcp, dnat(&remote, true));
+    case(
+        &snap,
+        &t,
+        POD,
+        "192.168.0.2:3004",
+        tcp,
+        dnat(&remote, false),
+    );
+    case(
+        &snap,
+        &t,
+        NODE_IP,
+        "192.168.0.2:3004",
+        tcp,
+        dnat(&remote, true),
+    );
     case(&snap, &t, POD, "172.30.0.47:80", tcp, Outcome::Drop);
     // Affinity, no endpoints (reject), UDP, SCTP, terminating fallback.
     case(
@@ -340,25 +366,19 @@ fn the_rendered_rules_do_what_the_model_says() {
         tcp,
         dnat(&["10.180.0.15:80"], false),
     );
-    // Not a Service.
+    // Not a Service; another port of a ClusterIP; an unallocated ClusterIP; NodePorts are
+    // not served on loopback.
     case(&snap, &t, POD, "10.180.0.1:80", tcp, Outcome::Untouched);
-}
-
-#[test]
-fn cluster_ip_ports_that_are_not_services_are_rejected_and_unallocated_ips_dropped() {
-    // Beyond explain (which only knows Service ports): kube-proxy's cluster-ips-check.
-    let t = programmed(&world());
-    let node_ips: Vec<IpAddr> = vec![NODE_IP.parse().unwrap()];
-    let tr = Tracer::new(&t, &node_ips);
-    let p = |dst: &str, port| Packet {
-        src: POD.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        proto: Proto::Tcp,
-        dport: port,
-        origin: Origin::Remote,
-    };
-    assert_eq!(tr.trace(&p("172.30.0.41", 81)), Outcome::Reject);
-    assert_eq!(tr.trace(&p("172.30.9.9", 80)), Outcome::Drop);
+    case(&snap, &t, POD, "172.30.0.41:81", tcp, Outcome::Reject);
+    case(&snap, &t, POD, "172.30.9.9:80", tcp, Outcome::Drop);
+    case(
+        &snap,
+        &t,
+        "127.0.0.1",
+        "127.0.0.1:3001",
+        tcp,
+        Outcome::Untouched,
+    );
 }
 
 #[test]

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use sluice_model::service::{IpFamily, ServicePortName};
 
-use super::{Backend, BackendError, ProxyMode};
+use super::{Backend, BackendError, Outcome, ProxyMode, Tick};
 use crate::{Changes, Snapshot};
 
 /// One apply the fake received.
@@ -51,6 +52,9 @@ struct Inner {
     programmed: BTreeMap<IpFamily, BTreeMap<ServicePortName, ProgrammedPort>>,
     fail_next: usize,
     cleanups: usize,
+    ticks: usize,
+    /// The next tick asks for a full sync.
+    want_full: bool,
 }
 
 /// A shared view of a [`FakeBackend`]'s record, kept by tests while the
@@ -98,18 +102,37 @@ impl FakeLog {
     pub fn cleanups(&self) -> usize {
         self.lock().cleanups
     }
+
+    /// How many times [`Backend::tick`] ran.
+    pub fn ticks(&self) -> usize {
+        self.lock().ticks
+    }
+
+    /// Makes the next tick ask for a full sync (as a missing canary would).
+    pub fn want_full_sync(&self) {
+        self.lock().want_full = true;
+    }
 }
 
 /// The recording fake backend.
 #[derive(Debug, Default)]
 pub struct FakeBackend {
     log: FakeLog,
+    tick_period: Option<Duration>,
 }
 
 impl FakeBackend {
     /// A fake with an empty record.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fake whose periodic task runs every `period`.
+    pub fn ticking(period: Duration) -> Self {
+        Self {
+            tick_period: Some(period),
+            ..Self::default()
+        }
     }
 
     /// A handle on the record that stays valid after the backend moves.
@@ -149,10 +172,11 @@ impl FakeBackend {
         });
         match ok {
             true => Ok(()),
-            false => Err(BackendError::Apply {
-                mode: ProxyMode::Fake,
-                reason: "injected failure".to_owned(),
-            }),
+            false => Err(BackendError::apply(
+                ProxyMode::Fake,
+                Outcome::Refused,
+                "injected failure",
+            )),
         }
     }
 }
@@ -178,21 +202,16 @@ impl Backend for FakeBackend {
         ProxyMode::Fake
     }
 
-    fn render(&self, snapshot: &Snapshot, changes: &Changes) -> Result<String, BackendError> {
+    fn render(&self, snapshot: &Snapshot) -> Result<String, BackendError> {
         let mut out = String::new();
-        let all: Vec<&ServicePortName> = match changes.full {
-            true => snapshot.service_ports().map(|p| &p.name).collect(),
-            false => changes.ports.iter().collect(),
-        };
-        for name in all {
-            let _ = match render_port(snapshot, name) {
-                Some(p) => writeln!(
+        for port in snapshot.service_ports() {
+            if let Some(p) = render_port(snapshot, &port.name) {
+                let _ = writeln!(
                     out,
-                    "{name} {:?}:{} -> {:?}",
-                    p.cluster_ip, p.port, p.reachable
-                ),
-                None => writeln!(out, "{name} removed"),
-            };
+                    "{} {:?}:{} -> {:?}",
+                    port.name, p.cluster_ip, p.port, p.reachable
+                );
+            }
         }
         Ok(out)
     }
@@ -214,5 +233,17 @@ impl Backend for FakeBackend {
         inner.programmed.clear();
         inner.cleanups += 1;
         Ok(())
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.tick_period
+    }
+
+    fn tick(&mut self) -> Result<Tick, BackendError> {
+        let mut inner = self.log.lock();
+        inner.ticks += 1;
+        Ok(Tick {
+            full_sync: std::mem::take(&mut inner.want_full),
+        })
     }
 }

@@ -396,15 +396,19 @@ impl ProxyConfig {
     pub fn unapplied(&self) -> Vec<&'static str> {
         let d = Self::default();
         let (c, dc) = (&self.client, &d.client);
+        // tcpBeLiberal is applied (the iptables modes' INVALID drop rule); the sysctls are not.
+        let conntrack_sysctls = Conntrack {
+            tcp_be_liberal: d.conntrack.tcp_be_liberal,
+            ..self.conntrack
+        };
         [
-            ("bindAddress", self.bind_address != d.bind_address),
             ("enableProfiling", self.enable_profiling),
             (
                 "configSyncPeriod",
                 self.config_sync_period != d.config_sync_period,
             ),
             ("oomScoreAdj", self.oom_score_adj != d.oom_score_adj),
-            ("conntrack", self.conntrack != d.conntrack),
+            ("conntrack", conntrack_sysctls != d.conntrack),
             ("clientConnection.qps", c.qps != dc.qps),
             ("clientConnection.burst", c.burst != dc.burst),
             (

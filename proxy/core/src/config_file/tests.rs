@@ -98,6 +98,14 @@ fn settings_accepted_but_not_applied_are_named() {
         config.unapplied(),
         ["oomScoreAdj", "conntrack", "clientConnection.qps"]
     );
+    // Applied: the primary node IP, and the iptables modes' INVALID rule.
+    let applied = parse_yaml(
+        "bindAddress: 192.168.0.9
+conntrack:
+  tcpBeLiberal: true
+",
+    );
+    assert!(applied.unwrap().unapplied().is_empty());
 }
 
 #[test]

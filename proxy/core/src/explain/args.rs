@@ -16,9 +16,14 @@ pub struct ExplainArgs {
     /// The packet's protocol.
     #[arg(long, value_name = "PROTO", default_value = "tcp", value_parser = parse_protocol)]
     pub proto: Protocol,
-    /// The node the packet arrives at or leaves from (default: this node).
+    /// The node the packet arrives at or leaves from (default: this node). Its addresses
+    /// come from its Node object (`status.addresses`).
     #[arg(long = "from-node", value_name = "NAME")]
     pub from_node: Option<String>,
+    /// An address of the node (repeatable): replaces what the node's interfaces or its Node
+    /// object say, for what-if questions.
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<IpAddr>,
     /// `text` (plain words) or `json`.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_enum)]
     pub output: OutputFormat,

@@ -10,17 +10,24 @@
 //!
 //! The semantics are kube-proxy's (nftables/iptables modes): the destination
 //! matches a cluster IP, external IP or load-balancer IP with the port, or a
-//! node IP with the node port; cluster IPs use the internal traffic policy and
-//! every other destination the external one, except that pod- and
-//! node-originated traffic to an external destination of an
+//! NodePort address of the node with the node port; cluster IPs use the internal
+//! traffic policy and every other destination the external one, except that pod-
+//! and node-originated traffic to an external destination of an
 //! `externalTrafficPolicy: Local` Service short-circuits to the Cluster set;
 //! `loadBalancerSourceRanges` filter load-balancer IPs only (not node ports);
 //! no usable endpoint anywhere is REJECT, none under a `Local` policy is DROP.
+//! Where the modes differ (unserved ClusterIP ports, localhost NodePorts, …) the
+//! node's [`Dialect`] says what its mode does.
+//!
+//! Each backend crate provides a [`Tracer`] over its own rules; [`BackendCheck`]
+//! holds what it traced against the model's verdict.
 
 mod args;
+mod dialect;
 mod model;
 mod reasons;
 mod render;
+mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -35,11 +42,13 @@ use crate::snapshot::Snapshot;
 use crate::topology::{Categorized, TopologyMode, Verdict, categorize};
 
 pub use args::{ExplainArgs, OutputFormat, parse_protocol};
+pub use dialect::Dialect;
 pub use model::{
     DestinationKind, EndpointView, Exclusion, Explanation, PacketView, PolicyView, SourceRangeView,
     VerdictView,
 };
 pub use render::{render_json, render_text};
+pub use trace::{BackendCheck, Origin, Outcome, Tracer};
 
 /// The packet to explain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,15 +61,27 @@ pub struct Packet {
     pub protocol: Protocol,
 }
 
-/// The node whose rules the packet meets (this node, or `--from-node`).
+/// The node whose rules the packet meets (this node, or `--from-node`), and the settings
+/// those rules were made with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeContext {
     /// Name and zone (endpoint locality and topology hints).
     pub topology: NodeTopology,
-    /// The node's IPs: node-port destinations and node-originated sources.
+    /// Every address of the node: node-originated sources (loopback always counts).
     pub node_ips: Vec<IpAddr>,
+    /// The node's primary IPs (one per family): a load balancer's own address may pass its
+    /// source ranges when one of these is inside them (kube-proxy's `nodeIP` check).
+    pub primary_ips: Vec<IpAddr>,
+    /// The addresses that accept NodePorts (`--nodeport-addresses`, as the mode serves them).
+    pub nodeport_ips: Vec<IpAddr>,
     /// Pod CIDRs (the local-traffic detector): pod-originated sources.
     pub pod_cidrs: Vec<IpNet>,
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// The service CIDRs (unallocated ClusterIPs).
+    pub service_cidrs: Vec<IpNet>,
+    /// What the node's proxy mode does where the modes differ.
+    pub dialect: Dialect,
 }
 
 /// Why a packet cannot be explained against a snapshot.
@@ -87,7 +108,9 @@ pub fn explain(
     check_families(snapshot, packet)?;
     let mut out = empty(node, packet);
     let Some((port, destination)) = find_hit(snapshot, node, packet) else {
-        out.notes.extend(near_misses(snapshot, packet));
+        out.verdict = unserved(snapshot, node, packet.dst.ip());
+        out.notes
+            .extend(near_misses(snapshot, packet, &out.verdict));
         return Ok(out);
     };
     out.service_port = Some(port.name.to_string());
@@ -104,7 +127,18 @@ pub fn explain(
         false => cat.cluster_terminating_fallback,
     };
     out.endpoints = reasons::endpoint_views(endpoints, port, &cat, use_local, &node.topology);
-    out.verdict = verdict(&cat, use_local, out.source_ranges.as_ref());
+    let masq = masquerade(port, destination, &policy, node, packet.src);
+    out.verdict = verdict(&cat, use_local, out.source_ranges.as_ref(), node.dialect);
+    if let VerdictView::Dnat {
+        endpoints,
+        masquerade,
+        hairpin_masquerade,
+    } = &mut out.verdict
+    {
+        *masquerade = masq;
+        *hairpin_masquerade =
+            node.dialect.hairpin_masquerade && endpoints.iter().any(|e| e.ip() == packet.src);
+    }
     out.notes.extend(notes(&policy, &out.verdict));
     out.policy = Some(policy);
     Ok(out)
@@ -147,7 +181,7 @@ fn empty(node: &NodeContext, packet: &Packet) -> Explanation {
 }
 
 /// The Service port the destination belongs to: VIPs (cluster, external,
-/// load-balancer) first, then node ports on the node's IPs.
+/// load-balancer) first, then node ports on the node's NodePort addresses.
 fn find_hit<'s>(
     snapshot: &'s Snapshot,
     node: &NodeContext,
@@ -168,7 +202,7 @@ fn find_hit<'s>(
         Some((p, kind))
     });
     vip.or_else(|| {
-        let on_node = node.node_ips.contains(&ip);
+        let on_node = node.nodeport_ips.contains(&ip);
         (ports().find(|p| on_node && p.node_port == Some(port)))
             .map(|p| (p, DestinationKind::NodePort))
     })
@@ -245,7 +279,8 @@ fn source_ranges(
         return None;
     }
     let inside = |ip: &IpAddr| ranges.iter().any(|net| net.contains(ip));
-    let from_lb = port.load_balancer_vips.contains(&packet.src) && node.node_ips.iter().any(inside);
+    let from_lb =
+        port.load_balancer_vips.contains(&packet.src) && node.primary_ips.iter().any(inside);
     Some(SourceRangeView {
         ranges: ranges.clone(),
         allowed: inside(&packet.src) || from_lb,
@@ -256,6 +291,7 @@ fn verdict(
     cat: &Categorized<'_>,
     use_local: bool,
     ranges: Option<&SourceRangeView>,
+    dialect: Dialect,
 ) -> VerdictView {
     if ranges.is_some_and(|r| !r.allowed) {
         return VerdictView::DropSourceRange;
@@ -263,9 +299,63 @@ fn verdict(
     match cat.verdict(use_local) {
         Verdict::Forward(eps) => VerdictView::Dnat {
             endpoints: eps.iter().map(|ep| ep.addr()).collect(),
+            masquerade: false,
+            hairpin_masquerade: false,
         },
-        Verdict::Reject => VerdictView::RejectNoEndpoints,
+        Verdict::Reject if dialect.reject_no_endpoints => VerdictView::RejectNoEndpoints,
+        Verdict::Reject => VerdictView::DropNoEndpoints,
         Verdict::Drop => VerdictView::DropNoLocalEndpoints,
+    }
+}
+
+/// Whether the source is masqueraded (besides hairpin): ClusterIP traffic from outside the
+/// pod network (all of it with `--masquerade-all`) so replies come back through this node;
+/// external traffic under `externalTrafficPolicy: Cluster`; node-originated traffic that
+/// short-circuits an `externalTrafficPolicy: Local` Service. Pod traffic short-circuited
+/// to the Cluster set keeps its source, as does everything reaching local endpoints.
+fn masquerade(
+    port: &ServicePort,
+    dst: DestinationKind,
+    policy: &PolicyView,
+    node: &NodeContext,
+    src: IpAddr,
+) -> bool {
+    match dst {
+        DestinationKind::ClusterIP => {
+            node.masquerade_all
+                || (!node.pod_cidrs.is_empty() && !node.pod_cidrs.iter().any(|n| n.contains(&src)))
+        }
+        _ => match port.external_traffic_policy {
+            TrafficPolicy::Cluster => true,
+            TrafficPolicy::Local => policy.short_circuit && policy.source == "node",
+        },
+    }
+}
+
+/// What the rules do with a destination no Service port matched: some modes reject another
+/// port of a ClusterIP and drop unallocated addresses of the service CIDRs.
+fn unserved(snapshot: &Snapshot, node: &NodeContext, dst: IpAddr) -> VerdictView {
+    let is_cluster_ip = || {
+        snapshot
+            .service_ports()
+            .any(|p| p.cluster_ips.contains(&dst))
+    };
+    let is_vip = || {
+        snapshot.service_ports().any(|p| {
+            p.cluster_ips.contains(&dst)
+                || p.external_ips.contains(&dst)
+                || p.load_balancer_vips.contains(&dst)
+        })
+    };
+    if node.dialect.reject_unserved_cluster_ip_ports && is_cluster_ip() {
+        VerdictView::RejectUnservedPort
+    } else if node.dialect.drop_unallocated_cluster_ips
+        && node.service_cidrs.iter().any(|n| n.contains(&dst))
+        && !is_vip()
+    {
+        VerdictView::DropUnallocatedClusterIp
+    } else {
+        VerdictView::NoService
     }
 }
 
@@ -291,22 +381,24 @@ fn notes(policy: &PolicyView, verdict: &VerdictView) -> Vec<String> {
 }
 
 /// Why no Service port matched, when the address is known.
-fn near_misses(snapshot: &Snapshot, packet: &Packet) -> Vec<String> {
+fn near_misses(snapshot: &Snapshot, packet: &Packet, verdict: &VerdictView) -> Vec<String> {
     let ip = packet.dst.ip();
     let owner = (snapshot.service_ports()).find(|p| {
         p.cluster_ips.contains(&ip)
             || p.external_ips.contains(&ip)
             || p.load_balancer_vips.contains(&ip)
     });
-    match owner {
-        Some(p) => vec![format!(
-            "{ip} belongs to Service {}/{}, which has no {} port {} (nftables mode rejects \
-             such packets to a cluster IP)",
+    match (owner, verdict) {
+        (Some(p), _) => vec![format!(
+            "{ip} belongs to Service {}/{}, which has no {} port {}",
             p.name.namespace,
             p.name.name,
             packet.protocol,
             packet.dst.port()
         )],
-        None => vec![format!("{ip} is not a Service address known to this proxy")],
+        (None, VerdictView::DropUnallocatedClusterIp) => vec![format!(
+            "{ip} is inside the service CIDRs but no Service has it"
+        )],
+        (None, _) => vec![format!("{ip} is not a Service address known to this proxy")],
     }
 }

@@ -112,13 +112,25 @@ pub enum VerdictView {
     Dnat {
         /// The candidates, one picked at random (or by affinity).
         endpoints: Vec<SocketAddr>,
+        /// The source is masqueraded (the node's address replaces it).
+        masquerade: bool,
+        /// The source is one of the endpoints: its connection to itself is masqueraded
+        /// (hairpin), whatever `masquerade` says.
+        #[serde(rename = "hairpinMasquerade")]
+        hairpin_masquerade: bool,
     },
     /// REJECT: the Service has no usable endpoint anywhere.
     RejectNoEndpoints,
+    /// DROP: the Service has no usable endpoint anywhere, and this mode cannot reject.
+    DropNoEndpoints,
     /// DROP: endpoints exist, none on this node under a `Local` policy.
     DropNoLocalEndpoints,
     /// DROP: the source is outside `loadBalancerSourceRanges`.
     DropSourceRange,
+    /// REJECT: a ClusterIP on a port or protocol none of its Services serves.
+    RejectUnservedPort,
+    /// DROP: an address inside the service CIDRs that no Service has.
+    DropUnallocatedClusterIp,
     /// Not a Service address: the proxy leaves the packet alone.
     NoService,
 }

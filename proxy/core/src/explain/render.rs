@@ -111,11 +111,29 @@ fn eligibility(ep: &EndpointView) -> String {
 
 fn verdict(v: &VerdictView) -> String {
     match v {
-        VerdictView::Dnat { endpoints } => {
+        VerdictView::Dnat {
+            endpoints,
+            masquerade,
+            hairpin_masquerade,
+        } => {
             let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-            format!("DNAT to one of {}", list.join(", "))
+            let masq = match (masquerade, hairpin_masquerade) {
+                (true, _) => ", source masqueraded",
+                (false, true) => ", source masqueraded when it reaches itself (hairpin)",
+                (false, false) => ", source kept",
+            };
+            format!("DNAT to one of {}{masq}", list.join(", "))
         }
         VerdictView::RejectNoEndpoints => "REJECT: the Service has no usable endpoints".to_owned(),
+        VerdictView::DropNoEndpoints => {
+            "DROP: the Service has no usable endpoints (this mode cannot reject)".to_owned()
+        }
+        VerdictView::RejectUnservedPort => {
+            "REJECT: no Service serves this port of the ClusterIP".to_owned()
+        }
+        VerdictView::DropUnallocatedClusterIp => {
+            "DROP: an unallocated address of the service CIDRs".to_owned()
+        }
         VerdictView::DropNoLocalEndpoints => {
             "DROP: no usable endpoint on this node and the policy is Local".to_owned()
         }

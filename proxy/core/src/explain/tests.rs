@@ -69,13 +69,19 @@ fn world() -> Snapshot {
 }
 
 fn node(name: &str) -> NodeContext {
+    let ip: std::net::IpAddr = "192.168.0.2".parse().unwrap();
     NodeContext {
         topology: crate::config::NodeTopology {
             name: name.to_owned(),
             zone: Some("zone-a".to_owned()),
+            ..Default::default()
         },
-        node_ips: vec!["192.168.0.2".parse().unwrap()],
+        node_ips: vec![ip, "127.0.0.1".parse().unwrap()],
+        primary_ips: vec![ip],
+        nodeport_ips: vec![ip],
         pod_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+        service_cidrs: vec!["172.30.0.0/16".parse().unwrap()],
+        ..NodeContext::default()
     }
 }
 
@@ -94,6 +100,19 @@ fn dnat(addrs: &[&str]) -> VerdictView {
             .iter()
             .map(|a| a.parse::<SocketAddr>().unwrap())
             .collect(),
+        masquerade: false,
+        hairpin_masquerade: false,
+    }
+}
+
+fn masq(addrs: &[&str]) -> VerdictView {
+    let VerdictView::Dnat { endpoints, .. } = dnat(addrs) else {
+        unreachable!()
+    };
+    VerdictView::Dnat {
+        endpoints,
+        masquerade: true,
+        hairpin_masquerade: false,
     }
 }
 
@@ -168,13 +187,40 @@ fn verdict_table() {
             dnat(&["10.180.0.3:80"]),
         ),
         (
-            "node port from the node itself short-circuits",
+            "node port from the node itself short-circuits, masqueraded",
             "192.168.0.2",
             "192.168.0.2:3001",
             "node-a",
             tcp,
             Some(NodePort),
-            dnat(&["10.180.0.3:80"]),
+            masq(&["10.180.0.3:80"]),
+        ),
+        (
+            "cluster IP from outside the pod network is masqueraded",
+            "192.168.0.7",
+            "172.30.0.41:80",
+            "node-a",
+            tcp,
+            Some(ClusterIP),
+            masq(&["10.180.0.1:80", "10.180.0.2:80"]),
+        ),
+        (
+            "loopback is not a NodePort address in nftables mode",
+            "127.0.0.1",
+            "127.0.0.1:3001",
+            "node-a",
+            tcp,
+            None,
+            VerdictView::NoService,
+        ),
+        (
+            "unallocated ClusterIP",
+            "10.0.1.1",
+            "172.30.9.9:80",
+            "node-a",
+            tcp,
+            None,
+            VerdictView::DropUnallocatedClusterIp,
         ),
         (
             "LB's cluster IP uses the Cluster policy",
@@ -237,7 +283,7 @@ fn verdict_table() {
             "node-a",
             tcp,
             None,
-            VerdictView::NoService,
+            VerdictView::RejectUnservedPort,
         ),
         (
             "wrong protocol",
@@ -246,7 +292,7 @@ fn verdict_table() {
             "node-a",
             Protocol::Udp,
             None,
-            VerdictView::NoService,
+            VerdictView::RejectUnservedPort,
         ),
         (
             "not a Service",

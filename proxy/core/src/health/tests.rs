@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sluice_model::service::IpFamily;
 
 use super::*;
-use crate::config_file::ProxyMode;
 use crate::http_test::get;
 use crate::metrics::Metrics;
 use crate::runner::{FamilyStatus, NodeStatus, SyncStatus};
@@ -143,7 +142,7 @@ async fn over_http() {
         node_eligible: true,
         timeout: TIMEOUT,
     }));
-    let metrics = Metrics::new(ProxyMode::Fake, now);
+    let metrics = Metrics::new(now);
     let addr = start(source.clone(), &metrics).await;
 
     let reply = get(addr, "/healthz").await.unwrap();

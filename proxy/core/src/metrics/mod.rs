@@ -30,7 +30,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, line
 use prometheus_client::registry::Registry;
 use sluice_model::service::IpFamily;
 
-use crate::config_file::ProxyMode;
 use crate::runner::{SyncObserver, SyncReport, SyncStatus};
 use no_local::NoLocal;
 
@@ -66,7 +65,6 @@ struct Inner {
     no_local_endpoints: Family<NoLocalLabels, Gauge>,
     healthz: Family<CodeLabels, Counter>,
     livez: Family<CodeLabels, Counter>,
-    sync_failures: Counter,
     started: SystemTime,
     no_local: Mutex<NoLocal>,
 }
@@ -91,10 +89,15 @@ fn network_programming_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
-    /// Registers every metric. `mode` picks the name of the sync-failure
-    /// counter; `started` is the process start: network-programming latency is
-    /// only observed for changes made after it, as kube-proxy does.
-    pub fn new(mode: ProxyMode, started: SystemTime) -> Self {
+    /// Registers every shared metric. `started` is the process start: network-programming
+    /// latency is only observed for changes made after it, as kube-proxy does.
+    pub fn new(started: SystemTime) -> Self {
+        Self::with_mode(started, |_| {})
+    }
+
+    /// [`Self::new`], plus the metrics of the proxy mode (`Backend::register_metrics`: its
+    /// sync-failure counter and the like, which only that mode has).
+    pub fn with_mode(started: SystemTime, mode: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("kubeproxy");
         let inner = Inner {
             sync_duration: Histogram::new(sync_buckets()),
@@ -110,12 +113,12 @@ impl Metrics {
             no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
-            sync_failures: Counter::default(),
             started,
             no_local: Mutex::default(),
             registry: Registry::default(),
         };
-        register(&mut registry, &inner, mode);
+        register(&mut registry, &inner);
+        mode(&mut registry);
         Self {
             inner: Arc::new(Inner { registry, ..inner }),
         }
@@ -162,11 +165,6 @@ impl Metrics {
     pub fn add_changes(&self, services: usize, endpoints: usize) {
         self.inner.service_total.inc_by(services as u64);
         self.inner.endpoint_total.inc_by(endpoints as u64);
-    }
-
-    /// The backend failed to apply a sync.
-    pub fn inc_sync_failure(&self) {
-        self.inner.sync_failures.inc();
     }
 
     /// `/healthz` answered `code`.
@@ -232,7 +230,8 @@ impl SyncObserver for Metrics {
         self.observe_sync(record.full, record.duration);
         self.add_changes(record.service_changes, record.endpoint_changes);
         if !record.ok {
-            self.inc_sync_failure();
+            // The mode's own failure counter (nftables_sync_failures, iptables_restore_failures)
+            // is the backend's.
             return;
         }
         self.set_last_sync(record.at);
@@ -245,7 +244,7 @@ impl SyncObserver for Metrics {
     }
 }
 
-fn register(registry: &mut Registry, m: &Inner, mode: ProxyMode) {
+fn register(registry: &mut Registry, m: &Inner) {
     let sync = "sync_proxy_rules";
     registry.register(
         format!("{sync}_duration_seconds"),
@@ -313,18 +312,6 @@ fn register(registry: &mut Registry, m: &Inner, mode: ProxyMode) {
         "Cumulative proxy livez HTTP status",
         m.livez.clone(),
     );
-    let (name, help) = match mode {
-        ProxyMode::Iptables | ProxyMode::Ipvs => (
-            "iptables_restore_failures",
-            "Cumulative proxy iptables restore failures",
-        ),
-        ProxyMode::Nftables => (
-            "nftables_sync_failures",
-            "Cumulative proxy nftables sync failures",
-        ),
-        ProxyMode::Ebpf | ProxyMode::Fake => ("sync_failures", "Cumulative proxy sync failures"),
-    };
-    registry.register(format!("{sync}_{name}"), help, m.sync_failures.clone());
 }
 
 fn unix_seconds(at: SystemTime) -> f64 {

@@ -14,7 +14,7 @@ fn line(text: &str, wanted: &str) -> bool {
 
 #[test]
 fn names_types_and_buckets_are_kube_proxys() {
-    let text = Metrics::new(ProxyMode::Nftables, SystemTime::now()).encode();
+    let text = Metrics::new(SystemTime::now()).encode();
     for wanted in [
         "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram",
         "# TYPE kubeproxy_sync_full_proxy_rules_duration_seconds histogram",
@@ -27,7 +27,6 @@ fn names_types_and_buckets_are_kube_proxys() {
         "kubeproxy_sync_proxy_rules_endpoint_changes_total 0",
         "# TYPE kubeproxy_sync_proxy_rules_service_changes_pending gauge",
         "kubeproxy_sync_proxy_rules_service_changes_total 0",
-        "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0",
         "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0",
         "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 0",
         "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"} 0",
@@ -46,16 +45,15 @@ fn names_types_and_buckets_are_kube_proxys() {
         .matches("kubeproxy_network_programming_duration_seconds_bucket")
         .count();
     assert_eq!(np_buckets, 81, "2 + 59 + 12 + 7 buckets and +Inf");
-    let iptables = Metrics::new(ProxyMode::Iptables, SystemTime::now()).encode();
-    assert!(line(
-        &iptables,
-        "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 0"
-    ));
+    let mode = Metrics::with_mode(SystemTime::now(), |r| {
+        r.register("mode_metric", "a mode's own", Counter::<u64>::default());
+    });
+    assert!(line(&mode.encode(), "kubeproxy_mode_metric_total 0"));
 }
 
 #[test]
 fn sync_durations_split_full_and_partial() {
-    let m = Metrics::new(ProxyMode::Fake, SystemTime::now());
+    let m = Metrics::new(SystemTime::now());
     m.observe_sync(true, Duration::from_millis(3));
     m.observe_sync(false, Duration::from_micros(500));
     m.observe_sync(false, Duration::from_millis(20));
@@ -73,7 +71,7 @@ fn sync_durations_split_full_and_partial() {
 
 #[test]
 fn status_feeds_pending_and_last_queued() {
-    let m = Metrics::new(ProxyMode::Fake, SystemTime::now());
+    let m = Metrics::new(SystemTime::now());
     let family = |s, e| FamilyStatus {
         service_changes_pending: s,
         endpoint_changes_pending: e,
@@ -125,7 +123,7 @@ fn record(ok: bool, full: bool, at: SystemTime) -> SyncRecord {
 #[test]
 fn observer_counts_syncs_latency_and_no_local_endpoints() {
     let started = SystemTime::now();
-    let m = Metrics::new(ProxyMode::Nftables, started);
+    let m = Metrics::new(started);
     let mut st = state("node-a", None);
     let itp_local = crate::fixture::Svc::itp_local(svc("internal", "172.30.0.2"));
     apply(
@@ -194,7 +192,6 @@ fn observer_counts_syncs_latency_and_no_local_endpoints() {
     for wanted in [
         "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\",ip_family=\"IPv4\"} 0",
         "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\",ip_family=\"IPv4\"} 1",
-        "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 1",
         "kubeproxy_sync_proxy_rules_duration_seconds_count 3",
     ] {
         assert!(line(&text, wanted), "{wanted:?} not in\n{text}");
@@ -203,7 +200,7 @@ fn observer_counts_syncs_latency_and_no_local_endpoints() {
 
 #[tokio::test]
 async fn served_over_http() {
-    let m = Metrics::new(ProxyMode::Fake, SystemTime::now());
+    let m = Metrics::new(SystemTime::now());
     m.inc_healthz(200);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -12,11 +12,15 @@
 //! - forces a full apply every `sync_period` (30 s default), repairing
 //!   anything changed behind its back;
 //! - after a failed apply, forces a full apply of that family and retries
-//!   with exponential backoff from `retry_backoff` up to `sync_period`.
+//!   with exponential backoff from `retry_backoff` up to `sync_period`;
+//! - calls the backend's periodic task ([`Backend::tick`]) every
+//!   [`Backend::tick_period`] between syncs, and runs a full sync at once when
+//!   the task asks for one (a missing iptables canary).
 //!
 //! Each family's sync runs in a `tracing` span `sync` with its counts, and is
-//! published through [`SyncStatus`] and [`SyncObserver`]. Backend applies run
-//! on the blocking pool: they may exec `nft` or wait on netlink.
+//! published through [`SyncStatus`] and [`SyncObserver`]. Backend calls run
+//! on the blocking pool: they wait on netlink or on a child process
+//! (`iptables-restore`).
 
 mod feed;
 mod status;
@@ -28,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument as _;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Tick, chain};
 use crate::{Changes, Snapshot};
 
 pub use feed::Feed;
@@ -78,6 +82,8 @@ struct Schedule {
     retry_at: Option<Instant>,
     backoff: Duration,
     last_end: Option<Instant>,
+    /// The backend's next periodic task, if it has one.
+    next_tick: Option<Instant>,
 }
 
 impl<B: Backend + 'static> Runner<B> {
@@ -108,21 +114,35 @@ impl<B: Backend + 'static> Runner<B> {
             () = &mut shutdown => return self.into_backend(),
             () = wait_init => {}
         }
+        let tick_period = self.backend.as_ref().and_then(|b| b.tick_period());
         let mut schedule = Schedule {
             next_full: Instant::now(),
             retry_at: None,
             backoff: self.config.retry_backoff,
             last_end: None,
+            next_tick: tick_period.map(|p| Instant::now() + p),
         };
         loop {
             if schedule.last_end.is_some() {
-                let deadline = schedule
+                let mut deadline = schedule
                     .retry_at
                     .map_or(schedule.next_full, |r| r.min(schedule.next_full));
+                let tick_first = schedule.next_tick.is_some_and(|t| t < deadline);
+                if let Some(t) = schedule.next_tick.filter(|_| tick_first) {
+                    deadline = t;
+                }
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = self.feed.wake().notified() => {}
-                    () = sleep_until(deadline) => {}
+                    () = sleep_until(deadline) => {
+                        if tick_first {
+                            schedule.next_tick = tick_period.map(|p| Instant::now() + p);
+                            if !self.tick().await.full_sync {
+                                continue;
+                            }
+                            schedule.next_full = Instant::now();
+                        }
+                    }
                 }
                 let earliest = schedule
                     .last_end
@@ -243,6 +263,44 @@ impl<B: Backend + 'static> Runner<B> {
         Some(record.ok)
     }
 
+    /// Runs the backend's periodic task on the blocking pool; a failure is logged.
+    async fn tick(&mut self) -> Tick {
+        let result = self.on_blocking_pool(|b| b.tick()).await;
+        match result {
+            Ok(tick) => {
+                if tick.full_sync {
+                    tracing::info!("the backend asks for a full sync");
+                }
+                tick
+            }
+            Err(e) => {
+                tracing::warn!("backend periodic task failed: {}", chain(&e));
+                Tick::default()
+            }
+        }
+    }
+
+    /// Runs `f` on the backend on the blocking pool (it may block on the kernel).
+    async fn on_blocking_pool<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut B) -> R + Send + 'static,
+    ) -> R {
+        let mut backend =
+            (self.backend.take()).expect("invariant: the backend is back after every call");
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = f(&mut backend);
+            (backend, r)
+        })
+        .await;
+        match joined {
+            Ok((backend, r)) => {
+                self.backend = Some(backend);
+                r
+            }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// Runs the backend on the blocking pool; nothing to apply is a success.
     async fn apply(
         &mut self,
@@ -252,20 +310,11 @@ impl<B: Backend + 'static> Runner<B> {
         if changes.is_empty() {
             return (snapshot, changes, Ok(()));
         }
-        let mut backend =
-            (self.backend.take()).expect("invariant: the backend is back after every apply");
-        let joined = tokio::task::spawn_blocking(move || {
+        self.on_blocking_pool(move |backend| {
             let result = backend.apply(&snapshot, &changes);
-            (backend, snapshot, changes, result)
+            (snapshot, changes, result)
         })
-        .await;
-        match joined {
-            Ok((backend, snapshot, changes, result)) => {
-                self.backend = Some(backend);
-                (snapshot, changes, result)
-            }
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        .await
     }
 
     /// Publishes one sync into [`SyncStatus`]; a failed sync re-queues the
@@ -297,7 +346,8 @@ fn log_result(record: &SyncRecord, error: Option<&BackendError>) {
         None => tracing::debug!(duration_ms = millis, "synced"),
         Some(e) => tracing::warn!(
             duration_ms = millis,
-            "sync failed, retrying with a full sync: {e}"
+            "sync failed, retrying with a full sync: {}",
+            chain(e)
         ),
     }
 }

@@ -31,8 +31,11 @@ impl SyncObserver for Recorder {
 }
 
 fn start(initialized: bool) -> Harness {
+    start_with(initialized, FakeBackend::new())
+}
+
+fn start_with(initialized: bool, backend: FakeBackend) -> Harness {
     let feed = Feed::new([TrackerConfig::new(IpFamily::V4, "n1")]);
-    let backend = FakeBackend::new();
     let log = backend.log();
     let mut runner = Runner::new(feed.clone(), backend, RunnerConfig::default());
     let reports = Arc::new(Recorder::default());
@@ -196,5 +199,28 @@ async fn status_tracks_queued_updates_and_pending_counts() {
     assert_eq!((v4.queued_since, v4.service_changes_pending), (None, 0));
     assert_eq!(s.service_changes_total, 1);
     assert!(v4.last_synced.is_some() && s.node.eligible());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backend_task_runs_between_syncs_and_can_ask_for_a_full_sync() {
+    let h = start_with(true, FakeBackend::ticking(Duration::from_secs(5)));
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.log.take_applies().len(), 1, "the first, full sync");
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(h.log.ticks(), 2, "every 5 s");
+    assert!(
+        h.log.take_applies().is_empty(),
+        "a quiet tick syncs nothing"
+    );
+    h.log.want_full_sync();
+    sleep(Duration::from_secs(5)).await;
+    let applies = h.log.take_applies();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    assert!(
+        applies[0].full,
+        "a tick that asks for it gets a full sync at once"
+    );
     h.stop().await;
 }

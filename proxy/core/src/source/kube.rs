@@ -11,6 +11,7 @@
 //! [`Reflector`], which neither drops nor duplicates objects.
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -51,6 +52,25 @@ pub async fn client(
         config.cluster_url = master.parse().map_err(|e| boxed(Box::new(e)))?;
     }
     kube::Client::try_from(config).map_err(SourceError::Client)
+}
+
+/// This node's Node object as it is now, asked for every 250 ms until `wait` has passed
+/// (kube-proxy waits for its Node at start to learn its primary IPs); `None` when it does
+/// not show up in time or the API cannot be reached.
+pub async fn fetch_node(client: &kube::Client, name: &str, wait: Duration) -> Option<Node> {
+    let api: Api<Node> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(node)) => return Some(node),
+            Ok(None) => tracing::debug!(%name, "Node not found yet"),
+            Err(e) => tracing::debug!(%name, "Node not readable yet: {e}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Watches the API for one node.

@@ -16,7 +16,7 @@ mod reflect;
 
 use std::path::PathBuf;
 
-pub use self::kube::{KubeSource, client};
+pub use self::kube::{KubeSource, client, fetch_node};
 pub use manifests::{FileProblem, ManifestsSource, ScanReport, WatchMode};
 
 /// Why a source could not start.

@@ -485,6 +485,7 @@ fn check(case: &Case) {
     let node = NodeTopology {
         name: case.node.to_owned(),
         zone: case.zone.map(Into::into),
+        ..NodeTopology::default()
     };
     let got = categorize(&endpoints, &case.port, &node, case.prefer_same_node);
     let name = case.name;
@@ -528,6 +529,7 @@ fn categorized_modes(case: Case) -> (TopologyMode, bool, bool) {
     let node = NodeTopology {
         name: case.node.to_owned(),
         zone: case.zone.map(Into::into),
+        ..NodeTopology::default()
     };
     let got = categorize(&endpoints, &case.port, &node, case.prefer_same_node);
     (
@@ -590,6 +592,7 @@ fn verdicts() {
     let node = NodeTopology {
         name: NODE.to_owned(),
         zone: None,
+        ..NodeTopology::default()
     };
     let eps = |list: Vec<Ep>| -> Vec<Endpoint> { list.iter().map(|ep| ep.build()).collect() };
     // (port, endpoints) → (internal, external) as Forward(n) / "reject" / "drop"

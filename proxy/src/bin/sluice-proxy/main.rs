@@ -39,8 +39,8 @@ fn main() -> ExitCode {
         Action::WriteConfig(path) => sluice_proxy_core::config_file::write(&path, &config)
             .map(|()| println!("wrote {}", path.display()))
             .map_err(anyhow::Error::from),
-        Action::Cleanup => sluice_proxy::dataplane::Any::cleanup_all().map_err(anyhow::Error::from),
-        Action::InitOnly => Ok(()),
+        Action::Cleanup => cleanup(),
+        Action::InitOnly => init_only(&config),
         Action::Explain(args) => runtime().and_then(|rt| rt.block_on(explain::run(&config, &args))),
         Action::Run => runtime().and_then(|rt| rt.block_on(run::run(config))),
     };
@@ -51,6 +51,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--cleanup`: every mode's state; each failure is reported and the others still run.
+fn cleanup() -> anyhow::Result<()> {
+    let failed = sluice_proxy::dataplane::cleanup_all();
+    for e in &failed {
+        eprintln!("sluice-proxy: {}", sluice_proxy_core::backend::chain(e));
+    }
+    match failed.len() {
+        0 => Ok(()),
+        n => anyhow::bail!("cleanup failed for {n} proxy mode(s)"),
+    }
+}
+
+/// `--init-only`: the mode's host setup (sysctls), then exit.
+fn init_only(config: &sluice_proxy_core::config_file::ProxyConfig) -> anyhow::Result<()> {
+    use sluice_proxy::node;
+    use sluice_proxy_core::backend::Backend as _;
+    let families = node::families(config);
+    let facts = node::NodeFacts::local(config, None);
+    let options = node::backend_options(config, &families, &facts);
+    let mut backend = sluice_proxy::dataplane::Any::build(config.mode, &options)?;
+    Ok(backend.init()?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

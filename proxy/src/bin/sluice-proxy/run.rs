@@ -2,28 +2,32 @@
 //! the sync runner with the chosen backend, and the health, metrics and health-check node
 //! port servers observing it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sluice_model::service::IpFamily;
-use sluice_proxy::dataplane::Any;
-use sluice_proxy_core::TrackerConfig;
-use sluice_proxy_core::backend::BackendOptions;
-use sluice_proxy_core::config::PREFER_SAME_TRAFFIC_DISTRIBUTION;
-use sluice_proxy_core::config_file::{LocalMode, NodePortAddress, ProxyConfig};
+use sluice_proxy::dataplane::{self, Any};
+use sluice_proxy::node::{self, NodeFacts};
+use sluice_proxy_core::backend::{Backend as _, BackendOptions};
+use sluice_proxy_core::config::{NodeTopology, PREFER_SAME_TRAFFIC_DISTRIBUTION};
+use sluice_proxy_core::config_file::{LocalMode, ProxyConfig};
 use sluice_proxy_core::health::{self, HealthServer, StatusSource};
 use sluice_proxy_core::healthcheck::ServiceHealthServers;
 use sluice_proxy_core::metrics::{self, Metrics};
 use sluice_proxy_core::runner::{Feed, Runner, RunnerConfig};
-use sluice_proxy_core::source::{KubeSource, ManifestsSource, client};
+use sluice_proxy_core::source::{KubeSource, ManifestsSource, client, fetch_node};
+use sluice_proxy_core::{TrackerConfig, node_addresses};
 use tokio::net::TcpListener;
+
+/// How long the proxy waits at start for its Node object (its primary IPs, pod CIDRs).
+const NODE_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs until killed.
 pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let node = node_name(&config)?;
-    let families = families(&config);
+    let families = node::families(&config);
     tracing::info!(%node, mode = %config.mode, ?families, "starting sluice-proxy");
     for setting in config.unapplied() {
         tracing::warn!(
@@ -31,10 +35,15 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
             "accepted for kube-proxy compatibility but not applied"
         );
     }
+    let client = match &config.manifests_dir {
+        Some(_) => None,
+        None => Some(kube_client(&config).await?),
+    };
+    let facts = this_node(&config, &node, client.as_ref()).await;
+    let options = node::backend_options(&config, &families, &facts);
+    let backend = build_backend(&config, &options)?;
     let feed = feed(&config, &node, &families);
-    let options = backend_options(&config, &families);
-    let backend =
-        Any::build(config.mode, &options).with_context(|| format!("proxy mode {}", config.mode))?;
+    let metrics = Metrics::with_mode(SystemTime::now(), |r| backend.register_metrics(r));
     let mut runner = Runner::new(
         feed.clone(),
         backend,
@@ -44,7 +53,6 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
             ..RunnerConfig::default()
         },
     );
-    let metrics = Metrics::new(config.mode, SystemTime::now());
     runner.observe(Arc::new(metrics.clone()));
     let source = Arc::new(StatusSource::new(feed.status(), config.health_timeout()));
     let hc = Arc::new(ServiceHealthServers::new(
@@ -56,9 +64,21 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     runner.observe(hc);
     serve_health(&config, source, &metrics).await?;
     spawn_metrics_sampler(feed.clone(), metrics);
-    spawn_source(&config, &node, &feed).await?;
+    spawn_source(&config, &node, &feed, client).await?;
     runner.run(std::future::pending()).await;
     Ok(())
+}
+
+/// The chosen mode's backend: other modes' leftovers removed first (as kube-proxy does), the
+/// host set up for it (what `--init-only` does alone).
+pub(crate) fn build_backend(config: &ProxyConfig, options: &BackendOptions) -> anyhow::Result<Any> {
+    dataplane::cleanup_others(config.mode);
+    let mut backend =
+        Any::build(config.mode, options).with_context(|| format!("proxy mode {}", config.mode))?;
+    backend
+        .init()
+        .with_context(|| format!("proxy mode {} init", config.mode))?;
+    Ok(backend)
 }
 
 /// `--hostname-override`, else `NODE_NAME` (the DaemonSet's downward API), else the hostname.
@@ -75,17 +95,45 @@ pub(crate) fn node_name(config: &ProxyConfig) -> anyhow::Result<String> {
     Ok(host.trim().to_lowercase())
 }
 
-/// IPv4, plus IPv6 when a cluster CIDR is IPv6 (dual stack).
-pub(crate) fn families(config: &ProxyConfig) -> Vec<IpFamily> {
-    let mut out = vec![IpFamily::V4];
-    if config
-        .cluster_cidrs
-        .iter()
-        .any(|c| matches!(c, ipnet::IpNet::V6(_)))
-    {
-        out.push(IpFamily::V6);
+pub(crate) async fn kube_client(config: &ProxyConfig) -> anyhow::Result<kube::Client> {
+    client(
+        config.client.kubeconfig.as_deref(),
+        config.client.master.as_deref(),
+    )
+    .await
+    .context("connect to the Kubernetes API")
+}
+
+/// This node's addresses, with the Node object's primary IPs and pod CIDRs when the API
+/// has it (kube mode; standalone mode uses the interfaces alone).
+pub(crate) async fn this_node(
+    config: &ProxyConfig,
+    name: &str,
+    client: Option<&kube::Client>,
+) -> NodeFacts {
+    let object = match client {
+        Some(c) => fetch_node(c, name, NODE_WAIT).await,
+        None => None,
+    };
+    if client.is_some() && object.is_none() {
+        tracing::warn!(
+            %name,
+            "Node not found within {NODE_WAIT:?}: primary IPs taken from the interfaces"
+        );
     }
-    out
+    let topology = object.as_ref().map(|n| NodeTopology {
+        addresses: node_addresses(n),
+        ..NodeTopology::default()
+    });
+    let mut facts = NodeFacts::local(config, topology.as_ref());
+    if let Some(spec) = object.as_ref().and_then(|n| n.spec.as_ref()) {
+        let cidrs = spec.pod_cidrs.clone().unwrap_or_default();
+        facts.pod_cidrs = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    }
+    if config.detect_local_mode == LocalMode::NodeCidr && facts.pod_cidrs.is_empty() {
+        tracing::warn!("--detect-local-mode NodeCIDR: no podCIDRs known for this node");
+    }
+    facts
 }
 
 pub(crate) fn feed(config: &ProxyConfig, node: &str, families: &[IpFamily]) -> Feed {
@@ -99,80 +147,6 @@ pub(crate) fn feed(config: &ProxyConfig, node: &str, families: &[IpFamily]) -> F
             .iter()
             .map(|f| TrackerConfig::for_proxy(config, *f, node)),
     )
-}
-
-pub(crate) fn backend_options(config: &ProxyConfig, families: &[IpFamily]) -> BackendOptions {
-    let local_cidrs = match config.detect_local_mode {
-        LocalMode::ClusterCidr => config.cluster_cidrs.clone(),
-        other => {
-            tracing::warn!(
-                "--detect-local-mode {other:?} is not supported by the nftables backend yet; \
-                 falling back to --cluster-cidr"
-            );
-            config.cluster_cidrs.clone()
-        }
-    };
-    BackendOptions {
-        families: families.to_vec(),
-        local_cidrs,
-        masquerade_all: config.masquerade_all,
-        masquerade_bit: config.masquerade_bit,
-        nodeport_addresses: nodeport_addresses(&config.node_port_addresses),
-        service_cidrs: config.service_cidrs.clone(),
-    }
-}
-
-/// `--nodeport-addresses`: empty or `all` means every local address but loopback; CIDRs
-/// select the local addresses inside them, read once at start.
-fn nodeport_addresses(spec: &[NodePortAddress]) -> Option<Vec<IpAddr>> {
-    if spec.is_empty() || spec.contains(&NodePortAddress::All) {
-        return None;
-    }
-    let local = local_addresses();
-    let picked: Vec<IpAddr> = local
-        .into_iter()
-        .filter(|ip| {
-            spec.iter().any(|s| match s {
-                NodePortAddress::Cidr(net) => net.contains(ip),
-                NodePortAddress::Primary => !ip.is_loopback(),
-                NodePortAddress::Localhost => ip.is_loopback(),
-                NodePortAddress::All => true,
-            })
-        })
-        .collect();
-    if picked.is_empty() {
-        tracing::warn!(
-            ?spec,
-            "--nodeport-addresses matches no local address; no node ports served"
-        );
-    }
-    Some(picked)
-}
-
-/// The addresses on this node's interfaces (from `/proc/net`, no netlink needed).
-pub(crate) fn local_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    if let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") {
-        for line in text.lines() {
-            if let Some(hex) = line.split_whitespace().next()
-                && let Ok(bits) = u128::from_str_radix(hex, 16)
-            {
-                out.push(IpAddr::V6(bits.into()));
-            }
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") {
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.windows(2) {
-            if pair[1].contains("/32 host LOCAL")
-                && let Some(ip) = pair[0].trim().trim_start_matches("|-- ").parse().ok()
-                && !out.contains(&ip)
-            {
-                out.push(ip);
-            }
-        }
-    }
-    out
 }
 
 async fn serve_health(
@@ -240,6 +214,7 @@ pub(crate) async fn spawn_source(
     config: &ProxyConfig,
     node: &str,
     feed: &Feed,
+    client: Option<kube::Client>,
 ) -> anyhow::Result<()> {
     if let Some(dir) = &config.manifests_dir {
         let source = ManifestsSource::new(dir.clone(), node);
@@ -251,12 +226,10 @@ pub(crate) async fn spawn_source(
         });
         return Ok(());
     }
-    let client = client(
-        config.client.kubeconfig.as_deref(),
-        config.client.master.as_deref(),
-    )
-    .await
-    .context("connect to the Kubernetes API")?;
+    let client = match client {
+        Some(c) => c,
+        None => kube_client(config).await?,
+    };
     let source = KubeSource::new(client, node, config.service_proxy_name.clone());
     tokio::spawn(source.run(feed.clone()));
     Ok(())

@@ -1,0 +1,55 @@
+//! [`Dialect`]: where the dataplanes deliberately differ from each other for the same
+//! Services, so the model can predict what one mode's rules do (and the conformance suite can
+//! say so per mode instead of skipping). kube-proxy's own modes differ the same way: its
+//! nftables mode rejects traffic to unserved ports of a ClusterIP and drops traffic to
+//! unallocated ones, its iptables mode serves NodePorts on localhost, its IPVS mode cannot
+//! reject.
+
+use serde::Serialize;
+
+/// One dataplane's answers to the questions its modes disagree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dialect {
+    /// Traffic to a ClusterIP on a port or protocol it does not serve is rejected
+    /// (nftables' `cluster-ips-check`); otherwise it is left alone.
+    pub reject_unserved_cluster_ip_ports: bool,
+    /// Traffic to an unallocated address inside the service CIDRs is dropped; otherwise it
+    /// is left alone.
+    pub drop_unallocated_cluster_ips: bool,
+    /// IPv4 loopback accepts NodePorts (iptables with `localhostNodePorts`).
+    pub localhost_nodeports: bool,
+    /// A Service with no usable endpoint anywhere rejects its traffic; otherwise drops it.
+    pub reject_no_endpoints: bool,
+    /// An endpoint reaching itself through its Service is masqueraded, so the reply comes
+    /// back through the node.
+    pub hairpin_masquerade: bool,
+}
+
+impl Dialect {
+    /// kube-proxy's nftables mode, which Sluice's nftables mode follows.
+    pub const NFTABLES: Self = Self {
+        reject_unserved_cluster_ip_ports: true,
+        drop_unallocated_cluster_ips: true,
+        localhost_nodeports: false,
+        reject_no_endpoints: true,
+        hairpin_masquerade: true,
+    };
+
+    /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
+    pub const fn iptables(localhost_nodeports: bool) -> Self {
+        Self {
+            reject_unserved_cluster_ip_ports: false,
+            drop_unallocated_cluster_ips: false,
+            localhost_nodeports,
+            reject_no_endpoints: true,
+            hairpin_masquerade: true,
+        }
+    }
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Self::NFTABLES
+    }
+}
