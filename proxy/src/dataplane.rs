@@ -108,7 +108,8 @@ pub fn check(
         ProxyMode::Nftables => {
             let cfg = NftConfig::of(opts, snapshot.family());
             let table = sluice_proxy_nftables::rendered(&cfg, snapshot);
-            let tracer = sluice_proxy_nftables::Tracer::new(&table, &node.node_ips);
+            let tracer = sluice_proxy_nftables::Tracer::new(&table, &node.node_ips)
+                .with_pod_sources(&node.pod_cidrs);
             Some(BackendCheck::run(
                 mode.as_str(),
                 "rendered",

@@ -521,3 +521,34 @@ fn a_hairpin_element_two_services_share_stays_until_both_are_gone() {
     pending.commit(&mut nft);
     assert_eq!(hairpin(&nft), 0);
 }
+
+#[test]
+fn an_interface_detector_tells_pods_by_their_interface() {
+    use sluice_proxy_core::explain::Tracer as _;
+    let snap = world();
+    let mut state = NftState::new(NftConfig {
+        local: LocalDetect::Bridge("cni0".into()),
+        ..cfg()
+    });
+    let pending = state.plan_full(&snap, None);
+    let text = text::script(&pending.tx);
+    pending.commit(&mut state);
+    let table = state.programmed();
+    assert!(
+        text.contains("iifname != \"cni0\" jump mark-for-masquerade"),
+        "{text}"
+    );
+    assert!(!text.contains("@local-cidrs"), "{text}");
+    let node = node();
+    let tracer = Tracer::new(&table, &node.node_ips).with_pod_sources(&node.pod_cidrs);
+    let packet = |src: &str| explain::Packet {
+        src: src.parse().unwrap(),
+        dst: sock("172.30.0.41:80"),
+        protocol: Protocol::Tcp,
+    };
+    let both = ["10.180.0.1:80", "10.180.0.2:80"];
+    let pod = tracer.trace(&packet(POD), explain::Origin::Remote);
+    assert_eq!(pod, dnat(&both, false), "pods (on cni0) keep their source");
+    let outside = tracer.trace(&packet(OUTSIDE), explain::Origin::Remote);
+    assert_eq!(outside, dnat(&both, true), "others are masqueraded");
+}

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::IpNet;
+
 use sluice_nft::{Field, KeyValue, Proto, Stmt, Verdict};
 use sluice_proxy_core::explain::{Origin, Outcome, Packet};
 
@@ -50,6 +52,8 @@ struct State {
 pub struct Tracer<'a> {
     table: &'a Desired,
     local_addrs: &'a [IpAddr],
+    /// Sources that arrive on a pod interface (for `iifname` detectors).
+    pod_sources: &'a [IpNet],
 }
 
 impl sluice_proxy_core::explain::Tracer for Tracer<'_> {
@@ -64,7 +68,21 @@ const MAX_DEPTH: usize = 16;
 impl<'a> Tracer<'a> {
     /// A tracer for `table` on a node with `local_addrs` (loopback counts as local too).
     pub fn new(table: &'a Desired, local_addrs: &'a [IpAddr]) -> Self {
-        Self { table, local_addrs }
+        Self {
+            table,
+            local_addrs,
+            pod_sources: &[],
+        }
+    }
+
+    /// The tracer knows no interfaces: a packet from `pods` (and not from the node itself)
+    /// counts as arriving on a pod interface, any other as not (`iifname` matches of the
+    /// BridgeInterface and InterfaceNamePrefix detectors).
+    pub fn with_pod_sources(self, pods: &'a [IpNet]) -> Self {
+        Self {
+            pod_sources: pods,
+            ..self
+        }
     }
 
     fn is_local(&self, ip: &IpAddr) -> bool {
@@ -267,6 +285,11 @@ impl<'a> Tracer<'a> {
                 self.is_local(&a)
             }
             Stmt::MarkClear(mask) => st.mark & mask == 0,
+            Stmt::IifName { negate, .. } => {
+                let from_pod = p.origin == Origin::Remote
+                    && self.pod_sources.iter().any(|n| n.contains(&p.src));
+                from_pod != *negate
+            }
             _ => true,
         }
     }
