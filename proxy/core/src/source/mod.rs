@@ -17,7 +17,7 @@ mod reflect;
 use std::path::PathBuf;
 
 pub use self::kube::{KubeSource, client, fetch_node};
-pub use manifests::{FileProblem, ManifestsSource, ScanReport, WatchMode};
+pub use manifests::{FileProblem, ManifestsSource, Object, Parsed, ScanReport, WatchMode, parse};
 
 /// Why a source could not start.
 #[derive(Debug, thiserror::Error)]

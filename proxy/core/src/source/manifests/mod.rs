@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::SourceError;
 use crate::runner::Feed;
 
+pub use parse::{Object, Parsed, parse};
 use scan::Scanner;
 pub use scan::{FileProblem, ScanReport};
 

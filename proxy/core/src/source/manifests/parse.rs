@@ -13,9 +13,12 @@ use serde_json::Value;
 
 /// An object from a manifest file.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) enum Object {
+pub enum Object {
+    /// A Service.
     Service(Box<Service>),
+    /// An EndpointSlice.
     Slice(Box<EndpointSlice>),
+    /// A Node.
     Node(Box<Node>),
 }
 
@@ -23,6 +26,17 @@ pub(super) enum Object {
 pub(super) type ObjKey = (&'static str, String, String);
 
 impl Object {
+    /// Records the object into `feed` as the proxy on `node` sees it (a Node object only
+    /// when it is that node's).
+    pub fn feed(&self, feed: &crate::runner::Feed, node: &str) {
+        match self {
+            Self::Service(svc) => feed.on_service(svc),
+            Self::Slice(slice) => feed.on_slice(slice),
+            Self::Node(n) if n.metadata.name.as_deref() == Some(node) => feed.on_node(n),
+            Self::Node(_) => {}
+        }
+    }
+
     pub(super) fn key(&self) -> ObjKey {
         let (kind, meta) = match self {
             Self::Service(o) => ("Service", &o.metadata),
@@ -36,13 +50,15 @@ impl Object {
 
 /// The objects of one file, plus notes on skipped documents.
 #[derive(Debug, Default)]
-pub(super) struct Parsed {
-    pub(super) objects: Vec<Object>,
-    pub(super) notes: Vec<String>,
+pub struct Parsed {
+    /// The Services, EndpointSlices and Nodes, in file order.
+    pub objects: Vec<Object>,
+    /// What was skipped, and why.
+    pub notes: Vec<String>,
 }
 
 /// Parses a file's text; `Err` is the reason the file is bad.
-pub(super) fn parse(text: &str) -> Result<Parsed, String> {
+pub fn parse(text: &str) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value =

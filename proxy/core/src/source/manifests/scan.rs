@@ -135,7 +135,7 @@ impl Scanner {
         for (key, (path, object)) in wanted {
             if changed.contains(path) || self.applied.get(&key) != Some(path) {
                 report.applied += 1;
-                feed_object(feed, object, node);
+                object.feed(feed, node);
             }
             applied.insert(key, path.clone());
         }
@@ -175,15 +175,6 @@ fn read(path: &Path) -> Result<(Vec<Object>, Vec<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let parsed = parse(&text)?;
     Ok((parsed.objects, parsed.notes))
-}
-
-fn feed_object(feed: &Feed, object: &Object, node: &str) {
-    match object {
-        Object::Service(svc) => feed.on_service(svc),
-        Object::Slice(slice) => feed.on_slice(slice),
-        Object::Node(n) if n.metadata.name.as_deref() == Some(node) => feed.on_node(n),
-        Object::Node(_) => {}
-    }
 }
 
 fn delete(feed: &Feed, (kind, namespace, name): &ObjKey) {
