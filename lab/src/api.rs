@@ -46,6 +46,11 @@ impl Api {
         self.call("PUT", path, Some(obj))
     }
 
+    /// DELETEs the object at `path`.
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call("DELETE", path, None)
+    }
+
     fn call(&self, method: &str, path: &str, obj: Option<&Value>) -> anyhow::Result<Value> {
         let body = obj.map(Value::to_string);
         let resp = http::request(self.addr, method, path, body.as_deref(), TIMEOUT)?;

@@ -9,8 +9,6 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::up::network::SERVICE_CIDR;
-
 /// The binaries the lab runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Binaries {
@@ -117,18 +115,21 @@ pub(crate) fn overlay_cmd(
     cmd
 }
 
-/// `sluice-proxy` for `node` with kube-proxy's flags (health and metrics on the node's loopback).
-pub(crate) fn proxy_cmd(bins: &Binaries, node: &str, mode: &str, kubeconfig: &Path) -> Command {
+/// `sluice-proxy` for `node` with kube-proxy's flags (health and metrics on the node's
+/// loopback), the conformance plan's base flags and `extra` ones (which replace a base flag of
+/// the same name).
+pub(crate) fn proxy_cmd(
+    bins: &Binaries,
+    node: &str,
+    mode: &str,
+    kubeconfig: &Path,
+    extra: &[String],
+) -> Command {
     let mut cmd = Command::new(bins.proxy());
-    cmd.args(["--proxy-mode", mode, "--hostname-override", node])
+    cmd.args(["--proxy-mode", mode])
+        .args(sluice_conformance::plan::flags(node, extra))
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args([
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--service-cidr",
-            SERVICE_CIDR,
-        ])
         .args(["--healthz-bind-address", "127.0.0.1:10256"])
         .args(["--metrics-bind-address", "127.0.0.1:10249"])
         .args(["--min-sync-period", "100ms", "--sync-period", "30s"])

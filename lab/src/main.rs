@@ -6,6 +6,7 @@
 
 mod api;
 mod cni;
+mod conformance;
 mod daemons;
 mod demo;
 mod down;
@@ -72,6 +73,19 @@ enum Command {
         #[arg(long, default_value = "lab-demo")]
         name: String,
     },
+    /// Run the Service conformance suite with real traffic in a 2-node lab, print the
+    /// results, remove the lab.
+    Conformance {
+        /// sluice-proxy's --proxy-mode.
+        #[arg(long, default_value = "nftables")]
+        proxy_mode: String,
+        /// Only these scenarios (repeatable; default: all).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Prefix of the lab's namespace names.
+        #[arg(long, default_value = "lab-conf")]
+        name: String,
+    },
     /// The lab daemon (started by `up`).
     #[command(hide = true)]
     Labd {
@@ -83,8 +97,9 @@ enum Command {
     PodServe {
         #[arg(long)]
         name: String,
-        #[arg(long)]
-        port: u16,
+        /// A port to serve on (TCP and UDP); repeatable.
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
     },
 }
 
@@ -106,6 +121,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default = match cli.command {
         Command::Demo { .. } => "/run/sluice-lab-demo",
+        Command::Conformance { .. } => "/run/sluice-lab-conformance",
         _ => labdir::DEFAULT_DIR,
     };
     let root = cli.lab_dir.unwrap_or_else(|| default.into());
@@ -141,8 +157,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
         Command::Curl { name, url } => exec::curl(&dir, &name, &url),
         Command::Demo { name } => Ok(demo::run(dir, Binaries::find(cli.bin_dir)?, name)),
+        Command::Conformance {
+            proxy_mode,
+            scenarios,
+            name,
+        } => Ok(conformance::run(
+            dir,
+            Binaries::find(cli.bin_dir)?,
+            conformance::Options {
+                mode: proxy_mode,
+                only: scenarios,
+                name,
+            },
+        )),
         Command::Labd { underlay } => labd::run(&dir, &underlay).map(|()| ExitCode::SUCCESS),
-        Command::PodServe { name, port } => echo::serve(&name, port).map(|()| ExitCode::SUCCESS),
+        Command::PodServe { name, ports } => echo::serve(&name, &ports).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The lab's wiring, all inside its own namespaces: an underlay namespace holding bridge
-//! `ul0` (with the API server's address), node namespaces attached to it by veths (`eth0`,
-//! `192.168.0.(10+i)/24`, forwarding on, a route for the Service CIDR as a node's default
-//! route would provide), and an "external" client namespace on the same underlay.
+//! `ul0` (with the API server's address, 192.168.0.1), node namespaces attached to it by
+//! veths (`eth0`, `192.168.0.(10+i)/24`, forwarding on, a default route to the underlay as a
+//! node would have one), and an "external" client namespace on the same underlay. The
+//! addresses are the conformance plan's (`sluice_conformance::plan`), of which a two-node lab
+//! is exactly the cluster the scenarios are written for.
 
 use std::net::Ipv4Addr;
 
@@ -13,9 +15,7 @@ use crate::labd::API_IP;
 /// The underlay bridge.
 pub(crate) const BRIDGE: &str = "ul0";
 /// The external client's address on the underlay.
-pub(crate) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 250);
-/// The Service CIDR (the API server's default).
-pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/12";
+pub(crate) const CLIENT_IP: Ipv4Addr = sluice_conformance::plan::CLIENT;
 
 /// Node `i`'s underlay address.
 pub(crate) fn node_ip(i: u8) -> Ipv4Addr {
@@ -32,7 +32,15 @@ impl Lab {
             let node = self.namespace(&format!("node{i}"))?;
             attach(&underlay, &node, &format!("n{i}"), node_ip(i))?;
             node.set_ip_forward(true)?;
-            node.ip(["route", "add", SERVICE_CIDR, "dev", "eth0"])?;
+            node.ip([
+                "route",
+                "add",
+                "default",
+                "via",
+                &API_IP.to_string(),
+                "dev",
+                "eth0",
+            ])?;
         }
         let client = self.namespace("client")?;
         attach(&underlay, &client, "c0", CLIENT_IP)?;

@@ -14,7 +14,7 @@ use sluice_testbed::NetNs;
 use super::Lab;
 use super::network::node_ip;
 use crate::cni::NodeCni;
-use crate::echo::{self, PORT};
+use crate::echo::{self, PORT, PORTS};
 use crate::labdir::PodRecord;
 
 impl Lab {
@@ -55,13 +55,12 @@ impl Lab {
             .add(ns.name(), ns.name())
             .with_context(|| format!("pod {name}"))?;
         let mut cmd = Command::new(self.bins.lab());
-        cmd.arg("--lab-dir").arg(self.dir.root()).args([
-            "pod-serve",
-            "--name",
-            name,
-            "--port",
-            &PORT.to_string(),
-        ]);
+        cmd.arg("--lab-dir")
+            .arg(self.dir.root())
+            .args(["pod-serve", "--name", name]);
+        for port in PORTS {
+            cmd.args(["--port", &port.to_string()]);
+        }
         self.start(Some(ns.name()), &cmd, &format!("pod-{name}"))?;
         self.api()?.create(
             "/api/v1/namespaces/default/pods",
@@ -78,7 +77,8 @@ impl Lab {
     }
 }
 
-/// The Pod object of a lab pod: running and ready, serving `http` (TCP) and `udp` on [`PORT`].
+/// The Pod object of a lab pod: running and ready, serving `http` (TCP) and `udp` on [`PORT`]
+/// (and the same on the other [`PORTS`], which Services reach by number).
 fn pod_object(name: &str, node: &str, i: u8, ip: std::net::Ipv4Addr) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",

@@ -68,10 +68,12 @@ impl Lab {
         let api = self.api()?;
         for i in 1..=self.opts.nodes {
             let name = format!("node{i}");
+            let zone = format!("zone-{}", char::from(b'a' + (i - 1) % 26));
             let mut node = json!({
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": {
-                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                    "topology.kubernetes.io/zone": zone}},
                 "spec": {},
                 "status": {"addresses": [
                     {"type": "InternalIP", "address": node_ip(i).to_string()},
@@ -135,9 +137,35 @@ impl Lab {
     }
 
     pub(crate) fn proxy(&mut self) -> anyhow::Result<String> {
+        self.start_proxies(&[])?;
+        Ok(format!(
+            "--proxy-mode {} on {} nodes, /healthz 200 on each",
+            self.opts.proxy_mode, self.opts.nodes
+        ))
+    }
+
+    /// Stops every node's proxy and starts it again with `extra` flags (the conformance
+    /// runner's per-scenario settings). The rules stay programmed in between: a restarted
+    /// proxy adopts them.
+    pub(crate) fn restart_proxies(&mut self, extra: &[String]) -> anyhow::Result<()> {
+        for started in self
+            .children
+            .iter_mut()
+            .filter(|s| s.what.starts_with("proxy-"))
+        {
+            let _ = started.child.kill();
+            let _ = started.child.wait();
+        }
+        self.children.retain(|s| !s.what.starts_with("proxy-"));
+        self.start_proxies(extra)
+    }
+
+    /// Starts every node's proxy with `extra` flags and waits for its `/healthz`.
+    fn start_proxies(&mut self, extra: &[String]) -> anyhow::Result<()> {
         let kubeconfig = self.dir.path("kubeconfig.node");
         for node in self.node_names() {
-            let cmd = daemons::proxy_cmd(&self.bins, &node, &self.opts.proxy_mode, &kubeconfig);
+            let mode = &self.opts.proxy_mode;
+            let cmd = daemons::proxy_cmd(&self.bins, &node, mode, &kubeconfig, extra);
             let ns = self.state.ns(&node);
             self.start(Some(&ns), &cmd, &format!("proxy-{node}"))?;
         }
@@ -151,9 +179,6 @@ impl Lab {
                 Ok((r.status == 200).then_some(()))
             })?;
         }
-        Ok(format!(
-            "--proxy-mode {} on {} nodes, /healthz 200 on each",
-            self.opts.proxy_mode, self.opts.nodes
-        ))
+        Ok(())
     }
 }

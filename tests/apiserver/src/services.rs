@@ -37,11 +37,13 @@ fn held(obj: &Value) -> Held {
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok());
-    let ports = ports_of(obj)
+    let mut ports: Vec<u16> = ports_of(obj)
         .iter()
         .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
         .filter_map(|p| u16::try_from(p).ok())
         .collect();
+    ports.sort_unstable();
+    ports.dedup();
     Held { ip, ports }
 }
 
@@ -169,7 +171,8 @@ impl Allocations {
                 .and_then(Value::as_u64)
                 .and_then(|n| u16::try_from(n).ok())
             {
-                Some(n) if already.ports.contains(&n) => continue,
+                // The same node port on ports of other protocols of this Service is allowed.
+                Some(n) if already.ports.contains(&n) || got.ports.contains(&n) => continue,
                 Some(n) => self.ports.claim(n).map(|()| n),
                 None => self.ports.allocate(),
             }
@@ -187,6 +190,23 @@ mod tests {
 
     fn allocs() -> Allocations {
         Allocations::new("10.96.0.0/12".parse().unwrap(), 30000..=32767)
+    }
+
+    #[test]
+    fn one_node_port_serves_a_services_tcp_and_udp_ports() {
+        let mut a = allocs();
+        let mut svc = json!({"spec": {"type": "NodePort", "ports": [
+            {"name": "t", "port": 53, "protocol": "TCP", "nodePort": 30053},
+            {"name": "u", "port": 53, "protocol": "UDP", "nodePort": 30053}]}});
+        a.on_create(&mut svc).unwrap();
+        let mut other = json!({"spec": {"type": "NodePort", "ports": [
+            {"port": 80, "nodePort": 30053}]}});
+        assert!(
+            a.on_create(&mut other).is_err(),
+            "another Service cannot take it"
+        );
+        a.release(&svc);
+        a.on_create(&mut other).unwrap();
     }
 
     #[test]

@@ -44,11 +44,17 @@ impl Reply {
     }
 
     /// Parses an answer line.
+    /// A fourth word (the lab's echo adds the address the server was reached at) is allowed
+    /// and ignored.
     pub(crate) fn parse(op: &str, text: &str) -> Result<Self> {
         let mut words = text.split_whitespace();
-        let (Some(MAGIC), Some(backend), Some(peer), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
+        let (Some(MAGIC), Some(backend), Some(peer), _, None) = (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) else {
             return Err(Error::protocol(op, format!("{text:?}")));
         };
         let seen_source = peer
@@ -70,6 +76,9 @@ mod tests {
         let peer: SocketAddr = "10.244.1.2:40000".parse().unwrap();
         let line = Reply::encode("web-1", peer);
         let reply = Reply::parse("test", &line).unwrap();
+        let with_local = format!("{} 10.244.1.2:8080", line.trim_end());
+        assert_eq!(Reply::parse("test", &with_local).unwrap(), reply);
+        assert!(Reply::parse("test", &format!("{with_local} extra")).is_err());
         assert_eq!(reply.backend, "web-1");
         assert_eq!(reply.seen_source, peer);
     }
