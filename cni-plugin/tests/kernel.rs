@@ -1,6 +1,6 @@
 //! The plugin on a real kernel, run as a runtime runs it: exec'd inside a node namespace with
 //! the `CNI_*` environment, attaching pod namespaces. Items of the conformance checklist
-//! (shared/reference/cni.md §9) are named in each test.
+//! (cni-plugin/CONFORMANCE.md) are named in each test.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Sluice's kernel-side eBPF programs.
 //!
 //! Built only for `bpfel-unknown-none` (nightly `-Z build-std=core` + bpf-linker, see
-//! `shared/reference/ebpf.md`); that is why this crate is outside the workspace's
+//! `ebpf/README.md`); that is why this crate is outside the workspace's
 //! `default-members`. For the host target it compiles to a tiny binary that says so, which
 //! keeps `cargo clippy --workspace` working on machines without the eBPF toolchain.
 //! The programs themselves (socket-LB `cgroup/connect4`, tc NodePort) arrive with the eBPF

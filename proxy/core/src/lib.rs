@@ -1,9 +1,7 @@
-//! The part of `sluice-proxy` every dataplane backend shares: kube-proxy's
-//! change tracking and endpoint semantics, pure and unit-tested, with no I/O.
-//!
-//! Backends (nftables, iptables, IPVS, eBPF) must program the same verdicts for
-//! the same API objects and should only redo the Service ports that changed.
-//! So the decisions live here, once:
+//! The part of `sluice-proxy` every dataplane backend shares. Backends (nftables, iptables,
+//! IPVS, eBPF) must program the same verdicts for the same API objects and should only redo
+//! the Service ports that changed, so the decisions live here, once, as pure code with
+//! upstream's test tables; around them the daemon's shared machinery:
 //!
 //! - [`ProxyState`] (one per address family): fed by the watch handlers
 //!   ([`ProxyState::on_service`], [`ProxyState::on_slice`],
@@ -15,7 +13,14 @@
 //! - [`topology`]: kube-proxy's `CategorizeEndpoints` (ready first,
 //!   terminating fallback, topology hints, REJECT vs DROP), also reachable as
 //!   [`Snapshot::categorize`];
-//! - [`config`]: the family, node and proxy name a state serves.
+//! - [`config`]: the family, node and proxy name a state serves;
+//! - [`backend`]: the seam every dataplane crate implements, and the recording fake;
+//! - [`runner`]: the bounded-frequency sync loop that drives a backend;
+//! - [`source`]: the Kubernetes watch and `--manifests-dir` (the I/O that feeds the model);
+//! - [`explain`], [`health`], [`healthcheck`], [`metrics`], [`conntrack`] (the UDP
+//!   reconciliation policy), [`flags`] and [`config_file`].
+//!
+//! Kernel I/O is not here: each dataplane crate owns its kernel interface.
 
 pub mod backend;
 mod changes;
