@@ -164,21 +164,37 @@ impl Allocations {
         let Some(Value::Array(ports)) = obj.pointer_mut("/spec/ports") else {
             return Ok(());
         };
+        // Node ports this Service names, with the protocols that use them: one node port may
+        // serve a TCP and a UDP port of the Service (Kubernetes allows it), not two of one
+        // protocol.
+        let mut used: Vec<(u16, String)> = Vec::new();
         for (i, p) in ports.iter_mut().enumerate() {
             let field = format!("spec.ports[{i}].nodePort");
-            let port = match p
+            let protocol = p["protocol"].as_str().unwrap_or("TCP").to_owned();
+            let requested = p
                 .get("nodePort")
                 .and_then(Value::as_u64)
-                .and_then(|n| u16::try_from(n).ok())
-            {
-                // The same node port on ports of other protocols of this Service is allowed.
-                Some(n) if already.ports.contains(&n) || got.ports.contains(&n) => continue,
-                Some(n) => self.ports.claim(n).map(|()| n),
-                None => self.ports.allocate(),
+                .and_then(|n| u16::try_from(n).ok());
+            let fresh = match requested {
+                Some(n) if already.ports.contains(&n) || got.ports.contains(&n) => None,
+                Some(n) => Some(self.ports.claim(n).map(|()| n)),
+                None => Some(self.ports.allocate()),
+            };
+            let held = fresh.is_none();
+            let port = match fresh {
+                None => requested.unwrap_or_default(),
+                Some(r) => r.map_err(|e| invalid(&field, &e))?,
+            };
+            if !held {
+                got.ports.push(port);
+                p["nodePort"] = json!(port);
             }
-            .map_err(|e| invalid(&field, &e))?;
-            got.ports.push(port);
-            p["nodePort"] = json!(port);
+            if used.contains(&(port, protocol.clone())) {
+                return Err(ApiError::Invalid(format!(
+                    "Service is invalid: {field}: Duplicate value: {port}"
+                )));
+            }
+            used.push((port, protocol));
         }
         Ok(())
     }
