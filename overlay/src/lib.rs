@@ -2,7 +2,8 @@
 //!
 //! flannel turns lease events into kernel add/remove calls and forgets them; anything that
 //! deletes a route, a neighbour or the device afterwards stays broken. Sluice keeps the data
-//! flow one way instead — leases ([`lease`]) → desired kernel state ([`desired`], pure) →
+//! flow one way instead — leases ([`lease`]), checked against this node's configuration
+//! ([`validate`]) → desired kernel state ([`desired`], pure) →
 //! a plan against what netlink reports ([`plan`], pure) → apply — so every reconcile repairs
 //! whatever drifted. The wire formats (etcd lease JSON, node annotations, subnet.env) are
 //! flannel's, so Sluice and flannel nodes can be peers.
@@ -10,6 +11,7 @@
 pub mod allocate;
 pub mod desired;
 mod env_file;
+pub mod etcd_entry;
 pub mod etcd_mgr;
 mod etcd_watch;
 pub mod flags;
@@ -24,6 +26,7 @@ pub mod node_lease;
 pub mod plan;
 pub mod reconcile;
 pub mod sync;
+pub mod validate;
 
 pub use desired::{Computed, Desired, NextHop, Params, compute};
 pub use env_file::subnet_env;

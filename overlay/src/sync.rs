@@ -14,8 +14,9 @@ use tracing::Instrument;
 
 use crate::desired::{Params, compute};
 use crate::kernel::{Kernel, VxlanSpec};
-use crate::lease::Lease;
+use crate::lease::{Lease, subnet_key};
 use crate::reconcile::{Outcome, reconcile};
+use crate::validate::{self, Bounds, Reason, Skipped};
 
 /// Everything a reconcile needs besides the peers.
 pub struct Node<K> {
@@ -29,6 +30,8 @@ pub struct Node<K> {
     pub devices: Vec<VxlanSpec>,
     /// The pod networks (bounds which routes are ours).
     pub networks: Vec<IpNet>,
+    /// What a peer lease is checked against before it is programmed.
+    pub bounds: Bounds,
     /// Whether an underlay address is on our L2 (DirectRouting).
     pub same_l2: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
 }
@@ -42,6 +45,10 @@ pub struct Health {
     pub reconciles: u64,
     /// The last reconcile's error or failures, if any.
     pub last_error: Option<String>,
+    /// Reconciles that failed or left failures.
+    pub failed_reconciles: u64,
+    /// The peer leases (and routes) the last reconcile did not program, and why.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Shared health state.
@@ -51,13 +58,14 @@ impl<K: Kernel> Node<K> {
     /// One reconcile against `peers`, recorded in `health`.
     pub async fn sync(&mut self, peers: &[Lease], health: &SharedHealth) -> Option<Outcome> {
         let span = tracing::info_span!("reconcile", peers = peers.len());
-        let computed = span.in_scope(|| {
-            let computed = compute(&self.own, peers, &self.params, &self.same_l2);
-            for why in &computed.skipped {
-                tracing::warn!("{why}");
-            }
-            computed
-        });
+        let selection = validate::select(&self.bounds, &self.own, peers, &self.params);
+        let computed = compute(&self.own, &selection.peers, &self.params, &self.same_l2);
+        let mut skipped = selection.skipped;
+        skipped.extend(computed.skipped.into_iter().map(|detail| Skipped {
+            lease: String::new(),
+            reason: Reason::Backend,
+            detail,
+        }));
         let result = reconcile(
             &mut self.kernel,
             &self.devices,
@@ -67,8 +75,16 @@ impl<K: Kernel> Node<K> {
         .instrument(span.clone())
         .await;
         let _enter = span.enter();
+        if let Ok(out) = &result {
+            skipped.extend(out.blocked.iter().map(|(dst, proto)| blocked(*dst, *proto)));
+        }
         let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
         h.reconciles += 1;
+        report_skipped(&h.skipped, &skipped);
+        h.skipped = skipped;
+        if !matches!(&result, Ok(out) if out.failures.is_empty()) {
+            h.failed_reconciles += 1;
+        }
         match result {
             Ok(out) if out.failures.is_empty() => {
                 if !out.was_converged() {
@@ -88,6 +104,37 @@ impl<K: Kernel> Node<K> {
                 tracing::warn!("reconcile failed: {e}");
                 None
             }
+        }
+    }
+}
+
+/// A desired route someone else's route is in the way of, as a skipped lease.
+fn blocked(dst: IpNet, proto: u8) -> Skipped {
+    let lease = match dst {
+        IpNet::V4(n) => subnet_key(Some(n), None),
+        IpNet::V6(n) => subnet_key(None, Some(n)),
+    };
+    Skipped {
+        lease,
+        reason: Reason::RouteTaken,
+        detail: format!(
+            "a route to {dst} that this overlay did not make (protocol {proto}) is in the way; left alone"
+        ),
+    }
+}
+
+/// Logs each lease newly skipped (not every reconcile: the period would repeat them forever)
+/// and each that is programmed again.
+fn report_skipped(before: &[Skipped], now: &[Skipped]) {
+    for s in now.iter().filter(|s| !before.contains(s)) {
+        tracing::warn!(reason = s.reason.label(), "{s}");
+    }
+    for s in before
+        .iter()
+        .filter(|b| !now.iter().any(|n| n.lease == b.lease))
+    {
+        if !s.lease.is_empty() {
+            tracing::info!("lease {} is no longer skipped", s.lease);
         }
     }
 }

@@ -13,6 +13,7 @@ use sluice_model::net_conf::BackendType;
 use sluice_overlay::Params;
 use sluice_overlay::kernel::FakeKernel;
 use sluice_overlay::sync::{Health, Node, run};
+use sluice_overlay::validate::Bounds;
 
 fn node() -> Node<FakeKernel> {
     Node {
@@ -25,6 +26,10 @@ fn node() -> Node<FakeKernel> {
         own: lease(1),
         devices: vec![spec(1)],
         networks: vec!["10.244.0.0/16".parse().unwrap()],
+        bounds: Bounds {
+            networks: vec!["10.244.0.0/16".parse().unwrap()],
+            ..Bounds::default()
+        },
         same_l2: Box::new(|_| false),
     }
 }
