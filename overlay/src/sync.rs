@@ -1,7 +1,7 @@
 //! The overlay's control loop: level-triggered, so it only ever asks "given the peers now,
 //! make the kernel right". A new peer set triggers a reconcile at once; a timer triggers one
-//! every period anyway, which is what repairs state someone else deleted. Failed operations
-//! are simply tried again by the next reconcile.
+//! every period anyway, which is what repairs state someone else deleted (the `--ip-masq`
+//! table included). Failed operations are simply tried again by the next reconcile.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -12,9 +12,12 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use sluice_nft::NftKernel;
+
 use crate::desired::{Params, compute};
 use crate::kernel::{Kernel, VxlanSpec};
 use crate::lease::{Lease, subnet_key};
+use crate::masq::{self, MasqNets};
 use crate::reconcile::{Outcome, reconcile};
 use crate::validate::{self, Bounds, Reason, Skipped};
 
@@ -34,6 +37,32 @@ pub struct Node<K> {
     pub bounds: Bounds,
     /// Whether an underlay address is on our L2 (DirectRouting).
     pub same_l2: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// `--ip-masq`: the table each reconcile keeps right, when on.
+    pub masq: Option<Masquerade>,
+}
+
+/// The masquerade table of every family, and the nftables kernel it lives in.
+pub struct Masquerade {
+    /// nftables (netlink, or a fake in tests).
+    pub kernel: Box<dyn NftKernel + Send>,
+    /// One entry per family.
+    pub nets: Vec<MasqNets>,
+}
+
+impl Masquerade {
+    /// Makes every family's table right; returns what failed.
+    pub fn repair(&mut self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for nets in &self.nets {
+            let family = nets.family().keyword();
+            match masq::repair(&mut self.kernel, nets) {
+                Ok(true) => tracing::info!("masquerade table {family} {} written", masq::TABLE),
+                Ok(false) => {}
+                Err(e) => failures.push(format!("masquerade table {family} {}: {e}", masq::TABLE)),
+            }
+        }
+        failures
+    }
 }
 
 /// What the health endpoint reports.
@@ -66,15 +95,25 @@ impl<K: Kernel> Node<K> {
             reason: Reason::Backend,
             detail,
         }));
-        let result = reconcile(
+        let mut result = reconcile(
             &mut self.kernel,
             &self.devices,
             &self.networks,
             &computed.desired,
         )
         .instrument(span.clone())
-        .await;
+        .await
+        .map_err(|e| e.to_string());
         let _enter = span.enter();
+        let masq_failures = self
+            .masq
+            .as_mut()
+            .map(Masquerade::repair)
+            .unwrap_or_default();
+        match &mut result {
+            Ok(out) => out.failures.extend(masq_failures),
+            Err(e) => masq_failures.iter().for_each(|f| *e = format!("{e}; {f}")),
+        }
         if let Ok(out) = &result {
             skipped.extend(out.blocked.iter().map(|(dst, proto)| blocked(*dst, *proto)));
         }
@@ -100,8 +139,8 @@ impl<K: Kernel> Node<K> {
                 Some(out)
             }
             Err(e) => {
-                h.last_error = Some(e.to_string());
                 tracing::warn!("reconcile failed: {e}");
+                h.last_error = Some(e);
                 None
             }
         }

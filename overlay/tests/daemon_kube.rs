@@ -583,3 +583,79 @@ fn unusable_files_and_settings_are_clear_fatal_errors() {
         "the FIFO was replaced"
     );
 }
+
+/// Issue 11: `--ip-masq` programs its table through netlink (no `nft` process) and the
+/// periodic reconcile repairs it: someone deleting the table, one of its rules, or adding a
+/// rule of their own to it is undone within a reconcile period.
+#[test]
+fn the_masquerade_table_is_repaired_like_the_rest_of_the_overlay() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let d1 = api.daemon(n1, &["--ip-masq"]);
+    let _d2 = api.daemon(n2, &[]);
+    let list = || {
+        n1.ns()
+            .exec(["nft", "-a", "list", "table", "ip", "sluice-overlay"])
+            .unwrap_or_default()
+    };
+    let whole = || {
+        let t = list();
+        t.matches("masquerade fully-random").count() == 2
+            && t.matches(" accept ").count() == 2
+            && !t.contains("drop")
+    };
+    eventually("the masquerade table", whole);
+    let before = list();
+
+    n1.ns()
+        .exec(["nft", "delete", "table", "ip", "sluice-overlay"])
+        .unwrap();
+    eventually("table deleted: rebuilt", whole);
+
+    let handle = list()
+        .lines()
+        .find(|l| l.contains("masquerade"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .map(|h| h.trim().to_owned())
+        .unwrap();
+    n1.ns()
+        .exec([
+            "nft",
+            "delete",
+            "rule",
+            "ip",
+            "sluice-overlay",
+            "postrouting",
+            "handle",
+            &handle,
+        ])
+        .unwrap();
+    eventually("rule deleted: rebuilt", whole);
+
+    n1.ns()
+        .exec([
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "sluice-overlay",
+            "forward",
+            "drop",
+        ])
+        .unwrap();
+    eventually("foreign rule removed", whole);
+    let strip = |t: &str| -> String {
+        t.lines()
+            .map(|l| l.split(" # handle").next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&list()), strip(&before), "{}", d1.log_tail(20));
+    assert!(
+        d1.logs()
+            .contains("masquerade table ip sluice-overlay written")
+    );
+}

@@ -199,6 +199,7 @@ fn node() -> Node<FakeKernel> {
         networks: vec![net("10.244.0.0/16")],
         bounds: bounds(true),
         same_l2: Box::new(|_| false),
+        masq: None,
     }
 }
 

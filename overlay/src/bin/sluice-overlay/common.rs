@@ -5,9 +5,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -17,9 +15,9 @@ use sluice_model::net_conf::{BackendType, MIN_MTU, MIN_MTU_V6, NetConf};
 use sluice_overlay::allocate::Ranges;
 use sluice_overlay::flags::Flags;
 use sluice_overlay::kernel::VxlanSpec;
-use sluice_overlay::masq::{self, MasqNets};
+use sluice_overlay::masq::MasqNets;
 use sluice_overlay::netlink_kernel::{NetlinkKernel, Underlay, deletions};
-use sluice_overlay::sync::{Health, Node, run};
+use sluice_overlay::sync::{Health, Masquerade, Node, run};
 use sluice_overlay::validate::Bounds;
 use sluice_overlay::{Lease, LeaseAttrs, Mac, Params, health, subnet_env};
 
@@ -224,14 +222,27 @@ pub(crate) async fn serve(
             .map(IpNet::V6)
             .zip(lease.ipv6_subnet.map(IpNet::V6)),
     ];
-    if flags.ip_masq {
-        for (network, pod_cidr) in families.iter().flatten() {
-            nft(&masq::render(&MasqNets {
+    let masq = if flags.ip_masq {
+        let nets = families
+            .iter()
+            .flatten()
+            .map(|(network, pod_cidr)| MasqNets {
                 network: *network,
                 pod_cidr: *pod_cidr,
-            }))?;
+            })
+            .collect();
+        let kernel = sluice_nft::Netlink::open().context("open nftables netlink")?;
+        let mut masq = Masquerade {
+            kernel: Box::new(kernel),
+            nets,
+        };
+        if let Some(e) = masq.repair().into_iter().next() {
+            bail!("{e}");
         }
-    }
+        Some(masq)
+    } else {
+        None
+    };
     let devices = setup.devices(&lease, conf, macs);
     let (under4, under6) = (setup.underlay.addr, setup.underlay.addr6);
     let networks: Vec<IpNet> = families.iter().flatten().map(|(n, _)| *n).collect();
@@ -254,6 +265,7 @@ pub(crate) async fn serve(
             IpAddr::V4(a) => under4.is_some_and(|n| n.trunc().contains(&a)),
             IpAddr::V6(a) => under6.is_some_and(|n| n.trunc().contains(&a)),
         }),
+        masq,
     };
     let health = Arc::new(Mutex::new(Health::default()));
     if flags.healthz_port != 0 {
@@ -268,24 +280,4 @@ pub(crate) async fn serve(
     let nudges = deletions().context("watch netlink for deletions")?;
     run(node, peers, nudges, flags.reconcile_period, health).await;
     bail!("the peer source ended")
-}
-
-/// Loads an nft script in one transaction (`nft -f -`).
-fn nft(script: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run nft")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("nft -f: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }
