@@ -12,19 +12,26 @@ pub mod allocate;
 pub mod desired;
 mod env_file;
 pub mod etcd_entry;
+#[cfg(feature = "daemon")]
 pub mod etcd_mgr;
+#[cfg(feature = "daemon")]
 mod etcd_watch;
+#[cfg(feature = "daemon")]
 pub mod flags;
+#[cfg(feature = "daemon")]
 pub mod health;
 pub mod kernel;
+#[cfg(feature = "daemon")]
 pub mod kube_mgr;
 pub mod lease;
 pub mod mac;
 pub mod masq;
+#[cfg(feature = "daemon")]
 pub mod netlink_kernel;
 pub mod node_lease;
 pub mod plan;
 pub mod reconcile;
+#[cfg(feature = "daemon")]
 pub mod sync;
 pub mod validate;
 
