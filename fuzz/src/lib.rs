@@ -15,8 +15,11 @@ pub use cni::{cni_config, cni_env};
 pub use flannel::{net_conf, subnet_env};
 pub use leases::{etcd_leases, node_annotations};
 
+/// A fuzz target: arbitrary bytes in, a panic on anything that must not happen.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the corpus directories are named.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("cni_config", cni_config),
     ("cni_env", cni_env),
     ("subnet_env", subnet_env),

@@ -150,7 +150,11 @@ fn values_that_could_never_work_are_rejected_at_start() {
 /// configuration back was not the identity the module promises.
 #[test]
 fn numbers_in_unknown_keys_survive_a_round_trip() {
-    for n in ["233333333333333333333333333333333333333333333333335", "2.3333333333333338e+50", "0.1"] {
+    for n in [
+        "233333333333333333333333333333333333333333333333335",
+        "2.3333333333333338e+50",
+        "0.1",
+    ] {
         let text = format!(r#"{{"Network":"10.244.0.0/16","Extra":{n}}}"#);
         let conf = NetConf::parse(&text).unwrap();
         let again = NetConf::parse(&conf.to_string()).unwrap();
