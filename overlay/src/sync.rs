@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use sluice_nft::NftKernel;
 
-use crate::desired::{Params, compute};
+use crate::desired::{Desired, Params, compute};
 use crate::kernel::{Kernel, VxlanSpec};
 use crate::lease::{Lease, subnet_key};
 use crate::masq::{self, MasqNets};
@@ -87,6 +87,21 @@ impl<K: Kernel> Node<K> {
     /// One reconcile against `peers`, recorded in `health`.
     pub async fn sync(&mut self, peers: &[Lease], health: &SharedHealth) -> Option<Outcome> {
         let span = tracing::info_span!("reconcile", peers = peers.len());
+        let (desired, mut skipped) = self.desire(peers);
+        let mut result = reconcile(&mut self.kernel, &self.devices, &self.networks, &desired)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| e.to_string());
+        let _enter = span.enter();
+        self.repair_masq(&mut result);
+        if let Ok(out) = &result {
+            skipped.extend(out.blocked.iter().map(|(dst, proto)| blocked(*dst, *proto)));
+        }
+        record(health, result, skipped)
+    }
+
+    /// The state the valid peers call for, and the peers skipped.
+    fn desire(&self, peers: &[Lease]) -> (Desired, Vec<Skipped>) {
         let selection = validate::select(&self.bounds, &self.own, peers, &self.params);
         let computed = compute(&self.own, &selection.peers, &self.params, &self.same_l2);
         let mut skipped = selection.skipped;
@@ -95,54 +110,52 @@ impl<K: Kernel> Node<K> {
             reason: Reason::Backend,
             detail,
         }));
-        let mut result = reconcile(
-            &mut self.kernel,
-            &self.devices,
-            &self.networks,
-            &computed.desired,
-        )
-        .instrument(span.clone())
-        .await
-        .map_err(|e| e.to_string());
-        let _enter = span.enter();
-        let masq_failures = self
-            .masq
-            .as_mut()
-            .map(Masquerade::repair)
-            .unwrap_or_default();
-        match &mut result {
-            Ok(out) => out.failures.extend(masq_failures),
-            Err(e) => masq_failures.iter().for_each(|f| *e = format!("{e}; {f}")),
-        }
-        if let Ok(out) = &result {
-            skipped.extend(out.blocked.iter().map(|(dst, proto)| blocked(*dst, *proto)));
-        }
-        let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
-        h.reconciles += 1;
-        report_skipped(&h.skipped, &skipped);
-        h.skipped = skipped;
-        if !matches!(&result, Ok(out) if out.failures.is_empty()) {
-            h.failed_reconciles += 1;
-        }
+        (computed.desired, skipped)
+    }
+
+    /// Repairs the masquerade tables; a failure counts against the reconcile.
+    fn repair_masq(&mut self, result: &mut Result<Outcome, String>) {
+        let Some(masq) = self.masq.as_mut() else {
+            return;
+        };
+        let failures = masq.repair();
         match result {
-            Ok(out) if out.failures.is_empty() => {
-                if !out.was_converged() {
-                    tracing::info!(?out, "overlay repaired or updated");
-                }
-                h.last_ok = Some(Instant::now());
-                h.last_error = None;
-                Some(out)
+            Ok(out) => out.failures.extend(failures),
+            Err(e) => failures.iter().for_each(|f| *e = format!("{e}; {f}")),
+        }
+    }
+}
+
+/// Records a reconcile's outcome in `health` and logs it.
+fn record(
+    health: &SharedHealth,
+    result: Result<Outcome, String>,
+    skipped: Vec<Skipped>,
+) -> Option<Outcome> {
+    let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+    h.reconciles += 1;
+    report_skipped(&h.skipped, &skipped);
+    h.skipped = skipped;
+    match result {
+        Ok(out) if out.failures.is_empty() => {
+            if !out.was_converged() {
+                tracing::info!(?out, "overlay repaired or updated");
             }
-            Ok(out) => {
-                h.last_error = Some(out.failures.join("; "));
-                tracing::warn!(failures = ?out.failures, "reconcile incomplete, retrying next period");
-                Some(out)
-            }
-            Err(e) => {
-                tracing::warn!("reconcile failed: {e}");
-                h.last_error = Some(e);
-                None
-            }
+            h.last_ok = Some(Instant::now());
+            h.last_error = None;
+            Some(out)
+        }
+        Ok(out) => {
+            h.failed_reconciles += 1;
+            h.last_error = Some(out.failures.join("; "));
+            tracing::warn!(failures = ?out.failures, "reconcile incomplete, retrying next period");
+            Some(out)
+        }
+        Err(e) => {
+            h.failed_reconciles += 1;
+            tracing::warn!("reconcile failed: {e}");
+            h.last_error = Some(e);
+            None
         }
     }
 }
