@@ -1,5 +1,5 @@
 //! The loosely typed parts of the configuration (`dns`, `ipam`, `runtimeConfig`, `args`,
-//! paths), checked for the types the spec gives them.
+//! `prevResult`, paths), checked for the types the spec gives them.
 //!
 //! They are kept as JSON because the spec lets runtimes and other plugins add keys Sluice
 //! does not know; but the keys Sluice does read must have their spec type, or the plugin
@@ -17,7 +17,7 @@ use crate::error::CniError;
 /// Checks every loosely typed key of `conf`.
 pub(crate) fn check(conf: &NetConf) -> Result<(), CniError> {
     if let Some(dns) = &conf.dns {
-        check_dns(dns)?;
+        check_dns("dns", dns)?;
     }
     match &conf.ipam {
         Value::Null => {}
@@ -41,18 +41,46 @@ pub(crate) fn check(conf: &NetConf) -> Result<(), CniError> {
     }
     capabilities("runtimeConfig", &conf.runtime_config)?;
     object("args", &conf.args)?;
-    capabilities("args.cni", &conf.args["cni"])
+    capabilities("args.cni", &conf.args["cni"])?;
+    if let Some(prev) = &conf.prev_result {
+        check_prev_result(prev)?;
+    }
+    Ok(())
 }
 
-/// The spec's DNS object: `nameservers`, `search`, `options` lists of strings, `domain` a
-/// string (other keys pass through).
-fn check_dns(dns: &Value) -> Result<(), CniError> {
-    object("dns", dns)?;
-    for key in ["nameservers", "search", "options"] {
-        strings(&format!("dns.{key}"), &dns[key])?;
+/// A previous plugin's result, whose lists ADD extends and whose `dns` it passes on.
+fn check_prev_result(prev: &Value) -> Result<(), CniError> {
+    if !prev.is_object() {
+        return Err(invalid("prevResult", "must be an object"));
+    }
+    for key in ["interfaces", "ips", "routes"] {
+        let ok = match &prev[key] {
+            Value::Null => true,
+            Value::Array(items) => items.iter().all(Value::is_object),
+            _ => false,
+        };
+        if !ok {
+            return Err(invalid(
+                &format!("prevResult.{key}"),
+                "must be a list of objects",
+            ));
+        }
+    }
+    if !prev["dns"].is_null() {
+        check_dns("prevResult.dns", &prev["dns"])?;
+    }
+    Ok(())
+}
+
+/// The spec's DNS object at `key`: `nameservers`, `search`, `options` lists of strings,
+/// `domain` a string (other keys pass through).
+fn check_dns(key: &str, dns: &Value) -> Result<(), CniError> {
+    object(key, dns)?;
+    for list in ["nameservers", "search", "options"] {
+        strings(&format!("{key}.{list}"), &dns[list])?;
     }
     if !(dns["domain"].is_null() || dns["domain"].is_string()) {
-        return Err(invalid("dns.domain", "must be a string"));
+        return Err(invalid(&format!("{key}.domain"), "must be a string"));
     }
     Ok(())
 }
@@ -129,6 +157,9 @@ mod tests {
             ),
             (r#""args":{"cni":{"mac":["x"]}}"#, "args.cni.mac"),
             (r#""args":[]"#, "args:"),
+            (r#""prevResult":{"dns":44}"#, "prevResult.dns:"),
+            (r#""prevResult":{"routes":[1]}"#, "prevResult.routes"),
+            (r#""prevResult":[]"#, "prevResult:"),
         ] {
             let msg = error(extra);
             assert!(msg.contains(key), "{extra}: {msg}");

@@ -133,6 +133,15 @@ fn values_of_the_wrong_type_are_invalid_config() {
         (json!({"runtimeConfig": {"mac": 5}}), "runtimeConfig.mac"),
         (json!({"args": {"cni": {"ips": [7]}}}), "args.cni.ips"),
         (json!({"name": "n".repeat(200)}), "name"),
+        // Found by the cni_config fuzz target: a previous plugin's `dns` was passed on.
+        (
+            json!({"prevResult": {"cniVersion": "1.0.0", "dns": 44}}),
+            "prevResult.dns",
+        ),
+        (
+            json!({"prevResult": {"cniVersion": "1.0.0", "ips": "x"}}),
+            "prevResult.ips",
+        ),
     ];
     for (extra, key) in cases {
         let out = add_with(&node, extra.clone());
