@@ -298,3 +298,46 @@ fn gc_removes_masquerade_entries_nobody_holds() {
         BTreeSet::from(["10.244.1.2".to_owned()])
     );
 }
+
+/// `logFile` naming a FIFO nobody reads used to block every invocation forever (opening a
+/// FIFO for writing waits for a reader); only a regular file (or none yet) is logged to.
+#[test]
+fn a_log_file_that_is_no_regular_file_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("cni.log");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "sluice", "logFile": fifo});
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.is_some_and(|s| s.success()), "blocked on the FIFO");
+}
