@@ -659,3 +659,48 @@ fn the_masquerade_table_is_repaired_like_the_rest_of_the_overlay() {
             .contains("masquerade table ip sluice-overlay written")
     );
 }
+
+/// A dual-stack peer (IPv6 podCIDR, public-ipv6, backend-v6-data, as flannel writes them) next
+/// to a node running IPv4 only: its IPv4 subnet is routed, its IPv6 one ignored. The IPv6
+/// route used to be programmed via a `flannel-v6.1` this node does not have, failing every
+/// reconcile (and /healthz) for good. Found while writing the lease validation.
+#[test]
+fn a_dual_stack_peer_next_to_an_ipv4_only_node_is_routed_for_ipv4() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    api.add_node(n1, "10.244.1.0/24", json!({}));
+    api.server
+        .create(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n2.name(), "annotations": {
+                format!("{ANN}/kube-subnet-manager"): "true",
+                format!("{ANN}/backend-type"): "vxlan",
+                format!("{ANN}/public-ip"): "192.168.0.12",
+                format!("{ANN}/public-ipv6"): "fd00:192:168::12",
+                format!("{ANN}/backend-data"): r#"{"VNI":1,"VtepMAC":"0e:aa:bb:cc:dd:02"}"#,
+                format!("{ANN}/backend-v6-data"): r#"{"VNI":1,"VtepMAC":"0e:aa:bb:cc:dd:03"}"#,
+            }},
+            "spec": {"podCIDR": "10.244.2.0/24", "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}}))
+        .unwrap();
+    let d1 = api.daemon(
+        n1,
+        &["--healthz-ip", "127.0.0.1", "--healthz-port", "10261"],
+    );
+    eventually("route to the peer's IPv4 subnet", || {
+        n1.ns()
+            .ip(["route", "show", "10.244.2.0/24"])
+            .unwrap()
+            .contains("flannel.1")
+    });
+    std::thread::sleep(Duration::from_secs(3)); // two periods and one more
+    let addr = SocketAddr::from(([127, 0, 0, 1], 10261));
+    let health = n1
+        .ns()
+        .run(|| {
+            sluice_testbed::http::request(addr, "GET", "/healthz", None, Duration::from_secs(2))
+        })
+        .unwrap();
+    let status = health.as_ref().map(|r| r.status).ok();
+    assert_eq!(status, Some(200), "{health:?}\n{}", d1.log_tail(20));
+}
