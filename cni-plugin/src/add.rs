@@ -1,7 +1,8 @@
 //! ADD: bridge + veth + address + routes in one exec. Addresses are reserved first (under the
 //! store's lock, released before any netlink work so parallel ADDs overlap); if anything after
 //! that fails, the reservation is released and the host end deleted, so a failed ADD leaks
-//! nothing.
+//! nothing. The whole ADD holds its attachment's lock, so a DEL or another ADD of the same
+//! attachment waits rather than interleaving with it.
 
 use std::net::IpAddr;
 
@@ -9,11 +10,11 @@ use ipnet::IpNet;
 use serde_json::Value;
 use sluice_model::subnet_env::SubnetEnv;
 
-use crate::attach::{Who, subnet_env};
+use crate::attach::{Who, alias_held, subnet_env};
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{CniError, Code};
-use crate::ipam::Store;
+use crate::ipam::{AttachmentLock, Store};
 use crate::masq;
 use crate::netns::NetNs;
 use crate::nl::{Link, Netlink, NlError, Route, VethSpec};
@@ -23,6 +24,7 @@ use crate::result::{Attachment, Interface};
 /// Runs ADD and returns the result JSON.
 pub(crate) fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let who = Who::of(env);
+    let _one_at_a_time = AttachmentLock::take(&conf.ipam_dir(), &conf.name, who.id, who.ifname)?;
     let netns_path = env.netns.as_deref().unwrap_or_default();
     let senv = subnet_env(conf)?;
     let plan = Plan::new(conf, &senv)?;
@@ -316,16 +318,11 @@ fn clear_released_pair(
     let store = Store::lock(&conf.ipam_dir(), &conf.name)?;
     let mut outcome = Clear::Blocked;
     for link in &candidates {
-        let Some((id, ifname)) = link
-            .alias
-            .as_deref()
-            .and_then(|a| a.strip_prefix(&prefix))
-            .and_then(|o| o.split_once(':'))
-        else {
+        let Some(alias) = link.alias.as_deref().filter(|a| a.starts_with(&prefix)) else {
             continue;
         };
-        let same = id == who.id && ifname == who.ifname;
-        if same || store.held(id, ifname)?.is_empty() {
+        let same = alias == who.alias(&conf.name);
+        if same || !alias_held(&store, &conf.name, alias)? {
             // Gone already (its teardown finished meanwhile) counts as cleared too.
             host.delete_link(&link.name)?;
             outcome = Clear::Removed;

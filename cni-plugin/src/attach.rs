@@ -6,7 +6,7 @@ use sluice_model::subnet_env::SubnetEnv;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{CniError, Code};
-use crate::ipam::IpamError;
+use crate::ipam::{IpamError, Store};
 use crate::netns::NetNsError;
 use crate::nl::NlError;
 
@@ -36,14 +36,39 @@ impl<'a> Who<'a> {
         format!("veth{:08x}", hash as u32)
     }
 
-    /// The host end's alias, which GC reads back to know whose veth it is.
+    /// The host end's alias, which GC and ADD read back to know whose veth it is:
+    /// `sluice:<network>:<containerID>:<ifname>`, or with `#<hash of the ID>` in place of an
+    /// ID too long for the kernel's 255 bytes. Compared whole, never parsed, so both forms
+    /// identify the attachment.
     pub(crate) fn alias(&self, network: &str) -> String {
-        format!("{ALIAS_PREFIX}{network}:{}:{}", self.id, self.ifname)
+        let full = format!("{ALIAS_PREFIX}{network}:{}:{}", self.id, self.ifname);
+        if full.len() <= MAX_ALIAS {
+            return full;
+        }
+        let hash = fnv64(self.id.as_bytes());
+        format!("{ALIAS_PREFIX}{network}:#{hash:016x}:{}", self.ifname)
     }
 }
 
 /// Prefix of every alias Sluice sets.
 pub(crate) const ALIAS_PREFIX: &str = "sluice:";
+/// The longest alias the kernel keeps (`IFALIASZ` less the terminating NUL).
+const MAX_ALIAS: usize = 255;
+
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether a host link's `alias` is that of an attachment of `network` holding an address
+/// in `store` (a link nobody holds is a leftover, free to remove).
+pub(crate) fn alias_held(store: &Store, network: &str, alias: &str) -> Result<bool, IpamError> {
+    Ok(store.owners()?.iter().any(|(id, ifname)| {
+        let who = Who { id, ifname };
+        who.alias(network) == alias
+    }))
+}
 
 /// Reads subnet.env; absent or unreadable means the overlay is not up yet: try again later.
 pub(crate) fn subnet_env(conf: &NetConf) -> Result<SubnetEnv, CniError> {
@@ -70,7 +95,11 @@ impl From<IpamError> for CniError {
 
 impl From<NetNsError> for CniError {
     fn from(e: NetNsError) -> Self {
-        CniError::new(Code::Internal, e.to_string())
+        let code = match e {
+            NetNsError::NotNetwork { .. } => Code::InvalidEnv,
+            _ => Code::Internal,
+        };
+        CniError::new(code, e.to_string())
     }
 }
 
@@ -92,5 +121,13 @@ mod tests {
         assert_ne!(a.host_veth(), b.host_veth());
         assert!(a.host_veth().len() <= 15);
         assert_eq!(a.alias("cbr0"), "sluice:cbr0:c1:eth0");
+        let id = "x".repeat(300);
+        let long = Who {
+            id: &id,
+            ifname: "eth0",
+        };
+        let alias = long.alias(&"n".repeat(128));
+        assert!(alias.len() <= MAX_ALIAS, "{}", alias.len());
+        assert!(alias.ends_with(":eth0") && alias.contains(":#"), "{alias}");
     }
 }

@@ -8,7 +8,7 @@ use crate::attach::Who;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{CniError, Code};
-use crate::ipam::Store;
+use crate::ipam::{AttachmentLock, Store};
 use crate::netns::NetNs;
 use crate::nl::Netlink;
 use crate::result::Expected;
@@ -16,6 +16,7 @@ use crate::result::Expected;
 /// Runs CHECK.
 pub(crate) fn check(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let who = Who::of(env);
+    let _one_at_a_time = AttachmentLock::take(&conf.ipam_dir(), &conf.name, who.id, who.ifname)?;
     let path = env.netns.as_deref().unwrap_or_default();
     let prev = conf
         .prev_result

@@ -1,6 +1,10 @@
 //! The network configuration on stdin: Sluice's own keys and flannel's (`subnetFile`,
 //! `dataDir`, `delegate {…}`), so a flannel conflist works unchanged with `"type": "flannel"`
-//! or `"type": "sluice"`. Unknown keys are allowed, as runtimes pass them through.
+//! or `"type": "sluice"`. Unknown keys are allowed, as runtimes pass them through; a known
+//! key with a value of the wrong type is invalid (code 7) rather than silently ignored — a
+//! `"dns": 123` copied into the result makes the result invalid, an empty `ipam.dataDir`
+//! would put the store in whatever directory the runtime runs in. Paths must be absolute
+//! for the same reason.
 
 use std::path::PathBuf;
 
@@ -15,6 +19,12 @@ pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
 /// host-local's default store.
 pub const DEFAULT_IPAM_DIR: &str = "/var/lib/cni/networks";
+/// The largest configuration read from stdin (a GC's list of every attachment on a big node
+/// fits many times).
+pub const MAX_BYTES: usize = 1 << 20;
+/// The longest network name: it is a directory name in the store and part of every host
+/// link's alias, which the kernel caps at 255 bytes.
+pub const MAX_NAME: usize = 128;
 
 /// flannel's `delegate` object: the bridge plugin's keys Sluice honours.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -79,6 +89,14 @@ pub struct NetConf {
     // parse here is logged too.
 }
 
+/// An invalid-configuration error about `key`.
+pub(crate) fn invalid(key: &str, problem: &str) -> CniError {
+    CniError::new(
+        Code::InvalidConfig,
+        format!("invalid network configuration: {key}: {problem}"),
+    )
+}
+
 /// One attachment GC must keep.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +133,13 @@ impl NetConf {
                 format!("invalid network name {:?}", self.name),
             ));
         }
+        if self.name.len() > MAX_NAME {
+            return Err(invalid(
+                "name",
+                &format!("{} bytes long; at most {MAX_NAME}", self.name.len()),
+            ));
+        }
+        crate::config_types::check(self)?;
         if self
             .bridge_settings()
             .mtu
@@ -155,7 +180,7 @@ impl NetConf {
             .unwrap_or_else(|| DEFAULT_SUBNET_FILE.into())
     }
 
-    /// The IPAM store's root (`ipam.dataDir`, default host-local's).
+    /// The IPAM store's root (`ipam.dataDir`, default host-local's; validated by `parse`).
     pub fn ipam_dir(&self) -> PathBuf {
         self.ipam["dataDir"]
             .as_str()

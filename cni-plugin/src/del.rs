@@ -9,7 +9,7 @@ use crate::attach::Who;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::CniError;
-use crate::ipam::Store;
+use crate::ipam::{AttachmentLock, Store};
 use crate::masq;
 use crate::netns::{NetNs, NetNsError};
 use crate::nl::Netlink;
@@ -17,6 +17,7 @@ use crate::nl::Netlink;
 /// Runs DEL.
 pub(crate) fn del(env: &Env, conf: &NetConf, teardown: &Teardown) -> Result<String, CniError> {
     let who = Who::of(env);
+    let _one_at_a_time = AttachmentLock::take(&conf.ipam_dir(), &conf.name, who.id, who.ifname)?;
     remove_links(conf, &who, env.netns.as_deref(), teardown)?;
     let released = Store::lock(&conf.ipam_dir(), &conf.name)?.release(who.id, who.ifname)?;
     if masq::may_be_on(conf) {

@@ -96,8 +96,21 @@ fn missing(vars: &[&str]) -> CniError {
     )
 }
 
-/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// The longest `CNI_CONTAINERID` accepted (runtimes use 64 hex digits; the spec sets no
+/// limit, but the ID is written into a reservation file that is read with a cap).
+pub const MAX_CONTAINER_ID: usize = 4096;
+
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`MAX_CONTAINER_ID`] bytes.
 fn valid_container_id(id: &str) -> Result<(), CniError> {
+    if id.len() > MAX_CONTAINER_ID {
+        return Err(CniError::new(
+            Code::InvalidEnv,
+            format!(
+                "CNI_CONTAINERID is {} bytes long; at most {MAX_CONTAINER_ID} are accepted",
+                id.len()
+            ),
+        ));
+    }
     let mut chars = id.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));

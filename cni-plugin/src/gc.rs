@@ -1,8 +1,12 @@
 //! GC: release every reservation and host veth of this network whose attachment is not in
-//! `cni.dev/valid-attachments`. Host veths are recognised by the alias ADD gave them, so GC
-//! never touches a link it did not create. Continues past errors and reports them all.
+//! `cni.dev/valid-attachments`, and every masquerade entry whose address nobody holds any
+//! more (whatever left it: a crash between steps, an older version's race). Host veths are
+//! recognised by the alias ADD gave them, so GC never touches a link it did not create.
+//! Continues past errors and reports them all.
 
-use crate::attach::ALIAS_PREFIX;
+use std::collections::BTreeSet;
+
+use crate::attach::{ALIAS_PREFIX, Who};
 use crate::config::{Attachment, NetConf};
 use crate::error::{CniError, Code};
 use crate::ipam::Store;
@@ -13,14 +17,16 @@ use crate::nl::{Netlink, NlError};
 pub(crate) fn gc(conf: &NetConf) -> Result<String, CniError> {
     let keep = conf.gc_keep();
     let mut errors = Vec::new();
-    match Store::lock(&conf.ipam_dir(), &conf.name).and_then(|s| s.gc(&keep)) {
-        Ok(released) => {
-            if masq::may_be_on(conf) {
-                for ip in released {
-                    if let Err(e) = masq::del(&conf.name, ip) {
-                        errors.push(e.to_string());
-                    }
-                }
+    let store = Store::lock(&conf.ipam_dir(), &conf.name);
+    let held = store.and_then(|s| {
+        s.gc(&keep)?;
+        s.reservations()
+    });
+    match held {
+        Ok(held) => {
+            let held: BTreeSet<_> = held.into_iter().map(|(ip, _)| ip).collect();
+            if let Err(e) = masq::gc(&conf.name, &held) {
+                errors.push(e.to_string());
             }
         }
         Err(e) => errors.push(e.to_string()),
@@ -43,17 +49,21 @@ fn remove_stale_veths(
 ) -> Result<(), NlError> {
     let mut nl = Netlink::open()?;
     let prefix = format!("{ALIAS_PREFIX}{}:", conf.name);
+    let kept: BTreeSet<String> = keep
+        .iter()
+        .map(|a| {
+            let who = Who {
+                id: &a.container_id,
+                ifname: &a.ifname,
+            };
+            who.alias(&conf.name)
+        })
+        .collect();
     for link in nl.links()? {
-        let Some(owner) = link.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else {
+        let Some(alias) = link.alias.as_deref().filter(|a| a.starts_with(&prefix)) else {
             continue;
         };
-        let Some((id, ifname)) = owner.split_once(':') else {
-            continue;
-        };
-        if keep
-            .iter()
-            .any(|a| a.container_id == id && a.ifname == ifname)
-        {
+        if kept.contains(alias) {
             continue;
         }
         if let Err(e) = nl.delete_link(&link.name) {

@@ -9,6 +9,7 @@ mod add;
 mod attach;
 mod check;
 pub mod config;
+mod config_types;
 mod del;
 pub use del::reap_link;
 pub mod env;

@@ -1,7 +1,8 @@
 //! The optional log file (`logFile` in the config): one line per invocation with what was
 //! asked, the outcome and how long it took, appended — the runtime keeps only the last error,
 //! and a node's history of slow or failed attachments is what an operator needs when pods
-//! start slowly. Logging never fails an invocation.
+//! start slowly. Logging never fails an invocation, nor blocks it (a FIFO or a device named
+//! as the log file is not written).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,6 +27,15 @@ pub(crate) fn record(
     else {
         return;
     };
+    // Only a regular file, or none yet: opening a FIFO nobody reads would block every
+    // invocation forever, and a device is nobody's log.
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => {
+            eprintln!("sluice: logFile {path} is not a regular file; not logging");
+            return;
+        }
+        _ => {}
+    }
     let line = line(vars, result, took);
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

@@ -1,9 +1,9 @@
 //! `sluice`: the CNI plugin binary. All behaviour is in the library's `run`; this reads the
-//! environment and stdin, prints the result or the spec error JSON on stdout, and exits 1 on
-//! errors, as the reference plugins do. `sluice install …` is the init container's installer.
+//! environment and stdin (at most 1 MiB: a config is a few KiB), prints the result or the
+//! spec error JSON on stdout, and exits 1 on errors, as the reference plugins do. `sluice install …` is the init container's installer.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,9 +23,9 @@ fn main() -> ExitCode {
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CNI_"))
         .collect();
-    let mut stdin = Vec::new();
-    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
-        Ok(_) => sluice_cni::run_with(&vars, &stdin, &teardown()),
+    let read = sluice_model::bounded::read_to_end(std::io::stdin(), sluice_cni::config::MAX_BYTES);
+    let outcome = match read {
+        Ok(stdin) => sluice_cni::run_with(&vars, &stdin, &teardown()),
         Err(e) => sluice_cni::Outcome {
             stdout: sluice_cni::error::CniError::new(
                 sluice_cni::error::Code::Io,

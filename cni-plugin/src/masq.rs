@@ -3,8 +3,10 @@
 //! an interval set of destinations left alone (the cluster networks, the node's subnet,
 //! multicast) and one NAT rule. Each ADD or DEL is one atomic netlink transaction through
 //! `sluice-nft` — no `nft` process on the pod start-up path. Only runs when `ipMasq` is on;
-//! flannel's default leaves masquerading to the overlay daemon.
+//! flannel's default leaves masquerading to the overlay daemon. GC removes the entries of
+//! addresses nobody holds (read back from the kernel), so a leaked one never stays.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -40,6 +42,42 @@ pub fn del(net: &str, pod: IpAddr) -> Result<(), MasqError> {
 
 fn apply(tx: &Transaction) -> Result<(), MasqError> {
     Ok(Netlink::open()?.apply(tx)?)
+}
+
+/// Removes every masqueraded address of network `net` not in `held` (GC); returns them.
+pub fn gc(net: &str, held: &BTreeSet<IpAddr>) -> Result<Vec<IpAddr>, MasqError> {
+    let mut nft = Netlink::open()?;
+    let (pods, _, _) = names(net);
+    let mut removed = Vec::new();
+    for family in [Family::Ip, Family::Ip6] {
+        let Some(table) = nft.read_table(family, TABLE)? else {
+            continue;
+        };
+        let stale: Vec<Element> = table
+            .set(&pods)
+            .map(|s| s.elements.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| match e.key.first() {
+                Some(KeyValue::Addr(ip)) => !held.contains(ip),
+                _ => false,
+            })
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        removed.extend(stale.iter().filter_map(|e| match e.key.first() {
+            Some(KeyValue::Addr(ip)) => Some(*ip),
+            _ => None,
+        }));
+        let mut tx = Transaction::new(family, TABLE);
+        tx.push(Op::DeleteElements {
+            set: pods.clone(),
+            elements: stale,
+        });
+        nft.apply(&tx)?;
+    }
+    Ok(removed)
 }
 
 /// Whether an ADD of this network may have masqueraded: on when configured, else flannel's

@@ -4,11 +4,12 @@
 //! returns to the namespace it came from.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
 /// Why a namespace could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,14 @@ pub enum NetNsError {
     /// The path does not exist (the pod is gone).
     #[error("network namespace {0} does not exist")]
     Missing(PathBuf),
+    /// It exists but is not a network namespace (a plain file, another kind of namespace).
+    #[error("CNI_NETNS {path} is {what}")]
+    NotNetwork {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
     /// It exists but cannot be opened or entered.
     #[error("network namespace {path}: cannot {action}: {source}")]
     Io {
@@ -36,17 +45,62 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Opens the namespace at `path` (`/run/netns/x`, `/proc/<pid>/ns/net`, …).
+    /// Opens the network namespace at `path` (`/run/netns/x`, `/proc/<pid>/ns/net`, …);
+    /// anything else at the path is refused, naming what it is (the kernel would only say
+    /// `EINVAL` when the veth's peer is sent there).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetNsError> {
         let path = path.as_ref().to_path_buf();
-        match File::open(&path) {
-            Ok(file) => Ok(Self { file, path }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NetNsError::Missing(path)),
-            Err(source) => Err(NetNsError::Io {
-                path,
-                action: "open",
-                source,
-            }),
+        let ns = match File::open(&path) {
+            Ok(file) => Self { file, path },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NetNsError::Missing(path));
+            }
+            Err(source) => {
+                return Err(NetNsError::Io {
+                    path,
+                    action: "open",
+                    source,
+                });
+            }
+        };
+        ns.ensure_network()?;
+        Ok(ns)
+    }
+
+    /// Errors unless the open file is a network namespace: a namespace file (on nsfs) that
+    /// can be entered as a network namespace (entering one of another kind is `EINVAL`; a
+    /// bind mount hides the kind from everything but an ioctl).
+    fn ensure_network(&self) -> Result<(), NetNsError> {
+        let not = |what: String| NetNsError::NotNetwork {
+            path: self.path.clone(),
+            what,
+        };
+        let fs = fstatfs(self.file.as_fd()).map_err(|e| self.io("statfs", e.into()))?;
+        if fs.filesystem_type() != NSFS_MAGIC {
+            let kind = self.file.metadata().map(|m| m.file_type());
+            let what = match kind {
+                Ok(k) if k.is_dir() => "a directory",
+                Ok(k) if k.is_file() => "a regular file",
+                _ => "some other file",
+            };
+            return Err(not(format!("not a namespace ({what})")));
+        }
+        match self.run(|| ()) {
+            Ok(()) => Ok(()),
+            Err(NetNsError::Io { source, .. })
+                if source.raw_os_error() == Some(nix::libc::EINVAL) =>
+            {
+                // `/proc/<pid>/ns/<kind>` names its kind; a bind mount shows only its path.
+                let fd = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let name = std::fs::read_link(fd).unwrap_or_default();
+                let name = name.to_string_lossy();
+                let what = match name.split_once(":[") {
+                    Some((kind, _)) => format!("not a network namespace (a {kind} namespace)"),
+                    None => "not a network namespace (another kind)".to_owned(),
+                };
+                Err(not(what))
+            }
+            Err(e) => Err(e),
         }
     }
 

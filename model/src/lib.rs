@@ -8,9 +8,11 @@
 //!   semantics), and `k8s` (feature `k8s`) to build it from API objects;
 //! - [`subnet_env`]: flannel's `/run/flannel/subnet.env`, written by the overlay
 //!   and read by the CNI plugin;
-//! - [`net_conf`]: flannel's `net-conf.json`, read by the overlay.
+//! - [`net_conf`]: flannel's `net-conf.json`, read by the overlay;
+//! - [`bounded`]: size-capped reads of what comes from outside, for all three.
 
 pub mod addr;
+pub mod bounded;
 mod cidr;
 #[cfg(feature = "k8s")]
 pub mod k8s;

@@ -1,7 +1,9 @@
 //! Choosing this node's subnets in etcd mode, in flannel's order of preference, so a
 //! restarted node keeps its subnets (and its pods keep their addresses):
 //! 1. a lease that already carries our public IP and still fits the configuration;
-//! 2. the subnets from the previous subnet.env, if they are free and fit;
+//! 2. the subnets from the previous subnet.env, if they are free and fit — or if their key
+//!    holds garbage (this node's own lease, overwritten: the caller takes it back with a
+//!    compare-and-swap);
 //! 3. one of the first free subnets in `[SubnetMin, SubnetMax]` of each enabled family
 //!    (flannel picks at random among the first 100 to make concurrent joins unlikely to
 //!    race; the caller supplies the pick so this stays deterministic under test).
@@ -69,13 +71,18 @@ pub struct Choice {
     pub origin: Origin,
 }
 
-/// Picks this node's subnets. `public_ip` identifies our own lease; `previous` are the
-/// subnets of the last subnet.env; `pick(n)` chooses an index below `n`.
+/// The subnets an etcd key names.
+pub type Subnets = (Option<Ipv4Net>, Option<Ipv6Net>);
+
+/// Picks this node's subnets. `public_ip` identifies our own lease; `garbage` are the subnets
+/// of keys that hold no lease (taken, never free); `previous` are the subnets of the last
+/// subnet.env; `pick(n)` chooses an index below `n`.
 pub fn choose(
     ranges: &Ranges,
     public_ip: IpAddr,
     leases: &[Lease],
-    previous: (Option<Ipv4Net>, Option<Ipv6Net>),
+    garbage: &[Subnets],
+    previous: Subnets,
     mut pick: impl FnMut(usize) -> usize,
 ) -> Result<Choice, AllocateError> {
     if ranges.ipv4.is_none() && ranges.ipv6.is_none() {
@@ -100,21 +107,28 @@ pub fn choose(
             origin: Origin::OwnLease,
         });
     }
-    let taken = |net: &IpNet| {
-        leases.iter().any(|l| {
-            let mine = [l.subnet.map(IpNet::V4), l.ipv6_subnet.map(IpNet::V6)];
-            mine.iter()
-                .flatten()
-                .any(|t| t.contains(&net.network()) || net.contains(&t.network()))
-        })
+    let claims = |(v4, v6): Subnets, net: &IpNet| {
+        [v4.map(IpNet::V4), v6.map(IpNet::V6)]
+            .iter()
+            .flatten()
+            .any(|t| t.contains(&net.network()) || net.contains(&t.network()))
     };
+    let leased = |net: &IpNet| {
+        leases
+            .iter()
+            .any(|l| claims((l.subnet, l.ipv6_subnet), net))
+    };
+    let garbled = |net: &IpNet| garbage.iter().any(|g| claims(*g, net));
+    let taken = |net: &IpNet| leased(net) || garbled(net);
     let (p4, p6) = previous;
     let p4 = p4.filter(|_| ranges.ipv4.is_some());
     let p6 = p6.filter(|_| ranges.ipv6.is_some());
-    let prev_free = [p4.map(IpNet::V4), p6.map(IpNet::V6)]
+    let prev = [p4.map(IpNet::V4), p6.map(IpNet::V6)];
+    let reclaimable = garbage.contains(&(p4, p6));
+    let prev_free = prev
         .iter()
         .flatten()
-        .all(|n| !taken(n));
+        .all(|n| !leased(n) && (reclaimable || !garbled(n)));
     if (p4.is_some() || p6.is_some()) && fits(p4, p6) && prev_free {
         return Ok(Choice {
             subnet: p4,
@@ -237,20 +251,20 @@ mod tests {
     fn own_lease_wins_then_previous_then_first_free() {
         let leases = [lease("10.244.2.0-24", "192.168.0.11")];
         let prev = (v4("10.244.3.0/24"), None);
-        let got = choose(&ranges(false), me(), &leases, prev, |_| 0).unwrap();
+        let got = choose(&ranges(false), me(), &leases, &[], prev, |_| 0).unwrap();
         assert_eq!(
             (got.subnet, got.origin),
             (v4("10.244.2.0/24"), Origin::OwnLease)
         );
 
         let leases = [lease("10.244.2.0-24", "192.168.0.12")];
-        let got = choose(&ranges(false), me(), &leases, prev, |_| 0).unwrap();
+        let got = choose(&ranges(false), me(), &leases, &[], prev, |_| 0).unwrap();
         assert_eq!(
             (got.subnet, got.origin),
             (v4("10.244.3.0/24"), Origin::Previous)
         );
 
-        let got = choose(&ranges(false), me(), &leases, (None, None), |n| n - 1).unwrap();
+        let got = choose(&ranges(false), me(), &leases, &[], (None, None), |n| n - 1).unwrap();
         assert_eq!(
             (got.subnet, got.origin),
             (v4("10.244.3.0/24"), Origin::Free),
@@ -262,7 +276,7 @@ mod tests {
     fn previous_subnet_taken_or_outside_range_is_not_reused() {
         let leases = [lease("10.244.1.0-24", "192.168.0.12")];
         for prev in ["10.244.1.0/24", "10.244.9.0/24", "10.244.2.0/25"] {
-            let got = choose(&ranges(false), me(), &leases, (v4(prev), None), |_| 0).unwrap();
+            let got = choose(&ranges(false), me(), &leases, &[], (v4(prev), None), |_| 0).unwrap();
             assert_eq!(
                 (got.subnet, got.origin),
                 (v4("10.244.2.0/24"), Origin::Free),
@@ -274,17 +288,17 @@ mod tests {
     #[test]
     fn dual_stack_chooses_one_subnet_per_family_and_reuses_dual_leases() {
         let leases = [lease("10.244.1.0-24&fd00:1:0:1::-64", "192.168.0.12")];
-        let got = choose(&ranges(true), me(), &leases, (None, None), |_| 0).unwrap();
+        let got = choose(&ranges(true), me(), &leases, &[], (None, None), |_| 0).unwrap();
         assert_eq!(got.subnet, v4("10.244.2.0/24"));
         assert_eq!(got.ipv6_subnet, Some("fd00:1:0:2::/64".parse().unwrap()));
         let mine = [lease("10.244.3.0-24&fd00:1:0:3::-64", "192.168.0.11")];
-        let again = choose(&ranges(true), me(), &mine, (None, None), |_| 0).unwrap();
+        let again = choose(&ranges(true), me(), &mine, &[], (None, None), |_| 0).unwrap();
         assert_eq!(
             (again.ipv6_subnet, again.origin),
             (Some("fd00:1:0:3::/64".parse().unwrap()), Origin::OwnLease)
         );
         let v4_only = [lease("10.244.3.0-24", "192.168.0.11")];
-        let grown = choose(&ranges(true), me(), &v4_only, (None, None), |_| 0).unwrap();
+        let grown = choose(&ranges(true), me(), &v4_only, &[], (None, None), |_| 0).unwrap();
         assert_eq!(
             grown.origin,
             Origin::Free,
@@ -293,11 +307,28 @@ mod tests {
     }
 
     #[test]
+    fn garbage_is_taken_except_by_the_node_whose_previous_subnet_it_holds() {
+        let garbage = [(v4("10.244.1.0/24"), None)];
+        let fresh = choose(&ranges(false), me(), &[], &garbage, (None, None), |_| 0).unwrap();
+        assert_eq!(fresh.subnet, v4("10.244.2.0/24"), "garbage is not free");
+        let prev = (v4("10.244.1.0/24"), None);
+        let back = choose(&ranges(false), me(), &[], &garbage, prev, |_| 0).unwrap();
+        assert_eq!((back.subnet, back.origin), (prev.0, Origin::Previous));
+        let leased = [lease("10.244.1.0-24", "192.168.0.12")];
+        let other = choose(&ranges(false), me(), &leased, &garbage, prev, |_| 0).unwrap();
+        assert_eq!(
+            other.origin,
+            Origin::Free,
+            "a valid lease is never taken back"
+        );
+    }
+
+    #[test]
     fn exhausted_range_is_an_error() {
         let leases: Vec<Lease> = (1..=3)
             .map(|i| lease(&format!("10.244.{i}.0-24"), "192.168.0.99"))
             .collect();
-        let e = choose(&ranges(false), me(), &leases, (None, None), |_| 0).unwrap_err();
+        let e = choose(&ranges(false), me(), &leases, &[], (None, None), |_| 0).unwrap_err();
         assert_eq!(
             e.to_string(),
             "no free subnet of length 24 between 10.244.1.0 and 10.244.3.0"

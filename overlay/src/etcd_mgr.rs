@@ -6,17 +6,28 @@
 //! Acquisition is a create-if-absent transaction, retried when another node wins the race;
 //! peers are handed out as complete sets (listed, then kept current by a prefix watch, and
 //! re-listed whenever the watch is lost or compacted), so the reconciler never acts on a
-//! partial view.
+//! partial view. The same watch guards this node's own lease: deleted or overwritten, it is
+//! written again at once rather than at the next renewal a day later.
+//!
+//! The connection sends HTTP/2 keepalives and every request has a deadline, so an etcd that
+//! silently stops answering (a dropped connection, a frozen member) is noticed and logged
+//! within seconds instead of after the kernel's TCP retransmissions give up.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use std::sync::Arc;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 use futures::Stream;
 use ipnet::{Ipv4Net, Ipv6Net};
 use sluice_model::net_conf::{NetConf, NetConfError};
+use tokio::sync::Notify;
 
 use crate::allocate::{self, AllocateError, Origin, Ranges};
+use crate::etcd_entry::{self, Entry, Garbage};
 use crate::lease::{Lease, LeaseAttrs, subnet_key};
 
 /// flannel's default key prefix.
@@ -25,6 +36,14 @@ pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often acquisition retries after losing a race (flannel's `raceRetries`).
 const RACE_RETRIES: usize = 10;
+/// HTTP/2 keepalive: a ping this often (etcd refuses pings more often than every 5 s)...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...answered within this, or the connection is dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one request (a watch's only until it is established).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What can go wrong with leases in etcd.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +106,12 @@ impl EtcdSubnetManager {
         prefix: &str,
         ttl: Duration,
     ) -> Result<Self, EtcdMgrError> {
-        let client = Client::connect(endpoints, None)
+        let options = ConnectOptions::new()
+            .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_connect_timeout(CONNECT_TIMEOUT);
+        let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|source| etcd_err(format!("connect {}", endpoints.join(",")), source))?;
         Ok(Self {
@@ -121,6 +145,14 @@ impl EtcdSubnetManager {
     /// All leases and the revision they were read at. Malformed leases are skipped with a
     /// warning: one bad key must not hide the other peers.
     pub async fn leases(&self) -> Result<(Vec<Lease>, i64), EtcdMgrError> {
+        let listing = self.listing().await?;
+        let leases = listing.leases.into_iter().map(|(_, l)| l).collect();
+        Ok((leases, listing.revision))
+    }
+
+    /// Every key below the subnets prefix: the leases, the subnet keys holding garbage, and
+    /// the revision they were read at.
+    pub async fn listing(&self) -> Result<Listing, EtcdMgrError> {
         let prefix = self.subnets_prefix();
         let resp = self
             .client
@@ -128,13 +160,18 @@ impl EtcdSubnetManager {
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(|source| etcd_err(format!("list {prefix}"), source))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let leases = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| parse_kv(&prefix, kv.key(), kv.value()))
-            .collect();
-        Ok((leases, revision))
+        let mut listing = Listing {
+            revision: resp.header().map_or(0, |h| h.revision()),
+            ..Listing::default()
+        };
+        for kv in resp.kvs() {
+            match etcd_entry::parse(&prefix, kv.key(), kv.value(), kv.mod_revision()) {
+                (label, Entry::Lease(lease)) => listing.leases.push((label, lease)),
+                (_, Entry::Garbage(g)) => listing.garbage.push(g),
+                (_, Entry::Foreign) => {}
+            }
+        }
+        Ok(listing)
     }
 
     /// Acquires subnets for `attrs` (flannel's order: own lease, `previous`, free ones; one
@@ -152,15 +189,28 @@ impl EtcdSubnetManager {
             (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         for _ in 0..RACE_RETRIES {
-            let (leases, _) = self.leases().await?;
-            let choice = allocate::choose(ranges, public_ip, &leases, previous, &mut pick)?;
+            let listing = self.listing().await?;
+            let garbage: Vec<_> = listing.garbage.iter().map(|g| g.subnets).collect();
+            let leases: Vec<Lease> = listing.leases.into_iter().map(|(_, l)| l).collect();
+            let choice =
+                allocate::choose(ranges, public_ip, &leases, &garbage, previous, &mut pick)?;
             let lease = Lease {
                 subnet: choice.subnet,
                 ipv6_subnet: choice.ipv6_subnet,
                 attrs: attrs.clone(),
             };
-            let only_if_absent = choice.origin != Origin::OwnLease;
-            if let Some(etcd_lease) = self.write(&lease, only_if_absent).await? {
+            let label = lease.label();
+            let guard = match listing.garbage.iter().find(|g| g.label == label) {
+                _ if choice.origin == Origin::OwnLease => Guard::None,
+                Some(g) => {
+                    tracing::warn!(
+                        "taking back this node's previous subnet {label}: its key holds garbage"
+                    );
+                    Guard::Revision(g.mod_revision)
+                }
+                None => Guard::Absent,
+            };
+            if let Some(etcd_lease) = self.write(&lease, guard).await? {
                 return Ok(HeldLease {
                     lease,
                     etcd_lease,
@@ -174,7 +224,10 @@ impl EtcdSubnetManager {
     /// Re-puts the lease under a fresh TTL (flannel's renewal) and revokes the old etcd lease,
     /// which no longer holds the key. Returns the renewed lease.
     pub async fn renew(&self, held: &HeldLease) -> Result<HeldLease, EtcdMgrError> {
-        let etcd_lease = self.write(&held.lease, false).await?.unwrap_or_default();
+        let etcd_lease = self
+            .write(&held.lease, Guard::None)
+            .await?
+            .unwrap_or_default();
         if held.etcd_lease != 0 && held.etcd_lease != etcd_lease {
             let _ = self.client.clone().lease_revoke(held.etcd_lease).await;
         }
@@ -184,13 +237,9 @@ impl EtcdSubnetManager {
         })
     }
 
-    /// Writes `lease` under a new etcd lease; with `only_if_absent`, only if nobody holds
-    /// the key (then `None` means another node won). A lost race revokes the unused lease.
-    async fn write(
-        &self,
-        lease: &Lease,
-        only_if_absent: bool,
-    ) -> Result<Option<i64>, EtcdMgrError> {
+    /// Writes `lease` under a new etcd lease if `guard` holds (else `None`: another node
+    /// won). A lost race revokes the unused lease.
+    async fn write(&self, lease: &Lease, guard: Guard) -> Result<Option<i64>, EtcdMgrError> {
         let mut client = self.client.clone();
         let key = format!("{}{}", self.subnets_prefix(), lease.label());
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1);
@@ -203,10 +252,12 @@ impl EtcdSubnetManager {
             lease.etcd_value(),
             Some(PutOptions::new().with_lease(grant.id())),
         );
-        let guard = if only_if_absent {
-            vec![Compare::version(key.as_str(), CompareOp::Equal, 0)]
-        } else {
-            Vec::new()
+        let guard = match guard {
+            Guard::None => Vec::new(),
+            Guard::Absent => vec![Compare::version(key.as_str(), CompareOp::Equal, 0)],
+            Guard::Revision(rev) => {
+                vec![Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)]
+            }
         };
         let resp = client
             .txn(Txn::new().when(guard).and_then([put]))
@@ -224,6 +275,27 @@ impl EtcdSubnetManager {
     /// after any watch failure. Errors are logged and retried with backoff; the stream never
     /// ends on its own.
     pub fn peers(&self, own: String) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+        let own = crate::etcd_watch::Own {
+            label: own,
+            guard: None,
+        };
+        let mgr = self.clone();
+        let (tx, rx) = futures::channel::mpsc::channel(16);
+        tokio::spawn(async move { crate::etcd_watch::run(mgr, own, tx).await });
+        rx
+    }
+
+    /// [`EtcdSubnetManager::peers`] of `held`, which also notifies `repair` whenever this
+    /// node's own key is deleted or stops holding its lease (the caller then renews it).
+    pub fn peers_guarding(
+        &self,
+        held: &HeldLease,
+        repair: Arc<Notify>,
+    ) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+        let own = crate::etcd_watch::Own {
+            label: held.lease.label(),
+            guard: Some((held.lease.clone(), repair)),
+        };
         let mgr = self.clone();
         let (tx, rx) = futures::channel::mpsc::channel(16);
         tokio::spawn(async move { crate::etcd_watch::run(mgr, own, tx).await });
@@ -242,13 +314,26 @@ impl EtcdSubnetManager {
     }
 }
 
-/// One lease from a key/value pair below `prefix`, `None` (with a warning) when malformed.
-pub(crate) fn parse_kv(prefix: &str, key: &[u8], value: &[u8]) -> Option<Lease> {
-    let key = String::from_utf8_lossy(key);
-    let name = key.strip_prefix(prefix)?;
-    Lease::from_etcd(name, &String::from_utf8_lossy(value))
-        .inspect_err(|e| tracing::warn!("skipping etcd lease {key}: {e}"))
-        .ok()
+/// Every key below the subnets prefix, sorted into leases and garbage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The keys (below the prefix) holding leases, and their leases.
+    pub leases: Vec<(String, Lease)>,
+    /// The subnet keys holding something else.
+    pub garbage: Vec<Garbage>,
+    /// The revision they were read at.
+    pub revision: i64,
+}
+
+/// When a lease write may happen.
+#[derive(Clone, Copy, Debug)]
+enum Guard {
+    /// Always (renewal, our own lease).
+    None,
+    /// Only if nobody holds the key.
+    Absent,
+    /// Only if the key is still at this modification revision (garbage taken back).
+    Revision(i64),
 }
 
 fn etcd_err(op: String, source: etcd_client::Error) -> EtcdMgrError {

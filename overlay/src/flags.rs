@@ -1,7 +1,8 @@
 //! Command-line flags, named as flannel's so an operator can swap the image and keep the
 //! DaemonSet's arguments; each can also come from flannel's `FLANNELD_<FLAG>` environment
 //! variable. Validation that needs no I/O happens here, so a bad flag fails before the
-//! daemon touches anything.
+//! daemon touches anything (a zero `--reconcile-period` used to panic after the lease was
+//! already taken).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -74,7 +75,7 @@ pub struct Flags {
     pub subnet_lease_renew_margin: u64,
 
     /// TTL of etcd leases (Sluice; flannel fixes it at 24 h).
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = parse_period)]
     pub subnet_lease_ttl: Duration,
 
     /// Address for the health endpoint.
@@ -86,7 +87,7 @@ pub struct Flags {
     pub healthz_port: u16,
 
     /// How often to re-check the kernel state against the leases (Sluice).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_period)]
     pub reconcile_period: Duration,
 
     /// This node's name (the Node object in kube mode).
@@ -112,6 +113,9 @@ impl Flags {
     }
 }
 
+/// The longest period or TTL accepted: a year (timers further out overflow the clock).
+pub const MAX_PERIOD: Duration = Duration::from_secs(365 * 86_400);
+
 /// Parses `500ms`, `10s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -121,12 +125,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?}: not a number of {unit}"))?;
+    let secs = |per: u64| {
+        n.checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?}: too large"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
         _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    }
+}
+
+/// A period or TTL: a duration above zero (a zero timer period panics, a zero TTL renews in
+/// a busy loop) and at most [`MAX_PERIOD`].
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?}: must be more than zero")),
+        d if d > MAX_PERIOD => Err(format!("{text:?}: must be at most a year (8760h)")),
+        d => Ok(d),
     }
 }
 
@@ -176,6 +195,14 @@ mod tests {
                 "--subnet-lease-renew-margin",
             ),
             (&["--reconcile-period", "10"][..], "--reconcile-period"),
+            (&["--reconcile-period", "0s"][..], "--reconcile-period"),
+            (&["--reconcile-period", "0ms"][..], "--reconcile-period"),
+            (&["--subnet-lease-ttl", "0h"][..], "--subnet-lease-ttl"),
+            (&["--reconcile-period", "9999h"][..], "--reconcile-period"),
+            (
+                &["--reconcile-period", "99999999999999999h"][..],
+                "--reconcile-period",
+            ),
             (&["--no-such-flag"][..], "--no-such-flag"),
         ] {
             let e = parse(args).unwrap_err().to_string();
@@ -188,5 +215,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5").is_err() && parse_duration("5d").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615h").unwrap_err(),
+            "\"18446744073709551615h\": too large"
+        );
+        assert_eq!(parse_period("8760h").unwrap(), MAX_PERIOD);
     }
 }

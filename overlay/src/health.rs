@@ -1,17 +1,22 @@
 //! `/healthz`: 200 while reconciles keep succeeding, 503 once the last good one is older than
 //! two periods (the loop is stuck or every reconcile fails) — so a liveness probe restarts a
-//! daemon that stopped healing, which flannel's always-200 endpoint cannot do.
+//! daemon that stopped healing, which flannel's always-200 endpoint cannot do. A peer lease
+//! that is skipped as invalid does not count against health (one bad peer must not make
+//! every node's probe fail): it is listed in the body and counted on `/metrics`, which
+//! serves the same state in the Prometheus text format.
 
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use tokio::time::Instant;
 
 use crate::sync::SharedHealth;
+use crate::validate::Reason;
 
 /// The verdict and JSON body for the current health state.
 pub fn verdict(health: &SharedHealth, period: Duration, now: Instant) -> (StatusCode, String) {
@@ -20,11 +25,13 @@ pub fn verdict(health: &SharedHealth, period: Duration, now: Instant) -> (Status
         .last_ok
         .is_some_and(|t| now.duration_since(t) <= period * 2);
     let age = h.last_ok.map(|t| now.duration_since(t).as_secs_f64());
+    let skipped: Vec<String> = h.skipped.iter().map(ToString::to_string).collect();
     let body = serde_json::json!({
         "healthy": fresh,
         "reconciles": h.reconciles,
         "secondsSinceLastGoodReconcile": age,
         "lastError": h.last_error,
+        "skippedLeases": skipped,
     });
     let code = if fresh {
         StatusCode::OK
@@ -32,6 +39,45 @@ pub fn verdict(health: &SharedHealth, period: Duration, now: Instant) -> (Status
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, body.to_string())
+}
+
+/// The metrics in the Prometheus text exposition format.
+pub fn metrics(health: &SharedHealth) -> String {
+    let h = health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| [(String::new(), v)];
+    metric(
+        "sluice_overlay_reconciles_total",
+        "counter",
+        "Reconciles run since the daemon started.",
+        &one(h.reconciles),
+    );
+    metric(
+        "sluice_overlay_reconcile_failures_total",
+        "counter",
+        "Reconciles that failed or left kernel operations failed.",
+        &one(h.failed_reconciles),
+    );
+    let by_reason: Vec<(String, u64)> = Reason::ALL
+        .iter()
+        .map(|r| {
+            let n = h.skipped.iter().filter(|s| s.reason == *r).count();
+            (format!("{{reason=\"{}\"}}", r.label()), n as u64)
+        })
+        .collect();
+    metric(
+        "sluice_overlay_skipped_leases",
+        "gauge",
+        "Peer leases (or their routes) the last reconcile did not program, by reason.",
+        &by_reason,
+    );
+    out
 }
 
 #[derive(Clone)]
@@ -44,7 +90,16 @@ async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, String) {
     verdict(&ctx.health, ctx.period, Instant::now())
 }
 
-/// Serves `/healthz` on `addr` until the task is dropped.
+async fn metrics_route(
+    State(ctx): State<Ctx>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics(&ctx.health),
+    )
+}
+
+/// Serves `/healthz` and `/metrics` on `addr` until the task is dropped.
 pub async fn serve(
     addr: SocketAddr,
     health: SharedHealth,
@@ -52,6 +107,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_route))
         .with_state(Ctx { health, period });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await

@@ -62,15 +62,28 @@ pub trait Kernel: Send {
     /// Deletes the device (and with it every neighbour and FDB entry on it).
     fn delete_device(&mut self, name: &str)
     -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The overlay state present now: neighbour and FDB entries on `devices`, and routes
-    /// whose destination lies inside `networks` (nothing else is ours to touch).
+    /// The overlay state present now: neighbour and FDB entries on `devices`, routes of ours
+    /// whose destination lies inside `networks` (nothing else is ours to touch), and the
+    /// routes inside `networks` that someone else made (never to be replaced).
     fn observe(
         &mut self,
         devices: &[String],
         networks: &[IpNet],
-    ) -> impl Future<Output = Result<Desired, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Observed, Self::Error>> + Send;
     /// Applies a plan, in its order, continuing past failures; returns every failure.
     fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<Self::Error>> + Send;
+}
+
+/// What a reconcile reads from the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The overlay state that is ours.
+    pub state: Desired,
+    /// Destinations inside the pod networks whose main-table route someone else made on
+    /// purpose — the kernel's connected routes, static routes, a routing daemon's — with the
+    /// route's protocol number. A route there is never replaced: only routes Sluice made
+    /// (and flannel's, whose protocol is `boot` or unset) are.
+    pub foreign: BTreeMap<IpNet, u8>,
 }
 
 /// An in-memory kernel.
@@ -82,6 +95,8 @@ pub struct FakeKernel {
     pub state: Desired,
     /// Operations performed, in order (`create flannel.1`, `apply 3`, …).
     pub log: Vec<String>,
+    /// Routes someone else made (destination → protocol), e.g. a connected route.
+    pub foreign: BTreeMap<IpNet, u8>,
 }
 
 /// The fake never fails.
@@ -122,9 +137,10 @@ impl Kernel for FakeKernel {
         &mut self,
         devices: &[String],
         networks: &[IpNet],
-    ) -> Result<Desired, FakeError> {
+    ) -> Result<Observed, FakeError> {
         let s = &self.state;
-        Ok(Desired {
+        let inside = |dst: &IpNet| networks.iter().any(|n| n.contains(dst));
+        let state = Desired {
             neighbors: s
                 .neighbors
                 .iter()
@@ -140,10 +156,17 @@ impl Kernel for FakeKernel {
             routes: s
                 .routes
                 .iter()
-                .filter(|(dst, _)| networks.iter().any(|n| n.contains(*dst)))
+                .filter(|(dst, _)| inside(dst))
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
-        })
+        };
+        let foreign = self
+            .foreign
+            .iter()
+            .filter(|(dst, _)| inside(dst))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        Ok(Observed { state, foreign })
     }
 
     async fn apply(&mut self, plan: &Plan) -> Vec<FakeError> {

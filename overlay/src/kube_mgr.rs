@@ -4,9 +4,12 @@
 //!
 //! Peers are watched with a reflector over all Nodes and handed out as complete sets
 //! (level-triggered), so a missed or re-listed event can never leave stale peer state
-//! behind: the reconciler only ever sees "these are the peers now".
+//! behind: the reconciler only ever sees "these are the peers now". The same watch sees this
+//! node's own annotations: changed or removed, they are published again at once, and garbage
+//! found there at start is replaced rather than fatal.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -14,6 +17,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::lease::{AnnotationKeys, Lease, LeaseAttrs, LeaseError};
 use crate::node_lease::{PodCidrError, peer_lease, pod_subnets};
@@ -66,10 +70,25 @@ impl KubeSubnetManager {
     }
 
     /// What this node published before (to keep its VTEP MAC across restarts), if anything.
+    /// Annotations someone overwrote with garbage are not fatal: they are simply replaced.
     pub async fn previous_attrs(&self) -> Result<Option<LeaseAttrs>, KubeMgrError> {
         let node = self.own_node().await?;
         let annotations = node.metadata.annotations.unwrap_or_default();
-        Ok(self.keys.read(&self.node_name, &annotations)?)
+        match self.keys.read(&self.node_name, &annotations) {
+            Ok(attrs) => Ok(attrs),
+            Err(e) => {
+                tracing::warn!(
+                    "this node's own annotations are unusable ({e}); publishing new ones"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Publishes `attrs` again (after someone changed or removed this node's annotations).
+    pub async fn republish(&self, attrs: &LeaseAttrs) -> Result<(), KubeMgrError> {
+        let patch = json!({"metadata": {"annotations": self.keys.publish(attrs)}});
+        self.patch_status(patch).await
     }
 
     /// Takes the node's pod CIDRs as its lease and publishes `attrs` on it (flannel's
@@ -115,6 +134,24 @@ impl KubeSubnetManager {
     /// The complete set of peer leases, anew after every change to any Node. Malformed
     /// peers are skipped with a warning (one bad node must not cut the others off).
     pub fn peers(&self) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+        self.watch(None)
+    }
+
+    /// [`KubeSubnetManager::peers`], also notifying `repair` whenever this node's own
+    /// annotations no longer say what `attrs` publishes (changed, garbage, removed), so the
+    /// caller publishes them again at once.
+    pub fn peers_guarding(
+        &self,
+        attrs: &LeaseAttrs,
+        repair: Arc<Notify>,
+    ) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
+        self.watch(Some((self.keys.publish(attrs), repair)))
+    }
+
+    fn watch(
+        &self,
+        guard: Option<(BTreeMap<String, String>, Arc<Notify>)>,
+    ) -> impl Stream<Item = Vec<Lease>> + Send + 'static {
         let (reader, writer) = reflector::store();
         let me = self.node_name.clone();
         let keys = self.keys.clone();
@@ -130,7 +167,11 @@ impl KubeSubnetManager {
                     false
                 }
             };
-            let peers = ready.then(|| peer_set(&reader.state(), &me, &keys));
+            let nodes = reader.state();
+            if let Some((published, repair)) = guard.as_ref().filter(|_| ready) {
+                check_own(&nodes, &me, published, repair);
+            }
+            let peers = ready.then(|| peer_set(&nodes, &me, &keys));
             futures::future::ready(peers)
         })
     }
@@ -153,7 +194,30 @@ fn pod_cidrs(node: &Node) -> Vec<String> {
     }
 }
 
-fn peer_set(nodes: &[std::sync::Arc<Node>], me: &str, keys: &AnnotationKeys) -> Vec<Lease> {
+/// Wakes `repair` when this node's annotations lack or differ from what it `published`.
+fn check_own(nodes: &[Arc<Node>], me: &str, published: &BTreeMap<String, String>, repair: &Notify) {
+    let Some(own) = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(me))
+    else {
+        return;
+    };
+    let have = own.metadata.annotations.clone().unwrap_or_default();
+    let changed: Vec<&String> = published
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    if !changed.is_empty() {
+        tracing::warn!(
+            ?changed,
+            "this node's lease annotations were changed; publishing them again"
+        );
+        repair.notify_one();
+    }
+}
+
+fn peer_set(nodes: &[Arc<Node>], me: &str, keys: &AnnotationKeys) -> Vec<Lease> {
     let mut by_name = BTreeMap::new();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();

@@ -150,10 +150,11 @@ impl Lease {
 }
 
 /// The etcd key of a lease (below `<prefix>/subnets/`): `10.244.1.0-24`, or
-/// `10.244.1.0-24&fd00:1::-64` for dual stack, or the IPv6 part alone.
+/// `10.244.1.0-24&fd00:1::-64` for dual stack, or the IPv6 part alone. Addresses are written
+/// as they are, so a key with host bits set (which no node should write) keeps its name.
 pub fn subnet_key(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>) -> String {
-    let v4 = v4.map(|n| format!("{}-{}", n.network(), n.prefix_len()));
-    let v6 = v6.map(|n| format!("{}-{}", n.network(), n.prefix_len()));
+    let v4 = v4.map(|n| format!("{}-{}", n.addr(), n.prefix_len()));
+    let v6 = v6.map(|n| format!("{}-{}", n.addr(), n.prefix_len()));
     match (v4, v6) {
         (Some(a), Some(b)) => format!("{a}&{b}"),
         (Some(a), None) => a,

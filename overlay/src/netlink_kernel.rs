@@ -2,7 +2,8 @@
 //! kernel. Ownership is explicit so a reconcile can never touch what is not ours: neighbour
 //! and FDB entries only on our VXLAN devices, routes only those tagged with Sluice's route
 //! protocol number ([`ROUTE_PROTOCOL`]; a flannel-made route to the same destination is
-//! replaced, and so adopted, by the first reconcile).
+//! replaced, and so adopted, by the first reconcile, while a connected, static or routing
+//! daemon's route there is reported and left alone).
 
 use std::net::IpAddr;
 
@@ -17,18 +18,20 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::desired::{Desired, NextHop};
-use crate::kernel::{Kernel, VxlanSpec};
+use crate::kernel::{Kernel, Observed, VxlanSpec};
 use crate::mac::Mac;
 use crate::plan::Plan;
 
 /// The route protocol number Sluice tags its routes with (`ip route … proto 83`).
 pub const ROUTE_PROTOCOL: u8 = 83;
 const ENODEV: i32 = 19;
+/// The main routing table.
+const RT_TABLE_MAIN: u8 = 254;
 
 /// A failed netlink operation, naming what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +323,7 @@ impl Kernel for NetlinkKernel {
         &mut self,
         devices: &[String],
         networks: &[IpNet],
-    ) -> Result<Desired, NetlinkError> {
+    ) -> Result<Observed, NetlinkError> {
         let mut by_index = std::collections::BTreeMap::new();
         for dev in devices {
             if let Some(link) = self.link(dev).await? {
@@ -342,14 +345,20 @@ impl Kernel for NetlinkKernel {
                 out.fdb.insert((dev.clone(), mac), ip);
             }
         }
+        let mut foreign = std::collections::BTreeMap::new();
         for v6 in [false, true] {
             for r in self.routes(v6).await? {
                 if let Some((dst, hop)) = our_route(&r, &by_index, networks) {
                     out.routes.insert(dst, hop);
+                } else if let Some(dst) = foreign_route(&r, networks) {
+                    foreign.insert(dst, u8::from(r.header.protocol));
                 }
             }
         }
-        Ok(out)
+        Ok(Observed {
+            state: out,
+            foreign,
+        })
     }
 
     async fn apply(&mut self, plan: &Plan) -> Vec<NetlinkError> {
@@ -447,6 +456,28 @@ fn our_route(
         None => NextHop::Underlay { via },
     };
     Some((dst, hop))
+}
+
+/// A main-table unicast route inside `networks` that someone made on purpose: any protocol
+/// but ours and the two a plain `ip route add` or flannel leaves (`boot`, unset), whose
+/// routes Sluice adopts.
+fn foreign_route(r: &RouteMessage, networks: &[IpNet]) -> Option<IpNet> {
+    let adoptable = [RouteProtocol::Unspec, RouteProtocol::Boot];
+    if r.header.table != RT_TABLE_MAIN
+        || r.header.kind != RouteType::Unicast
+        || adoptable.contains(&r.header.protocol)
+    {
+        return None;
+    }
+    let dst = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(a) => route_ip(a),
+        _ => None,
+    });
+    let dst = match dst {
+        Some(ip) => IpNet::new(ip, r.header.destination_prefix_length).ok()?,
+        None => return None,
+    };
+    networks.iter().any(|n| n.contains(&dst)).then_some(dst)
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {

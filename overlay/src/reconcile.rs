@@ -2,7 +2,9 @@
 //! to it in between. Run after every lease change and periodically, it is what makes the
 //! overlay heal where flannel does not: a deleted device is recreated *and all peer state
 //! replayed* (it died with the device), deleted routes, neighbours and FDB entries come
-//! back, and entries nobody desires any more (an expired peer, a peer's old MAC) go.
+//! back, and entries nobody desires any more (an expired peer, a peer's old MAC) go. A
+//! destination someone else routes on purpose (a connected route, a static one) is left to
+//! them and reported instead of replaced.
 
 use ipnet::IpNet;
 
@@ -21,6 +23,9 @@ pub struct Outcome {
     pub operations: usize,
     /// Operations that failed (they are retried by the next reconcile).
     pub failures: Vec<String>,
+    /// Desired routes left out because someone else's route holds the destination, with
+    /// that route's protocol number.
+    pub blocked: Vec<(IpNet, u8)>,
 }
 
 impl Outcome {
@@ -55,8 +60,21 @@ pub async fn reconcile<K: Kernel>(
         }
         names.push(spec.name.clone());
     }
-    let current = kernel.observe(&names, networks).await?;
-    let plan = Plan::between(&current, desired);
+    let observed = kernel.observe(&names, networks).await?;
+    out.blocked = desired
+        .routes
+        .keys()
+        .filter_map(|dst| observed.foreign.get(dst).map(|proto| (*dst, *proto)))
+        .collect();
+    let plan = if out.blocked.is_empty() {
+        Plan::between(&observed.state, desired)
+    } else {
+        let mut free = desired.clone();
+        for (dst, _) in &out.blocked {
+            free.routes.remove(dst);
+        }
+        Plan::between(&observed.state, &free)
+    };
     out.operations = plan.len();
     if !plan.is_empty() {
         out.failures = kernel

@@ -1,7 +1,7 @@
 //! The overlay's control loop: level-triggered, so it only ever asks "given the peers now,
 //! make the kernel right". A new peer set triggers a reconcile at once; a timer triggers one
-//! every period anyway, which is what repairs state someone else deleted. Failed operations
-//! are simply tried again by the next reconcile.
+//! every period anyway, which is what repairs state someone else deleted (the `--ip-masq`
+//! table included). Failed operations are simply tried again by the next reconcile.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -12,10 +12,14 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::desired::{Params, compute};
+use sluice_nft::NftKernel;
+
+use crate::desired::{Desired, Params, compute};
 use crate::kernel::{Kernel, VxlanSpec};
-use crate::lease::Lease;
+use crate::lease::{Lease, subnet_key};
+use crate::masq::{self, MasqNets};
 use crate::reconcile::{Outcome, reconcile};
+use crate::validate::{self, Bounds, Reason, Skipped};
 
 /// Everything a reconcile needs besides the peers.
 pub struct Node<K> {
@@ -29,8 +33,36 @@ pub struct Node<K> {
     pub devices: Vec<VxlanSpec>,
     /// The pod networks (bounds which routes are ours).
     pub networks: Vec<IpNet>,
+    /// What a peer lease is checked against before it is programmed.
+    pub bounds: Bounds,
     /// Whether an underlay address is on our L2 (DirectRouting).
     pub same_l2: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// `--ip-masq`: the table each reconcile keeps right, when on.
+    pub masq: Option<Masquerade>,
+}
+
+/// The masquerade table of every family, and the nftables kernel it lives in.
+pub struct Masquerade {
+    /// nftables (netlink, or a fake in tests).
+    pub kernel: Box<dyn NftKernel + Send>,
+    /// One entry per family.
+    pub nets: Vec<MasqNets>,
+}
+
+impl Masquerade {
+    /// Makes every family's table right; returns what failed.
+    pub fn repair(&mut self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for nets in &self.nets {
+            let family = nets.family().keyword();
+            match masq::repair(&mut self.kernel, nets) {
+                Ok(true) => tracing::info!("masquerade table {family} {} written", masq::TABLE),
+                Ok(false) => {}
+                Err(e) => failures.push(format!("masquerade table {family} {}: {e}", masq::TABLE)),
+            }
+        }
+        failures
+    }
 }
 
 /// What the health endpoint reports.
@@ -42,6 +74,10 @@ pub struct Health {
     pub reconciles: u64,
     /// The last reconcile's error or failures, if any.
     pub last_error: Option<String>,
+    /// Reconciles that failed or left failures.
+    pub failed_reconciles: u64,
+    /// The peer leases (and routes) the last reconcile did not program, and why.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Shared health state.
@@ -51,43 +87,106 @@ impl<K: Kernel> Node<K> {
     /// One reconcile against `peers`, recorded in `health`.
     pub async fn sync(&mut self, peers: &[Lease], health: &SharedHealth) -> Option<Outcome> {
         let span = tracing::info_span!("reconcile", peers = peers.len());
-        let computed = span.in_scope(|| {
-            let computed = compute(&self.own, peers, &self.params, &self.same_l2);
-            for why in &computed.skipped {
-                tracing::warn!("{why}");
-            }
-            computed
-        });
-        let result = reconcile(
-            &mut self.kernel,
-            &self.devices,
-            &self.networks,
-            &computed.desired,
-        )
-        .instrument(span.clone())
-        .await;
+        let (desired, mut skipped) = self.desire(peers);
+        let mut result = reconcile(&mut self.kernel, &self.devices, &self.networks, &desired)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| e.to_string());
         let _enter = span.enter();
-        let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
-        h.reconciles += 1;
+        self.repair_masq(&mut result);
+        if let Ok(out) = &result {
+            skipped.extend(out.blocked.iter().map(|(dst, proto)| blocked(*dst, *proto)));
+        }
+        record(health, result, skipped)
+    }
+
+    /// The state the valid peers call for, and the peers skipped.
+    fn desire(&self, peers: &[Lease]) -> (Desired, Vec<Skipped>) {
+        let selection = validate::select(&self.bounds, &self.own, peers, &self.params);
+        let computed = compute(&self.own, &selection.peers, &self.params, &self.same_l2);
+        let mut skipped = selection.skipped;
+        skipped.extend(computed.skipped.into_iter().map(|detail| Skipped {
+            lease: String::new(),
+            reason: Reason::Backend,
+            detail,
+        }));
+        (computed.desired, skipped)
+    }
+
+    /// Repairs the masquerade tables; a failure counts against the reconcile.
+    fn repair_masq(&mut self, result: &mut Result<Outcome, String>) {
+        let Some(masq) = self.masq.as_mut() else {
+            return;
+        };
+        let failures = masq.repair();
         match result {
-            Ok(out) if out.failures.is_empty() => {
-                if !out.was_converged() {
-                    tracing::info!(?out, "overlay repaired or updated");
-                }
-                h.last_ok = Some(Instant::now());
-                h.last_error = None;
-                Some(out)
+            Ok(out) => out.failures.extend(failures),
+            Err(e) => failures.iter().for_each(|f| *e = format!("{e}; {f}")),
+        }
+    }
+}
+
+/// Records a reconcile's outcome in `health` and logs it.
+fn record(
+    health: &SharedHealth,
+    result: Result<Outcome, String>,
+    skipped: Vec<Skipped>,
+) -> Option<Outcome> {
+    let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+    h.reconciles += 1;
+    report_skipped(&h.skipped, &skipped);
+    h.skipped = skipped;
+    match result {
+        Ok(out) if out.failures.is_empty() => {
+            if !out.was_converged() {
+                tracing::info!(?out, "overlay repaired or updated");
             }
-            Ok(out) => {
-                h.last_error = Some(out.failures.join("; "));
-                tracing::warn!(failures = ?out.failures, "reconcile incomplete, retrying next period");
-                Some(out)
-            }
-            Err(e) => {
-                h.last_error = Some(e.to_string());
-                tracing::warn!("reconcile failed: {e}");
-                None
-            }
+            h.last_ok = Some(Instant::now());
+            h.last_error = None;
+            Some(out)
+        }
+        Ok(out) => {
+            h.failed_reconciles += 1;
+            h.last_error = Some(out.failures.join("; "));
+            tracing::warn!(failures = ?out.failures, "reconcile incomplete, retrying next period");
+            Some(out)
+        }
+        Err(e) => {
+            h.failed_reconciles += 1;
+            tracing::warn!("reconcile failed: {e}");
+            h.last_error = Some(e);
+            None
+        }
+    }
+}
+
+/// A desired route someone else's route is in the way of, as a skipped lease.
+fn blocked(dst: IpNet, proto: u8) -> Skipped {
+    let lease = match dst {
+        IpNet::V4(n) => subnet_key(Some(n), None),
+        IpNet::V6(n) => subnet_key(None, Some(n)),
+    };
+    Skipped {
+        lease,
+        reason: Reason::RouteTaken,
+        detail: format!(
+            "a route to {dst} that this overlay did not make (protocol {proto}) is in the way; left alone"
+        ),
+    }
+}
+
+/// Logs each lease newly skipped (not every reconcile: the period would repeat them forever)
+/// and each that is programmed again.
+fn report_skipped(before: &[Skipped], now: &[Skipped]) {
+    for s in now.iter().filter(|s| !before.contains(s)) {
+        tracing::warn!(reason = s.reason.label(), "{s}");
+    }
+    for s in before
+        .iter()
+        .filter(|b| !now.iter().any(|n| n.lease == b.lease))
+    {
+        if !s.lease.is_empty() {
+            tracing::info!("lease {} is no longer skipped", s.lease);
         }
     }
 }

@@ -5,104 +5,14 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::etcd_lab::{EtcdLab, PREFIX};
 use common::eventually;
-use sluice_testbed::cluster::{Cluster, Node, Pod};
-use sluice_testbed::etcd::Etcd;
-use sluice_testbed::link::Address;
+use sluice_testbed::cluster::Pod;
 use sluice_testbed::traffic::{self, EchoServer};
 use sluice_testbed::{Process, require_root};
-
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
-const PREFIX: &str = "/coreos.com/network";
-
-/// A cluster with etcd served on the underlay, configured with a VXLAN network.
-struct EtcdLab {
-    cluster: Cluster,
-    etcd: Etcd,
-    dir: tempfile::TempDir,
-    _ip: Address,
-}
-
-impl EtcdLab {
-    fn start(nodes: u8) -> Self {
-        let cluster = Cluster::new(nodes).unwrap();
-        let underlay = cluster.underlay();
-        let cidr = ipnet::Ipv4Net::new(ETCD_IP, 24).unwrap();
-        let ip = Address::new(underlay.ns(), underlay.bridge().name(), cidr).unwrap();
-        let etcd = Etcd::start_in(underlay.ns(), ETCD_IP).unwrap();
-        let conf = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-        etcd.put(&format!("{PREFIX}/config"), conf).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            cluster,
-            etcd,
-            dir,
-            _ip: ip,
-        }
-    }
-
-    fn subnet_file(&self, node: &Node) -> PathBuf {
-        self.dir.path().join(node.name()).join("subnet.env")
-    }
-
-    /// Writes the subnet.env a previous run on `node` would have left: its test-bed CIDR.
-    fn previous_run(&self, node: &Node) {
-        let env = format!(
-            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET={}/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
-            node.gateway()
-        );
-        let file = self.subnet_file(node);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, env).unwrap();
-    }
-
-    fn daemon(&self, node: &Node, ttl: &str) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
-        cmd.args([
-            "--etcd-endpoints",
-            self.etcd.client_url(),
-            "--etcd-prefix",
-            PREFIX,
-        ])
-        .args([
-            "--iface",
-            "eth0",
-            "--reconcile-period",
-            "1s",
-            "--subnet-lease-ttl",
-            ttl,
-        ])
-        .arg("--subnet-file")
-        .arg(self.subnet_file(node))
-        .env("RUST_LOG", "info");
-        node.ns().spawn(&cmd).unwrap()
-    }
-
-    /// How many leases etcd holds.
-    fn leases(&self) -> usize {
-        let prefix = format!("{PREFIX}/subnets/");
-        self.etcd
-            .etcdctl(["get", "--prefix", "--keys-only", prefix.as_str()])
-            .map(|out| out.lines().filter(|l| !l.is_empty()).count())
-            .unwrap_or(0)
-    }
-
-    /// The subnet the daemon on `node` wrote, as `10.244.x.0/24`.
-    fn subnet_of(&self, node: &Node) -> String {
-        let env = std::fs::read_to_string(self.subnet_file(node)).unwrap();
-        let line = env
-            .lines()
-            .find(|l| l.starts_with("FLANNEL_SUBNET="))
-            .unwrap();
-        let net: ipnet::Ipv4Net = line["FLANNEL_SUBNET=".len()..].parse().unwrap();
-        net.trunc().to_string()
-    }
-}
 
 fn talks(from: &Pod, to: &Pod) -> bool {
     let addr = SocketAddr::new(to.ip().into(), 9000);

@@ -82,19 +82,22 @@ impl Api {
             .map(str::to_owned)
     }
 
-    /// Starts the daemon on `node`; the reconcile period is 1 s unless `extra` sets it.
+    /// Starts the daemon on `node`: a 1 s reconcile period and the API's files, unless
+    /// `extra` names those flags itself.
     fn daemon(&self, node: &Node, extra: &[&str]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-overlay"));
-        if !extra.contains(&"--reconcile-period") {
-            cmd.args(["--reconcile-period", "1s"]);
+        let defaults = [
+            ("--reconcile-period", "1s".into()),
+            ("--kubeconfig", self.dir().join("kubeconfig")),
+            ("--net-config-path", self.dir().join("net-conf.json")),
+            ("--subnet-file", self.subnet_file(node)),
+        ];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                cmd.arg(flag).arg(value);
+            }
         }
         cmd.args(["--kube-subnet-mgr", "--iface", "eth0"])
-            .arg("--kubeconfig")
-            .arg(self.dir().join("kubeconfig"))
-            .arg("--net-config-path")
-            .arg(self.dir().join("net-conf.json"))
-            .arg("--subnet-file")
-            .arg(self.subnet_file(node))
             .args(extra)
             .env("NODE_NAME", node.name())
             .env("RUST_LOG", "info");
@@ -465,4 +468,239 @@ fn dual_stack_overlay_carries_ipv6_pod_traffic() {
         link.contains("vxlan id 1") && link.contains("local fd00:192:168::11"),
         "{link}"
     );
+}
+
+/// Issue 15 bug 2, kube mode: this node's annotations overwritten with garbage or removed
+/// are published again while it runs, and garbage found there at start is replaced (it used
+/// to make "read own node" fail, and be retried, forever).
+#[test]
+fn own_annotations_are_repaired_and_garbage_does_not_block_a_restart() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let mut d1 = api.daemon(n1, &[]);
+    let _d2 = api.daemon(n2, &[]);
+    let (a, b, _servers) = pods_talk(n1, n2);
+    let ours = || api.annotation(n1, "public-ip").as_deref() == Some("192.168.0.11");
+    let scribble = |public_ip: Option<&str>| {
+        let mut node = api.server.get("nodes", "", n1.name()).unwrap();
+        let ann = node["metadata"]["annotations"].as_object_mut().unwrap();
+        match public_ip {
+            Some(ip) => {
+                ann.insert(format!("{ANN}/public-ip"), json!(ip));
+                ann.insert(format!("{ANN}/backend-data"), json!("{not json"));
+            }
+            None => ann.retain(|k, _| !k.starts_with(ANN)),
+        }
+        api.server.update(node).unwrap();
+    };
+    scribble(Some("banana"));
+    eventually("own annotations repaired after garbage", ours);
+    scribble(None);
+    eventually("own annotations repaired after removal", || {
+        ours() && api.annotation(n1, "kube-subnet-manager").as_deref() == Some("true")
+    });
+
+    d1.stop();
+    scribble(Some("banana"));
+    let mut d1 = api.daemon(n1, &[]);
+    eventually("restarted daemon replaced the garbage", ours);
+    eventually("pods talk after the restart", || {
+        talks(&a, &b) && talks(&b, &a)
+    });
+    assert!(d1.try_wait().unwrap().is_none(), "{}", d1.log_tail(20));
+}
+
+/// Issue 15 bugs 5 and 7: files that cannot be what they should be, and an MTU the underlay
+/// cannot carry, stop the daemon at once with an error naming the problem — before, a FIFO
+/// as kubeconfig blocked it forever, a huge one was read whole, the MTU failed every
+/// reconcile, and a FIFO as --subnet-file was replaced by a regular file.
+#[test]
+fn unusable_files_and_settings_are_clear_fatal_errors() {
+    require_root();
+    let cluster = Cluster::new(1).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
+    let n1 = cluster.node(1).unwrap();
+    let dir = api.dir();
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let mtu_conf = dir.join("mtu.json");
+    std::fs::write(
+        &mtu_conf,
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1480}}"#,
+    )
+    .unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--kubeconfig", fifo_s],
+            "not a regular file (it is a FIFO)",
+        ),
+        (
+            &["--kubeconfig", big.to_str().unwrap()],
+            "larger than 4 MiB (the limit for this input)",
+        ),
+        (
+            &["--net-config-path", fifo_s],
+            "not a regular file (it is a FIFO)",
+        ),
+        (
+            &["--net-config-path", mtu_conf.to_str().unwrap()],
+            "Backend.MTU 1480 does not fit eth0 (MTU 1500) with the 50-byte encapsulation: at most 1450",
+        ),
+        (
+            &["--subnet-file", fifo_s],
+            "not a regular file (it is a FIFO); refusing to replace it",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut d = api.daemon(n1, args);
+        let status = d.wait_timeout(Duration::from_secs(10));
+        let logs = d.logs();
+        assert!(
+            status.is_ok_and(|s| !s.success()),
+            "{args:?} should stop the daemon:\n{logs}"
+        );
+        assert!(logs.contains(want), "{args:?}: want {want:?} in\n{logs}");
+    }
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "the FIFO was replaced"
+    );
+}
+
+/// Issue 11: `--ip-masq` programs its table through netlink (no `nft` process) and the
+/// periodic reconcile repairs it: someone deleting the table, one of its rules, or adding a
+/// rule of their own to it is undone within a reconcile period.
+#[test]
+fn the_masquerade_table_is_repaired_like_the_rest_of_the_overlay() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    api.add_nodes(&cluster);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    let d1 = api.daemon(n1, &["--ip-masq"]);
+    let _d2 = api.daemon(n2, &[]);
+    let list = || {
+        n1.ns()
+            .exec(["nft", "-a", "list", "table", "ip", "sluice-overlay"])
+            .unwrap_or_default()
+    };
+    let whole = || {
+        let t = list();
+        t.matches("masquerade fully-random").count() == 2
+            && t.matches(" accept ").count() == 2
+            && !t.contains("drop")
+    };
+    eventually("the masquerade table", whole);
+    let before = list();
+
+    n1.ns()
+        .exec(["nft", "delete", "table", "ip", "sluice-overlay"])
+        .unwrap();
+    eventually("table deleted: rebuilt", whole);
+
+    let handle = list()
+        .lines()
+        .find(|l| l.contains("masquerade"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .map(|h| h.trim().to_owned())
+        .unwrap();
+    n1.ns()
+        .exec([
+            "nft",
+            "delete",
+            "rule",
+            "ip",
+            "sluice-overlay",
+            "postrouting",
+            "handle",
+            &handle,
+        ])
+        .unwrap();
+    eventually("rule deleted: rebuilt", whole);
+
+    n1.ns()
+        .exec([
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "sluice-overlay",
+            "forward",
+            "drop",
+        ])
+        .unwrap();
+    eventually("foreign rule removed", whole);
+    let strip = |t: &str| -> String {
+        t.lines()
+            .map(|l| l.split(" # handle").next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&list()), strip(&before), "{}", d1.log_tail(20));
+    assert!(
+        d1.logs()
+            .contains("masquerade table ip sluice-overlay written")
+    );
+}
+
+/// A dual-stack peer (IPv6 podCIDR, public-ipv6, backend-v6-data, as flannel writes them) next
+/// to a node running IPv4 only: its IPv4 subnet is routed, its IPv6 one ignored. The IPv6
+/// route used to be programmed via a `flannel-v6.1` this node does not have, failing every
+/// reconcile (and /healthz) for good. Found while writing the lease validation.
+#[test]
+fn a_dual_stack_peer_next_to_an_ipv4_only_node_is_routed_for_ipv4() {
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    api.add_node(n1, "10.244.1.0/24", json!({}));
+    api.server
+        .create(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n2.name(), "annotations": {
+                format!("{ANN}/kube-subnet-manager"): "true",
+                format!("{ANN}/backend-type"): "vxlan",
+                format!("{ANN}/public-ip"): "192.168.0.12",
+                format!("{ANN}/public-ipv6"): "fd00:192:168::12",
+                format!("{ANN}/backend-data"): r#"{"VNI":1,"VtepMAC":"0e:aa:bb:cc:dd:02"}"#,
+                format!("{ANN}/backend-v6-data"): r#"{"VNI":1,"VtepMAC":"0e:aa:bb:cc:dd:03"}"#,
+            }},
+            "spec": {"podCIDR": "10.244.2.0/24", "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}}))
+        .unwrap();
+    let d1 = api.daemon(
+        n1,
+        &["--healthz-ip", "127.0.0.1", "--healthz-port", "10261"],
+    );
+    eventually("route to the peer's IPv4 subnet", || {
+        n1.ns()
+            .ip(["route", "show", "10.244.2.0/24"])
+            .unwrap()
+            .contains("flannel.1")
+    });
+    std::thread::sleep(Duration::from_secs(3)); // two periods and one more
+    let addr = SocketAddr::from(([127, 0, 0, 1], 10261));
+    let health = n1
+        .ns()
+        .run(|| {
+            sluice_testbed::http::request(addr, "GET", "/healthz", None, Duration::from_secs(2))
+        })
+        .unwrap();
+    let status = health.as_ref().map(|r| r.status).ok();
+    assert_eq!(status, Some(200), "{health:?}\n{}", d1.log_tail(20));
 }

@@ -207,3 +207,61 @@ async fn dual_stack_leases_use_flannels_combined_key() {
         (held.lease.label(), Origin::OwnLease)
     );
 }
+
+/// Issue 15 bug 2: a key whose value is garbage used to count as free, so acquiring it lost
+/// the create-if-absent race every time ("lost the race" forever). Garbage is taken, except
+/// by the node whose previous subnet.env names it (its own lease, overwritten): that node
+/// takes it back. A key that names no subnet at all is simply ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_keys_are_neither_free_nor_fatal() {
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let three = Ranges {
+        ipv4: Some(SubnetRange {
+            subnet_len: 24,
+            min: Ipv4Addr::new(10, 244, 1, 0),
+            max: Ipv4Addr::new(10, 244, 3, 0),
+        }),
+        ipv6: None,
+    };
+    let subnets = format!("{PREFIX}/subnets");
+    etcd.put(&format!("{subnets}/10.244.1.0-24"), "garbage")
+        .unwrap();
+    etcd.put(&format!("{subnets}/banana"), "{}").unwrap();
+    let host_bits = r#"{"PublicIP":"192.168.0.99","BackendType":"vxlan"}"#;
+    etcd.put(&format!("{subnets}/10.244.2.7-24"), host_bits)
+        .unwrap();
+    let m = manager(&etcd, Duration::from_secs(3600)).await;
+    let attempt = |i: u8, prev: Option<&str>| {
+        let m = m.clone();
+        let prev = prev.map(|p| p.parse().unwrap());
+        async move {
+            let a = attrs(i);
+            let fut = m.acquire(&three, &a, (prev, None), |_| 0);
+            tokio::time::timeout(Duration::from_secs(20), fut)
+                .await
+                .expect("acquire finishes")
+        }
+    };
+    let fresh = attempt(3, None).await.unwrap();
+    assert_eq!(
+        (fresh.lease.label(), fresh.origin),
+        ("10.244.3.0-24".into(), Origin::Free),
+        "the only subnet no key claims"
+    );
+    let back = attempt(1, Some("10.244.1.0/24")).await.unwrap();
+    assert_eq!(
+        (back.lease.label(), back.origin),
+        ("10.244.1.0-24".into(), Origin::Previous),
+        "a node takes its own overwritten lease back"
+    );
+    let stored = etcd.get(&format!("{subnets}/10.244.1.0-24")).unwrap();
+    assert!(stored.unwrap().contains("192.168.0.11"));
+    let e = attempt(4, None).await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "no free subnet of length 24 between 10.244.1.0 and 10.244.3.0"
+    );
+}

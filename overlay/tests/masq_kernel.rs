@@ -1,22 +1,26 @@
-//! The masquerade ruleset on a real kernel, in test-bed namespaces: pod traffic leaving the
-//! pod network is SNATed to the node, pod-to-pod traffic keeps its source, and reloading is
-//! idempotent.
+//! The masquerade ruleset on a real kernel, in test-bed namespaces, programmed through
+//! `sluice-nft` as the daemon does: pod traffic leaving the pod network is SNATed to the node,
+//! pod-to-pod traffic keeps its source, a converged table is left alone, and what `nft` lists
+//! is the ruleset the golden files hold.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sluice_overlay::masq::{MasqNets, TABLE, render, render_cleanup};
+use sluice_nft::{Family, Netlink, NftKernel, Transaction};
+use sluice_overlay::masq::{MasqNets, TABLE, cleanup, repair};
 use sluice_testbed::cluster::Cluster;
 use sluice_testbed::traffic::{self, EchoServer};
 use sluice_testbed::{NetNs, require_root};
 
 const T: Duration = Duration::from_secs(2);
 
-fn nft(ns: &NetNs, script: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.nft");
-    std::fs::write(&path, script).unwrap();
-    ns.exec(["nft", "-f", path.to_str().unwrap()]).unwrap();
+/// nftables of `ns`, through a netlink socket opened there.
+fn nft_of(ns: &NetNs) -> Netlink {
+    ns.run(Netlink::open).unwrap().unwrap()
+}
+
+fn apply(ns: &NetNs, tx: &Transaction) {
+    nft_of(ns).apply(tx).unwrap();
 }
 
 #[test]
@@ -35,10 +39,22 @@ fn pod_traffic_leaving_the_pod_network_is_masqueraded_and_nothing_else() {
         network: "10.244.0.0/16".parse().unwrap(),
         pod_cidr: n1.pod_cidr().into(),
     };
-    nft(n1.ns(), &render(&nets));
-    nft(n1.ns(), &render(&nets)); // a reconcile reloads the same table: no error, no duplicates
+    let mut nft = nft_of(n1.ns());
+    assert!(repair(&mut nft, &nets).unwrap(), "written");
+    assert!(
+        !repair(&mut nft, &nets).unwrap(),
+        "read back as written: left alone"
+    );
     let listed = n1.ns().exec(["nft", "list", "table", "ip", TABLE]).unwrap();
-    assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
+    assert_eq!(
+        listed.matches("masquerade fully-random").count(),
+        2,
+        "{listed}"
+    );
+    assert!(
+        listed.contains("meta mark & 0x00004000 == 0x00000000"),
+        "{listed}"
+    );
 
     let out = traffic::tcp_request(pod.ns(), (n2.addr(), 9000).into(), T).unwrap();
     assert_eq!(out.backend, "outside");
@@ -56,8 +72,8 @@ fn pod_traffic_leaving_the_pod_network_is_masqueraded_and_nothing_else() {
         "no NAT inside the pod network"
     );
 
-    nft(n1.ns(), &render_cleanup("ip"));
-    nft(n1.ns(), &render_cleanup("ip")); // cleanup of a missing table succeeds too
+    apply(n1.ns(), &cleanup(Family::Ip));
+    apply(n1.ns(), &cleanup(Family::Ip)); // cleanup of a missing table succeeds too
     let tables = n1.ns().exec(["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains(TABLE), "{tables}");
     let direct = traffic::tcp_request(pod.ns(), (n2.addr(), 9000).into(), T).unwrap();

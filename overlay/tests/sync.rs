@@ -13,6 +13,7 @@ use sluice_model::net_conf::BackendType;
 use sluice_overlay::Params;
 use sluice_overlay::kernel::FakeKernel;
 use sluice_overlay::sync::{Health, Node, run};
+use sluice_overlay::validate::Bounds;
 
 fn node() -> Node<FakeKernel> {
     Node {
@@ -25,7 +26,12 @@ fn node() -> Node<FakeKernel> {
         own: lease(1),
         devices: vec![spec(1)],
         networks: vec!["10.244.0.0/16".parse().unwrap()],
+        bounds: Bounds {
+            networks: vec!["10.244.0.0/16".parse().unwrap()],
+            ..Bounds::default()
+        },
         same_l2: Box::new(|_| false),
+        masq: None,
     }
 }
 
@@ -104,4 +110,49 @@ async fn a_nudge_reconciles_soon_and_a_burst_of_nudges_reconciles_once() {
     );
     drop(peers_tx);
     task.await.unwrap();
+}
+
+/// Issue 11: the `--ip-masq` table is overlay state like the rest — each reconcile reads it
+/// back and rebuilds it if someone deleted it or a rule.
+#[tokio::test]
+async fn every_reconcile_repairs_the_masquerade_table() {
+    use sluice_nft::{FakeNft, Family, NftKernel};
+    use sluice_overlay::masq::{self, MasqNets};
+    use sluice_overlay::sync::Masquerade;
+
+    let nft = FakeNft::new();
+    let nets = MasqNets {
+        network: "10.244.0.0/16".parse().unwrap(),
+        pod_cidr: "10.244.1.0/24".parse().unwrap(),
+    };
+    let mut n = node();
+    n.masq = Some(Masquerade {
+        kernel: Box::new(nft.clone()),
+        nets: vec![nets],
+    });
+    let health = Arc::new(Mutex::new(Health::default()));
+    n.sync(&[lease(2)], &health).await.unwrap();
+    assert_eq!(nft.tables(), [(Family::Ip, masq::TABLE.to_owned())]);
+    n.sync(&[lease(2)], &health).await.unwrap();
+    assert_eq!(nft.applied(), 1, "converged: read, not rewritten");
+
+    nft.clone().apply(&masq::cleanup(Family::Ip)).unwrap();
+    assert!(nft.tables().is_empty());
+    n.sync(&[lease(2)], &health).await.unwrap();
+    let table = nft.clone().read_table(Family::Ip, masq::TABLE).unwrap();
+    assert!(table.is_some_and(|t| masq::matches(&t, &nets)), "rebuilt");
+
+    nft.fail_next(1);
+    nft.clone().apply(&masq::cleanup(Family::Ip)).unwrap_err();
+    nft.clone().apply(&masq::cleanup(Family::Ip)).unwrap();
+    nft.fail_next(1);
+    let out = n.sync(&[lease(2)], &health).await.unwrap();
+    assert_eq!(
+        out.failures.len(),
+        1,
+        "a refused repair is a failure: {out:?}"
+    );
+    assert!(health.lock().unwrap().last_error.is_some());
+    n.sync(&[lease(2)], &health).await.unwrap();
+    assert_eq!(nft.tables().len(), 1, "and tried again next time");
 }

@@ -70,7 +70,8 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
     let seen = k1
         .observe(&["flannel.1".to_owned()], &networks())
         .await
-        .unwrap();
+        .unwrap()
+        .state;
     assert_eq!(seen, desired(1, &[2]), "state reads back as written");
     let again = sync_with(&mut k1, 1, 2).await;
     assert!(
@@ -137,6 +138,7 @@ async fn pods_talk_across_the_vxlan_and_the_overlay_heals() {
     let left = k1
         .observe(&["flannel.1".to_owned()], &networks())
         .await
-        .unwrap();
+        .unwrap()
+        .state;
     assert_eq!(left, Desired::default());
 }

@@ -1,6 +1,13 @@
 //! The host-local-compatible store on disk. Every operation holds the `lock` file's flock, so
 //! parallel plugin invocations (the runtime starts pods concurrently) never hand out one
 //! address twice; a reservation is a file created with `O_EXCL`.
+//!
+//! The directory is shared with host-local and with whoever else writes there, so an entry
+//! named like an address that cannot be read as a reservation — a directory, a dangling
+//! symlink, a file that is not UTF-8 or is far larger than one — is skipped with a log line,
+//! as host-local skips it, instead of failing every ADD and DEL of the network. Its address
+//! is never handed out (the entry exists, so the exclusive create fails), and it is never
+//! removed: it is not the plugin's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -46,6 +53,10 @@ fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IpamE
         source,
     }
 }
+
+/// The largest reservation file read (`<containerID>\r\n<ifname>`, container IDs being at
+/// most [`crate::env::MAX_CONTAINER_ID`] bytes).
+const MAX_RESERVATION: usize = 8 << 10;
 
 /// One network's store, `<root>/<network>/`, locked for as long as it lives.
 pub struct Store {
@@ -118,7 +129,7 @@ impl Store {
                 }),
             };
         }
-        let last = fs::read_to_string(&last_path)
+        let last = sluice_model::bounded::read_to_string(&last_path, 64)
             .ok()
             .and_then(|t| t.trim().parse().ok());
         for ip in range.after(last) {
@@ -155,7 +166,8 @@ impl Store {
         self.remove_where(|owner| !keep.iter().any(|a| owns(owner, &a.container_id, &a.ifname)))
     }
 
-    /// Every reservation: address and owner file content.
+    /// Every reservation: address and owner file content. Entries that cannot be read as
+    /// one are skipped with a log line on stderr.
     pub fn reservations(&self) -> Result<Vec<(IpAddr, String)>, IpamError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir, "list"))? {
@@ -167,11 +179,30 @@ impl Store {
             else {
                 continue;
             };
-            let owner = fs::read_to_string(entry.path()).map_err(io(&entry.path(), "read"))?;
-            out.push((ip, owner));
+            let path = entry.path();
+            match sluice_model::bounded::read_to_string(&path, MAX_RESERVATION) {
+                Ok(owner) => out.push((ip, owner)),
+                Err(e) => eprintln!(
+                    "sluice: ipam store {}: not a reservation ({e}); skipping it",
+                    path.display()
+                ),
+            }
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The attachments (container ID, ifname) holding addresses; host-local's legacy
+    /// ID-only files name no interface and are left out.
+    pub fn owners(&self) -> Result<Vec<(String, String)>, IpamError> {
+        Ok(self
+            .reservations()?
+            .into_iter()
+            .filter_map(|(_, content)| {
+                let mut lines = content.lines().map(str::trim);
+                Some((lines.next()?.to_owned(), lines.next()?.to_owned()))
+            })
+            .collect())
     }
 
     fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<Vec<IpAddr>, IpamError> {
@@ -303,6 +334,22 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn entries_that_are_no_reservation_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::lock(dir.path(), "n").unwrap();
+        let store = dir.path().join("n");
+        fs::create_dir(store.join("10.244.1.2")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", store.join("10.244.1.3")).unwrap();
+        fs::write(store.join("10.244.1.4"), [0xff]).unwrap();
+        fs::write(store.join("10.244.1.5"), "c1\r\neth0").unwrap();
+        assert_eq!(s.owners().unwrap(), [("c1".to_owned(), "eth0".to_owned())]);
+        let got = s.allocate(0, &range(), ("c2", "eth0"), None).unwrap();
+        assert_eq!(got.to_string(), "10.244.1.6", "skipped entries stay taken");
+        assert_eq!(s.gc(&[]).unwrap().len(), 2);
+        assert!(store.join("10.244.1.2").is_dir(), "not ours to remove");
     }
 
     #[test]

@@ -3,10 +3,24 @@
 //! that flannel accepts yields the same subnets under Sluice (and one it rejects
 //! is rejected). flannel runs this only with the etcd subnet manager; in kube
 //! mode nodes' podCIDRs are used instead, so callers decide when to call it.
+//!
+//! Stricter than flannel where flannel accepts a value and then fails forever at
+//! run time: `SubnetMin` above `SubnetMax` (no subnet can ever be allocated), a
+//! `Backend.VNI` that does not fit VXLAN's 24 bits, and a `Backend.MTU` no
+//! device can have.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{NetConf, NetConfError};
+use super::{BackendType, NetConf, NetConfError};
+
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// The smallest MTU an IPv4 interface can have (RFC 791).
+pub const MIN_MTU: u32 = 68;
+/// The smallest MTU an IPv6 interface can have (RFC 8200).
+pub const MIN_MTU_V6: u32 = 1280;
+/// The largest MTU of an IP packet.
+pub const MAX_MTU: u32 = 65535;
 
 /// Where per-node subnets of one family are allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +84,30 @@ impl NetConf {
             true => Some(self.check_v6()?),
             false => None,
         };
+        self.check_backend()?;
         Ok(SubnetRanges { ipv4, ipv6 })
+    }
+
+    /// `Backend.VNI` within VXLAN's 24 bits, `Backend.MTU` one an interface can have (IPv6
+    /// needs at least 1280).
+    fn check_backend(&self) -> Result<(), NetConfError> {
+        let b = &self.backend;
+        if b.backend_type == BackendType::Vxlan
+            && let Some(vni) = b.vni.filter(|v| *v > MAX_VNI)
+        {
+            let problem = format!("must be at most {MAX_VNI} (24 bits), got {vni}");
+            return Err(self.error("Backend.VNI", problem));
+        }
+        let min = if self.enable_ipv6 {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU
+        };
+        if let Some(mtu) = b.mtu.filter(|m| !(min..=MAX_MTU).contains(m)) {
+            let problem = format!("must be between {min} and {MAX_MTU}, got {mtu}");
+            return Err(self.error("Backend.MTU", problem));
+        }
+        Ok(())
     }
 
     fn check_v4(&self) -> Result<SubnetRange<Ipv4Addr>, NetConfError> {
@@ -124,6 +161,15 @@ impl NetConf {
                 let shown = show(fam, value);
                 return Err(self.error(key, format!("{shown} is not on a /{len} boundary")));
             }
+        }
+        if min > max {
+            let problem = format!(
+                "{} is above {} {}: no subnet can be allocated",
+                show(fam, min),
+                fam.max,
+                show(fam, max)
+            );
+            return Err(self.error(fam.min, problem));
         }
         Ok(SubnetRange {
             subnet_len: len,

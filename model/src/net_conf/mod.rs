@@ -25,12 +25,15 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use backend::{Backend, BackendType, DEFAULT_VNI, DEFAULT_VXLAN_PORT};
-pub use check::{SubnetRange, SubnetRanges};
+pub use check::{MAX_MTU, MAX_VNI, MIN_MTU, MIN_MTU_V6, SubnetRange, SubnetRanges};
 
 use crate::location::Location;
 
 /// Where flannel's DaemonSet mounts the file.
 pub const DEFAULT_PATH: &str = "/etc/kube-flannel/net-conf.json";
+
+/// The largest file read (real ones are a few hundred bytes).
+pub const MAX_BYTES: usize = 64 << 10;
 
 /// A parsed `net-conf.json`. Optional keys stay `None` when absent, so writing
 /// the value back does not invent keys; [`NetConf::check`] computes defaults.
@@ -142,10 +145,11 @@ impl NetConf {
     /// Reads and parses the file at `path`; errors name the file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, NetConfError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| NetConfError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::bounded::read_to_string(path, MAX_BYTES).map_err(|source| NetConfError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         fields::parse(&text, Some(path.to_path_buf()))
     }
 

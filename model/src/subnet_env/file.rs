@@ -1,7 +1,10 @@
 //! Reading and atomically replacing the file. The CNI plugin may read it at any
 //! moment while the overlay rewrites it, so a write goes to a temporary file in
 //! the same directory and is renamed over the old one (flannel does the same):
-//! readers see the old or the new file, never half of one.
+//! readers see the old or the new file, never half of one. A rename replaces
+//! whatever has the name, so a path pointed at a device node, a FIFO or a
+//! symbolic link is refused rather than replaced; reads are capped at
+//! [`MAX_BYTES`](super::MAX_BYTES).
 
 use std::fs;
 use std::io::Write;
@@ -18,7 +21,8 @@ impl SubnetEnv {
     /// Reads and parses the file at `path`; errors name the file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, SubnetEnvError> {
         let path = path.as_ref();
-        let text = fs::read_to_string(path).map_err(io_error(path, "read"))?;
+        let text = crate::bounded::read_to_string(path, super::MAX_BYTES)
+            .map_err(io_error(path, "read"))?;
         parse::parse(&text, Some(path.to_path_buf()))
     }
 
@@ -36,6 +40,7 @@ impl SubnetEnv {
             .mode(0o755)
             .create(&dir)
             .map_err(io_error(&dir, "create directory"))?;
+        replaceable(path)?;
         let temp = temp_path(&dir, path);
         let result = self
             .write_temp(&temp)
@@ -53,6 +58,20 @@ impl SubnetEnv {
         file.set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(io_error(temp, "chmod"))?;
         file.sync_all().map_err(io_error(temp, "sync"))
+    }
+}
+
+/// Only a regular file (or nothing) may be renamed over: anything else at the path was put
+/// there by someone else, and replacing a device node or a link would break what uses it.
+fn replaceable(path: &Path) -> Result<(), SubnetEnvError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => crate::bounded::regular(meta.file_type()).map_err(|e| SubnetEnvError::Io {
+            path: path.to_path_buf(),
+            action: "replace",
+            source: std::io::Error::new(e.kind(), format!("{e}; refusing to replace it")),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(path, "inspect")(e)),
     }
 }
 

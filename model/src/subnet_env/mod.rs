@@ -23,6 +23,9 @@ use crate::location::Location;
 /// Where flannel (and so Sluice) writes the file.
 pub const DEFAULT_PATH: &str = "/run/flannel/subnet.env";
 
+/// The largest file read (a real one is about 150 bytes; a few networks fit many times).
+pub const MAX_BYTES: usize = 64 << 10;
+
 /// The contents of a `subnet.env`.
 ///
 /// Networks and subnets are kept exactly as written (the subnet normally has

@@ -8,6 +8,8 @@
     reason = "each test binary uses a different subset"
 )]
 
+pub mod etcd_lab;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

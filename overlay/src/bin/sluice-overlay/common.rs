@@ -5,20 +5,20 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use futures::Stream;
 use ipnet::IpNet;
-use sluice_model::net_conf::{BackendType, NetConf};
+use sluice_model::net_conf::{BackendType, MIN_MTU, MIN_MTU_V6, NetConf};
+use sluice_overlay::allocate::Ranges;
 use sluice_overlay::flags::Flags;
 use sluice_overlay::kernel::VxlanSpec;
-use sluice_overlay::masq::{self, MasqNets};
+use sluice_overlay::masq::MasqNets;
 use sluice_overlay::netlink_kernel::{NetlinkKernel, Underlay, deletions};
-use sluice_overlay::sync::{Health, Node, run};
+use sluice_overlay::sync::{Health, Masquerade, Node, run};
+use sluice_overlay::validate::Bounds;
 use sluice_overlay::{Lease, LeaseAttrs, Mac, Params, health, subnet_env};
 
 /// VXLAN's encapsulation overhead over IPv4 (outer IPv4 + UDP + VXLAN + inner Ethernet).
@@ -72,13 +72,46 @@ impl Setup {
             vni: backend.vni(),
             direct_routing: backend.direct_routing(),
         };
-        Ok(Self {
+        let setup = Self {
             kernel,
             underlay,
             public_ip,
             public_ipv6,
             params,
-        })
+        };
+        setup.check_mtu(conf)?;
+        Ok(setup)
+    }
+
+    /// The overlay MTU must fit the underlay (the kernel refuses a VXLAN device whose MTU
+    /// plus the encapsulation exceeds it, on every reconcile) and carry IP at all.
+    fn check_mtu(&self, conf: &NetConf) -> anyhow::Result<()> {
+        let overhead = self.overhead();
+        let fits = self.underlay.mtu.saturating_sub(overhead);
+        let min = if self.public_ipv6.is_some() {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU
+        };
+        let (name, under) = (&self.underlay.name, self.underlay.mtu);
+        match conf.backend.mtu {
+            Some(mtu) if mtu > fits => bail!(
+                "Backend.MTU {mtu} does not fit {name} (MTU {under}) with the {overhead}-byte encapsulation: at most {fits}"
+            ),
+            None if fits < min => bail!(
+                "{name}'s MTU {under} leaves {fits} for the overlay after {overhead} bytes of encapsulation, below the minimum {min}"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes of encapsulation per packet.
+    fn overhead(&self) -> u32 {
+        match (self.params.backend, self.public_ip) {
+            (BackendType::HostGw, _) => 0,
+            (BackendType::Vxlan, Some(_)) if self.public_ipv6.is_none() => VXLAN_OVERHEAD,
+            (BackendType::Vxlan, _) => VXLAN6_OVERHEAD,
+        }
     }
 
     /// The address that identifies this node's lease (IPv4 unless IPv4 is off).
@@ -91,14 +124,9 @@ impl Setup {
     /// The overlay MTU: the configured one, else the underlay's less the VXLAN overhead of
     /// the outer family (the larger one when both run, so one MTU fits both devices).
     pub(crate) fn mtu(&self, conf: &NetConf) -> u32 {
-        let overhead = match (self.params.backend, self.public_ip) {
-            (BackendType::HostGw, _) => 0,
-            (BackendType::Vxlan, Some(_)) if self.public_ipv6.is_none() => VXLAN_OVERHEAD,
-            (BackendType::Vxlan, _) => VXLAN6_OVERHEAD,
-        };
         conf.backend
             .mtu
-            .unwrap_or(self.underlay.mtu.saturating_sub(overhead))
+            .unwrap_or(self.underlay.mtu.saturating_sub(self.overhead()))
     }
 
     /// What this node publishes, keeping the MACs of a previous lease when there is one.
@@ -170,13 +198,15 @@ pub(crate) fn random_mac() -> Mac {
     Mac(mac)
 }
 
-/// Writes subnet.env, installs masquerading, serves health, and reconciles forever.
+/// Writes subnet.env, installs masquerading, serves health, and reconciles forever. Peer
+/// leases are checked against the networks, the underlay and (etcd mode) `ranges`.
 pub(crate) async fn serve(
     flags: &Flags,
     conf: &NetConf,
     setup: Setup,
     lease: Lease,
     macs: (Mac, Mac),
+    ranges: Ranges,
     peers: impl Stream<Item = Vec<Lease>>,
 ) -> anyhow::Result<()> {
     let network = conf.network.filter(|_| conf.enable_ipv4);
@@ -192,26 +222,50 @@ pub(crate) async fn serve(
             .map(IpNet::V6)
             .zip(lease.ipv6_subnet.map(IpNet::V6)),
     ];
-    if flags.ip_masq {
-        for (network, pod_cidr) in families.iter().flatten() {
-            nft(&masq::render(&MasqNets {
+    let masq = if flags.ip_masq {
+        let nets = families
+            .iter()
+            .flatten()
+            .map(|(network, pod_cidr)| MasqNets {
                 network: *network,
                 pod_cidr: *pod_cidr,
-            }))?;
+            })
+            .collect();
+        let kernel = sluice_nft::Netlink::open().context("open nftables netlink")?;
+        let mut masq = Masquerade {
+            kernel: Box::new(kernel),
+            nets,
+        };
+        if let Some(e) = masq.repair().into_iter().next() {
+            bail!("{e}");
         }
-    }
+        Some(masq)
+    } else {
+        None
+    };
     let devices = setup.devices(&lease, conf, macs);
     let (under4, under6) = (setup.underlay.addr, setup.underlay.addr6);
+    let networks: Vec<IpNet> = families.iter().flatten().map(|(n, _)| *n).collect();
+    let bounds = Bounds {
+        networks: networks.clone(),
+        ranges,
+        underlay: [under4.map(IpNet::V4), under6.map(IpNet::V6)]
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
     let node = Node {
         kernel: setup.kernel,
         params: setup.params,
         own: lease,
         devices,
-        networks: families.iter().flatten().map(|(n, _)| *n).collect(),
+        networks,
+        bounds,
         same_l2: Box::new(move |ip| match ip {
             IpAddr::V4(a) => under4.is_some_and(|n| n.trunc().contains(&a)),
             IpAddr::V6(a) => under6.is_some_and(|n| n.trunc().contains(&a)),
         }),
+        masq,
     };
     let health = Arc::new(Mutex::new(Health::default()));
     if flags.healthz_port != 0 {
@@ -226,24 +280,4 @@ pub(crate) async fn serve(
     let nudges = deletions().context("watch netlink for deletions")?;
     run(node, peers, nudges, flags.reconcile_period, health).await;
     bail!("the peer source ended")
-}
-
-/// Loads an nft script in one transaction (`nft -f -`).
-fn nft(script: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run nft")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("nft -f: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }

@@ -4,12 +4,14 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_model::subnet_env::SubnetEnv;
 use sluice_overlay::allocate::Ranges;
 use sluice_overlay::etcd_mgr::{EtcdSubnetManager, HeldLease};
 use sluice_overlay::flags::Flags;
+use tokio::sync::Notify;
 
 use crate::common::{Setup, serve};
 use crate::kube_mode::retry;
@@ -46,21 +48,32 @@ pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
     })
     .await;
     tracing::info!(origin = ?held.origin, "etcd lease held");
+    let repair = Arc::new(Notify::new());
+    let peers = mgr.peers_guarding(&held, repair.clone());
     tokio::spawn(renew_forever(
         mgr.clone(),
         held.clone(),
         flags.renew_after(),
+        repair,
     ));
-    let peers = mgr.peers(held.lease.label());
-    serve(&flags, &conf, setup, held.lease, (mac, mac6), peers).await
+    serve(&flags, &conf, setup, held.lease, (mac, mac6), ranges, peers).await
 }
 
-/// Renews the lease before it expires, for as long as the daemon runs. A failed renewal is
-/// retried every minute (sooner for short TTLs); routes are never touched meanwhile.
-async fn renew_forever(mgr: EtcdSubnetManager, mut held: HeldLease, after: Duration) {
+/// Renews the lease before it expires, and at once when the peer watch finds it deleted or
+/// overwritten (`repair`), for as long as the daemon runs. A failed renewal is retried every
+/// minute (sooner for short TTLs); routes are never touched meanwhile.
+async fn renew_forever(
+    mgr: EtcdSubnetManager,
+    mut held: HeldLease,
+    after: Duration,
+    repair: Arc<Notify>,
+) {
     let mut wait = after;
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = repair.notified() => {}
+        }
         match mgr.renew(&held).await {
             Ok(renewed) => {
                 held = renewed;

@@ -1,14 +1,17 @@
 //! `--kube-subnet-mgr`: the subnet is the Node's podCIDR, the lease its annotations.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use sluice_model::net_conf::NetConf;
+use sluice_overlay::allocate::Ranges;
 use sluice_overlay::flags::Flags;
 use sluice_overlay::kube_mgr::{KubeMgrError, KubeSubnetManager};
 use sluice_overlay::node_lease::PodCidrError;
 use sluice_overlay::{AnnotationKeys, Lease, LeaseAttrs};
+use tokio::sync::Notify;
 
 use crate::common::{Setup, serve};
 
@@ -30,7 +33,20 @@ pub(crate) async fn run(flags: Flags) -> anyhow::Result<()> {
     let (attrs, mac, mac6) = setup.attrs(previous.as_ref());
     let lease = acquire(&mgr, &conf, &attrs).await?;
     retry("mark network available", || mgr.complete()).await;
-    serve(&flags, &conf, setup, lease, (mac, mac6), mgr.peers()).await
+    let repair = Arc::new(Notify::new());
+    let peers = mgr.peers_guarding(&attrs, repair.clone());
+    tokio::spawn(republish_on(mgr.clone(), attrs.clone(), repair));
+    // The controller manager sizes podCIDRs: SubnetLen and its range do not apply.
+    let ranges = Ranges::default();
+    serve(&flags, &conf, setup, lease, (mac, mac6), ranges, peers).await
+}
+
+/// Publishes this node's annotations again whenever the peer watch finds them changed.
+async fn republish_on(mgr: KubeSubnetManager, attrs: LeaseAttrs, repair: Arc<Notify>) {
+    loop {
+        repair.notified().await;
+        retry("publish this node's annotations", || mgr.republish(&attrs)).await;
+    }
 }
 
 /// Acquires the lease, waiting out API trouble and a podCIDR not assigned yet, but failing
@@ -61,8 +77,7 @@ async fn acquire(
 async fn client(flags: &Flags) -> anyhow::Result<kube::Client> {
     let config = match &flags.kubeconfig_file {
         Some(path) => {
-            let kc =
-                Kubeconfig::read_from(path).with_context(|| format!("read {}", path.display()))?;
+            let kc = crate::kubeconfig::read(path)?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
         }
         None => kube::Config::infer()

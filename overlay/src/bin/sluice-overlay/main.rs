@@ -9,6 +9,7 @@
 mod common;
 mod etcd_mode;
 mod kube_mode;
+mod kubeconfig;
 
 use std::process::ExitCode;
 
