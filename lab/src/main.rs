@@ -72,6 +72,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "lab-demo")]
         name: String,
+        /// sluice-proxy's --proxy-mode.
+        #[arg(long, default_value = "nftables")]
+        proxy_mode: String,
     },
     /// Run the Service conformance suite with real traffic in a 2-node lab, print the
     /// results, remove the lab.
@@ -156,7 +159,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
         Command::Curl { name, url } => exec::curl(&dir, &name, &url),
-        Command::Demo { name } => Ok(demo::run(dir, Binaries::find(cli.bin_dir)?, name)),
+        Command::Demo { name, proxy_mode } => Ok(demo::run(
+            dir,
+            Binaries::find(cli.bin_dir)?,
+            name,
+            proxy_mode,
+        )),
         Command::Conformance {
             proxy_mode,
             scenarios,

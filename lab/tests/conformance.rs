@@ -33,3 +33,8 @@ fn conformance(mode: &str) {
 fn nftables_mode_passes_the_suite_with_real_traffic() {
     conformance("nftables");
 }
+
+#[test]
+fn iptables_mode_passes_the_suite_with_real_traffic() {
+    conformance("iptables");
+}

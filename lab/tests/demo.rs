@@ -6,16 +6,27 @@ mod common;
 
 #[test]
 fn demo_passes_every_check_and_leaves_nothing_behind() {
+    demo("nftables", "d");
+}
+
+#[test]
+fn demo_passes_in_iptables_mode() {
+    demo("iptables", "i");
+}
+
+fn demo(mode: &str, tag: &str) {
     sluice_testbed::require_root();
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
-    let name = format!("lab-d{}", std::process::id());
+    let name = format!("lab-{tag}{}", std::process::id());
     let out = common::lab(&[
         "--lab-dir",
         &lab_dir.to_string_lossy(),
         "demo",
         "--name",
         &name,
+        "--proxy-mode",
+        mode,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{}", common::text(&out));
@@ -24,6 +35,7 @@ fn demo_passes_every_check_and_leaves_nothing_behind() {
     for row in [
         "sluice-overlay on every node",
         "sluice-proxy on every node",
+        &format!("--proxy-mode {mode} on 2 nodes"),
         "pods via the sluice CNI plugin (ADD)",
         "externalTrafficPolicy: Local",
         "no endpoints (nothing): REJECT",

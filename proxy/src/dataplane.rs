@@ -5,12 +5,15 @@
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use sluice_model::service::IpFamily;
 use sluice_proxy_core::Snapshot;
 use sluice_proxy_core::backend::{
     Backend, BackendError, BackendOptions, FakeBackend, ProxyMode, Tick,
 };
 use sluice_proxy_core::explain::{BackendCheck, Dialect, NodeContext, Packet, VerdictView};
 use sluice_proxy_core::{Changes, backend};
+use sluice_proxy_iptables::dump::Dump;
+use sluice_proxy_iptables::{Exec, Iptables, KernelIptables, Scope, Variant};
 use sluice_proxy_nftables::{KernelNftables, NftConfig};
 
 /// The backend chosen by `--proxy-mode`.
@@ -21,10 +24,12 @@ pub enum Any {
     Fake(FakeBackend),
     /// nftables through netlink (`--proxy-mode nftables`).
     Nftables(Box<KernelNftables>),
+    /// kube-proxy's ruleset through iptables-restore (`--proxy-mode iptables`).
+    Iptables(Box<KernelIptables>),
 }
 
 /// The modes this version can build.
-pub const BUILT: [ProxyMode; 2] = [ProxyMode::Nftables, ProxyMode::Fake];
+pub const BUILT: [ProxyMode; 3] = [ProxyMode::Nftables, ProxyMode::Iptables, ProxyMode::Fake];
 
 impl Any {
     /// The backend for `mode` with default options, or
@@ -38,6 +43,7 @@ impl Any {
         match mode {
             ProxyMode::Fake => Ok(Self::Fake(FakeBackend::new())),
             ProxyMode::Nftables => Ok(Self::Nftables(Box::new(KernelNftables::open(opts)?))),
+            ProxyMode::Iptables => Ok(Self::Iptables(Box::new(KernelIptables::open(opts)?))),
             other => Err(BackendError::ModeNotAvailable(other)),
         }
     }
@@ -46,6 +52,7 @@ impl Any {
         match self {
             Self::Fake(b) => b,
             Self::Nftables(b) => b.as_ref(),
+            Self::Iptables(b) => b.as_ref(),
         }
     }
 
@@ -53,16 +60,46 @@ impl Any {
         match self {
             Self::Fake(b) => b,
             Self::Nftables(b) => b.as_mut(),
+            Self::Iptables(b) => b.as_mut(),
         }
     }
 }
 
-/// Removes what `mode` may have programmed in this namespace (nothing for modes this
-/// version does not build).
+/// Removes what `mode` may have programmed in this namespace, in both families (nothing
+/// for modes this version does not build). iptables: in each variant (nft, legacy) that
+/// holds the proxy's chains, nothing where no variant does.
 pub fn cleanup(mode: ProxyMode) -> Result<(), BackendError> {
-    match Any::new(mode) {
+    let opts = BackendOptions {
+        families: vec![IpFamily::V4, IpFamily::V6],
+        ..BackendOptions::default()
+    };
+    if mode == ProxyMode::Iptables {
+        for variant in [Variant::Nft, Variant::Legacy] {
+            if variant.holds_proxy_chains() {
+                let opts = BackendOptions {
+                    iptables_variant: Some(variant.as_str().to_owned()),
+                    ..opts.clone()
+                };
+                build_and_clean(mode, &opts)?;
+            }
+        }
+        return Ok(());
+    }
+    build_and_clean(mode, &opts)
+}
+
+fn build_and_clean(mode: ProxyMode, opts: &BackendOptions) -> Result<(), BackendError> {
+    match Any::build(mode, opts) {
         Ok(mut backend) => backend.cleanup(),
         Err(BackendError::ModeNotAvailable(_)) => Ok(()),
+        Err(BackendError::Open {
+            mode: ProxyMode::Iptables,
+            what,
+            source,
+        }) => {
+            tracing::debug!("no iptables leftovers to remove ({what}: {source})");
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -119,8 +156,73 @@ pub fn check(
                 verdict,
             ))
         }
+        ProxyMode::Iptables => {
+            let cfg = sluice_proxy_iptables::IptConfig::of(opts, snapshot.family(), true, false);
+            let rendered = sluice_proxy_iptables::render(&cfg, snapshot, Scope::All, &[]);
+            let dump = Dump::parse(&rendered.text()).ok()?;
+            Some(iptables_check(&dump, "rendered", node, packet, verdict))
+        }
         _ => None,
     }
+}
+
+/// As [`check`], over what is programmed in this namespace where the mode can read it back
+/// (iptables: `iptables-save`); the rendering where nothing of the mode is programmed.
+pub fn check_programmed(
+    mode: ProxyMode,
+    opts: &BackendOptions,
+    snapshot: &Snapshot,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> Option<BackendCheck> {
+    if mode == ProxyMode::Iptables
+        && let Some(dump) = iptables_programmed(opts, snapshot.family())
+    {
+        return Some(iptables_check(
+            &dump,
+            "programmed, iptables-save",
+            node,
+            packet,
+            verdict,
+        ));
+    }
+    check(mode, opts, snapshot, node, packet, verdict)
+}
+
+/// The nat and filter tables as `iptables-save` prints them, when the proxy's chains are in
+/// them.
+fn iptables_programmed(opts: &BackendOptions, family: IpFamily) -> Option<Dump> {
+    let variant = match opts.iptables_variant.as_deref() {
+        Some(v) => Variant::parse(v)?,
+        None => Variant::detect(),
+    };
+    let mut exec = Exec::new(family, variant);
+    let mut text = String::new();
+    for table in ["nat", "filter"] {
+        text.push_str(&exec.save(table).ok()?);
+    }
+    let dump = Dump::parse(&text).ok()?;
+    dump.chain("nat", "KUBE-SERVICES").is_some().then_some(dump)
+}
+
+fn iptables_check(
+    dump: &Dump,
+    source: &'static str,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> BackendCheck {
+    let tracer =
+        sluice_proxy_iptables::Tracer::new(dump, &node.node_ips).with_pod_sources(&node.pod_cidrs);
+    BackendCheck::run(
+        ProxyMode::Iptables.as_str(),
+        source,
+        &tracer,
+        packet,
+        node,
+        verdict,
+    )
 }
 
 impl Backend for Any {
@@ -174,7 +276,7 @@ mod tests {
         assert_eq!(Any::new(ProxyMode::Fake).unwrap().mode(), ProxyMode::Fake);
         // nftables opens netlink in the current namespace: built (and cleaned up) by the
         // kernel tests inside their own namespaces, never here in the host's.
-        for mode in [ProxyMode::Iptables, ProxyMode::Ipvs, ProxyMode::Ebpf] {
+        for mode in [ProxyMode::Ipvs, ProxyMode::Ebpf] {
             assert!(!BUILT.contains(&mode));
             let e = Any::new(mode).unwrap_err();
             assert_eq!(

@@ -127,6 +127,7 @@ pub fn backend_options(
             ),
         },
         ebpf: EbpfOptions::default(),
+        iptables_variant: config.iptables_variant.clone(),
     }
 }
 

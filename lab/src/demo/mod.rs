@@ -24,9 +24,9 @@ use crate::daemons::{Binaries, SubnetManager};
 use crate::labdir::LabDir;
 use crate::up::{Lab, Options};
 
-pub(crate) fn run(dir: LabDir, bins: Binaries, name: String) -> ExitCode {
+pub(crate) fn run(dir: LabDir, bins: Binaries, name: String, proxy_mode: String) -> ExitCode {
     println!(
-        "Sluice lab demo: 2 nodes running sluice-overlay and sluice-proxy (nftables), 4 pods \
+        "Sluice lab demo: 2 nodes running sluice-overlay and sluice-proxy ({proxy_mode}), 4 pods \
          wired by the sluice CNI plugin, the API server with an EndpointSlice controller\n"
     );
     let mut report = Report::default();
@@ -50,7 +50,7 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, name: String) -> ExitCode {
         name,
         nodes: 2,
         pods_per_node: 2,
-        proxy_mode: "nftables".into(),
+        proxy_mode,
         subnet_manager: SubnetManager::Kube,
     };
     match Lab::begin(dir.clone(), bins, opts) {

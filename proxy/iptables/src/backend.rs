@@ -176,20 +176,24 @@ fn apply_err(e: ExecError) -> BackendError {
 }
 
 impl<I: Iptables> PerFamily<I> {
-    /// A full sync: jump rules and canaries ensured, the kernel's chains read back, every
+    /// A full sync: the kernel's tables read back, missing jump rules and canaries added,
+    /// every
     /// per-Service chain that differs from its rendering rewritten, every chain of ours that
     /// is no longer used deleted.
     fn full(&mut self, snap: &Snapshot) -> Result<Rendered, BackendError> {
-        ensure_jumps(&mut self.ipt, &self.cfg).map_err(apply_err)?;
-        ensure_canaries(&mut self.ipt).map_err(apply_err)?;
-        let nat = self.ipt.save("nat").map_err(apply_err)?;
-        let kernel = Dump::parse(&nat).map_err(|e| {
+        let mut saved = String::new();
+        for table in ["filter", "mangle", "nat"] {
+            saved.push_str(&self.ipt.save(table).map_err(apply_err)?);
+        }
+        let kernel = Dump::parse(&saved).map_err(|e| {
             BackendError::apply(
                 ProxyMode::Iptables,
                 Outcome::Refused,
-                format!("iptables-save -t nat: {e}"),
+                format!("iptables-save: {e}"),
             )
         })?;
+        ensure_jumps(&mut self.ipt, &self.cfg, &kernel).map_err(apply_err)?;
+        ensure_canaries(&mut self.ipt, &kernel).map_err(apply_err)?;
         let mut rendered = render(&self.cfg, snap, Scope::All, &[]);
         let active: BTreeSet<&String> = rendered.active.values().flatten().collect();
         let existing = kernel

@@ -30,13 +30,19 @@ pub(crate) fn cleanup(ipt: &mut impl Iptables) -> Result<(), ExecError> {
     let mut first_err = None;
     for j in &JUMPS {
         // Absent rules and chains answer "no"; only a failing program is an error.
-        if let Err(e) = ipt.run(&j.command("-D")) {
-            first_err.get_or_insert(e);
+        match ipt.run(&j.command("-D")) {
+            Err(e) if !e.is_not_found() => {
+                first_err.get_or_insert(e);
+            }
+            _ => {}
         }
     }
     for (table, fixed) in [("nat", &NAT_CHAINS[..]), ("filter", &FILTER_CHAINS[..])] {
-        if let Err(e) = delete_chains(ipt, table, fixed) {
-            first_err.get_or_insert(e);
+        match delete_chains(ipt, table, fixed) {
+            Err(e) if !e.is_not_found() => {
+                first_err.get_or_insert(e);
+            }
+            _ => {}
         }
     }
     let _ = ipt.run(&["-X", KUBE_PROXY_CANARY, "-t", "mangle"]);

@@ -39,6 +39,22 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// Whether the program said that what it was asked to change is not there (kube-proxy's
+    /// `IsNotFoundError`): a rule, chain, target or table.
+    pub fn is_not_found(&self) -> bool {
+        let Self::Failed { stderr, .. } = self else {
+            return false;
+        };
+        [
+            "No chain/target/match by that name",
+            "No such file or directory",
+            "does a matching rule exist",
+            "does not exist",
+        ]
+        .iter()
+        .any(|m| stderr.contains(m))
+    }
+
     /// The restore input line the kernel or the parser refused, if named.
     pub fn line(&self) -> Option<usize> {
         match self {
@@ -112,6 +128,24 @@ impl Variant {
             }
         }
         Self::Nft
+    }
+}
+
+impl Variant {
+    /// Whether this variant's tables hold kube-proxy's (or Sluice's) chains, in either
+    /// family; read without `-t`, so no table is created by looking.
+    pub fn holds_proxy_chains(self) -> bool {
+        ["iptables", "ip6tables"].into_iter().any(|base| {
+            Command::new(format!("{base}-{}-save", self.as_str()))
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| {
+                    let text = String::from_utf8_lossy(&o.stdout);
+                    text.lines().any(|l| {
+                        l.starts_with(":KUBE-PROXY-CANARY ") || l.starts_with(":KUBE-SERVICES ")
+                    })
+                })
+        })
     }
 }
 
@@ -189,6 +223,26 @@ fn failed_line(stderr: &str) -> Option<usize> {
 /// The lock and wait flags kube-proxy passes (iptables ≥ 1.6.2).
 const WAIT: [&str; 4] = ["-w", "5", "-W", "100000"];
 
+impl Exec {
+    /// Whether `MASQUERADE --random-fully` is understood (iptables ≥ 1.6.2); an error when
+    /// the program does not run at all.
+    pub fn supports_random_fully(&self) -> Result<bool, ExecError> {
+        let out = self.exec("", &["--version"], None)?;
+        Ok(version(&out).is_some_and(|v| v >= (1, 6, 2)))
+    }
+}
+
+/// `iptables v1.8.9 (nf_tables)` → (1, 8, 9).
+fn version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
 impl Iptables for Exec {
     fn restore(&mut self, input: &str) -> Result<(), ExecError> {
         let mut args = WAIT.to_vec();
@@ -226,6 +280,13 @@ mod tests {
             failed_line("Another app is currently holding the xtables lock"),
             None
         );
+    }
+
+    #[test]
+    fn versions_are_read_as_iptables_prints_them() {
+        assert_eq!(version("iptables v1.8.9 (nf_tables)\n"), Some((1, 8, 9)));
+        assert_eq!(version("iptables v1.6.1"), Some((1, 6, 1)));
+        assert_eq!(version("garbage"), None);
     }
 
     #[test]

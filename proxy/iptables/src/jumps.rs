@@ -3,8 +3,10 @@
 //! built-in chain), and the canary chains whose disappearance says the tables were flushed.
 
 use crate::config::IptConfig;
+use crate::dump::Dump;
 use crate::exec::{ExecError, Iptables};
 use crate::names::*;
+use crate::rule::Rule;
 use sluice_model::service::IpFamily;
 
 /// One jump from a built-in chain.
@@ -163,24 +165,59 @@ impl Jump {
     }
 }
 
-/// Creates each target chain and prepends each jump that is missing (`-C`, then `-I`), in
-/// kube-proxy's order, so the built-in chains read as on a kube-proxy node.
-pub(crate) fn ensure_jumps(ipt: &mut impl Iptables, cfg: &IptConfig) -> Result<(), ExecError> {
+/// The rule as a saved line (the comment quoted), for comparing with what is programmed.
+pub(crate) fn jump_line(j: &Jump) -> String {
+    let mut line = format!("-A {}", j.from);
+    for a in j.args() {
+        match a.contains(' ') {
+            true => line.push_str(&format!(" \"{a}\"")),
+            false => line.push_str(&format!(" {a}")),
+        }
+    }
+    line
+}
+
+/// Whether `dump` has `chain` in `table`, and `rule` (canonically) in it.
+fn has(dump: &Dump, table: &str, chain: &str, rule: Option<&str>) -> bool {
+    let Some(c) = dump.chain(table, chain) else {
+        return false;
+    };
+    let Some(rule) = rule.and_then(|r| Rule::parse(r).ok()) else {
+        return true;
+    };
+    c.rules
+        .iter()
+        .any(|r| Rule::parse(r).ok().as_ref() == Some(&rule))
+}
+
+/// Creates each target chain and prepends each jump that `saved` (the tables as read back)
+/// lacks, in kube-proxy's order, so the built-in chains read as on a kube-proxy node. Nothing
+/// runs when everything is there: changing commands, even ones that fail, are not free (an
+/// `iptables-nft -N` of an existing chain was seen stalling new connections for a second).
+pub(crate) fn ensure_jumps(
+    ipt: &mut impl Iptables,
+    cfg: &IptConfig,
+    saved: &Dump,
+) -> Result<(), ExecError> {
     let kubelet = cfg.family == IpFamily::V4 && cfg.localhost_nodeports;
     let all = JUMPS.iter().chain(KUBELET_JUMPS.iter().filter(|_| kubelet));
     for j in all {
-        ipt.run(&["-N", j.to, "-t", j.table])?;
-        if !ipt.run(&j.command("-C"))? {
+        if !has(saved, j.table, j.to, None) {
+            ipt.run(&["-N", j.to, "-t", j.table])?;
+        }
+        if !has(saved, j.table, j.from, Some(&jump_line(j))) {
             ipt.run(&j.command("-I"))?;
         }
     }
     Ok(())
 }
 
-/// Creates the canary chains (kube-proxy's monitor does the same).
-pub(crate) fn ensure_canaries(ipt: &mut impl Iptables) -> Result<(), ExecError> {
+/// Creates the canary chains `saved` lacks (kube-proxy's monitor does the same).
+pub(crate) fn ensure_canaries(ipt: &mut impl Iptables, saved: &Dump) -> Result<(), ExecError> {
     for table in CANARY_TABLES {
-        ipt.run(&["-N", KUBE_PROXY_CANARY, "-t", table])?;
+        if !has(saved, table, KUBE_PROXY_CANARY, None) {
+            ipt.run(&["-N", KUBE_PROXY_CANARY, "-t", table])?;
+        }
     }
     Ok(())
 }

@@ -9,13 +9,17 @@ pub mod dump;
 pub mod exec;
 pub mod fake;
 mod jumps;
+mod kernel;
 pub mod names;
 pub mod render;
 pub mod rule;
 mod sysctl;
+mod tracer;
 
 pub use backend::{IptMetrics, IptablesBackend};
 pub use config::IptConfig;
 pub use exec::{Exec, ExecError, Iptables, Variant};
 pub use fake::FakeIptables;
+pub use kernel::KernelIptables;
 pub use render::{Rendered, Scope, render};
+pub use tracer::Tracer;

@@ -254,10 +254,13 @@ fn jump_rules_and_canaries_are_ensured_on_full_syncs_and_cleanup_removes_them() 
     for table in ["mangle", "nat", "filter"] {
         assert!(fake.chain(table, "KUBE-PROXY-CANARY").is_some());
     }
-    // A second full sync adds no duplicate.
+    // A second full sync adds no duplicate, and runs no iptables command at all (it reads
+    // the tables back instead of asking `-C` fourteen times).
+    let runs = fake.runs.len();
     state.request_full_sync();
     sync(&mut backend, &mut state).unwrap();
     let fake = backend.iptables(IpFamily::V4).unwrap();
+    assert_eq!(fake.runs.len(), runs, "{:?}", &fake.runs[runs..]);
     assert_eq!(
         fake.chain("filter", "INPUT").unwrap().rules.len(),
         input.len()

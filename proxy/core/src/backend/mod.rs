@@ -240,6 +240,8 @@ pub struct BackendOptions {
     pub ipvs: IpvsOptions,
     /// eBPF mode settings.
     pub ebpf: EbpfOptions,
+    /// iptables and IPVS modes: `nft` or `legacy` iptables; `None`: detected.
+    pub iptables_variant: Option<String>,
 }
 
 /// `--detect-local-mode` with its parameter.
@@ -305,6 +307,7 @@ impl Default for BackendOptions {
             tcp_be_liberal: false,
             ipvs: IpvsOptions::default(),
             ebpf: EbpfOptions::default(),
+            iptables_variant: None,
         }
     }
 }

@@ -339,6 +339,8 @@ pub struct ProxyConfig {
     pub service_cidrs: Vec<IpNet>,
     /// `--config`: kube-proxy exits when this file changes; so may Sluice.
     pub config_file: Option<PathBuf>,
+    /// Sluice: `--iptables-variant` (`nft` or `legacy`); `None`: detected.
+    pub iptables_variant: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -373,6 +375,7 @@ impl Default for ProxyConfig {
             manifests_dir: None,
             service_cidrs: Vec::new(),
             config_file: None,
+            iptables_variant: None,
         }
     }
 }

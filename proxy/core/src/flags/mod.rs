@@ -257,6 +257,11 @@ pub struct Flags {
     /// to unallocated ClusterIPs in them is dropped. Applies even with --config.
     #[arg(long = "service-cidr", global = true, value_name = "CIDR[,CIDR]", value_parser = parse::cidr_csv)]
     pub service_cidr: Option<parse::CidrList>,
+    /// Sluice: which iptables the iptables mode programs: nft, legacy, or auto (the one
+    /// the kubelet's chains are in, nft if none — as kube-proxy's image decides)
+    /// [default: auto]. Applies even with --config.
+    #[arg(long = "iptables-variant", global = true, value_name = "auto|nft|legacy", value_parser = ["auto", "nft", "legacy"])]
+    pub iptables_variant: Option<String>,
 }
 
 /// `sluice-proxy` subcommands.

@@ -103,6 +103,9 @@ impl Flags {
         if let Some(dir) = &self.manifests_dir {
             config.manifests_dir = Some(dir.clone());
         }
+        if let Some(v) = self.iptables_variant.as_deref().filter(|v| *v != "auto") {
+            config.iptables_variant = Some(v.to_owned());
+        }
         if let Some(cidrs) = &self.service_cidr {
             config.service_cidrs.clone_from(&cidrs.0);
         }

@@ -49,7 +49,14 @@ pub(crate) async fn run(config: &ProxyConfig, args: &ExplainArgs) -> anyhow::Res
         protocol: args.proto,
     };
     let e = explain::explain(&snapshot, &ctx, &packet)?;
-    let check = dataplane::check(config.mode, &opts, &snapshot, &ctx, &packet, &e.verdict);
+    // On this node the rules are read back from the kernel where the mode can; for another
+    // node (`--from-node`) only its rendering can be traced.
+    let check = match args.from_node {
+        None => {
+            dataplane::check_programmed(config.mode, &opts, &snapshot, &ctx, &packet, &e.verdict)
+        }
+        Some(_) => dataplane::check(config.mode, &opts, &snapshot, &ctx, &packet, &e.verdict),
+    };
     match args.output {
         OutputFormat::Text => {
             print!("{}", explain::render_text(&e));
