@@ -64,13 +64,14 @@ impl Args {
 }
 
 /// `--cluster-cidr`: the pods' addresses (their traffic to a ClusterIP is not masqueraded).
-const CLUSTER_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16);
+pub(crate) const CLUSTER_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16);
 /// The service CIDR (unallocated ClusterIPs are dropped), holding the generator's 10.96.0.0 + i.
 const SERVICE_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12);
 /// The client pod and its gateway on the node.
 const CLIENT: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
 /// The server pod and its gateway on the node.
-const SERVER: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 2, 1));
+pub(crate) const SERVER: (Ipv4Addr, Ipv4Addr) =
+    (Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 2, 1));
 /// The server pod's port (the generator's target port).
 const TARGET_PORT: u16 = 8080;
 /// The server pod's port for direct connections: another port than the VIP's target, so a
@@ -223,11 +224,11 @@ struct Resync {
 }
 
 /// Connection set-up rates.
-struct Rates {
-    vip: f64,
-    pod: f64,
+pub(crate) struct Rates {
+    pub(crate) vip: f64,
+    pub(crate) pod: f64,
     /// Median over the rounds of (VIP rate / pod IP rate).
-    ratio: f64,
+    pub(crate) ratio: f64,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
@@ -266,7 +267,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let peak_kib = peak_rss_kib()?;
     let resync = resync(args, &mut state, &mut backend)?;
     let vip = SocketAddr::new(Ipv4Addr::from(0x0a60_0000 + traffic).into(), 80);
-    let rates = bed.rates(args, vip)?;
+    let rates = bed.rates(args.connections, vip)?;
     drop((state, backend, bed));
     // The reference: the same bed with nothing but one hand-written DNAT rule.
     let bed = Bed::new()?;
@@ -281,7 +282,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             SERVER.0
         ),
     ])?;
-    let reference = bed.rates(args, vip)?;
+    let reference = bed.rates(args.connections, vip)?;
     drop(bed);
     print(
         args,
@@ -429,15 +430,15 @@ fn resync(args: &Args, state: &mut ProxyState, backend: &mut Backend) -> anyhow:
 
 /// A node namespace holding the rules between a client pod and a server pod, each on its own
 /// veth and /24 (so both directions of every connection cross the node's netfilter hooks).
-struct Bed {
+pub(crate) struct Bed {
     _links: Vec<(Veth, Address, Address, Route)>,
     client: NetNs,
     server: NetNs,
-    node: NetNs,
+    pub(crate) node: NetNs,
 }
 
 impl Bed {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let node = NetNs::new("nft-node")?;
         node.set_ip_forward(true)?;
         let client = NetNs::new("nft-client")?;
@@ -460,7 +461,7 @@ impl Bed {
     }
 
     /// Sequential connections to the VIP and to the pod IP, in alternating rounds.
-    fn rates(&self, args: &Args, vip: SocketAddr) -> anyhow::Result<Rates> {
+    pub(crate) fn rates(&self, connections: u32, vip: SocketAddr) -> anyhow::Result<Rates> {
         let pod = SocketAddr::new(SERVER.0.into(), DIRECT_PORT);
         let _servers = [TARGET_PORT, DIRECT_PORT]
             .map(|port| {
@@ -469,7 +470,7 @@ impl Bed {
             })
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        let per_round = (args.connections / ROUNDS).max(1);
+        let per_round = (connections / ROUNDS).max(1);
         let rounds = self.client.run(|| -> anyhow::Result<Vec<[Duration; 2]>> {
             let burst = |addr: SocketAddr, n: u32| -> anyhow::Result<Duration> {
                 let start = Instant::now();
