@@ -158,3 +158,32 @@ fn special_cluster_ips_are_rejected() {
     let logs = proxy.logs();
     assert!(logs.contains("loopback"), "{}", proxy.log_tail(30));
 }
+
+/// Issue 15 bug 7: two proxies in one network namespace rewrote each other's nftables tables
+/// on every sync without a word. The second now refuses to start, naming the first, and the
+/// first keeps programming.
+#[test]
+fn a_second_proxy_in_the_same_namespace_is_refused() {
+    sluice_testbed::require_root();
+    let ns = NetNs::new("px-two").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "a.yaml", &service("first", "10.96.0.10"));
+    let first = start_proxy(&ns, d);
+    eventually(Duration::from_secs(10), "first programmed", || {
+        table(&ns).contains("10.96.0.10").then_some(())
+    });
+    let mut second = ns
+        .spawn(&proxy_cmd(d, "127.0.0.1:10266", "127.0.0.1:10259"))
+        .unwrap();
+    let status = second.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert!(!status.success(), "{}", second.log_tail(20));
+    let logs = second.logs();
+    let expected = format!("another sluice-proxy (pid {})", first.pid());
+    assert!(logs.contains(&expected), "{}", second.log_tail(20));
+    // The first one still owns and programs the namespace.
+    write(d, "b.yaml", &service("second", "10.96.0.12"));
+    eventually(Duration::from_secs(10), "second programmed", || {
+        table(&ns).contains("10.96.0.12").then_some(())
+    });
+}

@@ -46,7 +46,7 @@ pub struct ScanReport {
 }
 
 /// The largest manifest file read (10,000 Services with their slices are about 8 MiB).
-pub const MAX_FILE: usize = 64 << 20;
+pub(super) const MAX_FILE: usize = 64 << 20;
 
 /// Identity and version of a file's content as far as `stat` can tell.
 type Stamp = (u64, u64, Option<SystemTime>);
