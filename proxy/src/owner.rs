@@ -70,11 +70,15 @@ pub fn claim(wait: Duration) -> Result<Owner, OwnerError> {
     Ok(Owner { _thread: thread })
 }
 
-/// Tells whoever connects this process's pid.
+/// Tells whoever connects this process's pid; never returns (the listener is the claim).
 fn answer(listener: &UnixListener) {
     for stream in listener.incoming() {
-        if let Ok(mut stream) = stream {
-            let _ = writeln!(stream, "{}", std::process::id());
+        match stream {
+            Ok(mut stream) => {
+                let _ = writeln!(stream, "{}", std::process::id());
+            }
+            // Out of descriptors or the like: keep the claim, try again later.
+            Err(_) => std::thread::sleep(RETRY),
         }
     }
 }

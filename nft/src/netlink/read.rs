@@ -188,11 +188,11 @@ pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableS
     for m in sluice_netlink::messages(datagram) {
         let a = m.attrs();
         match m.ty {
-            t if t == nft_type(NFT_MSG_NEWTABLE) => {
-                if a.str(NFTA_TABLE_NAME).as_deref() == Some(name) {
-                    let ud = a.get(NFTA_TABLE_USERDATA);
-                    table = Some(ud.and_then(|u| udata::string(u, udata::COMMENT)));
-                }
+            t if t == nft_type(NFT_MSG_NEWTABLE)
+                && a.str(NFTA_TABLE_NAME).as_deref() == Some(name) =>
+            {
+                let ud = a.get(NFTA_TABLE_USERDATA);
+                table = Some(ud.and_then(|u| udata::string(u, udata::COMMENT)));
             }
             t if t == nft_type(NFT_MSG_NEWCHAIN) => chains.push(decode_chain(&a)),
             t if t == nft_type(NFT_MSG_NEWRULE) => {
