@@ -10,22 +10,27 @@
 mod cni;
 mod flannel;
 mod leases;
+mod proxy;
 
 pub use cni::{cni_config, cni_env};
 pub use flannel::{net_conf, subnet_env};
 pub use leases::{etcd_leases, node_annotations};
+pub use proxy::{api_objects, manifests, nft_dump};
 
 /// A fuzz target: arbitrary bytes in, a panic on anything that must not happen.
 pub type Target = fn(&[u8]);
 
 /// Every target by name, as the corpus directories are named.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("cni_config", cni_config),
     ("cni_env", cni_env),
     ("subnet_env", subnet_env),
     ("net_conf", net_conf),
     ("etcd_leases", etcd_leases),
     ("node_annotations", node_annotations),
+    ("manifests", manifests),
+    ("api_objects", api_objects),
+    ("nft_dump", nft_dump),
 ];
 
 /// The input as text, if it is UTF-8 (the file formats are).

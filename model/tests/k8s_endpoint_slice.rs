@@ -190,3 +190,44 @@ fn merged_lists_are_sorted_by_text() {
         ["10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.9:8080"]
     );
 }
+
+/// Loopback or link-local endpoints are skipped (the API server refuses them); a slice name
+/// or service-name label the API server refuses, or more than 1000 endpoints, makes the
+/// slice unusable.
+#[test]
+fn what_the_api_server_refuses_is_refused() {
+    let base = common::fixture::<EndpointSlice>("eps-messy.yaml");
+    let mut slice = base.clone();
+    slice.endpoints[0].addresses = vec!["127.0.0.1".into()];
+    let out = slice_endpoints(&slice).unwrap().unwrap();
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("endpoints[0]") && w.contains("loopback"))
+    );
+    let mut slice = base.clone();
+    slice.metadata.name = Some("X".repeat(300));
+    assert!(
+        slice_endpoints(&slice)
+            .unwrap_err()
+            .to_string()
+            .contains("metadata.name")
+    );
+    let mut slice = base.clone();
+    slice.endpoints = vec![slice.endpoints[0].clone(); 1001];
+    assert!(
+        slice_endpoints(&slice)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 1000")
+    );
+    let mut slice = base;
+    (slice.metadata.labels.as_mut().unwrap())
+        .insert("kubernetes.io/service-name".into(), "y".repeat(64));
+    assert!(
+        slice_endpoints(&slice)
+            .unwrap_err()
+            .to_string()
+            .contains("no more than 63")
+    );
+}

@@ -206,3 +206,63 @@ fn out_of_range_port_is_skipped_with_a_warning() {
         ["service shop/web: spec.ports[0].port: out of range \"70000\", port skipped"]
     );
 }
+
+/// Issue 15 bugs 3 and 4: what the API server refuses is refused here too, naming the field —
+/// a name too long for a DNS label (it ended up in a 255-byte nftables chain name), a
+/// loopback, unspecified or broadcast cluster IP (REJECT rules then refused the node's own
+/// loopback traffic), port names that are missing or duplicated.
+#[test]
+fn what_the_api_server_refuses_is_an_error() {
+    let base: Service = common::fixture("svc-dual-stack.yaml");
+    let err = |f: &dyn Fn(&mut Service)| {
+        let mut svc = base.clone();
+        f(&mut svc);
+        service_ports(&svc).unwrap_err().to_string()
+    };
+    let e = err(&|s| s.metadata.name = Some("x".repeat(64)));
+    assert!(
+        e.contains("metadata.name") && e.contains("no more than 63"),
+        "{e}"
+    );
+    let e = err(&|s| s.metadata.name = Some("Web_1".into()));
+    assert!(e.contains("DNS-1035"), "{e}");
+    let e = err(&|s| s.metadata.namespace = Some("a.b".into()));
+    assert!(e.contains("metadata.namespace"), "{e}");
+    for ip in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "169.254.0.1",
+        "224.0.0.5",
+    ] {
+        let e = err(&|s| {
+            let spec = s.spec.as_mut().unwrap();
+            spec.cluster_ips = Some(vec![ip.into()]);
+        });
+        assert!(e.contains("spec.clusterIPs[0]"), "{ip}: {e}");
+    }
+    let e = err(&|s| {
+        let spec = s.spec.as_mut().unwrap();
+        spec.cluster_ips = Some(vec!["10.96.0.1".into(), "10.96.0.2".into()]);
+    });
+    assert!(e.contains("one of each IP family"), "{e}");
+    let e = err(&|s| s.spec.as_mut().unwrap().ports.as_mut().unwrap()[1].name = None);
+    assert!(
+        e.contains("spec.ports[1].name") && e.contains("required"),
+        "{e}"
+    );
+    let e = err(&|s| {
+        let ports = s.spec.as_mut().unwrap().ports.as_mut().unwrap();
+        ports[1].name = ports[0].name.clone();
+    });
+    assert!(e.contains("Duplicate value"), "{e}");
+}
+
+#[test]
+fn special_external_and_load_balancer_ips_are_skipped() {
+    let mut svc: Service = common::fixture("svc-dual-stack.yaml");
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["127.0.0.1".into(), "192.0.2.1".into()]);
+    let out = service_ports(&svc).unwrap();
+    assert_eq!(out.ports[0].external_ips, vec![ip("192.0.2.1")]);
+    assert!(out.warnings[0].contains("loopback"), "{:?}", out.warnings);
+}

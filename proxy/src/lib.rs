@@ -6,3 +6,4 @@
 
 pub mod dataplane;
 pub mod node;
+pub mod owner;

@@ -9,13 +9,18 @@ use std::sync::Arc;
 use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
 
 use super::ip::parse_ip_sloppy;
-use super::{ConvertError, object_label, port_number, required};
+use super::validate::{dns1123_label, dns1123_subdomain, label_value, non_special_ip};
+use super::{ConvertError, check, invalid, object_label, port_number, required};
 use crate::service::{
     Endpoint, IpFamily, Protocol, ServiceName, ServicePortName, SliceEndpoints, VecMap,
 };
 
 /// The label naming the Service that owns an EndpointSlice.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The API's limits on one slice (`maxEndpoints`, `maxPorts` of discovery validation).
+const MAX_ENDPOINTS: usize = 1000;
+const MAX_PORTS: usize = 100;
 
 /// Converts an EndpointSlice; `Ok(None)` for `FQDN` slices, which kube-proxy ignores.
 ///
@@ -36,6 +41,10 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, 
         &label_field,
         labels.and_then(|l| l.get(SERVICE_NAME_LABEL)),
     )?;
+    check(&object, "metadata.namespace", namespace, dns1123_label)?;
+    check(&object, "metadata.name", slice_name, dns1123_subdomain)?;
+    check(&object, &label_field, service, label_value)?;
+    limits(&object, slice)?;
     let family = match slice.address_type.as_str() {
         "IPv4" => IpFamily::V4,
         "IPv6" => IpFamily::V6,
@@ -77,6 +86,34 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Option<SliceEndpoints>, 
         ports: by_port,
         warnings: conv.warnings,
     }))
+}
+
+/// At most 1000 endpoints and 100 ports, port names DNS-1123 labels and unique, as the API
+/// server requires.
+fn limits(object: &str, slice: &EndpointSlice) -> Result<(), ConvertError> {
+    let too_many = |field: &str, n: usize, max: usize| {
+        let reason = format!("must have at most {max} items");
+        invalid(object, field, &n.to_string(), reason)
+    };
+    if slice.endpoints.len() > MAX_ENDPOINTS {
+        return Err(too_many("endpoints", slice.endpoints.len(), MAX_ENDPOINTS));
+    }
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    if ports.len() > MAX_PORTS {
+        return Err(too_many("ports", ports.len(), MAX_PORTS));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = port.name.as_deref().unwrap_or_default();
+        let field = format!("ports[{i}].name");
+        if !name.is_empty() {
+            check(object, &field, name, dns1123_label)?;
+        }
+        if port.name.is_some() && !seen.insert(name) {
+            return Err(invalid(object, &field, name, "Duplicate value".to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// Bounds the linear search of [`Converter::intern`].
@@ -161,6 +198,10 @@ impl Converter {
             self.warn(&field, "not an ip address", Some(text));
             return None;
         };
+        if let Err(reason) = non_special_ip(ip) {
+            self.warn(&field, &format!("{reason}:"), Some(text));
+            return None;
+        }
         if !self.family.contains(&ip) {
             let problem = format!("not an {} address", self.family);
             self.warn(&field, &problem, Some(text));

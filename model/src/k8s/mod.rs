@@ -9,11 +9,21 @@
 //! load-balancer ingress IP, a port, an endpoint address) is skipped, as
 //! kube-proxy skips it, and recorded as a warning string naming the object and
 //! field, so one bad entry never hides the rest of the Service.
+//!
+//! On top of that, what the API server would refuse and the dataplane cannot
+//! carry (see [`validate`]) makes the object unusable: names that are no DNS
+//! labels (they end up in kernel object names with length limits), cluster IPs
+//! that are loopback, unspecified, link-local, multicast or broadcast, port
+//! names that are missing, malformed or duplicated, slices with more entries
+//! than the API allows. An external IP, load-balancer IP or endpoint address
+//! that no API server accepts (loopback, link-local, unspecified) is an entry
+//! and skipped with a warning.
 
 mod endpoint_slice;
 mod ip;
 mod labels;
 mod service;
+pub mod validate;
 
 pub use endpoint_slice::{SERVICE_NAME_LABEL, slice_endpoints};
 pub use labels::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL, is_proxied, proxy_label_selector};
@@ -66,6 +76,26 @@ fn required<'a>(
             field: field.to_owned(),
         }),
     }
+}
+
+/// `Invalid` for `field` of `object` holding `value`, because of `reason`.
+fn invalid(object: &str, field: &str, value: &str, reason: String) -> ConvertError {
+    ConvertError::Invalid {
+        object: object.to_owned(),
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+/// Checks `value` of `field` with one of [`validate`]'s rules.
+fn check(
+    object: &str,
+    field: &str,
+    value: &str,
+    rule: fn(&str) -> Result<(), String>,
+) -> Result<(), ConvertError> {
+    rule(value).map_err(|reason| invalid(object, field, value, reason))
 }
 
 /// Converts an API port number (`i32`) to a usable port (1..=65535).

@@ -10,6 +10,8 @@ mod consts;
 mod encode;
 mod expr;
 mod read;
+
+pub use read::decode_dump;
 mod set;
 mod udata;
 

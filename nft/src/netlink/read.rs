@@ -175,6 +175,60 @@ pub(crate) fn set_intervals(
     }
 }
 
+/// Decodes the messages of a table's dumps — table, chain, rule, set and set-element
+/// messages in any order, as the kernel sends them — into the same [`TableState`] a read
+/// returns, without a socket: the read-back decoder as the fuzz target `nft_dump` drives it
+/// with arbitrary kernel answers. `None` without a table message for `name`.
+pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableState> {
+    let mut table = None;
+    let mut chains = Vec::new();
+    let mut rules: HashMap<String, Vec<RuleState>> = HashMap::new();
+    let mut sets = Vec::new();
+    let mut elements: HashMap<String, Vec<RawElement>> = HashMap::new();
+    for m in sluice_netlink::messages(datagram) {
+        let a = m.attrs();
+        match m.ty {
+            t if t == nft_type(NFT_MSG_NEWTABLE)
+                && a.str(NFTA_TABLE_NAME).as_deref() == Some(name) =>
+            {
+                let ud = a.get(NFTA_TABLE_USERDATA);
+                table = Some(ud.and_then(|u| udata::string(u, udata::COMMENT)));
+            }
+            t if t == nft_type(NFT_MSG_NEWCHAIN) => chains.push(decode_chain(&a)),
+            t if t == nft_type(NFT_MSG_NEWRULE) => {
+                let chain = a.str(NFTA_RULE_CHAIN).unwrap_or_default();
+                rules.entry(chain).or_default().push(decode_rule(&a));
+            }
+            t if t == nft_type(NFT_MSG_NEWSET) => sets.push(decode_set(family, &a)),
+            t if t == nft_type(NFT_MSG_NEWSETELEM) => {
+                let set = a.str(NFTA_SET_ELEM_LIST_SET).unwrap_or_default();
+                if let Some(list) = a.nested(NFTA_SET_ELEM_LIST_ELEMENTS) {
+                    let raw = list.filter_map(|(_, e)| set::raw_element(Attrs::new(e)));
+                    elements.entry(set).or_default().extend(raw);
+                }
+            }
+            _ => {}
+        }
+    }
+    let comment = table?;
+    for c in &mut chains {
+        c.rules = rules.remove(&c.def.name).unwrap_or_default();
+    }
+    for set in &mut sets {
+        let raw = elements.remove(&set.def.name).unwrap_or_default();
+        if !set.unrecognised {
+            set.elements = decode_elements(family, &set.def, raw);
+        }
+    }
+    Some(TableState {
+        family,
+        name: name.to_owned(),
+        comment,
+        chains,
+        sets,
+    })
+}
+
 fn decode_chain(a: &Attrs<'_>) -> ChainState {
     let name = a.str(NFTA_CHAIN_NAME).unwrap_or_default();
     let hook = a.nested(NFTA_CHAIN_HOOK);
@@ -276,22 +330,26 @@ fn read_elements(
             Ok(())
         },
     )?;
-    set.elements = if set.def.interval {
-        set::pair_intervals(raw)
-    } else {
-        let mut out: Vec<Element> = raw
-            .into_iter()
-            .filter_map(|r| {
-                Some(Element {
-                    key: set::decode_key(family, &set.def.key, &r.key)?,
-                    prefix: None,
-                    verdict: r.verdict,
-                    comment: r.comment,
-                })
-            })
-            .collect();
-        out.sort();
-        out
-    };
+    set.elements = decode_elements(family, &set.def, raw);
     Ok(complete)
+}
+
+/// A set's elements from their raw attributes: intervals paired, keys decoded, sorted.
+fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<Element> {
+    if def.interval {
+        return set::pair_intervals(raw);
+    }
+    let mut out: Vec<Element> = raw
+        .into_iter()
+        .filter_map(|r| {
+            Some(Element {
+                key: set::decode_key(family, &def.key, &r.key)?,
+                prefix: None,
+                verdict: r.verdict,
+                comment: r.comment,
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }

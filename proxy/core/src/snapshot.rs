@@ -44,6 +44,19 @@ impl Snapshot {
         self.services.values().map(|port| &**port)
     }
 
+    /// The same view without the ports of `services` (the runner's isolation of Services the
+    /// backend refuses). Copies the maps when anything is left out.
+    pub fn without(&self, services: &BTreeSet<ServiceName>) -> Snapshot {
+        let mut copy = self.clone();
+        if services.is_empty() {
+            return copy;
+        }
+        let keep = |name: &ServicePortName| !services.contains(&name.service());
+        Arc::make_mut(&mut copy.services).retain(|name, _| keep(name));
+        Arc::make_mut(&mut copy.endpoints).retain(|name, _| keep(name));
+        copy
+    }
+
     /// The number of proxied Service ports.
     pub fn len(&self) -> usize {
         self.services.len()

@@ -141,3 +141,58 @@ async fn follows_edits_and_removals_with_inotify() {
 async fn follows_edits_and_removals_by_polling() {
     follow(WatchMode::Poll).await;
 }
+
+/// Issue 15 bug 5 and 7: a manifest "file" that is a FIFO, a directory or a symlink loop was
+/// skipped without a word, and a huge file was read whole before being rejected. Each is now
+/// skipped with its reason (once, not on every scan), a huge file is refused after reading
+/// at most the limit, and the good files still program.
+#[test]
+fn unreadable_entries_are_reported_and_huge_files_refused_unread() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "a.yaml", &service_yaml("a", "10.96.0.10", &["10.1.0.1"]));
+    std::fs::create_dir(d.join("dir.yaml")).unwrap();
+    let fifo = d.join("fifo.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    symlink("loop.yaml", d.join("loop.yaml")).unwrap();
+    let huge = std::fs::File::create(d.join("huge.yaml")).unwrap();
+    huge.set_len(1 << 30).unwrap(); // sparse: 1 GiB of zeros
+    let feed = Feed::new([TrackerConfig::new(IpFamily::V4, NODE)]);
+    let mut source = ManifestsSource::new(d, NODE);
+    let report = source.scan(&feed).unwrap();
+    let mut problems: Vec<(String, String)> = (report.problems.iter())
+        .map(|p| {
+            let name = p.path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, p.reason.clone())
+        })
+        .collect();
+    problems.sort();
+    let names: Vec<&str> = problems.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["dir.yaml", "fifo.yaml", "huge.yaml", "loop.yaml"],
+        "{problems:?}"
+    );
+    assert!(problems[0].1.contains("a directory"), "{problems:?}");
+    assert!(problems[1].1.contains("a FIFO"), "{problems:?}");
+    assert!(problems[2].1.contains("larger than"), "{problems:?}");
+    assert!(problems[3].1.contains("symbolic links"), "{problems:?}");
+    let ports = feed
+        .with_state(IpFamily::V4, |s| {
+            let (snap, _) = s.sync();
+            let ports: Vec<_> = snap.service_ports().map(|p| p.name.to_string()).collect();
+            ports
+        })
+        .unwrap();
+    assert_eq!(ports, [port("a")]);
+    assert_eq!(
+        source.scan(&feed).unwrap().problems,
+        vec![],
+        "reported once"
+    );
+}

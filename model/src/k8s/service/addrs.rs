@@ -10,19 +10,15 @@ use k8s_openapi::api::core::v1::{ServiceSpec, ServiceStatus};
 
 use super::Converter;
 use crate::k8s::ip::{parse_cidr_sloppy, parse_ip_sloppy};
+use crate::k8s::validate::non_special_ip;
 
 impl Converter {
     pub(super) fn external_ips(&mut self, spec: &ServiceSpec) -> Vec<IpAddr> {
         let mut ips = Vec::new();
         for (i, text) in spec.external_ips.iter().flatten().enumerate() {
-            match parse_ip_sloppy(text) {
-                Some(ip) => ips.push(ip),
-                None => self.warn(
-                    &format!("spec.externalIPs[{i}]"),
-                    "not an ip address",
-                    text,
-                    "skipped",
-                ),
+            let field = format!("spec.externalIPs[{i}]");
+            if let Some(ip) = self.usable_ip(&field, text) {
+                ips.push(ip);
             }
         }
         ips
@@ -62,16 +58,28 @@ impl Converter {
             if ing.ip_mode.as_deref().is_some_and(|mode| mode != "VIP") {
                 continue;
             }
-            match parse_ip_sloppy(text) {
-                Some(ip) => ips.push(ip),
-                None => self.warn(
-                    &format!("status.loadBalancer.ingress[{i}].ip"),
-                    "not an ip address",
-                    text,
-                    "skipped",
-                ),
+            let field = format!("status.loadBalancer.ingress[{i}].ip");
+            if let Some(ip) = self.usable_ip(&field, text) {
+                ips.push(ip);
             }
         }
         ips
+    }
+
+    /// An address the API server would accept for an external or load-balancer IP; else a
+    /// warning and `None` (a loopback one would make the REJECT rules refuse the node's own
+    /// loopback traffic).
+    fn usable_ip(&mut self, field: &str, text: &str) -> Option<IpAddr> {
+        let Some(ip) = parse_ip_sloppy(text) else {
+            self.warn(field, "not an ip address", text, "skipped");
+            return None;
+        };
+        match non_special_ip(ip) {
+            Ok(()) => Some(ip),
+            Err(reason) => {
+                self.warn(field, &format!("{reason}:"), text, "skipped");
+                None
+            }
+        }
     }
 }

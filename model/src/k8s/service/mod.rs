@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{Service, ServiceSpec, ServiceStatus};
 mod addrs;
 
 use super::ip::parse_ip_sloppy;
-use super::{ConvertError, object_label, port_number, required};
+use super::validate::{cluster_ip, dns1035_label, dns1123_label};
+use super::{ConvertError, check, invalid, object_label, port_number, required};
 use crate::service::{
     Protocol, ServiceName, ServicePort, ServicePortName, ServiceType, SessionAffinity,
     TrafficDistribution, TrafficPolicy,
@@ -34,6 +35,8 @@ pub fn service_ports(svc: &Service) -> Result<ServicePorts, ConvertError> {
     let object = object_label("service", meta.namespace.as_deref(), meta.name.as_deref());
     let namespace = required(&object, "metadata.namespace", meta.namespace.as_ref())?;
     let name = required(&object, "metadata.name", meta.name.as_ref())?;
+    check(&object, "metadata.namespace", namespace, dns1123_label)?;
+    check(&object, "metadata.name", name, dns1035_label)?;
     let mut out = ServicePorts {
         service: ServiceName::new(namespace, name),
         ports: Vec::new(),
@@ -43,6 +46,7 @@ pub fn service_ports(svc: &Service) -> Result<ServicePorts, ConvertError> {
         return Ok(out);
     };
     let cluster_ips = cluster_ips(&object, spec)?;
+    port_names(&object, spec)?;
     let mut conv = Converter {
         object,
         warnings: Vec::new(),
@@ -80,7 +84,49 @@ fn cluster_ips(object: &str, spec: &ServiceSpec) -> Result<Vec<IpAddr>, ConvertE
             reason: "not an ip address".to_owned(),
         })
     };
-    list.iter().enumerate().map(parse).collect()
+    let ips: Vec<IpAddr> = list
+        .iter()
+        .enumerate()
+        .map(parse)
+        .collect::<Result<_, _>>()?;
+    for (i, ip) in ips.iter().enumerate() {
+        let field = match indexed {
+            true => format!("spec.clusterIPs[{i}]"),
+            false => "spec.clusterIP".to_owned(),
+        };
+        cluster_ip(*ip).map_err(|reason| invalid(object, &field, &list[i], reason))?;
+    }
+    let dual = ips.len() == 2 && ips[0].is_ipv4() != ips[1].is_ipv4();
+    if ips.len() > 2 || (ips.len() == 2 && !dual) {
+        let value = list.join(",");
+        let reason = "at most two addresses, one of each IP family".to_owned();
+        return Err(invalid(object, "spec.clusterIPs", &value, reason));
+    }
+    Ok(ips)
+}
+
+/// Port names as the API server checks them: DNS-1123 labels, required when a Service has
+/// more than one port, unique (a port is known by its name: a duplicate would silently
+/// replace the other).
+fn port_names(object: &str, spec: &ServiceSpec) -> Result<(), ConvertError> {
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let field = format!("spec.ports[{i}].name");
+        let name = port.name.as_deref().unwrap_or_default();
+        if name.is_empty() {
+            if ports.len() > 1 {
+                let reason = "required when a Service has more than one port".to_owned();
+                return Err(invalid(object, &field, name, reason));
+            }
+            continue;
+        }
+        check(object, &field, name, dns1123_label)?;
+        if !seen.insert(name) {
+            return Err(invalid(object, &field, name, "Duplicate value".to_owned()));
+        }
+    }
+    Ok(())
 }
 
 struct Converter {

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sluice_model::service::{IpFamily, ServicePortName};
+use sluice_model::service::{IpFamily, ServiceName, ServicePortName};
 
 use super::{Backend, BackendError, Outcome, ProxyMode, Tick};
 use crate::{Changes, Snapshot};
@@ -51,6 +51,9 @@ struct Inner {
     applies: Vec<Applied>,
     programmed: BTreeMap<IpFamily, BTreeMap<ServicePortName, ProgrammedPort>>,
     fail_next: usize,
+    /// Services whose ports make every apply carrying them fail (as a kernel refuses an
+    /// object it cannot hold).
+    refused: BTreeSet<ServiceName>,
     cleanups: usize,
     ticks: usize,
     /// The next tick asks for a full sync.
@@ -96,6 +99,16 @@ impl FakeLog {
     /// Makes the next `n` applies fail (they are still recorded, `ok: false`).
     pub fn fail_next(&self, n: usize) {
         self.lock().fail_next = n;
+    }
+
+    /// Makes every apply that programs a port of `service` fail, until [`Self::accept`].
+    pub fn refuse(&self, service: ServiceName) {
+        self.lock().refused.insert(service);
+    }
+
+    /// Stops refusing `service`.
+    pub fn accept(&self, service: &ServiceName) {
+        self.lock().refused.remove(service);
     }
 
     /// How many times [`Backend::cleanup`] ran.
@@ -149,7 +162,9 @@ impl FakeBackend {
         let ports: BTreeSet<ServicePortName> = ports.cloned().collect();
         let endpoints = ports.iter().map(|p| snapshot.endpoints(p).len()).sum();
         let mut inner = self.log.lock();
-        let ok = inner.fail_next == 0;
+        let refused = (ports.iter())
+            .any(|p| snapshot.service_port(p).is_some() && inner.refused.contains(&p.service()));
+        let ok = inner.fail_next == 0 && !refused;
         inner.fail_next = inner.fail_next.saturating_sub(1);
         if ok {
             let family = inner.programmed.entry(snapshot.family()).or_default();

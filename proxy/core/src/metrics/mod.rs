@@ -41,6 +41,12 @@ struct CodeLabels {
     code: String,
 }
 
+/// Labels of `kubeproxy_sluice_objects_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
 /// Labels of `kubeproxy_sync_proxy_rules_no_local_endpoints_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NoLocalLabels {
@@ -65,6 +71,8 @@ struct Inner {
     no_local_endpoints: Family<NoLocalLabels, Gauge>,
     healthz: Family<CodeLabels, Counter>,
     livez: Family<CodeLabels, Counter>,
+    rejected: Family<KindLabels, Counter>,
+    unprogrammable: Gauge,
     started: SystemTime,
     no_local: Mutex<NoLocal>,
 }
@@ -113,6 +121,8 @@ impl Metrics {
             no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
+            rejected: Family::default(),
+            unprogrammable: Gauge::default(),
             started,
             no_local: Mutex::default(),
             registry: Registry::default(),
@@ -200,6 +210,15 @@ impl Metrics {
         if let Some(at) = status.last_queued {
             self.set_last_queued(at);
         }
+        for (kind, total) in &status.rejected_objects {
+            let labels = KindLabels {
+                kind: (*kind).to_owned(),
+            };
+            let counter = self.inner.rejected.get_or_create(&labels);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let unprogrammable = status.unprogrammable.values().map(Vec::len).sum();
+        self.inner.unprogrammable.set(gauge_value(unprogrammable));
     }
 
     /// The whole registry in the text format.
@@ -311,6 +330,17 @@ fn register(registry: &mut Registry, m: &Inner) {
         "proxy_livez",
         "Cumulative proxy livez HTTP status",
         m.livez.clone(),
+    );
+    // Sluice's own, under the same prefix so one scrape config finds them.
+    registry.register(
+        "sluice_objects_rejected",
+        "Services and EndpointSlices refused by validation (as the API server would refuse them)",
+        m.rejected.clone(),
+    );
+    registry.register(
+        "sluice_services_unprogrammable",
+        "Services left out of the dataplane because the kernel refused them",
+        m.unprogrammable.clone(),
     );
 }
 

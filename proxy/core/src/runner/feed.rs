@@ -178,7 +178,7 @@ impl Feed {
     /// queues a sync for each family that needs one.
     fn record(
         &self,
-        kind: &str,
+        kind: &'static str,
         mut f: impl FnMut(&mut ProxyState) -> Result<Recorded, ConvertError>,
     ) {
         for (i, fam) in self.inner.states.iter().enumerate() {
@@ -194,7 +194,12 @@ impl Feed {
                         self.queued(fam.family, &state);
                     }
                 }
-                Err(e) if i == 0 => tracing::warn!(kind, "ignoring object: {e}"),
+                Err(e) if i == 0 => {
+                    tracing::warn!(kind, "rejecting object: {e}");
+                    self.inner.status.send_modify(|s| {
+                        *s.rejected_objects.entry(kind).or_default() += 1;
+                    });
+                }
                 Err(_) => {}
             }
         }

@@ -23,8 +23,10 @@
 //! (`iptables-restore`).
 
 mod feed;
+mod isolate;
 mod status;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,6 +36,7 @@ use tracing::Instrument as _;
 
 use crate::backend::{Backend, BackendError, Tick, chain};
 use crate::{Changes, Snapshot};
+use sluice_model::service::{IpFamily, ServiceName, ServicePortName};
 
 pub use feed::Feed;
 pub use status::{FamilyStatus, NodeStatus, SyncObserver, SyncRecord, SyncReport, SyncStatus};
@@ -65,6 +68,12 @@ pub struct Runner<B> {
     backend: Option<B>,
     config: RunnerConfig,
     observers: Vec<Arc<dyn SyncObserver>>,
+    /// Per family: Services the backend refused (see [`isolate`]), left out until they
+    /// change.
+    unprogrammable: BTreeMap<IpFamily, BTreeSet<ServiceName>>,
+    /// Per family: ports changed by syncs that failed since the last success (the suspects
+    /// of the next isolation, as the retry is a full sync that no longer lists them).
+    unapplied: BTreeMap<IpFamily, BTreeSet<ServicePortName>>,
 }
 
 impl<B> std::fmt::Debug for Runner<B> {
@@ -94,6 +103,8 @@ impl<B: Backend + 'static> Runner<B> {
             backend: Some(backend),
             config,
             observers: Vec::new(),
+            unprogrammable: BTreeMap::new(),
+            unapplied: BTreeMap::new(),
         }
     }
 
@@ -230,8 +241,10 @@ impl<B: Backend + 'static> Runner<B> {
             endpoints = changes.endpoint_changes,
             total_ports = snapshot.len(),
         );
-        let (snapshot, changes, result) =
-            self.apply(snapshot, changes).instrument(span.clone()).await;
+        let (snapshot, changes, result) = self
+            .apply_isolating(family, snapshot, changes)
+            .instrument(span.clone())
+            .await;
         let record = SyncRecord {
             family,
             at: SystemTime::now(),
@@ -298,6 +311,73 @@ impl<B: Backend + 'static> Runner<B> {
                 r
             }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Applies `snapshot` without the Services known unprogrammable (a changed one is tried
+    /// again); when the apply fails, isolates the Services the backend refuses and applies
+    /// the rest (see [`isolate`]). Returns what was applied.
+    async fn apply_isolating(
+        &mut self,
+        family: IpFamily,
+        snapshot: Snapshot,
+        changes: Changes,
+    ) -> (Snapshot, Changes, Result<(), BackendError>) {
+        let changed = changes.services();
+        let mut unprogrammable = self.unprogrammable.remove(&family).unwrap_or_default();
+        for service in unprogrammable.intersection(&changed) {
+            tracing::info!(%service, "changed: trying to program it again");
+        }
+        unprogrammable.retain(|s| !changed.contains(s));
+        let snapshot = snapshot.without(&unprogrammable);
+        let (snapshot, changes, result) = self.apply(snapshot, changes).await;
+        let Err(error) = result else {
+            self.unapplied.remove(&family);
+            self.set_unprogrammable(family, unprogrammable);
+            return (snapshot, changes, Ok(()));
+        };
+        let unapplied = self.unapplied.entry(family).or_default();
+        unapplied.extend(changes.ports.iter().cloned());
+        let suspects = unapplied.iter().map(ServicePortName::service).collect();
+        let isolated = match error {
+            BackendError::Apply { .. } => self.isolate(&snapshot, suspects, &changes).await,
+            _ => None,
+        };
+        let Some(isolated) = isolated else {
+            self.set_unprogrammable(family, unprogrammable);
+            return (snapshot, changes, Err(error));
+        };
+        for service in &isolated.unprogrammable {
+            tracing::warn!(
+                %service,
+                "the {} backend refuses this Service; it is left out (not served) until it changes, the rest is programmed: {}",
+                self.backend.as_ref().map(|b| b.mode().to_string()).unwrap_or_default(),
+                chain(&error)
+            );
+        }
+        self.unapplied.remove(&family);
+        let snapshot = snapshot.without(&isolated.unprogrammable);
+        unprogrammable.extend(isolated.unprogrammable);
+        self.set_unprogrammable(family, unprogrammable);
+        let changes = Changes {
+            full: true,
+            ..changes
+        };
+        (snapshot, changes, Ok(()))
+    }
+
+    /// Remembers and publishes the unprogrammable Services of `family`.
+    fn set_unprogrammable(&mut self, family: IpFamily, services: BTreeSet<ServiceName>) {
+        let list: Vec<ServiceName> = services.iter().cloned().collect();
+        self.feed.publish(|s| {
+            if list.is_empty() {
+                s.unprogrammable.remove(&family);
+            } else {
+                s.unprogrammable.insert(family, list);
+            }
+        });
+        if !services.is_empty() {
+            self.unprogrammable.insert(family, services);
         }
     }
 

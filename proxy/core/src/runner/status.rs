@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use sluice_model::service::IpFamily;
+use sluice_model::service::{IpFamily, ServiceName};
 
 use crate::backend::BackendError;
 use crate::{Changes, Snapshot};
@@ -54,6 +54,12 @@ pub struct SyncStatus {
     pub endpoint_changes_total: u64,
     /// This node's Node object, as the source last saw it.
     pub node: NodeStatus,
+    /// Objects refused by validation so far, by kind (`service`, `endpointslice`), whichever
+    /// source sent them (`kubeproxy_sluice_objects_rejected_total`).
+    pub rejected_objects: BTreeMap<&'static str, u64>,
+    /// Services left out of the dataplane because the backend refused them, per family
+    /// (`kubeproxy_sluice_services_unprogrammable`): see the runner's isolation.
+    pub unprogrammable: BTreeMap<IpFamily, Vec<ServiceName>>,
 }
 
 impl SyncStatus {

@@ -148,12 +148,15 @@ async fn failed_apply_retries_with_full_sync_and_backoff() {
     h.log.take_applies();
     let status = h.feed.status();
     sleep(Duration::from_secs(2)).await;
-    h.log.fail_next(2);
+    // Each failure is followed by one full apply without the changed Services (isolation,
+    // see `isolate`), which fails too: the failure is not a Service's.
+    h.log.fail_next(4);
     h.add("a", "10.0.0.1");
     sleep(Duration::from_millis(10)).await;
     let failed = h.log.take_applies();
-    assert_eq!(failed.len(), 1);
+    assert_eq!(failed.len(), 2);
     assert!(!failed[0].ok && !failed[0].full);
+    assert!(!failed[1].ok && failed[1].full && failed[1].ports.is_empty());
     assert!(
         status.borrow().update_pending(),
         "the change is still queued"
@@ -161,7 +164,10 @@ async fn failed_apply_retries_with_full_sync_and_backoff() {
     // First retry after 1 s (fails again), second after 2 more seconds.
     sleep(Duration::from_millis(1_000)).await;
     let retry = h.log.take_applies();
-    assert!(retry.len() == 1 && retry[0].full && !retry[0].ok);
+    assert!(
+        retry.len() == 2 && retry[0].full && !retry[0].ok,
+        "{retry:?}"
+    );
     sleep(Duration::from_millis(1_900)).await;
     assert_eq!(h.log.apply_count(), 0, "backoff doubled");
     sleep(Duration::from_millis(200)).await;
@@ -222,5 +228,51 @@ async fn the_backend_task_runs_between_syncs_and_can_ask_for_a_full_sync() {
         applies[0].full,
         "a tick that asks for it gets a full sync at once"
     );
+    h.stop().await;
+}
+
+/// Issue 15 bug 3, generalised: a Service the backend refuses fails the sync; the runner
+/// finds it, programs the rest without it, counts the sync as a success (health stays good),
+/// keeps it out of later syncs and tries it again once it changes.
+#[tokio::test(start_paused = true)]
+async fn a_service_the_backend_refuses_is_left_out_and_the_rest_programmed() {
+    let h = start(true);
+    sleep(Duration::from_millis(10)).await;
+    h.log.take_applies();
+    let status = h.feed.status();
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_secs(2)).await;
+    h.log.refuse(ServiceName::new("ns", "bad"));
+    h.add("b", "10.0.0.2");
+    h.add("bad", "10.0.0.3");
+    h.add("c", "10.0.0.4");
+    sleep(Duration::from_millis(10)).await;
+    let programmed = h.log.programmed(IpFamily::V4);
+    let names: Vec<String> = programmed.keys().map(|p| p.name.to_string()).collect();
+    assert_eq!(names, ["a", "b", "c"], "{:?}", h.log.applies());
+    let s = status.borrow().clone();
+    assert!(!s.update_pending(), "health: nothing left queued");
+    assert!(s.last_sync.as_ref().unwrap().ok);
+    assert_eq!(
+        s.unprogrammable[&IpFamily::V4],
+        [ServiceName::new("ns", "bad")]
+    );
+    // Later syncs go through without it.
+    h.log.take_applies();
+    h.add("d", "10.0.0.5");
+    sleep(Duration::from_secs(2)).await;
+    let applies = h.log.take_applies();
+    assert!(applies.iter().all(|a| a.ok), "{applies:?}");
+    assert!(h.log.programmed(IpFamily::V4).contains_key(&port_name("d")));
+    // Once it changes (and the backend accepts it now), it is programmed.
+    h.log.accept(&ServiceName::new("ns", "bad"));
+    h.add("bad", "10.0.0.6");
+    sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.log
+            .programmed(IpFamily::V4)
+            .contains_key(&port_name("bad"))
+    );
+    assert!(!status.borrow().unprogrammable.contains_key(&IpFamily::V4));
     h.stop().await;
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sluice_model::service::IpFamily;
 use sluice_proxy::dataplane::{self, Any};
 use sluice_proxy::node::{self, NodeFacts};
-use sluice_proxy_core::backend::{Backend as _, BackendOptions};
+use sluice_proxy_core::backend::{Backend as _, BackendOptions, ProxyMode};
 use sluice_proxy_core::config::{NodeTopology, PREFER_SAME_TRAFFIC_DISTRIBUTION};
 use sluice_proxy_core::config_file::{LocalMode, ProxyConfig};
 use sluice_proxy_core::health::{self, HealthServer, StatusSource};
@@ -21,6 +21,9 @@ use sluice_proxy_core::source::{KubeSource, ManifestsSource, client, fetch_node}
 use sluice_proxy_core::{TrackerConfig, node_addresses};
 use tokio::net::TcpListener;
 
+/// How long a starting proxy waits for a previous one in its network namespace to exit.
+const OWNER_WAIT: Duration = Duration::from_secs(5);
+
 /// How long the proxy waits at start for its Node object (its primary IPs, pod CIDRs).
 const NODE_WAIT: Duration = Duration::from_secs(10);
 
@@ -29,6 +32,12 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     let node = node_name(&config)?;
     let families = node::families(&config);
     tracing::info!(%node, mode = %config.mode, ?families, "starting sluice-proxy");
+    // Before anything touches the kernel: one proxy per network namespace (the fake mode
+    // programs nothing).
+    let _owner = match config.mode {
+        ProxyMode::Fake => None,
+        _ => Some(sluice_proxy::owner::claim(OWNER_WAIT)?),
+    };
     for setting in config.unapplied() {
         tracing::warn!(
             setting,

@@ -8,6 +8,12 @@
 //! duplicate is reported. A file that turns bad keeps its last good objects
 //! (a typo must not take Services down); a file that is removed takes its
 //! objects with it.
+//!
+//! Reads are capped ([`MAX_FILE`], through the shared `bounded` reader): a 1 GiB file or
+//! `/dev/zero` behind a symlink is refused after reading at most the limit. Entries that
+//! cannot be manifests — directories, FIFOs (opening one would block the source forever),
+//! sockets, devices, symlink loops, dangling symlinks — are skipped with a log line, once
+//! per entry until it changes, rather than silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt as _;
@@ -39,6 +45,9 @@ pub struct ScanReport {
     pub problems: Vec<FileProblem>,
 }
 
+/// The largest manifest file read (10,000 Services with their slices are about 8 MiB).
+pub(super) const MAX_FILE: usize = 64 << 20;
+
 /// Identity and version of a file's content as far as `stat` can tell.
 type Stamp = (u64, u64, Option<SystemTime>);
 
@@ -54,6 +63,8 @@ pub(super) struct Scanner {
     files: BTreeMap<PathBuf, File>,
     /// Applied objects and the file each came from.
     applied: BTreeMap<ObjKey, PathBuf>,
+    /// Entries skipped as no manifest file, with the reason already reported.
+    skipped: BTreeMap<PathBuf, String>,
 }
 
 impl Scanner {
@@ -66,7 +77,13 @@ impl Scanner {
         feed: &Feed,
     ) -> std::io::Result<ScanReport> {
         let mut report = ScanReport::default();
-        let present = list(dir)?;
+        let (present, skipped) = list(dir)?;
+        for (path, reason) in &skipped {
+            if self.skipped.get(path) != Some(reason) {
+                report.problems.push(problem(path, reason.clone()));
+            }
+        }
+        self.skipped = skipped;
         report.files = present.len();
         self.files.retain(|path, _| present.contains_key(path));
         let mut changed = BTreeSet::new();
@@ -151,9 +168,11 @@ fn problem(path: &Path, reason: String) -> FileProblem {
 }
 
 /// Manifest files: regular files (symlinks followed, as in a ConfigMap
-/// volume) named `*.yaml`, `*.yml` or `*.json`, not hidden.
-fn list(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Stamp>> {
+/// volume) named `*.yaml`, `*.yml` or `*.json`, not hidden; and the entries so named that
+/// are no regular file, with the reason.
+fn list(dir: &Path) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, BTreeMap<PathBuf, String>)> {
     let mut files = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -161,18 +180,34 @@ fn list(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Stamp>> {
         if name.starts_with('.') || !matches!(ext, "yaml" | "yml" | "json") {
             continue;
         }
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue; // a dangling symlink or a file removed meanwhile
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A dangling symlink (a file removed meanwhile is gone from the next listing).
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    skipped.insert(path, "a symbolic link to nothing".to_owned());
+                }
+                continue;
+            }
+            Err(e) => {
+                skipped.insert(path, format!("cannot stat: {e}"));
+                continue;
+            }
         };
-        if meta.is_file() {
-            files.insert(path, (meta.ino(), meta.len(), meta.modified().ok()));
+        match sluice_model::bounded::regular(meta.file_type()) {
+            Ok(()) => {
+                files.insert(path, (meta.ino(), meta.len(), meta.modified().ok()));
+            }
+            Err(e) => {
+                skipped.insert(path, e.to_string());
+            }
         }
     }
-    Ok(files)
+    Ok((files, skipped))
 }
 
 fn read(path: &Path) -> Result<(Vec<Object>, Vec<String>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = sluice_model::bounded::read_to_string(path, MAX_FILE).map_err(|e| e.to_string())?;
     let parsed = parse(&text)?;
     Ok((parsed.objects, parsed.notes))
 }
