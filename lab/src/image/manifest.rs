@@ -13,7 +13,8 @@ use serde_json::Value;
 
 /// The manifest in this repository (what the lab runs unless told otherwise).
 pub(crate) fn default_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sluice.yaml")
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sluice.yaml");
+    path.canonicalize().unwrap_or(path)
 }
 
 /// Where a volume's files come from.
