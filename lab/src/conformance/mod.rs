@@ -93,6 +93,7 @@ fn run_inner(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<bool>
     let mut lab = Lab::begin(dir.clone(), bins, opts)?;
     let result = run_lab(&mut lab, &scenarios, &mode);
     let removed = crate::down::run(&dir);
+    lab.reap_children();
     let ok = result?;
     removed?;
     Ok(ok)

@@ -76,6 +76,7 @@ pub(crate) fn run(
                 lab_checks(&mut report, &ctx);
             }
             teardown(&mut report, &dir, &lab);
+            lab.reap_children();
         }
         Err(e) => drop(report.check("record the lab", || Err(e))),
     }
