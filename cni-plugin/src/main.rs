@@ -10,6 +10,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("install") => return install(&args[1..]),
+        // Runtimes never pass arguments; a person asking which build this is does.
+        Some("--version") => {
+            println!(
+                "sluice {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("SLUICE_REVISION")
+            );
+            return ExitCode::SUCCESS;
+        }
         // The detached half of DEL (runtimes never pass arguments).
         Some("reap-link") => {
             let index = args.get(1).and_then(|i| i.parse().ok());

@@ -18,19 +18,46 @@ pub(crate) struct NodeCni {
     pub(crate) netns: String,
     /// The node's directory in the lab dir.
     pub(crate) dir: PathBuf,
+    /// Where the plugins are (`/opt/cni/bin` on a node).
+    pub(crate) bin_dir: PathBuf,
+    /// Where the conflist is (`/etc/cni/net.d` on a node).
+    pub(crate) conf_dir: PathBuf,
 }
 
 impl NodeCni {
+    /// The lab's own layout (the binaries mode): `cni/bin` and `cni/net.d` in the node's
+    /// directory.
+    pub(crate) fn in_dir(netns: String, dir: PathBuf) -> Self {
+        Self {
+            netns,
+            bin_dir: dir.join("cni/bin"),
+            conf_dir: dir.join("cni/net.d"),
+            dir,
+        }
+    }
+
     pub(crate) fn bin_dir(&self) -> PathBuf {
-        self.dir.join("cni/bin")
+        self.bin_dir.clone()
     }
 
     pub(crate) fn conf_dir(&self) -> PathBuf {
-        self.dir.join("cni/net.d")
+        self.conf_dir.clone()
     }
 
+    /// The conflist a runtime uses: the first `*.conflist` in the directory by name.
     pub(crate) fn conflist(&self) -> PathBuf {
-        self.conf_dir().join("10-sluice.conflist")
+        let mut lists: Vec<PathBuf> = std::fs::read_dir(&self.conf_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
+            .collect();
+        lists.sort();
+        lists
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.conf_dir.join("10-sluice.conflist"))
     }
 
     /// flannel's conflist shape, pointing at this node's subnet.env and stores.
@@ -154,10 +181,7 @@ mod tests {
 
     #[test]
     fn the_conflist_points_at_the_nodes_files() {
-        let node = NodeCni {
-            netns: "lab-node1".into(),
-            dir: "/run/sluice-lab/node1".into(),
-        };
+        let node = NodeCni::in_dir("lab-node1".into(), "/run/sluice-lab/node1".into());
         let c = node.conflist_json(Path::new("/run/sluice-lab/node1/subnet.env"));
         assert_eq!(c["plugins"][0]["type"], "sluice");
         assert_eq!(

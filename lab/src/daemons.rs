@@ -40,8 +40,9 @@ pub(crate) const ETCD_URL: &str = "http://192.168.0.1:2379";
 pub(crate) const ETCD_PREFIX: &str = "/coreos.com/network";
 
 impl Binaries {
-    /// `dir`, or the directory of this executable; fails clearly when a binary is missing.
-    pub(crate) fn find(dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// `dir`, or the directory of this executable; fails clearly when a binary is missing
+    /// (only this one is needed when `daemons` is false: `--image` brings the others).
+    pub(crate) fn find(dir: Option<PathBuf>, daemons: bool) -> anyhow::Result<Self> {
         let lab = std::env::current_exe().context("locate sluice-lab")?;
         let dir = match dir {
             Some(d) => d,
@@ -56,7 +57,7 @@ impl Binaries {
             (bins.proxy(), "sluice-proxy"),
             (bins.cni(), "sluice-cni"),
         ] {
-            if !bin.exists() {
+            if daemons && !bin.exists() {
                 bail!(
                     "{} not found: build it (cargo build -p {package}) or pass --bin-dir",
                     bin.display()

@@ -18,6 +18,7 @@ use crate::labdir::{LabDir, ProcRecord};
 pub(crate) struct Removed {
     pub(crate) namespaces: usize,
     pub(crate) processes: usize,
+    pub(crate) containers: usize,
 }
 
 /// Removes the lab recorded in `dir`.
@@ -31,6 +32,12 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
         // An `up` still running (another terminal) would go on creating what this removes.
         if state.owner != std::process::id() && owner_alive(dir) {
             kill_and_wait(&[state.owner]);
+        }
+        // Containers first: their `podman run` processes end with them.
+        for name in &state.containers {
+            if crate::image::remove_container(name) {
+                removed.containers += 1;
+            }
         }
         for p in &state.processes {
             if kill_if_ours(p, dir.root()) {

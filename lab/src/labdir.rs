@@ -63,6 +63,12 @@ pub(crate) struct State {
     /// Processes to kill by PID (everything else dies with its namespace).
     pub(crate) processes: Vec<ProcRecord>,
     pub(crate) pods: Vec<PodRecord>,
+    /// The image the nodes run (`--image`), if any.
+    #[serde(default)]
+    pub(crate) image: Option<String>,
+    /// Podman containers (`--image`), removed by `down` by name.
+    #[serde(default)]
+    pub(crate) containers: Vec<String>,
     /// The API server as seen from the host (loopback) and from the nodes (underlay).
     pub(crate) host_url: Option<String>,
     pub(crate) node_url: Option<String>,

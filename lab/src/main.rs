@@ -12,6 +12,7 @@ mod demo;
 mod down;
 mod echo;
 mod exec;
+mod image;
 mod labd;
 mod labdir;
 mod spawn;
@@ -41,6 +42,28 @@ struct Cli {
     command: Command,
 }
 
+/// `--image`: run the DaemonSet's containers from an image instead of the binaries.
+#[derive(clap::Args, Clone, Debug)]
+struct ImageArgs {
+    /// Run install-cni, the overlay and the proxy from this image (podman), with the
+    /// DaemonSet's command lines, volumes and capabilities from --manifest [default: the
+    /// image the manifest names, as scripts/image tags it].
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "IMAGE")]
+    image: Option<String>,
+    /// The manifest whose DaemonSet --image runs [default: deploy/sluice.yaml of this
+    /// repository].
+    #[arg(long, requires = "image")]
+    manifest: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    fn manifest(&self) -> PathBuf {
+        self.manifest
+            .clone()
+            .unwrap_or_else(image::manifest::default_path)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build a lab and leave it running.
@@ -57,6 +80,8 @@ enum Command {
         /// Prefix of the lab's namespace names.
         #[arg(long, default_value = "lab")]
         name: String,
+        #[command(flatten)]
+        image: ImageArgs,
     },
     /// Remove everything the lab created (also after a failed or killed `up`).
     Down,
@@ -75,6 +100,8 @@ enum Command {
         /// sluice-proxy's --proxy-mode.
         #[arg(long, default_value = "nftables")]
         proxy_mode: String,
+        #[command(flatten)]
+        image: ImageArgs,
     },
     /// Run the Service conformance suite with real traffic in a 2-node lab, print the
     /// results, remove the lab.
@@ -137,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proxy_mode,
             subnet_manager,
             name,
+            image,
         } => {
             let opts = up::Options {
                 name,
@@ -144,34 +172,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pods_per_node,
                 proxy_mode,
                 subnet_manager,
+                manifest: image.manifest(),
+                image: image.image,
             };
-            cmd_up(dir, Binaries::find(cli.bin_dir)?, opts)
+            let bins = Binaries::find(cli.bin_dir, opts.image.is_none())?;
+            cmd_up(dir, bins, opts)
         }
         Command::Down => {
             let r = down::run(&dir)?;
             println!(
-                "removed {} namespaces, {} lab daemon(s) and {}",
+                "removed {} namespaces, {} lab daemon(s), {} container(s) and {}",
                 r.namespaces,
                 r.processes,
+                r.containers,
                 dir.root().display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
         Command::Curl { name, url } => exec::curl(&dir, &name, &url),
-        Command::Demo { name, proxy_mode } => Ok(demo::run(
-            dir,
-            Binaries::find(cli.bin_dir)?,
+        Command::Demo {
             name,
             proxy_mode,
-        )),
+            image,
+        } => {
+            let bins = Binaries::find(cli.bin_dir, image.image.is_none())?;
+            let manifest = image.manifest();
+            Ok(demo::run(
+                dir,
+                bins,
+                name,
+                proxy_mode,
+                image.image,
+                manifest,
+            ))
+        }
         Command::Conformance {
             proxy_mode,
             scenarios,
             name,
         } => Ok(conformance::run(
             dir,
-            Binaries::find(cli.bin_dir)?,
+            Binaries::find(cli.bin_dir, true)?,
             conformance::Options {
                 mode: proxy_mode,
                 only: scenarios,

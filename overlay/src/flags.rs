@@ -15,7 +15,10 @@ use crate::lease::DEFAULT_ANNOTATION_PREFIX;
 
 /// sluice-overlay: flannel-compatible VXLAN / host-gw overlay that heals itself.
 #[derive(Clone, Debug, Parser, PartialEq)]
-#[command(name = "sluice-overlay", version)]
+#[command(
+    name = "sluice-overlay",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_REVISION"), ")")
+)]
 pub struct Flags {
     /// Use the Kubernetes API (node podCIDRs + annotations) instead of etcd.
     #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR")]

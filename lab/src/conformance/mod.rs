@@ -87,10 +87,13 @@ fn run_inner(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<bool>
         pods_per_node: 2,
         proxy_mode: mode.clone(),
         subnet_manager: SubnetManager::Kube,
+        image: None,
+        manifest: crate::image::manifest::default_path(),
     };
     let mut lab = Lab::begin(dir.clone(), bins, opts)?;
     let result = run_lab(&mut lab, &scenarios, &mode);
     let removed = crate::down::run(&dir);
+    lab.reap_children();
     let ok = result?;
     removed?;
     Ok(ok)

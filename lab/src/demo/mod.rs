@@ -24,10 +24,22 @@ use crate::daemons::{Binaries, SubnetManager};
 use crate::labdir::LabDir;
 use crate::up::{Lab, Options};
 
-pub(crate) fn run(dir: LabDir, bins: Binaries, name: String, proxy_mode: String) -> ExitCode {
+pub(crate) fn run(
+    dir: LabDir,
+    bins: Binaries,
+    name: String,
+    proxy_mode: String,
+    image: Option<String>,
+    manifest: std::path::PathBuf,
+) -> ExitCode {
+    let from = match image.as_deref() {
+        Some("") => format!(" from the image of {}", manifest.display()),
+        Some(i) => format!(" from image {i} (the DaemonSet of {})", manifest.display()),
+        None => String::new(),
+    };
     println!(
-        "Sluice lab demo: 2 nodes running sluice-overlay and sluice-proxy ({proxy_mode}), 4 pods \
-         wired by the sluice CNI plugin, the API server with an EndpointSlice controller\n"
+        "Sluice lab demo: 2 nodes running sluice-overlay and sluice-proxy ({proxy_mode}){from}, 4 \
+         pods wired by the sluice CNI plugin, the API server with an EndpointSlice controller\n"
     );
     let mut report = Report::default();
     report.header();
@@ -52,6 +64,8 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, name: String, proxy_mode: String)
         pods_per_node: 2,
         proxy_mode,
         subnet_manager: SubnetManager::Kube,
+        image,
+        manifest,
     };
     match Lab::begin(dir.clone(), bins, opts) {
         Ok(mut lab) => {
@@ -63,6 +77,7 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, name: String, proxy_mode: String)
                 lab_checks(&mut report, &ctx);
             }
             teardown(&mut report, &dir, &lab);
+            lab.reap_children();
         }
         Err(e) => drop(report.check("record the lab", || Err(e))),
     }
@@ -134,6 +149,7 @@ fn lab_checks(report: &mut Report, c: &Ctx<'_>) {
 fn teardown(report: &mut Report, dir: &LabDir, lab: &Lab) {
     let namespaces = lab.state.namespaces.clone();
     let pids: Vec<u32> = lab.state.processes.iter().map(|p| p.pid).collect();
+    let containers = lab.state.containers.clone();
     report.check("down: every namespace, process, file gone", || {
         let removed = crate::down::run(dir)?;
         let left: Vec<&String> = namespaces.iter().filter(|n| NetNs::exists(n)).collect();
@@ -143,8 +159,17 @@ fn teardown(report: &mut Report, dir: &LabDir, lab: &Lab) {
             "lab daemon still running"
         );
         ensure!(!dir.root().exists(), "{} left", dir.root().display());
+        let left: Vec<&String> = containers
+            .iter()
+            .filter(|c| crate::image::container_exists(c))
+            .collect();
+        ensure!(left.is_empty(), "containers left: {left:?}");
+        let containers = match removed.containers {
+            0 => String::new(),
+            n => format!(", {n} containers"),
+        };
         Ok(format!(
-            "{} namespaces (and the daemons in them), the lab daemon, {}",
+            "{} namespaces (and the daemons in them){containers}, the lab daemon, {}",
             removed.namespaces,
             dir.root().display()
         ))

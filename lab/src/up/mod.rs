@@ -16,6 +16,7 @@ use anyhow::bail;
 use sluice_testbed::NetNs;
 
 use crate::daemons::{Binaries, SubnetManager};
+use crate::image::{ImageRun, NodeHost};
 use crate::labdir::{LabDir, State};
 
 pub(crate) use pods::set_ready;
@@ -31,6 +32,10 @@ pub(crate) struct Options {
     pub(crate) pods_per_node: u8,
     pub(crate) proxy_mode: String,
     pub(crate) subnet_manager: SubnetManager,
+    /// Run the overlay, the proxy and the CNI install from this image, as the DaemonSet of
+    /// `manifest` says (`--image`); the binaries next to this one otherwise.
+    pub(crate) image: Option<String>,
+    pub(crate) manifest: PathBuf,
 }
 
 /// A step: what it does (for progress and the demo's table) and how.
@@ -42,6 +47,8 @@ pub(crate) struct Lab {
     pub(crate) state: State,
     bins: Binaries,
     opts: Options,
+    /// The image and the DaemonSet's pod spec, with `--image`.
+    image: Option<ImageRun>,
     /// Our direct children; never waited for (they outlive `up`), kept so none is reaped early.
     children: Vec<wait::Started>,
 }
@@ -52,12 +59,22 @@ impl Lab {
         if !(1..=200).contains(&opts.nodes) || !(1..=50).contains(&opts.pods_per_node) {
             bail!("--nodes must be 1..=200 and --pods-per-node 1..=50");
         }
+        let image = match &opts.image {
+            Some(image) => {
+                if opts.subnet_manager != SubnetManager::Kube {
+                    bail!("--image runs the DaemonSet, which uses the kube subnet manager");
+                }
+                Some(ImageRun::new(image, &opts.manifest)?)
+            }
+            None => None,
+        };
         let state = State {
             name: opts.name.clone(),
             nodes: opts.nodes,
             subnet_manager: opts.subnet_manager.as_str().to_owned(),
             proxy_mode: opts.proxy_mode.clone(),
             owner: std::process::id(),
+            image: opts.image.clone(),
             ..State::default()
         };
         if !dir.claim(&state)? {
@@ -71,6 +88,7 @@ impl Lab {
             state,
             bins,
             opts,
+            image,
             children: Vec::new(),
         })
     }
@@ -122,6 +140,23 @@ impl Lab {
     }
 
     fn subnet_file(&self, node: &str) -> PathBuf {
-        self.node_dir(node).join("subnet.env")
+        match self.image {
+            // The overlay's default, in the node's run-flannel hostPath.
+            Some(_) => self
+                .node_host(node)
+                .host_path(sluice_model::subnet_env::DEFAULT_PATH.as_ref()),
+            None => self.node_dir(node).join("subnet.env"),
+        }
+    }
+
+    /// `node` as a kubelet running the image sees it.
+    pub(crate) fn node_host(&self, node: &str) -> NodeHost {
+        NodeHost {
+            node: node.to_owned(),
+            netns: self.state.ns(node),
+            dir: self.node_dir(node),
+            kubeconfig: self.dir.path("kubeconfig.node"),
+            proxy_mode: self.opts.proxy_mode.clone(),
+        }
     }
 }

@@ -21,11 +21,23 @@ impl Lab {
     pub(crate) fn pods(&mut self) -> anyhow::Result<String> {
         let mut n = 0;
         for (i, node) in self.node_names().into_iter().enumerate() {
-            let cni = NodeCni {
-                netns: self.state.ns(&node),
-                dir: self.node_dir(&node),
+            let cni = match &self.image {
+                // The DaemonSet's init container installed the plugin and the conflist.
+                Some(_) => {
+                    let host = self.node_host(&node);
+                    NodeCni {
+                        netns: host.netns.clone(),
+                        dir: self.node_dir(&node),
+                        bin_dir: host.host_path("/opt/cni/bin".as_ref()),
+                        conf_dir: host.host_path("/etc/cni/net.d".as_ref()),
+                    }
+                }
+                None => {
+                    let cni = NodeCni::in_dir(self.state.ns(&node), self.node_dir(&node));
+                    cni.install(&self.bins.cni(), &self.subnet_file(&node))?;
+                    cni
+                }
             };
-            cni.install(&self.bins.cni(), &self.subnet_file(&node))?;
             for _ in 0..self.opts.pods_per_node {
                 n += 1;
                 let index = u8::try_from(i + 1)?;

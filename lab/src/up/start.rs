@@ -107,6 +107,11 @@ impl Lab {
         let kubeconfig = self.dir.path("kubeconfig.node");
         let net_conf = self.dir.path("net-conf.json");
         for node in self.node_names() {
+            if self.image.is_some() {
+                self.init_containers(&node)?;
+                self.start_container(&node, "overlay")?;
+                continue;
+            }
             std::fs::create_dir_all(self.node_dir(&node))?;
             let cmd = daemons::overlay_cmd(
                 &self.bins,
@@ -133,13 +138,61 @@ impl Lab {
             })?;
             subnets.push(format!("{node} {subnet}"));
         }
-        Ok(format!("subnet.env: {}", subnets.join(", ")))
+        let from = match &self.image {
+            Some(i) => format!(" (image {}, after install-cni)", i.image),
+            None => String::new(),
+        };
+        Ok(format!("subnet.env: {}{from}", subnets.join(", ")))
+    }
+
+    /// The DaemonSet's init containers on `node`, one after the other, each to its end.
+    fn init_containers(&mut self, node: &str) -> anyhow::Result<()> {
+        let image = self.image.as_ref().context("no image")?;
+        let host = self.node_host(node);
+        host.provision_reference_plugins(&image.pod)?;
+        let inits = image.pod.init_containers.clone();
+        let tag = image.image.clone();
+        for c in &inits {
+            let name = host.container_name(&self.state.name, c);
+            self.state.containers.push(name.clone());
+            self.dir.save(&self.state)?;
+            let out = host.run(&self.state.name, &tag, c)?.output()?;
+            let log = self.dir.log(&format!("{}-{node}", c.name));
+            std::fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat())?;
+            anyhow::ensure!(
+                out.status.success(),
+                "init container {} on {node} failed: {}{}",
+                c.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        host.check_installed_plugin()?;
+        Ok(())
+    }
+
+    /// Container `name` of the DaemonSet on `node`, from the image, detached.
+    fn start_container(&mut self, node: &str, name: &str) -> anyhow::Result<()> {
+        let image = self.image.as_ref().context("no image")?;
+        let c = image.container(name)?.clone();
+        let host = self.node_host(node);
+        let cmd = host.run(&self.state.name, &image.image.clone(), &c)?;
+        self.state
+            .containers
+            .push(host.container_name(&self.state.name, &c));
+        self.dir.save(&self.state)?;
+        self.start(None, &cmd, &format!("{name}-{node}"))?;
+        Ok(())
     }
 
     pub(crate) fn proxy(&mut self) -> anyhow::Result<String> {
         self.start_proxies(&[])?;
+        let from = match &self.image {
+            Some(i) => format!(" (image {})", i.image),
+            None => String::new(),
+        };
         Ok(format!(
-            "--proxy-mode {} on {} nodes, /healthz 200 on each",
+            "--proxy-mode {} on {} nodes, /healthz 200 on each{from}",
             self.opts.proxy_mode, self.opts.nodes
         ))
     }
@@ -164,6 +217,11 @@ impl Lab {
     fn start_proxies(&mut self, extra: &[String]) -> anyhow::Result<()> {
         let kubeconfig = self.dir.path("kubeconfig.node");
         for node in self.node_names() {
+            if self.image.is_some() {
+                anyhow::ensure!(extra.is_empty(), "--image runs the manifest's proxy flags");
+                self.start_container(&node, "proxy")?;
+                continue;
+            }
             let mode = &self.opts.proxy_mode;
             let cmd = daemons::proxy_cmd(&self.bins, &node, mode, &kubeconfig, extra);
             let ns = self.state.ns(&node);

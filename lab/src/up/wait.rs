@@ -79,6 +79,19 @@ impl Lab {
         ))
     }
 
+    /// Collects the exit status of every child that has ended (bounded: 2 s), so a lab removed
+    /// by the process that built it (the demo) leaves no zombie behind for init to reap.
+    pub(crate) fn reap_children(&mut self) {
+        for _ in 0..40 {
+            self.children
+                .retain_mut(|s| !matches!(s.child.try_wait(), Ok(Some(_)) | Err(_)));
+            if self.children.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts `cmd` detached (in `netns` when given), logging to `logs/<what>.log`.
     pub(crate) fn start(
         &mut self,

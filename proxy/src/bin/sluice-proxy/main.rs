@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use sluice_proxy_core::flags::{Action, Flags, Resolved};
 
 fn main() -> ExitCode {
-    let flags = match Flags::parse_args(std::env::args_os()) {
+    let flags = match parse_flags(std::env::args_os()) {
         Ok(f) => f,
         // --help and --version print and exit 0; a bad flag or value exits 1, as kube-proxy.
         Err(e) if e.use_stderr() => {
@@ -51,6 +51,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `--version` prints: the version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SLUICE_REVISION"),
+    ")"
+);
+
+/// The command line, with [`VERSION`] as the version.
+fn parse_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Flags, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Flags::command()
+        .version(VERSION)
+        .try_get_matches_from(args)?;
+    Flags::from_arg_matches(&matches)
 }
 
 /// `--cleanup`: every mode's state; each failure is reported and the others still run.
