@@ -6,10 +6,13 @@
 //! load that loses nothing and rewrites no Service chain, `--cleanup`, and a switch to
 //! nftables mode that leaves no iptables rule behind.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use common::{eventually, vip};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_testbed::cluster::Cluster;
 use sluice_testbed::link::{Address, Route};
@@ -65,24 +68,6 @@ fn proxy_cmd(mode: &str, variant: &str, dir: &Path) -> Command {
         .arg(dir)
         .env("RUST_LOG", "info");
     cmd
-}
-
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn vip(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 fn save(ns: &NetNs, variant: &str, table: &str) -> String {

@@ -6,7 +6,10 @@
 //! repaired, a restart under TCP load that loses nothing and rewrites no rule, health and
 //! metrics, `--cleanup`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use common::{eventually, vip};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -87,25 +90,6 @@ fn start_proxy(ns: &NetNs, dir: &Path) -> Process {
     .arg(dir)
     .env("RUST_LOG", "info");
     ns.spawn(&cmd).unwrap()
-}
-
-/// Retries `f` until it returns `Some` or `limit` passes.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn vip(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 /// Handles of the rules of the `services` chain, as `nft -a` lists them.

@@ -33,11 +33,6 @@ pub(crate) fn is_service_chain(chain: &str) -> bool {
     SERVICE_PREFIXES.iter().any(|p| chain.starts_with(p))
 }
 
-/// `ns/svc:port`, or `ns/svc` for an unnamed port (kube-proxy's `ServicePortName.String()`).
-pub(crate) fn port_name_string(p: &ServicePortName) -> String {
-    p.to_string()
-}
-
 fn hash16(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
     let mut encoded = BASE32.encode(&digest);
@@ -58,7 +53,8 @@ pub(crate) struct PortChains {
 
 impl PortChains {
     pub(crate) fn of(p: &ServicePortName) -> Self {
-        let name = port_name_string(p);
+        // `ns/svc:port`, or `ns/svc` for an unnamed port (`ServicePortName.String()`).
+        let name = p.to_string();
         let hash = hash16(&format!("{name}{}", p.protocol.as_lower_str()));
         Self {
             cluster: format!("KUBE-SVC-{hash}"),

@@ -101,19 +101,14 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// The `iptables-restore --noflush` input: every chain rendered.
+    /// The `iptables-restore --noflush` input: every chain rendered, then the stale chains'
+    /// deletions.
     pub fn text(&self) -> String {
-        self.text_with(|_, _| true)
-    }
-
-    /// The restore input with only the chains `keep` picks (by table and name), and the
-    /// stale chains' deletions.
-    pub fn text_with(&self, keep: impl Fn(&str, &str) -> bool) -> String {
         let mut out = String::with_capacity(64 * (self.filter.len() + self.nat.len()) + 64);
         for (table, t) in [("filter", &self.filter), ("nat", &self.nat)] {
             let _ = writeln!(out, "*{table}");
-            let chains: Vec<&String> = t.order.iter().filter(|c| keep(table, c)).collect();
-            for c in &chains {
+            let chains = &t.order;
+            for c in chains {
                 let _ = writeln!(out, ":{c} - [0:0]");
             }
             if table == "nat" {
@@ -121,7 +116,7 @@ impl Rendered {
                     let _ = writeln!(out, ":{c} - [0:0]");
                 }
             }
-            for c in &chains {
+            for c in chains {
                 for rule in &t.rules[c.as_str()] {
                     out.push_str(rule);
                     out.push('\n');
