@@ -7,7 +7,8 @@ fn conformance(mode: &str) {
     sluice_testbed::require_root();
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
-    let name = format!("lab-c{}", std::process::id());
+    // One name per mode: the tests of this file run in parallel in one process.
+    let name = format!("lab-c{}{}", std::process::id(), &mode[..1]);
     let out = common::lab(&[
         "--lab-dir",
         &lab_dir.to_string_lossy(),
