@@ -3,6 +3,7 @@
 //! kernel's ruleset back through it to find drift, the tracer walks it, and the fake
 //! `iptables-restore` applies restore input with it — so all three agree on one reading.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// A parse failure, naming the line.
@@ -48,9 +49,13 @@ pub struct Dump {
 
 impl Dump {
     /// Parses `iptables-save` output or `iptables-restore` input.
+    ///
+    /// Linear in the input: chains are found through an index while parsing (a save of
+    /// 10,000 Services has ~40,000 chains and ~110,000 rules).
     pub fn parse(text: &str) -> Result<Self, DumpError> {
         let mut dump = Dump::default();
         let mut open: Option<Table> = None;
+        let mut index: HashMap<String, usize> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             let err = |problem| DumpError {
@@ -69,6 +74,7 @@ impl Dump {
                     name: name.to_owned(),
                     chains: Vec::new(),
                 });
+                index.clear();
                 continue;
             };
             if line == "COMMIT" {
@@ -77,7 +83,8 @@ impl Dump {
                 let mut words = decl.split(' ');
                 let name = words.next().unwrap_or_default();
                 let policy = words.next().ok_or_else(|| err("chain without policy"))?;
-                if table.chain(name).is_none() {
+                if !index.contains_key(name) {
+                    index.insert(name.to_owned(), table.chains.len());
                     table.chains.push(Chain {
                         name: name.to_owned(),
                         policy: (policy != "-").then(|| policy.to_owned()),
@@ -86,16 +93,16 @@ impl Dump {
                 }
             } else if let Some(rest) = line.strip_prefix("-A ") {
                 let name = rest.split(' ').next().unwrap_or_default();
-                let chain = table
-                    .chain_mut(name)
+                let chain = (index.get(name))
+                    .map(|&i| &mut table.chains[i])
                     .ok_or_else(|| err("rule in an undeclared chain"))?;
                 if chain.deleted {
                     return Err(err("rule in a deleted chain"));
                 }
                 chain.rules.push(line.to_owned());
             } else if let Some(name) = line.strip_prefix("-X ") {
-                let chain = table
-                    .chain_mut(name)
+                let chain = (index.get(name))
+                    .map(|&i| &mut table.chains[i])
                     .ok_or_else(|| err("deleting an undeclared chain"))?;
                 if !chain.rules.is_empty() {
                     return Err(err("deleting a chain after adding rules"));
@@ -130,10 +137,6 @@ impl Table {
     /// The chain called `name`.
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
-    }
-
-    fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        self.chains.iter_mut().find(|c| c.name == name)
     }
 }
 
