@@ -24,7 +24,7 @@ fn two_minutes_of_churn_lose_no_request_grow_nothing_and_leak_nothing() {
     assert!(out.status.success(), "soak failed:\n{}", common::text(&out));
     for line in [
         ", failed 0",
-        "after the proxy's sync: 0",
+        "left by the proxies: 0",
         "leaks: none",
         "conntrack: 0 ",
         "soak passed",

@@ -240,7 +240,7 @@ impl Report<'_> {
             println!("  a churn Service never answered: {u}");
         }
         println!(
-            "stale UDP flows (to a stable Service, answered by a pod that left it) after the proxy's sync: {}",
+            "stale UDP flows (to a stable Service, answered by a pod no longer serving) left by the proxies: {}",
             s.stale_udp.len()
         );
         for f in &s.stale_udp {

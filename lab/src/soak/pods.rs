@@ -14,7 +14,7 @@ use sluice_testbed::NetNs;
 
 use crate::cni::NodeCni;
 use crate::echo::{self, PORT};
-use crate::up::{Lab, eventually};
+use crate::up::{Lab, eventually, set_ready};
 
 /// A pod the soak made.
 pub(crate) struct SoakPod {
@@ -79,6 +79,13 @@ pub(crate) fn terminate(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
     obj["metadata"]["deletionGracePeriodSeconds"] = json!(30);
     api.put(&path, &obj)?;
     Ok(())
+}
+
+/// The terminating pod stops passing readiness (what a pod's preStop and failing probe do
+/// before its process exits): its endpoint is no longer serving, and the proxies delete the
+/// UDP flows still pointing at it.
+pub(crate) fn stop_serving(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
+    set_ready(lab, &pod.name, false)
 }
 
 /// Now as RFC 3339 (UTC, seconds).
