@@ -127,7 +127,7 @@ impl Bed {
 
     /// One request from the client pod to `ip:80`, answered by the backend.
     fn answers(&self, ip: &str) -> bool {
-        tcp_request(self.client.ns(), vip(ip, 80), Duration::from_millis(500))
+        tcp_request(self.client.ns(), vip(ip, 80), Duration::from_secs(2))
             .is_ok_and(|r| r.backend == "b1")
     }
 
