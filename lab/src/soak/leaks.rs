@@ -109,6 +109,17 @@ pub(crate) fn leaks(before: &Baseline, after: &Baseline) -> Vec<String> {
     out
 }
 
+/// The kernel's UDP conntrack timeout in the first node (`nf_conntrack_udp_timeout`, 30 s by
+/// default).
+pub(crate) fn udp_timeout(lab: &Lab) -> std::time::Duration {
+    let secs = (lab.node_names().first())
+        .and_then(|n| NetNs::open(&lab.state.ns(n)).ok())
+        .and_then(|ns| (ns.exec(["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(30);
+    std::time::Duration::from_secs(secs)
+}
+
 /// Conntrack entries in the nodes that should be gone: `(leaked, expiring)`. Leaked: a UDP
 /// flow sent to a deleted Service's address (Sluice deletes the flows of a destination a sync
 /// takes away) or a TCP connection to a removed pod or deleted Service that is not closing.
