@@ -142,6 +142,27 @@ pub(crate) async fn intercept(shared: &Shared, method: &Method, uri: &Uri) -> Ve
     }
 }
 
+/// Resolves when a fault that ends watch streams is switched on: a stream opened just before
+/// the switch (its request passed [`intercept`] but it had not yet subscribed to the closer)
+/// must end too.
+pub(crate) fn watch_breaker(shared: &Shared) -> impl std::future::Future<Output = ()> + use<> {
+    let mut fault = shared.fault.subscribe();
+    async move {
+        let ends = |f: &Option<Fault>| {
+            matches!(
+                f,
+                Some(Fault::DropWatches | Fault::Gone | Fault::ServerError)
+            )
+        };
+        let _ = fault.wait_for(ends).await;
+    }
+}
+
+/// Whether `uri` asks for a watch.
+pub(crate) fn is_watch(uri: &Uri) -> bool {
+    Query::of(uri).watch
+}
+
 /// The 410 a compacted server gives to a request that names a version, if this one does.
 fn gone(shared: &Shared, method: &Method, query: &Query) -> Verdict {
     let Some(rv) = query.resource_version.filter(|_| *method == Method::GET) else {

@@ -74,6 +74,8 @@ async fn dispatch(
     let mut response = response.unwrap_or_else(IntoResponse::into_response);
     if let Some(after) = cut {
         response = cut_after(response, after);
+    } else if faults::is_watch(&uri) {
+        response = end_on(response, faults::watch_breaker(&shared));
     }
     tracing::debug!(%method, uri = %uri, status = response.status().as_u16(), "request");
     response
@@ -86,6 +88,17 @@ fn cut_after(response: Response, after: std::time::Duration) -> Response {
     let stream = body
         .into_data_stream()
         .take_until(tokio::time::sleep(after));
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+/// Ends `response`'s body when `breaker` resolves (a fault that ends watches).
+fn end_on(
+    response: Response,
+    breaker: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().take_until(breaker);
     Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
