@@ -341,3 +341,95 @@ fn a_log_file_that_is_no_regular_file_is_not_written() {
     };
     assert!(status.is_some_and(|s| s.success()), "blocked on the FIFO");
 }
+
+/// A size-limited tmpfs mounted over the IPAM store for the test's life (unmounted, lazily,
+/// on drop, also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "sl-ipam",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", at.display());
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+fn veths(ns: &NetNs) -> usize {
+    ns.ip(["-o", "link", "show", "type", "veth"])
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// The kernel refuses to store a reservation (a full file system under the IPAM store): ADD
+/// fails with a clear CNI error and leaves nothing behind — no reservation, no veth, no
+/// address or interface in the pod, no masquerade entry — and works again once there is room.
+#[test]
+fn a_full_ipam_store_fails_add_cleanly_and_recovers() {
+    let node = Node::new();
+    let _tmpfs = Tmpfs::mount(&node.ipam_dir(), "64k");
+    let conf = node.conf("1.0.0", json!({}));
+    let first = NetNs::new("cni-pod").unwrap();
+    let add = node.cmd("ADD", "c1", "eth0", &first.path(), &conf);
+    assert!(add.ok, "{}", add.stdout);
+    let (reserved, links, masq) = (node.reservations(), veths(&node.ns), masqueraded(&node));
+
+    fill(&node.ipam_dir().join("filler"));
+    let pod = NetNs::new("cni-pod").unwrap();
+    let full = node.cmd("ADD", "c2", "eth0", &pod.path(), &conf);
+    assert!(!full.ok, "ADD on a full store: {}", full.stdout);
+    let msg = full.json["msg"].as_str().unwrap_or_default().to_owned()
+        + " "
+        + full.json["details"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("No space left on device") || msg.contains("ENOSPC"),
+        "the error says why: {}",
+        full.stdout
+    );
+    assert_eq!(node.reservations(), reserved, "no reservation left behind");
+    assert_eq!(veths(&node.ns), links, "no veth left behind");
+    assert_eq!(masqueraded(&node), masq, "no masquerade entry left behind");
+    let inside = pod.ip(["-o", "link"]).unwrap();
+    assert!(
+        !inside.contains("eth0"),
+        "no interface in the pod: {inside}"
+    );
+    // A DEL for the failed ADD, as a runtime sends it, succeeds.
+    let del = node.cmd("DEL", "c2", "eth0", &pod.path(), &conf);
+    assert!(del.ok, "{}", del.stdout);
+
+    std::fs::remove_file(node.ipam_dir().join("filler")).unwrap();
+    let again = node.cmd("ADD", "c2", "eth0", &pod.path(), &conf);
+    assert!(again.ok, "ADD once there is room: {}", again.stdout);
+    for (id, ns) in [("c1", &first), ("c2", &pod)] {
+        let del = node.cmd("DEL", id, "eth0", &ns.path(), &conf);
+        assert!(del.ok, "{}", del.stdout);
+    }
+    assert!(node.reservations().is_empty());
+}

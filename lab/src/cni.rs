@@ -107,6 +107,12 @@ impl NodeCni {
         pod_ip(&result).with_context(|| format!("CNI ADD result {result}"))
     }
 
+    /// CNI DEL of `eth0` in the pod namespace `pod_netns` (releases the address, removes the
+    /// veth); a DEL of something already gone succeeds, as CNI requires.
+    pub(crate) fn del(&self, container_id: &str, pod_netns: &str) -> anyhow::Result<()> {
+        self.exec("DEL", container_id, pod_netns).map(drop)
+    }
+
     /// Runs every plugin of the installed conflist (the lab's has one) for `command`.
     fn exec(&self, command: &str, container_id: &str, pod_netns: &str) -> anyhow::Result<Value> {
         let list: Value = serde_json::from_str(

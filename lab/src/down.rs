@@ -1,5 +1,6 @@
 //! `sluice-lab down`: removes everything a lab recorded — an `up` still building it, the lab
-//! daemon (by PID, after checking each is still ours), every namespace (with every process inside: daemons, etcd,
+//! daemon (by PID, after checking each is still ours; also one an `up` killed before it could
+//! record the PID, found by its command line), every namespace (with every process inside: daemons, etcd,
 //! pods' echo servers, and every link and rule in it) and the lab directory. It works from the
 //! record alone, so it also cleans up after an `up` that crashed or was killed half-way, and
 //! running it twice is fine.
@@ -44,6 +45,7 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
                 removed.processes += 1;
             }
         }
+        removed.processes += kill_unrecorded_labd(dir.root());
         // An `up` killed half-way can leave an `ip netns add|exec <ours>` running that
         // would create a namespace after this removal: stop those first.
         kill_ip_stragglers(&state.namespaces);
@@ -104,6 +106,34 @@ fn kill_and_wait(pids: &[u32]) {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// SIGKILLs the lab daemons of this lab directory that the record does not name — an `up`
+/// killed between starting its lab daemon and recording the PID leaves one running — and
+/// returns how many. Only `sluice-lab` processes whose command line is `labd` with this very
+/// lab directory are touched.
+fn kill_unrecorded_labd(root: &Path) -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let strays: Vec<u32> = procs
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && !gone(*pid))
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let is_lab = exe.is_some_and(|e| e.file_name().is_some_and(|n| n == "sluice-lab"));
+            is_lab && {
+                let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                args.contains(&&b"labd"[..])
+                    && (args.iter()).any(|a| Path::new(&*String::from_utf8_lossy(a)) == root)
+            }
+        })
+        .collect();
+    kill_and_wait(&strays);
+    strays.len()
 }
 
 /// SIGKILLs every `ip` process whose command line names one of `namespaces` as an argument

@@ -15,6 +15,7 @@ mod exec;
 mod image;
 mod labd;
 mod labdir;
+mod soak;
 mod spawn;
 mod up;
 
@@ -116,6 +117,23 @@ enum Command {
         #[arg(long, default_value = "lab-conf")]
         name: String,
     },
+    /// Build a 2-node lab, churn it (pods through CNI, rolling endpoints, Services created
+    /// and deleted) while clients talk to Services with ready endpoints, check that nothing
+    /// failed, grew or leaked, print the figures, remove the lab.
+    Soak {
+        /// How long to churn (`90s`, `10m`).
+        #[arg(long, default_value = "2m", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// sluice-proxy's --proxy-mode.
+        #[arg(long, default_value = "nftables")]
+        proxy_mode: String,
+        /// Prefix of the lab's namespace names.
+        #[arg(long, default_value = "lab-soak")]
+        name: String,
+        /// Copy the lab's logs (daemons, pods) into this directory before removing it.
+        #[arg(long)]
+        keep_logs: Option<PathBuf>,
+    },
     /// The lab daemon (started by `up`).
     #[command(hide = true)]
     Labd {
@@ -152,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default = match cli.command {
         Command::Demo { .. } => "/run/sluice-lab-demo",
         Command::Conformance { .. } => "/run/sluice-lab-conformance",
+        Command::Soak { .. } => "/run/sluice-lab-soak",
         _ => labdir::DEFAULT_DIR,
     };
     let root = cli.lab_dir.unwrap_or_else(|| default.into());
@@ -220,9 +239,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 name,
             },
         )),
+        Command::Soak {
+            duration,
+            proxy_mode,
+            name,
+            keep_logs,
+        } => Ok(soak::run(
+            dir,
+            Binaries::find(cli.bin_dir, true)?,
+            soak::SoakOptions {
+                name,
+                proxy_mode,
+                duration,
+                keep_logs,
+            },
+        )),
         Command::Labd { underlay } => labd::run(&dir, &underlay).map(|()| ExitCode::SUCCESS),
         Command::PodServe { name, ports } => echo::serve(&name, &ports).map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// A Go-style duration (`90s`, `10m`, `1h30m`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    sluice_proxy_core::config_file::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// Runs every step with progress; on failure removes what was built.

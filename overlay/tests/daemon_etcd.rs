@@ -1,7 +1,7 @@
 //! The real `sluice-overlay` binary in etcd mode on test-bed nodes, with a real etcd on the
 //! underlay: previous subnets re-acquired, flannel-format leases, pods talking across nodes,
 //! a stopped node's lease expiring (short TTL) so its peers drop its routes, and an etcd
-//! outage that changes nothing.
+//! outage (frozen, or stopped and started again) that changes nothing.
 
 mod common;
 
@@ -124,6 +124,58 @@ fn etcd_outage_keeps_routes_and_renewals_resume() {
         assert!(
             d.try_wait().unwrap().is_none(),
             "daemon survived the outage:\n{}",
+            d.log_tail(20)
+        );
+    }
+}
+
+/// etcd stopped (connections refused, not frozen) and started again on the same data: the
+/// routes stay while it is down and the daemons keep running; once it is back the leases are
+/// renewed past their TTL and a peer that appears afterwards is routed (the watch came back).
+#[test]
+fn etcd_stopped_and_started_keeps_routes_and_the_watch_resumes() {
+    require_root();
+    let mut lab = EtcdLab::start(2);
+    let mut daemons: Vec<Process> = lab
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| lab.daemon(n, "10s"))
+        .collect();
+    eventually("both leases", Duration::from_secs(15), || lab.leases() == 2);
+    let n1 = lab.cluster.node(1).unwrap();
+    let routes = || n1.ns().ip(["route", "show", "proto", "83"]).unwrap();
+    eventually("node 1 routes to node 2", Duration::from_secs(10), || {
+        !routes().trim().is_empty()
+    });
+    let before = routes();
+
+    lab.etcd.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(routes(), before, "routes kept while etcd is stopped");
+    for d in &mut daemons {
+        assert!(d.try_wait().unwrap().is_none(), "{}", d.log_tail(20));
+    }
+    lab.etcd.start_again().unwrap();
+
+    // A peer that shows up after the restart is routed: the watch is back.
+    let peer = r#"{"PublicIP":"192.168.0.77","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:00:00:00:00:4d"}}"#;
+    let key = format!("{PREFIX}/subnets/10.244.77.0-24");
+    lab.etcd.put(&key, peer).unwrap();
+    eventually("a route to the new peer", Duration::from_secs(30), || {
+        routes().contains("10.244.77.0/24")
+    });
+    // Past the 10 s TTL of any lease granted before the stop: renewals resumed.
+    std::thread::sleep(Duration::from_secs(11));
+    assert!(lab.leases() >= 2, "renewals resumed after the restart");
+    assert!(
+        routes().contains(before.lines().next().unwrap_or("")),
+        "old routes kept"
+    );
+    for d in &mut daemons {
+        assert!(
+            d.try_wait().unwrap().is_none(),
+            "daemon survived the restart:\n{}",
             d.log_tail(20)
         );
     }

@@ -704,3 +704,93 @@ fn a_dual_stack_peer_next_to_an_ipv4_only_node_is_routed_for_ipv4() {
     let status = health.as_ref().map(|r| r.status).ok();
     assert_eq!(status, Some(200), "{health:?}\n{}", d1.log_tail(20));
 }
+
+/// A peer Node with flannel's VXLAN annotations for `cidr`, at underlay address `ip`.
+fn fake_peer(api: &Api, name: &str, cidr: &str, ip: &str, mac: &str) {
+    api.server
+        .create(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {
+                format!("{ANN}/kube-subnet-manager"): "true",
+                format!("{ANN}/backend-type"): "vxlan",
+                format!("{ANN}/public-ip"): ip,
+                format!("{ANN}/backend-data"): format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#),
+            }},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}))
+        .unwrap();
+}
+
+/// Issue 15, API server faults against the overlay in kube mode: watches dropped, 410 Gone,
+/// 500s and a hanging server, one after the other. During each the routes stay and the
+/// daemon runs; after each a peer that joined during the fault is routed. `/healthz` is
+/// recorded: the overlay's health is about its reconciles of the kernel, which go on from
+/// what it knows, so it stays 200.
+#[test]
+fn api_server_faults_keep_the_routes_and_the_overlay_converges_after_each() {
+    use sluice_test_apiserver::Fault;
+    require_root();
+    let cluster = Cluster::new(2).unwrap();
+    let api = Api::start(&cluster, VXLAN_CONF);
+    let (n1, n2) = (cluster.node(1).unwrap(), cluster.node(2).unwrap());
+    api.add_node(n1, "10.244.1.0/24", json!({}));
+    fake_peer(
+        &api,
+        n2.name(),
+        "10.244.2.0/24",
+        "192.168.0.12",
+        "0e:aa:bb:cc:dd:02",
+    );
+    let mut d1 = api.daemon(
+        n1,
+        &["--healthz-ip", "127.0.0.1", "--healthz-port", "10262"],
+    );
+    let routes = || (n1.ns().ip(["route", "show", "dev", "flannel.1"])).unwrap_or_default();
+    eventually("route to node 2", || routes().contains("10.244.2.0/24"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], 10262));
+    let health = || {
+        n1.ns()
+            .run(|| {
+                sluice_testbed::http::request(addr, "GET", "/healthz", None, Duration::from_secs(2))
+            })
+            .ok()
+            .and_then(Result::ok)
+            .map_or(0, |r| r.status)
+    };
+    for (i, fault) in Fault::ALL.into_iter().enumerate() {
+        let before = routes();
+        api.server.set_fault(fault);
+        let n = 20 + i;
+        let cidr = format!("10.244.{n}.0/24");
+        fake_peer(
+            &api,
+            &format!("peer-{n}"),
+            &cidr,
+            &format!("192.168.0.{n}"),
+            &format!("0e:aa:bb:cc:dd:{n:02x}"),
+        );
+        let mut codes = Vec::new();
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(500));
+            codes.push(health());
+            assert!(
+                routes().contains("10.244.2.0/24"),
+                "{fault}: route to node 2 kept:\n{}",
+                routes()
+            );
+        }
+        assert!(
+            d1.try_wait().unwrap().is_none(),
+            "{fault}: {}",
+            d1.log_tail(20)
+        );
+        assert!(
+            codes.iter().all(|c| *c == 200),
+            "{fault}: /healthz during the fault: {codes:?}"
+        );
+        api.server.clear_fault();
+        eventually(
+            &format!("{fault}: the peer that joined meanwhile is routed"),
+            || routes().contains(&cidr),
+        );
+        assert!(routes().contains(before.lines().next().unwrap_or("")));
+    }
+}

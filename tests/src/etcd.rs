@@ -35,6 +35,8 @@ const ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct Etcd {
     process: Process,
+    /// How it was started (`--name`, data dir, URLs), for [`Etcd::start_again`].
+    cmd: Command,
     /// The namespace it runs in, when not the host's.
     ns: Option<NetNs>,
     client_addr: SocketAddr,
@@ -84,12 +86,10 @@ impl Etcd {
         // `sl-etcd-<pid>-<n>`: lets `names::sweep_stale` find it if this process is SIGKILLed.
         let name = names::netns_name("etcd");
         let cmd = command(&name, &data.path().join("data"), &client_url, &peer_url);
-        let process = match ns {
-            Some(ns) => ns.spawn(&cmd)?,
-            None => Process::spawn(cmd, format!("etcd on {client_url}"), None)?,
-        };
+        let process = spawn(ns, &cmd, &client_url)?;
         let mut etcd = Self {
             process,
+            cmd,
             ns: ns.cloned(),
             client_addr: SocketAddr::from((ip, client)),
             client_url,
@@ -239,6 +239,26 @@ impl Etcd {
     /// Stops etcd now (SIGTERM by PID, then SIGKILL). Idempotent; drop does it too.
     pub fn stop(&mut self) {
         self.process.stop();
+    }
+
+    /// Starts a stopped etcd again with the same name, data and addresses (its keys and
+    /// leases survive, as across a real restart) and waits until it is healthy.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.process.stop();
+        self.process = spawn(self.ns.as_ref(), &self.cmd, &self.client_url)?;
+        self.wait_healthy()
+    }
+}
+
+/// Runs an etcd command line in `ns` (or here).
+fn spawn(ns: Option<&NetNs>, cmd: &Command, client_url: &str) -> Result<Process> {
+    match ns {
+        Some(ns) => ns.spawn(cmd),
+        None => {
+            let mut copy = Command::new(cmd.get_program());
+            copy.args(cmd.get_args());
+            Process::spawn(copy, format!("etcd on {client_url}"), None)
+        }
     }
 }
 

@@ -145,9 +145,16 @@ impl Store {
         let path = self.dir.join(ip.to_string());
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
-                f.write_all(format!("{id}\r\n{ifname}").as_bytes())
-                    .map_err(io(&path, "write"))?;
-                fs::write(last, ip.to_string()).map_err(io(last, "write"))?;
+                let written = (f.write_all(format!("{id}\r\n{ifname}").as_bytes()))
+                    .map_err(io(&path, "write"))
+                    .and_then(|()| fs::write(last, ip.to_string()).map_err(io(last, "write")));
+                if let Err(e) = written {
+                    // A file system that is full (or read-only, or failing) took the name but
+                    // not the owner: an empty reservation would hold the address forever.
+                    drop(f);
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),

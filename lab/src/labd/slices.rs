@@ -1,7 +1,8 @@
 //! The EndpointSlices a Service with a selector should have, computed from the pods — what
 //! kube-controller-manager's EndpointSlice controller does, reduced to what the lab needs: one
 //! IPv4 slice per Service, an endpoint per running pod with an IP that matches the selector
-//! (ready and serving from its `Ready` condition, `nodeName` from the pod), ports resolved
+//! (serving from its `Ready` condition, terminating while it has a `deletionTimestamp`, ready
+//! when serving and not terminating — upstream's rule; `nodeName` from the pod), ports resolved
 //! from `targetPort` (numbers, or names looked up in the pods' container ports). Pure, so it is
 //! tested without a server.
 
@@ -65,12 +66,11 @@ fn selects(selector: &serde_json::Map<String, Value>, pod: &Value) -> bool {
     selector.iter().all(|(k, v)| &labels[k] == v)
 }
 
-/// Has an IP, is not finished and not being deleted.
+/// Has an IP and is not finished (a pod being deleted stays, as a terminating endpoint, until
+/// it is gone).
 fn running(pod: &Value) -> bool {
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-    pod["status"]["podIP"].is_string()
-        && !matches!(phase, "Succeeded" | "Failed")
-        && pod["metadata"]["deletionTimestamp"].is_null()
+    pod["status"]["podIP"].is_string() && !matches!(phase, "Succeeded" | "Failed")
 }
 
 fn ready(pod: &Value) -> bool {
@@ -83,10 +83,11 @@ fn ready(pod: &Value) -> bool {
 
 fn endpoint(pod: &Value) -> Value {
     let (ns, name) = key(pod);
-    let ready = ready(pod);
+    let serving = ready(pod);
+    let terminating = !pod["metadata"]["deletionTimestamp"].is_null();
     let mut ep = json!({
         "addresses": [pod["status"]["podIP"]],
-        "conditions": {"ready": ready, "serving": ready, "terminating": false},
+        "conditions": {"ready": serving && !terminating, "serving": serving, "terminating": terminating},
         "targetRef": {"kind": "Pod", "namespace": ns, "name": name},
     });
     if let Some(node) = pod["spec"]["nodeName"].as_str() {
@@ -199,5 +200,17 @@ mod tests {
         let web = &d[&("default".into(), "web-lab".into())];
         assert_eq!(web["endpoints"], json!([]));
         assert_eq!(web["ports"][0]["port"], 80, "no targetPort: the port");
+    }
+
+    #[test]
+    fn a_pod_being_deleted_is_a_terminating_endpoint_serving_while_ready() {
+        let mut going = pod("g", "node1", "web", true);
+        going["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let d = desired(&[svc("web", json!({"app": "web"}), json!(8080))], &[going]);
+        let web = &d[&("default".into(), "web-lab".into())];
+        assert_eq!(
+            web["endpoints"][0]["conditions"],
+            json!({"ready": false, "serving": true, "terminating": true})
+        );
     }
 }

@@ -111,7 +111,7 @@ impl Lab {
     }
 
     /// Records namespace `role` and creates it.
-    fn namespace(&mut self, role: &str) -> anyhow::Result<NetNs> {
+    pub(crate) fn namespace(&mut self, role: &str) -> anyhow::Result<NetNs> {
         let name = self.state.ns(role);
         if NetNs::exists(&name) {
             // Not ours: never recorded, so `down` of this lab leaves it alone.
@@ -135,7 +135,27 @@ impl Lab {
         (1..=self.opts.nodes).map(|i| format!("node{i}")).collect()
     }
 
-    fn node_dir(&self, node: &str) -> PathBuf {
+    /// The binaries the lab runs.
+    pub(crate) fn bins(&self) -> &Binaries {
+        &self.bins
+    }
+
+    /// Forgets namespace `name` (after removing it): `down` no longer looks for it.
+    pub(crate) fn forget_namespace(&mut self, name: &str) -> anyhow::Result<()> {
+        self.state.namespaces.retain(|n| n != name);
+        self.dir.save(&self.state)?;
+        Ok(())
+    }
+
+    /// The PIDs of the daemons the lab started (`overlay-node1`, `proxy-node1`, `labd`…).
+    pub(crate) fn daemon_pids(&self) -> Vec<(String, u32)> {
+        (self.children.iter())
+            .filter(|s| !s.what.starts_with("pod-"))
+            .map(|s| (s.what.clone(), s.child.id()))
+            .collect()
+    }
+
+    pub(crate) fn node_dir(&self, node: &str) -> PathBuf {
         self.dir.node(node)
     }
 

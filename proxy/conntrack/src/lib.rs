@@ -21,6 +21,9 @@ use sluice_netlink::{Attrs, Socket, decode_addr, errno};
 
 pub use sluice_netlink::NetlinkError as ConntrackError;
 
+/// Dumps of the table tried when the kernel says one was interrupted.
+const DUMP_ATTEMPTS: usize = 3;
+
 // ctnetlink (`linux/netfilter/nfnetlink_conntrack.h`).
 const IPCTNL_MSG_CT_GET: u8 = 1;
 const IPCTNL_MSG_CT_DELETE: u8 = 2;
@@ -178,21 +181,29 @@ impl Conntrack {
             IpFamily::V6 => NFPROTO_IPV6,
         };
         let mut doomed = Vec::new();
-        self.socket.request(
-            "list conntrack",
-            ct_type(IPCTNL_MSG_CT_GET),
-            pf,
-            true,
-            |_| {},
-            |m| {
-                if let Some(flow) = decode(&m.attrs())
-                    && stale(&flow.key)
-                {
-                    doomed.push(flow);
-                }
-                Ok::<(), ConntrackError>(())
-            },
-        )?;
+        // A dump the kernel marks interrupted (the table changed under it) may have missed
+        // flows: dump again, a bounded number of times, then go on with the last one.
+        for _ in 0..DUMP_ATTEMPTS {
+            doomed.clear();
+            let complete = self.socket.request(
+                "list conntrack",
+                ct_type(IPCTNL_MSG_CT_GET),
+                pf,
+                true,
+                |_| {},
+                |m| {
+                    if let Some(flow) = decode(&m.attrs())
+                        && stale(&flow.key)
+                    {
+                        doomed.push(flow);
+                    }
+                    Ok::<(), ConntrackError>(())
+                },
+            )?;
+            if complete {
+                break;
+            }
+        }
         let mut deleted = 0;
         for flow in doomed {
             let res = self.socket.request(

@@ -202,3 +202,40 @@ fn holder_of_ext(b: &NftablesBackend<FakeNft>) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// Found by the lab soak (issue 15): a Service whose TCP and UDP ports reach the same
+/// endpoint port share one `hairpin` element (address . address . port has no protocol);
+/// when the endpoint left, each port's piece deleted it, the kernel refused the second
+/// delete (ENOENT), and the runner's isolation took the Service out of the dataplane for a
+/// moment — the datagrams sent then were lost.
+#[test]
+fn an_element_two_ports_give_up_in_one_sync_is_deleted_once() {
+    use sluice_model::service::{Protocol, ServicePortName};
+    let both = |eps: &[&str]| {
+        let name = ServiceName::new("ns", "dual");
+        let tcp = svc("dual", "172.30.0.9");
+        let mut udp = svc("dual", "172.30.0.9");
+        udp.name = ServicePortName::new(&name, "dns", Protocol::Udp);
+        udp.port = 53;
+        let eps: Vec<_> = eps.iter().map(|ip| ep(ip, "node-b")).collect();
+        vec![(tcp, eps.clone()), (udp, eps)]
+    };
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    apply(&mut st, both(&["10.180.0.8", "10.180.0.9"]));
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    drop(snap);
+    let before = fake.applied();
+    apply(&mut st, both(&["10.180.0.8"]));
+    let (snap, changes) = st.sync();
+    assert!(!changes.full);
+    b.apply(&snap, &changes)
+        .expect("the partial sync that removes the shared element");
+    assert_eq!(fake.applied(), before + 1, "one transaction");
+    let mut k = fake.clone();
+    let t = k.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    let text = format!("{t:?}");
+    assert!(!text.contains("10.180.0.9"), "the endpoint is gone");
+}

@@ -91,10 +91,12 @@ impl NftState {
         let kept = self.held_after(&pending);
         let mut phases = Phases::default();
         let empty = Desired::default();
+        let mut deleted = HashSet::new();
         for (owner, new) in &pending.pieces {
             let old = self.pieces.get(owner).unwrap_or(&empty);
             let new = new.as_ref().unwrap_or(&empty);
-            phases.add(&without_shared(old, new, &kept), new);
+            let old = without_deleted(without_shared(old, new, &kept), new, &mut deleted);
+            phases.add(&old, new);
         }
         pending.tx = self.transaction(phases, !self.pieces.contains_key(&Owner::Base));
         pending
@@ -326,6 +328,27 @@ fn without_shared(old: &Desired, new: &Desired, kept: &HashSet<(String, ElemKey)
         });
     }
     out
+}
+
+/// `old` without the shared (plain set) keys an earlier owner of this transaction already
+/// deletes: two owners giving up one key (a Service's TCP and UDP ports share the `hairpin`
+/// element of an endpoint port) must delete it once — the kernel refuses a second delete
+/// (ENOENT) and with it the whole transaction. Records the keys `old` → `new` deletes.
+fn without_deleted(
+    mut old: Desired,
+    new: &Desired,
+    deleted: &mut HashSet<(String, ElemKey)>,
+) -> Desired {
+    for (set, elems) in &mut old.elements {
+        let mine = new.elements.get(set);
+        elems.retain(|k, e| {
+            if e.verdict.is_some() || mine.is_some_and(|m| m.contains_key(k)) {
+                return true;
+            }
+            deleted.insert((set.clone(), k.clone()))
+        });
+    }
+    old
 }
 
 /// Counts of what a transaction does, for the sync's tracing span.

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// A verb the path does not support.
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
+    /// The server failed (what a fault injected with [`crate::Fault::ServerError`] answers).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -82,6 +85,7 @@ impl ApiError {
             Self::Expired { .. } => 410,
             Self::UnsupportedMediaType(_) => 415,
             Self::MethodNotAllowed => 405,
+            Self::Internal(_) => 500,
         }
     }
 
@@ -97,6 +101,7 @@ impl ApiError {
             Self::Expired { .. } => "Expired",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::Internal(_) => "InternalError",
         }
     }
 

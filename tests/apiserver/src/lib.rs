@@ -39,6 +39,7 @@
 mod allocators;
 mod discovery;
 mod error;
+mod faults;
 mod handlers;
 mod history;
 mod kubeconfig;
@@ -60,6 +61,7 @@ mod watch;
 
 pub use allocators::AllocError;
 pub use error::ApiError;
+pub use faults::{CONTROL_PATH as FAULT_CONTROL_PATH, Fault, UnknownFault};
 pub use kubeconfig::kubeconfig_yaml;
 pub use resources::{RESOURCES, Resource};
 pub use selectors::{FieldSelector, LabelReq, LabelSelector, SelectorError};

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::discovery;
 use crate::error::ApiError;
+use crate::faults::{self, Verdict};
 use crate::handlers;
 use crate::resources::Resource;
 use crate::shared::Shared;
@@ -54,6 +55,14 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let cut = match faults::intercept(&shared, &method, &uri).await {
+        Verdict::Serve => None,
+        Verdict::ServeAndCut(after) => Some(after),
+        Verdict::Answer(response) => {
+            tracing::debug!(%method, uri = %uri, status = response.status().as_u16(), "faulted");
+            return response;
+        }
+    };
     let response = match discovery_doc(&shared, uri.path()) {
         Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc)),
         Some(_) => Err(ApiError::MethodNotAllowed),
@@ -62,9 +71,35 @@ async fn dispatch(
             None => Err(ApiError::UnknownPath),
         },
     };
-    let response = response.unwrap_or_else(IntoResponse::into_response);
+    let mut response = response.unwrap_or_else(IntoResponse::into_response);
+    if let Some(after) = cut {
+        response = cut_after(response, after);
+    } else if faults::is_watch(&uri) {
+        response = end_on(response, faults::watch_breaker(&shared));
+    }
     tracing::debug!(%method, uri = %uri, status = response.status().as_u16(), "request");
     response
+}
+
+/// Ends `response`'s body after `after` (a watch cut by [`faults::Fault::DropWatches`]).
+fn cut_after(response: Response, after: std::time::Duration) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    let stream = body
+        .into_data_stream()
+        .take_until(tokio::time::sleep(after));
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+/// Ends `response`'s body when `breaker` resolves (a fault that ends watches).
+fn end_on(
+    response: Response,
+    breaker: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().take_until(breaker);
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 fn discovery_doc(shared: &Shared, path: &str) -> Option<Value> {

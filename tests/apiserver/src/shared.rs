@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::Config;
+use crate::faults::Fault;
 use crate::store::Store;
 
 /// Everything the server tasks share.
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) closer: watch::Sender<u64>,
     /// While true, watch streams hold back events and bookmarks.
     pub(crate) paused: watch::Sender<bool>,
+    /// The fault switched on, if any ([`crate::faults`]).
+    pub(crate) fault: watch::Sender<Option<Fault>>,
     /// The server's configuration.
     pub(crate) config: Config,
     /// The listening address.
@@ -38,6 +41,7 @@ impl Shared {
             changed: watch::Sender::new(rv),
             closer: watch::Sender::new(0),
             paused: watch::Sender::new(false),
+            fault: watch::Sender::new(None),
             config,
             addr,
         }

@@ -2,7 +2,8 @@
 //!
 //! Direct access lets a test arrange state (or check it) without going through a client, and
 //! the hooks ([`TestApiServer::compact`], [`TestApiServer::close_watches`],
-//! [`TestApiServer::pause_watches`]) provoke the failure paths that clients must survive.
+//! [`TestApiServer::pause_watches`], and the lasting faults of [`TestApiServer::set_fault`])
+//! provoke the failure paths that clients must survive.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -14,6 +15,7 @@ use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::faults::Fault;
 use crate::meta::meta_str;
 use crate::resources::Resource;
 use crate::selectors::Selectors;
@@ -171,6 +173,23 @@ impl TestApiServer {
     /// Delivers what [`Self::pause_watches`] held back.
     pub fn resume_watches(&self) {
         self.shared.paused.send_replace(false);
+    }
+
+    /// Switches `fault` on until [`Self::clear_fault`] (see [`Fault`] for what each does to
+    /// open and new requests). Also `PUT /sluice-test/fault?fault=NAME` over HTTP.
+    pub fn set_fault(&self, fault: Fault) {
+        crate::faults::set(&self.shared, Some(fault));
+    }
+
+    /// Switches the fault off: requests a hang held are served, watches deliver again.
+    pub fn clear_fault(&self) {
+        crate::faults::set(&self.shared, None);
+    }
+
+    /// The fault switched on, if any.
+    #[must_use]
+    pub fn fault(&self) -> Option<Fault> {
+        *self.shared.fault.borrow()
     }
 }
 

@@ -8,6 +8,10 @@
 //! server does, and — because standalone mode, a kernel with other limits, or a backend bug
 //! can still produce one — the runner isolates what the backend refuses, for every backend:
 //!
+//! - a refused *partial* apply is first retried as one full apply of everything (the runner's
+//!   `retry_whole`): a partial apply can fail for the backend's own reasons (its record of the
+//!   kernel is off) where a full one, which reads the kernel back, goes through — and unlike
+//!   the probes below it never takes a Service out (found by the lab soak);
 //! - the *suspects* are the Services changed by this sync or by the failed syncs before it
 //!   (on the first sync, every Service): a Service that programmed fine and did not change
 //!   is not retried without;

@@ -331,6 +331,12 @@ impl<B: Backend + 'static> Runner<B> {
         unprogrammable.retain(|s| !changed.contains(s));
         let snapshot = snapshot.without(&unprogrammable);
         let (snapshot, changes, result) = self.apply(snapshot, changes).await;
+        let (snapshot, changes, result) = match result {
+            Err(e @ BackendError::Apply { .. }) if !changes.full => {
+                self.retry_whole(snapshot, changes, e).await
+            }
+            other => (snapshot, changes, other),
+        };
         let Err(error) = result else {
             self.unapplied.remove(&family);
             self.set_unprogrammable(family, unprogrammable);
@@ -364,6 +370,32 @@ impl<B: Backend + 'static> Runner<B> {
             ..changes
         };
         (snapshot, changes, Ok(()))
+    }
+
+    /// After a refused partial apply: one full apply of the same state (every Service),
+    /// before isolation, whose probes commit states *without* the changed Services and so
+    /// take them out of the dataplane for a moment. A partial apply can be refused for
+    /// reasons of its own (the backend's record of the kernel is off) that a full apply,
+    /// which reads the kernel back, does not have. Returns the full apply's outcome.
+    async fn retry_whole(
+        &mut self,
+        snapshot: Snapshot,
+        changes: Changes,
+        error: BackendError,
+    ) -> (Snapshot, Changes, Result<(), BackendError>) {
+        tracing::warn!(
+            "partial apply refused, trying a full apply of the same state: {}",
+            chain(&error)
+        );
+        let full = Changes {
+            full: true,
+            ..changes
+        };
+        self.on_blocking_pool(move |backend| {
+            let result = backend.apply_full(&snapshot, &full);
+            (snapshot, full, result)
+        })
+        .await
     }
 
     /// Remembers and publishes the unprogrammable Services of `family`.
