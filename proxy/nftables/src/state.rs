@@ -380,7 +380,9 @@ impl Pending {
             if let Some(p) = piece {
                 for (set, key, _) in p.keys() {
                     // Rendering kept a map key in one piece only.
-                    let holders = state.claims.entry(claim_key(set, key)).or_default();
+                    // Nearly every key has one holder: room for one, not the default four.
+                    let holders = (state.claims.entry(claim_key(set, key)))
+                        .or_insert_with(|| Vec::with_capacity(1));
                     if !holders.contains(&owner) {
                         holders.push(owner.clone());
                     }
