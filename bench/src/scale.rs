@@ -114,7 +114,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     for (mode, services) in runs {
         let point = measure(args, &proxy, &mode, services, &bar)
             .with_context(|| format!("{mode} at {services} Services"))?;
-        bar.println(format!(
+        let line = format!(
             "{mode:>9} {services:>6}: cold {:.0} ms, one change {:.2} ms, RSS {:.0} MiB (peak {:.0}), idle {:.2} %, conn ratio {:.2}",
             ms(point.cold_sync),
             ms(point.one_change),
@@ -122,7 +122,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             point.peak_mib,
             point.idle_cpu * 100.0,
             point.conn_ratio
-        ));
+        );
+        // A hidden bar (no terminal) prints nothing, not even its lines.
+        match bar.is_hidden() {
+            true => println!("{line}"),
+            false => bar.println(line),
+        }
         points.push(point);
     }
     bar.finish_with_message("done");
