@@ -6,6 +6,7 @@ mod iperf;
 mod iptables;
 mod nftables;
 mod overlay;
+mod scale;
 mod sync;
 
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ enum Bench {
     /// of 10,000 Services vs a plain iptables-restore of the same rules, one Service change at
     /// 10,000 and 100, full resync, ClusterIP connection rate.
     Iptables(iptables::Args),
+    /// The real sluice-proxy binary at 100 to 25,000 Services per mode: cold sync, one
+    /// change, RSS, idle CPU, connection set-up ratio; a table and SVG plots.
+    Scale(scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Bench::Sync(args) => sync::run(&args),
         Bench::Nftables(args) => nftables::run(&args),
         Bench::Iptables(args) => iptables::run(&args),
+        Bench::Scale(args) => scale::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,6 +91,65 @@ fn bad_files_are_reported_by_name_and_skipped() {
     );
 }
 
+/// Issue 14: with nothing changed, a scan reads no file, parses nothing, decides no object
+/// again and feeds nothing (it used to re-diff every object on every stamp poll); a change
+/// costs in proportion to the files it touches, and removing the file that won a duplicate
+/// reads the other file again to feed its version.
+#[test]
+fn a_scan_with_no_changed_stamp_parses_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    write(dir.path(), "dup.yml", &service_yaml("a", "10.96.0.99", &[]));
+    let feed = Feed::new([TrackerConfig::new(IpFamily::V4, NODE)]);
+    let mut source = ManifestsSource::new(dir.path(), NODE);
+    let first = source.scan(&feed).unwrap();
+    assert_eq!((first.parsed, first.applied), (4, 3), "{first:?}");
+    let pending = |feed: &Feed| {
+        feed.with_state(IpFamily::V4, |s| {
+            let (snap, changes) = s.sync();
+            let ip = snap.service_ports().find(|p| p.name.name.as_ref() == "a");
+            (
+                changes.ports.len(),
+                ip.map(|p| p.cluster_ips[0].to_string()),
+            )
+        })
+        .unwrap()
+    };
+    assert_eq!(pending(&feed), (2, Some("10.96.0.10".to_owned())));
+    for _ in 0..3 {
+        let idle = source.scan(&feed).unwrap();
+        assert_eq!(
+            (idle.parsed, idle.examined, idle.applied, idle.deleted),
+            (0, 0, 0, 0),
+            "{idle:?}"
+        );
+        assert_eq!(pending(&feed).0, 0, "nothing fed");
+    }
+    write(
+        dir.path(),
+        "b.json",
+        &JSON_SERVICE.replace("10.96.0.11", "10.96.0.12"),
+    );
+    let one = source.scan(&feed).unwrap();
+    assert_eq!(
+        (one.parsed, one.examined, one.applied, one.deleted),
+        (1, 1, 1, 0),
+        "{one:?}"
+    );
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let uncovered = source.scan(&feed).unwrap();
+    assert_eq!(
+        (uncovered.parsed, uncovered.applied, uncovered.deleted),
+        (1, 2, 0),
+        "dup.yml read again for its Service and slice: {uncovered:?}"
+    );
+    assert_eq!(
+        pending(&feed),
+        (2, Some("10.96.0.99".to_owned())),
+        "b and a changed"
+    );
+}
+
 async fn follow(mode: WatchMode) {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());

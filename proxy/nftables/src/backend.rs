@@ -14,8 +14,6 @@ use sluice_proxy_core::backend::BackendOptions;
 use sluice_proxy_core::conntrack::reconcile_udp;
 
 use super::ctx::{NftConfig, TABLE};
-use super::desired::Desired;
-use super::kernel_view::view;
 use super::state::{NftState, summary};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -70,11 +68,6 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         &mut self.kernel
     }
 
-    /// What is believed programmed for `family`.
-    pub fn programmed(&self, family: Family) -> Option<Desired> {
-        self.states.get(&family).map(NftState::programmed)
-    }
-
     fn state(&mut self, snap: &Snapshot) -> Result<(Family, &mut NftState), BackendError> {
         let family = family_of(snap.family());
         match self.states.get_mut(&family) {
@@ -102,9 +95,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         };
         let (_, state) = self.state(snap)?;
         let pending = match kernel_view {
-            Some(table) => state.plan_full_against(snap, |want| {
-                table.map(|t| view(family, &t, want)).unwrap_or_default()
-            }),
+            Some(table) => state.plan_full_kernel(snap, table),
             None => state.plan_partial(snap, changes),
         };
         for w in &pending.warnings {
@@ -166,7 +157,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
                 )
             })?;
         let mut fresh = NftState::new(cfg);
-        let pending = fresh.plan_full(snapshot, Some(Desired::default()));
+        let pending = fresh.plan_full_kernel(snapshot, None);
         Ok(sluice_nft::text::script(&pending.tx))
     }
 

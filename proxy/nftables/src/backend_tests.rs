@@ -172,7 +172,7 @@ fn an_external_ip_claimed_twice_or_moved_between_services_never_fails_a_sync() {
     b.apply(&snap, &changes).unwrap();
     // b lost the claim earlier and was not re-rendered: the next full sync gives it the key.
     b.apply_full(&snap, &changes).unwrap();
-    assert_eq!(holder_of_ext(&b), Some("ns/b/"));
+    assert_eq!(holder_of_ext(&mut b), Some("ns/b/"));
     // Both change at once, the other way round: a takes the key in the same transaction
     // that b gives it up (deleted, then added).
     drop(snap);
@@ -185,17 +185,15 @@ fn an_external_ip_claimed_twice_or_moved_between_services_never_fails_a_sync() {
     );
     let (snap, changes) = st.sync();
     b.apply(&snap, &changes).unwrap();
-    assert_eq!(holder_of_ext(&b), Some("ns/a/"));
+    assert_eq!(holder_of_ext(&mut b), Some("ns/a/"));
     b.apply_full(&snap, &changes).unwrap();
 }
 
 /// Which Service's chain 192.0.2.50:80 leads to.
-fn holder_of_ext(b: &NftablesBackend<FakeNft>) -> Option<&'static str> {
-    let t = b.programmed(Family::Ip)?;
+fn holder_of_ext(b: &mut NftablesBackend<FakeNft>) -> Option<&'static str> {
+    let t = b.kernel().read_table(Family::Ip, crate::TABLE).ok()??;
     let ext = sluice_nft::KeyValue::Addr("192.0.2.50".parse().unwrap());
-    let e = t.elements["service-ips"]
-        .values()
-        .find(|e| e.key[0] == ext)?;
+    let e = (t.set("service-ips")?.elements.iter()).find(|e| e.key[0] == ext)?;
     match &e.verdict {
         Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/a/") => Some("ns/a/"),
         Some(sluice_nft::Verdict::Goto(c)) if c.contains("ns/b/") => Some("ns/b/"),

@@ -1,11 +1,14 @@
 //! A piece of ruleset — sets, chains with their rules, map elements — and the diff between
-//! two pieces as one ordered list of nftables operations. The backend keeps one piece per
-//! owner (the base ruleset, each Service, each Service port), so a sync that changes one
-//! Service port diffs only that port's piece: O(what changed).
+//! what is programmed and new pieces as one ordered list of nftables operations. The backend
+//! renders one piece per owner (the base ruleset, each Service, each Service port) and keeps
+//! only its [`Footprint`](crate::print::Footprint), so a sync that changes one Service port
+//! diffs only that port's piece: O(what changed).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use sluice_nft::{ChainDef, Element, KeyValue, Op, Rule, SetDef};
+
+use super::print::{Old, OldElem, hash_of, verdict_hash};
 
 /// A map or set element's identity: its key and, for interval sets, its prefix length.
 pub type ElemKey = (Vec<KeyValue>, Option<u8>);
@@ -82,105 +85,158 @@ pub fn diff(old: &Desired, new: &Desired) -> Vec<Op> {
     phases.into_ops()
 }
 
+/// Gives a new chain's rule fingerprints: its name, body and rules hash.
+pub(crate) type PrintsOf<'a> = dyn FnMut(&str, &ChainBody, u64) -> Box<[u64]> + 'a;
+
 /// Operations sorted into the phases of a transaction: new sets, new chains, refilled chains,
 /// element deletions, element additions, stale chains flushed, stale chains deleted, stale
 /// sets deleted. Diffs of several pieces (owners) go into one `Phases`, so an element one
-/// owner gives up is deleted before another owner's element with the same key is added.
+/// owner gives up is deleted before another owner's element with the same key is added;
+/// elements are gathered per set, so a full sync sends one element message per set rather
+/// than one per owner.
 #[derive(Debug, Default)]
 pub struct Phases {
-    phases: [Vec<Op>; 8],
+    sets: Vec<Op>,
+    chains: Vec<Op>,
+    refills: Vec<Op>,
+    elem_del: BTreeMap<String, Vec<Element>>,
+    elem_add: BTreeMap<String, Vec<Element>>,
+    flush: Vec<Op>,
+    chain_del: Vec<Op>,
+    set_del: Vec<Op>,
 }
 
 impl Phases {
-    /// Adds the operations that turn `old` into `new`.
+    /// Adds the operations that turn `old` into `new` (whole pieces; tests and tools).
     pub fn add(&mut self, old: &Desired, new: &Desired) {
-        let [
-            sets,
-            chains,
-            refills,
-            elem_del,
-            elem_add,
-            flush,
-            chain_del,
-            set_del,
-        ] = &mut self.phases;
+        // The family only matters for kernel fingerprints, which this diff does not use.
+        let mut before = Old::of_desired(sluice_nft::Family::Ip, old);
+        self.add_against(&mut before, new, &mut |_, _, _| Box::default());
+        self.finish(before, |_, _| false);
+    }
+
+    /// Adds the operations that turn what `old` has of `new`'s objects into `new`, and
+    /// marks them in `old` as wanted ([`Self::finish`] deletes what nobody wanted).
+    /// `prints` gives a new chain's rule fingerprints (name, body, rules hash) when `old`
+    /// came from the kernel.
+    pub(crate) fn add_against(&mut self, old: &mut Old, new: &Desired, prints: &mut PrintsOf<'_>) {
         for (name, set) in &new.sets {
-            if old.sets.get(name) != Some(set) {
-                sets.push(Op::AddSet(set.clone()));
+            match old.sets.remove(name.as_str()) {
+                Some(None) => {}
+                Some(Some(h)) if h == hash_of(set) => {}
+                _ => self.sets.push(Op::AddSet(set.clone())),
             }
         }
         for (name, chain) in &new.chains {
-            let old_chain = old.chains.get(name);
-            if old_chain.is_none() {
-                chains.push(Op::AddChain(chain.def.clone()));
+            let h = hash_of(&chain.rules);
+            match old.chains.remove(name.as_str()) {
+                None => self.chains.push(Op::AddChain(chain.def.clone())),
+                Some(c) if c.same(chain, h, || prints(name, chain, h)) => continue,
+                Some(c) if c.len > 0 => self.refills.push(Op::FlushChain(name.clone())),
+                Some(_) => {}
             }
-            if old_chain.map(|c| &c.rules) == Some(&chain.rules) {
-                continue;
-            }
-            if old_chain.is_some_and(|c| !c.rules.is_empty()) {
-                refills.push(Op::FlushChain(name.clone()));
-            }
-            refills.extend(chain.rules.iter().map(|r| Op::AddRule {
+            self.refills.extend(chain.rules.iter().map(|r| Op::AddRule {
                 chain: name.clone(),
                 rule: r.clone(),
             }));
         }
-        element_ops(old, new, elem_del, elem_add);
-        for (name, chain) in &old.chains {
-            if new.chains.contains_key(name) {
+        for (set, elems) in &new.elements {
+            if !old.elements.contains_key(set.as_str()) {
+                old.elements.insert(set.as_str().into(), Default::default());
+            }
+            let Some(before) = old.elements.get_mut(set.as_str()) else {
+                continue;
+            };
+            let (mut dels, mut adds) = (Vec::new(), Vec::new());
+            for (k, e) in elems {
+                let v = verdict_hash(e.verdict.as_ref());
+                match before.get_mut(k) {
+                    Some(o) if o.verdict == v => o.seen = true,
+                    Some(o) => {
+                        if !o.seen {
+                            dels.push(Element {
+                                prefix: e.prefix,
+                                ..Element::key(e.key.clone())
+                            });
+                        }
+                        *o = OldElem {
+                            verdict: v,
+                            seen: true,
+                        };
+                        adds.push(e.clone());
+                    }
+                    None => {
+                        let o = OldElem {
+                            verdict: v,
+                            seen: true,
+                        };
+                        before.insert(k.clone(), o);
+                        adds.push(e.clone());
+                    }
+                }
+            }
+            if !dels.is_empty() {
+                self.elem_del.entry(set.clone()).or_default().extend(dels);
+            }
+            if !adds.is_empty() {
+                self.elem_add.entry(set.clone()).or_default().extend(adds);
+            }
+        }
+    }
+
+    /// Deletes what `old` has that no piece added since it was built wanted, except the
+    /// elements `keep` names (held by someone else); a set that goes takes its elements.
+    pub(crate) fn finish(&mut self, old: Old, mut keep: impl FnMut(&str, &ElemKey) -> bool) {
+        let mut sets: Vec<Box<str>> = old.sets.into_keys().collect();
+        sets.sort();
+        let mut elements: Vec<_> = old.elements.into_iter().collect();
+        elements.sort_by(|a, b| a.0.cmp(&b.0));
+        for (set, elems) in elements {
+            if sets.binary_search(&set).is_ok() {
                 continue;
             }
-            if !chain.rules.is_empty() {
-                flush.push(Op::FlushChain(name.clone()));
+            let gone: Vec<Element> = (elems.into_iter())
+                .filter(|(k, e)| !e.seen && !keep(&set, k))
+                .map(|((key, prefix), _)| Element {
+                    prefix,
+                    ..Element::key(key)
+                })
+                .collect();
+            if !gone.is_empty() {
+                self.elem_del.entry(set.into()).or_default().extend(gone);
             }
-            chain_del.push(Op::DeleteChain(name.clone()));
         }
-        for name in old.sets.keys() {
-            if !new.sets.contains_key(name) {
-                set_del.push(Op::DeleteSet(name.clone()));
+        let mut chains: Vec<_> = old.chains.into_iter().collect();
+        chains.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, chain) in chains {
+            if chain.len > 0 {
+                self.flush.push(Op::FlushChain(name.clone().into()));
             }
+            self.chain_del.push(Op::DeleteChain(name.into()));
         }
+        (self.set_del).extend(sets.into_iter().map(|s| Op::DeleteSet(s.into())));
     }
 
     /// The operations, phase by phase.
     pub fn into_ops(self) -> Vec<Op> {
-        self.phases.into_iter().flatten().collect()
-    }
-}
-
-/// Deletions (removed keys and keys whose verdict changed) and additions.
-fn element_ops(old: &Desired, new: &Desired, dels: &mut Vec<Op>, adds: &mut Vec<Op>) {
-    let empty = BTreeMap::new();
-    let sets: BTreeSet<&String> = old.elements.keys().chain(new.elements.keys()).collect();
-    for set in sets {
-        let (o, n) = (
-            old.elements.get(set).unwrap_or(&empty),
-            new.elements.get(set).unwrap_or(&empty),
-        );
-        let deleted: Vec<Element> = o
-            .iter()
-            .filter(|(k, e)| n.get(*k).is_none_or(|ne| ne.verdict != e.verdict))
-            .map(|(_, e)| e.clone())
-            .collect();
-        // A set that is dropped takes its elements with it; only a surviving set's go one by one.
-        let set_dropped = old.sets.contains_key(set) && !new.sets.contains_key(set);
-        if !deleted.is_empty() && !set_dropped {
-            dels.push(Op::DeleteElements {
-                set: set.clone(),
-                elements: deleted,
-            });
-        }
-        let added: Vec<Element> = n
-            .iter()
-            .filter(|(k, e)| o.get(*k).is_none_or(|oe| oe.verdict != e.verdict))
-            .map(|(_, e)| e.clone())
-            .collect();
-        if !added.is_empty() {
-            adds.push(Op::AddElements {
-                set: set.clone(),
-                elements: added,
-            });
-        }
+        let elements = |m: BTreeMap<String, Vec<Element>>, del: bool| {
+            m.into_iter().map(move |(set, mut elements)| {
+                elements.sort_unstable();
+                match del {
+                    true => Op::DeleteElements { set, elements },
+                    false => Op::AddElements { set, elements },
+                }
+            })
+        };
+        let mut ops = self.sets;
+        ops.extend(self.chains);
+        ops.extend(self.refills);
+        ops.extend(elements(self.elem_del, true));
+        ops.extend(elements(self.elem_add, false));
+        ops.extend(self.flush);
+        ops.extend(self.chain_del);
+        ops.extend(self.set_del);
+        ops
     }
 }
 

@@ -6,16 +6,17 @@ mod backend;
 mod base;
 mod ctx;
 mod desired;
-mod kernel_view;
 mod names;
 mod port;
 pub use port::proto;
+mod print;
 mod state;
 mod tracer;
 
 pub use backend::{KernelNftables, NftablesBackend};
 pub use ctx::{NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
+pub use print::Footprint;
 pub use state::{NftState, Pending, rendered, summary};
 pub use tracer::Tracer;
 

@@ -1,19 +1,22 @@
-//! What the backend believes is programmed, one piece per owner (the base ruleset, each
-//! Service's ClusterIPs, each Service port), and the planning of a sync against it. A partial
-//! sync re-renders and diffs only the owners of the changed ports; a full sync diffs
-//! everything against what the kernel reports (repairing drift). Nothing is recorded until
-//! the kernel accepted the transaction ([`Pending::commit`]), so a failed apply leaves the
-//! beliefs as they were and the next (full) sync starts from the truth.
+//! What the backend believes is programmed, one [`Footprint`] per owner (the base ruleset,
+//! each Service's ClusterIPs, each Service port), and the planning of a sync against it. A
+//! partial sync re-renders and diffs only the owners of the changed ports; a full sync
+//! renders every owner one at a time and diffs it against what the kernel reports
+//! (repairing drift), so neither the rendered table nor a copy of it is ever held whole.
+//! Nothing is recorded until the kernel accepted the transaction ([`Pending::commit`]), so a
+//! failed apply leaves the beliefs as they were and the next (full) sync starts from the
+//! truth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_model::service::{ServiceName, ServicePortName};
-use sluice_nft::{Op, Transaction};
+use sluice_nft::{Op, TableState, Transaction};
 
 use super::base::render_base;
 use super::ctx::{NftConfig, TABLE};
-use super::desired::{Desired, ElemKey, Phases};
+use super::desired::{ChainBody, Desired, ElemKey, Phases};
 use super::port::{render_cluster_ips, render_port};
+use super::print::{Footprint, Old, hash_of, prints_of, verdict_hash};
 use sluice_proxy_core::{Changes, Snapshot};
 
 /// Who a piece of the ruleset belongs to.
@@ -27,24 +30,32 @@ pub(crate) enum Owner {
     Port(ServicePortName),
 }
 
+/// An element's identity across owners: a hash of its set and key (64 bits: a collision
+/// is as likely as a random 64-bit match, and costs a missed conflict warning).
+type ClaimKey = u64;
+
+fn claim_key(set: &str, key: &ElemKey) -> ClaimKey {
+    hash_of(&(set, key))
+}
+
 /// One family's programmed state.
 #[derive(Debug)]
 pub struct NftState {
     cfg: NftConfig,
-    pieces: HashMap<Owner, Desired>,
+    pieces: HashMap<Owner, Footprint>,
     /// Which owners hold each element key. A map key has one holder (two Services claiming
     /// one external IP and port must not fail the whole transaction: the first keeps it); a
     /// plain set's key may be shared (one endpoint in two Services' hairpin elements) and
     /// is only deleted when its last holder lets go.
-    claims: HashMap<(String, ElemKey), BTreeSet<Owner>>,
+    claims: HashMap<ClaimKey, Vec<Owner>>,
 }
 
-/// A planned sync: the transaction and the pieces to record once it is applied.
+/// A planned sync: the transaction and the footprints to record once it is applied.
 #[derive(Debug)]
 pub struct Pending {
     /// What to send to the kernel.
     pub tx: Transaction,
-    pieces: Vec<(Owner, Option<Desired>)>,
+    pieces: Vec<(Owner, Option<Footprint>)>,
     /// A full sync: every owner was rendered, the claims are rebuilt from the pieces.
     full: bool,
     /// Conflicts found while rendering, for the log.
@@ -66,13 +77,16 @@ impl NftState {
         &self.cfg
     }
 
-    /// Everything believed programmed, as one piece (for the tracer and tests).
-    pub fn programmed(&self) -> Desired {
+    /// The whole table `snap` renders to, as one piece (for the tracer, `explain` and
+    /// tests; the daemon never builds it).
+    pub fn render_all(&self, snap: &Snapshot) -> Desired {
+        let owners = self.all_owners(snap);
+        let mut claims = Claims::new(self, &owners, true);
         let mut all = Desired::default();
-        let mut owners: Vec<&Owner> = self.pieces.keys().collect();
-        owners.sort();
-        for o in owners {
-            all.merge(&self.pieces[o]);
+        for owner in &owners {
+            if let Some(piece) = self.render_one(snap, owner) {
+                all.merge(&claims.claim(owner, piece, &mut Vec::new()));
+            }
         }
         all
     }
@@ -84,55 +98,90 @@ impl NftState {
             owners.insert(Owner::Port(port.clone()));
             owners.insert(Owner::Service(port.service()));
         }
-        if !self.pieces.contains_key(&Owner::Base) {
+        let with_table = !self.pieces.contains_key(&Owner::Base);
+        if with_table {
             owners.insert(Owner::Base);
         }
-        let mut pending = self.render(snap, owners, false);
-        let kept = self.held_after(&pending);
-        let mut phases = Phases::default();
-        let empty = Desired::default();
-        let mut deleted = HashSet::new();
-        for (owner, new) in &pending.pieces {
-            let old = self.pieces.get(owner).unwrap_or(&empty);
-            let new = new.as_ref().unwrap_or(&empty);
-            let old = without_deleted(without_shared(old, new, &kept), new, &mut deleted);
-            phases.add(&old, new);
-        }
-        pending.tx = self.transaction(phases, !self.pieces.contains_key(&Owner::Base));
-        pending
-    }
-
-    /// Shared (plain set) keys the owners in `pending` give up that stay programmed anyway:
-    /// held by an owner it does not re-render, or by one of its new pieces. A map key has
-    /// one holder: one that changes hands is deleted and re-added (the transaction's phases
-    /// order that). Looks only at what the touched owners held: O(what changed).
-    fn held_after(&self, pending: &Pending) -> HashSet<(String, ElemKey)> {
-        let touched: BTreeSet<&Owner> = pending.pieces.iter().map(|(o, _)| o).collect();
-        let new_keys: HashSet<(&String, &ElemKey)> = pending
-            .pieces
-            .iter()
-            .filter_map(|(_, p)| p.as_ref())
-            .flat_map(|p| {
-                p.elements
-                    .iter()
-                    .flat_map(|(set, e)| e.keys().map(move |k| (set, k)))
+        let mut warnings = Vec::new();
+        let mut claims = Claims::new(self, &owners, false);
+        let rendered: Vec<(Owner, Option<Desired>)> = (owners.iter())
+            .map(|o| {
+                let piece = self.render_one(snap, o);
+                let piece = piece.map(|p| claims.claim(o, p, &mut warnings));
+                (o.clone(), piece)
             })
             .collect();
+        let kept = self.held_after(&rendered);
+        let mut phases = Phases::default();
+        let empty = Desired::default();
+        let mut pieces = Vec::with_capacity(rendered.len());
+        let mut deleted = HashSet::new();
+        for (owner, new) in rendered {
+            let before = self.pieces.get(&owner);
+            let mut old = Old::of_prints(before);
+            let mut known =
+                |name: &str, body: &ChainBody, h: u64| self.prints(&owner, name, h, body);
+            phases.add_against(&mut old, new.as_ref().unwrap_or(&empty), &mut known);
+            // Two owners giving up one shared key (a Service's TCP and UDP ports share the
+            // `hairpin` element of an endpoint port) delete it once: the kernel refuses a
+            // second delete (ENOENT) and with it the whole transaction.
+            phases.finish(old, |set, key| {
+                let k = claim_key(set, key);
+                kept.contains(&k) || !deleted.insert(k)
+            });
+            let print = new.map(|p| self.footprint(&owner, &p));
+            pieces.push((owner, print));
+        }
+        Pending {
+            tx: self.transaction(phases, with_table),
+            pieces,
+            full: false,
+            warnings,
+        }
+    }
+
+    /// The fingerprints of `owner`'s chain `name` whose rules hash to `h` (taken from its
+    /// footprint when unchanged, else formatted).
+    fn prints(&self, owner: &Owner, name: &str, h: u64, body: &ChainBody) -> Box<[u64]> {
+        self.known_prints(owner, name, h)
+            .unwrap_or_else(|| prints_of(self.cfg.family, &body.rules))
+    }
+
+    fn known_prints(&self, owner: &Owner, name: &str, h: u64) -> Option<Box<[u64]>> {
+        let chain = self.pieces.get(owner)?.chain(name)?;
+        (chain.rules == h).then(|| chain.prints.clone())
+    }
+
+    fn footprint(&self, owner: &Owner, piece: &Desired) -> Footprint {
+        Footprint::of(self.cfg.family, piece, |name, h| {
+            self.known_prints(owner, name, h)
+        })
+    }
+
+    /// Shared (plain set) keys the owners rendered give up that stay programmed anyway:
+    /// held by an owner not re-rendered, or by one of the new pieces. A map key has one
+    /// holder: one that changes hands is deleted and re-added (the transaction's phases
+    /// order that). Looks only at what the touched owners held: O(what changed).
+    fn held_after(&self, rendered: &[(Owner, Option<Desired>)]) -> HashSet<ClaimKey> {
+        let touched: BTreeSet<&Owner> = rendered.iter().map(|(o, _)| o).collect();
+        let new_keys: HashSet<ClaimKey> = (rendered.iter())
+            .filter_map(|(_, p)| p.as_ref())
+            .flat_map(|p| {
+                (p.elements.iter()).flat_map(|(set, e)| e.keys().map(move |k| claim_key(set, k)))
+            })
+            .collect();
+        let plain = verdict_hash(None);
         let mut kept = HashSet::new();
         for owner in &touched {
             let Some(old) = self.pieces.get(*owner) else {
                 continue;
             };
-            for (set, elems) in &old.elements {
-                for (key, _) in elems.iter().filter(|(_, e)| e.verdict.is_none()) {
-                    let k = (set.clone(), key.clone());
-                    let elsewhere = self
-                        .claims
-                        .get(&k)
-                        .is_some_and(|h| h.iter().any(|o| !touched.contains(o)));
-                    if elsewhere || new_keys.contains(&(set, key)) {
-                        kept.insert(k);
-                    }
+            for (set, key, _) in old.keys().filter(|(_, _, v)| *v == plain) {
+                let k = claim_key(set, key);
+                let elsewhere =
+                    (self.claims.get(&k)).is_some_and(|h| h.iter().any(|o| !touched.contains(o)));
+                if elsewhere || new_keys.contains(&k) {
+                    kept.insert(k);
                 }
             }
         }
@@ -141,34 +190,57 @@ impl NftState {
 
     /// Plans a full sync: every owner re-rendered, diffed against `kernel` (what the kernel
     /// has, when it could be read) or else against the beliefs.
-    pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<Desired>) -> Pending {
-        let beliefs = self.programmed();
-        self.plan_full_against(snap, |_| kernel.unwrap_or(beliefs))
+    pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
+        let old = match &kernel {
+            Some(table) => Old::of_kernel(table),
+            None => Old::of_prints(self.pieces.values()),
+        };
+        drop(kernel);
+        self.plan_full_against(snap, old)
     }
 
-    /// Plans a full sync against what `kernel` makes of the whole desired table.
-    pub fn plan_full_against(
-        &mut self,
-        snap: &Snapshot,
-        kernel: impl FnOnce(&Desired) -> Desired,
-    ) -> Pending {
+    /// Plans a full sync against what the kernel reports: `None` when the table does not
+    /// exist.
+    pub fn plan_full_kernel(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
+        let old = kernel.as_ref().map(Old::of_kernel).unwrap_or_default();
+        drop(kernel);
+        self.plan_full_against(snap, old)
+    }
+
+    fn all_owners(&self, snap: &Snapshot) -> BTreeSet<Owner> {
         let mut owners: BTreeSet<Owner> = self.pieces.keys().cloned().collect();
         owners.insert(Owner::Base);
         for port in snap.service_ports() {
             owners.insert(Owner::Port(port.name.clone()));
             owners.insert(Owner::Service(port.name.service()));
         }
+        owners
+    }
+
+    fn plan_full_against(&mut self, snap: &Snapshot, mut old: Old) -> Pending {
+        let owners = self.all_owners(snap);
         // A full render settles every conflict afresh (the claims are rebuilt on commit).
-        let mut pending = self.render(snap, owners, true);
-        let mut new = Desired::default();
-        for piece in pending.pieces.iter().filter_map(|(_, p)| p.as_ref()) {
-            new.merge(piece);
-        }
-        let old = kernel(&new);
+        let mut claims = Claims::new(self, &owners, true);
+        let mut warnings = Vec::new();
         let mut phases = Phases::default();
-        phases.add(&old, &new);
-        pending.tx = self.transaction(phases, true);
-        pending
+        let mut pieces = Vec::with_capacity(owners.len());
+        for owner in &owners {
+            let piece = self.render_one(snap, owner);
+            let piece = piece.map(|p| claims.claim(owner, p, &mut warnings));
+            if let Some(p) = &piece {
+                let mut known =
+                    |name: &str, body: &ChainBody, h: u64| self.prints(owner, name, h, body);
+                phases.add_against(&mut old, p, &mut known);
+            }
+            pieces.push((owner.clone(), piece.map(|p| self.footprint(owner, &p))));
+        }
+        phases.finish(old, |_, _| false);
+        Pending {
+            tx: self.transaction(phases, true),
+            pieces,
+            full: true,
+            warnings,
+        }
     }
 
     fn transaction(&self, phases: Phases, with_table: bool) -> Transaction {
@@ -183,43 +255,53 @@ impl NftState {
         tx
     }
 
-    /// Renders the new piece of each owner (`None`: the owner is gone).
-    fn render(&self, snap: &Snapshot, owners: BTreeSet<Owner>, full: bool) -> Pending {
-        let mut pending = Pending {
-            tx: Transaction::default(),
-            pieces: Vec::new(),
-            full,
-            warnings: Vec::new(),
-        };
-        let mut claims = Claims {
-            state: self,
-            touched: &owners,
-            full,
-            taken: HashMap::new(),
-        };
-        for owner in owners.iter().cloned() {
-            let piece = match &owner {
-                Owner::Base => Some(render_base(&self.cfg)),
-                Owner::Service(s) => {
-                    let ips: Vec<_> = snap
-                        .ports_of(s)
-                        .next()
-                        .map(|p| p.cluster_ips.clone())
-                        .unwrap_or_default();
-                    (!ips.is_empty()).then(|| render_cluster_ips(&ips))
-                }
-                Owner::Port(name) => self.render_port(snap, name),
-            };
-            let piece = piece.map(|p| claims.claim(&owner, p, &mut pending.warnings));
-            pending.pieces.push((owner, piece));
+    /// Renders the new piece of one owner (`None`: the owner is gone).
+    fn render_one(&self, snap: &Snapshot, owner: &Owner) -> Option<Desired> {
+        match owner {
+            Owner::Base => Some(render_base(&self.cfg)),
+            Owner::Service(s) => {
+                let ips: Vec<_> = snap
+                    .ports_of(s)
+                    .next()
+                    .map(|p| p.cluster_ips.clone())
+                    .unwrap_or_default();
+                (!ips.is_empty()).then(|| render_cluster_ips(&ips))
+            }
+            Owner::Port(name) => self.render_port(snap, name),
         }
-        pending
     }
 
     fn render_port(&self, snap: &Snapshot, name: &ServicePortName) -> Option<Desired> {
         let port = snap.service_port(name)?;
         let cat = snap.categorize(name)?;
         Some(render_port(&self.cfg, port, &cat))
+    }
+}
+
+/// What a state believes is programmed, in numbers (tests).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Believed {
+    pub(crate) chains: BTreeSet<String>,
+    pub(crate) elements: BTreeMap<String, usize>,
+}
+
+#[cfg(test)]
+impl NftState {
+    pub(crate) fn believed(&self) -> Believed {
+        let mut b = Believed {
+            chains: BTreeSet::new(),
+            elements: BTreeMap::new(),
+        };
+        let mut keys = BTreeSet::new();
+        for p in self.pieces.values() {
+            b.chains.extend(p.chains.iter().map(|c| c.name.to_string()));
+            keys.extend(p.keys().map(|(set, key, _)| (set, key)));
+        }
+        for (set, _) in keys {
+            *b.elements.entry(set.to_owned()).or_default() += 1;
+        }
+        b
     }
 }
 
@@ -231,22 +313,31 @@ struct Claims<'a> {
     state: &'a NftState,
     touched: &'a BTreeSet<Owner>,
     full: bool,
-    taken: HashMap<(String, ElemKey), Owner>,
+    taken: HashMap<ClaimKey, Owner>,
 }
 
-impl Claims<'_> {
+impl<'a> Claims<'a> {
+    fn new(state: &'a NftState, touched: &'a BTreeSet<Owner>, full: bool) -> Self {
+        Self {
+            state,
+            touched,
+            full,
+            taken: HashMap::new(),
+        }
+    }
+
     fn claim(&mut self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
         for (set, elems) in &mut piece.elements {
             elems.retain(|key, e| {
                 if e.verdict.is_none() {
                     return true;
                 }
-                let k = (set.clone(), key.clone());
+                let k = claim_key(set, key);
                 let holder = self
                     .taken
                     .get(&k)
                     .cloned()
-                    .or_else(|| self.untouched_holder(&k));
+                    .or_else(|| self.untouched_holder(k));
                 match holder {
                     Some(h) if &h != owner => {
                         warnings.push(format!(
@@ -264,11 +355,11 @@ impl Claims<'_> {
         piece
     }
 
-    fn untouched_holder(&self, k: &(String, ElemKey)) -> Option<Owner> {
+    fn untouched_holder(&self, k: ClaimKey) -> Option<Owner> {
         if self.full {
             return None;
         }
-        let holders = self.state.claims.get(k)?;
+        let holders = self.state.claims.get(&k)?;
         holders.iter().find(|o| !self.touched.contains(*o)).cloned()
     }
 }
@@ -280,29 +371,35 @@ impl Pending {
             state.claims.clear();
         }
         for (owner, piece) in self.pieces {
-            if let Some(old) = state.pieces.remove(&owner) {
-                for (set, elems) in old.elements {
-                    for key in elems.into_keys() {
-                        let k = (set.clone(), key);
-                        if let Some(holders) = state.claims.get_mut(&k) {
-                            holders.remove(&owner);
-                            if holders.is_empty() {
-                                state.claims.remove(&k);
-                            }
+            if let Some(old) = state.pieces.remove(&owner)
+                && !self.full
+            {
+                for (set, key, _) in old.keys() {
+                    let k = claim_key(set, key);
+                    if let Some(holders) = state.claims.get_mut(&k) {
+                        holders.retain(|o| o != &owner);
+                        if holders.is_empty() {
+                            state.claims.remove(&k);
                         }
                     }
                 }
             }
             if let Some(p) = piece {
-                for (set, elems) in &p.elements {
-                    for key in elems.keys() {
-                        // Rendering kept a map key in one piece only.
-                        let k = (set.clone(), key.clone());
-                        state.claims.entry(k).or_default().insert(owner.clone());
+                for (set, key, _) in p.keys() {
+                    // Rendering kept a map key in one piece only.
+                    // Nearly every key has one holder: room for one, not the default four.
+                    let holders = (state.claims.entry(claim_key(set, key)))
+                        .or_insert_with(|| Vec::with_capacity(1));
+                    if !holders.contains(&owner) {
+                        holders.push(owner.clone());
                     }
                 }
                 state.pieces.insert(owner, p);
             }
+        }
+        if self.full {
+            state.pieces.shrink_to_fit();
+            state.claims.shrink_to_fit();
         }
     }
 
@@ -315,40 +412,6 @@ impl Pending {
     pub fn is_empty(&self) -> bool {
         self.tx.ops.iter().all(|o| matches!(o, Op::AddTable { .. }))
     }
-}
-
-/// `old` without the elements it gives up (absent from `new`) that another owner still
-/// holds, so the diff does not delete them.
-fn without_shared(old: &Desired, new: &Desired, kept: &HashSet<(String, ElemKey)>) -> Desired {
-    let mut out = old.clone();
-    for (set, elems) in &mut out.elements {
-        let mine = new.elements.get(set);
-        elems.retain(|k, _| {
-            mine.is_some_and(|m| m.contains_key(k)) || !kept.contains(&(set.clone(), k.clone()))
-        });
-    }
-    out
-}
-
-/// `old` without the shared (plain set) keys an earlier owner of this transaction already
-/// deletes: two owners giving up one key (a Service's TCP and UDP ports share the `hairpin`
-/// element of an endpoint port) must delete it once — the kernel refuses a second delete
-/// (ENOENT) and with it the whole transaction. Records the keys `old` → `new` deletes.
-fn without_deleted(
-    mut old: Desired,
-    new: &Desired,
-    deleted: &mut HashSet<(String, ElemKey)>,
-) -> Desired {
-    for (set, elems) in &mut old.elements {
-        let mine = new.elements.get(set);
-        elems.retain(|k, e| {
-            if e.verdict.is_some() || mine.is_some_and(|m| m.contains_key(k)) {
-                return true;
-            }
-            deleted.insert((set.clone(), k.clone()))
-        });
-    }
-    old
 }
 
 /// Counts of what a transaction does, for the sync's tracing span.
@@ -379,9 +442,5 @@ pub fn summary(tx: &Transaction) -> BTreeMap<&'static str, usize> {
 
 /// The whole table `cfg` renders for `snap`, as one piece (for `explain` and the tracer).
 pub fn rendered(cfg: &NftConfig, snap: &Snapshot) -> Desired {
-    let mut state = NftState::new(cfg.clone());
-    state
-        .plan_full(snap, Some(Desired::default()))
-        .commit(&mut state);
-    state.programmed()
+    NftState::new(cfg.clone()).render_all(snap)
 }

@@ -4,8 +4,11 @@
 //! cluster.
 //!
 //! Changes are followed with inotify (the `notify` crate): any event in the
-//! directory triggers a rescan after a 100 ms quiet period, so an editor's
-//! write-rename-delete dance costs one scan. If inotify cannot be set up
+//! directory that can change a file (not a mere open, read or close after reading)
+//! triggers a rescan after a 100 ms quiet period, so an editor's write-rename-delete
+//! dance costs one scan. Access events must be ignored: the scan itself opens the
+//! directory and reads files, and counting that as a change kept the source rescanning
+//! five times a second forever (issue 14). If inotify cannot be set up
 //! (instance limits, an unsupported filesystem) the source falls back to
 //! polling the files' stamps every second. A scan re-reads only the files
 //! whose inode, size or mtime changed (see [`scan`]). Bad files are logged
@@ -83,6 +86,8 @@ impl ManifestsSource {
         }
         tracing::debug!(
             files = report.files,
+            parsed = report.parsed,
+            examined = report.examined,
             applied = report.applied,
             deleted = report.deleted,
             "scanned manifests"
@@ -118,12 +123,25 @@ impl ManifestsSource {
     }
 }
 
+/// Whether an event can mean a changed file: everything but opening, reading, and
+/// closing a file that was not written.
+fn may_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// An inotify watch on `dir` that sends a unit per event; `None` (with a
 /// warning) when it cannot be set up.
 fn inotify(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
     let handler = move |event: notify::Result<notify::Event>| {
-        if let Err(e) = event {
-            tracing::warn!("manifests directory watch: {e}");
+        match event {
+            Ok(e) if !may_change(&e.kind) => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("manifests directory watch: {e}"),
         }
         let _ = tx.send(());
     };
@@ -137,5 +155,31 @@ fn inotify(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Recommen
             tracing::warn!(dir = %dir.display(), "cannot watch with inotify, polling every second: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
+
+    /// The scan opens the directory and reads files: those events must not trigger the next
+    /// scan (they did, and the source rescanned forever).
+    #[test]
+    fn reading_is_no_change() {
+        let access = |a| EventKind::Access(a);
+        assert!(!super::may_change(&access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!super::may_change(&access(AccessKind::Read)));
+        assert!(!super::may_change(&access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(super::may_change(&access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(super::may_change(&EventKind::Create(CreateKind::File)));
+        assert!(super::may_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(super::may_change(&EventKind::Remove(RemoveKind::File)));
     }
 }

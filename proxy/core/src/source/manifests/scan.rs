@@ -1,13 +1,16 @@
 //! One pass over the manifests directory: re-parse the files whose stamp
-//! (inode, size, mtime) changed, then diff the wanted objects against the
-//! applied ones and feed only the difference.
+//! (inode, size, mtime) changed, then re-decide only the objects those files defined or
+//! define now, and feed only the difference. A scan where no stamp changed reads no file,
+//! parses nothing and looks at no object: with nothing changing, the source costs a
+//! `readdir` and a `stat` per file, whatever the number of objects.
 //!
-//! The diff is global rather than per file so that an object moving from one
-//! file to another in the same edit is neither deleted nor doubled. When two
-//! files define the same object, the first file in name order wins and the
-//! duplicate is reported. A file that turns bad keeps its last good objects
-//! (a typo must not take Services down); a file that is removed takes its
-//! objects with it.
+//! The scanner keeps no parsed object, only each file's object keys and, per key, the
+//! files defining it (an object moving from one file to another in the same edit is
+//! neither deleted nor doubled). When two files define the same object, the first file in
+//! name order wins and the duplicate is reported; when the winner goes away, the next
+//! file's object is read again from disk (rare: duplicates are a mistake). A file that
+//! turns bad keeps its last good objects (a typo must not take Services down); a file
+//! that is removed takes its objects with it.
 //!
 //! Reads are capped ([`MAX_FILE`], through the shared `bounded` reader): a 1 GiB file or
 //! `/dev/zero` behind a symlink is refused after reading at most the limit. Entries that
@@ -15,9 +18,10 @@
 //! sockets, devices, symlink loops, dangling symlinks — are skipped with a log line, once
 //! per entry until it changes, rather than silently.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::parse::{ObjKey, Object, parse};
@@ -37,6 +41,11 @@ pub struct FileProblem {
 pub struct ScanReport {
     /// Manifest files in the directory.
     pub files: usize,
+    /// Files read and parsed by this scan (new or changed stamps, and files holding an
+    /// object that another file's removal uncovered).
+    pub parsed: usize,
+    /// Objects whose winner this scan decided again.
+    pub examined: usize,
     /// Objects applied (new or changed) by this scan.
     pub applied: usize,
     /// Objects deleted by this scan.
@@ -51,20 +60,40 @@ pub(super) const MAX_FILE: usize = 64 << 20;
 /// Identity and version of a file's content as far as `stat` can tell.
 type Stamp = (u64, u64, Option<SystemTime>);
 
+/// A file as last read: its stamp and the keys of the objects it defined (the objects
+/// themselves live in the model, not here).
 #[derive(Debug)]
 struct File {
+    path: Arc<Path>,
     stamp: Stamp,
-    objects: Vec<Object>,
+    keys: Vec<ObjKey>,
+}
+
+/// An object some file defines: the files defining it, in name order (the first wins),
+/// and the file whose version was fed.
+#[derive(Debug, Default)]
+struct Definition {
+    files: Vec<Arc<Path>>,
+    applied: Option<Arc<Path>>,
 }
 
 /// The directory as last scanned.
 #[derive(Debug, Default)]
 pub(super) struct Scanner {
     files: BTreeMap<PathBuf, File>,
-    /// Applied objects and the file each came from.
-    applied: BTreeMap<ObjKey, PathBuf>,
+    objects: HashMap<ObjKey, Definition>,
     /// Entries skipped as no manifest file, with the reason already reported.
     skipped: BTreeMap<PathBuf, String>,
+}
+
+/// What this scan has done so far: the files it read, the objects it fed.
+struct Pass<'a> {
+    feed: &'a Feed,
+    node: &'a str,
+    read: BTreeSet<Arc<Path>>,
+    fed: BTreeSet<ObjKey>,
+    affected: BTreeSet<ObjKey>,
+    report: ScanReport,
 }
 
 impl Scanner {
@@ -76,88 +105,175 @@ impl Scanner {
         node: &str,
         feed: &Feed,
     ) -> std::io::Result<ScanReport> {
-        let mut report = ScanReport::default();
+        let mut pass = Pass {
+            feed,
+            node,
+            read: BTreeSet::new(),
+            fed: BTreeSet::new(),
+            affected: BTreeSet::new(),
+            report: ScanReport::default(),
+        };
         let (present, skipped) = list(dir)?;
         for (path, reason) in &skipped {
             if self.skipped.get(path) != Some(reason) {
-                report.problems.push(problem(path, reason.clone()));
+                pass.report.problems.push(problem(path, reason.clone()));
             }
         }
         self.skipped = skipped;
-        report.files = present.len();
-        self.files.retain(|path, _| present.contains_key(path));
-        let mut changed = BTreeSet::new();
+        pass.report.files = present.len();
+        let gone: Vec<PathBuf> = (self.files.keys())
+            .filter(|p| !present.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(file) = self.files.remove(&path) {
+                self.forget(&file, &mut pass.affected);
+            }
+        }
+        // In name order: when a file is read, the claims of the files before it are final,
+        // so an object it defines first can be fed at once (no file's objects are held).
         for (path, stamp) in present {
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
-            let previous = self.files.remove(&path).map(|f| f.objects);
-            let objects = match read(&path) {
+            pass.report.parsed += 1;
+            let file = match read(&path) {
                 Ok((objects, notes)) => {
-                    report
-                        .problems
+                    (pass.report.problems)
                         .extend(notes.into_iter().map(|reason| problem(&path, reason)));
-                    objects
+                    self.reread(path.clone(), stamp, objects, &mut pass)
                 }
                 Err(reason) => {
-                    report.problems.push(problem(&path, reason));
-                    previous.unwrap_or_default()
+                    // Bad now: keep the last good objects (their keys stay defined).
+                    pass.report.problems.push(problem(&path, reason));
+                    let keys = (self.files.remove(&path)).map_or_else(Vec::new, |f| f.keys);
+                    File {
+                        path: Arc::from(path.as_path()),
+                        stamp,
+                        keys,
+                    }
                 }
             };
-            changed.insert(path.clone());
-            self.files.insert(path, File { stamp, objects });
+            self.files.insert(path, file);
         }
-        self.apply(&changed, node, feed, &mut report);
-        Ok(report)
+        self.settle(&mut pass);
+        Ok(pass.report)
     }
 
-    /// Feeds objects that are new, changed, or moved to another file, and
-    /// deletes those no file defines any more.
-    fn apply(
-        &mut self,
-        changed: &BTreeSet<PathBuf>,
-        node: &str,
-        feed: &Feed,
-        report: &mut ScanReport,
-    ) {
-        let mut wanted: BTreeMap<ObjKey, (&PathBuf, &Object)> = BTreeMap::new();
-        for (path, file) in &self.files {
-            for object in &file.objects {
-                let key = object.key();
-                if let Some((first, _)) = wanted.get(&key) {
-                    let reason = format!(
-                        "{} {}/{} is already defined in {}",
-                        key.0,
-                        key.1,
-                        key.2,
-                        first.display()
-                    );
-                    if changed.contains(path) {
-                        report.problems.push(problem(path, reason));
-                    }
-                    continue;
-                }
-                wanted.insert(key, (path, object));
+    /// Drops `file`'s claims on its objects, marking them to be decided again.
+    fn forget(&mut self, file: &File, affected: &mut BTreeSet<ObjKey>) {
+        for key in &file.keys {
+            if let Some(def) = self.objects.get_mut(key) {
+                def.files.retain(|p| *p != file.path);
             }
+            affected.insert(key.clone());
         }
-        for (key, _) in self
-            .applied
-            .iter()
-            .filter(|(k, _)| !wanted.contains_key(*k))
-        {
-            report.deleted += 1;
-            delete(feed, key);
-        }
-        let mut applied = BTreeMap::new();
-        for (key, (path, object)) in wanted {
-            if changed.contains(path) || self.applied.get(&key) != Some(path) {
-                report.applied += 1;
-                object.feed(feed, node);
-            }
-            applied.insert(key, path.clone());
-        }
-        self.applied = applied;
     }
+
+    /// Records the objects a good read of `path` found: the old keys are forgotten, the new
+    /// ones claimed in name order (and fed when this file wins), duplicates inside the file
+    /// reported.
+    fn reread(
+        &mut self,
+        path: PathBuf,
+        stamp: Stamp,
+        objects: Vec<Object>,
+        pass: &mut Pass<'_>,
+    ) -> File {
+        let shared: Arc<Path> = match self.files.remove(&path) {
+            Some(old) => {
+                self.forget(&old, &mut pass.affected);
+                old.path
+            }
+            None => Arc::from(path.as_path()),
+        };
+        pass.read.insert(shared.clone());
+        let mut keys: Vec<ObjKey> = Vec::with_capacity(objects.len());
+        let mut mine = BTreeSet::new();
+        for object in objects {
+            let key = object.key();
+            if !mine.insert(key.clone()) {
+                pass.report
+                    .problems
+                    .push(problem(&path, already(&key, &path)));
+                continue;
+            }
+            let def = self.objects.entry(key.clone()).or_default();
+            let at = def.files.partition_point(|p| **p < *shared);
+            def.files.insert(at, shared.clone());
+            if at == 0 {
+                def.applied = Some(shared.clone());
+                pass.feed(&object);
+                pass.fed.insert(key.clone());
+            }
+            pass.affected.insert(key.clone());
+            keys.push(key);
+        }
+        File {
+            path: shared,
+            stamp,
+            keys,
+        }
+    }
+
+    /// Decides each affected object not fed yet: deletes those no file defines any more,
+    /// feeds those whose winner changed to a file not read in this scan (reading it again),
+    /// reports duplicates in the files read.
+    fn settle(&mut self, pass: &mut Pass<'_>) {
+        pass.report.examined = pass.affected.len();
+        let mut uncovered: BTreeMap<Arc<Path>, BTreeSet<ObjKey>> = BTreeMap::new();
+        for key in std::mem::take(&mut pass.affected) {
+            let Some(def) = self.objects.get_mut(&key) else {
+                continue;
+            };
+            let Some(winner) = def.files.first().cloned() else {
+                if def.applied.is_some() {
+                    pass.report.deleted += 1;
+                    pass.delete(&key);
+                }
+                self.objects.remove(&key);
+                continue;
+            };
+            for dup in def.files.iter().skip(1).filter(|p| pass.read.contains(*p)) {
+                pass.report
+                    .problems
+                    .push(problem(dup, already(&key, &winner)));
+            }
+            if !pass.fed.contains(&key) && def.applied.as_ref() != Some(&winner) {
+                def.applied = Some(winner.clone());
+                uncovered.entry(winner).or_default().insert(key);
+            }
+        }
+        for (path, keys) in uncovered {
+            // Uncovered by another file's removal or change: read its winner again.
+            pass.report.parsed += 1;
+            let objects = read(&path).map(|(o, _)| o).unwrap_or_default();
+            for object in objects.iter().filter(|o| keys.contains(&o.key())) {
+                pass.feed(object);
+            }
+        }
+    }
+}
+
+impl Pass<'_> {
+    fn feed(&mut self, object: &Object) {
+        self.report.applied += 1;
+        object.feed(self.feed, self.node);
+    }
+
+    fn delete(&self, key: &ObjKey) {
+        delete(self.feed, key);
+    }
+}
+
+fn already(key: &ObjKey, first: &Path) -> String {
+    format!(
+        "{} {}/{} is already defined in {}",
+        key.0,
+        key.1,
+        key.2,
+        first.display()
+    )
 }
 
 fn problem(path: &Path, reason: String) -> FileProblem {
