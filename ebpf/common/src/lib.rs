@@ -18,6 +18,50 @@ pub mod proto {
     pub const SCTP: u8 = 132;
 }
 
+/// The names the maps are pinned under (in the bpffs directory of one proxy); at most 15
+/// bytes, the kernel's object-name limit.
+pub mod map_names {
+    /// [`ServiceKey`](super::ServiceKey) → [`ServiceValue`](super::ServiceValue).
+    pub const SERVICES: &str = "SLUICE_SVC";
+    /// [`SlotKey`](super::SlotKey) → [`Backend`](super::Backend).
+    pub const SLOTS: &str = "SLUICE_SLOTS";
+    /// [`RevKey`](super::RevKey) → [`RevValue`](super::RevValue) (LRU).
+    pub const REV: &str = "SLUICE_REV";
+    /// [`AffinityKey`](super::AffinityKey) → [`AffinityValue`](super::AffinityValue) (LRU).
+    pub const AFFINITY: &str = "SLUICE_AFF";
+    /// Per-CPU `u64` counters indexed by [`stats`](super::stats).
+    pub const STATS: &str = "SLUICE_STATS";
+    /// Every map, for cleanup.
+    pub const ALL: [&str; 5] = [SERVICES, SLOTS, REV, AFFINITY, STATS];
+}
+
+/// Indexes of the per-CPU counters in the stats map.
+pub mod stats {
+    /// A connect()/sendmsg() to a Service address rewritten to a backend.
+    pub const TRANSLATED: u32 = 0;
+    /// Refused: the Service has no endpoints at all.
+    pub const REJECTED: u32 = 1;
+    /// Failed: endpoints exist but none for this traffic policy on this node.
+    pub const DROPPED: u32 = 2;
+    /// A recvmsg()/getpeername() answer given the Service address back.
+    pub const REV_TRANSLATED: u32 = 3;
+    /// A reverse entry not used because its Service is gone or changed.
+    pub const REV_STALE: u32 = 4;
+    /// A Service whose chosen slot was missing (left untranslated).
+    pub const NO_SLOT: u32 = 5;
+    /// Slots in the map.
+    pub const COUNT: u32 = 8;
+    /// Names for metrics, by index.
+    pub const NAMES: [&str; 6] = [
+        "translated",
+        "rejected",
+        "dropped",
+        "rev_translated",
+        "rev_stale",
+        "no_slot",
+    ];
+}
+
 /// Bits of [`ServiceValue::flags`].
 pub mod service_flags {
     /// ClientIP session affinity is on; `affinity_timeout` is meaningful.
@@ -81,6 +125,99 @@ pub struct Backend {
     pub pad: u8,
 }
 
+/// Key of the reverse map: a socket (by cookie) and the backend it was sent to, so
+/// `recvmsg()` / `getpeername()` can give the Service address back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevKey {
+    /// The socket's cookie (`bpf_get_socket_cookie`).
+    pub cookie: u64,
+    /// Backend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Value of the reverse map: the Service address the socket asked for, and the service
+/// entry it was translated by (a reverse entry whose service is gone or changed is not used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevValue {
+    /// The Service key the socket was translated by.
+    pub service: ServiceKey,
+    /// That entry's `service_id` at the time.
+    pub service_id: u32,
+}
+
+/// Key of the affinity map: a client (by network-namespace cookie, the socket layer's stand-in
+/// for the client IP: one pod, one namespace) and a service entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// `bpf_get_netns_cookie` of the client socket.
+    pub netns_cookie: u64,
+    /// The service entry's id.
+    pub service_id: u32,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// Value of the affinity map: the backend a client last used, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    /// `bpf_ktime_get_ns` of the last use.
+    pub last_seen_ns: u64,
+    /// The backend.
+    pub backend: Backend,
+    /// Its slot (the entry is only used while the slot still holds this backend).
+    pub slot: u32,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// The record the test program (`sluice_xlate_test`, a tc classifier run with
+/// `BPF_PROG_TEST_RUN`) reads from its packet and writes its answer into: the socket-LB
+/// translation is shared with it, because the kernel cannot test-run `cgroup/connect4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XlateTest {
+    /// Destination IPv4 address asked for, network byte order.
+    pub addr: u32,
+    /// Destination port, network byte order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Answer: see [`xlate_verdict`].
+    pub verdict: u8,
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Network-namespace cookie.
+    pub netns_cookie: u64,
+    /// The "random" number the pick uses.
+    pub random: u32,
+    /// Answer: the translated address (network byte order).
+    pub out_addr: u32,
+    /// Answer: the translated port (network byte order).
+    pub out_port: u16,
+    /// Always 0.
+    pub pad: [u8; 6],
+}
+
+/// Values of [`XlateTest::verdict`].
+pub mod xlate_verdict {
+    /// Not a Service address: left alone.
+    pub const PASS: u8 = 0;
+    /// Translated to `out_addr:out_port`.
+    pub const FORWARD: u8 = 1;
+    /// Refused (no endpoints).
+    pub const REJECT: u8 = 2;
+    /// Failed (no endpoint for this policy here).
+    pub const DROP: u8 = 3;
+}
+
 // Tests exercise the userspace conversions too, whatever the features.
 #[cfg(any(feature = "user", test))]
 mod user {
@@ -97,6 +234,16 @@ mod user {
                 port: vip.port().to_be(),
                 proto,
                 scope,
+            }
+        }
+
+        /// The same address's wildcard key (port 0, protocol 0): the entry for the ports it
+        /// does not serve.
+        pub fn wildcard(self) -> Self {
+            Self {
+                port: 0,
+                proto: 0,
+                ..self
             }
         }
 
@@ -124,6 +271,27 @@ mod user {
     }
 }
 
+// SAFETY: every type is `#[repr(C)]`, `Copy`, made of integers only, and has no implicit
+// padding (checked by `layouts_have_no_padding`), so any bit pattern is a valid value and
+// every byte is initialised.
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "aya::Pod is an unsafe marker trait; see SAFETY above"
+)]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for SlotKey {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for RevKey {}
+    unsafe impl aya::Pod for RevValue {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityValue {}
+    unsafe impl aya::Pod for XlateTest {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +305,14 @@ mod tests {
         assert_eq!(size_of::<SlotKey>(), 4 + 4);
         assert_eq!(size_of::<Backend>(), 4 + 2 + 1 + 1);
         assert_eq!(align_of::<ServiceKey>(), 4);
+        assert_eq!(size_of::<RevKey>(), 8 + 4 + 2 + 2);
+        assert_eq!(size_of::<RevValue>(), 8 + 4);
+        assert_eq!(size_of::<AffinityKey>(), 8 + 4 + 4);
+        assert_eq!(size_of::<AffinityValue>(), 8 + 8 + 4 + 4);
+        assert_eq!(
+            size_of::<XlateTest>(),
+            4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6
+        );
     }
 
     #[test]

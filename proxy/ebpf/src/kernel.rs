@@ -1,0 +1,255 @@
+//! The kernel side of [`MapIo`]: the embedded eBPF object loaded with aya, its maps pinned in
+//! a bpffs directory (a restarted proxy adopts them: the loader reuses pinned maps by name),
+//! the socket-LB programs attached to one cgroup v2 directory through `bpf_link`s, pinned
+//! there too, so the dataplane keeps working while the proxy is down.
+//!
+//! Nothing is loaded until the first map access: building the backend (as `--cleanup` and
+//! other modes' start-up cleanup do) never attaches anything.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::{Ebpf, EbpfLoader};
+use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, map_names, stats};
+
+use crate::diff::Op;
+use crate::error::EbpfError;
+use crate::io::MapIo;
+use crate::pin;
+use crate::render::MapSet;
+
+/// The programs built by `ebpf/programs` (empty when built with `AYA_BUILD_SKIP`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
+
+/// The socket-LB programs, attached to the cgroup.
+pub const SOCK_PROGRAMS: [&str; 4] = [
+    "sluice_connect4",
+    "sluice_sendmsg4",
+    "sluice_recvmsg4",
+    "sluice_getpeername4",
+];
+
+/// Where to attach and pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The cgroup v2 directory whose sockets are load-balanced.
+    pub cgroup: Option<PathBuf>,
+    /// The bpffs directory for pins.
+    pub pin_dir: PathBuf,
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    cgroup: PathBuf,
+}
+
+/// The kernel maps behind [`MapIo`].
+pub struct KernelMaps {
+    cfg: KernelConfig,
+    loaded: Option<Loaded>,
+}
+
+impl KernelMaps {
+    /// Maps to be loaded (on first use) with `cfg`.
+    pub fn new(cfg: KernelConfig) -> Self {
+        Self { cfg, loaded: None }
+    }
+
+    /// The embedded object (tests load their own instance of it).
+    pub fn object() -> Result<&'static [u8], EbpfError> {
+        match OBJECT.is_empty() {
+            true => Err(EbpfError::NotBuilt),
+            false => Ok(OBJECT),
+        }
+    }
+
+    /// Loads the object with its maps pinned in (or adopted from) `pin_dir`.
+    pub fn load_object(pin_dir: &Path) -> Result<Ebpf, EbpfError> {
+        pin::ensure_dir(pin_dir)?;
+        EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(Self::object()?)
+            .map_err(|e| EbpfError::Load(Box::new(e)))
+    }
+
+    fn loaded(&mut self) -> Result<&mut Loaded, EbpfError> {
+        if self.loaded.is_none() {
+            let cgroup = match &self.cfg.cgroup {
+                Some(c) => c.clone(),
+                None => pin::cgroup2_root()?,
+            };
+            let mut ebpf = Self::load_object(&self.cfg.pin_dir)?;
+            for name in SOCK_PROGRAMS {
+                attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
+            }
+            tracing::info!(
+                cgroup = %cgroup.display(),
+                pins = %self.cfg.pin_dir.display(),
+                "eBPF socket load balancer attached"
+            );
+            self.loaded = Some(Loaded { ebpf, cgroup });
+        }
+        self.loaded.as_mut().ok_or(EbpfError::NotBuilt)
+    }
+}
+
+/// Loads program `name`, attaches it to `cgroup` and pins its link as `link_<name>`,
+/// replacing (and so detaching) a link a previous proxy pinned there. (`Single` means no
+/// flags: a `bpf_link` on a cgroup always runs alongside other links, and the kernel refuses
+/// flags on link creation.) Old and new run side by
+/// side for a moment; both translate the same way, and a translated address is no Service
+/// address, so nothing is translated twice.
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    cgroup: &Path,
+    pin_dir: &Path,
+) -> Result<(), EbpfError> {
+    let fail = |source| EbpfError::Program { name, source };
+    let prog: &mut CgroupSockAddr = (ebpf.program_mut(name))
+        .ok_or(EbpfError::NotBuilt)?
+        .try_into()
+        .map_err(fail)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(fail)?;
+    }
+    let dir = File::open(cgroup).map_err(|source| EbpfError::Fs {
+        what: "open cgroup",
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(fail)?;
+    let link = prog.take_link(id).map_err(fail)?;
+    let path = pin_dir.join(format!("link_{name}"));
+    let link_err = |source: Box<dyn std::error::Error + Send + Sync>| EbpfError::Link {
+        path: path.clone(),
+        source,
+    };
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
+    pin::unpin_link(&path)?;
+    fd.pin(&path).map_err(|e| link_err(Box::new(e)))?;
+    Ok(())
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, EbpfError> {
+    ebpf.map_mut(name).ok_or(EbpfError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
+fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, ServiceKey, ServiceValue>, EbpfError> {
+    let name = map_names::SERVICES;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn slots(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, SlotKey, Backend>, EbpfError> {
+    let name = map_names::SLOTS;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// Reads the service and slot maps of `ebpf`.
+pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
+    let mut out = MapSet::default();
+    let svc = services(ebpf)?;
+    for entry in svc.iter() {
+        let (k, v) = entry.map_err(|source| EbpfError::Map {
+            name: map_names::SERVICES,
+            source,
+        })?;
+        out.services.insert(k, v);
+    }
+    let sl = slots(ebpf)?;
+    for entry in sl.iter() {
+        let (k, v) = entry.map_err(|source| EbpfError::Map {
+            name: map_names::SLOTS,
+            source,
+        })?;
+        out.slots.insert(k, v);
+    }
+    Ok(out)
+}
+
+/// Applies `ops` to the maps of `ebpf`, in order.
+pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
+    let svc_err = |source| EbpfError::Map {
+        name: map_names::SERVICES,
+        source,
+    };
+    let slot_err = |source| EbpfError::Map {
+        name: map_names::SLOTS,
+        source,
+    };
+    for op in ops {
+        match op {
+            Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
+            Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
+            Op::DeleteService(k) => match services(ebpf)?.remove(k) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(svc_err)?,
+            },
+            Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(slot_err)?,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The per-CPU counters of `ebpf`, summed.
+pub fn counters(ebpf: &mut Ebpf) -> Vec<u64> {
+    let Some(m) = ebpf.map_mut(map_names::STATS) else {
+        return Vec::new();
+    };
+    let Ok(arr) = PerCpuArray::<&mut MapData, u64>::try_from(m) else {
+        return Vec::new();
+    };
+    (0..stats::COUNT)
+        .map(|i| arr.get(&i, 0).map_or(0, |v| v.iter().sum()))
+        .collect()
+}
+
+impl MapIo for KernelMaps {
+    fn dump(&mut self) -> Result<MapSet, EbpfError> {
+        dump_maps(&mut self.loaded()?.ebpf)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
+        apply_ops(&mut self.loaded()?.ebpf, ops)
+    }
+
+    fn ensure_attached(&mut self) -> Result<usize, EbpfError> {
+        let pin_dir = self.cfg.pin_dir.clone();
+        let Some(loaded) = self.loaded.as_mut() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for name in SOCK_PROGRAMS {
+            if !pin_dir.join(format!("link_{name}")).exists() {
+                attach(&mut loaded.ebpf, name, &loaded.cgroup, &pin_dir)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn counters(&mut self) -> Vec<u64> {
+        match self.loaded.as_mut() {
+            Some(l) => counters(&mut l.ebpf),
+            None => Vec::new(),
+        }
+    }
+
+    fn cleanup(&mut self) -> Result<(), EbpfError> {
+        self.loaded = None;
+        pin::remove_all(&self.cfg.pin_dir)
+    }
+}
