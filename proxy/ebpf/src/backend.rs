@@ -45,6 +45,15 @@ pub struct EbpfBackend<M> {
     dataplane: Family<Vec<(String, String)>, Gauge>,
 }
 
+impl<M> std::fmt::Debug for EbpfBackend<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfBackend")
+            .field("ports", &self.ports.len())
+            .field("synced", &self.synced)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<M: MapIo> EbpfBackend<M> {
     /// A backend writing through `io`, rendering with `cfg`.
     pub fn new(io: M, cfg: RenderConfig) -> Self {

@@ -104,7 +104,11 @@ pub(crate) fn client(cgroup: &Cgroup, ns: &NetNs, code: &str) -> anyhow::Result<
 
 /// Serves TCP (answers `name`) and UDP (answers `name`) on `addr` inside `ns`, for the life
 /// of the namespace's threads.
-pub(crate) fn serve(ns: &NetNs, addr: std::net::SocketAddr, name: &'static str) -> anyhow::Result<()> {
+pub(crate) fn serve(
+    ns: &NetNs,
+    addr: std::net::SocketAddr,
+    name: &'static str,
+) -> anyhow::Result<()> {
     let tcp = ns.run(|| std::net::TcpListener::bind(addr))??;
     let udp = ns.run(|| std::net::UdpSocket::bind(addr))??;
     std::thread::spawn(move || {
