@@ -31,8 +31,22 @@ pub mod map_names {
     pub const AFFINITY: &str = "SLUICE_AFF";
     /// Per-CPU `u64` counters indexed by [`stats`](super::stats).
     pub const STATS: &str = "SLUICE_STATS";
+    /// tc path: [`Tuple`](super::Tuple) of a client's packet to a Service address →
+    /// the backend chosen for that flow (LRU).
+    pub const CT: &str = "SLUICE_CT";
+    /// tc path: [`Tuple`](super::Tuple) of a backend's reply → the Service address to give
+    /// back (LRU).
+    pub const NAT_REV: &str = "SLUICE_NATREV";
+    /// tc path: [`Tuple`](super::Tuple) client → backend → the source it is SNATed to (LRU).
+    pub const SNAT: &str = "SLUICE_SNAT";
+    /// tc path: [`Tuple`](super::Tuple) backend → SNAT address → the client (LRU).
+    pub const SNAT_REV: &str = "SLUICE_SNATREV";
+    /// tc path: ifindex → that interface's IPv4 address (the SNAT source there).
+    pub const IFADDR: &str = "SLUICE_IFADDR";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 5] = [SERVICES, SLOTS, REV, AFFINITY, STATS];
+    pub const ALL: [&str; 10] = [
+        SERVICES, SLOTS, REV, AFFINITY, STATS, CT, NAT_REV, SNAT, SNAT_REV, IFADDR,
+    ];
 }
 
 /// Indexes of the per-CPU counters in the stats map.
@@ -49,16 +63,22 @@ pub mod stats {
     pub const REV_STALE: u32 = 4;
     /// A Service whose chosen slot was missing (left untranslated).
     pub const NO_SLOT: u32 = 5;
+    /// tc: a new flow from outside DNATed to a backend.
+    pub const TC_NEW_FLOW: u32 = 6;
+    /// tc: a packet dropped (no endpoint for the policy, or none at all).
+    pub const TC_DROPPED: u32 = 7;
     /// Slots in the map.
     pub const COUNT: u32 = 8;
     /// Names for metrics, by index.
-    pub const NAMES: [&str; 6] = [
+    pub const NAMES: [&str; 8] = [
         "translated",
         "rejected",
         "dropped",
         "rev_translated",
         "rev_stale",
         "no_slot",
+        "tc_new_flow",
+        "tc_dropped",
     ];
 }
 
@@ -72,6 +92,16 @@ pub mod service_flags {
     pub const DROP: u16 = 1 << 2;
     /// Only node-local endpoints (externalTrafficPolicy / internalTrafficPolicy Local).
     pub const LOCAL_ONLY: u16 = 1 << 3;
+    /// tc path: the source is SNATed to the node (externalTrafficPolicy Cluster).
+    pub const SNAT: u16 = 1 << 4;
+}
+
+/// [`ServiceKey::scope`] values.
+pub mod scope {
+    /// Socket layer: traffic from this node's pods and the node itself.
+    pub const SOCKET: u8 = 0;
+    /// tc: traffic arriving from outside the node.
+    pub const EXTERNAL: u8 = 1;
 }
 
 /// Key of the service map: a virtual IP, port and protocol.
@@ -123,6 +153,36 @@ pub struct Backend {
     pub proto: u8,
     /// Reserved; always 0 so the struct has no padding.
     pub pad: u8,
+}
+
+/// A packet's addresses, ports and protocol: the key of the tc path's flow maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Source IPv4 address, network byte order.
+    pub saddr: u32,
+    /// Destination IPv4 address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always 0.
+    pub pad: [u8; 3],
+}
+
+/// An address and port to rewrite to, with [`service_flags`] of the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatValue {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// [`service_flags::SNAT`] when the flow's source is SNATed.
+    pub flags: u16,
 }
 
 /// Key of the reverse map: a socket (by cookie) and the backend it was sent to, so
@@ -290,6 +350,8 @@ mod pod {
     unsafe impl aya::Pod for AffinityKey {}
     unsafe impl aya::Pod for AffinityValue {}
     unsafe impl aya::Pod for XlateTest {}
+    unsafe impl aya::Pod for Tuple {}
+    unsafe impl aya::Pod for NatValue {}
 }
 
 #[cfg(test)]
@@ -306,6 +368,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 4 + 2 + 1 + 1);
         assert_eq!(align_of::<ServiceKey>(), 4);
         assert_eq!(size_of::<RevKey>(), 8 + 4 + 2 + 2);
+        assert_eq!(size_of::<Tuple>(), 4 + 4 + 2 + 2 + 1 + 3);
+        assert_eq!(size_of::<NatValue>(), 4 + 2 + 2);
         assert_eq!(size_of::<RevValue>(), 8 + 4);
         assert_eq!(size_of::<AffinityKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<AffinityValue>(), 8 + 8 + 4 + 4);

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use sluice_ebpf_common::{
     AffinityKey, AffinityValue, Backend, RevKey, RevValue, ServiceKey, ServiceValue, SlotKey,
-    XlateTest, service_flags, stats, xlate_verdict,
+    XlateTest, scope, service_flags, stats, xlate_verdict,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -38,7 +38,7 @@ static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(655
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
         // SAFETY: a per-CPU array slot, only this CPU writes it.
         unsafe { *p += 1 };
@@ -46,34 +46,38 @@ fn count(index: u32) {
 }
 
 /// What the translation decided.
-enum Outcome {
+pub(crate) enum Outcome {
     Pass,
     Forward {
         backend: Backend,
         service: ServiceKey,
         service_id: u32,
+        flags: u16,
     },
     Reject,
     Drop,
 }
 
 /// The inputs of one translation.
-struct Ask {
-    addr: u32,
-    port: u16,
-    proto: u8,
-    netns_cookie: u64,
-    random: u32,
-    now: u64,
+pub(crate) struct Ask {
+    pub(crate) addr: u32,
+    pub(crate) port: u16,
+    pub(crate) proto: u8,
+    /// [`scope`]: the socket layer's entries, or the tc path's.
+    pub(crate) scope: u8,
+    /// Who the client is, for affinity (socket layer: the netns cookie; tc: the source IP).
+    pub(crate) netns_cookie: u64,
+    pub(crate) random: u32,
+    pub(crate) now: u64,
 }
 
 #[inline(always)]
-fn lookup(addr: u32, port: u16, proto: u8) -> Option<(ServiceKey, ServiceValue)> {
+fn lookup(addr: u32, port: u16, proto: u8, scope: u8) -> Option<(ServiceKey, ServiceValue)> {
     let key = ServiceKey {
         addr,
         port,
         proto,
-        scope: 0,
+        scope,
     };
     // SAFETY: the value is copied out at once.
     if let Some(v) = unsafe { SERVICES.get(&key) } {
@@ -83,7 +87,7 @@ fn lookup(addr: u32, port: u16, proto: u8) -> Option<(ServiceKey, ServiceValue)>
         addr,
         port: 0,
         proto: 0,
-        scope: 0,
+        scope,
     };
     // SAFETY: as above.
     unsafe { SERVICES.get(&wild) }.map(|v| (wild, *v))
@@ -117,8 +121,8 @@ fn sticky(key: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<(u32, Backe
 }
 
 #[inline(always)]
-fn translate(ask: &Ask) -> Outcome {
-    let Some((service, svc)) = lookup(ask.addr, ask.port, ask.proto) else {
+pub(crate) fn translate(ask: &Ask) -> Outcome {
+    let Some((service, svc)) = lookup(ask.addr, ask.port, ask.proto, ask.scope) else {
         return Outcome::Pass;
     };
     if svc.flags & service_flags::REJECT != 0 {
@@ -141,6 +145,7 @@ fn translate(ask: &Ask) -> Outcome {
             backend,
             service,
             service_id: svc.service_id,
+            flags: svc.flags,
         };
     }
     let slot = ask.random % u32::from(svc.backend_count) + 1;
@@ -167,6 +172,7 @@ fn translate(ask: &Ask) -> Outcome {
         backend,
         service,
         service_id: svc.service_id,
+        flags: svc.flags,
     }
 }
 
@@ -190,6 +196,7 @@ fn sock_forward(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         addr,
         port,
         proto: proto as u8,
+        scope: scope::SOCKET,
         netns_cookie,
         random,
         // SAFETY: a plain helper.
@@ -201,6 +208,7 @@ fn sock_forward(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
             backend,
             service,
             service_id,
+            ..
         } => {
             // SAFETY: writable fields of the context for these hooks.
             unsafe {
@@ -300,6 +308,7 @@ pub fn sluice_xlate_test(ctx: TcContext) -> i32 {
         addr: t.addr,
         port: t.port,
         proto: t.proto,
+        scope: scope::SOCKET,
         netns_cookie: t.netns_cookie,
         random: t.random,
         // SAFETY: a plain helper.

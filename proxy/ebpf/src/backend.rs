@@ -23,7 +23,7 @@ use crate::io::MapIo;
 use crate::render::{Ids, MapSet, RenderConfig, render, render_port, union};
 
 /// How often the programs' attachment is checked between syncs.
-const TICK: Duration = Duration::from_secs(5);
+const TICK: Duration = Duration::from_secs(2);
 
 /// The eBPF backend over map I/O `M`.
 pub struct EbpfBackend<M> {

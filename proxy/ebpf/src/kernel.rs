@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, map_names, stats};
 
@@ -32,11 +32,23 @@ pub const SOCK_PROGRAMS: [&str; 4] = [
     "sluice_getpeername4",
 ];
 
+/// The tc programs, attached to the node's interfaces (ingress, egress).
+pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("sluice_tc_ingress", TcAttachType::Ingress),
+    ("sluice_tc_egress", TcAttachType::Egress),
+];
+
 /// Where to attach and pin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelConfig {
     /// The cgroup v2 directory whose sockets are load-balanced.
     pub cgroup: Option<PathBuf>,
+    /// The interfaces the tc programs attach to (empty: those holding one of `addresses`).
+    pub interfaces: Vec<String>,
+    /// Without `interfaces`: the interfaces holding an address in one of these (the node
+    /// IPs, the pod CIDRs: the underlay and the pod network's devices) get the tc programs.
+    /// Neither given: no interface does.
+    pub addresses: Vec<ipnet::Ipv4Net>,
     /// The bpffs directory for pins.
     pub pin_dir: PathBuf,
 }
@@ -85,10 +97,16 @@ impl KernelMaps {
             for name in SOCK_PROGRAMS {
                 attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
             }
+            // A restart replaces the old proxy's tc links too.
+            pin::remove_tc_pins(&self.cfg.pin_dir)?;
+            sync_tc(&mut ebpf, &self.cfg)?;
+            let (ifaces, ports) = tc_targets(&self.cfg);
             tracing::info!(
                 cgroup = %cgroup.display(),
                 pins = %self.cfg.pin_dir.display(),
-                "eBPF socket load balancer attached"
+                interfaces = ?ifaces.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                bridge_ports = ports.len(),
+                "eBPF socket load balancer and tc path attached"
             );
             self.loaded = Some(Loaded { ebpf, cgroup });
         }
@@ -133,6 +151,104 @@ fn attach(
         .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
     pin::unpin_link(&path)?;
     fd.pin(&path).map_err(|e| link_err(Box::new(e)))?;
+    Ok(())
+}
+
+/// Where `(iface, program)`'s link is pinned (bpffs refuses names with a dot: flannel.1).
+fn tc_pin(pin_dir: &Path, iface: &str, program: &str) -> PathBuf {
+    pin_dir.join(format!("tc_{}_{program}", iface.replace('.', "_")))
+}
+
+/// What the tc path attaches to now: the node's interfaces (both programs; each one's
+/// address recorded for SNAT), and the ports of those that are bridges (ingress only: a pod's
+/// reply passes the bridge's netfilter hooks before the bridge device's own tc ingress, so
+/// it must be un-SNATed on the port it arrives on).
+fn tc_targets(cfg: &KernelConfig) -> (Vec<crate::pin::Iface>, Vec<(String, u32)>) {
+    let ifaces = crate::pin::interfaces(&cfg.interfaces, &cfg.addresses);
+    let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
+    let ports = crate::pin::bridge_ports(&names);
+    (ifaces, ports)
+}
+
+/// Attaches what [`tc_targets`] names and is not attached yet (or lost its pin), and unpins
+/// the links of interfaces that are gone; returns how many links were made.
+fn sync_tc(ebpf: &mut Ebpf, cfg: &KernelConfig) -> Result<usize, EbpfError> {
+    let (ifaces, ports) = tc_targets(cfg);
+    {
+        let name = map_names::IFADDR;
+        let mut addrs: HashMap<&mut MapData, u32, u32> = HashMap::try_from(map(ebpf, name)?)
+            .map_err(|source| EbpfError::Map { name, source })?;
+        for iface in &ifaces {
+            let addr = u32::from(iface.addr).to_be();
+            if addrs.get(&iface.index, 0).ok() != Some(addr) {
+                addrs
+                    .insert(iface.index, addr, 0)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+            }
+        }
+    }
+    let mut want: Vec<(String, &'static str, TcAttachType)> = Vec::new();
+    for iface in &ifaces {
+        for (prog, kind) in TC_PROGRAMS {
+            want.push((iface.name.clone(), prog, kind));
+        }
+    }
+    for (port, _) in &ports {
+        want.push((port.clone(), TC_PROGRAMS[0].0, TC_PROGRAMS[0].1));
+    }
+    let mut made = 0;
+    for (iface, prog, kind) in &want {
+        let path = tc_pin(&cfg.pin_dir, iface, prog);
+        if path.exists() {
+            continue;
+        }
+        attach_one_tc(ebpf, iface, prog, *kind, &path)?;
+        made += 1;
+    }
+    // Links of interfaces that are gone (a deleted pod's veth).
+    let wanted: Vec<PathBuf> = want
+        .iter()
+        .map(|(i, p, _)| tc_pin(&cfg.pin_dir, i, p))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&cfg.pin_dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name().to_string_lossy().starts_with("tc_") && !wanted.contains(&path) {
+                pin::unpin_link(&path)?;
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// Attaches tc program `name` to `iface` (a TCX link) and pins it at `path`, replacing (and so
+/// detaching) an earlier pin.
+fn attach_one_tc(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    name: &'static str,
+    kind: TcAttachType,
+    path: &Path,
+) -> Result<(), EbpfError> {
+    let fail = |source| EbpfError::Program { name, source };
+    let prog: &mut SchedClassifier = (ebpf.program_mut(name))
+        .ok_or(EbpfError::NotBuilt)?
+        .try_into()
+        .map_err(fail)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(fail)?;
+    }
+    let id = prog.attach(iface, kind).map_err(fail)?;
+    let link = prog.take_link(id).map_err(fail)?;
+    let link_err = |source: Box<dyn std::error::Error + Send + Sync>| EbpfError::Link {
+        path: path.to_owned(),
+        source,
+    };
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
+    pin::unpin_link(path)?;
+    fd.pin(path).map_err(|e| link_err(Box::new(e)))?;
     Ok(())
 }
 
@@ -223,7 +339,13 @@ impl MapIo for KernelMaps {
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
-        apply_ops(&mut self.loaded()?.ebpf, ops)
+        let cfg = self.cfg.clone();
+        let loaded = self.loaded()?;
+        apply_ops(&mut loaded.ebpf, ops)?;
+        // New pods' bridge ports get the tc ingress program with the sync their endpoints
+        // trigger (and at the latest with the next tick).
+        sync_tc(&mut loaded.ebpf, &cfg)?;
+        Ok(())
     }
 
     fn ensure_attached(&mut self) -> Result<usize, EbpfError> {
@@ -238,7 +360,7 @@ impl MapIo for KernelMaps {
                 n += 1;
             }
         }
-        Ok(n)
+        Ok(n + sync_tc(&mut loaded.ebpf, &self.cfg)?)
     }
 
     fn counters(&mut self) -> Vec<u64> {

@@ -47,6 +47,17 @@ impl KernelEbpf {
 pub fn kernel_config(opts: &BackendOptions) -> KernelConfig {
     KernelConfig {
         cgroup: opts.ebpf.cgroup.clone(),
+        interfaces: opts.ebpf.interfaces.clone(),
+        addresses: (opts.node_ips.iter())
+            .filter_map(|ip| match ip {
+                std::net::IpAddr::V4(a) => Some(ipnet::Ipv4Net::from(*a)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .chain(opts.local.cidrs().iter().filter_map(|c| match c {
+                ipnet::IpNet::V4(n) => Some(*n),
+                ipnet::IpNet::V6(_) => None,
+            }))
+            .collect(),
         pin_dir: (opts.ebpf.pin_dir.clone()).unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_DIR)),
     }
 }

@@ -94,6 +94,84 @@ pub fn remove_all(dir: &Path) -> Result<(), EbpfError> {
     std::fs::remove_dir(dir).map_err(fs_err("remove", dir))
 }
 
+/// A network interface the tc programs attach to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iface {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub index: u32,
+    /// Its (first) IPv4 address: the SNAT source for flows leaving through it.
+    pub addr: std::net::Ipv4Addr,
+}
+
+/// The interfaces of this network namespace called `names`, or (no names) holding an IPv4
+/// address inside one of `nets`; loopback never. Nothing when both are empty.
+pub fn interfaces(names: &[String], nets: &[ipnet::Ipv4Net]) -> Vec<Iface> {
+    let mut out: Vec<Iface> = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        let Some(addr) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| a.ip())
+        else {
+            continue;
+        };
+        let name = ifa.interface_name;
+        let wanted = match names.is_empty() {
+            true => nets.iter().any(|n| n.contains(&addr)),
+            false => names.contains(&name),
+        };
+        if addr.is_loopback() || !wanted || out.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) else {
+            continue;
+        };
+        out.push(Iface { name, index, addr });
+    }
+    out
+}
+
+/// The ports of the bridges among `bridges` (`/sys/class/net/*/master`): name and index.
+pub fn bridge_ports(bridges: &[String]) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(master) = std::fs::read_link(e.path().join("master")) else {
+            continue;
+        };
+        let is_ours = master
+            .file_name()
+            .is_some_and(|m| bridges.iter().any(|b| m == b.as_str()));
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_ours && let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) {
+            out.push((name, index));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Unpins every tc link in `dir` (a restarted proxy attaches its own).
+pub fn remove_tc_pins(dir: &Path) -> Result<(), EbpfError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("tc_") {
+            unpin_link(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The first cgroup v2 mount point in `/proc/self/mountinfo` (the node's cgroup2 root).
 pub fn cgroup2_root() -> Result<PathBuf, EbpfError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")

@@ -8,12 +8,17 @@
 //! load-balancer IPs and node ports on this node's addresses get the Cluster set, as
 //! kube-proxy short-circuits pod- and host-originated traffic to them. Each ClusterIP also
 //! gets a wildcard entry (port 0, protocol 0) that rejects the ports it does not serve.
+//!
+//! The tc path (scope `EXTERNAL`) sees traffic from outside the node: node ports, external
+//! and load-balancer IPs get the external verdict (`externalTrafficPolicy`: Local keeps the
+//! client's source and uses local endpoints only; Cluster is SNATed), and the ClusterIP
+//! (routed in from outside) the internal verdict, SNATed.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, service_flags};
-use sluice_model::service::{Endpoint, IpFamily, ServicePort, ServicePortName};
+use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, scope, service_flags};
+use sluice_model::service::{Endpoint, IpFamily, ServicePort, ServicePortName, TrafficPolicy};
 use sluice_proxy_core::Snapshot;
 use sluice_proxy_core::backend::BackendOptions;
 
@@ -99,7 +104,7 @@ impl Ids {
 
     /// Frees `port`'s ids except those in `keep`.
     pub fn release(&mut self, port: &ServicePortName, keep: &[u32]) {
-        for kind in [KIND_INTERNAL, KIND_CLUSTER] {
+        for kind in [KIND_INTERNAL, KIND_CLUSTER, KIND_EXTERNAL] {
             if let Some(id) = self.by_port.get(&(port.clone(), kind)).copied()
                 && !keep.contains(&id)
             {
@@ -124,6 +129,7 @@ impl Ids {
 
 const KIND_INTERNAL: u8 = 0;
 const KIND_CLUSTER: u8 = 1;
+const KIND_EXTERNAL: u8 = 2;
 
 /// One endpoint set's verdict, as map entries want it.
 enum Set<'a> {
@@ -163,11 +169,8 @@ pub fn render_port(
         return out;
     };
     let proto = name.protocol.number();
-    let internal = match cat.internal() {
-        sluice_proxy_core::Verdict::Forward(eps) => Set::Forward(eps.to_vec()),
-        sluice_proxy_core::Verdict::Reject => Set::Reject,
-        sluice_proxy_core::Verdict::Drop => Set::Drop,
-    };
+    let internal = set_of(cat.internal());
+    let external = set_of(cat.external());
     // Pod- and host-originated traffic to external addresses: the Cluster set.
     let cluster = match (&cat.cluster, cat.has_any_endpoints) {
         (_, false) => Set::Reject,
@@ -179,41 +182,53 @@ pub fn render_port(
         true => internal_id,
         false => ids.get(name, KIND_CLUSTER),
     };
-    let key = |ip: Ipv4Addr, port: u16| ServiceKey::new(SocketAddrV4::new(ip, port), proto, 0);
-    add_set(
-        &mut out,
-        key(cluster_ip, port.port),
+    let external_id = if external.same(&cluster) {
+        cluster_id
+    } else if external.same(&internal) {
+        internal_id
+    } else {
+        ids.get(name, KIND_EXTERNAL)
+    };
+    let key = |ip: Ipv4Addr, port: u16, scope: u8| {
+        ServiceKey::new(SocketAddrV4::new(ip, port), proto, scope)
+    };
+    let (sock, ext) = (scope::SOCKET, scope::EXTERNAL);
+    let snat = match port.external_traffic_policy {
+        TrafficPolicy::Local => 0,
+        TrafficPolicy::Cluster => service_flags::SNAT,
+    };
+    let mut add = |k: ServiceKey, id: u32, set: &Set<'_>, flags: u16| {
+        add_set(&mut out, k, id, set, port, proto, flags);
+    };
+    add(key(cluster_ip, port.port, sock), internal_id, &internal, 0);
+    add(
+        key(cluster_ip, port.port, ext),
         internal_id,
         &internal,
-        port,
-        proto,
+        service_flags::SNAT,
     );
-    out.services
-        .insert(key(cluster_ip, 0).wildcard(), wildcard_value());
     for ip in external_addresses(port) {
-        add_set(
-            &mut out,
-            key(ip, port.port),
-            cluster_id,
-            &cluster,
-            port,
-            proto,
-        );
+        add(key(ip, port.port, sock), cluster_id, &cluster, 0);
+        add(key(ip, port.port, ext), external_id, &external, snat);
     }
     if let Some(node_port) = port.node_port {
         for ip in &cfg.nodeport_ips {
-            add_set(
-                &mut out,
-                key(*ip, node_port),
-                cluster_id,
-                &cluster,
-                port,
-                proto,
-            );
+            add(key(*ip, node_port, sock), cluster_id, &cluster, 0);
+            add(key(*ip, node_port, ext), external_id, &external, snat);
         }
     }
-    ids.release(name, &[internal_id, cluster_id]);
+    out.services
+        .insert(key(cluster_ip, 0, sock).wildcard(), wildcard_value());
+    ids.release(name, &[internal_id, cluster_id, external_id]);
     out
+}
+
+fn set_of<'a>(verdict: sluice_proxy_core::Verdict<'_, 'a>) -> Set<'a> {
+    match verdict {
+        sluice_proxy_core::Verdict::Forward(eps) => Set::Forward(eps.to_vec()),
+        sluice_proxy_core::Verdict::Reject => Set::Reject,
+        sluice_proxy_core::Verdict::Drop => Set::Drop,
+    }
 }
 
 /// The whole snapshot: every port's entries, the first port in name order winning an
@@ -264,11 +279,12 @@ fn add_set(
     set: &Set<'_>,
     port: &ServicePort,
     proto: u8,
+    flags: u16,
 ) {
     let mut value = ServiceValue {
         service_id: id,
         backend_count: 0,
-        flags: 0,
+        flags,
         affinity_timeout: 0,
     };
     match set {

@@ -1,0 +1,280 @@
+//! The tc path (TCX on the node's interfaces) for traffic from outside the node to node ports,
+//! external IPs, load-balancer IPs and ClusterIPs: per-packet DNAT with its own flow maps.
+//!
+//! - ingress: a reply to a flow this path SNATed gets its client back as destination; a
+//!   packet of a known flow goes to that flow's backend; the first packet to a Service
+//!   address (external-scope entry) picks a backend (the same translation as the socket
+//!   layer), records the flow and its way back, and is DNATed.
+//! - egress: a backend's reply leaving towards the client gets the Service address back as
+//!   source; a flow marked SNAT (externalTrafficPolicy Cluster) leaving towards its backend
+//!   gets this interface's address as source, on a port no other flow to that backend uses.
+//!
+//! Addresses are rewritten with the kernel's checksum helpers (pseudo-header aware for the L4
+//! checksum); packets are read and written with `bpf_skb_load_bytes`/`store_bytes`, which
+//! keeps the verifier simple.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::{classifier, map},
+    maps::{HashMap, LruHashMap},
+    programs::TcContext,
+};
+use sluice_ebpf_common::{NatValue, Tuple, proto, scope, service_flags, stats};
+
+use crate::sock::{Ask, Outcome, count, translate};
+
+#[map(name = "SLUICE_CT")]
+static CT: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
+#[map(name = "SLUICE_NATREV")]
+static NAT_REV: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
+#[map(name = "SLUICE_SNAT")]
+static SNAT: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
+#[map(name = "SLUICE_SNATREV")]
+static SNAT_REV: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
+#[map(name = "SLUICE_IFADDR")]
+static IFADDR: HashMap<u32, u32> = HashMap::pinned(1024, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IP_SRC: usize = ETH_HLEN + 12;
+const IP_DST: usize = ETH_HLEN + 16;
+const IP_CSUM: usize = ETH_HLEN + 10;
+const BPF_NOEXIST: u64 = 1;
+
+/// Where a packet's fields are.
+struct Pkt {
+    tuple: Tuple,
+    /// Offset of the L4 header.
+    l4: usize,
+    /// Offset of the L4 checksum.
+    csum: usize,
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Option<Pkt> {
+    let eth_type: u16 = ctx.load(12).ok()?;
+    if u16::from_be(eth_type) != ETH_P_IP {
+        return None;
+    }
+    let vihl: u8 = ctx.load(ETH_HLEN).ok()?;
+    if vihl != 0x45 {
+        return None; // IPv4 without options only
+    }
+    let frag: u16 = ctx.load(ETH_HLEN + 6).ok()?;
+    if u16::from_be(frag) & 0x1fff != 0 {
+        return None; // a later fragment has no ports
+    }
+    let protocol: u8 = ctx.load(ETH_HLEN + 9).ok()?;
+    let csum_at = match protocol {
+        proto::TCP => 16,
+        proto::UDP => 6,
+        _ => return None,
+    };
+    let l4 = ETH_HLEN + 20;
+    Some(Pkt {
+        tuple: Tuple {
+            saddr: ctx.load(IP_SRC).ok()?,
+            daddr: ctx.load(IP_DST).ok()?,
+            sport: ctx.load(l4).ok()?,
+            dport: ctx.load(l4 + 2).ok()?,
+            proto: protocol,
+            pad: [0; 3],
+        },
+        l4,
+        csum: l4 + csum_at,
+    })
+}
+
+#[inline(always)]
+fn l4_flags(pkt: &Pkt) -> u64 {
+    match pkt.tuple.proto {
+        proto::UDP => u64::from(BPF_F_MARK_MANGLED_0),
+        _ => 0,
+    }
+}
+
+/// Rewrites the source (`src`) or destination address and port.
+#[inline(always)]
+fn rewrite(ctx: &TcContext, pkt: &Pkt, src: bool, addr: u32, port: u16) -> Result<(), i64> {
+    let (ip_at, port_at, old_addr, old_port) = match src {
+        true => (IP_SRC, pkt.l4, pkt.tuple.saddr, pkt.tuple.sport),
+        false => (IP_DST, pkt.l4 + 2, pkt.tuple.daddr, pkt.tuple.dport),
+    };
+    let flags = l4_flags(pkt);
+    if old_addr != addr {
+        ctx.l4_csum_replace(
+            pkt.csum,
+            u64::from(old_addr),
+            u64::from(addr),
+            flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )?;
+        ctx.l3_csum_replace(IP_CSUM, u64::from(old_addr), u64::from(addr), 4)?;
+        ctx.store(ip_at, &addr, 0)?;
+    }
+    if old_port != port {
+        ctx.l4_csum_replace(pkt.csum, u64::from(old_port), u64::from(port), flags | 2)?;
+        ctx.store(port_at, &port, 0)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn reverse(t: &Tuple) -> Tuple {
+    Tuple {
+        saddr: t.daddr,
+        daddr: t.saddr,
+        sport: t.dport,
+        dport: t.sport,
+        proto: t.proto,
+        pad: [0; 3],
+    }
+}
+
+#[classifier]
+pub fn sluice_tc_ingress(ctx: TcContext) -> i32 {
+    match ingress(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+#[inline(always)]
+fn ingress(ctx: &TcContext) -> Result<i32, i32> {
+    let Some(pkt) = parse(ctx) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let t = pkt.tuple;
+    let fail = |_| TC_ACT_OK as i32;
+    // A reply to a flow this path SNATed: back to the client.
+    // SAFETY: copied out at once.
+    if let Some(client) = unsafe { SNAT_REV.get(&t) }.copied() {
+        rewrite(ctx, &pkt, false, client.addr, client.port).map_err(fail)?;
+        return Ok(TC_ACT_OK as i32);
+    }
+    // A known flow: its backend.
+    // SAFETY: copied out at once.
+    if let Some(be) = unsafe { CT.get(&t) }.copied() {
+        rewrite(ctx, &pkt, false, be.addr, be.port).map_err(fail)?;
+        return Ok(TC_ACT_OK as i32);
+    }
+    let ask = Ask {
+        addr: t.daddr,
+        port: t.dport,
+        proto: t.proto,
+        scope: scope::EXTERNAL,
+        netns_cookie: (1u64 << 32) | u64::from(t.saddr),
+        // SAFETY: plain helpers.
+        random: unsafe { bpf_get_prandom_u32() },
+        // SAFETY: as above.
+        now: unsafe { bpf_ktime_get_ns() },
+    };
+    match translate(&ask) {
+        Outcome::Pass => Ok(TC_ACT_OK as i32),
+        Outcome::Reject | Outcome::Drop => {
+            count(stats::TC_DROPPED);
+            Ok(TC_ACT_SHOT as i32)
+        }
+        Outcome::Forward { backend, flags, .. } => {
+            let flow = NatValue {
+                addr: backend.addr,
+                port: backend.port,
+                flags: flags & service_flags::SNAT,
+            };
+            let _ = CT.insert(&t, &flow, 0);
+            // The reply as it leaves towards the client: backend → client.
+            let back = Tuple {
+                saddr: backend.addr,
+                daddr: t.saddr,
+                sport: backend.port,
+                dport: t.sport,
+                proto: t.proto,
+                pad: [0; 3],
+            };
+            let vip = NatValue {
+                addr: t.daddr,
+                port: t.dport,
+                flags: flow.flags,
+            };
+            let _ = NAT_REV.insert(&back, &vip, 0);
+            count(stats::TC_NEW_FLOW);
+            rewrite(ctx, &pkt, false, backend.addr, backend.port).map_err(fail)?;
+            Ok(TC_ACT_OK as i32)
+        }
+    }
+}
+
+#[classifier]
+pub fn sluice_tc_egress(ctx: TcContext) -> i32 {
+    match egress(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext) -> Result<i32, i32> {
+    let Some(pkt) = parse(ctx) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let t = pkt.tuple;
+    let fail = |_| TC_ACT_OK as i32;
+    // A backend's reply towards the client: the Service address as source.
+    // SAFETY: copied out at once.
+    if let Some(vip) = unsafe { NAT_REV.get(&t) }.copied() {
+        rewrite(ctx, &pkt, true, vip.addr, vip.port).map_err(fail)?;
+        return Ok(TC_ACT_OK as i32);
+    }
+    // A flow to its backend that is SNATed here.
+    // SAFETY: copied out at once.
+    if let Some(snat) = unsafe { SNAT.get(&t) }.copied() {
+        rewrite(ctx, &pkt, true, snat.addr, snat.port).map_err(fail)?;
+        return Ok(TC_ACT_OK as i32);
+    }
+    // SAFETY: copied out at once.
+    let Some(flow) = unsafe { NAT_REV.get(&reverse(&t)) }.copied() else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    if flow.flags & service_flags::SNAT == 0 {
+        return Ok(TC_ACT_OK as i32);
+    }
+    // SAFETY: the skb context pointer.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: copied out at once.
+    let Some(addr) = unsafe { IFADDR.get(&ifindex) }.copied() else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    // A source port no other flow from `addr` to this backend uses: the client's, else a
+    // few hashed ones.
+    let mut port = t.sport;
+    let mut i = 0u16;
+    while i < 8 {
+        let back = Tuple {
+            saddr: t.daddr,
+            daddr: addr,
+            sport: t.dport,
+            dport: port,
+            proto: t.proto,
+            pad: [0; 3],
+        };
+        let client = NatValue {
+            addr: t.saddr,
+            port: t.sport,
+            flags: 0,
+        };
+        if SNAT_REV.insert(&back, &client, BPF_NOEXIST).is_ok() {
+            let snat = NatValue {
+                addr,
+                port,
+                flags: 0,
+            };
+            let _ = SNAT.insert(&t, &snat, 0);
+            rewrite(ctx, &pkt, true, addr, port).map_err(fail)?;
+            return Ok(TC_ACT_OK as i32);
+        }
+        // SAFETY: a plain helper.
+        let r = unsafe { bpf_get_prandom_u32() } as u16;
+        port = (32768u16 | (r & 0x7fff)).to_be();
+        i += 1;
+    }
+    count(stats::TC_DROPPED);
+    Ok(TC_ACT_SHOT as i32)
+}
