@@ -19,6 +19,8 @@ pub mod io;
 pub mod kernel;
 pub mod pin;
 pub mod render;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
