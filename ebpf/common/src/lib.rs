@@ -43,9 +43,22 @@ pub mod map_names {
     pub const SNAT_REV: &str = "SLUICE_SNATREV";
     /// tc path: ifindex → that interface's IPv4 address (the SNAT source there).
     pub const IFADDR: &str = "SLUICE_IFADDR";
+    /// The service CIDRs (LPM trie of IPv4 prefixes): unallocated addresses in them are
+    /// dropped.
+    pub const SERVICE_CIDRS: &str = "SLUICE_SVCCIDR";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 10] = [
-        SERVICES, SLOTS, REV, AFFINITY, STATS, CT, NAT_REV, SNAT, SNAT_REV, IFADDR,
+    pub const ALL: [&str; 11] = [
+        SERVICES,
+        SLOTS,
+        REV,
+        AFFINITY,
+        STATS,
+        CT,
+        NAT_REV,
+        SNAT,
+        SNAT_REV,
+        IFADDR,
+        SERVICE_CIDRS,
     ];
 }
 

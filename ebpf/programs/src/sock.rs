@@ -24,7 +24,6 @@ use sluice_ebpf_common::{
 };
 
 const ECONNREFUSED: i32 = 111;
-const EHOSTUNREACH: i32 = 113;
 
 #[map(name = "SLUICE_SVC")]
 static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(65536, 0);
@@ -72,7 +71,12 @@ pub(crate) struct Ask {
 }
 
 #[inline(always)]
-fn lookup(addr: u32, port: u16, proto: u8, scope: u8) -> Option<(ServiceKey, ServiceValue)> {
+pub(crate) fn lookup(
+    addr: u32,
+    port: u16,
+    proto: u8,
+    scope: u8,
+) -> Option<(ServiceKey, ServiceValue)> {
     let key = ServiceKey {
         addr,
         port,
@@ -234,11 +238,9 @@ fn sock_forward(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
             bpf_set_retval(-ECONNREFUSED);
             0
         },
-        // SAFETY: as above.
-        Outcome::Drop => unsafe {
-            bpf_set_retval(-EHOSTUNREACH);
-            0
-        },
+        // Left alone: the packet reaches the node, whose tc programs drop it, so the caller
+        // sees what kube-proxy's DROP gives (silence), not an error.
+        Outcome::Drop => 1,
     }
 }
 

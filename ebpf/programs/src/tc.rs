@@ -17,12 +17,12 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use sluice_ebpf_common::{NatValue, Tuple, proto, scope, service_flags, stats};
 
-use crate::sock::{Ask, Outcome, count, translate};
+use crate::sock::{Ask, Outcome, count, lookup, translate};
 
 #[map(name = "SLUICE_CT")]
 static CT: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
@@ -34,6 +34,23 @@ static SNAT: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
 static SNAT_REV: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
 #[map(name = "SLUICE_IFADDR")]
 static IFADDR: HashMap<u32, u32> = HashMap::pinned(1024, 0);
+#[map(name = "SLUICE_SVCCIDR")]
+static SERVICE_CIDRS: LpmTrie<u32, u8> = LpmTrie::pinned(64, 0);
+
+/// Whether a packet to `t` is dropped here: its Service entry says drop (no endpoint for
+/// this policy; the socket layer leaves such connects alone so they end here, silently, as
+/// kube-proxy's DROP), or it is an unallocated address inside a service CIDR.
+#[inline(always)]
+fn dropped(t: &Tuple) -> bool {
+    match lookup(t.daddr, t.dport, t.proto, scope::EXTERNAL) {
+        Some((_, svc)) => svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0,
+        None => {
+            let unallocated = lookup(t.daddr, 0, 0, scope::SOCKET).is_none()
+                && SERVICE_CIDRS.get(&Key::new(32, t.daddr)).is_some();
+            unallocated
+        }
+    }
+}
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -169,6 +186,10 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
         now: unsafe { bpf_ktime_get_ns() },
     };
     match translate(&ask) {
+        Outcome::Pass if dropped(&t) => {
+            count(stats::TC_DROPPED);
+            Ok(TC_ACT_SHOT as i32)
+        }
         Outcome::Pass => Ok(TC_ACT_OK as i32),
         Outcome::Reject | Outcome::Drop => {
             count(stats::TC_DROPPED);
@@ -231,6 +252,11 @@ fn egress(ctx: &TcContext) -> Result<i32, i32> {
     }
     // SAFETY: copied out at once.
     let Some(flow) = unsafe { NAT_REV.get(&reverse(&t)) }.copied() else {
+        // The node's own traffic to a Service address it must not reach.
+        if dropped(&t) {
+            count(stats::TC_DROPPED);
+            return Ok(TC_ACT_SHOT as i32);
+        }
         return Ok(TC_ACT_OK as i32);
     };
     if flow.flags & service_flags::SNAT == 0 {

@@ -49,6 +49,8 @@ pub struct KernelConfig {
     /// IPs, the pod CIDRs: the underlay and the pod network's devices) get the tc programs.
     /// Neither given: no interface does.
     pub addresses: Vec<ipnet::Ipv4Net>,
+    /// The service CIDRs (`--service-cidr`): unallocated addresses in them are dropped.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
     /// The bpffs directory for pins.
     pub pin_dir: PathBuf,
 }
@@ -97,6 +99,7 @@ impl KernelMaps {
             for name in SOCK_PROGRAMS {
                 attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
             }
+            write_service_cidrs(&mut ebpf, &self.cfg.service_cidrs)?;
             // A restart replaces the old proxy's tc links too.
             pin::remove_tc_pins(&self.cfg.pin_dir)?;
             sync_tc(&mut ebpf, &self.cfg)?;
@@ -151,6 +154,24 @@ fn attach(
         .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
     pin::unpin_link(&path)?;
     fd.pin(&path).map_err(|e| link_err(Box::new(e)))?;
+    Ok(())
+}
+
+/// Fills the service-CIDR trie (adopted maps keep earlier prefixes until cleanup; the CIDRs
+/// are configuration and rarely change).
+fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::Ipv4Net]) -> Result<(), EbpfError> {
+    let name = map_names::SERVICE_CIDRS;
+    let mut trie: aya::maps::LpmTrie<&mut MapData, u32, u8> =
+        aya::maps::LpmTrie::try_from(map(ebpf, name)?)
+            .map_err(|source| EbpfError::Map { name, source })?;
+    for net in cidrs {
+        let key = aya::maps::lpm_trie::Key::new(
+            u32::from(net.prefix_len()),
+            u32::from(net.network()).to_be(),
+        );
+        trie.insert(&key, 1, 0)
+            .map_err(|source| EbpfError::Map { name, source })?;
+    }
     Ok(())
 }
 

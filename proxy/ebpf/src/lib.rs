@@ -61,5 +61,11 @@ pub fn kernel_config(opts: &BackendOptions) -> KernelConfig {
             }))
             .collect(),
         pin_dir: (opts.ebpf.pin_dir.clone()).unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_DIR)),
+        service_cidrs: (opts.service_cidrs.iter())
+            .filter_map(|c| match c {
+                ipnet::IpNet::V4(n) => Some(*n),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .collect(),
     }
 }
