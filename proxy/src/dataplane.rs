@@ -146,7 +146,8 @@ pub fn cleanup_others(mode: ProxyMode) {
 pub fn dialect(mode: ProxyMode, opts: &BackendOptions) -> Dialect {
     match mode {
         ProxyMode::Iptables | ProxyMode::Ipvs => Dialect::iptables(opts.localhost_nodeports),
-        ProxyMode::Nftables | ProxyMode::Ebpf | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
+        ProxyMode::Ebpf => Dialect::EBPF,
+        ProxyMode::Nftables | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
     }
 }
 
