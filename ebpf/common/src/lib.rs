@@ -46,8 +46,12 @@ pub mod map_names {
     /// The service CIDRs (LPM trie of IPv4 prefixes): unallocated addresses in them are
     /// dropped.
     pub const SERVICE_CIDRS: &str = "SLUICE_SVCCIDR";
+    /// `loadBalancerSourceRanges`: LPM trie of [`SrcRange`](super::SrcRange) (a service id,
+    /// then a source prefix) → 1.
+    pub const SOURCE_RANGES: &str = "SLUICE_SRCRANGE";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
+        SOURCE_RANGES,
         SERVICES,
         SLOTS,
         REV,
@@ -107,6 +111,9 @@ pub mod service_flags {
     pub const LOCAL_ONLY: u16 = 1 << 3;
     /// tc path: the source is SNATed to the node (externalTrafficPolicy Cluster).
     pub const SNAT: u16 = 1 << 4;
+    /// Only sources in the entry's `loadBalancerSourceRanges` may pass (tc path; the socket
+    /// layer leaves such connects to the node's tc programs, which know the source).
+    pub const SOURCE_RANGES: u16 = 1 << 5;
 }
 
 /// [`ServiceKey::scope`] values.
@@ -184,6 +191,17 @@ pub struct Tuple {
     pub proto: u8,
     /// Always 0.
     pub pad: [u8; 3],
+}
+
+/// The data of a source-range trie key: the service id (big-endian, so the id's 32 bits are
+/// matched first) and a source address; the prefix length is 32 + the range's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRange {
+    /// The service id, big-endian.
+    pub service_id_be: u32,
+    /// IPv4 address, network byte order.
+    pub addr: u32,
 }
 
 /// An address and port to rewrite to, with [`service_flags`] of the flow.
@@ -365,6 +383,7 @@ mod pod {
     unsafe impl aya::Pod for XlateTest {}
     unsafe impl aya::Pod for Tuple {}
     unsafe impl aya::Pod for NatValue {}
+    unsafe impl aya::Pod for SrcRange {}
 }
 
 #[cfg(test)]

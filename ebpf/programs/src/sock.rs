@@ -15,12 +15,12 @@ use aya_ebpf::{
         bpf_set_retval,
     },
     macros::{cgroup_sock_addr, classifier, map},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, TcContext},
 };
 use sluice_ebpf_common::{
     AffinityKey, AffinityValue, Backend, RevKey, RevValue, ServiceKey, ServiceValue, SlotKey,
-    XlateTest, scope, service_flags, stats, xlate_verdict,
+    SrcRange, XlateTest, scope, service_flags, stats, xlate_verdict,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -33,6 +33,8 @@ static SLOTS: HashMap<SlotKey, Backend> = HashMap::pinned(262144, 0);
 static REV: LruHashMap<RevKey, RevValue> = LruHashMap::pinned(262144, 0);
 #[map(name = "SLUICE_AFF")]
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(65536, 0);
+#[map(name = "SLUICE_SRCRANGE")]
+static SOURCE_RANGES: LpmTrie<SrcRange, u8> = LpmTrie::pinned(16384, 0);
 #[map(name = "SLUICE_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
@@ -66,6 +68,8 @@ pub(crate) struct Ask {
     pub(crate) scope: u8,
     /// Who the client is, for affinity (socket layer: the netns cookie; tc: the source IP).
     pub(crate) netns_cookie: u64,
+    /// The source address (tc path; 0 on the socket layer, which does not know it yet).
+    pub(crate) src: u32,
     pub(crate) random: u32,
     pub(crate) now: u64,
 }
@@ -95,6 +99,19 @@ pub(crate) fn lookup(
     };
     // SAFETY: as above.
     unsafe { SERVICES.get(&wild) }.map(|v| (wild, *v))
+}
+
+/// Whether `src` is inside the `loadBalancerSourceRanges` of service entry `service_id`.
+#[inline(always)]
+pub(crate) fn source_allowed(service_id: u32, src: u32) -> bool {
+    let key = Key::new(
+        64,
+        SrcRange {
+            service_id_be: service_id.to_be(),
+            addr: src,
+        },
+    );
+    SOURCE_RANGES.get(&key).is_some()
 }
 
 /// The backend a client keeps under ClientIP affinity, while its entry is fresh and its slot
@@ -129,6 +146,16 @@ pub(crate) fn translate(ask: &Ask) -> Outcome {
     let Some((service, svc)) = lookup(ask.addr, ask.port, ask.proto, ask.scope) else {
         return Outcome::Pass;
     };
+    if svc.flags & service_flags::SOURCE_RANGES != 0 {
+        if ask.scope == scope::SOCKET {
+            // The source is not chosen yet: the node's tc programs decide.
+            return Outcome::Pass;
+        }
+        if !source_allowed(svc.service_id, ask.src) {
+            count(stats::DROPPED);
+            return Outcome::Drop;
+        }
+    }
     if svc.flags & service_flags::REJECT != 0 {
         count(stats::REJECTED);
         return Outcome::Reject;
@@ -202,6 +229,7 @@ fn sock_forward(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         proto: proto as u8,
         scope: scope::SOCKET,
         netns_cookie,
+        src: 0,
         random,
         // SAFETY: a plain helper.
         now: unsafe { bpf_ktime_get_ns() },
@@ -312,6 +340,7 @@ pub fn sluice_xlate_test(ctx: TcContext) -> i32 {
         proto: t.proto,
         scope: scope::SOCKET,
         netns_cookie: t.netns_cookie,
+        src: 0,
         random: t.random,
         // SAFETY: a plain helper.
         now: unsafe { bpf_ktime_get_ns() },

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use sluice_ebpf_common::{NatValue, Tuple, proto, scope, service_flags, stats};
 
-use crate::sock::{Ask, Outcome, count, lookup, translate};
+use crate::sock::{Ask, Outcome, count, lookup, source_allowed, translate};
 
 #[map(name = "SLUICE_CT")]
 static CT: LruHashMap<Tuple, NatValue> = LruHashMap::pinned(262144, 0);
@@ -43,7 +43,11 @@ static SERVICE_CIDRS: LpmTrie<u32, u8> = LpmTrie::pinned(64, 0);
 #[inline(always)]
 fn dropped(t: &Tuple) -> bool {
     match lookup(t.daddr, t.dport, t.proto, scope::EXTERNAL) {
-        Some((_, svc)) => svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0,
+        Some((_, svc)) => {
+            (svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0)
+                || (svc.flags & service_flags::SOURCE_RANGES != 0
+                    && !source_allowed(svc.service_id, t.saddr))
+        }
         None => {
             let unallocated = lookup(t.daddr, 0, 0, scope::SOCKET).is_none()
                 && SERVICE_CIDRS.get(&Key::new(32, t.daddr)).is_some();
@@ -180,6 +184,7 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
         proto: t.proto,
         scope: scope::EXTERNAL,
         netns_cookie: (1u64 << 32) | u64::from(t.saddr),
+        src: t.saddr,
         // SAFETY: plain helpers.
         random: unsafe { bpf_get_prandom_u32() },
         // SAFETY: as above.

@@ -185,12 +185,14 @@ impl<M: MapIo> EbpfBackend<M> {
         }
         let slot_ops = diff(
             &MapSet {
-                services: BTreeMap::new(),
                 slots: new.slots.clone(),
+                ranges: new.ranges.clone(),
+                ..MapSet::default()
             },
             &MapSet {
-                services: BTreeMap::new(),
                 slots: old.slots.clone(),
+                ranges: old.ranges.clone(),
+                ..MapSet::default()
             },
         );
         self.slot_count = (self.slot_count + new.slots.len()).saturating_sub(old.slots.len());

@@ -21,6 +21,10 @@ pub enum Op {
     DeleteService(ServiceKey),
     /// Delete a slot.
     DeleteSlot(SlotKey),
+    /// Allow a source prefix for a service id.
+    PutRange(u32, ipnet::Ipv4Net),
+    /// Stop allowing it.
+    DeleteRange(u32, ipnet::Ipv4Net),
 }
 
 /// The operations that turn `have` into `want`, in safe order.
@@ -30,6 +34,9 @@ pub fn diff(want: &MapSet, have: &MapSet) -> Vec<Op> {
         if have.slots.get(k) != Some(v) {
             ops.push(Op::PutSlot(*k, *v));
         }
+    }
+    for r in want.ranges.difference(&have.ranges) {
+        ops.push(Op::PutRange(r.0, r.1));
     }
     for (k, v) in &want.services {
         if have.services.get(k) != Some(v) {
@@ -46,16 +53,19 @@ pub fn diff(want: &MapSet, have: &MapSet) -> Vec<Op> {
             ops.push(Op::DeleteSlot(*k));
         }
     }
+    for r in have.ranges.difference(&want.ranges) {
+        ops.push(Op::DeleteRange(r.0, r.1));
+    }
     ops
 }
 
 /// Sorts operations gathered from several diffs into the safe order (stable within a kind).
 pub fn order(ops: &mut [Op]) {
     ops.sort_by_key(|op| match op {
-        Op::PutSlot(..) => 0,
+        Op::PutSlot(..) | Op::PutRange(..) => 0,
         Op::PutService(..) => 1,
         Op::DeleteService(..) => 2,
-        Op::DeleteSlot(..) => 3,
+        Op::DeleteSlot(..) | Op::DeleteRange(..) => 3,
     });
 }
 
@@ -74,6 +84,12 @@ pub fn apply_to(set: &mut MapSet, ops: &[Op]) {
             }
             Op::DeleteSlot(k) => {
                 set.slots.remove(k);
+            }
+            Op::PutRange(id, net) => {
+                set.ranges.insert((*id, *net));
+            }
+            Op::DeleteRange(id, net) => {
+                set.ranges.remove(&(*id, *net));
             }
         }
     }

@@ -9,11 +9,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, map_names, stats};
+use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, SrcRange, map_names, stats};
 
 use crate::diff::Op;
 use crate::error::EbpfError;
@@ -292,6 +293,27 @@ fn slots(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, SlotKey, Backend>, Ebp
     HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
 }
 
+fn ranges(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, SrcRange, u8>, EbpfError> {
+    let name = map_names::SOURCE_RANGES;
+    LpmTrie::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// The trie key of (service id, prefix): 32 bits of id, then the prefix.
+fn range_key(id: u32, net: &ipnet::Ipv4Net) -> Key<SrcRange> {
+    let data = SrcRange {
+        service_id_be: id.to_be(),
+        addr: u32::from(net.network()).to_be(),
+    };
+    Key::new(32 + u32::from(net.prefix_len()), data)
+}
+
+fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
+    let data = key.data();
+    let len = u8::try_from(key.prefix_len().checked_sub(32)?).ok()?;
+    let net = ipnet::Ipv4Net::new(u32::from_be(data.addr).into(), len).ok()?;
+    Some((u32::from_be(data.service_id_be), net))
+}
+
 /// Reads the service and slot maps of `ebpf`.
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
     let mut out = MapSet::default();
@@ -311,6 +333,16 @@ pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
         })?;
         out.slots.insert(k, v);
     }
+    let tr = ranges(ebpf)?;
+    for key in tr.keys() {
+        let key = key.map_err(|source| EbpfError::Map {
+            name: map_names::SOURCE_RANGES,
+            source,
+        })?;
+        if let Some(r) = range_of(&key) {
+            out.ranges.insert(r);
+        }
+    }
     Ok(out)
 }
 
@@ -324,6 +356,10 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
         name: map_names::SLOTS,
         source,
     };
+    let range_err = |source| EbpfError::Map {
+        name: map_names::SOURCE_RANGES,
+        source,
+    };
     for op in ops {
         match op {
             Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
@@ -335,6 +371,13 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
             Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
                 Err(aya::maps::MapError::KeyNotFound) => {}
                 other => other.map_err(slot_err)?,
+            },
+            Op::PutRange(id, net) => ranges(ebpf)?
+                .insert(&range_key(*id, net), 1, 0)
+                .map_err(range_err)?,
+            Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(range_err)?,
             },
         }
     }

@@ -14,7 +14,7 @@
 //! client's source and uses local endpoints only; Cluster is SNATed), and the ClusterIP
 //! (routed in from outside) the internal verdict, SNATed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, scope, service_flags};
@@ -51,6 +51,8 @@ pub struct MapSet {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// Backend-slot map.
     pub slots: BTreeMap<SlotKey, Backend>,
+    /// `loadBalancerSourceRanges`: (service id, allowed source prefix).
+    pub ranges: BTreeSet<(u32, ipnet::Ipv4Net)>,
 }
 
 impl MapSet {
@@ -63,11 +65,12 @@ impl MapSet {
         for (k, v) in &other.slots {
             self.slots.entry(*k).or_insert(*v);
         }
+        self.ranges.extend(other.ranges.iter().copied());
     }
 
     /// Whether nothing is in it.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.slots.is_empty()
+        self.services.is_empty() && self.slots.is_empty() && self.ranges.is_empty()
     }
 
     /// The service ids the entries use.
@@ -207,15 +210,36 @@ pub fn render_port(
         &internal,
         service_flags::SNAT,
     );
+    let ranges: Vec<ipnet::Ipv4Net> = (port.load_balancer_source_ranges.iter())
+        .filter_map(|n| match n {
+            ipnet::IpNet::V4(n) => Some(*n),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .collect();
     for ip in external_addresses(port) {
-        add(key(ip, port.port, sock), cluster_id, &cluster, 0);
-        add(key(ip, port.port, ext), external_id, &external, snat);
+        // Source ranges guard the load-balancer IPs only (not external IPs, not node ports).
+        let guarded = match !ranges.is_empty() && port.load_balancer_vips.contains(&IpAddr::V4(ip))
+        {
+            true => service_flags::SOURCE_RANGES,
+            false => 0,
+        };
+        add(key(ip, port.port, sock), cluster_id, &cluster, guarded);
+        add(
+            key(ip, port.port, ext),
+            external_id,
+            &external,
+            snat | guarded,
+        );
     }
     if let Some(node_port) = port.node_port {
         for ip in &cfg.nodeport_ips {
             add(key(*ip, node_port, sock), cluster_id, &cluster, 0);
             add(key(*ip, node_port, ext), external_id, &external, snat);
         }
+    }
+    if !port.load_balancer_vips.is_empty() {
+        out.ranges
+            .extend(ranges.iter().map(|n| (external_id, n.trunc())));
     }
     out.services
         .insert(key(cluster_ip, 0, sock).wildcard(), wildcard_value());

@@ -267,3 +267,27 @@ fn a_failed_write_makes_the_next_apply_full() {
     assert_eq!(maps.maps(), backend.programmed());
     assert!(!maps.maps().services.is_empty());
 }
+
+#[test]
+fn source_ranges_guard_the_load_balancer_ip_only() {
+    let port = sluice_model::service::ServicePort {
+        load_balancer_source_ranges: vec!["192.168.0.0/24".parse().unwrap()],
+        external_traffic_policy: sluice_model::service::TrafficPolicy::Cluster,
+        ..lb_local("lb", "172.30.0.1", "5.6.7.8", 30000)
+    };
+    let s = snap(vec![(port, vec![ep("10.180.0.1", "node-a")])]);
+    let set = all(&s);
+    let guarded = service_flags::SOURCE_RANGES;
+    let ext = set.services[&key("5.6.7.8", 80, scope::EXTERNAL)];
+    assert_eq!(ext.flags & guarded, guarded);
+    assert_eq!(
+        set.services[&key("5.6.7.8", 80, scope::SOCKET)].flags & guarded,
+        guarded,
+        "the socket layer leaves it to tc, which knows the source"
+    );
+    let np = set.services[&key("192.168.0.2", 3001, scope::EXTERNAL)];
+    assert_eq!(np.flags & guarded, 0, "node ports bypass the ranges");
+    let want: std::collections::BTreeSet<_> =
+        [(ext.service_id, "192.168.0.0/24".parse().unwrap())].into();
+    assert_eq!(set.ranges, want);
+}
