@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
     macros::{classifier, map},
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
@@ -196,6 +196,10 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
             Ok(TC_ACT_SHOT as i32)
         }
         Outcome::Pass => Ok(TC_ACT_OK as i32),
+        Outcome::Reject if t.proto == proto::TCP => {
+            count(stats::REJECTED);
+            Ok(reset(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32))
+        }
         Outcome::Reject | Outcome::Drop => {
             count(stats::TC_DROPPED);
             Ok(TC_ACT_SHOT as i32)
@@ -227,6 +231,55 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
             Ok(TC_ACT_OK as i32)
         }
     }
+}
+
+/// REJECT for TCP: turns the packet into a reset answering it (addresses, ports and MACs
+/// swapped; RST|ACK acknowledging what it carried) and sends it back out of the interface it
+/// came in on. UDP is dropped (an ICMP port unreachable would need a new packet).
+#[inline(always)]
+fn reset(ctx: &TcContext, pkt: &Pkt) -> Result<i32, i64> {
+    let t = &pkt.tuple;
+    let flags_at = pkt.l4 + 12;
+    let old_flags: u16 = ctx.load(flags_at)?;
+    let raw = u16::from_be(old_flags);
+    if raw & 0x04 != 0 {
+        return Ok(TC_ACT_SHOT as i32); // never answer a reset
+    }
+    let seq: u32 = ctx.load(pkt.l4 + 4)?;
+    let ack: u32 = ctx.load(pkt.l4 + 8)?;
+    let total: u16 = ctx.load(ETH_HLEN + 2)?;
+    let doff = usize::from(raw >> 12) * 4;
+    let payload = usize::from(u16::from_be(total)).saturating_sub(20 + doff) as u32;
+    let syn_fin = u32::from(raw & 0x03 != 0);
+    let new_ack = (u32::from_be(seq)
+        .wrapping_add(payload)
+        .wrapping_add(syn_fin))
+    .to_be();
+    let new_seq = match raw & 0x10 {
+        0 => 0,
+        _ => ack,
+    };
+    let new_flags = ((raw & 0xf000) | 0x14).to_be(); // RST|ACK, same data offset
+    let csum = pkt.csum;
+    ctx.l4_csum_replace(csum, u64::from(seq), u64::from(new_seq), 4)?;
+    ctx.store(pkt.l4 + 4, &new_seq, 0)?;
+    ctx.l4_csum_replace(csum, u64::from(ack), u64::from(new_ack), 4)?;
+    ctx.store(pkt.l4 + 8, &new_ack, 0)?;
+    ctx.l4_csum_replace(csum, u64::from(old_flags), u64::from(new_flags), 2)?;
+    ctx.store(flags_at, &new_flags, 0)?;
+    // Swapping addresses and ports leaves both checksums as they are.
+    ctx.store(IP_SRC, &t.daddr, 0)?;
+    ctx.store(IP_DST, &t.saddr, 0)?;
+    ctx.store(pkt.l4, &t.dport, 0)?;
+    ctx.store(pkt.l4 + 2, &t.sport, 0)?;
+    let dst_mac: [u8; 6] = ctx.load(0)?;
+    let src_mac: [u8; 6] = ctx.load(6)?;
+    ctx.store(0, &src_mac, 0)?;
+    ctx.store(6, &dst_mac, 0)?;
+    // SAFETY: the skb context pointer; a plain helper.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: as above.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
 }
 
 #[classifier]

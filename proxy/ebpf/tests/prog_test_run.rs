@@ -225,5 +225,28 @@ fn tc_ingress_dnats_a_flow_with_valid_checksums_and_keeps_it() -> anyhow::Result
     // Not a Service: untouched.
     let plain = syn(client, 40001, Ipv4Addr::new(10, 180, 0, 9), 80);
     assert_eq!(run(&plain).1, plain);
+    // No endpoints: a reset back to the client (TC_ACT_REDIRECT to where it came from).
+    let mut to_none = syn(client, 40002, Ipv4Addr::new(172, 30, 0, 2), 80);
+    to_none[34 + 4..34 + 8].copy_from_slice(&1000u32.to_be_bytes()); // seq 1000
+    let c = {
+        to_none[50] = 0;
+        to_none[51] = 0;
+        tcp_csum(&to_none)
+    };
+    to_none[50..52].copy_from_slice(&c.to_be_bytes());
+    let (rc, rst) = run(&to_none);
+    assert_eq!(rc, 7, "TC_ACT_REDIRECT");
+    assert_eq!(&rst[26..30], &[172, 30, 0, 2], "from the Service address");
+    assert_eq!(&rst[30..34], &client.octets(), "to the client");
+    assert_eq!(u16::from_be_bytes([rst[34], rst[35]]), 80);
+    assert_eq!(u16::from_be_bytes([rst[36], rst[37]]), 40002);
+    assert_eq!(rst[47], 0x14, "RST|ACK");
+    assert_eq!(
+        u32::from_be_bytes([rst[42], rst[43], rst[44], rst[45]]),
+        1001,
+        "acks the SYN"
+    );
+    assert_eq!(csum(&rst[14..34]), 0, "IPv4 checksum verifies");
+    assert_eq!(tcp_csum(&rst), 0, "TCP checksum verifies");
     Ok(())
 }
