@@ -1,7 +1,9 @@
 //! The socket load balancer for real: the programs loaded into this kernel, attached to a
 //! child cgroup the test creates, and clients in that cgroup (and in a test namespace)
 //! calling connect(), sendto(), recvfrom() and getpeername() on Service addresses. Also the
-//! pins: a restarted backend adopts the maps and links, and cleanup removes them all.
+//! pins: a restarted backend adopts the maps and links, and cleanup removes them all; and a
+//! restart under a running TCP and UDP load (proxy gone, then a new one converging) loses
+//! no exchange.
 //! Needs root; skipped (with a note) when the programs are not built in.
 
 mod common;
@@ -156,6 +158,93 @@ fn connect_sendmsg_recvmsg_and_getpeername_see_services() -> anyhow::Result<()> 
         !after.contains("ECONNREFUSED"),
         "nothing translates after cleanup: {after}"
     );
+    Ok(())
+}
+
+/// A client holding one TCP connection and one connected UDP socket to Services, exchanging
+/// a message on each every 20 ms and printing one line per round (`ok` or the error) until
+/// the stop file (its path replaces `os.environ['STOP']`) exists.
+const LOAD_CLIENT: &str = r#"
+import socket, os, sys, time
+stop = os.environ['STOP']
+t = socket.create_connection(('10.96.0.10', 80), timeout=2)
+t.recv(64)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+u.connect(('10.96.0.11', 53))
+while not os.path.exists(stop):
+    try:
+        t.sendall(b'ping')
+        assert t.recv(64) == b'ping'
+        u.send(b'x')
+        u.recv(64)
+        print('ok', flush=True)
+    except Exception as e:
+        print('error', repr(e), flush=True)
+    time.sleep(0.02)
+"#;
+
+/// Lines of `path` (a client's output so far).
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (bounded) until `path` has more than `n` lines.
+fn more_than(path: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if lines(path).len() > n {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    anyhow::bail!(
+        "the load client stopped making progress: {:?} {:?}",
+        lines(path),
+        std::fs::read_to_string(path.with_extension("err"))
+    )
+}
+
+#[test]
+fn a_restart_under_tcp_and_udp_load_loses_nothing() -> anyhow::Result<()> {
+    if !built() {
+        return Ok(());
+    }
+    let bpffs = Bpffs::new()?;
+    let cgroup = Cgroup::new("load")?;
+    let ns = NetNs::new("ebpf-load")?;
+    serve(&ns, SocketAddr::from(([127, 0, 0, 1], 18080)), "one")?;
+    serve(&ns, SocketAddr::from(([127, 0, 0, 2], 18080)), "two")?;
+    let pins = bpffs.path().join("sluice");
+    let snap = fixture::snapshot("node-a", None, services(&["127.0.0.1", "127.0.0.2"]));
+    let mut first = KernelEbpf::open(&options(&cgroup, &pins))?;
+    first.apply_full(&snap, &Changes::default())?;
+    let dir = tempfile::tempdir()?;
+    let (out, stop) = (dir.path().join("out"), dir.path().join("stop"));
+    let code = LOAD_CLIENT.replace(
+        "os.environ['STOP']",
+        &format!("{:?}", stop.display().to_string()),
+    );
+    let mut child = common::start_client(&cgroup, &ns, &code, &out)?;
+    more_than(&out, 5)?;
+    drop(first); // the proxy is gone; pins keep the dataplane
+    let before = lines(&out).len();
+    more_than(&out, before + 5)?;
+    let mut second = KernelEbpf::open(&options(&cgroup, &pins))?;
+    second.apply_full(&snap, &Changes::default())?;
+    let after = lines(&out).len();
+    more_than(&out, after + 5)?;
+    std::fs::write(&stop, "")?;
+    child.wait()?;
+    let all = lines(&out);
+    assert!(
+        all.iter().all(|l| l == "ok"),
+        "every exchange answered: {all:?}"
+    );
+    second.cleanup()?;
     Ok(())
 }
 

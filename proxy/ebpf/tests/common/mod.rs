@@ -87,6 +87,26 @@ impl Drop for Cgroup {
     }
 }
 
+/// Starts `python3 -c code` as a process in `cgroup` and namespace `ns` (killed with the
+/// cgroup), stdout to `out`.
+pub(crate) fn start_client(
+    cgroup: &Cgroup,
+    ns: &NetNs,
+    code: &str,
+    out: &Path,
+) -> anyhow::Result<std::process::Child> {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+        cgroup.path().display(),
+        ns.name()
+    );
+    Ok(Command::new("sh")
+        .args(["-c", &script, code])
+        .stdout(std::fs::File::create(out)?)
+        .stderr(std::fs::File::create(out.with_extension("err"))?)
+        .spawn()?)
+}
+
 /// Runs `python3 -c code` as a process in `cgroup` and namespace `ns`; its stdout, or its
 /// stderr as the error.
 pub(crate) fn client(cgroup: &Cgroup, ns: &NetNs, code: &str) -> anyhow::Result<String> {
@@ -102,8 +122,8 @@ pub(crate) fn client(cgroup: &Cgroup, ns: &NetNs, code: &str) -> anyhow::Result<
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Serves TCP (answers `name`) and UDP (answers `name`) on `addr` inside `ns`, for the life
-/// of the namespace's threads.
+/// Serves TCP (answers `name`, then echoes what it reads until the client closes) and UDP
+/// (answers `name`) on `addr` inside `ns`, for the life of the namespace's threads.
 pub(crate) fn serve(
     ns: &NetNs,
     addr: std::net::SocketAddr,
@@ -114,7 +134,15 @@ pub(crate) fn serve(
     std::thread::spawn(move || {
         for stream in tcp.incoming() {
             let Ok(mut s) = stream else { return };
-            let _ = std::io::Write::write_all(&mut s, format!("{name}\n").as_bytes());
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut s, format!("{name}\n").as_bytes());
+                let mut buf = [0u8; 256];
+                while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
     std::thread::spawn(move || {
