@@ -14,8 +14,13 @@
 //! keeps the verifier simple.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    },
+    helpers::generated::{
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail,
+    },
     macros::{classifier, map},
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
@@ -200,7 +205,11 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
             count(stats::REJECTED);
             Ok(reset(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32))
         }
-        Outcome::Reject | Outcome::Drop => {
+        Outcome::Reject => {
+            count(stats::REJECTED);
+            Ok(port_unreachable(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32))
+        }
+        Outcome::Drop => {
             count(stats::TC_DROPPED);
             Ok(TC_ACT_SHOT as i32)
         }
@@ -231,6 +240,64 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
             Ok(TC_ACT_OK as i32)
         }
     }
+}
+
+/// The one's-complement sum of big-endian 16-bit words (not yet folded).
+#[inline(always)]
+fn sum_words(bytes: &[u8], mut sum: u32) -> u32 {
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        i += 2;
+    }
+    sum
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// REJECT for UDP: turns the datagram into an ICMP port unreachable carrying its IP and UDP
+/// headers, from the Service address to the client, sent back out of the interface it came
+/// in on.
+#[inline(always)]
+fn port_unreachable(ctx: &TcContext, pkt: &Pkt) -> Result<i32, i64> {
+    let t = &pkt.tuple;
+    // Keep the original IP and UDP headers only, then make room for the new IP + ICMP headers.
+    // SAFETY: the skb context pointer; a plain helper.
+    let r = unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HLEN + 28) as u32, 0) };
+    if r != 0 {
+        return Err(r);
+    }
+    ctx.adjust_room(28, BPF_ADJ_ROOM_MAC, 0)?;
+    let quoted: [u8; 28] = ctx.load(ETH_HLEN + 28)?;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&56u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1; // ICMP
+    ip[12..16].copy_from_slice(&t.daddr.to_ne_bytes());
+    ip[16..20].copy_from_slice(&t.saddr.to_ne_bytes());
+    let ip_sum = fold(sum_words(&ip, 0));
+    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let mut icmp = [0u8; 8];
+    icmp[0] = 3; // destination unreachable
+    icmp[1] = 3; // port unreachable
+    let icmp_sum = fold(sum_words(&quoted, sum_words(&icmp, 0)));
+    icmp[2..4].copy_from_slice(&icmp_sum.to_be_bytes());
+    ctx.store(ETH_HLEN, &ip, 0)?;
+    ctx.store(ETH_HLEN + 20, &icmp, 0)?;
+    let dst_mac: [u8; 6] = ctx.load(0)?;
+    let src_mac: [u8; 6] = ctx.load(6)?;
+    ctx.store(0, &src_mac, 0)?;
+    ctx.store(6, &dst_mac, 0)?;
+    // SAFETY: the skb context pointer; a plain helper.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: as above.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
 }
 
 /// REJECT for TCP: turns the packet into a reset answering it (addresses, ports and MACs

@@ -43,6 +43,18 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
             ),
             (svc("none", "172.30.0.2"), vec![]),
             (
+                sluice_model::service::ServicePort::plain(
+                    sluice_model::service::ServicePortName::new(
+                        &sluice_model::service::ServiceName::new("ns", "none-udp"),
+                        "dns",
+                        sluice_model::service::Protocol::Udp,
+                    ),
+                    vec!["172.30.0.4".parse().unwrap()],
+                    53,
+                ),
+                vec![],
+            ),
+            (
                 sticky,
                 vec![
                     ep("10.180.0.1", "node-a"),
@@ -248,5 +260,35 @@ fn tc_ingress_dnats_a_flow_with_valid_checksums_and_keeps_it() -> anyhow::Result
     );
     assert_eq!(csum(&rst[14..34]), 0, "IPv4 checksum verifies");
     assert_eq!(tcp_csum(&rst), 0, "TCP checksum verifies");
+    // The same over UDP: an ICMP port unreachable quoting the datagram's headers.
+    let mut dgram = syn(client, 40003, Ipv4Addr::new(172, 30, 0, 4), 53);
+    dgram[23] = 17; // UDP; the rest of the "TCP" header is payload the reply drops
+    dgram[24] = 0;
+    dgram[25] = 0;
+    let c = csum(&dgram[14..34]);
+    dgram[24..26].copy_from_slice(&c.to_be_bytes());
+    dgram[34 + 6] = 0; // no UDP checksum
+    dgram[34 + 7] = 0;
+    dgram[34 + 4..34 + 6].copy_from_slice(&28u16.to_be_bytes());
+    let mut out = vec![0u8; 128];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(&dgram),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    assert_eq!(r.return_value, 7, "TC_ACT_REDIRECT");
+    let icmp = &out[..r.data_size_out as usize];
+    assert_eq!(icmp.len(), 14 + 20 + 8 + 28);
+    assert_eq!(icmp[23], 1, "ICMP");
+    assert_eq!(&icmp[26..30], &[172, 30, 0, 4]);
+    assert_eq!(&icmp[30..34], &client.octets());
+    assert_eq!((icmp[34], icmp[35]), (3, 3), "port unreachable");
+    assert_eq!(csum(&icmp[14..34]), 0, "IPv4 checksum verifies");
+    assert_eq!(csum(&icmp[34..]), 0, "ICMP checksum verifies");
+    assert_eq!(
+        &icmp[42..62],
+        &dgram[14..34],
+        "quotes the original IP header"
+    );
     Ok(())
 }
