@@ -55,6 +55,7 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
                 removed.namespaces += 1;
             }
         }
+        crate::cgroups::teardown(dir, &state)?;
     }
     std::fs::remove_dir_all(dir.root())
         .with_context(|| format!("remove {}", dir.root().display()))?;

@@ -35,8 +35,24 @@ pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<E
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command given: sluice-lab exec {name} -- CMD…");
     };
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns, program])
+    crate::cgroups::register(dir, &state);
+    // ebpf mode: the command runs in the node's cgroup, as the pod's processes do.
+    let mut command = match crate::cgroups::sender_cgroup(&ns) {
+        Some(cg) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("echo $$ > \"$0\" && exec \"$@\"")
+                .arg(cg.join("cgroup.procs"));
+            c.args(["ip", "netns", "exec", &ns, program]);
+            c
+        }
+        None => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns, program]);
+            c
+        }
+    };
+    let status = command
         .args(args)
         .status()
         .with_context(|| format!("run {program} in {ns}"))?;
@@ -50,6 +66,8 @@ pub(crate) fn curl(dir: &LabDir, name: &str, url: &str) -> anyhow::Result<ExitCo
     let state = dir.load().context("is the lab up?")?;
     let ns = NetNs::open(&namespace(&state, name)?)?;
     let (addr, path) = split_url(url)?;
+    crate::cgroups::register(dir, &state);
+    let _cgroup = crate::cgroups::join(ns.name());
     let resp = ns.run(|| http::request(addr, "GET", &path, None, Duration::from_secs(5)))??;
     print!("{}", resp.body);
     if !(200..300).contains(&resp.status) {

@@ -5,6 +5,7 @@
 //! inside it, and `demo` builds one, checks it with real traffic and removes it. Needs root.
 
 mod api;
+mod cgroups;
 mod cni;
 mod conformance;
 mod daemons;

@@ -14,6 +14,19 @@ fn demo_passes_in_iptables_mode() {
     demo("iptables", "i");
 }
 
+#[test]
+fn demo_passes_in_ebpf_mode_and_removes_its_cgroups() {
+    demo("ebpf", "e");
+    // The per-node cgroups the proxies attached to are gone with the lab.
+    let leftover = std::fs::read_dir("/sys/fs/cgroup/unified")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("sluice-lab-lab-e{}", std::process::id())));
+    assert_eq!(leftover, None);
+}
+
 fn demo(mode: &str, tag: &str) {
     sluice_testbed::require_root();
     let dir = tempfile::tempdir().unwrap();

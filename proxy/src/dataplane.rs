@@ -8,10 +8,11 @@ use prometheus_client::registry::Registry;
 use sluice_model::service::IpFamily;
 use sluice_proxy_core::Snapshot;
 use sluice_proxy_core::backend::{
-    Backend, BackendError, BackendOptions, FakeBackend, ProxyMode, Tick,
+    Backend, BackendError, BackendOptions, EbpfOptions, FakeBackend, ProxyMode, Tick,
 };
 use sluice_proxy_core::explain::{BackendCheck, Dialect, NodeContext, Packet, VerdictView};
 use sluice_proxy_core::{Changes, backend};
+use sluice_proxy_ebpf::KernelEbpf;
 use sluice_proxy_iptables::dump::Dump;
 use sluice_proxy_iptables::{Exec, Iptables, KernelIptables, Scope, Variant};
 use sluice_proxy_nftables::{KernelNftables, NftConfig};
@@ -26,10 +27,17 @@ pub enum Any {
     Nftables(Box<KernelNftables>),
     /// kube-proxy's ruleset through iptables-restore (`--proxy-mode iptables`).
     Iptables(Box<KernelIptables>),
+    /// Socket-level load balancing in BPF maps (`--proxy-mode ebpf`).
+    Ebpf(Box<KernelEbpf>),
 }
 
 /// The modes this version can build.
-pub const BUILT: [ProxyMode; 3] = [ProxyMode::Nftables, ProxyMode::Iptables, ProxyMode::Fake];
+pub const BUILT: [ProxyMode; 4] = [
+    ProxyMode::Nftables,
+    ProxyMode::Iptables,
+    ProxyMode::Ebpf,
+    ProxyMode::Fake,
+];
 
 impl Any {
     /// The backend for `mode` with default options, or
@@ -44,6 +52,7 @@ impl Any {
             ProxyMode::Fake => Ok(Self::Fake(FakeBackend::new())),
             ProxyMode::Nftables => Ok(Self::Nftables(Box::new(KernelNftables::open(opts)?))),
             ProxyMode::Iptables => Ok(Self::Iptables(Box::new(KernelIptables::open(opts)?))),
+            ProxyMode::Ebpf => Ok(Self::Ebpf(Box::new(KernelEbpf::open(opts)?))),
             other => Err(BackendError::ModeNotAvailable(other)),
         }
     }
@@ -53,6 +62,7 @@ impl Any {
             Self::Fake(b) => b,
             Self::Nftables(b) => b.as_ref(),
             Self::Iptables(b) => b.as_ref(),
+            Self::Ebpf(b) => b.as_ref(),
         }
     }
 
@@ -61,6 +71,7 @@ impl Any {
             Self::Fake(b) => b,
             Self::Nftables(b) => b.as_mut(),
             Self::Iptables(b) => b.as_mut(),
+            Self::Ebpf(b) => b.as_mut(),
         }
     }
 }
@@ -105,12 +116,20 @@ fn build_and_clean(mode: ProxyMode, opts: &BackendOptions) -> Result<(), Backend
 }
 
 /// `--cleanup`: every mode's state removed; a mode whose cleanup fails is reported and the
-/// others still cleaned.
-pub fn cleanup_all() -> Vec<BackendError> {
-    ProxyMode::ALL
+/// others still cleaned. `ebpf`: where the ebpf mode pinned (`--ebpf-pin-dir`).
+pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
+    let mut failed: Vec<BackendError> = ProxyMode::ALL
         .into_iter()
         .filter_map(|mode| cleanup(mode).err())
-        .collect()
+        .collect();
+    if ebpf.pin_dir.is_some() {
+        let opts = BackendOptions {
+            ebpf: ebpf.clone(),
+            ..BackendOptions::default()
+        };
+        failed.extend(build_and_clean(ProxyMode::Ebpf, &opts).err());
+    }
+    failed
 }
 
 /// On start in `mode`: the leftovers of every other mode are removed, as kube-proxy does
@@ -127,7 +146,8 @@ pub fn cleanup_others(mode: ProxyMode) {
 pub fn dialect(mode: ProxyMode, opts: &BackendOptions) -> Dialect {
     match mode {
         ProxyMode::Iptables | ProxyMode::Ipvs => Dialect::iptables(opts.localhost_nodeports),
-        ProxyMode::Nftables | ProxyMode::Ebpf | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
+        ProxyMode::Ebpf => Dialect::EBPF,
+        ProxyMode::Nftables | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
     }
 }
 
@@ -276,13 +296,14 @@ mod tests {
         assert_eq!(Any::new(ProxyMode::Fake).unwrap().mode(), ProxyMode::Fake);
         // nftables opens netlink in the current namespace: built (and cleaned up) by the
         // kernel tests inside their own namespaces, never here in the host's.
-        for mode in [ProxyMode::Ipvs, ProxyMode::Ebpf] {
-            assert!(!BUILT.contains(&mode));
-            let e = Any::new(mode).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("proxy mode {mode} is not available in this version of Sluice")
-            );
-        }
+        let mode = ProxyMode::Ipvs;
+        assert!(!BUILT.contains(&mode));
+        let e = Any::new(mode).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("proxy mode {mode} is not available in this version of Sluice")
+        );
+        // ebpf builds without touching the kernel (nothing loads before the first sync).
+        assert_eq!(Any::new(ProxyMode::Ebpf).unwrap().mode(), ProxyMode::Ebpf);
     }
 }

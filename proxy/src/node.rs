@@ -7,9 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sluice_model::service::IpFamily;
-use sluice_proxy_core::backend::{
-    BackendOptions, EbpfOptions, IpvsOptions, LocalDetect, select_nodeport_ips,
-};
+use sluice_proxy_core::backend::{BackendOptions, IpvsOptions, LocalDetect, select_nodeport_ips};
 use sluice_proxy_core::config::NodeTopology;
 use sluice_proxy_core::config_file::{LocalMode, ProxyConfig};
 use sluice_proxy_core::explain::{Dialect, NodeContext};
@@ -126,7 +124,7 @@ pub fn backend_options(
                 config.ipvs.udp_timeout,
             ),
         },
-        ebpf: EbpfOptions::default(),
+        ebpf: config.ebpf.clone(),
         iptables_variant: config.iptables_variant.clone(),
     }
 }

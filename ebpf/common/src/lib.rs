@@ -18,6 +18,87 @@ pub mod proto {
     pub const SCTP: u8 = 132;
 }
 
+/// The names the maps are pinned under (in the bpffs directory of one proxy); at most 15
+/// bytes, the kernel's object-name limit.
+pub mod map_names {
+    /// [`ServiceKey`](super::ServiceKey) → [`ServiceValue`](super::ServiceValue).
+    pub const SERVICES: &str = "SLUICE_SVC";
+    /// [`SlotKey`](super::SlotKey) → [`Backend`](super::Backend).
+    pub const SLOTS: &str = "SLUICE_SLOTS";
+    /// [`RevKey`](super::RevKey) → [`RevValue`](super::RevValue) (LRU).
+    pub const REV: &str = "SLUICE_REV";
+    /// [`AffinityKey`](super::AffinityKey) → [`AffinityValue`](super::AffinityValue) (LRU).
+    pub const AFFINITY: &str = "SLUICE_AFF";
+    /// Per-CPU `u64` counters indexed by [`stats`](super::stats).
+    pub const STATS: &str = "SLUICE_STATS";
+    /// tc path: [`Tuple`](super::Tuple) of a client's packet to a Service address →
+    /// the backend chosen for that flow (LRU).
+    pub const CT: &str = "SLUICE_CT";
+    /// tc path: [`Tuple`](super::Tuple) of a backend's reply → the Service address to give
+    /// back (LRU).
+    pub const NAT_REV: &str = "SLUICE_NATREV";
+    /// tc path: [`Tuple`](super::Tuple) client → backend → the source it is SNATed to (LRU).
+    pub const SNAT: &str = "SLUICE_SNAT";
+    /// tc path: [`Tuple`](super::Tuple) backend → SNAT address → the client (LRU).
+    pub const SNAT_REV: &str = "SLUICE_SNATREV";
+    /// tc path: ifindex → that interface's IPv4 address (the SNAT source there).
+    pub const IFADDR: &str = "SLUICE_IFADDR";
+    /// The service CIDRs (LPM trie of IPv4 prefixes): unallocated addresses in them are
+    /// dropped.
+    pub const SERVICE_CIDRS: &str = "SLUICE_SVCCIDR";
+    /// `loadBalancerSourceRanges`: LPM trie of [`SrcRange`](super::SrcRange) (a service id,
+    /// then a source prefix) → 1.
+    pub const SOURCE_RANGES: &str = "SLUICE_SRCRANGE";
+    /// Every map, for cleanup.
+    pub const ALL: [&str; 12] = [
+        SOURCE_RANGES,
+        SERVICES,
+        SLOTS,
+        REV,
+        AFFINITY,
+        STATS,
+        CT,
+        NAT_REV,
+        SNAT,
+        SNAT_REV,
+        IFADDR,
+        SERVICE_CIDRS,
+    ];
+}
+
+/// Indexes of the per-CPU counters in the stats map.
+pub mod stats {
+    /// A connect()/sendmsg() to a Service address rewritten to a backend.
+    pub const TRANSLATED: u32 = 0;
+    /// Refused: the Service has no endpoints at all.
+    pub const REJECTED: u32 = 1;
+    /// Failed: endpoints exist but none for this traffic policy on this node.
+    pub const DROPPED: u32 = 2;
+    /// A recvmsg()/getpeername() answer given the Service address back.
+    pub const REV_TRANSLATED: u32 = 3;
+    /// A reverse entry not used because its Service is gone or changed.
+    pub const REV_STALE: u32 = 4;
+    /// A Service whose chosen slot was missing (left untranslated).
+    pub const NO_SLOT: u32 = 5;
+    /// tc: a new flow from outside DNATed to a backend.
+    pub const TC_NEW_FLOW: u32 = 6;
+    /// tc: a packet dropped (no endpoint for the policy, or none at all).
+    pub const TC_DROPPED: u32 = 7;
+    /// Slots in the map.
+    pub const COUNT: u32 = 8;
+    /// Names for metrics, by index.
+    pub const NAMES: [&str; 8] = [
+        "translated",
+        "rejected",
+        "dropped",
+        "rev_translated",
+        "rev_stale",
+        "no_slot",
+        "tc_new_flow",
+        "tc_dropped",
+    ];
+}
+
 /// Bits of [`ServiceValue::flags`].
 pub mod service_flags {
     /// ClientIP session affinity is on; `affinity_timeout` is meaningful.
@@ -28,6 +109,19 @@ pub mod service_flags {
     pub const DROP: u16 = 1 << 2;
     /// Only node-local endpoints (externalTrafficPolicy / internalTrafficPolicy Local).
     pub const LOCAL_ONLY: u16 = 1 << 3;
+    /// tc path: the source is SNATed to the node (externalTrafficPolicy Cluster).
+    pub const SNAT: u16 = 1 << 4;
+    /// Only sources in the entry's `loadBalancerSourceRanges` may pass (tc path; the socket
+    /// layer leaves such connects to the node's tc programs, which know the source).
+    pub const SOURCE_RANGES: u16 = 1 << 5;
+}
+
+/// [`ServiceKey::scope`] values.
+pub mod scope {
+    /// Socket layer: traffic from this node's pods and the node itself.
+    pub const SOCKET: u8 = 0;
+    /// tc: traffic arriving from outside the node.
+    pub const EXTERNAL: u8 = 1;
 }
 
 /// Key of the service map: a virtual IP, port and protocol.
@@ -81,6 +175,140 @@ pub struct Backend {
     pub pad: u8,
 }
 
+/// A packet's addresses, ports and protocol: the key of the tc path's flow maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Source IPv4 address, network byte order.
+    pub saddr: u32,
+    /// Destination IPv4 address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always 0.
+    pub pad: [u8; 3],
+}
+
+/// The data of a source-range trie key: the service id (big-endian, so the id's 32 bits are
+/// matched first) and a source address; the prefix length is 32 + the range's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRange {
+    /// The service id, big-endian.
+    pub service_id_be: u32,
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+}
+
+/// An address and port to rewrite to, with [`service_flags`] of the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatValue {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// [`service_flags::SNAT`] when the flow's source is SNATed.
+    pub flags: u16,
+}
+
+/// Key of the reverse map: a socket (by cookie) and the backend it was sent to, so
+/// `recvmsg()` / `getpeername()` can give the Service address back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevKey {
+    /// The socket's cookie (`bpf_get_socket_cookie`).
+    pub cookie: u64,
+    /// Backend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Value of the reverse map: the Service address the socket asked for, and the service
+/// entry it was translated by (a reverse entry whose service is gone or changed is not used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevValue {
+    /// The Service key the socket was translated by.
+    pub service: ServiceKey,
+    /// That entry's `service_id` at the time.
+    pub service_id: u32,
+}
+
+/// Key of the affinity map: a client (by network-namespace cookie, the socket layer's stand-in
+/// for the client IP: one pod, one namespace) and a service entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// `bpf_get_netns_cookie` of the client socket.
+    pub netns_cookie: u64,
+    /// The service entry's id.
+    pub service_id: u32,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// Value of the affinity map: the backend a client last used, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    /// `bpf_ktime_get_ns` of the last use.
+    pub last_seen_ns: u64,
+    /// The backend.
+    pub backend: Backend,
+    /// Its slot (the entry is only used while the slot still holds this backend).
+    pub slot: u32,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// The record the test program (`sluice_xlate_test`, a tc classifier run with
+/// `BPF_PROG_TEST_RUN`) reads from its packet and writes its answer into: the socket-LB
+/// translation is shared with it, because the kernel cannot test-run `cgroup/connect4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XlateTest {
+    /// Destination IPv4 address asked for, network byte order.
+    pub addr: u32,
+    /// Destination port, network byte order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Answer: see [`xlate_verdict`].
+    pub verdict: u8,
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Network-namespace cookie.
+    pub netns_cookie: u64,
+    /// The "random" number the pick uses.
+    pub random: u32,
+    /// Answer: the translated address (network byte order).
+    pub out_addr: u32,
+    /// Answer: the translated port (network byte order).
+    pub out_port: u16,
+    /// Always 0.
+    pub pad: [u8; 6],
+}
+
+/// Values of [`XlateTest::verdict`].
+pub mod xlate_verdict {
+    /// Not a Service address: left alone.
+    pub const PASS: u8 = 0;
+    /// Translated to `out_addr:out_port`.
+    pub const FORWARD: u8 = 1;
+    /// Refused (no endpoints).
+    pub const REJECT: u8 = 2;
+    /// Failed (no endpoint for this policy here).
+    pub const DROP: u8 = 3;
+}
+
 // Tests exercise the userspace conversions too, whatever the features.
 #[cfg(any(feature = "user", test))]
 mod user {
@@ -97,6 +325,16 @@ mod user {
                 port: vip.port().to_be(),
                 proto,
                 scope,
+            }
+        }
+
+        /// The same address's wildcard key (port 0, protocol 0): the entry for the ports it
+        /// does not serve.
+        pub fn wildcard(self) -> Self {
+            Self {
+                port: 0,
+                proto: 0,
+                ..self
             }
         }
 
@@ -124,6 +362,30 @@ mod user {
     }
 }
 
+// SAFETY: every type is `#[repr(C)]`, `Copy`, made of integers only, and has no implicit
+// padding (checked by `layouts_have_no_padding`), so any bit pattern is a valid value and
+// every byte is initialised.
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "aya::Pod is an unsafe marker trait; see SAFETY above"
+)]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for SlotKey {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for RevKey {}
+    unsafe impl aya::Pod for RevValue {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityValue {}
+    unsafe impl aya::Pod for XlateTest {}
+    unsafe impl aya::Pod for Tuple {}
+    unsafe impl aya::Pod for NatValue {}
+    unsafe impl aya::Pod for SrcRange {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +399,16 @@ mod tests {
         assert_eq!(size_of::<SlotKey>(), 4 + 4);
         assert_eq!(size_of::<Backend>(), 4 + 2 + 1 + 1);
         assert_eq!(align_of::<ServiceKey>(), 4);
+        assert_eq!(size_of::<RevKey>(), 8 + 4 + 2 + 2);
+        assert_eq!(size_of::<Tuple>(), 4 + 4 + 2 + 2 + 1 + 3);
+        assert_eq!(size_of::<NatValue>(), 4 + 2 + 2);
+        assert_eq!(size_of::<RevValue>(), 8 + 4);
+        assert_eq!(size_of::<AffinityKey>(), 8 + 4 + 4);
+        assert_eq!(size_of::<AffinityValue>(), 8 + 8 + 4 + 4);
+        assert_eq!(
+            size_of::<XlateTest>(),
+            4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6
+        );
     }
 
     #[test]

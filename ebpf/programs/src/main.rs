@@ -1,12 +1,21 @@
 //! Sluice's kernel-side eBPF programs.
 //!
 //! Built only for `bpfel-unknown-none` (nightly `-Z build-std=core` + bpf-linker, see
-//! `ebpf/README.md`); that is why this crate is outside the workspace's
-//! `default-members`. For the host target it compiles to a tiny binary that says so, which
-//! keeps `cargo clippy --workspace` working on machines without the eBPF toolchain.
-//! The programs themselves (socket-LB `cgroup/connect4`, tc NodePort) arrive with the eBPF
-//! dataplane; they share their map types with userspace through `sluice-ebpf-common`.
+//! `ebpf/README.md`), by `proxy/ebpf`'s build script through aya-build. For the host target
+//! this crate compiles to a tiny binary that says so, which keeps `cargo clippy --workspace`
+//! working on machines without the eBPF toolchain.
+//!
+//! The programs ([`sock`]) are the socket-level load balancer: `cgroup/connect4` and
+//! `sendmsg4` translate a Service address to a backend before the socket ever sends a packet,
+//! `recvmsg4` and `getpeername4` give the Service address back. What a Service address means
+//! (which endpoints, reject or drop, affinity) is decided in userspace and written into the
+//! maps; the programs only look up and pick.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
+mod tc;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -232,6 +232,8 @@ fn check_packet(lab: &Lab, spec: &PacketSpec, mode: &str, wait: Duration) -> any
     let src = bind.unwrap_or_else(|| spec.from.ip(dst.ip()));
     let n = judge::requests(expect);
     let deadline = Instant::now() + wait;
+    // ebpf mode: pods and nodes send from their node's cgroup.
+    let _cgroup = crate::cgroups::join(ns.name());
     loop {
         let seen: Vec<Seen> =
             ns.run(|| (0..n).map(|_| probe::send(spec.proto, bind, dst)).collect())?;

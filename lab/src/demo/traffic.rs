@@ -22,6 +22,8 @@ pub(crate) enum Proto {
 
 /// One request from inside `ns`.
 pub(crate) fn one(ns: &NetNs, proto: Proto, to: SocketAddr) -> anyhow::Result<Reply> {
+    // ebpf mode: pods and nodes send from their node's cgroup.
+    let _cgroup = crate::cgroups::join(ns.name());
     match proto {
         Proto::Http => echo::http_from(ns, to, TIMEOUT),
         Proto::Udp => Ok(udp_request(ns, to, TIMEOUT)?),
@@ -68,6 +70,7 @@ impl Tally {
 
 /// `n` HTTP requests from inside `ns` (each a new connection from a new port).
 pub(crate) fn tally(ns: &NetNs, to: SocketAddr, n: usize) -> anyhow::Result<Tally> {
+    let _cgroup = crate::cgroups::join(ns.name());
     ns.run(|| {
         let mut t = Tally::default();
         for _ in 0..n {

@@ -51,6 +51,7 @@ impl Lab {
                 Ok(Some(echo::http_from(&node, addr, Duration::from_secs(1))?))
             })?;
         }
+        crate::cgroups::register(&self.dir, &self.state);
         let list: Vec<String> = self
             .state
             .pods
@@ -73,7 +74,10 @@ impl Lab {
         for port in PORTS {
             cmd.args(["--port", &port.to_string()]);
         }
-        self.start(Some(ns.name()), &cmd, &format!("pod-{name}"))?;
+        let pid = self.start(Some(ns.name()), &cmd, &format!("pod-{name}"))?;
+        if crate::cgroups::ebpf(&self.state) {
+            crate::cgroups::add(&self.dir, &self.state, node, pid)?;
+        }
         self.api()?.create(
             "/api/v1/namespaces/default/pods",
             &pod_object(name, node, i, ip),

@@ -216,6 +216,9 @@ impl Lab {
     /// Starts every node's proxy with `extra` flags and waits for its `/healthz`.
     fn start_proxies(&mut self, extra: &[String]) -> anyhow::Result<()> {
         let kubeconfig = self.dir.path("kubeconfig.node");
+        if crate::cgroups::ebpf(&self.state) {
+            crate::cgroups::setup(&self.dir, &self.state, &self.node_names())?;
+        }
         for node in self.node_names() {
             if self.image.is_some() {
                 anyhow::ensure!(extra.is_empty(), "--image runs the manifest's proxy flags");
@@ -223,7 +226,11 @@ impl Lab {
                 continue;
             }
             let mode = &self.opts.proxy_mode;
-            let cmd = daemons::proxy_cmd(&self.bins, &node, mode, &kubeconfig, extra);
+            let mut extra = extra.to_vec();
+            if crate::cgroups::ebpf(&self.state) {
+                extra.extend(crate::cgroups::proxy_flags(&self.dir, &self.state, &node));
+            }
+            let cmd = daemons::proxy_cmd(&self.bins, &node, mode, &kubeconfig, &extra);
             let ns = self.state.ns(&node);
             self.start(Some(&ns), &cmd, &format!("proxy-{node}"))?;
         }

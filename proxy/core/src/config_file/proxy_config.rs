@@ -341,6 +341,8 @@ pub struct ProxyConfig {
     pub config_file: Option<PathBuf>,
     /// Sluice: `--iptables-variant` (`nft` or `legacy`); `None`: detected.
     pub iptables_variant: Option<String>,
+    /// Sluice: `--ebpf-cgroup`, `--ebpf-pin-dir` (ebpf mode).
+    pub ebpf: crate::backend::EbpfOptions,
 }
 
 impl Default for ProxyConfig {
@@ -376,6 +378,7 @@ impl Default for ProxyConfig {
             service_cidrs: Vec::new(),
             config_file: None,
             iptables_variant: None,
+            ebpf: crate::backend::EbpfOptions::default(),
         }
     }
 }

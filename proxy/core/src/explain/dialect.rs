@@ -24,6 +24,9 @@ pub struct Dialect {
     /// An endpoint reaching itself through its Service is masqueraded, so the reply comes
     /// back through the node.
     pub hairpin_masquerade: bool,
+    /// Pods' connections are translated at `connect()`/`sendmsg()` (the eBPF mode's socket
+    /// load balancer): no packet is rewritten, so a pod's source is never masqueraded.
+    pub socket_lb: bool,
 }
 
 impl Dialect {
@@ -34,6 +37,15 @@ impl Dialect {
         localhost_nodeports: false,
         reject_no_endpoints: true,
         hairpin_masquerade: true,
+        socket_lb: false,
+    };
+
+    /// Sluice's eBPF mode: nftables' verdicts, with pods load-balanced at the socket (their
+    /// source kept, also reaching themselves).
+    pub const EBPF: Self = Self {
+        hairpin_masquerade: false,
+        socket_lb: true,
+        ..Self::NFTABLES
     };
 
     /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
@@ -44,6 +56,7 @@ impl Dialect {
             localhost_nodeports,
             reject_no_endpoints: true,
             hairpin_masquerade: true,
+            socket_lb: false,
         }
     }
 }

@@ -320,6 +320,9 @@ fn masquerade(
     node: &NodeContext,
     src: IpAddr,
 ) -> bool {
+    if node.dialect.socket_lb && policy.source == "pod" {
+        return false;
+    }
     match dst {
         DestinationKind::ClusterIP => {
             node.masquerade_all

@@ -262,6 +262,15 @@ pub struct Flags {
     /// [default: auto]. Applies even with --config.
     #[arg(long = "iptables-variant", global = true, value_name = "auto|nft|legacy", value_parser = ["auto", "nft", "legacy"])]
     pub iptables_variant: Option<String>,
+    /// Sluice, ebpf mode: the cgroup v2 directory whose sockets get the socket-level load
+    /// balancer [default: the node's cgroup2 root, from /proc/self/mountinfo]. Applies even
+    /// with --config.
+    #[arg(long = "ebpf-cgroup", global = true, value_name = "DIR")]
+    pub ebpf_cgroup: Option<PathBuf>,
+    /// Sluice, ebpf mode: the bpffs directory maps and links are pinned in
+    /// [default: /sys/fs/bpf/sluice]. Applies even with --config.
+    #[arg(long = "ebpf-pin-dir", global = true, value_name = "DIR")]
+    pub ebpf_pin_dir: Option<PathBuf>,
 }
 
 /// `sluice-proxy` subcommands.

@@ -106,6 +106,12 @@ impl Flags {
         if let Some(v) = self.iptables_variant.as_deref().filter(|v| *v != "auto") {
             config.iptables_variant = Some(v.to_owned());
         }
+        if let Some(dir) = &self.ebpf_cgroup {
+            config.ebpf.cgroup = Some(dir.clone());
+        }
+        if let Some(dir) = &self.ebpf_pin_dir {
+            config.ebpf.pin_dir = Some(dir.clone());
+        }
         if let Some(cidrs) = &self.service_cidr {
             config.service_cidrs.clone_from(&cidrs.0);
         }

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Action::WriteConfig(path) => sluice_proxy_core::config_file::write(&path, &config)
             .map(|()| println!("wrote {}", path.display()))
             .map_err(anyhow::Error::from),
-        Action::Cleanup => cleanup(),
+        Action::Cleanup => cleanup(&config),
         Action::InitOnly => init_only(&config),
         Action::Explain(args) => runtime().and_then(|rt| rt.block_on(explain::run(&config, &args))),
         Action::Run => runtime().and_then(|rt| rt.block_on(run::run(config))),
@@ -71,8 +71,8 @@ fn parse_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Fla
 }
 
 /// `--cleanup`: every mode's state; each failure is reported and the others still run.
-fn cleanup() -> anyhow::Result<()> {
-    let failed = sluice_proxy::dataplane::cleanup_all();
+fn cleanup(config: &sluice_proxy_core::config_file::ProxyConfig) -> anyhow::Result<()> {
+    let failed = sluice_proxy::dataplane::cleanup_all(&config.ebpf);
     for e in &failed {
         eprintln!("sluice-proxy: {}", sluice_proxy_core::backend::chain(e));
     }

@@ -1,0 +1,441 @@
+//! The kernel side of [`MapIo`]: the embedded eBPF object loaded with aya, its maps pinned in
+//! a bpffs directory (a restarted proxy adopts them: the loader reuses pinned maps by name),
+//! the socket-LB programs attached to one cgroup v2 directory through `bpf_link`s, pinned
+//! there too, so the dataplane keeps working while the proxy is down.
+//!
+//! Nothing is loaded until the first map access: building the backend (as `--cleanup` and
+//! other modes' start-up cleanup do) never attaches anything.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, SrcRange, map_names, stats};
+
+use crate::diff::Op;
+use crate::error::EbpfError;
+use crate::io::MapIo;
+use crate::pin;
+use crate::render::MapSet;
+
+/// The programs built by `ebpf/programs` (empty when built with `AYA_BUILD_SKIP`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
+
+/// The socket-LB programs, attached to the cgroup.
+pub const SOCK_PROGRAMS: [&str; 4] = [
+    "sluice_connect4",
+    "sluice_sendmsg4",
+    "sluice_recvmsg4",
+    "sluice_getpeername4",
+];
+
+/// The tc programs, attached to the node's interfaces (ingress, egress).
+pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("sluice_tc_ingress", TcAttachType::Ingress),
+    ("sluice_tc_egress", TcAttachType::Egress),
+];
+
+/// Where to attach and pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// The cgroup v2 directory whose sockets are load-balanced.
+    pub cgroup: Option<PathBuf>,
+    /// The interfaces the tc programs attach to (empty: those holding one of `addresses`).
+    pub interfaces: Vec<String>,
+    /// Without `interfaces`: the interfaces holding an address in one of these (the node
+    /// IPs, the pod CIDRs: the underlay and the pod network's devices) get the tc programs.
+    /// Neither given: no interface does.
+    pub addresses: Vec<ipnet::Ipv4Net>,
+    /// The service CIDRs (`--service-cidr`): unallocated addresses in them are dropped.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+    /// The bpffs directory for pins.
+    pub pin_dir: PathBuf,
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    cgroup: PathBuf,
+}
+
+/// The kernel maps behind [`MapIo`].
+pub struct KernelMaps {
+    cfg: KernelConfig,
+    loaded: Option<Loaded>,
+}
+
+impl KernelMaps {
+    /// Maps to be loaded (on first use) with `cfg`.
+    pub fn new(cfg: KernelConfig) -> Self {
+        Self { cfg, loaded: None }
+    }
+
+    /// The embedded object (tests load their own instance of it).
+    pub fn object() -> Result<&'static [u8], EbpfError> {
+        match OBJECT.is_empty() {
+            true => Err(EbpfError::NotBuilt),
+            false => Ok(OBJECT),
+        }
+    }
+
+    /// Loads the object with its maps pinned in (or adopted from) `pin_dir`.
+    pub fn load_object(pin_dir: &Path) -> Result<Ebpf, EbpfError> {
+        pin::ensure_dir(pin_dir)?;
+        EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(Self::object()?)
+            .map_err(|e| EbpfError::Load(Box::new(e)))
+    }
+
+    fn loaded(&mut self) -> Result<&mut Loaded, EbpfError> {
+        if self.loaded.is_none() {
+            let cgroup = match &self.cfg.cgroup {
+                Some(c) => c.clone(),
+                None => pin::cgroup2_root()?,
+            };
+            let mut ebpf = Self::load_object(&self.cfg.pin_dir)?;
+            for name in SOCK_PROGRAMS {
+                attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
+            }
+            write_service_cidrs(&mut ebpf, &self.cfg.service_cidrs)?;
+            // A restart replaces the old proxy's tc links too.
+            pin::remove_tc_pins(&self.cfg.pin_dir)?;
+            sync_tc(&mut ebpf, &self.cfg)?;
+            let (ifaces, ports) = tc_targets(&self.cfg);
+            tracing::info!(
+                cgroup = %cgroup.display(),
+                pins = %self.cfg.pin_dir.display(),
+                interfaces = ?ifaces.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                bridge_ports = ports.len(),
+                "eBPF socket load balancer and tc path attached"
+            );
+            self.loaded = Some(Loaded { ebpf, cgroup });
+        }
+        self.loaded.as_mut().ok_or(EbpfError::NotBuilt)
+    }
+}
+
+/// Loads program `name`, attaches it to `cgroup` and pins its link as `link_<name>`,
+/// replacing (and so detaching) a link a previous proxy pinned there. (`Single` means no
+/// flags: a `bpf_link` on a cgroup always runs alongside other links, and the kernel refuses
+/// flags on link creation.) Old and new run side by
+/// side for a moment; both translate the same way, and a translated address is no Service
+/// address, so nothing is translated twice.
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    cgroup: &Path,
+    pin_dir: &Path,
+) -> Result<(), EbpfError> {
+    let fail = |source| EbpfError::Program { name, source };
+    let prog: &mut CgroupSockAddr = (ebpf.program_mut(name))
+        .ok_or(EbpfError::NotBuilt)?
+        .try_into()
+        .map_err(fail)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(fail)?;
+    }
+    let dir = File::open(cgroup).map_err(|source| EbpfError::Fs {
+        what: "open cgroup",
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(fail)?;
+    let link = prog.take_link(id).map_err(fail)?;
+    let path = pin_dir.join(format!("link_{name}"));
+    let link_err = |source: Box<dyn std::error::Error + Send + Sync>| EbpfError::Link {
+        path: path.clone(),
+        source,
+    };
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
+    pin::unpin_link(&path)?;
+    fd.pin(&path).map_err(|e| link_err(Box::new(e)))?;
+    Ok(())
+}
+
+/// Fills the service-CIDR trie (adopted maps keep earlier prefixes until cleanup; the CIDRs
+/// are configuration and rarely change).
+fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::Ipv4Net]) -> Result<(), EbpfError> {
+    let name = map_names::SERVICE_CIDRS;
+    let mut trie: aya::maps::LpmTrie<&mut MapData, u32, u8> =
+        aya::maps::LpmTrie::try_from(map(ebpf, name)?)
+            .map_err(|source| EbpfError::Map { name, source })?;
+    for net in cidrs {
+        let key = aya::maps::lpm_trie::Key::new(
+            u32::from(net.prefix_len()),
+            u32::from(net.network()).to_be(),
+        );
+        trie.insert(&key, 1, 0)
+            .map_err(|source| EbpfError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+/// Where `(iface, program)`'s link is pinned (bpffs refuses names with a dot: flannel.1).
+fn tc_pin(pin_dir: &Path, iface: &str, program: &str) -> PathBuf {
+    pin_dir.join(format!("tc_{}_{program}", iface.replace('.', "_")))
+}
+
+/// What the tc path attaches to now: the node's interfaces (both programs; each one's
+/// address recorded for SNAT), and the ports of those that are bridges (ingress only: a pod's
+/// reply passes the bridge's netfilter hooks before the bridge device's own tc ingress, so
+/// it must be un-SNATed on the port it arrives on).
+fn tc_targets(cfg: &KernelConfig) -> (Vec<crate::pin::Iface>, Vec<(String, u32)>) {
+    let ifaces = crate::pin::interfaces(&cfg.interfaces, &cfg.addresses);
+    let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
+    let ports = crate::pin::bridge_ports(&names);
+    (ifaces, ports)
+}
+
+/// Attaches what [`tc_targets`] names and is not attached yet (or lost its pin), and unpins
+/// the links of interfaces that are gone; returns how many links were made.
+fn sync_tc(ebpf: &mut Ebpf, cfg: &KernelConfig) -> Result<usize, EbpfError> {
+    let (ifaces, ports) = tc_targets(cfg);
+    {
+        let name = map_names::IFADDR;
+        let mut addrs: HashMap<&mut MapData, u32, u32> = HashMap::try_from(map(ebpf, name)?)
+            .map_err(|source| EbpfError::Map { name, source })?;
+        for iface in &ifaces {
+            let addr = u32::from(iface.addr).to_be();
+            if addrs.get(&iface.index, 0).ok() != Some(addr) {
+                addrs
+                    .insert(iface.index, addr, 0)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+            }
+        }
+    }
+    let mut want: Vec<(String, &'static str, TcAttachType)> = Vec::new();
+    for iface in &ifaces {
+        for (prog, kind) in TC_PROGRAMS {
+            want.push((iface.name.clone(), prog, kind));
+        }
+    }
+    for (port, _) in &ports {
+        want.push((port.clone(), TC_PROGRAMS[0].0, TC_PROGRAMS[0].1));
+    }
+    let mut made = 0;
+    for (iface, prog, kind) in &want {
+        let path = tc_pin(&cfg.pin_dir, iface, prog);
+        if path.exists() {
+            continue;
+        }
+        attach_one_tc(ebpf, iface, prog, *kind, &path)?;
+        made += 1;
+    }
+    // Links of interfaces that are gone (a deleted pod's veth).
+    let wanted: Vec<PathBuf> = want
+        .iter()
+        .map(|(i, p, _)| tc_pin(&cfg.pin_dir, i, p))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&cfg.pin_dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name().to_string_lossy().starts_with("tc_") && !wanted.contains(&path) {
+                pin::unpin_link(&path)?;
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// Attaches tc program `name` to `iface` (a TCX link) and pins it at `path`, replacing (and so
+/// detaching) an earlier pin.
+fn attach_one_tc(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    name: &'static str,
+    kind: TcAttachType,
+    path: &Path,
+) -> Result<(), EbpfError> {
+    let fail = |source| EbpfError::Program { name, source };
+    let prog: &mut SchedClassifier = (ebpf.program_mut(name))
+        .ok_or(EbpfError::NotBuilt)?
+        .try_into()
+        .map_err(fail)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(fail)?;
+    }
+    let id = prog.attach(iface, kind).map_err(fail)?;
+    let link = prog.take_link(id).map_err(fail)?;
+    let link_err = |source: Box<dyn std::error::Error + Send + Sync>| EbpfError::Link {
+        path: path.to_owned(),
+        source,
+    };
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| link_err(Box::new(e)))?;
+    pin::unpin_link(path)?;
+    fd.pin(path).map_err(|e| link_err(Box::new(e)))?;
+    Ok(())
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, EbpfError> {
+    ebpf.map_mut(name).ok_or(EbpfError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
+fn services(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, ServiceKey, ServiceValue>, EbpfError> {
+    let name = map_names::SERVICES;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn slots(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, SlotKey, Backend>, EbpfError> {
+    let name = map_names::SLOTS;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn ranges(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, SrcRange, u8>, EbpfError> {
+    let name = map_names::SOURCE_RANGES;
+    LpmTrie::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// The trie key of (service id, prefix): 32 bits of id, then the prefix.
+fn range_key(id: u32, net: &ipnet::Ipv4Net) -> Key<SrcRange> {
+    let data = SrcRange {
+        service_id_be: id.to_be(),
+        addr: u32::from(net.network()).to_be(),
+    };
+    Key::new(32 + u32::from(net.prefix_len()), data)
+}
+
+fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
+    let data = key.data();
+    let len = u8::try_from(key.prefix_len().checked_sub(32)?).ok()?;
+    let net = ipnet::Ipv4Net::new(u32::from_be(data.addr).into(), len).ok()?;
+    Some((u32::from_be(data.service_id_be), net))
+}
+
+/// Reads the service and slot maps of `ebpf`.
+pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
+    let mut out = MapSet::default();
+    let svc = services(ebpf)?;
+    for entry in svc.iter() {
+        let (k, v) = entry.map_err(|source| EbpfError::Map {
+            name: map_names::SERVICES,
+            source,
+        })?;
+        out.services.insert(k, v);
+    }
+    let sl = slots(ebpf)?;
+    for entry in sl.iter() {
+        let (k, v) = entry.map_err(|source| EbpfError::Map {
+            name: map_names::SLOTS,
+            source,
+        })?;
+        out.slots.insert(k, v);
+    }
+    let tr = ranges(ebpf)?;
+    for key in tr.keys() {
+        let key = key.map_err(|source| EbpfError::Map {
+            name: map_names::SOURCE_RANGES,
+            source,
+        })?;
+        if let Some(r) = range_of(&key) {
+            out.ranges.insert(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `ops` to the maps of `ebpf`, in order.
+pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
+    let svc_err = |source| EbpfError::Map {
+        name: map_names::SERVICES,
+        source,
+    };
+    let slot_err = |source| EbpfError::Map {
+        name: map_names::SLOTS,
+        source,
+    };
+    let range_err = |source| EbpfError::Map {
+        name: map_names::SOURCE_RANGES,
+        source,
+    };
+    for op in ops {
+        match op {
+            Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
+            Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
+            Op::DeleteService(k) => match services(ebpf)?.remove(k) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(svc_err)?,
+            },
+            Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(slot_err)?,
+            },
+            Op::PutRange(id, net) => ranges(ebpf)?
+                .insert(&range_key(*id, net), 1, 0)
+                .map_err(range_err)?,
+            Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(range_err)?,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The per-CPU counters of `ebpf`, summed.
+pub fn counters(ebpf: &mut Ebpf) -> Vec<u64> {
+    let Some(m) = ebpf.map_mut(map_names::STATS) else {
+        return Vec::new();
+    };
+    let Ok(arr) = PerCpuArray::<&mut MapData, u64>::try_from(m) else {
+        return Vec::new();
+    };
+    (0..stats::COUNT)
+        .map(|i| arr.get(&i, 0).map_or(0, |v| v.iter().sum()))
+        .collect()
+}
+
+impl MapIo for KernelMaps {
+    fn dump(&mut self) -> Result<MapSet, EbpfError> {
+        dump_maps(&mut self.loaded()?.ebpf)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
+        let cfg = self.cfg.clone();
+        let loaded = self.loaded()?;
+        apply_ops(&mut loaded.ebpf, ops)?;
+        // New pods' bridge ports get the tc ingress program with the sync their endpoints
+        // trigger (and at the latest with the next tick).
+        sync_tc(&mut loaded.ebpf, &cfg)?;
+        Ok(())
+    }
+
+    fn ensure_attached(&mut self) -> Result<usize, EbpfError> {
+        let pin_dir = self.cfg.pin_dir.clone();
+        let Some(loaded) = self.loaded.as_mut() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for name in SOCK_PROGRAMS {
+            if !pin_dir.join(format!("link_{name}")).exists() {
+                attach(&mut loaded.ebpf, name, &loaded.cgroup, &pin_dir)?;
+                n += 1;
+            }
+        }
+        Ok(n + sync_tc(&mut loaded.ebpf, &self.cfg)?)
+    }
+
+    fn counters(&mut self) -> Vec<u64> {
+        match self.loaded.as_mut() {
+            Some(l) => counters(&mut l.ebpf),
+            None => Vec::new(),
+        }
+    }
+
+    fn cleanup(&mut self) -> Result<(), EbpfError> {
+        self.loaded = None;
+        pin::remove_all(&self.cfg.pin_dir)
+    }
+}

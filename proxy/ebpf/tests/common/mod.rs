@@ -1,0 +1,155 @@
+//! Guards for the kernel tests: a private bpffs mount, a child cgroup of the cgroup v2
+//! hierarchy (never the root), and a client process started inside both that cgroup and a
+//! test namespace. Everything is removed on drop, also when a test fails.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sluice_testbed::NetNs;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "sluice-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A bpffs mounted on a fresh temporary directory; unmounted (dropping every pin) on drop.
+pub(crate) struct Bpffs {
+    dir: tempfile::TempDir,
+}
+
+impl Bpffs {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        nix::mount::mount(
+            Some("bpf"),
+            dir.path(),
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )?;
+        Ok(Self { dir })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A child cgroup `sluice-<tag>-<pid>-<n>` of the cgroup v2 root; its processes are killed
+/// and it is removed on drop (its programs detach with it).
+pub(crate) struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    pub(crate) fn new(tag: &str) -> anyhow::Result<Self> {
+        let root = sluice_proxy_ebpf::pin::cgroup2_root()?;
+        let path = root.join(unique(tag));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts `python3 -c code` as a process in `cgroup` and namespace `ns` (killed with the
+/// cgroup), stdout to `out`.
+pub(crate) fn start_client(
+    cgroup: &Cgroup,
+    ns: &NetNs,
+    code: &str,
+    out: &Path,
+) -> anyhow::Result<std::process::Child> {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+        cgroup.path().display(),
+        ns.name()
+    );
+    Ok(Command::new("sh")
+        .args(["-c", &script, code])
+        .stdout(std::fs::File::create(out)?)
+        .stderr(std::fs::File::create(out.with_extension("err"))?)
+        .spawn()?)
+}
+
+/// Runs `python3 -c code` as a process in `cgroup` and namespace `ns`; its stdout, or its
+/// stderr as the error.
+pub(crate) fn client(cgroup: &Cgroup, ns: &NetNs, code: &str) -> anyhow::Result<String> {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\"",
+        cgroup.path().display(),
+        ns.name()
+    );
+    let out = Command::new("sh").args(["-c", &script, code]).output()?;
+    if !out.status.success() {
+        anyhow::bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Serves TCP (answers `name`, then echoes what it reads until the client closes) and UDP
+/// (answers `name`) on `addr` inside `ns`, for the life of the namespace's threads.
+pub(crate) fn serve(
+    ns: &NetNs,
+    addr: std::net::SocketAddr,
+    name: &'static str,
+) -> anyhow::Result<()> {
+    let tcp = ns.run(|| std::net::TcpListener::bind(addr))??;
+    let udp = ns.run(|| std::net::UdpSocket::bind(addr))??;
+    std::thread::spawn(move || {
+        for stream in tcp.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut s, format!("{name}\n").as_bytes());
+                let mut buf = [0u8; 256];
+                while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(name.as_bytes(), from);
+        }
+    });
+    Ok(())
+}
