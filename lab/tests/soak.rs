@@ -5,7 +5,7 @@
 mod common;
 
 #[test]
-#[ignore = "open finding (proxy README, Reliability): about 1 UDP request in 40,000 to a stable \
+#[ignore = "open finding (README, Reliability): about 1 UDP request in 40,000 to a stable \
             Service goes unanswered when a reused client port meets a conntrack flow to an \
             endpoint just taken out of the rules; run with --ignored until it is fixed"]
 fn two_minutes_of_churn_lose_no_request_grow_nothing_and_leak_nothing() {
