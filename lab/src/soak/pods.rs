@@ -75,7 +75,11 @@ pub(crate) fn terminate(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
     let api = lab.api()?;
     let path = format!("/api/v1/namespaces/default/pods/{}", pod.name);
     let mut obj = api.get(&path)?;
-    obj["metadata"]["deletionTimestamp"] = json!(rfc3339_now());
+    obj["metadata"]["deletionTimestamp"] = json!(
+        jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    );
     obj["metadata"]["deletionGracePeriodSeconds"] = json!(30);
     api.put(&path, &obj)?;
     Ok(())
@@ -86,34 +90,6 @@ pub(crate) fn terminate(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
 /// UDP flows still pointing at it.
 pub(crate) fn stop_serving(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
     set_ready(lab, &pod.name, false)
-}
-
-/// Now as RFC 3339 (UTC, seconds).
-fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil-date.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// Unmakes `pod`: Pod object, CNI DEL, namespace and process.
@@ -143,16 +119,4 @@ fn object(pod: &SoakPod, group: &str) -> Value {
                    "podIPs": [{"ip": pod.ip.to_string()}],
                    "conditions": [{"type": "Ready", "status": "True"}]},
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn days_become_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-    }
 }
