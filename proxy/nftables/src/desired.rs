@@ -4,7 +4,7 @@
 //! only its [`Footprint`](crate::print::Footprint), so a sync that changes one Service port
 //! diffs only that port's piece: O(what changed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use sluice_nft::{ChainDef, Element, KeyValue, Op, Rule, SetDef};
 
@@ -104,6 +104,10 @@ pub struct Phases {
     flush: Vec<Op>,
     chain_del: Vec<Op>,
     set_del: Vec<Op>,
+    /// The elements `elem_del` already holds: two owners giving up one shared key (a
+    /// Service's TCP and UDP ports share the `hairpin` element of an endpoint port) delete
+    /// it once — the kernel refuses a second delete (ENOENT) and with it the transaction.
+    deleted: HashSet<(Box<str>, ElemKey)>,
 }
 
 impl Phases {
@@ -186,7 +190,7 @@ impl Phases {
 
     /// Deletes what `old` has that no piece added since it was built wanted, except the
     /// elements `keep` names (held by someone else); a set that goes takes its elements.
-    pub(crate) fn finish(&mut self, old: Old, mut keep: impl FnMut(&str, &ElemKey) -> bool) {
+    pub(crate) fn finish(&mut self, old: Old, keep: impl Fn(&str, &ElemKey) -> bool) {
         let mut sets: Vec<Box<str>> = old.sets.into_keys().collect();
         sets.sort();
         let mut elements: Vec<_> = old.elements.into_iter().collect();
@@ -197,6 +201,7 @@ impl Phases {
             }
             let gone: Vec<Element> = (elems.into_iter())
                 .filter(|(k, e)| !e.seen && !keep(&set, k))
+                .filter(|(k, _)| self.deleted.insert((set.clone(), k.clone())))
                 .map(|((key, prefix), _)| Element {
                     prefix,
                     ..Element::key(key)

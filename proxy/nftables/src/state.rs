@@ -115,20 +115,13 @@ impl NftState {
         let mut phases = Phases::default();
         let empty = Desired::default();
         let mut pieces = Vec::with_capacity(rendered.len());
-        let mut deleted = HashSet::new();
         for (owner, new) in rendered {
             let before = self.pieces.get(&owner);
             let mut old = Old::of_prints(before);
             let mut known =
                 |name: &str, body: &ChainBody, h: u64| self.prints(&owner, name, h, body);
             phases.add_against(&mut old, new.as_ref().unwrap_or(&empty), &mut known);
-            // Two owners giving up one shared key (a Service's TCP and UDP ports share the
-            // `hairpin` element of an endpoint port) delete it once: the kernel refuses a
-            // second delete (ENOENT) and with it the whole transaction.
-            phases.finish(old, |set, key| {
-                let k = claim_key(set, key);
-                kept.contains(&k) || !deleted.insert(k)
-            });
+            phases.finish(old, |set, key| kept.contains(&claim_key(set, key)));
             let print = new.map(|p| self.footprint(&owner, &p));
             pieces.push((owner, print));
         }
