@@ -29,6 +29,9 @@ pub struct ProxyState {
     applied_services: Arc<ServicePortMap>,
     applied_endpoints: Arc<EndpointsMap>,
     full_sync_pending: bool,
+    /// What failed syncs took away ([`Changes::replaced`]), carried into the next sync: its
+    /// conntrack reconciliation must still delete the flows of destinations that are gone.
+    replaced_pending: Vec<Arc<ServicePort>>,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of pending slice
     /// changes, per Service.
     trigger_times: HashMap<ServiceName, Vec<SystemTime>>,
@@ -47,6 +50,7 @@ impl ProxyState {
             applied_services: Arc::default(),
             applied_endpoints: Arc::default(),
             full_sync_pending: true,
+            replaced_pending: Vec::new(),
             trigger_times: HashMap::new(),
             config,
         }
@@ -118,6 +122,15 @@ impl ProxyState {
         self.full_sync_pending = true;
     }
 
+    /// After a failed apply of `changes`: the next sync is a full one and still undoes what
+    /// `changes` took away (a full sync alone only knows what is there now, so the flows of a
+    /// Service deleted in the failed sync would be left to time out).
+    pub fn retry_after_failure(&mut self, changes: &Changes) {
+        self.full_sync_pending = true;
+        self.replaced_pending
+            .extend(changes.replaced.iter().cloned());
+    }
+
     /// Whether the next sync has anything to do.
     pub fn has_pending(&self) -> bool {
         self.full_sync_pending
@@ -152,6 +165,7 @@ impl ProxyState {
     pub fn sync(&mut self) -> (Snapshot, Changes) {
         let mut changes = Changes {
             full: std::mem::take(&mut self.full_sync_pending),
+            replaced: std::mem::take(&mut self.replaced_pending),
             ..Changes::default()
         };
         let service_changes = self.services.checkout();

@@ -29,6 +29,9 @@ pub struct Applied {
     pub ports: BTreeSet<ServicePortName>,
     /// The endpoints of those ports in the snapshot, summed.
     pub endpoints: usize,
+    /// The ports named in `changes.replaced`: what the apply (and its conntrack
+    /// reconciliation) was told had been taken away.
+    pub replaced: BTreeSet<ServicePortName>,
     /// Whether the fake reported success.
     pub ok: bool,
 }
@@ -156,10 +159,12 @@ impl FakeBackend {
     fn record<'p>(
         &mut self,
         snapshot: &Snapshot,
+        changes: &Changes,
         full: bool,
         ports: impl Iterator<Item = &'p ServicePortName>,
     ) -> Result<(), BackendError> {
         let ports: BTreeSet<ServicePortName> = ports.cloned().collect();
+        let replaced = changes.replaced.iter().map(|p| p.name.clone()).collect();
         let endpoints = ports.iter().map(|p| snapshot.endpoints(p).len()).sum();
         let mut inner = self.log.lock();
         let refused = (ports.iter())
@@ -183,6 +188,7 @@ impl FakeBackend {
             full,
             ports,
             endpoints,
+            replaced,
             ok,
         });
         match ok {
@@ -236,11 +242,12 @@ impl Backend for FakeBackend {
         snapshot: &Snapshot,
         changes: &Changes,
     ) -> Result<(), BackendError> {
-        self.record(snapshot, false, changes.ports.iter())
+        self.record(snapshot, changes, false, changes.ports.iter())
     }
 
-    fn apply_full(&mut self, snapshot: &Snapshot, _changes: &Changes) -> Result<(), BackendError> {
-        self.record(snapshot, true, snapshot.service_ports().map(|p| &p.name))
+    fn apply_full(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<(), BackendError> {
+        let ports = snapshot.service_ports().map(|p| &p.name);
+        self.record(snapshot, changes, true, ports)
     }
 
     fn cleanup(&mut self) -> Result<(), BackendError> {

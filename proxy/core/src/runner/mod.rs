@@ -261,7 +261,7 @@ impl<B: Backend + 'static> Runner<B> {
         };
         span.in_scope(|| log_result(&record, result.as_ref().err()));
         if result.is_err() {
-            feed::lock(&fam.state).request_full_sync();
+            feed::lock(&fam.state).retry_after_failure(&changes);
         }
         self.publish(&record, in_flight);
         let report = SyncReport {

@@ -76,6 +76,7 @@ fn partial(ports: &[&str]) -> Applied {
         full: false,
         ports: ports.iter().map(|p| port_name(p)).collect(),
         endpoints: 0,
+        replaced: BTreeSet::new(),
         ok: true,
     }
 }
@@ -307,5 +308,49 @@ async fn a_refused_partial_apply_is_retried_whole_before_anything_is_left_out() 
     }
     let status = h.feed.status();
     assert!(!status.borrow().update_pending(), "the change is applied");
+    h.stop().await;
+}
+
+/// A Service deleted in a sync that fails is still reported as taken away by the full sync
+/// that follows: a full sync alone knows only what is there now, and the conntrack
+/// reconciliation needs the deleted Service's addresses to delete its UDP flows.
+#[tokio::test(start_paused = true)]
+async fn what_a_failed_sync_took_away_reaches_the_sync_that_succeeds() {
+    let h = start(true);
+    h.add("a", "10.0.0.1");
+    sleep(Duration::from_millis(10)).await;
+    h.log.take_applies();
+    sleep(Duration::from_secs(2)).await;
+    // The partial apply and its whole retry fail (nothing to isolate: the Service is gone);
+    // so does the first retry after the backoff.
+    h.log.fail_next(3);
+    let a = ServiceName::new("ns", "a");
+    h.feed.update(|state| state.delete_service(&a));
+    sleep(Duration::from_millis(10)).await;
+    let failed = h.log.take_applies();
+    assert!(
+        !failed.is_empty() && failed.iter().all(|a| !a.ok),
+        "{failed:?}"
+    );
+    assert!(failed[0].replaced.contains(&port_name("a")), "{failed:?}");
+    sleep(Duration::from_secs(4)).await;
+    let retries = h.log.take_applies();
+    let done = retries.last().expect("retried");
+    assert!(done.ok && done.full, "{retries:?}");
+    assert!(
+        retries.iter().all(|r| r.replaced.contains(&port_name("a"))),
+        "every retry still undoes the deleted Service: {retries:?}"
+    );
+    // Once a sync succeeded, what it undid is not carried any further.
+    h.feed.update(|state| {
+        state.request_full_sync();
+        true
+    });
+    sleep(Duration::from_secs(2)).await;
+    let next = h.log.take_applies();
+    assert!(
+        next.iter().all(|r| r.ok && r.replaced.is_empty()),
+        "{next:?}"
+    );
     h.stop().await;
 }
