@@ -1,10 +1,9 @@
 //! What the soak must leave behind once every soak pod and Service is gone: exactly what the
 //! lab had before it started. Per node: the Service rules (the `ip sluice` table's text, or
 //! the count of Service chains in iptables mode), the veths, the addresses reserved in the
-//! CNI plugin's IPAM store; and no conntrack entry that still carries traffic for a removed
-//! pod or a deleted Service once the kernel's UDP timeout has passed (what the proxy must
-//! delete — UDP flows to a Service answered by an endpoint that left it — is checked during
-//! the run, see `churn`; what it leaves to the kernel as kube-proxy does expires by then).
+//! CNI plugin's IPAM store; and no UDP flow to a deleted Service (the proxies delete them) nor
+//! an open TCP connection to a removed pod or deleted Service. (UDP flows to a Service
+//! answered by an endpoint that left it are checked during the run, see `churn`.)
 //! TCP entries in TIME_WAIT and the other closing states are not leaks — the kernel expires
 //! them (2 min at most), and kube-proxy deletes only UDP entries — so they are counted apart.
 
@@ -107,17 +106,6 @@ pub(crate) fn leaks(before: &Baseline, after: &Baseline) -> Vec<String> {
         }
     }
     out
-}
-
-/// The kernel's UDP conntrack timeout in the first node (`nf_conntrack_udp_timeout`, 30 s by
-/// default).
-pub(crate) fn udp_timeout(lab: &Lab) -> std::time::Duration {
-    let secs = (lab.node_names().first())
-        .and_then(|n| NetNs::open(&lab.state.ns(n)).ok())
-        .and_then(|ns| (ns.exec(["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"])).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(30);
-    std::time::Duration::from_secs(secs)
 }
 
 /// Conntrack entries in the nodes that should be gone: `(leaked, expiring)`. Leaked: a UDP
