@@ -4,8 +4,9 @@
 //! CNI plugin's IPAM store; and no UDP flow to a deleted Service (the proxies delete them) nor
 //! an open TCP connection to a removed pod or deleted Service. (UDP flows to a Service
 //! answered by an endpoint that left it are checked during the run, see `churn`.)
-//! TCP entries in TIME_WAIT and the other closing states are not leaks — the kernel expires
-//! them (2 min at most), and kube-proxy deletes only UDP entries — so they are counted apart.
+//! TCP entries in TIME_WAIT and the other closing states, and unanswered SYNs, are not leaks —
+//! the kernel expires them (2 min at most), and kube-proxy deletes only UDP entries — so they
+//! are counted apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -119,44 +120,63 @@ pub(crate) fn conntrack(
     removed: &[Ipv4Addr],
     deleted_vips: &[Ipv4Addr],
 ) -> anyhow::Result<(Vec<String>, usize)> {
-    let mentions = |line: &str, ips: &[Ipv4Addr]| {
-        ips.iter()
-            .any(|ip| line.contains(&format!("src={ip} ")) || line.contains(&format!("dst={ip} ")))
-    };
     let (mut leaked, mut expiring) = (Vec::new(), 0);
     for node in lab.node_names() {
         let ns = NetNs::open(&lab.state.ns(&node))?;
         let table = ns.exec(["conntrack", "-L"]).unwrap_or_default();
         for line in table.lines() {
-            let line = format!("{line} ");
-            let orig_dst_deleted = (line.split_whitespace())
-                .find(|w| w.starts_with("dst="))
-                .and_then(|w| w.trim_start_matches("dst=").parse::<Ipv4Addr>().ok())
-                .is_some_and(|d| deleted_vips.contains(&d));
-            let any = mentions(&line, removed) || mentions(&line, deleted_vips);
-            let closing = line.starts_with("tcp")
-                && [
-                    " TIME_WAIT ",
-                    " CLOSE ",
-                    " CLOSE_WAIT ",
-                    " FIN_WAIT ",
-                    " LAST_ACK ",
-                ]
-                .iter()
-                .any(|s| line.contains(s));
-            let leak = match () {
-                () if line.starts_with("udp") => orig_dst_deleted,
-                () if line.starts_with("tcp") => any && !closing,
-                () => false,
-            };
-            if leak {
-                leaked.push(format!("{node}: {}", line.trim()));
-            } else if any {
-                expiring += 1;
+            match judge(line, removed, deleted_vips) {
+                Some(Entry::Leaked) => leaked.push(format!("{node}: {}", line.trim())),
+                Some(Entry::Expiring) => expiring += 1,
+                None => {}
             }
         }
     }
     Ok((leaked, expiring))
+}
+
+/// What one `conntrack -L` line about a removed pod or deleted Service is.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Leaked,
+    Expiring,
+}
+
+/// Judges one `conntrack -L` line; `None` when it is about neither a removed pod nor a
+/// deleted Service.
+fn judge(line: &str, removed: &[Ipv4Addr], deleted_vips: &[Ipv4Addr]) -> Option<Entry> {
+    let line = format!("{line} ");
+    // The original tuple's source and destination, then the reply's.
+    let addrs: Vec<Ipv4Addr> = (line.split_whitespace())
+        .filter_map(|w| w.strip_prefix("src=").or_else(|| w.strip_prefix("dst=")))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let orig_dst_deleted = addrs.get(1).is_some_and(|d| deleted_vips.contains(d));
+    let any = (addrs.iter()).any(|a| removed.contains(a) || deleted_vips.contains(a));
+    // A connection attempt nobody answered is not an open connection: the churn's probe of a
+    // Service not programmed yet makes them (in iptables mode the node routes such a SYN out,
+    // masqueraded, and it stays SYN_SENT until it expires).
+    let unanswered = line.contains(" SYN_SENT ") && line.contains(" [UNREPLIED] ");
+    let closing = unanswered
+        || [
+            " TIME_WAIT ",
+            " CLOSE ",
+            " CLOSE_WAIT ",
+            " FIN_WAIT ",
+            " LAST_ACK ",
+        ]
+        .iter()
+        .any(|s| line.contains(s));
+    let leak = match () {
+        () if line.starts_with("udp") => orig_dst_deleted,
+        () if line.starts_with("tcp") => any && !closing,
+        () => false,
+    };
+    match (leak, any) {
+        (true, _) => Some(Entry::Leaked),
+        (false, true) => Some(Entry::Expiring),
+        (false, false) => None,
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +212,25 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].contains("veth9") && found[1].contains("10.244.1.9"));
         assert!(found[2].contains("chain x"));
+    }
+
+    #[test]
+    fn open_connections_and_deleted_services_flows_leak_closing_and_unanswered_ones_expire() {
+        let removed: Vec<Ipv4Addr> = vec!["10.244.1.48".parse().unwrap()];
+        let deleted: Vec<Ipv4Addr> =
+            vec!["10.96.0.3".parse().unwrap(), "10.96.0.20".parse().unwrap()];
+        let judged = |line: &str| judge(line, &removed, &deleted);
+        let udp = "udp      17 23 src=10.244.1.2 dst=10.96.0.3 sport=57901 dport=53 src=10.244.1.48 dst=10.244.1.2 sport=8080 dport=57901 mark=0 use=1";
+        assert_eq!(judged(udp), Some(Entry::Leaked));
+        let open = "tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.244.1.48 sport=4000 dport=8080 src=10.244.1.48 dst=10.244.1.2 sport=8080 dport=4000 [ASSURED] mark=0 use=1";
+        assert_eq!(judged(open), Some(Entry::Leaked));
+        let closing = "tcp      6 110 TIME_WAIT src=10.244.1.2 dst=10.96.0.3 sport=4001 dport=80 src=10.244.1.48 dst=10.244.1.2 sport=8080 dport=4001 [ASSURED] mark=0 use=1";
+        assert_eq!(judged(closing), Some(Entry::Expiring));
+        let probe = "tcp      6 69 SYN_SENT src=10.244.1.2 dst=10.96.0.20 sport=37288 dport=80 [UNREPLIED] src=10.96.0.20 dst=192.168.0.11 sport=80 dport=8883 mark=0 use=1";
+        assert_eq!(judged(probe), Some(Entry::Expiring));
+        let forwarded = "udp      17 20 src=10.244.2.2 dst=10.244.1.48 sport=5000 dport=8080 src=10.244.1.48 dst=10.244.2.2 sport=8080 dport=5000 mark=0 use=1";
+        assert_eq!(judged(forwarded), Some(Entry::Expiring));
+        let other = "udp      17 20 src=10.244.2.2 dst=10.96.0.2 sport=5000 dport=53 src=10.244.1.40 dst=10.244.2.2 sport=8080 dport=5000 mark=0 use=1";
+        assert_eq!(judged(other), None);
     }
 }

@@ -188,9 +188,12 @@ fn soak(lab: &mut Lab, duration: Duration) -> anyhow::Result<bool> {
 fn deleted_flows_gone(lab: &Lab, churn: &Churn) -> anyhow::Result<(Vec<String>, usize)> {
     let start = Instant::now();
     loop {
+        // Judged by when the look began: reading and judging tens of thousands of entries
+        // takes seconds in a debug build on a loaded machine.
+        let looked = start.elapsed();
         let (live, closing) = leaks::conntrack(lab, &churn.removed_ips, &churn.deleted_vips)?;
         let udp_left = live.iter().any(|l| l.contains(": udp"));
-        if !udp_left || start.elapsed() > FLOWS_DELETED {
+        if !udp_left || looked > FLOWS_DELETED {
             return Ok((live, closing));
         }
         std::thread::sleep(Duration::from_millis(200));
