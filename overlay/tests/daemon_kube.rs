@@ -6,14 +6,12 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_test_apiserver::{Config, TestApiServer};
-use sluice_testbed::cluster::{Cluster, Node, Pod};
-use sluice_testbed::link::Address;
+use sluice_testbed::cluster::{Cluster, Node, Pod, UnderlayApi};
 use sluice_testbed::traffic::{self, EchoServer};
 use sluice_testbed::{Process, require_root};
 
@@ -23,36 +21,21 @@ const ANN: &str = "flannel.alpha.coreos.com";
 
 /// The test API server, served on the underlay at [`API_IP`] so node namespaces reach it,
 /// with a kubeconfig and net-conf.json in a temp dir.
-struct Api {
-    server: TestApiServer,
-    dir: tempfile::TempDir,
-    _addr: Address,
+struct Api(UnderlayApi);
+
+impl std::ops::Deref for Api {
+    type Target = UnderlayApi;
+
+    fn deref(&self) -> &UnderlayApi {
+        &self.0
+    }
 }
 
 impl Api {
     fn start(cluster: &Cluster, net_conf: &str) -> Self {
-        let underlay = cluster.underlay();
-        let cidr = ipnet::Ipv4Net::new(API_IP, 24).unwrap();
-        let addr = Address::new(underlay.ns(), underlay.bridge().name(), cidr).unwrap();
-        let config = Config {
-            bind: API_IP.into(),
-            ..Config::default()
-        };
-        let server = underlay
-            .ns()
-            .run(move || TestApiServer::start_with(config))
-            .unwrap()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        server
-            .write_kubeconfig(dir.path().join("kubeconfig"))
-            .unwrap();
-        std::fs::write(dir.path().join("net-conf.json"), net_conf).unwrap();
-        Self {
-            server,
-            dir,
-            _addr: addr,
-        }
+        let api = cluster.underlay().api_server(API_IP).unwrap();
+        std::fs::write(api.dir().join("net-conf.json"), net_conf).unwrap();
+        Self(api)
     }
 
     /// Registers `node` with `pod_cidr` and extra `annotations`.
@@ -69,10 +52,6 @@ impl Api {
         for node in cluster.nodes() {
             self.add_node(node, &node.pod_cidr().to_string(), json!({}));
         }
-    }
-
-    fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     fn annotation(&self, node: &Node, key: &str) -> Option<String> {

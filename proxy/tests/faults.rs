@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, vip};
 use serde_json::json;
-use sluice_testbed::apiserver::{Config, Fault, TestApiServer};
-use sluice_testbed::cluster::{Cluster, Pod};
-use sluice_testbed::link::Address;
+use sluice_testbed::apiserver::Fault;
+use sluice_testbed::cluster::{Cluster, Pod, UnderlayApi};
 use sluice_testbed::traffic::{EchoServer, tcp_request};
 use sluice_testbed::{NetNs, Process};
 
@@ -39,34 +38,20 @@ const CONVERGE: Duration = Duration::from_secs(40);
 /// the proxy on node 1 watching it.
 struct Bed {
     proxy: Process,
-    server: TestApiServer,
+    api: UnderlayApi,
     client: Pod,
     _backend: Pod,
     _echo: EchoServer,
-    _dir: tempfile::TempDir,
-    _addr: Address,
     cluster: Cluster,
 }
 
 impl Bed {
     fn start() -> Self {
         let cluster = Cluster::with_pod_routes(2).unwrap();
-        let underlay = cluster.underlay();
-        let cidr = ipnet::Ipv4Net::new(API_IP, 24).unwrap();
-        let addr = Address::new(underlay.ns(), underlay.bridge().name(), cidr).unwrap();
-        let config = Config {
-            bind: API_IP.into(),
-            ..Config::default()
-        };
-        let server = (underlay.ns())
-            .run(move || TestApiServer::start_with(config))
-            .unwrap()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
+        let api = cluster.underlay().api_server(API_IP).unwrap();
+        let kubeconfig = api.kubeconfig();
         for node in cluster.nodes() {
-            server
+            (api.server)
                 .create(json!({"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": node.name()},
                     "status": {"addresses": [{"type": "InternalIP", "address": node.addr().to_string()}]}}))
@@ -89,12 +74,10 @@ impl Bed {
         let proxy = n1.ns().spawn(&cmd).unwrap();
         Self {
             proxy,
-            server,
+            api,
             client,
             _backend: backend,
             _echo: echo,
-            _dir: dir,
-            _addr: addr,
             cluster,
         }
     }
@@ -105,13 +88,13 @@ impl Bed {
 
     /// Creates Service `name` (port 80) with its slice pointing at the backend; its ClusterIP.
     fn service(&self, name: &str) -> String {
-        let svc = (self.server)
+        let svc = (self.api.server)
             .create(json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": "default"},
                 "spec": {"ports": [{"name": "p", "port": 80, "targetPort": 8080}]}}))
             .unwrap();
         let backend = &self.cluster.nodes()[1];
-        (self.server)
+        (self.api.server)
             .create(
                 json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"name": format!("{name}-1"), "namespace": "default",
@@ -195,7 +178,7 @@ fn survives(fault: Fault) {
     std::thread::sleep(2 * SYNC_PERIOD);
     let (fds, connections) = (bed.fds(), bed.api_connections());
 
-    bed.server.set_fault(fault);
+    bed.api.server.set_fault(fault);
     let late = bed.service("late");
     let start = Instant::now();
     let (mut requests, mut failed, mut unhealthy) = (0, 0, Vec::new());
@@ -226,8 +209,8 @@ fn survives(fault: Fault) {
         unhealthy.is_empty(),
         "{fault}: /healthz must stay 200 (nothing queued and not applied, as in kube-proxy): {unhealthy:?}"
     );
-    assert_eq!(bed.server.fault(), Some(fault));
-    bed.server.clear_fault();
+    assert_eq!(bed.api.server.fault(), Some(fault));
+    bed.api.server.clear_fault();
 
     eventually(CONVERGE, || bed.answers(&late).then_some(()));
     assert!(bed.answers(&web), "{fault}: web after the fault");
@@ -238,8 +221,8 @@ fn survives(fault: Fault) {
         (bed.api_connections() <= connections + 1 && bed.fds() <= fds + 2).then_some(())
     });
     for name in ["web", "late"] {
-        bed.server.delete("services", "default", name).unwrap();
-        (bed.server)
+        bed.api.server.delete("services", "default", name).unwrap();
+        (bed.api.server)
             .delete("endpointslices", "default", &format!("{name}-1"))
             .unwrap();
     }

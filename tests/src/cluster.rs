@@ -58,6 +58,58 @@ impl Underlay {
     pub fn bridge(&self) -> &Bridge {
         &self.bridge
     }
+
+    /// A test API server on the underlay at `ip` (given the underlay's /24 on its bridge), as
+    /// the nodes' daemons reach a real one, with a kubeconfig for it in a temp dir.
+    pub fn api_server(&self, ip: Ipv4Addr) -> Result<UnderlayApi> {
+        let addr = Address::new(&self.ns, self.bridge.name(), slash24(ip))?;
+        let config = crate::apiserver::Config {
+            bind: ip.into(),
+            ..crate::apiserver::Config::default()
+        };
+        let op = format!("start the test API server on {ip}");
+        let server = (self
+            .ns
+            .run(move || crate::apiserver::TestApiServer::start_with(config)))?
+        .map_err(|e| Error::Io {
+            op: op.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            op: op.clone(),
+            source,
+        })?;
+        (server.write_kubeconfig(dir.path().join("kubeconfig"))).map_err(|source| Error::Io {
+            op: format!("{op}: write its kubeconfig"),
+            source,
+        })?;
+        Ok(UnderlayApi {
+            server,
+            dir,
+            _addr: addr,
+        })
+    }
+}
+
+/// A test API server on the underlay ([`Underlay::api_server`]); dropping it stops the server
+/// and removes its address and kubeconfig.
+pub struct UnderlayApi {
+    /// The server, for creating objects and injecting faults.
+    pub server: crate::apiserver::TestApiServer,
+    dir: tempfile::TempDir,
+    _addr: Address,
+}
+
+impl UnderlayApi {
+    /// The temp dir holding `kubeconfig` (a test may put more files there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The kubeconfig pointing at the server.
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
 }
 
 /// `addr/24`.
