@@ -14,6 +14,24 @@ use sluice_testbed::cluster::Pod;
 use sluice_testbed::traffic::{self, EchoServer};
 use sluice_testbed::{Process, require_root};
 
+/// Both nodes' daemons (lease TTL 10 s), once node 1 routes to node 2.
+fn routed_daemons(lab: &EtcdLab) -> Vec<Process> {
+    let daemons: Vec<Process> = (lab.cluster.nodes().iter())
+        .map(|n| lab.daemon(n, "10s"))
+        .collect();
+    eventually("both leases", Duration::from_secs(15), || lab.leases() == 2);
+    eventually("node 1 routes to node 2", Duration::from_secs(10), || {
+        !routes(lab).trim().is_empty()
+    });
+    daemons
+}
+
+/// Node 1's routes to its peers (the overlay's protocol 83).
+fn routes(lab: &EtcdLab) -> String {
+    let n1 = lab.cluster.node(1).unwrap();
+    n1.ns().ip(["route", "show", "proto", "83"]).unwrap()
+}
+
 fn talks(from: &Pod, to: &Pod) -> bool {
     let addr = SocketAddr::new(to.ip().into(), 9000);
     traffic::tcp_request(from.ns(), addr, Duration::from_millis(300))
@@ -96,18 +114,8 @@ fn etcd_mode_three_nodes_distinct_subnets_traffic_and_expiry() {
 fn etcd_outage_keeps_routes_and_renewals_resume() {
     require_root();
     let lab = EtcdLab::start(2);
-    let mut daemons: Vec<Process> = lab
-        .cluster
-        .nodes()
-        .iter()
-        .map(|n| lab.daemon(n, "10s"))
-        .collect();
-    eventually("both leases", Duration::from_secs(15), || lab.leases() == 2);
-    let n1 = lab.cluster.node(1).unwrap();
-    let routes = || n1.ns().ip(["route", "show", "proto", "83"]).unwrap();
-    eventually("node 1 routes to node 2", Duration::from_secs(10), || {
-        !routes().trim().is_empty()
-    });
+    let mut daemons = routed_daemons(&lab);
+    let routes = || routes(&lab);
     let before = routes();
 
     lab.etcd.pause().unwrap();
@@ -136,23 +144,12 @@ fn etcd_outage_keeps_routes_and_renewals_resume() {
 fn etcd_stopped_and_started_keeps_routes_and_the_watch_resumes() {
     require_root();
     let mut lab = EtcdLab::start(2);
-    let mut daemons: Vec<Process> = lab
-        .cluster
-        .nodes()
-        .iter()
-        .map(|n| lab.daemon(n, "10s"))
-        .collect();
-    eventually("both leases", Duration::from_secs(15), || lab.leases() == 2);
-    let n1 = lab.cluster.node(1).unwrap();
-    let routes = || n1.ns().ip(["route", "show", "proto", "83"]).unwrap();
-    eventually("node 1 routes to node 2", Duration::from_secs(10), || {
-        !routes().trim().is_empty()
-    });
-    let before = routes();
+    let mut daemons = routed_daemons(&lab);
+    let before = routes(&lab);
 
     lab.etcd.stop();
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(routes(), before, "routes kept while etcd is stopped");
+    assert_eq!(routes(&lab), before, "routes kept while etcd is stopped");
     for d in &mut daemons {
         assert!(d.try_wait().unwrap().is_none(), "{}", d.log_tail(20));
     }
@@ -163,13 +160,13 @@ fn etcd_stopped_and_started_keeps_routes_and_the_watch_resumes() {
     let key = format!("{PREFIX}/subnets/10.244.77.0-24");
     lab.etcd.put(&key, peer).unwrap();
     eventually("a route to the new peer", Duration::from_secs(30), || {
-        routes().contains("10.244.77.0/24")
+        routes(&lab).contains("10.244.77.0/24")
     });
     // Past the 10 s TTL of any lease granted before the stop: renewals resumed.
     std::thread::sleep(Duration::from_secs(11));
     assert!(lab.leases() >= 2, "renewals resumed after the restart");
     assert!(
-        routes().contains(before.lines().next().unwrap_or("")),
+        routes(&lab).contains(before.lines().next().unwrap_or("")),
         "old routes kept"
     );
     for d in &mut daemons {
