@@ -28,6 +28,26 @@ fn namespace(state: &State, name: &str) -> anyhow::Result<String> {
     Ok(ns)
 }
 
+/// `program` inside namespace `ns` (`ip netns exec`, so with the pod's own `/etc` files such
+/// as its `resolv.conf`); in ebpf mode in the node's cgroup, as the pod's processes are.
+pub(crate) fn in_pod(ns: &str, program: &str) -> Command {
+    match crate::cgroups::sender_cgroup(ns) {
+        Some(cg) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("echo $$ > \"$0\" && exec \"$@\"")
+                .arg(cg.join("cgroup.procs"));
+            c.args(["ip", "netns", "exec", ns, program]);
+            c
+        }
+        None => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+    }
+}
+
 /// Runs `cmd` inside `name` with our stdio; its exit code becomes ours.
 pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     let state = dir.load().context("is the lab up?")?;
@@ -36,22 +56,7 @@ pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<E
         bail!("no command given: sluice-lab exec {name} -- CMD…");
     };
     crate::cgroups::register(dir, &state);
-    // ebpf mode: the command runs in the node's cgroup, as the pod's processes do.
-    let mut command = match crate::cgroups::sender_cgroup(&ns) {
-        Some(cg) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg("echo $$ > \"$0\" && exec \"$@\"")
-                .arg(cg.join("cgroup.procs"));
-            c.args(["ip", "netns", "exec", &ns, program]);
-            c
-        }
-        None => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns, program]);
-            c
-        }
-    };
+    let mut command = in_pod(&ns, program);
     let status = command
         .args(args)
         .status()

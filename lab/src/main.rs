@@ -10,12 +10,14 @@ mod cni;
 mod conformance;
 mod daemons;
 mod demo;
+mod dns;
 mod down;
 mod echo;
 mod exec;
 mod image;
 mod labd;
 mod labdir;
+mod resolv;
 mod soak;
 mod spawn;
 mod up;
@@ -150,6 +152,15 @@ enum Command {
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
     },
+    /// The cluster DNS server (started by `up` inside the kube-dns pod).
+    #[command(hide = true)]
+    DnsServe {
+        /// The API server's URL (as a pod reaches it).
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value = "0.0.0.0:53")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -257,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )),
         Command::Labd { underlay } => labd::run(&dir, &underlay).map(|()| ExitCode::SUCCESS),
         Command::PodServe { name, ports } => echo::serve(&name, &ports).map(|()| ExitCode::SUCCESS),
+        Command::DnsServe { api, listen } => dns::serve(&api, listen).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -75,11 +75,7 @@ pub(crate) fn terminate(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
     let api = lab.api()?;
     let path = format!("/api/v1/namespaces/default/pods/{}", pod.name);
     let mut obj = api.get(&path)?;
-    obj["metadata"]["deletionTimestamp"] = json!(
-        jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string()
-    );
+    obj["metadata"]["deletionTimestamp"] = json!(crate::api::now());
     obj["metadata"]["deletionGracePeriodSeconds"] = json!(30);
     api.put(&path, &obj)?;
     Ok(())
