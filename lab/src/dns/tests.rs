@@ -42,7 +42,7 @@ fn tcp(server: SocketAddr, name: &str, kind: RecordType) -> Message {
 }
 
 fn answers(m: &Message) -> Vec<String> {
-    m.answers.iter().map(|r| r.data().to_string()).collect()
+    m.answers.iter().map(|r| r.data.to_string()).collect()
 }
 
 #[test]

@@ -193,7 +193,7 @@ mod tests {
 
     fn types(zone: &Zone, n: &str) -> Vec<(RecordType, String)> {
         (zone.lookup(n).unwrap().iter())
-            .map(|r| (r.record_type(), r.data().to_string()))
+            .map(|r| (r.record_type(), r.data.to_string()))
             .collect()
     }
 
