@@ -30,7 +30,7 @@ impl Up {
             &d,
             "up",
             "--name",
-            &name,
+            &name.clone(),
             "--nodes",
             "2",
             "--pods-per-node",

@@ -292,10 +292,23 @@ fn kubectl_generators_that_send_protobuf_work() {
         k.server.get("services", "default", "np").unwrap()["spec"]["type"],
         "NodePort"
     );
-    assert_eq!(k.run(&["create", "namespace", "team"]).trim(), "namespace/team created");
-    let out = k.run(&["create", "configmap", "cfg", "--from-literal=a=b", "-n", "team"]);
+    assert_eq!(
+        k.run(&["create", "namespace", "team"]).trim(),
+        "namespace/team created"
+    );
+    let out = k.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "-n",
+        "team",
+    ]);
     assert_eq!(out.trim(), "configmap/cfg created");
-    assert_eq!(k.server.get("configmaps", "team", "cfg").unwrap()["data"]["a"], "b");
+    assert_eq!(
+        k.server.get("configmaps", "team", "cfg").unwrap()["data"]["a"],
+        "b"
+    );
 }
 
 #[test]
@@ -313,9 +326,11 @@ fn kubectl_wide_output_shows_pod_ips_and_node_details() {
                 "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2}]}}))
         .unwrap();
     k.server
-        .create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        .create(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.11"}],
-                "nodeInfo": {"kubeletVersion": "v1.34.0", "kernelVersion": "6.18"}}}))
+                "nodeInfo": {"kubeletVersion": "v1.34.0", "kernelVersion": "6.18"}}}),
+        )
         .unwrap();
     let rows = |out: String| -> Vec<Vec<String>> {
         out.lines()
