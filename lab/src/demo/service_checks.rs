@@ -155,9 +155,13 @@ pub(crate) fn not_ready(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
     let t = tally(&ns, to, 30)?;
     t.all_answered(30)?;
     ensure!(!t.by_pod.contains_key("web-4"), "web-4 still answers");
+    // kubectl shows it as a user would see it in a cluster.
+    let row = super::services::kubectl(c.lab.dir.root(), &["get", "pod", "web-4", "--no-headers"])?;
+    let ready = row.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    ensure!(ready == "0/1", "kubectl get pod web-4 says READY {ready:?}");
     set_ready(c.lab, "web-4", true)?;
     Ok(format!(
-        "out of rotation after {:.0} ms; 30/30: {}",
+        "out of rotation after {:.0} ms (kubectl: READY 0/1); 30/30: {}",
         took.as_secs_f64() * 1e3,
         t.summary()
     ))
@@ -168,7 +172,6 @@ pub(crate) fn not_ready(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
 /// search path, the query through the proxy to kube-dns, the request to a pod — is answered.
 pub(crate) fn by_name(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
     let netns = c.pod("web-2")?.netns.clone();
-    let created = Instant::now();
     let out = super::services::kubectl(
         c.lab.dir.root(),
         &[
@@ -182,6 +185,7 @@ pub(crate) fn by_name(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
         ],
     )?;
     let fresh = out.trim().to_owned();
+    let created = Instant::now();
     eventually("fresh resolves", Duration::from_secs(5), || {
         Ok(crate::up::dns::resolve(&netns, "fresh")?.filter(|a| *a == fresh))
     })?;
