@@ -82,6 +82,27 @@ pub(crate) fn curl(dir: &LabDir, name: &str, url: &str) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice-lab dig NAME QUERY TYPE`: one query to the cluster DNS from inside `name`; prints
+/// the response code and the answers; exits 1 unless the code is NOERROR.
+pub(crate) fn dig(dir: &LabDir, name: &str, query: &str, kind: &str) -> anyhow::Result<ExitCode> {
+    let state = dir.load().context("is the lab up?")?;
+    let ns = namespace(&state, name)?;
+    crate::cgroups::register(dir, &state);
+    let (code, answers) = crate::dns::dig::query(&ns, query, kind)?;
+    // As dig prints it: NOERROR, NXDOMAIN, REFUSED…
+    println!("status: {}", format!("{code:?}").to_uppercase());
+    for a in &answers {
+        println!("{a}");
+    }
+    Ok(
+        if code == hickory_server::proto::op::ResponseCode::NoError {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
 /// `http://IP[:PORT][/path]` → address and path (no DNS in the lab).
 fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let rest = url.strip_prefix("http://").unwrap_or(url);

@@ -97,6 +97,14 @@ enum Command {
     },
     /// HTTP GET from inside a lab pod (or node, client), printing the answer.
     Curl { name: String, url: String },
+    /// One DNS query to the cluster DNS (10.96.0.10) from inside a lab pod: `dig web-1
+    /// _http._tcp.web.default.svc.cluster.local SRV`.
+    Dig {
+        name: String,
+        query: String,
+        #[arg(default_value = "A")]
+        kind: String,
+    },
     /// Build a 2-node lab, check Services with real traffic, print the results, remove it.
     Demo {
         #[arg(long, default_value = "lab-demo")]
@@ -222,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
         Command::Curl { name, url } => exec::curl(&dir, &name, &url),
+        Command::Dig { name, query, kind } => exec::dig(&dir, &name, &query, &kind),
         Command::Demo {
             name,
             proxy_mode,

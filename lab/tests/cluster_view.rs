@@ -80,6 +80,13 @@ impl Up {
         (out.status.success(), common::text(&out))
     }
 
+    /// `sluice-lab dig POD NAME TYPE`: (NOERROR, output).
+    fn dig(&self, pod: &str, name: &str, kind: &str) -> (bool, String) {
+        let d = self.dir.to_string_lossy();
+        let out = common::lab(&["--lab-dir", &d, "dig", pod, name, kind]);
+        (out.status.success(), common::text(&out))
+    }
+
     /// The addresses `getent ahostsv4 NAME` gives in `pod` (empty: does not resolve).
     fn resolve(&self, pod: &str, name: &str) -> Vec<String> {
         let (_, text) = self.exec(pod, &["getent", "ahostsv4", name]);
@@ -111,6 +118,9 @@ impl Drop for Up {
         }
     }
 }
+
+/// How `sluice-lab dig` prints a name that does not exist.
+const NXDOMAIN: &str = "status: NXDOMAIN";
 
 /// Retries `f` every 20 ms until it returns `Some`, panicking after `limit`.
 fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
@@ -232,16 +242,37 @@ fn kubectl_sees_ready_nodes_pods_and_cluster_dns_answers_by_name() {
         peers.iter().all(|ip| ip.starts_with("10.244.")),
         "{peers:?}"
     );
+    // SRV for the named port: one per endpoint, each endpoint's own name.
+    let (ok, srv) = lab.dig("web-1", "_http._tcp.peers.default.svc.cluster.local", "SRV");
+    assert!(ok, "{srv}");
+    let targets = (srv.lines())
+        .filter(|l| l.contains(" SRV 0 100 8080 10-244-"))
+        .count();
+    assert_eq!(targets, 2, "{srv}");
+    // ExternalName: a CNAME.
+    std::fs::write(
+        &yaml,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  type: ExternalName\n  \
+         externalName: solo.default.svc.cluster.local\n",
+    )
+    .unwrap();
+    lab.kubectl_ok(&["create", "--validate=false", "-f", &yaml.to_string_lossy()]);
+    within(Duration::from_secs(5), "ext CNAME", || {
+        let (ok, out) = lab.dig("web-1", "ext.default.svc.cluster.local", "A");
+        (ok && out.contains("CNAME solo.default.svc.cluster.local.")).then_some(())
+    });
 
     // Deleted: NXDOMAIN.
     lab.kubectl_ok(&["delete", "service", "web"]);
     within(Duration::from_secs(5), "web NXDOMAIN", || {
-        let (ok, _) = lab.exec(
-            "web-1",
-            &["getent", "hosts", "web.default.svc.cluster.local"],
-        );
-        (!ok).then_some(())
+        let (ok, out) = lab.dig("web-1", "web.default.svc.cluster.local", "A");
+        (!ok && out.contains(NXDOMAIN)).then_some(())
     });
+    let (ok, _) = lab.exec(
+        "web-1",
+        &["getent", "hosts", "web.default.svc.cluster.local"],
+    );
+    assert!(!ok, "getent still resolves a deleted Service");
 
     // A node whose daemons stop turns NotReady (its proxy stopped: False).
     let proxy = common::processes(&lab.dir.to_string_lossy())

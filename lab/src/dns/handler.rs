@@ -1,12 +1,13 @@
 //! Answering queries from the current [`Zone`]: hickory-server does the protocol (UDP and
 //! TCP listeners, message parsing and encoding); this handler only picks the records. Names in
 //! the cluster domain or the reverse zones get authoritative answers (NXDOMAIN with the SOA
-//! when absent); anything else is REFUSED — the lab has no upstream to forward to.
+//! when absent; a CNAME to a name in the zone followed once); anything else is REFUSED — the lab has no upstream to forward to.
 
 use std::sync::{Arc, RwLock};
 
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::{Name, Record, RecordType};
+use hickory_server::proto::rr::rdata::CNAME;
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -28,7 +29,7 @@ pub(crate) fn answer(zone: &Zone, name: &str, kind: RecordType) -> (ResponseCode
     match zone.lookup(name) {
         None => (ResponseCode::NXDomain, Vec::new()),
         Some(records) => {
-            let picked = records
+            let mut picked: Vec<Record> = records
                 .iter()
                 .filter(|r| {
                     r.record_type() == kind
@@ -37,6 +38,20 @@ pub(crate) fn answer(zone: &Zone, name: &str, kind: RecordType) -> (ResponseCode
                 })
                 .cloned()
                 .collect();
+            // A CNAME into the zone (an ExternalName naming a Service) is followed once, as
+            // CoreDNS does, so the client gets the address in the same answer.
+            if kind != RecordType::CNAME {
+                let targets: Vec<String> = (picked.iter())
+                    .filter_map(|r| match &r.data {
+                        RData::CNAME(CNAME(target)) => Some(target.to_ascii()),
+                        _ => None,
+                    })
+                    .collect();
+                for target in targets {
+                    let found = zone.lookup(&target).unwrap_or_default();
+                    picked.extend(found.iter().filter(|r| r.record_type() == kind).cloned());
+                }
+            }
             (ResponseCode::NoError, picked)
         }
     }

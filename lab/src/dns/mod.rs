@@ -6,6 +6,7 @@
 //! soon as its watch event arrives. The DNS protocol is hickory-server's; clients reach it
 //! through the proxy like any Service, in every proxy mode.
 
+pub(crate) mod dig;
 mod handler;
 mod watch;
 pub(crate) mod zone;

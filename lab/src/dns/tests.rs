@@ -51,7 +51,11 @@ fn answers_a_srv_ptr_and_nxdomain_over_udp_and_tcp() {
         "metadata": {"name": "web", "namespace": "default"},
         "spec": {"clusterIP": "10.96.0.7", "ports": [{"name": "http", "port": 80}]}}))
     .unwrap();
-    let zone = Arc::new(RwLock::new(zone::build(&[svc], &[])));
+    let ext: Service = serde_json::from_value(json!({
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}}))
+    .unwrap();
+    let zone = Arc::new(RwLock::new(zone::build(&[svc, ext], &[])));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let free = |_| {
         UdpSocket::bind("127.0.0.1:0")
@@ -84,6 +88,12 @@ fn answers_a_srv_ptr_and_nxdomain_over_udp_and_tcp() {
     assert_eq!(
         (aaaa.metadata.response_code, aaaa.answers.len()),
         (ResponseCode::NoError, 0)
+    );
+    let cname = udp(u, "ext.default.svc.cluster.local.", RecordType::A);
+    assert_eq!(
+        answers(&cname),
+        ["web.default.svc.cluster.local.", "10.96.0.7"],
+        "the CNAME, then its target's address"
     );
     let gone = udp(u, "gone.default.svc.cluster.local.", RecordType::A);
     assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);

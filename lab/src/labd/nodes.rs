@@ -132,10 +132,10 @@ pub(crate) fn run(server: &TestApiServer, dir: &LabDir) -> ! {
                 healthy_at.insert(name.clone(), now);
             }
             let since = healthy_at.get(&name).copied().unwrap_or(start);
-            if let Some(want) = ready(&seen, now.duration_since(since)) {
-                if let Err(e) = apply(server, &name, want) {
-                    eprintln!("node lifecycle {name}: {e:#}");
-                }
+            if let Some(want) = ready(&seen, now.duration_since(since))
+                && let Err(e) = apply(server, &name, want)
+            {
+                eprintln!("node lifecycle {name}: {e:#}");
             }
         }
     }
