@@ -8,6 +8,7 @@
 //! watcher) sees one write per transition.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -95,20 +96,34 @@ pub(crate) fn apply(
     Ok(true)
 }
 
-/// The daemons running in namespace `ns`.
-fn running(ns: &str) -> Vec<&'static str> {
-    let Ok(pids) = NetNs::open(ns).and_then(|n| n.pids()) else {
-        return Vec::new();
-    };
-    let cmdlines: Vec<String> = pids
-        .iter()
-        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-        .collect();
-    DAEMONS
-        .into_iter()
-        .filter(|d| cmdlines.iter().any(|c| c.contains(d)))
-        .collect()
+/// The daemons running per network namespace (keyed by the namespace's inode): one pass
+/// over `/proc` per tick, whatever the number of nodes.
+fn daemons_by_netns() -> HashMap<u64, Vec<&'static str>> {
+    let mut out: HashMap<u64, Vec<&'static str>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(raw) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw);
+        let Some(daemon) = DAEMONS.into_iter().find(|d| cmd.contains(d)) else {
+            continue;
+        };
+        if let Ok(meta) = std::fs::metadata(path.join("ns/net")) {
+            let seen = out.entry(meta.ino()).or_default();
+            if !seen.contains(&daemon) {
+                seen.push(daemon);
+            }
+        }
+    }
+    out
+}
+
+/// The inode of the named network namespace (`/run/netns/NAME`).
+fn netns_inode(name: &str) -> Option<u64> {
+    std::fs::metadata(NetNs::open(name).ok()?.path())
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Runs forever (on its own thread).
@@ -121,12 +136,15 @@ pub(crate) fn run(server: &TestApiServer, dir: &LabDir) -> ! {
         let Ok(nodes) = server.list("nodes") else {
             continue;
         };
+        let running = daemons_by_netns();
         for node in nodes {
             let name = node["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let seen = running(&state.ns(&name));
+            let seen = netns_inode(&state.ns(&name))
+                .and_then(|ino| running.get(&ino).cloned())
+                .unwrap_or_default();
             let now = Instant::now();
             if seen.len() == DAEMONS.len() {
                 healthy_at.insert(name.clone(), now);
