@@ -21,7 +21,7 @@ use crate::daemons::{Binaries, SubnetManager};
 use crate::image::{ImageRun, NodeHost};
 use crate::labdir::{LabDir, State};
 
-pub(crate) use pods::set_ready;
+pub(crate) use pods::{set_ready, status as pod_status};
 pub(crate) use usage::print as print_usage;
 pub(crate) use wait::eventually;
 

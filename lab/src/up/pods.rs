@@ -3,7 +3,7 @@
 //! routes), its echo server (this binary, re-executed inside the pod) and a Pod object with
 //! its IP, node, labels and `Ready` condition — what the EndpointSlice controller reads.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ impl Lab {
 /// (and the same on the other [`PORTS`], which Services reach by number). Its status is what
 /// a kubelet posts — phase, IPs, the conditions and one container status — so `kubectl get
 /// pods -o wide` reads as in a real cluster.
-fn pod_object(name: &str, node: &str, i: u8, ip: std::net::Ipv4Addr) -> Value {
+fn pod_object(name: &str, node: &str, i: u8, ip: Ipv4Addr) -> Value {
     let now = crate::api::now();
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -111,13 +111,18 @@ fn pod_object(name: &str, node: &str, i: u8, ip: std::net::Ipv4Addr) -> Value {
             "name": "echo", "image": "sluice-lab",
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
                       {"name": "udp", "containerPort": PORT, "protocol": "UDP"}]}]},
-        "status": {"phase": "Running", "podIP": ip.to_string(),
-                   "podIPs": [{"ip": ip.to_string()}], "hostIP": node_ip(i).to_string(),
-                   "hostIPs": [{"ip": node_ip(i).to_string()}], "startTime": now,
-                   "qosClass": "BestEffort",
-                   "conditions": conditions(true, &now),
-                   "containerStatuses": [container_status(true, &now)]},
+        "status": status(ip, node_ip(i), &now),
     })
+}
+
+/// A running, ready pod's status at `ip` on the node at `host` (started `now`).
+pub(crate) fn status(ip: Ipv4Addr, host: Ipv4Addr, now: &str) -> Value {
+    json!({"phase": "Running", "podIP": ip.to_string(),
+           "podIPs": [{"ip": ip.to_string()}], "hostIP": host.to_string(),
+           "hostIPs": [{"ip": host.to_string()}], "startTime": now,
+           "qosClass": "BestEffort",
+           "conditions": conditions(true, now),
+           "containerStatuses": [container_status(true, now)]})
 }
 
 /// The pod conditions a kubelet posts, `Ready` and `ContainersReady` as `ready` says.
