@@ -103,7 +103,8 @@ pub(crate) fn dig(dir: &LabDir, name: &str, query: &str, kind: &str) -> anyhow::
     )
 }
 
-/// `http://IP[:PORT][/path]` → address and path (no DNS in the lab).
+/// `http://IP[:PORT][/path]` → address and path (this process runs with the host's
+/// resolver, so names are for `sluice-lab exec POD -- curl http://NAME/`, which uses the pod's).
 fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     let (host, path) = match rest.find('/') {
@@ -113,8 +114,9 @@ fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let addr = match host.parse() {
         Ok(a) => a,
         Err(_) => SocketAddr::new(
-            host.parse()
-                .with_context(|| format!("{url}: host must be an IP"))?,
+            host.parse().with_context(|| {
+                format!("{url}: host must be an IP (by name: sluice-lab exec POD -- curl {url})")
+            })?,
             80,
         ),
     };
