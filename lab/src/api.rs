@@ -64,3 +64,10 @@ impl Api {
         serde_json::from_str(&resp.body).with_context(|| format!("{method} {path}: body"))
     }
 }
+
+/// Now, as the API's timestamps are written (RFC 3339, seconds, UTC).
+pub(crate) fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

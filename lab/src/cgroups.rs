@@ -101,7 +101,7 @@ pub(crate) fn register(dir: &LabDir, state: &State) {
     let mut senders = SENDERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for pod in &state.pods {
+    for pod in state.pods.iter().chain(&state.dns) {
         senders.insert(pod.netns.clone(), node_cgroup(dir, state, &pod.node));
     }
     for i in 1..=state.nodes {

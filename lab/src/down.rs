@@ -54,6 +54,7 @@ pub(crate) fn run(dir: &LabDir) -> anyhow::Result<Removed> {
                 NetNs::remove(ns).with_context(|| format!("remove namespace {ns}"))?;
                 removed.namespaces += 1;
             }
+            crate::resolv::remove(ns)?;
         }
         crate::cgroups::teardown(dir, &state)?;
     }

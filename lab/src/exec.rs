@@ -28,6 +28,26 @@ fn namespace(state: &State, name: &str) -> anyhow::Result<String> {
     Ok(ns)
 }
 
+/// `program` inside namespace `ns` (`ip netns exec`, so with the pod's own `/etc` files such
+/// as its `resolv.conf`); in ebpf mode in the node's cgroup, as the pod's processes are.
+pub(crate) fn in_pod(ns: &str, program: &str) -> Command {
+    match crate::cgroups::sender_cgroup(ns) {
+        Some(cg) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("echo $$ > \"$0\" && exec \"$@\"")
+                .arg(cg.join("cgroup.procs"));
+            c.args(["ip", "netns", "exec", ns, program]);
+            c
+        }
+        None => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+    }
+}
+
 /// Runs `cmd` inside `name` with our stdio; its exit code becomes ours.
 pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<ExitCode> {
     let state = dir.load().context("is the lab up?")?;
@@ -36,22 +56,7 @@ pub(crate) fn exec(dir: &LabDir, name: &str, cmd: &[String]) -> anyhow::Result<E
         bail!("no command given: sluice-lab exec {name} -- CMD…");
     };
     crate::cgroups::register(dir, &state);
-    // ebpf mode: the command runs in the node's cgroup, as the pod's processes do.
-    let mut command = match crate::cgroups::sender_cgroup(&ns) {
-        Some(cg) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg("echo $$ > \"$0\" && exec \"$@\"")
-                .arg(cg.join("cgroup.procs"));
-            c.args(["ip", "netns", "exec", &ns, program]);
-            c
-        }
-        None => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns, program]);
-            c
-        }
-    };
+    let mut command = in_pod(&ns, program);
     let status = command
         .args(args)
         .status()
@@ -77,7 +82,29 @@ pub(crate) fn curl(dir: &LabDir, name: &str, url: &str) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `http://IP[:PORT][/path]` → address and path (no DNS in the lab).
+/// `sluice-lab dig NAME QUERY TYPE`: one query to the cluster DNS from inside `name`; prints
+/// the response code and the answers; exits 1 unless the code is NOERROR.
+pub(crate) fn dig(dir: &LabDir, name: &str, query: &str, kind: &str) -> anyhow::Result<ExitCode> {
+    let state = dir.load().context("is the lab up?")?;
+    let ns = namespace(&state, name)?;
+    crate::cgroups::register(dir, &state);
+    let (code, answers) = crate::dns::dig::query(&ns, query, kind)?;
+    // As dig prints it: NOERROR, NXDOMAIN, REFUSED…
+    println!("status: {}", format!("{code:?}").to_uppercase());
+    for a in &answers {
+        println!("{a}");
+    }
+    Ok(
+        if code == hickory_server::proto::op::ResponseCode::NoError {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// `http://IP[:PORT][/path]` → address and path (this process runs with the host's
+/// resolver, so names are for `sluice-lab exec POD -- curl http://NAME/`, which uses the pod's).
 fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     let (host, path) = match rest.find('/') {
@@ -87,8 +114,9 @@ fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let addr = match host.parse() {
         Ok(a) => a,
         Err(_) => SocketAddr::new(
-            host.parse()
-                .with_context(|| format!("{url}: host must be an IP"))?,
+            host.parse().with_context(|| {
+                format!("{url}: host must be an IP (by name: sluice-lab exec POD -- curl {url})")
+            })?,
             80,
         ),
     };

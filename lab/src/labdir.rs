@@ -63,6 +63,9 @@ pub(crate) struct State {
     /// Processes to kill by PID (everything else dies with its namespace).
     pub(crate) processes: Vec<ProcRecord>,
     pub(crate) pods: Vec<PodRecord>,
+    /// The cluster DNS pod (`kube-system/kube-dns`), not one of the `web` pods.
+    #[serde(default)]
+    pub(crate) dns: Option<PodRecord>,
     /// The image the nodes run (`--image`), if any.
     #[serde(default)]
     pub(crate) image: Option<String>,
@@ -82,7 +85,7 @@ impl State {
 
     /// The pod called `name`.
     pub(crate) fn pod(&self, name: &str) -> Option<&PodRecord> {
-        self.pods.iter().find(|p| p.name == name)
+        self.pods.iter().chain(&self.dns).find(|p| p.name == name)
     }
 }
 

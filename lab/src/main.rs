@@ -10,12 +10,14 @@ mod cni;
 mod conformance;
 mod daemons;
 mod demo;
+mod dns;
 mod down;
 mod echo;
 mod exec;
 mod image;
 mod labd;
 mod labdir;
+mod resolv;
 mod soak;
 mod spawn;
 mod up;
@@ -95,6 +97,14 @@ enum Command {
     },
     /// HTTP GET from inside a lab pod (or node, client), printing the answer.
     Curl { name: String, url: String },
+    /// One DNS query to the cluster DNS (10.96.0.10) from inside a lab pod: `dig web-1
+    /// _http._tcp.web.default.svc.cluster.local SRV`.
+    Dig {
+        name: String,
+        query: String,
+        #[arg(default_value = "A")]
+        kind: String,
+    },
     /// Build a 2-node lab, check Services with real traffic, print the results, remove it.
     Demo {
         #[arg(long, default_value = "lab-demo")]
@@ -149,6 +159,15 @@ enum Command {
         /// A port to serve on (TCP and UDP); repeatable.
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
+    },
+    /// The cluster DNS server (started by `up` inside the kube-dns pod).
+    #[command(hide = true)]
+    DnsServe {
+        /// The API server's URL (as a pod reaches it).
+        #[arg(long)]
+        api: String,
+        #[arg(long, default_value = "0.0.0.0:53")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -211,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec { name, cmd } => exec::exec(&dir, &name, &cmd),
         Command::Curl { name, url } => exec::curl(&dir, &name, &url),
+        Command::Dig { name, query, kind } => exec::dig(&dir, &name, &query, &kind),
         Command::Demo {
             name,
             proxy_mode,
@@ -257,6 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )),
         Command::Labd { underlay } => labd::run(&dir, &underlay).map(|()| ExitCode::SUCCESS),
         Command::PodServe { name, ports } => echo::serve(&name, &ports).map(|()| ExitCode::SUCCESS),
+        Command::DnsServe { api, listen } => dns::serve(&api, listen).map(|()| ExitCode::SUCCESS),
     }
 }
 

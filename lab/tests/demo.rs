@@ -52,6 +52,8 @@ fn demo(mode: &str, tag: &str) {
         "pods via the sluice CNI plugin (ADD)",
         "externalTrafficPolicy: Local",
         "no endpoints (nothing): REJECT",
+        "cluster DNS: kube-dns pod + Service",
+        "cluster DNS by name: new Service, curl web",
         "down: every namespace, process, file gone",
     ] {
         assert!(stdout.contains(row), "no row {row:?}:\n{stdout}");

@@ -7,6 +7,7 @@
 //! `N passed, M failed`; a packet this lab cannot send (IPv6: the lab's network is IPv4; SCTP
 //! when the kernel lacks it) is listed as skipped with the reason, never left out.
 
+mod dns;
 mod judge;
 mod probe;
 mod setup;
@@ -70,9 +71,10 @@ pub(crate) fn run(dir: LabDir, bins: Binaries, opts: Options) -> ExitCode {
 fn run_inner(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<bool> {
     let Options { mode, only, name } = opts;
     let mut scenarios = Scenario::shipped().context("the shipped scenarios")?;
+    let dns = only.is_empty() || only.iter().any(|o| o == dns::NAME);
     if !only.is_empty() {
         scenarios.retain(|s| only.contains(&s.name));
-        if scenarios.is_empty() {
+        if scenarios.is_empty() && !dns {
             bail!("no scenario named {only:?}");
         }
     }
@@ -91,7 +93,7 @@ fn run_inner(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<bool>
         manifest: crate::image::manifest::default_path(),
     };
     let mut lab = Lab::begin(dir.clone(), bins, opts)?;
-    let result = run_lab(&mut lab, &scenarios, &mode);
+    let result = run_lab(&mut lab, &scenarios, &mode, dns);
     let removed = crate::down::run(&dir);
     lab.reap_children();
     let ok = result?;
@@ -99,7 +101,7 @@ fn run_inner(dir: LabDir, bins: Binaries, opts: Options) -> anyhow::Result<bool>
     Ok(ok)
 }
 
-fn run_lab(lab: &mut Lab, scenarios: &[Scenario], mode: &str) -> anyhow::Result<bool> {
+fn run_lab(lab: &mut Lab, scenarios: &[Scenario], mode: &str, dns: bool) -> anyhow::Result<bool> {
     println!(
         "Sluice conformance, --proxy-mode {mode}: {} scenarios in the lab\n",
         scenarios.len()
@@ -123,6 +125,10 @@ fn run_lab(lab: &mut Lab, scenarios: &[Scenario], mode: &str) -> anyhow::Result<
     );
     println!("{}", "-".repeat(140));
     let mut totals = Totals::default();
+    if dns {
+        // With the lab's own proxy flags, before any scenario restarts the proxies.
+        dns::run(lab, &mut totals)?;
+    }
     let mut flags: Vec<String> = Vec::new();
     for scenario in scenarios {
         if scenario.proxy != flags {

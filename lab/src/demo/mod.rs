@@ -1,7 +1,8 @@
 //! `sluice-lab demo`: the README's main command. It runs `up` for a 2-node lab (each step a
 //! row), checks the overlay between pods, creates a sample of Services with kubectl (ClusterIP
 //! across nodes, UDP, NodePort from an external client, `externalTrafficPolicy: Local`,
-//! session affinity, one with no endpoints), checks each with real traffic, flips a pod's
+//! session affinity, one with no endpoints), checks each with real traffic, resolves Services
+//! by name through the cluster DNS, flips a pod's
 //! readiness, breaks the overlay to watch it heal, and runs `down` — printing every result as
 //! it finishes. Exits non-zero if any check fails.
 
@@ -137,6 +138,9 @@ fn lab_checks(report: &mut Report, c: &Ctx<'_>) {
     report.check("externalTrafficPolicy: Local on node2", || sc::local(c, s));
     report.check("sessionAffinity: ClientIP (sticky)", || sc::affinity(c, s));
     report.check("no endpoints (nothing): REJECT", || sc::reject(c, s));
+    report.check("cluster DNS by name: new Service, curl web", || {
+        sc::by_name(c, s)
+    });
     report.check("web-4 not ready: out of the slice, rules", || {
         sc::not_ready(c, s)
     });

@@ -155,10 +155,57 @@ pub(crate) fn not_ready(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
     let t = tally(&ns, to, 30)?;
     t.all_answered(30)?;
     ensure!(!t.by_pod.contains_key("web-4"), "web-4 still answers");
+    // kubectl shows it as a user would see it in a cluster.
+    let row = super::services::kubectl(c.lab.dir.root(), &["get", "pod", "web-4", "--no-headers"])?;
+    let ready = row.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    ensure!(ready == "0/1", "kubectl get pod web-4 says READY {ready:?}");
     set_ready(c.lab, "web-4", true)?;
     Ok(format!(
-        "out of rotation after {:.0} ms; 30/30: {}",
+        "out of rotation after {:.0} ms (kubectl: READY 0/1); 30/30: {}",
         took.as_secs_f64() * 1e3,
         t.summary()
+    ))
+}
+
+/// Cluster DNS: a Service created now with kubectl's protobuf generator resolves from a pod
+/// (timed from `kubectl create`), and `curl http://web/` from web-2 — the name through its
+/// search path, the query through the proxy to kube-dns, the request to a pod — is answered.
+pub(crate) fn by_name(c: &Ctx<'_>, s: &Services) -> anyhow::Result<String> {
+    let netns = c.pod("web-2")?.netns.clone();
+    let out = super::services::kubectl(
+        c.lab.dir.root(),
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "fresh",
+            "--tcp=80:8080",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    )?;
+    let fresh = out.trim().to_owned();
+    let created = Instant::now();
+    eventually("fresh resolves", Duration::from_secs(5), || {
+        Ok(crate::up::dns::resolve(&netns, "fresh")?.filter(|a| *a == fresh))
+    })?;
+    let resolved = created.elapsed();
+    let web = vip(s, "web")?.ip().to_string();
+    let got = crate::up::dns::resolve(&netns, "web")?;
+    ensure!(
+        got.as_deref() == Some(web.as_str()),
+        "web resolved to {got:?}, not {web}"
+    );
+    let body = eventually("curl http://web/", Duration::from_secs(5), || {
+        let out = crate::exec::in_pod(&netns, "curl")
+            .args(["-sS", "--max-time", "2", "http://web/"])
+            .output()?;
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok((out.status.success() && body.starts_with("sluice-echo ")).then_some(body))
+    })?;
+    let backend = body.split_whitespace().nth(1).unwrap_or("?").to_owned();
+    Ok(format!(
+        "new Service fresh resolved {:.0} ms after kubectl create; curl http://web/ -> {backend}",
+        resolved.as_secs_f64() * 1e3
     ))
 }

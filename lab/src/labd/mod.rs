@@ -1,11 +1,13 @@
 //! The lab daemon (`sluice-lab labd`, started by `up`, killed by `down`): it holds the
 //! in-memory API server (listening on the underlay for the nodes, forwarded to the host's
-//! loopback for kubectl) and runs the EndpointSlice controller, so creating a Service with
+//! loopback for kubectl) and runs the EndpointSlice controller and the node lifecycle
+//! (`Ready` conditions), so creating a Service with
 //! a selector is all a user does. It runs in the host namespace (for the loopback listener)
 //! and enters the underlay only on the threads that need it.
 
 mod controller;
 mod forward;
+mod nodes;
 pub(crate) mod slices;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -47,5 +49,10 @@ pub(crate) fn run(dir: &LabDir, underlay: &str) -> anyhow::Result<()> {
     let ready = json!({"host_url": host_url, "node_url": server.url()});
     write_atomic(&dir.path(READY_FILE), ready.to_string().as_bytes())?;
     println!("API server {} (host: {host_url})", server.url());
+    let server = std::sync::Arc::new(server);
+    let (lifecycle, lab) = (server.clone(), dir.clone());
+    std::thread::Builder::new()
+        .name("node-lifecycle".into())
+        .spawn(move || nodes::run(&lifecycle, &lab))?;
     controller::run(&server)
 }

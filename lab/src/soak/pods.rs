@@ -38,6 +38,7 @@ pub(crate) fn add(
 ) -> anyhow::Result<SoakPod> {
     let ns = lab.namespace(name)?;
     let netns = ns.name().to_owned();
+    crate::resolv::write(&netns, "default")?;
     let ip = cni
         .add(&netns, &netns)
         .with_context(|| format!("CNI ADD {name}"))?;
@@ -75,11 +76,7 @@ pub(crate) fn terminate(lab: &Lab, pod: &SoakPod) -> anyhow::Result<()> {
     let api = lab.api()?;
     let path = format!("/api/v1/namespaces/default/pods/{}", pod.name);
     let mut obj = api.get(&path)?;
-    obj["metadata"]["deletionTimestamp"] = json!(
-        jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string()
-    );
+    obj["metadata"]["deletionTimestamp"] = json!(crate::api::now());
     obj["metadata"]["deletionGracePeriodSeconds"] = json!(30);
     api.put(&path, &obj)?;
     Ok(())
@@ -101,6 +98,7 @@ pub(crate) fn remove(lab: &mut Lab, cni: &NodeCni, mut pod: SoakPod) -> anyhow::
     cni.del(&pod.netns, &pod.netns)
         .with_context(|| format!("CNI DEL {}", pod.name))?;
     NetNs::remove(&pod.netns)?;
+    crate::resolv::remove(&pod.netns)?;
     let _ = pod.child.kill();
     let _ = pod.child.wait();
     lab.forget_namespace(&pod.netns)
@@ -108,6 +106,8 @@ pub(crate) fn remove(lab: &mut Lab, cni: &NodeCni, mut pod: SoakPod) -> anyhow::
 
 /// The Pod object: running, Ready, serving HTTP and UDP on [`PORT`].
 fn object(pod: &SoakPod, group: &str) -> Value {
+    let index = pod.node.trim_start_matches("node").parse().unwrap_or(1);
+    let host = crate::up::network::node_ip(index);
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod.name, "namespace": "default", "labels": {GROUP: group}},
@@ -115,8 +115,6 @@ fn object(pod: &SoakPod, group: &str) -> Value {
             "name": "echo", "image": "sluice-lab",
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
                       {"name": "udp", "containerPort": PORT, "protocol": "UDP"}]}]},
-        "status": {"phase": "Running", "podIP": pod.ip.to_string(),
-                   "podIPs": [{"ip": pod.ip.to_string()}],
-                   "conditions": [{"type": "Ready", "status": "True"}]},
+        "status": crate::up::pod_status(pod.ip, host, &crate::api::now()),
     })
 }

@@ -1,10 +1,12 @@
 //! `sluice-lab up`: builds the lab step by step — namespaces, the lab daemon (API server and
 //! EndpointSlice controller), etcd when asked, the real `sluice-overlay` and `sluice-proxy` in
-//! every node, pods wired by the real CNI plugin — and leaves it running. Every step records
+//! every node, pods wired by the real CNI plugin, the cluster DNS — and leaves it running. Every step records
 //! what it creates in the lab directory first, so `down` can always clean up; the steps are
 //! also the demo's first rows.
 
+pub(crate) mod dns;
 pub(crate) mod network;
+mod nodes;
 mod pods;
 mod start;
 mod usage;
@@ -19,7 +21,7 @@ use crate::daemons::{Binaries, SubnetManager};
 use crate::image::{ImageRun, NodeHost};
 use crate::labdir::{LabDir, State};
 
-pub(crate) use pods::set_ready;
+pub(crate) use pods::{set_ready, status as pod_status};
 pub(crate) use usage::print as print_usage;
 pub(crate) use wait::eventually;
 
@@ -106,6 +108,7 @@ impl Lab {
             ("sluice-overlay on every node", Self::overlay as _),
             ("sluice-proxy on every node", Self::proxy as _),
             ("pods via the sluice CNI plugin (ADD)", Self::pods as _),
+            ("cluster DNS: kube-dns pod + Service", Self::dns as _),
         ]);
         steps
     }

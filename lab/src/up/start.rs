@@ -7,11 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_testbed::NetNs;
 
 use super::Lab;
-use super::network::node_ip;
 use crate::api::Api;
 use crate::daemons::{self, ETCD_PREFIX, ETCD_URL, SubnetManager};
 use crate::labd::{API_IP, READY_FILE};
@@ -66,24 +65,16 @@ impl Lab {
 
     fn register_nodes(&self) -> anyhow::Result<()> {
         let api = self.api()?;
+        let kube = self.opts.subnet_manager == SubnetManager::Kube;
+        let runtime = match &self.opts.image {
+            Some(_) => "podman://",
+            None => "sluice-lab://netns",
+        };
         for i in 1..=self.opts.nodes {
-            let name = format!("node{i}");
-            let zone = format!("zone-{}", char::from(b'a' + (i - 1) % 26));
-            let mut node = json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": {
-                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                    "topology.kubernetes.io/zone": zone}},
-                "spec": {},
-                "status": {"addresses": [
-                    {"type": "InternalIP", "address": node_ip(i).to_string()},
-                    {"type": "Hostname", "address": name}]},
-            });
-            if self.opts.subnet_manager == SubnetManager::Kube {
-                let cidr = format!("10.244.{i}.0/24");
-                node["spec"] = json!({"podCIDR": cidr, "podCIDRs": [cidr]});
-            }
-            api.create("/api/v1/nodes", &node)?;
+            api.create(
+                "/api/v1/nodes",
+                &super::nodes::node_object(i, kube, runtime),
+            )?;
         }
         Ok(())
     }

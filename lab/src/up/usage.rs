@@ -43,6 +43,15 @@ pub(crate) fn print(dir: &LabDir, state: &State) {
     for p in &state.pods {
         println!("    {:<8} {:<12} on {}", p.name, p.ip, p.node);
     }
+    if let Some(dns) = &state.dns {
+        println!(
+            "  cluster DNS: pod kube-system/{} {} on {}, Service kube-system/kube-dns {}:53",
+            dns.name,
+            dns.ip,
+            dns.node,
+            crate::dns::CLUSTER_IP
+        );
+    }
     println!(
         "\n  The API server (Services with a selector get EndpointSlices from the lab's pods):"
     );
@@ -50,14 +59,19 @@ pub(crate) fn print(dir: &LabDir, state: &State) {
         "    export KUBECONFIG={}   # {url}",
         dir.path("kubeconfig").display()
     );
-    println!("    kubectl get svc,endpointslices -A");
+    println!("    kubectl get nodes,pods -o wide; kubectl get svc,endpointslices -A");
+    println!("    kubectl create service clusterip web --tcp=80:8080   # selects app=web");
     println!(
         "    kubectl create --validate=false -f {}",
         example.display()
     );
     println!("\n  Inside the lab (pods, node1.., client, underlay):");
     println!("    {lab} curl web-1 http://<ClusterIP>/");
+    println!(
+        "    {lab} exec web-1 -- curl -s http://web/    # cluster DNS: kube-dns at 10.96.0.10"
+    );
     println!("    {lab} exec web-1 -- ip addr");
+    println!("    {lab} dig web-1 _http._tcp.web.default.svc.cluster.local SRV");
     println!("    {lab} exec node1 -- nft list table ip sluice");
     println!("    {lab} curl client http://192.168.0.11:<NodePort>/");
     println!("\n  Remove everything: {lab} down");

@@ -237,9 +237,13 @@ fn is_true(v: Option<&String>) -> bool {
     matches!(v.map(String::as_str), Some("true" | "1"))
 }
 
-/// Decodes a JSON (or YAML) body; protobuf and CBOR are refused with 415.
+/// Decodes a JSON (or YAML) body, or a protobuf one of the kinds [`protobuf::KINDS`]; other
+/// protobuf and all CBOR bodies are refused with 415.
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    if content_type.contains("protobuf") {
+        return crate::protobuf::decode(body);
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
         )));

@@ -22,36 +22,67 @@ pub(crate) fn wanted(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table"))
 }
 
-fn columns(kind: &str) -> Vec<(&'static str, Cell)> {
-    let mut cols: Vec<(&'static str, Cell)> = vec![("Name", |o| json!(meta_str(o, "name")))];
+/// A column: its header, whether only `-o wide` shows it (priority 1), and its cell.
+type Column = (&'static str, bool, Cell);
+
+/// The columns of `kind`, as the real server's printers have them (`-o wide` adds the
+/// priority-1 ones).
+fn columns(kind: &str) -> Vec<Column> {
+    let name: Column = ("Name", false, |o| json!(meta_str(o, "name")));
+    let age: Column = ("Age", false, age);
     match kind {
-        "Service" => cols.extend([
-            ("Type", (|o| field(o, "spec.type")) as Cell),
-            ("Cluster-IP", |o| field(o, "spec.clusterIP")),
-            ("External-IP", external_ip),
-            ("Port(s)", service_ports),
-        ]),
-        "Node" => cols.extend([
-            (
-                "Status",
-                (|o| json!(condition(o, "Ready", "Ready", "NotReady"))) as Cell,
-            ),
-            ("Roles", |_| json!("<none>")),
-        ]),
-        "Pod" => cols.extend([
-            ("Status", (|o| field(o, "status.phase")) as Cell),
-            ("Node", |o| field(o, "spec.nodeName")),
-        ]),
-        "EndpointSlice" => cols.extend([
-            ("AddressType", (|o| field(o, "addressType")) as Cell),
-            ("Ports", slice_ports),
-            ("Endpoints", slice_endpoints),
-        ]),
-        "Namespace" => cols.push(("Status", |o| field(o, "status.phase"))),
-        _ => {}
+        "Service" => vec![
+            name,
+            ("Type", false, |o| field(o, "spec.type")),
+            ("Cluster-IP", false, |o| field(o, "spec.clusterIP")),
+            ("External-IP", false, external_ip),
+            ("Port(s)", false, service_ports),
+            age,
+            ("Selector", true, selector),
+        ],
+        "Node" => vec![
+            name,
+            ("Status", false, |o| {
+                json!(condition(o, "Ready", "Ready", "NotReady"))
+            }),
+            ("Roles", false, |_| json!("<none>")),
+            age,
+            ("Version", false, |o| {
+                field(o, "status.nodeInfo.kubeletVersion")
+            }),
+            ("Internal-IP", true, |o| node_address(o, "InternalIP")),
+            ("External-IP", true, |o| node_address(o, "ExternalIP")),
+            ("OS-Image", true, |o| field(o, "status.nodeInfo.osImage")),
+            ("Kernel-Version", true, |o| {
+                field(o, "status.nodeInfo.kernelVersion")
+            }),
+            ("Container-Runtime", true, |o| {
+                field(o, "status.nodeInfo.containerRuntimeVersion")
+            }),
+        ],
+        "Pod" => vec![
+            name,
+            ("Ready", false, pod_ready),
+            ("Status", false, |o| field(o, "status.phase")),
+            ("Restarts", false, pod_restarts),
+            age,
+            ("IP", true, |o| field(o, "status.podIP")),
+            ("Node", true, |o| field(o, "spec.nodeName")),
+            ("Nominated Node", true, |o| {
+                field(o, "status.nominatedNodeName")
+            }),
+            ("Readiness Gates", true, |_| json!("<none>")),
+        ],
+        "EndpointSlice" => vec![
+            name,
+            ("AddressType", false, |o| field(o, "addressType")),
+            ("Ports", false, slice_ports),
+            ("Endpoints", false, slice_endpoints),
+            age,
+        ],
+        "Namespace" => vec![name, ("Status", false, |o| field(o, "status.phase")), age],
+        _ => vec![name, age],
     }
-    cols.push(("Age", age));
-    cols
 }
 
 /// A Table of `objects`.
@@ -60,15 +91,16 @@ pub(crate) fn table(res: &Resource, objects: &[Value], rv: u64) -> Value {
     let cols = columns(res.kind);
     let defs: Vec<Value> = cols
         .iter()
-        .map(|(name, _)| {
+        .map(|(name, wide, _)| {
             let format = if *name == "Name" { "name" } else { "" };
-            json!({ "name": name, "type": "string", "format": format, "description": "", "priority": 0 })
+            json!({ "name": name, "type": "string", "format": format, "description": "",
+                    "priority": i32::from(*wide) })
         })
         .collect();
     let rows: Vec<Value> = objects
         .iter()
         .map(
-            |o| json!({ "cells": cols.iter().map(|(_, f)| f(o)).collect::<Vec<_>>(), "object": o }),
+            |o| json!({ "cells": cols.iter().map(|(_, _, f)| f(o)).collect::<Vec<_>>(), "object": o }),
         )
         .collect();
     json!({
@@ -96,6 +128,51 @@ fn condition(o: &Value, kind: &str, yes: &str, no: &str) -> String {
         Some("True") => yes.to_owned(),
         Some(_) => no.to_owned(),
         None => "Unknown".to_owned(),
+    }
+}
+
+/// `READY` of a pod: ready containers / containers, from `status.containerStatuses`.
+fn pod_ready(o: &Value) -> Value {
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_restarts(o: &Value) -> Value {
+    let restarts: u64 = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(0, |s| {
+            s.iter().filter_map(|c| c["restartCount"].as_u64()).sum()
+        });
+    json!(restarts.to_string())
+}
+
+fn node_address(o: &Value, kind: &str) -> Value {
+    let found = o
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == kind))
+        .and_then(|a| a["address"].as_str());
+    json!(found.unwrap_or("<none>"))
+}
+
+fn selector(o: &Value) -> Value {
+    match o.pointer("/spec/selector").and_then(Value::as_object) {
+        Some(sel) if !sel.is_empty() => {
+            let parts: Vec<String> = sel
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            json!(parts.join(","))
+        }
+        _ => json!("<none>"),
     }
 }
 
@@ -209,6 +286,8 @@ mod tests {
                 "ports": [{"port": 80, "nodePort": 30000, "protocol": "TCP"}]}});
         let t = table(Resource::by_plural("services").unwrap(), &[svc], 7);
         assert_eq!(t["columnDefinitions"][3]["name"], "External-IP");
+        assert_eq!(t["columnDefinitions"][6]["name"], "Selector");
+        assert_eq!(t["columnDefinitions"][6]["priority"], 1, "-o wide only");
         assert_eq!(
             t["rows"][0]["cells"],
             json!([
@@ -217,7 +296,8 @@ mod tests {
                 "10.96.0.2",
                 "<none>",
                 "80:30000/TCP",
-                t["rows"][0]["cells"][5]
+                t["rows"][0]["cells"][5],
+                "<none>"
             ])
         );
         assert!(wanted(

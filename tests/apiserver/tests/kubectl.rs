@@ -272,3 +272,78 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn kubectl_generators_that_send_protobuf_work() {
+    if !has_kubectl() {
+        eprintln!("skipping: {KUBECTL} not installed");
+        return;
+    }
+    let k = Kubectl::new();
+    let out = k.run(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    assert_eq!(out.trim(), "service/web created");
+    let svc = k.server.get("services", "default", "web").unwrap();
+    assert_eq!(svc["spec"]["selector"], json!({"app": "web"}));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.2");
+    let out = k.run(&["create", "service", "nodeport", "np", "--tcp=81:8081"]);
+    assert_eq!(out.trim(), "service/np created");
+    assert_eq!(
+        k.server.get("services", "default", "np").unwrap()["spec"]["type"],
+        "NodePort"
+    );
+    assert_eq!(
+        k.run(&["create", "namespace", "team"]).trim(),
+        "namespace/team created"
+    );
+    let out = k.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "-n",
+        "team",
+    ]);
+    assert_eq!(out.trim(), "configmap/cfg created");
+    assert_eq!(
+        k.server.get("configmaps", "team", "cfg").unwrap()["data"]["a"],
+        "b"
+    );
+}
+
+#[test]
+fn kubectl_wide_output_shows_pod_ips_and_node_details() {
+    if !has_kubectl() {
+        eprintln!("skipping: {KUBECTL} not installed");
+        return;
+    }
+    let k = Kubectl::new();
+    k.server
+        .create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.2",
+                "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2}]}}))
+        .unwrap();
+    k.server
+        .create(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.11"}],
+                "nodeInfo": {"kubeletVersion": "v1.34.0", "kernelVersion": "6.18"}}}),
+        )
+        .unwrap();
+    let rows = |out: String| -> Vec<Vec<String>> {
+        out.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    let narrow = rows(k.run(&["get", "pods"]));
+    assert_eq!(narrow[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(narrow[1][..4], ["p", "1/1", "Running", "2"]);
+    let wide = rows(k.run(&["get", "pods", "-o", "wide"]));
+    assert_eq!(wide[0][5..7], ["IP", "NODE"]);
+    assert_eq!(wide[1][5..7], ["10.244.1.2", "n1"]);
+    let nodes = rows(k.run(&["get", "nodes", "-o", "wide"]));
+    assert_eq!(nodes[1][..2], ["n1", "Unknown"], "no Ready condition");
+    assert_eq!(nodes[1][4..6], ["v1.34.0", "192.168.0.11"]);
+}
