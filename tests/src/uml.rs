@@ -277,6 +277,13 @@ impl Guest {
             let pgid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
+            // The guest's other host processes (one per guest process) die with the group;
+            // wait, bounded, until none is left so the test ends with nothing running.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while killpg(pgid, None).is_ok() && Instant::now() < deadline {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
