@@ -1,0 +1,46 @@
+//! The backend on a real host: IPVS and rtnetlink opened in the current namespace, the
+//! `ipset` program, and iptables of the variant the host uses (`--iptables-variant`; inside
+//! User-Mode Linux only `legacy` works: that kernel has no nf_tables for `ip` tables).
+
+use sluice_proxy_core::backend::{BackendError, BackendOptions, ProxyMode};
+use sluice_proxy_iptables::{Exec, Variant};
+
+use crate::backend::IpvsBackend;
+use crate::ipvs::KernelIpvs;
+use crate::link::KernelVips;
+use crate::render::IpvsConfig;
+use crate::sets::ExecIpset;
+
+/// The IPVS backend over the kernel.
+pub type KernelIpvsBackend = IpvsBackend<KernelIpvs, KernelVips, ExecIpset, Exec>;
+
+impl KernelIpvsBackend {
+    /// Opens IPVS (an error when the kernel has none, as kube-proxy exits then), rtnetlink
+    /// and the iptables programs.
+    pub fn open(opts: &BackendOptions) -> Result<Self, BackendError> {
+        let fail = |what: &str, source: Box<dyn std::error::Error + Send + Sync>| BackendError::Open {
+            mode: ProxyMode::Ipvs,
+            what: what.into(),
+            source,
+        };
+        let ipvs = KernelIpvs::open().map_err(|e| fail("IPVS generic netlink", e.into()))?;
+        let vips = KernelVips::open().map_err(|e| fail("rtnetlink", e.into()))?;
+        let variant = match opts.iptables_variant.as_deref() {
+            None => Variant::detect(),
+            Some(v) => Variant::parse(v)
+                .ok_or_else(|| fail("iptables variant", format!("{v:?} is not nft or legacy").into()))?,
+        };
+        let mut random_fully = false;
+        let mut families = Vec::new();
+        for family in &opts.families {
+            let exec = Exec::new(*family, variant);
+            random_fully = exec
+                .supports_random_fully()
+                .map_err(|e| fail("iptables", e.into()))?;
+            families.push((exec, IpvsConfig::of(opts, *family)));
+        }
+        Ok(IpvsBackend::new(ipvs, vips, ExecIpset, families)
+            .with_random_fully(random_fully)
+            .with_strict_arp(opts.ipvs.strict_arp))
+    }
+}
