@@ -90,6 +90,26 @@ pub fn cleanup(mode: ProxyMode) -> Result<(), BackendError> {
         families: vec![IpFamily::V4, IpFamily::V6],
         ..BackendOptions::default()
     };
+    if mode == ProxyMode::Ipvs {
+        // IPVS's rules live in whichever iptables variant holds the chains (legacy where the
+        // kernel has no nf_tables); the virtual servers, the link and the sets are cleaned
+        // with the first.
+        let mut variants: Vec<Variant> = [Variant::Legacy, Variant::Nft]
+            .into_iter()
+            .filter(|v| v.holds_proxy_chains())
+            .collect();
+        if variants.is_empty() {
+            variants.push(Variant::Legacy);
+        }
+        for variant in variants {
+            let opts = BackendOptions {
+                iptables_variant: Some(variant.as_str().to_owned()),
+                ..opts.clone()
+            };
+            build_and_clean(mode, &opts)?;
+        }
+        return Ok(());
+    }
     if mode == ProxyMode::Iptables {
         for variant in [Variant::Nft, Variant::Legacy] {
             if variant.holds_proxy_chains() {
@@ -134,7 +154,11 @@ fn build_and_clean(mode: ProxyMode, opts: &BackendOptions) -> Result<(), Backend
 /// `--cleanup`: every mode's state removed; a mode whose cleanup fails is reported and the
 /// others still cleaned. `ebpf`: where the ebpf mode pinned (`--ebpf-pin-dir`).
 pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
-    let mut failed: Vec<BackendError> = ProxyMode::ALL
+    // IPVS first: its rules reference chains the iptables mode's cleanup deletes by name
+    // (KUBE-SERVICES, KUBE-MARK-MASQ), which fails while IPVS's own chains still jump there.
+    let mut order = vec![ProxyMode::Ipvs];
+    order.extend(ProxyMode::ALL.into_iter().filter(|m| *m != ProxyMode::Ipvs));
+    let mut failed: Vec<BackendError> = order
         .into_iter()
         .filter_map(|mode| cleanup(mode).err())
         .collect();

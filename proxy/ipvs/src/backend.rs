@@ -258,9 +258,19 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
 
     fn full(&mut self, snap: &Snapshot) -> Result<(), BackendError> {
         let family = snap.family();
-        let cfg = self.cfg(family)?.clone();
+        self.cfg(family)?;
         // The fixed parts: the link, the sets, the rules and their jumps.
         self.vips.ensure_link().map_err(apply_err)?;
+        if self.families[&family].cfg.nodeport_all {
+            let mut ips: Vec<IpAddr> = (self.vips.node_addresses().map_err(apply_err)?)
+                .into_iter()
+                .filter(|ip| family.contains(ip))
+                .collect();
+            ips.sort();
+            ips.dedup();
+            self.families.get_mut(&family).expect("checked").cfg.nodeport_ips = ips;
+        }
+        let cfg = self.cfg(family)?.clone();
         self.ipset.restore(&sets::creates(family)).map_err(apply_err)?;
         let fam = self.families.get_mut(&family).expect("checked");
         fam.ipt

@@ -27,6 +27,9 @@ pub trait Vips: Send {
     fn del(&mut self, ip: IpAddr) -> Result<(), NetlinkError>;
     /// Deletes the link (and so its addresses); absent is fine.
     fn delete_link(&mut self) -> Result<(), NetlinkError>;
+    /// Every address of this node not on the link: node ports are served on these when
+    /// `--nodeport-addresses` selects all (loopback and IPv6 link-local left out).
+    fn node_addresses(&mut self) -> Result<Vec<IpAddr>, NetlinkError>;
 }
 
 /// The addresses in memory (tests).
@@ -38,6 +41,8 @@ pub struct FakeVips {
     pub addrs: BTreeSet<IpAddr>,
     /// Adds and deletes done (for O(changes) checks).
     pub writes: usize,
+    /// The node's other addresses.
+    pub node: Vec<IpAddr>,
 }
 
 impl Vips for FakeVips {
@@ -62,6 +67,9 @@ impl Vips for FakeVips {
         self.exists = false;
         self.addrs.clear();
         Ok(())
+    }
+    fn node_addresses(&mut self) -> Result<Vec<IpAddr>, NetlinkError> {
+        Ok(self.node.clone())
     }
 }
 
@@ -105,6 +113,13 @@ fn ifaddrmsg(ip: &IpAddr, index: u32) -> [u8; IFADDRMSG_LEN] {
     [family, prefix, 0, 0, i[0], i[1], i[2], i[3]]
 }
 
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 fn octets(ip: &IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -146,6 +161,28 @@ impl KernelVips {
         }
         self.index = index;
         Ok(index)
+    }
+
+    /// Every address of the namespace with its link's index.
+    fn dump_addrs(&mut self) -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
+        let mut out = Vec::new();
+        self.socket.exchange::<NetlinkError>(
+            "list addresses",
+            NLM_F_DUMP,
+            |w, seq, flags| w.begin_raw(RTM_GETADDR, flags, seq, &[0; IFADDRMSG_LEN]),
+            |_| {},
+            |m| {
+                let p = m.payload;
+                let index = p.get(4..8).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                if let (Some(index), Some(attrs)) = (index, p.get(IFADDRMSG_LEN..)) {
+                    let attrs = Attrs::new(attrs);
+                    let addr = attrs.get(IFA_LOCAL).or_else(|| attrs.get(IFA_ADDRESS));
+                    out.extend(addr.and_then(decode_addr).map(|a| (index, a)));
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     fn addr_request(&mut self, ty: u16, flags: u16, ip: IpAddr) -> Result<(), NetlinkError> {
@@ -197,27 +234,17 @@ impl Vips for KernelVips {
         let Some(index) = self.index()? else {
             return Ok(BTreeSet::new());
         };
-        let mut out = BTreeSet::new();
-        self.socket.exchange::<NetlinkError>(
-            "list addresses of kube-ipvs0",
-            NLM_F_DUMP,
-            |w, seq, flags| w.begin_raw(RTM_GETADDR, flags, seq, &[0; IFADDRMSG_LEN]),
-            |_| {},
-            |m| {
-                let p = m.payload;
-                let on_link = p
-                    .get(4..8)
-                    .is_some_and(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == index);
-                if on_link && let Some(attrs) = p.get(IFADDRMSG_LEN..) {
-                    let attrs = Attrs::new(attrs);
-                    let addr = attrs.get(IFA_LOCAL).or_else(|| attrs.get(IFA_ADDRESS));
-                    out.extend(addr.and_then(decode_addr));
-                }
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        Ok(self.dump_addrs()?.into_iter().filter(|(i, _)| *i == index).map(|(_, a)| a).collect())
     }
+
+    fn node_addresses(&mut self) -> Result<Vec<IpAddr>, NetlinkError> {
+        let index = self.index()?;
+        Ok((self.dump_addrs()?.into_iter())
+            .filter(|(i, a)| Some(*i) != index && !a.is_loopback() && !is_link_local(a))
+            .map(|(_, a)| a)
+            .collect())
+    }
+
 
     fn add(&mut self, ip: IpAddr) -> Result<(), NetlinkError> {
         match self.addr_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ip) {

@@ -31,6 +31,9 @@ pub struct IpvsConfig {
     pub scheduler: String,
     /// The addresses node ports are served on (loopback never).
     pub nodeport_ips: Vec<IpAddr>,
+    /// `--nodeport-addresses` selects every address: [`Self::nodeport_ips`] is refreshed
+    /// from the node's addresses (all but `kube-ipvs0`'s) on every full sync, as kube-proxy.
+    pub nodeport_all: bool,
     /// This node's addresses (external IPs that are node addresses are not put on
     /// `kube-ipvs0`; node addresses inside source ranges may hairpin through the LB).
     pub node_ips: Vec<IpAddr>,
@@ -63,6 +66,7 @@ impl IpvsConfig {
                 s => s.into(),
             },
             nodeport_ips: of_family(nodeport),
+            nodeport_all: opts.nodeport_addresses.is_none(),
             node_ips: of_family(&opts.node_ips),
             exclude_cidrs: opts.ipvs.exclude_cidrs.clone(),
             masquerade_all: opts.masquerade_all,
@@ -81,6 +85,7 @@ impl IpvsConfig {
             family: IpFamily::V4,
             scheduler: "rr".into(),
             nodeport_ips: node_ips.to_vec(),
+            nodeport_all: false,
             node_ips: node_ips.to_vec(),
             exclude_cidrs: Vec::new(),
             masquerade_all: false,

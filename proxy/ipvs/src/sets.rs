@@ -75,7 +75,8 @@ pub fn merge(entries: &mut Entries, other: &Entries) {
 pub fn name(set: &str, family: IpFamily) -> String {
     match family {
         IpFamily::V4 => set.to_owned(),
-        IpFamily::V6 => set.replacen("KUBE-", "KUBE-6-", 1),
+        // kube-proxy truncates to ipset's 31-character limit.
+        IpFamily::V6 => set.replacen("KUBE-", "KUBE-6-", 1).chars().take(31).collect(),
     }
 }
 
