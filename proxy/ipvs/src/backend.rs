@@ -356,6 +356,24 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
                 prog.ports.insert(port.name.clone(), r);
             }
         }
+        // A member (or address) a Service dropped and re-added in this sync did not change.
+        for (set, ms) in members.iter_mut() {
+            if let Some(g) = gone.get_mut(set) {
+                let both: Vec<String> = ms.intersection(g).cloned().collect();
+                for m in both {
+                    ms.remove(&m);
+                    g.remove(&m);
+                }
+            }
+        }
+        let mut net: BTreeMap<IpAddr, i32> = BTreeMap::new();
+        for (ip, present) in &vips {
+            *net.entry(*ip).or_default() += if *present { 1 } else { -1 };
+        }
+        let vips: Vec<(IpAddr, bool)> = (net.into_iter())
+            .filter(|(_, n)| *n != 0)
+            .map(|(ip, n)| (ip, n > 0))
+            .collect();
         let result = self.program_partial(&mut prog, family, &old_servers, &new_servers, &vips, &members, &gone);
         if result.is_ok() {
             self.families.get_mut(&family).expect("checked").programmed = Some(prog);
