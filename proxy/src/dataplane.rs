@@ -185,7 +185,8 @@ pub fn cleanup_others(mode: ProxyMode) {
 /// What `mode` does where the modes differ.
 pub fn dialect(mode: ProxyMode, opts: &BackendOptions) -> Dialect {
     match mode {
-        ProxyMode::Iptables | ProxyMode::Ipvs => Dialect::iptables(opts.localhost_nodeports),
+        ProxyMode::Iptables => Dialect::iptables(opts.localhost_nodeports),
+        ProxyMode::Ipvs => Dialect::IPVS,
         ProxyMode::Ebpf => Dialect::EBPF,
         ProxyMode::Nftables | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
     }

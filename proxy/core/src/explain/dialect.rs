@@ -48,6 +48,19 @@ impl Dialect {
         ..Self::NFTABLES
     };
 
+    /// kube-proxy's IPVS mode: `KUBE-IPVS-FILTER` rejects new connections to a Service address
+    /// on `kube-ipvs0` that no virtual server serves; unallocated ClusterIPs are not on the
+    /// link and are left alone; no NodePorts on loopback; IPVS itself answers ICMP port
+    /// unreachable for a virtual server without real servers (a reject, no rule involved).
+    pub const IPVS: Self = Self {
+        reject_unserved_cluster_ip_ports: true,
+        drop_unallocated_cluster_ips: false,
+        localhost_nodeports: false,
+        reject_no_endpoints: true,
+        hairpin_masquerade: true,
+        socket_lb: false,
+    };
+
     /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
     pub const fn iptables(localhost_nodeports: bool) -> Self {
         Self {
