@@ -223,6 +223,33 @@ pub fn check(
             let dump = Dump::parse(&rendered.text()).ok()?;
             Some(iptables_check(&dump, "rendered", node, packet, verdict))
         }
+        ProxyMode::Ipvs => {
+            let family = snapshot.family();
+            let mut cfg = sluice_proxy_ipvs::IpvsConfig::of(opts, family);
+            let of_family = |ips: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
+                (ips.iter())
+                    .filter(|ip| family.contains(ip) && !ip.is_loopback())
+                    .copied()
+                    .collect()
+            };
+            cfg.nodeport_ips = of_family(&node.nodeport_ips);
+            cfg.node_ips = of_family(&node.node_ips);
+            cfg.cluster_cidrs = (node.pod_cidrs.iter())
+                .filter(|n| family.contains(&n.addr()))
+                .copied()
+                .collect();
+            cfg.masquerade_all = node.masquerade_all;
+            let all = sluice_proxy_ipvs::render::union(sluice_proxy_ipvs::render(&cfg, snapshot).values());
+            let tracer = sluice_proxy_ipvs::Tracer::new(&all, &cfg);
+            Some(BackendCheck::run(
+                mode.as_str(),
+                "rendered",
+                &tracer,
+                packet,
+                node,
+                verdict,
+            ))
+        }
         _ => None,
     }
 }

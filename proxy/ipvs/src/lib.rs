@@ -15,6 +15,7 @@ pub mod render;
 pub mod rules;
 pub mod sets;
 pub mod sysctl;
+pub mod tracer;
 pub mod types;
 
 pub use backend::{GRACEFUL_CHECK, IpvsBackend};
@@ -24,3 +25,4 @@ pub use kernel::KernelIpvsBackend;
 pub use link::{FakeVips, KernelVips, Vips};
 pub use render::{IpvsConfig, PortRender, render, render_port};
 pub use sets::{ExecIpset, FakeIpset, Ipset};
+pub use tracer::Tracer;

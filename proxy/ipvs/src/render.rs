@@ -196,10 +196,12 @@ pub fn render_port(cfg: &IpvsConfig, snapshot: &Snapshot, name: &ServicePortName
         if !cfg.node_ips.contains(&ip) {
             out.vips.insert(ip);
         }
-        sets::add(&mut out.sets, sets::EXTERNAL_IP, ipport(&ip));
-        if external_local {
-            sets::add(&mut out.sets, sets::EXTERNAL_IP_LOCAL, ipport(&ip));
-        }
+        // One or the other, as kube-proxy: only the Cluster-policy set is masqueraded.
+        let set = match external_local {
+            true => sets::EXTERNAL_IP_LOCAL,
+            false => sets::EXTERNAL_IP,
+        };
+        sets::add(&mut out.sets, set, ipport(&ip));
     }
 
     let ranges: Vec<&IpNet> = (port.load_balancer_source_ranges.iter())
