@@ -239,7 +239,9 @@ pub fn check(
                 .copied()
                 .collect();
             cfg.masquerade_all = node.masquerade_all;
-            let all = sluice_proxy_ipvs::render::union(sluice_proxy_ipvs::render(&cfg, snapshot).values());
+            let all = sluice_proxy_ipvs::render::union(
+                sluice_proxy_ipvs::render(&cfg, snapshot).values(),
+            );
             let tracer = sluice_proxy_ipvs::Tracer::new(&all, &cfg);
             Some(BackendCheck::run(
                 mode.as_str(),

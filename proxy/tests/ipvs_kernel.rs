@@ -136,7 +136,10 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
         assert!(ipvs.contains(want), "{want} not in\n{ipvs}");
     }
     let link = sh(n1.ns(), "ip -br addr show kube-ipvs0");
-    assert!(link.contains("10.96.0.10/32") && link.contains("10.96.0.13/32"), "{link}");
+    assert!(
+        link.contains("10.96.0.10/32") && link.contains("10.96.0.13/32"),
+        "{link}"
+    );
     let sets = sh(n1.ns(), "ipset save");
     for want in [
         "add KUBE-CLUSTER-IP 10.96.0.10,tcp:80",
@@ -148,8 +151,16 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
     }
     let nat = sh(n1.ns(), "iptables-legacy-save -t nat");
     assert!(nat.contains("-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"), "{nat}");
-    assert!(nat.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{nat}");
-    for (path, want) in [("net/ipv4/vs/conntrack", "1"), ("net/ipv4/vs/expire_nodest_conn", "1")] {
+    assert!(
+        nat.contains(
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        ),
+        "{nat}"
+    );
+    for (path, want) in [
+        ("net/ipv4/vs/conntrack", "1"),
+        ("net/ipv4/vs/expire_nodest_conn", "1"),
+    ] {
         let v = sh(n1.ns(), &format!("cat /proc/sys/{path}"));
         assert_eq!(v.trim(), want, "{path}");
     }
@@ -166,7 +177,10 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
         .filter(|l| l.contains(":8080"))
         .filter_map(|l| l.split_whitespace().nth(3))
         .collect();
-    assert!(!weights.is_empty() && weights.iter().all(|w| *w == "0"), "{ipvs}");
+    assert!(
+        !weights.is_empty() && weights.iter().all(|w| *w == "0"),
+        "{ipvs}"
+    );
     write(d, &manifests(&[b1.ip()]));
     eventually(Duration::from_secs(10), || {
         tcp_request(client.ns(), web, T).ok()
@@ -186,7 +200,11 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0)
     };
-    assert!(conns(&after) >= conns(&before) && conns(&before) > 0, "{before}\n{after}\n{}", proxy.logs());
+    assert!(
+        conns(&after) >= conns(&before) && conns(&before) > 0,
+        "{before}\n{after}\n{}",
+        proxy.logs()
+    );
     tcp_request(client.ns(), web, T).unwrap();
     proxy.stop();
 

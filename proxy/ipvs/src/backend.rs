@@ -47,7 +47,14 @@ struct Programmed {
 }
 
 impl Programmed {
-    fn count(&mut self, port: &PortRender, delta: isize, vips: &mut Vec<(IpAddr, bool)>, members: &mut Entries, gone: &mut Entries) {
+    fn count(
+        &mut self,
+        port: &PortRender,
+        delta: isize,
+        vips: &mut Vec<(IpAddr, bool)>,
+        members: &mut Entries,
+        gone: &mut Entries,
+    ) {
         for ip in &port.vips {
             if let Some(now) = bump(&mut self.vips, *ip, delta) {
                 vips.push((*ip, now));
@@ -116,7 +123,12 @@ impl<V, L, S, I> std::fmt::Debug for IpvsBackend<V, L, S, I> {
 
 impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     /// A backend over these interfaces, one iptables and configuration per family.
-    pub fn new(ipvs: V, vips: L, ipset: S, families: impl IntoIterator<Item = (I, IpvsConfig)>) -> Self {
+    pub fn new(
+        ipvs: V,
+        vips: L,
+        ipset: S,
+        families: impl IntoIterator<Item = (I, IpvsConfig)>,
+    ) -> Self {
         Self {
             ipvs,
             vips,
@@ -173,9 +185,13 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     }
 
     fn cfg(&self, family: IpFamily) -> Result<&IpvsConfig, BackendError> {
-        (self.families.get(&family))
-            .map(|f| &f.cfg)
-            .ok_or_else(|| BackendError::apply(MODE, Outcome::Refused, format!("no IPVS configuration for {family:?}")))
+        (self.families.get(&family)).map(|f| &f.cfg).ok_or_else(|| {
+            BackendError::apply(
+                MODE,
+                Outcome::Refused,
+                format!("no IPVS configuration for {family:?}"),
+            )
+        })
     }
 
     fn sync(&mut self, snap: &Snapshot, changes: &Changes, full: bool) -> Result<(), BackendError> {
@@ -219,11 +235,13 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
         let term = self.terminating.clone();
         let d = diff::real_servers(rs, &have_rs, |r| term.contains(&(key, *r)));
         for r in &d.add {
-            self.ipvs.add_destination(&key, &RealServer::new(r.addr, r.port, 1))?;
+            self.ipvs
+                .add_destination(&key, &RealServer::new(r.addr, r.port, 1))?;
             self.metrics.writes.inc();
         }
         for r in &d.reweight {
-            self.ipvs.edit_destination(&key, &RealServer::new(r.addr, r.port, 1))?;
+            self.ipvs
+                .edit_destination(&key, &RealServer::new(r.addr, r.port, 1))?;
             self.terminating.remove(&(key, *r));
             self.metrics.writes.inc();
         }
@@ -237,11 +255,15 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     fn remove_rs(&mut self, key: &VsKey, r: &RsKey) -> Result<(), IpvsError> {
         self.metrics.writes.inc();
         if key.protocol == TCP {
-            self.ipvs.edit_destination(key, &RealServer::new(r.addr, r.port, 0))?;
+            self.ipvs
+                .edit_destination(key, &RealServer::new(r.addr, r.port, 0))?;
             self.terminating.insert((*key, *r));
             return Ok(());
         }
-        match self.ipvs.del_destination(key, &RealServer::new(r.addr, r.port, 0)) {
+        match self
+            .ipvs
+            .del_destination(key, &RealServer::new(r.addr, r.port, 0))
+        {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }
@@ -268,10 +290,16 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
                 .collect();
             ips.sort();
             ips.dedup();
-            self.families.get_mut(&family).expect("checked").cfg.nodeport_ips = ips;
+            self.families
+                .get_mut(&family)
+                .expect("checked")
+                .cfg
+                .nodeport_ips = ips;
         }
         let cfg = self.cfg(family)?.clone();
-        self.ipset.restore(&sets::creates(family)).map_err(apply_err)?;
+        self.ipset
+            .restore(&sets::creates(family))
+            .map_err(apply_err)?;
         let fam = self.families.get_mut(&family).expect("checked");
         fam.ipt
             .restore(&rules::render(&cfg, self.random_fully))
@@ -374,14 +402,25 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
             .filter(|(_, n)| *n != 0)
             .map(|(ip, n)| (ip, n > 0))
             .collect();
-        let result = self.program_partial(&mut prog, family, &old_servers, &new_servers, &vips, &members, &gone);
+        let result = self.program_partial(
+            &mut prog,
+            family,
+            &old_servers,
+            &new_servers,
+            &vips,
+            &members,
+            &gone,
+        );
         if result.is_ok() {
             self.families.get_mut(&family).expect("checked").programmed = Some(prog);
         }
         result
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site, the parts of one partial sync")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, the parts of one partial sync"
+    )]
     fn program_partial(
         &mut self,
         prog: &mut Programmed,
@@ -394,8 +433,10 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     ) -> Result<(), BackendError> {
         for (key, (vs, rs)) in new {
             let have = prog.servers.get(key).map(|(v, rs)| {
-                let mut list: Vec<RealServer> =
-                    rs.iter().map(|r| RealServer::new(r.addr, r.port, 1)).collect();
+                let mut list: Vec<RealServer> = rs
+                    .iter()
+                    .map(|r| RealServer::new(r.addr, r.port, 1))
+                    .collect();
                 list.extend(
                     (self.terminating.iter())
                         .filter(|(k, r)| k == key && !rs.contains(r))
@@ -484,7 +525,11 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> Backend for IpvsBackend<V, L, S, I
         Ok(render::text(&all) + &rules::render(cfg, self.random_fully))
     }
 
-    fn apply_partial(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<(), BackendError> {
+    fn apply_partial(
+        &mut self,
+        snapshot: &Snapshot,
+        changes: &Changes,
+    ) -> Result<(), BackendError> {
         self.sync(snapshot, changes, false)
     }
 
@@ -498,7 +543,10 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> Backend for IpvsBackend<V, L, S, I
         let families: Vec<IpFamily> = self.families.keys().copied().collect();
         match self.ipvs.services() {
             Ok(all) => {
-                for vs in all.iter().filter(|v| families.iter().any(|f| f.contains(&v.key.addr))) {
+                for vs in all
+                    .iter()
+                    .filter(|v| families.iter().any(|f| f.contains(&v.key.addr)))
+                {
                     if let Err(e) = self.ipvs.del_service(&vs.key)
                         && !e.is_not_found()
                     {

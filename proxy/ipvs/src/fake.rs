@@ -52,14 +52,14 @@ impl Ipvs for FakeIpvs {
         if self.services.contains_key(&vs.key) {
             return Err(eexist(format!("add {}", vs.key)));
         }
-        self.services
-            .insert(vs.key, (vs.clone(), BTreeMap::new()));
+        self.services.insert(vs.key, (vs.clone(), BTreeMap::new()));
         Ok(())
     }
 
     fn edit_service(&mut self, vs: &VirtualServer) -> Result<(), IpvsError> {
         self.writes += 1;
-        let (v, _) = (self.services.get_mut(&vs.key)).ok_or_else(|| enoent(format!("edit {}", vs.key)))?;
+        let (v, _) =
+            (self.services.get_mut(&vs.key)).ok_or_else(|| enoent(format!("edit {}", vs.key)))?;
         *v = vs.clone();
         Ok(())
     }
@@ -73,7 +73,10 @@ impl Ipvs for FakeIpvs {
     }
 
     fn destinations(&mut self, key: &VsKey) -> Result<Vec<RealServer>, IpvsError> {
-        let (_, d) = self.services.get(key).ok_or_else(|| enoent(format!("list {key}")))?;
+        let (_, d) = self
+            .services
+            .get(key)
+            .ok_or_else(|| enoent(format!("list {key}")))?;
         Ok(d.values().copied().collect())
     }
 
@@ -83,7 +86,14 @@ impl Ipvs for FakeIpvs {
         if d.contains_key(&rs.key) {
             return Err(eexist(format!("add {} to {key}", rs.key)));
         }
-        d.insert(rs.key, RealServer { active: 0, inactive: 0, ..*rs });
+        d.insert(
+            rs.key,
+            RealServer {
+                active: 0,
+                inactive: 0,
+                ..*rs
+            },
+        );
         Ok(())
     }
 

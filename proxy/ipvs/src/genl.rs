@@ -163,7 +163,10 @@ pub fn parse_service(attrs: Attrs<'_>) -> Option<VirtualServer> {
 /// (kernels before 4.9 do not send the destination's own).
 pub fn parse_destination(attrs: Attrs<'_>, family: &IpAddr) -> Option<RealServer> {
     let d = attrs.nested(CMD_ATTR_DEST)?;
-    let family = d.get(dest::ADDR_FAMILY).and_then(ne_u16).unwrap_or(af(family));
+    let family = d
+        .get(dest::ADDR_FAMILY)
+        .and_then(ne_u16)
+        .unwrap_or(af(family));
     Some(RealServer {
         key: RsKey {
             addr: addr_of(family, d.get(dest::ADDR)?)?,

@@ -69,7 +69,7 @@ const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 impl KernelIpvs {
     /// Opens generic netlink in the calling thread's namespace and resolves the IPVS family.
     pub fn open() -> Result<Self, IpvsError> {
-        let mut socket = Socket::open(NETLINK_GENERIC as isize)?;
+        let mut socket = Socket::open(NETLINK_GENERIC)?;
         let mut family = None;
         let found = socket.exchange::<NetlinkError>(
             "resolve generic netlink family IPVS",
@@ -181,7 +181,10 @@ impl Ipvs for KernelIpvs {
     }
 
     fn edit_destination(&mut self, key: &VsKey, rs: &RealServer) -> Result<(), IpvsError> {
-        let what = format!("set weight {} of real server {} of {key}", rs.weight, rs.key);
+        let what = format!(
+            "set weight {} of real server {} of {key}",
+            rs.weight, rs.key
+        );
         self.request(&what, cmd::SET_DEST, |w| {
             genl::service_id(w, key);
             genl::destination(w, rs);

@@ -18,17 +18,22 @@ impl KernelIpvsBackend {
     /// Opens IPVS (an error when the kernel has none, as kube-proxy exits then), rtnetlink
     /// and the iptables programs.
     pub fn open(opts: &BackendOptions) -> Result<Self, BackendError> {
-        let fail = |what: &str, source: Box<dyn std::error::Error + Send + Sync>| BackendError::Open {
-            mode: ProxyMode::Ipvs,
-            what: what.into(),
-            source,
-        };
+        let fail =
+            |what: &str, source: Box<dyn std::error::Error + Send + Sync>| BackendError::Open {
+                mode: ProxyMode::Ipvs,
+                what: what.into(),
+                source,
+            };
         let ipvs = KernelIpvs::open().map_err(|e| fail("IPVS generic netlink", e.into()))?;
         let vips = KernelVips::open().map_err(|e| fail("rtnetlink", e.into()))?;
         let variant = match opts.iptables_variant.as_deref() {
             None => Variant::detect(),
-            Some(v) => Variant::parse(v)
-                .ok_or_else(|| fail("iptables variant", format!("{v:?} is not nft or legacy").into()))?,
+            Some(v) => Variant::parse(v).ok_or_else(|| {
+                fail(
+                    "iptables variant",
+                    format!("{v:?} is not nft or legacy").into(),
+                )
+            })?,
         };
         let mut random_fully = false;
         let mut families = Vec::new();

@@ -173,7 +173,9 @@ impl KernelVips {
             |_| {},
             |m| {
                 let p = m.payload;
-                let index = p.get(4..8).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                let index = p
+                    .get(4..8)
+                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 if let (Some(index), Some(attrs)) = (index, p.get(IFADDRMSG_LEN..)) {
                     let attrs = Attrs::new(attrs);
                     let addr = attrs.get(IFA_LOCAL).or_else(|| attrs.get(IFA_ADDRESS));
@@ -189,7 +191,10 @@ impl KernelVips {
         let Some(index) = self.index()? else {
             return Ok(());
         };
-        let what = format!("{} {ip} on {DUMMY}", if ty == RTM_NEWADDR { "add" } else { "delete" });
+        let what = format!(
+            "{} {ip} on {DUMMY}",
+            if ty == RTM_NEWADDR { "add" } else { "delete" }
+        );
         let header = ifaddrmsg(&ip, index);
         let bytes = octets(&ip);
         self.socket
@@ -234,7 +239,12 @@ impl Vips for KernelVips {
         let Some(index) = self.index()? else {
             return Ok(BTreeSet::new());
         };
-        Ok(self.dump_addrs()?.into_iter().filter(|(i, _)| *i == index).map(|(_, a)| a).collect())
+        Ok(self
+            .dump_addrs()?
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, a)| a)
+            .collect())
     }
 
     fn node_addresses(&mut self) -> Result<Vec<IpAddr>, NetlinkError> {
@@ -244,7 +254,6 @@ impl Vips for KernelVips {
             .map(|(_, a)| a)
             .collect())
     }
-
 
     fn add(&mut self, ip: IpAddr) -> Result<(), NetlinkError> {
         match self.addr_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ip) {

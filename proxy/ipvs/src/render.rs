@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use sluice_model::service::{Endpoint, IpFamily, Protocol, ServicePort, ServicePortName, TrafficPolicy};
+use sluice_model::service::{
+    Endpoint, IpFamily, Protocol, ServicePort, ServicePortName, TrafficPolicy,
+};
 use sluice_proxy_core::Snapshot;
 use sluice_proxy_core::backend::BackendOptions;
 
@@ -124,10 +126,7 @@ fn proto_number(p: Protocol) -> u16 {
 
 /// The endpoints kube-proxy's `syncEndpoint` programs: the Local set when the policy is
 /// Local and it is not empty, else the Cluster set.
-fn real_servers(
-    cat: &sluice_proxy_core::Categorized<'_>,
-    local_policy: bool,
-) -> BTreeSet<RsKey> {
+fn real_servers(cat: &sluice_proxy_core::Categorized<'_>, local_policy: bool) -> BTreeSet<RsKey> {
     let pick: &[&Endpoint] = match (local_policy, cat.local.as_deref()) {
         (true, Some(local)) if !local.is_empty() => local,
         _ => cat.cluster.as_deref().unwrap_or(&[]),

@@ -29,18 +29,69 @@ pub const FILTER_CHAINS: [&str; 6] = [
 
 /// The jumps from the built-in chains: (table, chain, target, comment).
 pub const JUMPS: [(&str, &str, &str, &str); 8] = [
-    ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals"),
-    ("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals"),
-    ("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules"),
-    ("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules"),
-    ("filter", "INPUT", "KUBE-NODE-PORT", "kubernetes health check rules"),
-    ("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
-    ("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
-    ("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"),
+    (
+        "nat",
+        "PREROUTING",
+        "KUBE-SERVICES",
+        "kubernetes service portals",
+    ),
+    (
+        "nat",
+        "OUTPUT",
+        "KUBE-SERVICES",
+        "kubernetes service portals",
+    ),
+    (
+        "nat",
+        "POSTROUTING",
+        "KUBE-POSTROUTING",
+        "kubernetes postrouting rules",
+    ),
+    (
+        "filter",
+        "FORWARD",
+        "KUBE-FORWARD",
+        "kubernetes forwarding rules",
+    ),
+    (
+        "filter",
+        "INPUT",
+        "KUBE-NODE-PORT",
+        "kubernetes health check rules",
+    ),
+    (
+        "filter",
+        "INPUT",
+        "KUBE-PROXY-FIREWALL",
+        "kube-proxy firewall rules",
+    ),
+    (
+        "filter",
+        "INPUT",
+        "KUBE-IPVS-FILTER",
+        "kubernetes ipvs access filter",
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        "KUBE-IPVS-OUT-FILTER",
+        "kubernetes ipvs access filter",
+    ),
 ];
 
 fn jump_args<'a>(op: &'a str, j: &(&'a str, &'a str, &'a str, &'a str)) -> Vec<&'a str> {
-    vec![op, j.1, "-t", j.0, "-m", "comment", "--comment", j.3, "-j", j.2]
+    vec![
+        op,
+        j.1,
+        "-t",
+        j.0,
+        "-m",
+        "comment",
+        "--comment",
+        j.3,
+        "-j",
+        j.2,
+    ]
 }
 
 /// The nat and filter tables' chains of ours, as `iptables-restore --noflush` input.
@@ -60,7 +111,9 @@ pub fn render(cfg: &IpvsConfig, random_fully: bool) -> String {
         "KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set {} dst,dst,src -j MASQUERADE",
         s(sets::LOOP_BACK)
     ));
-    a(format!("KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"));
+    a(format!(
+        "KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"
+    ));
     a(format!("KUBE-POSTROUTING -j MARK --xor-mark {mark}"));
     a(format!(
         "KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
@@ -68,7 +121,8 @@ pub fn render(cfg: &IpvsConfig, random_fully: bool) -> String {
     ));
     a(format!("KUBE-MARK-MASQ -j MARK --or-mark {mark}"));
     let cluster = s(sets::CLUSTER_IP);
-    let comment = "-m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\"";
+    let comment =
+        "-m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\"";
     if cfg.masquerade_all {
         a(format!(
             "KUBE-SERVICES {comment} -m set --match-set {cluster} dst,dst -j KUBE-MARK-MASQ"

@@ -76,7 +76,11 @@ pub fn name(set: &str, family: IpFamily) -> String {
     match family {
         IpFamily::V4 => set.to_owned(),
         // kube-proxy truncates to ipset's 31-character limit.
-        IpFamily::V6 => set.replacen("KUBE-", "KUBE-6-", 1).chars().take(31).collect(),
+        IpFamily::V6 => set
+            .replacen("KUBE-", "KUBE-6-", 1)
+            .chars()
+            .take(31)
+            .collect(),
     }
 }
 
@@ -104,7 +108,10 @@ pub fn delta(want: &Entries, have: &Entries, family: IpFamily) -> String {
     let empty = BTreeSet::new();
     let mut out = String::new();
     for (set, _) in ALL {
-        let (w, h) = (want.get(set).unwrap_or(&empty), have.get(set).unwrap_or(&empty));
+        let (w, h) = (
+            want.get(set).unwrap_or(&empty),
+            have.get(set).unwrap_or(&empty),
+        );
         let n = name(set, family);
         for m in h.difference(w) {
             out.push_str(&format!("del {n} {m}\n"));
@@ -224,7 +231,10 @@ impl Ipset for FakeIpset {
                 }
                 ["add", n, m] => {
                     self.lines += 1;
-                    self.sets.entry((*n).to_owned()).or_default().insert((*m).into());
+                    self.sets
+                        .entry((*n).to_owned())
+                        .or_default()
+                        .insert((*m).into());
                 }
                 ["del", n, m] => {
                     self.lines += 1;

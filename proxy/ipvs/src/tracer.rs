@@ -37,11 +37,15 @@ impl<'a> Tracer<'a> {
             return false;
         }
         let prefix = format!("{ipport},");
-        let allowed_cidr = (self.all.sets.get(sets::LOAD_BALANCER_SOURCE_CIDR).into_iter())
-            .flatten()
-            .filter_map(|e| e.strip_prefix(&prefix))
-            .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
-            .any(|net| net.contains(&src));
+        let allowed_cidr = (self
+            .all
+            .sets
+            .get(sets::LOAD_BALANCER_SOURCE_CIDR)
+            .into_iter())
+        .flatten()
+        .filter_map(|e| e.strip_prefix(&prefix))
+        .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
+        .any(|net| net.contains(&src));
         let allowed_ip = self.member(sets::LOAD_BALANCER_SOURCE_IP, &format!("{ipport},{src}"));
         !(allowed_cidr || allowed_ip)
     }

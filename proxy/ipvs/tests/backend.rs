@@ -74,7 +74,10 @@ fn every_service_address_gets_a_virtual_server_with_persistence_and_its_endpoint
     let snap = fixture::snapshot(
         NODE,
         None,
-        vec![(web(), vec![ep("10.180.0.1", NODE), ep("10.180.1.1", "node-2")])],
+        vec![(
+            web(),
+            vec![ep("10.180.0.1", NODE), ep("10.180.1.1", "node-2")],
+        )],
     );
     let all = render::union(render(&cfg(), &snap).values());
     let want_rs = [rs("10.180.0.1", 80), rs("10.180.1.1", 80)].into();
@@ -85,7 +88,10 @@ fn every_service_address_gets_a_virtual_server_with_persistence_and_its_endpoint
         key("192.168.0.2", TCP, 30080),
     ] {
         let (vs, real) = all.servers.get(&k).unwrap_or_else(|| panic!("{k} missing"));
-        assert_eq!((vs.scheduler.as_str(), vs.flags, vs.timeout), ("rr", F_PERSISTENT, 600));
+        assert_eq!(
+            (vs.scheduler.as_str(), vs.flags, vs.timeout),
+            ("rr", F_PERSISTENT, 600)
+        );
         assert_eq!(real, &want_rs, "{k}");
     }
     assert_eq!(all.servers.len(), 4);
@@ -99,7 +105,10 @@ fn every_service_address_gets_a_virtual_server_with_persistence_and_its_endpoint
     assert!(has("KUBE-EXTERNAL-IP", "203.0.113.7,tcp:80"));
     assert!(has("KUBE-LOAD-BALANCER", "198.51.100.9,tcp:80"));
     assert!(has("KUBE-NODE-PORT-TCP", "30080"));
-    assert!(has("KUBE-LOOP-BACK", "10.180.0.1,tcp:80,10.180.0.1"), "local endpoint only");
+    assert!(
+        has("KUBE-LOOP-BACK", "10.180.0.1,tcp:80,10.180.0.1"),
+        "local endpoint only"
+    );
     assert!(!has("KUBE-LOOP-BACK", "10.180.1.1,tcp:80,10.180.1.1"));
     assert!(has("KUBE-IPVS-IPS", "172.30.0.10"));
 }
@@ -118,7 +127,11 @@ fn local_policies_use_local_endpoints_and_fall_back_to_the_cluster_set_without_a
         all.servers[&key("192.168.0.2", TCP, 30080)].1,
         [rs("10.180.0.1", 80)].into()
     );
-    assert_eq!(all.servers[&key("172.30.0.10", TCP, 80)].1.len(), 2, "ClusterIP: Cluster");
+    assert_eq!(
+        all.servers[&key("172.30.0.10", TCP, 80)].1.len(),
+        2,
+        "ClusterIP: Cluster"
+    );
     assert!(all.sets["KUBE-NODE-PORT-LOCAL-TCP"].contains("30080"));
     // No local endpoint: kube-proxy's IPVS mode serves the node port from all endpoints.
     let snap = fixture::snapshot(NODE, None, vec![(local, vec![ep("10.180.1.1", "node-2")])]);
@@ -163,9 +176,7 @@ fn a_full_sync_programs_everything_and_a_restart_adopts_it_without_a_write() {
     restarted.vips().writes = 0;
     let before = restarted.ipset().lines;
     let snap = state.snapshot();
-    restarted
-        .apply_full(&snap, &Default::default())
-        .unwrap();
+    restarted.apply_full(&snap, &Default::default()).unwrap();
     assert_eq!(restarted.ipvs().writes, 0);
     assert_eq!(restarted.vips().writes, 0);
     assert_eq!(restarted.ipset().lines, before, "no set member rewritten");
@@ -174,7 +185,10 @@ fn a_full_sync_programs_everything_and_a_restart_adopts_it_without_a_write() {
 #[test]
 fn drift_and_strangers_are_repaired_by_a_full_sync_except_in_excluded_cidrs() {
     let mut state = fixture::state(NODE, None);
-    fixture::apply(&mut state, vec![(svc("a", "172.30.0.1"), vec![ep("10.180.0.1", NODE)])]);
+    fixture::apply(
+        &mut state,
+        vec![(svc("a", "172.30.0.1"), vec![ep("10.180.0.1", NODE)])],
+    );
     let mut b = backend();
     sync(&mut state, &mut b);
     // Someone deletes our real server and adds two virtual servers of their own.
@@ -197,9 +211,14 @@ fn drift_and_strangers_are_repaired_by_a_full_sync_except_in_excluded_cidrs() {
         std::mem::take(b.ipset()),
     );
     let mut b = IpvsBackend::new(ipvs, vips, sets, [(FakeIptables::new(), c)]);
-    b.apply_full(&state.snapshot(), &Default::default()).unwrap();
+    b.apply_full(&state.snapshot(), &Default::default())
+        .unwrap();
     let keys: Vec<VsKey> = b.ipvs().services.keys().copied().collect();
-    assert_eq!(keys, vec![key("10.1.2.3", TCP, 80), k], "excluded kept, stale gone");
+    assert_eq!(
+        keys,
+        vec![key("10.1.2.3", TCP, 80), k],
+        "excluded kept, stale gone"
+    );
     assert!(b.ipvs().services[&k].1.contains_key(&rs("10.180.0.1", 80)));
 }
 
@@ -209,7 +228,10 @@ fn a_partial_sync_writes_only_what_one_service_changed() {
     let services: Vec<(ServicePort, Vec<Endpoint>)> = (0..200)
         .map(|i| {
             (
-                svc(&format!("s{i}"), &format!("172.30.{}.{}", i / 200, i % 200 + 1)),
+                svc(
+                    &format!("s{i}"),
+                    &format!("172.30.{}.{}", i / 200, i % 200 + 1),
+                ),
                 vec![ep(&format!("10.180.{}.{}", i / 200, i % 200 + 1), NODE)],
             )
         })
@@ -250,8 +272,14 @@ fn removed_tcp_real_servers_drain_at_weight_zero_and_udp_ones_go_at_once() {
     fixture::apply(
         &mut state,
         vec![
-            (svc("web", "172.30.0.10"), vec![ep("10.180.0.1", NODE), ep("10.180.0.2", NODE)]),
-            (udp.clone(), vec![ep("10.180.0.1", NODE), ep("10.180.0.2", NODE)]),
+            (
+                svc("web", "172.30.0.10"),
+                vec![ep("10.180.0.1", NODE), ep("10.180.0.2", NODE)],
+            ),
+            (
+                udp.clone(),
+                vec![ep("10.180.0.1", NODE), ep("10.180.0.2", NODE)],
+            ),
         ],
     );
     let mut b = backend();
@@ -271,7 +299,7 @@ fn removed_tcp_real_servers_drain_at_weight_zero_and_udp_ones_go_at_once() {
     assert!(!b.ipvs().services[&u].1.contains_key(&gone), "UDP: deleted");
     assert!(b.terminating().contains(&(t, gone)));
     // The periodic sweep keeps it while it has connections, deletes it once none are left.
-    assert_eq!(b.tick().unwrap().full_sync, false);
+    assert!(!b.tick().unwrap().full_sync);
     assert!(b.ipvs().services[&t].1.contains_key(&gone));
     b.ipvs().set_connections(&t, &gone, 0, 0);
     b.tick().unwrap();
@@ -286,7 +314,10 @@ fn a_draining_real_server_that_comes_back_gets_its_weight_back() {
     fixture::apply(&mut state, vec![(svc("web", "172.30.0.10"), two.clone())]);
     let mut b = backend();
     sync(&mut state, &mut b);
-    fixture::apply(&mut state, vec![(svc("web", "172.30.0.10"), vec![ep("10.180.0.1", NODE)])]);
+    fixture::apply(
+        &mut state,
+        vec![(svc("web", "172.30.0.10"), vec![ep("10.180.0.1", NODE)])],
+    );
     sync(&mut state, &mut b);
     let (t, back) = (key("172.30.0.10", TCP, 80), rs("10.180.0.2", 80));
     assert_eq!(b.ipvs().services[&t].1[&back].weight, 0);
@@ -305,5 +336,9 @@ fn the_rules_parse_as_iptables_restore_input_and_cleanup_removes_everything() {
     b.cleanup().unwrap();
     assert!(b.ipvs().services.is_empty());
     assert!(!b.vips().exists && b.vips().addrs.is_empty());
-    assert!(b.ipset().sets.keys().all(|s| !s.starts_with("KUBE-")), "{:?}", b.ipset().sets.keys());
+    assert!(
+        b.ipset().sets.keys().all(|s| !s.starts_with("KUBE-")),
+        "{:?}",
+        b.ipset().sets.keys()
+    );
 }
