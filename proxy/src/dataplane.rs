@@ -224,40 +224,61 @@ pub fn check(
             Some(iptables_check(&dump, "rendered", node, packet, verdict))
         }
         ProxyMode::Ipvs => {
-            let family = snapshot.family();
-            let mut cfg = sluice_proxy_ipvs::IpvsConfig::of(opts, family);
-            let of_family = |ips: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
-                (ips.iter())
-                    .filter(|ip| family.contains(ip) && !ip.is_loopback())
-                    .copied()
-                    .collect()
-            };
-            cfg.nodeport_ips = of_family(&node.nodeport_ips);
-            cfg.node_ips = of_family(&node.node_ips);
-            cfg.cluster_cidrs = (node.pod_cidrs.iter())
-                .filter(|n| family.contains(&n.addr()))
-                .copied()
-                .collect();
-            cfg.masquerade_all = node.masquerade_all;
+            let cfg = ipvs_config(opts, snapshot.family(), node);
             let all = sluice_proxy_ipvs::render::union(
                 sluice_proxy_ipvs::render(&cfg, snapshot).values(),
             );
-            let tracer = sluice_proxy_ipvs::Tracer::new(&all, &cfg);
-            Some(BackendCheck::run(
-                mode.as_str(),
-                "rendered",
-                &tracer,
-                packet,
-                node,
-                verdict,
-            ))
+            Some(ipvs_check(&all, &cfg, "rendered", node, packet, verdict))
         }
         _ => None,
     }
 }
 
+/// The IPVS rendering settings `node`'s facts imply (its addresses, pods, masquerade-all).
+fn ipvs_config(
+    opts: &BackendOptions,
+    family: IpFamily,
+    node: &NodeContext,
+) -> sluice_proxy_ipvs::IpvsConfig {
+    let mut cfg = sluice_proxy_ipvs::IpvsConfig::of(opts, family);
+    let of_family = |ips: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
+        (ips.iter())
+            .filter(|ip| family.contains(ip) && !ip.is_loopback())
+            .copied()
+            .collect()
+    };
+    cfg.nodeport_ips = of_family(&node.nodeport_ips);
+    cfg.node_ips = of_family(&node.node_ips);
+    cfg.cluster_cidrs = (node.pod_cidrs.iter())
+        .filter(|n| family.contains(&n.addr()))
+        .copied()
+        .collect();
+    cfg.masquerade_all = node.masquerade_all;
+    cfg
+}
+
+fn ipvs_check(
+    all: &sluice_proxy_ipvs::PortRender,
+    cfg: &sluice_proxy_ipvs::IpvsConfig,
+    source: &'static str,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> BackendCheck {
+    let tracer = sluice_proxy_ipvs::Tracer::new(all, cfg);
+    BackendCheck::run(
+        ProxyMode::Ipvs.as_str(),
+        source,
+        &tracer,
+        packet,
+        node,
+        verdict,
+    )
+}
+
 /// As [`check`], over what is programmed in this namespace where the mode can read it back
-/// (iptables: `iptables-save`); the rendering where nothing of the mode is programmed.
+/// (iptables: `iptables-save`; ipvs: IPVS netlink, `kube-ipvs0`, `ipset save`); the
+/// rendering where nothing of the mode is programmed.
 pub fn check_programmed(
     mode: ProxyMode,
     opts: &BackendOptions,
@@ -266,6 +287,19 @@ pub fn check_programmed(
     packet: &Packet,
     verdict: &VerdictView,
 ) -> Option<BackendCheck> {
+    if mode == ProxyMode::Ipvs
+        && let Some(all) = sluice_proxy_ipvs::read_programmed(snapshot.family())
+    {
+        let cfg = ipvs_config(opts, snapshot.family(), node);
+        return Some(ipvs_check(
+            &all,
+            &cfg,
+            "programmed, IPVS netlink and ipset",
+            node,
+            packet,
+            verdict,
+        ));
+    }
     if mode == ProxyMode::Iptables
         && let Some(dump) = iptables_programmed(opts, snapshot.family())
     {

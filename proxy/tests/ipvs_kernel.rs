@@ -165,6 +165,32 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
         assert_eq!(v.trim(), want, "{path}");
     }
 
+    // explain traces what is programmed (read back over netlink and from ipset).
+    let explain = n1
+        .ns()
+        .exec([
+            BIN,
+            "--proxy-mode",
+            "ipvs",
+            "--hostname-override",
+            "node-1",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--manifests-dir",
+            d.to_str().unwrap(),
+            "explain",
+            "--src",
+            "10.244.1.9",
+            "--dst",
+            "10.96.0.10:80",
+        ])
+        .unwrap();
+    let want = format!(
+        "ipvs rules (programmed, IPVS netlink and ipset): DNAT to one of {}:8080 (agrees)",
+        b1.ip()
+    );
+    assert!(explain.contains(&want), "{explain}");
+
     // An endpoint change reaches IPVS: the UDP real server goes at once, TCP's is
     // weighted 0 (graceful termination) until its connections are gone.
     write(d, &manifests(&[]));

@@ -49,3 +49,31 @@ impl KernelIpvsBackend {
             .with_strict_arp(opts.ipvs.strict_arp))
     }
 }
+
+/// What IPVS mode has programmed for `family` in this namespace, read back (virtual and real
+/// servers over netlink, `kube-ipvs0`'s addresses, the sets' members) as a rendering the
+/// [`crate::Tracer`] walks: `explain` traces what is there, not what would be. `None` when
+/// the kernel has no IPVS or nothing of the mode is programmed.
+pub fn read_programmed(family: sluice_model::service::IpFamily) -> Option<crate::PortRender> {
+    use crate::ipvs::Ipvs as _;
+    use crate::link::Vips as _;
+    use crate::sets::Ipset as _;
+    let mut ipvs = KernelIpvs::open().ok()?;
+    let mut all = crate::PortRender::default();
+    for vs in ipvs.services().ok()? {
+        if !family.contains(&vs.key.addr) {
+            continue;
+        }
+        let real = (ipvs.destinations(&vs.key).ok()?.into_iter())
+            .filter(|r| r.weight > 0)
+            .map(|r| r.key)
+            .collect();
+        all.servers.insert(vs.key, (vs, real));
+    }
+    let mut vips = KernelVips::open().ok()?;
+    all.vips = (vips.addresses().ok()?.into_iter())
+        .filter(|ip| family.contains(ip))
+        .collect();
+    all.sets = crate::sets::parse_save(&ExecIpset.save().ok()?, family);
+    (!all.sets.is_empty() || !all.servers.is_empty()).then_some(all)
+}

@@ -21,7 +21,7 @@ pub mod types;
 pub use backend::{GRACEFUL_CHECK, IpvsBackend};
 pub use fake::FakeIpvs;
 pub use ipvs::{Ipvs, IpvsError, KernelIpvs};
-pub use kernel::KernelIpvsBackend;
+pub use kernel::{KernelIpvsBackend, read_programmed};
 pub use link::{FakeVips, KernelVips, Vips};
 pub use render::{IpvsConfig, PortRender, render, render_port};
 pub use sets::{ExecIpset, FakeIpset, Ipset};
