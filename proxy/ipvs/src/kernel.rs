@@ -27,7 +27,7 @@ impl KernelIpvsBackend {
         let ipvs = KernelIpvs::open().map_err(|e| fail("IPVS generic netlink", e.into()))?;
         let vips = KernelVips::open().map_err(|e| fail("rtnetlink", e.into()))?;
         let variant = match opts.iptables_variant.as_deref() {
-            None => Variant::detect(),
+            None => usable(Variant::detect()),
             Some(v) => Variant::parse(v).ok_or_else(|| {
                 fail(
                     "iptables variant",
@@ -48,6 +48,21 @@ impl KernelIpvsBackend {
             .with_random_fully(random_fully)
             .with_strict_arp(opts.ipvs.strict_arp))
     }
+}
+
+/// `variant`, unless it is nf_tables and the kernel cannot run it (User-Mode Linux's kernel
+/// has IPVS but no nf_tables for `ip` tables): then legacy. iptables exits 1 for a missing
+/// chain and 4 when it cannot talk to the kernel at all.
+fn usable(variant: Variant) -> Variant {
+    use sluice_proxy_iptables::Iptables as _;
+    if variant == Variant::Nft {
+        let mut nft = Exec::new(sluice_model::service::IpFamily::V4, Variant::Nft);
+        if nft.run(&["-S", "KUBE-SERVICES", "-t", "nat"]).is_err() {
+            tracing::info!("iptables-nft does not work in this kernel: using iptables-legacy");
+            return Variant::Legacy;
+        }
+    }
+    variant
 }
 
 /// What IPVS mode has programmed for `family` in this namespace, read back (virtual and real
