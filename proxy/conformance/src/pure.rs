@@ -131,9 +131,8 @@ impl NodeWorld {
             iptables_variant: iptables_variant.map(str::to_owned),
             ..self.options.clone()
         };
-        let err = |e: sluice_proxy_core::backend::BackendError| {
-            sluice_proxy_core::backend::chain(&e)
-        };
+        let err =
+            |e: sluice_proxy_core::backend::BackendError| sluice_proxy_core::backend::chain(&e);
         let mut backend = dataplane::Any::build(self.mode, &options).map_err(err)?;
         backend.init().map_err(err)?;
         for snapshot in &self.snapshots {

@@ -4,6 +4,8 @@
 //! chokepoint and fake). The rules match ipsets, so they never change with the Services: they
 //! are restored on full syncs only; Service changes touch set members.
 
+use sluice_proxy_iptables::dump::Dump;
+use sluice_proxy_iptables::rule::Rule;
 use sluice_proxy_iptables::{ExecError, Iptables};
 
 use crate::render::IpvsConfig;
@@ -240,10 +242,22 @@ pub fn render(cfg: &IpvsConfig, random_fully: bool) -> String {
     nat + &filter
 }
 
-/// Adds the jump rules that are missing (`-C`, then `-I`), as kube-proxy's `EnsureRule`.
+/// Adds the jump rules that are missing (`-I`), as kube-proxy's `EnsureRule`; which are
+/// there is read from one `iptables-save` per table rather than one `-C` per rule.
 pub fn ensure_jumps(ipt: &mut impl Iptables) -> Result<(), ExecError> {
+    let mut saved = ipt.save("nat")?;
+    saved.push_str(&ipt.save("filter")?);
+    let dump = Dump::parse(&saved).unwrap_or_default();
     for j in &JUMPS {
-        if !ipt.run(&jump_args("-C", j))? {
+        let want = Rule::parse(&format!(
+            "-A {} -m comment --comment \"{}\" -j {}",
+            j.1, j.3, j.2
+        ))
+        .ok();
+        let present = (dump.chain(j.0, j.1).into_iter())
+            .flat_map(|c| &c.rules)
+            .any(|r| Rule::parse(r).ok() == want);
+        if !present {
             ipt.run(&jump_args("-I", j))?;
         }
     }

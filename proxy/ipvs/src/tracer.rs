@@ -44,7 +44,11 @@ impl<'a> Tracer<'a> {
             .into_iter())
         .flatten()
         .filter_map(|e| e.strip_prefix(&prefix))
-        .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
+        .filter_map(|net| {
+            // `ipset save` prints a host-length net as a bare address.
+            (net.parse::<ipnet::IpNet>().ok())
+                .or_else(|| net.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+        })
         .any(|net| net.contains(&src));
         let allowed_ip = self.member(sets::LOAD_BALANCER_SOURCE_IP, &format!("{ipport},{src}"));
         !(allowed_cidr || allowed_ip)
