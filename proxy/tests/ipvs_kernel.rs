@@ -91,7 +91,15 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(d, &manifests(&[b1.ip()]));
-    let mut proxy = n1.ns().spawn(&proxy_cmd(d, &[])).unwrap();
+    let timeouts = [
+        "--ipvs-tcp-timeout",
+        "900s",
+        "--ipvs-tcpfin-timeout",
+        "120s",
+        "--ipvs-udp-timeout",
+        "300s",
+    ];
+    let mut proxy = n1.ns().spawn(&proxy_cmd(d, &timeouts)).unwrap();
 
     // ClusterIP from a pod on the node: TCP and UDP, the pod's own source kept.
     let web = vip("10.96.0.10", 80);
@@ -157,6 +165,8 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
         ),
         "{nat}"
     );
+    let t = sh(n1.ns(), "ipvsadm -L --timeout");
+    assert!(t.contains("900 120 300"), "{t}");
     for (path, want) in [
         ("net/ipv4/vs/conntrack", "1"),
         ("net/ipv4/vs/expire_nodest_conn", "1"),

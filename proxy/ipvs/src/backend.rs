@@ -109,6 +109,8 @@ pub struct IpvsBackend<V, L, S, I> {
     terminating: BTreeSet<(VsKey, RsKey)>,
     random_fully: bool,
     strict_arp: bool,
+    /// `--ipvs-tcp-timeout`, `--ipvs-tcpfin-timeout`, `--ipvs-udp-timeout` in seconds.
+    timeouts: (u32, u32, u32),
     metrics: IpvsMetrics,
 }
 
@@ -148,6 +150,7 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
             terminating: BTreeSet::new(),
             random_fully: false,
             strict_arp: false,
+            timeouts: (0, 0, 0),
             metrics: IpvsMetrics::default(),
         }
     }
@@ -161,6 +164,14 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     /// Sets the strict-ARP sysctls in [`Backend::init`].
     pub fn with_strict_arp(mut self, on: bool) -> Self {
         self.strict_arp = on;
+        self
+    }
+
+    /// Sets IPVS's connection timeouts in [`Backend::init`] (TCP, TCP FIN, UDP; zero:
+    /// unchanged), as kube-proxy does with `--ipvs-*-timeout`.
+    pub fn with_timeouts(mut self, timeouts: (Duration, Duration, Duration)) -> Self {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        self.timeouts = (secs(timeouts.0), secs(timeouts.1), secs(timeouts.2));
         self
     }
 
@@ -581,10 +592,18 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> Backend for IpvsBackend<V, L, S, I
     }
 
     fn init(&mut self) -> Result<(), BackendError> {
-        crate::sysctl::set_all(self.strict_arp).map_err(|e| BackendError::Init {
+        let init = |e: Box<dyn std::error::Error + Send + Sync>| BackendError::Init {
             mode: MODE,
-            source: e.into(),
-        })
+            source: e,
+        };
+        crate::sysctl::set_all(self.strict_arp).map_err(|e| init(e.into()))?;
+        let (tcp, fin, udp) = self.timeouts;
+        if (tcp, fin, udp) != (0, 0, 0) {
+            self.ipvs
+                .set_timeouts(tcp, fin, udp)
+                .map_err(|e| init(e.into()))?;
+        }
+        Ok(())
     }
 
     fn tick_period(&self) -> Option<Duration> {

@@ -14,6 +14,8 @@ pub struct FakeIpvs {
     pub services: BTreeMap<VsKey, (VirtualServer, BTreeMap<RsKey, RealServer>)>,
     /// Writes (add, edit, delete of services and destinations).
     pub writes: usize,
+    /// The timeouts last set (TCP, TCP FIN, UDP).
+    pub timeouts: Option<(u32, u32, u32)>,
 }
 
 fn enoent(what: String) -> IpvsError {
@@ -103,6 +105,11 @@ impl Ipvs for FakeIpvs {
             .and_then(|(_, d)| d.get_mut(&rs.key))
             .ok_or_else(|| enoent(format!("edit {} of {key}", rs.key)))?;
         r.weight = rs.weight;
+        Ok(())
+    }
+
+    fn set_timeouts(&mut self, tcp: u32, tcp_fin: u32, udp: u32) -> Result<(), IpvsError> {
+        self.timeouts = Some((tcp, tcp_fin, udp));
         Ok(())
     }
 

@@ -26,12 +26,24 @@ pub mod cmd {
     pub const SET_DEST: u8 = 6;
     pub const DEL_DEST: u8 = 7;
     pub const GET_DEST: u8 = 8;
+    pub const SET_CONFIG: u8 = 12;
     pub const FLUSH: u8 = 17;
 }
 
 /// `IPVS_CMD_ATTR_*`.
 const CMD_ATTR_SERVICE: u16 = 1;
 const CMD_ATTR_DEST: u16 = 2;
+const CMD_ATTR_TIMEOUT_TCP: u16 = 4;
+const CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
+const CMD_ATTR_TIMEOUT_UDP: u16 = 6;
+
+/// `IPVS_CMD_SET_CONFIG`'s attributes: the TCP, TCP FIN and UDP timeouts in seconds; zero
+/// leaves a timeout unchanged (the kernel's own rule, as `ipvsadm --set 0 0 0`).
+pub fn timeouts(w: &mut Writer, tcp: u32, tcp_fin: u32, udp: u32) {
+    w.u32_ne(CMD_ATTR_TIMEOUT_TCP, tcp);
+    w.u32_ne(CMD_ATTR_TIMEOUT_TCP_FIN, tcp_fin);
+    w.u32_ne(CMD_ATTR_TIMEOUT_UDP, udp);
+}
 
 /// `IPVS_SVC_ATTR_*`.
 mod svc {

@@ -44,6 +44,8 @@ pub trait Ipvs: Send {
     fn edit_destination(&mut self, key: &VsKey, rs: &RealServer) -> Result<(), IpvsError>;
     /// Deletes a real server.
     fn del_destination(&mut self, key: &VsKey, rs: &RealServer) -> Result<(), IpvsError>;
+    /// Sets the connection timeouts in seconds (TCP, TCP FIN, UDP; zero: unchanged).
+    fn set_timeouts(&mut self, tcp: u32, tcp_fin: u32, udp: u32) -> Result<(), IpvsError>;
 }
 
 /// IPVS over generic netlink.
@@ -188,6 +190,13 @@ impl Ipvs for KernelIpvs {
         self.request(&what, cmd::SET_DEST, |w| {
             genl::service_id(w, key);
             genl::destination(w, rs);
+        })
+    }
+
+    fn set_timeouts(&mut self, tcp: u32, tcp_fin: u32, udp: u32) -> Result<(), IpvsError> {
+        let what = format!("set IPVS timeouts tcp {tcp}s tcpfin {tcp_fin}s udp {udp}s");
+        self.request(&what, cmd::SET_CONFIG, |w| {
+            genl::timeouts(w, tcp, tcp_fin, udp)
         })
     }
 

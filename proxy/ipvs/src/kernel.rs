@@ -46,7 +46,8 @@ impl KernelIpvsBackend {
         }
         Ok(IpvsBackend::new(ipvs, vips, ExecIpset, families)
             .with_random_fully(random_fully)
-            .with_strict_arp(opts.ipvs.strict_arp))
+            .with_strict_arp(opts.ipvs.strict_arp)
+            .with_timeouts(opts.ipvs.timeouts))
     }
 }
 

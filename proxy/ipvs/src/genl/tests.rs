@@ -126,3 +126,14 @@ fn garbage_answers_are_skipped_not_panicked_on() {
     w.nest(1, |w| w.u16_ne(1, 99));
     assert_eq!(parse_service(Attrs::new(&w.into_inner())), None);
 }
+
+#[test]
+fn timeouts_are_three_native_u32_attributes() {
+    let mut w = Writer::new();
+    timeouts(&mut w, 900, 120, 300);
+    let bytes = w.into_inner();
+    let a = Attrs::new(&bytes);
+    assert_eq!(a.get(4).unwrap(), &900u32.to_ne_bytes()[..]);
+    assert_eq!(a.get(5).unwrap(), &120u32.to_ne_bytes()[..]);
+    assert_eq!(a.get(6).unwrap(), &300u32.to_ne_bytes()[..]);
+}
