@@ -375,8 +375,11 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
         let mut old_servers: BTreeMap<VsKey, (VirtualServer, BTreeSet<RsKey>)> = BTreeMap::new();
         let mut new_servers: BTreeMap<VsKey, (VirtualServer, BTreeSet<RsKey>)> = BTreeMap::new();
         for service in changes.services() {
-            let old: Vec<ServicePortName> = (prog.ports.keys())
-                .filter(|n| n.service() == service)
+            // The Service's ports are one range of the sorted map (unnamed TCP sorts first).
+            let from = ServicePortName::new(&service, "", sluice_model::service::Protocol::Tcp);
+            let old: Vec<ServicePortName> = (prog.ports.range(from..))
+                .map(|(n, _)| n)
+                .take_while(|n| n.namespace == service.namespace && n.name == service.name)
                 .cloned()
                 .collect();
             for name in old {
