@@ -174,8 +174,24 @@ pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
 
 /// On start in `mode`: the leftovers of every other mode are removed, as kube-proxy does
 /// (a failure is logged, not fatal: the chosen mode can still run).
+///
+/// Except between `iptables` and `ipvs`: they share chain names (`KUBE-SERVICES`,
+/// `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`, `KUBE-FORWARD`, `KUBE-PROXY-FIREWALL` and the jumps to
+/// them), so one's cleanup would tear down the other's live rules on every restart; the
+/// starting mode's first full sync rewrites the shared chains instead, and what only the other
+/// mode had (IPVS virtual servers, `kube-ipvs0`, the sets; iptables' per-Service chains) stays
+/// until `--cleanup`.
 pub fn cleanup_others(mode: ProxyMode) {
-    for other in ProxyMode::ALL.into_iter().filter(|m| *m != mode) {
+    let shares_chains = |other: ProxyMode| {
+        matches!(
+            (mode, other),
+            (ProxyMode::Iptables, ProxyMode::Ipvs) | (ProxyMode::Ipvs, ProxyMode::Iptables)
+        )
+    };
+    for other in ProxyMode::ALL
+        .into_iter()
+        .filter(|m| *m != mode && !shares_chains(*m))
+    {
         if let Err(e) = cleanup(other) {
             tracing::warn!("removing {other} leftovers: {}", backend::chain(&e));
         }
