@@ -81,6 +81,20 @@ impl Writer {
         start
     }
 
+    /// Starts a message with its own fixed header `header` after the `nlmsghdr` (rtnetlink's
+    /// `ifinfomsg`, `ifaddrmsg`); returns its start for [`Writer::end_msg`].
+    pub fn begin_raw(&mut self, ty: u16, flags: u16, seq: u32, header: &[u8]) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(header);
+        self.pad();
+        start
+    }
+
     /// A native-endian u32 attribute (generic netlink's `NLA_U32`).
     pub fn u32_ne(&mut self, ty: u16, v: u32) {
         self.bytes(ty, &v.to_ne_bytes());

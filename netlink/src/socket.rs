@@ -13,7 +13,7 @@ use std::io;
 use netlink_sys::{Socket as RawSocket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 
-pub use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER};
+pub use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER, NETLINK_ROUTE};
 
 use crate::attr::{Attrs, Msg, Writer, messages};
 use crate::consts::*;

@@ -15,6 +15,7 @@ use sluice_proxy_core::{Changes, backend};
 use sluice_proxy_ebpf::KernelEbpf;
 use sluice_proxy_iptables::dump::Dump;
 use sluice_proxy_iptables::{Exec, Iptables, KernelIptables, Scope, Variant};
+use sluice_proxy_ipvs::KernelIpvsBackend;
 use sluice_proxy_nftables::{KernelNftables, NftConfig};
 
 /// The backend chosen by `--proxy-mode`.
@@ -29,13 +30,16 @@ pub enum Any {
     Iptables(Box<KernelIptables>),
     /// Socket-level load balancing in BPF maps (`--proxy-mode ebpf`).
     Ebpf(Box<KernelEbpf>),
+    /// kube-proxy's IPVS mode (`--proxy-mode ipvs`).
+    Ipvs(Box<KernelIpvsBackend>),
 }
 
 /// The modes this version can build.
-pub const BUILT: [ProxyMode; 4] = [
+pub const BUILT: [ProxyMode; 5] = [
     ProxyMode::Nftables,
     ProxyMode::Iptables,
     ProxyMode::Ebpf,
+    ProxyMode::Ipvs,
     ProxyMode::Fake,
 ];
 
@@ -53,7 +57,7 @@ impl Any {
             ProxyMode::Nftables => Ok(Self::Nftables(Box::new(KernelNftables::open(opts)?))),
             ProxyMode::Iptables => Ok(Self::Iptables(Box::new(KernelIptables::open(opts)?))),
             ProxyMode::Ebpf => Ok(Self::Ebpf(Box::new(KernelEbpf::open(opts)?))),
-            other => Err(BackendError::ModeNotAvailable(other)),
+            ProxyMode::Ipvs => Ok(Self::Ipvs(Box::new(KernelIpvsBackend::open(opts)?))),
         }
     }
 
@@ -63,6 +67,7 @@ impl Any {
             Self::Nftables(b) => b.as_ref(),
             Self::Iptables(b) => b.as_ref(),
             Self::Ebpf(b) => b.as_ref(),
+            Self::Ipvs(b) => b.as_ref(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Any {
             Self::Nftables(b) => b.as_mut(),
             Self::Iptables(b) => b.as_mut(),
             Self::Ebpf(b) => b.as_mut(),
+            Self::Ipvs(b) => b.as_mut(),
         }
     }
 }
@@ -84,6 +90,26 @@ pub fn cleanup(mode: ProxyMode) -> Result<(), BackendError> {
         families: vec![IpFamily::V4, IpFamily::V6],
         ..BackendOptions::default()
     };
+    if mode == ProxyMode::Ipvs {
+        // IPVS's rules live in whichever iptables variant holds the chains (legacy where the
+        // kernel has no nf_tables); the virtual servers, the link and the sets are cleaned
+        // with the first.
+        let mut variants: Vec<Variant> = [Variant::Legacy, Variant::Nft]
+            .into_iter()
+            .filter(|v| v.holds_proxy_chains())
+            .collect();
+        if variants.is_empty() {
+            variants.push(Variant::Legacy);
+        }
+        for variant in variants {
+            let opts = BackendOptions {
+                iptables_variant: Some(variant.as_str().to_owned()),
+                ..opts.clone()
+            };
+            build_and_clean(mode, &opts)?;
+        }
+        return Ok(());
+    }
     if mode == ProxyMode::Iptables {
         for variant in [Variant::Nft, Variant::Legacy] {
             if variant.holds_proxy_chains() {
@@ -111,6 +137,16 @@ fn build_and_clean(mode: ProxyMode, opts: &BackendOptions) -> Result<(), Backend
             tracing::debug!("no iptables leftovers to remove ({what}: {source})");
             Ok(())
         }
+        // No IPVS in this kernel: no virtual servers can be left over. (kube-ipvs0, sets and
+        // rules of an IPVS-mode run cannot exist without it either.)
+        Err(BackendError::Open {
+            mode: ProxyMode::Ipvs,
+            what,
+            source,
+        }) => {
+            tracing::debug!("no IPVS leftovers to remove ({what}: {source})");
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -118,7 +154,11 @@ fn build_and_clean(mode: ProxyMode, opts: &BackendOptions) -> Result<(), Backend
 /// `--cleanup`: every mode's state removed; a mode whose cleanup fails is reported and the
 /// others still cleaned. `ebpf`: where the ebpf mode pinned (`--ebpf-pin-dir`).
 pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
-    let mut failed: Vec<BackendError> = ProxyMode::ALL
+    // IPVS first: its rules reference chains the iptables mode's cleanup deletes by name
+    // (KUBE-SERVICES, KUBE-MARK-MASQ), which fails while IPVS's own chains still jump there.
+    let mut order = vec![ProxyMode::Ipvs];
+    order.extend(ProxyMode::ALL.into_iter().filter(|m| *m != ProxyMode::Ipvs));
+    let mut failed: Vec<BackendError> = order
         .into_iter()
         .filter_map(|mode| cleanup(mode).err())
         .collect();
@@ -134,8 +174,24 @@ pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
 
 /// On start in `mode`: the leftovers of every other mode are removed, as kube-proxy does
 /// (a failure is logged, not fatal: the chosen mode can still run).
+///
+/// Except between `iptables` and `ipvs`: they share chain names (`KUBE-SERVICES`,
+/// `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`, `KUBE-FORWARD`, `KUBE-PROXY-FIREWALL` and the jumps to
+/// them), so one's cleanup would tear down the other's live rules on every restart; the
+/// starting mode's first full sync rewrites the shared chains instead, and what only the other
+/// mode had (IPVS virtual servers, `kube-ipvs0`, the sets; iptables' per-Service chains) stays
+/// until `--cleanup`.
 pub fn cleanup_others(mode: ProxyMode) {
-    for other in ProxyMode::ALL.into_iter().filter(|m| *m != mode) {
+    let shares_chains = |other: ProxyMode| {
+        matches!(
+            (mode, other),
+            (ProxyMode::Iptables, ProxyMode::Ipvs) | (ProxyMode::Ipvs, ProxyMode::Iptables)
+        )
+    };
+    for other in ProxyMode::ALL
+        .into_iter()
+        .filter(|m| *m != mode && !shares_chains(*m))
+    {
         if let Err(e) = cleanup(other) {
             tracing::warn!("removing {other} leftovers: {}", backend::chain(&e));
         }
@@ -145,7 +201,8 @@ pub fn cleanup_others(mode: ProxyMode) {
 /// What `mode` does where the modes differ.
 pub fn dialect(mode: ProxyMode, opts: &BackendOptions) -> Dialect {
     match mode {
-        ProxyMode::Iptables | ProxyMode::Ipvs => Dialect::iptables(opts.localhost_nodeports),
+        ProxyMode::Iptables => Dialect::iptables(opts.localhost_nodeports),
+        ProxyMode::Ipvs => Dialect::IPVS,
         ProxyMode::Ebpf => Dialect::EBPF,
         ProxyMode::Nftables | ProxyMode::Fake => sluice_proxy_nftables::DIALECT,
     }
@@ -182,12 +239,62 @@ pub fn check(
             let dump = Dump::parse(&rendered.text()).ok()?;
             Some(iptables_check(&dump, "rendered", node, packet, verdict))
         }
+        ProxyMode::Ipvs => {
+            let cfg = ipvs_config(opts, snapshot.family(), node);
+            let all = sluice_proxy_ipvs::render::union(
+                sluice_proxy_ipvs::render(&cfg, snapshot).values(),
+            );
+            Some(ipvs_check(&all, &cfg, "rendered", node, packet, verdict))
+        }
         _ => None,
     }
 }
 
+/// The IPVS rendering settings `node`'s facts imply (its addresses, pods, masquerade-all).
+fn ipvs_config(
+    opts: &BackendOptions,
+    family: IpFamily,
+    node: &NodeContext,
+) -> sluice_proxy_ipvs::IpvsConfig {
+    let mut cfg = sluice_proxy_ipvs::IpvsConfig::of(opts, family);
+    let of_family = |ips: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
+        (ips.iter())
+            .filter(|ip| family.contains(ip) && !ip.is_loopback())
+            .copied()
+            .collect()
+    };
+    cfg.nodeport_ips = of_family(&node.nodeport_ips);
+    cfg.node_ips = of_family(&node.node_ips);
+    cfg.cluster_cidrs = (node.pod_cidrs.iter())
+        .filter(|n| family.contains(&n.addr()))
+        .copied()
+        .collect();
+    cfg.masquerade_all = node.masquerade_all;
+    cfg
+}
+
+fn ipvs_check(
+    all: &sluice_proxy_ipvs::PortRender,
+    cfg: &sluice_proxy_ipvs::IpvsConfig,
+    source: &'static str,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> BackendCheck {
+    let tracer = sluice_proxy_ipvs::Tracer::new(all, cfg);
+    BackendCheck::run(
+        ProxyMode::Ipvs.as_str(),
+        source,
+        &tracer,
+        packet,
+        node,
+        verdict,
+    )
+}
+
 /// As [`check`], over what is programmed in this namespace where the mode can read it back
-/// (iptables: `iptables-save`); the rendering where nothing of the mode is programmed.
+/// (iptables: `iptables-save`; ipvs: IPVS netlink, `kube-ipvs0`, `ipset save`); the
+/// rendering where nothing of the mode is programmed.
 pub fn check_programmed(
     mode: ProxyMode,
     opts: &BackendOptions,
@@ -196,6 +303,19 @@ pub fn check_programmed(
     packet: &Packet,
     verdict: &VerdictView,
 ) -> Option<BackendCheck> {
+    if mode == ProxyMode::Ipvs
+        && let Some(all) = sluice_proxy_ipvs::read_programmed(snapshot.family())
+    {
+        let cfg = ipvs_config(opts, snapshot.family(), node);
+        return Some(ipvs_check(
+            &all,
+            &cfg,
+            "programmed, IPVS netlink and ipset",
+            node,
+            packet,
+            verdict,
+        ));
+    }
     if mode == ProxyMode::Iptables
         && let Some(dump) = iptables_programmed(opts, snapshot.family())
     {
@@ -296,13 +416,8 @@ mod tests {
         assert_eq!(Any::new(ProxyMode::Fake).unwrap().mode(), ProxyMode::Fake);
         // nftables opens netlink in the current namespace: built (and cleaned up) by the
         // kernel tests inside their own namespaces, never here in the host's.
-        let mode = ProxyMode::Ipvs;
-        assert!(!BUILT.contains(&mode));
-        let e = Any::new(mode).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!("proxy mode {mode} is not available in this version of Sluice")
-        );
+        // ipvs is built; on a kernel without IPVS (this machine's) it says so at open.
+        assert!(BUILT.contains(&ProxyMode::Ipvs));
         // ebpf builds without touching the kernel (nothing loads before the first sync).
         assert_eq!(Any::new(ProxyMode::Ebpf).unwrap().mode(), ProxyMode::Ebpf);
     }

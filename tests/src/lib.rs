@@ -38,6 +38,7 @@ pub mod process;
 mod root;
 mod sysctl;
 pub mod traffic;
+pub mod uml;
 
 /// The in-memory Kubernetes API server (crate `sluice-test-apiserver`).
 pub use sluice_test_apiserver as apiserver;

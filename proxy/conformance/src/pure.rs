@@ -122,6 +122,53 @@ impl NodeWorld {
         }
     }
 
+    /// Programs this node's snapshots into the kernel of the calling thread's network
+    /// namespace through the mode's real backend (a full sync per family), for
+    /// [`Self::programmed`]; the backend is returned so the caller cleans up.
+    pub fn program(&self, iptables_variant: Option<&str>) -> Result<dataplane::Any, String> {
+        use sluice_proxy_core::backend::Backend as _;
+        let options = BackendOptions {
+            iptables_variant: iptables_variant.map(str::to_owned),
+            ..self.options.clone()
+        };
+        let err =
+            |e: sluice_proxy_core::backend::BackendError| sluice_proxy_core::backend::chain(&e);
+        let mut backend = dataplane::Any::build(self.mode, &options).map_err(err)?;
+        backend.init().map_err(err)?;
+        for snapshot in &self.snapshots {
+            let changes = sluice_proxy_core::Changes {
+                full: true,
+                ..Default::default()
+            };
+            backend.apply(snapshot, &changes).map_err(err)?;
+        }
+        Ok(backend)
+    }
+
+    /// Runner 2 over what [`Self::program`] put in the kernel, read back (where the mode can
+    /// read its state back; its rendering otherwise), held against the expectation.
+    pub fn programmed(&self, spec: &PacketSpec) -> Verdict {
+        let packet = packet(spec);
+        let Some(snapshot) = self.snapshot(packet.dst.ip()) else {
+            return Verdict::Fail(format!("the proxy serves no {:?}", packet.dst.ip()));
+        };
+        let Some(check) = dataplane::check_programmed(
+            self.mode,
+            &self.options,
+            snapshot,
+            &self.context,
+            &packet,
+            &VerdictView::NoService,
+        ) else {
+            return Verdict::NotApplicable(format!("{} mode has no tracer", self.mode));
+        };
+        let got = format!("{} ({})", check.traced.describe(), check.source);
+        match traced_matches(spec.expected(self.mode.as_str()), &check.traced, packet.src) {
+            true => Verdict::Pass(got),
+            false => Verdict::Fail(got),
+        }
+    }
+
     /// Where the packet enters this node's rules.
     pub fn origin(&self, spec: &PacketSpec) -> Origin {
         Origin::of(&packet(spec), &self.context)

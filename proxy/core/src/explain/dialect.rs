@@ -27,6 +27,14 @@ pub struct Dialect {
     /// Pods' connections are translated at `connect()`/`sendmsg()` (the eBPF mode's socket
     /// load balancer): no packet is rewritten, so a pod's source is never masqueraded.
     pub socket_lb: bool,
+    /// Traffic to any Service address the node holds (ClusterIPs, external IPs that are not
+    /// node addresses, load-balancer IPs) on a port it does not serve is rejected (IPVS
+    /// mode's `KUBE-IPVS-FILTER` over `kube-ipvs0`'s addresses).
+    pub reject_unserved_vip_ports: bool,
+    /// kube-proxy's IPVS mode: a Local traffic policy uses the local endpoints when there
+    /// are any and every endpoint otherwise (no short-circuit of pod and node traffic, no
+    /// drop), and traffic under a Local policy is never masqueraded (only hairpin).
+    pub local_falls_back_to_cluster: bool,
 }
 
 impl Dialect {
@@ -38,6 +46,8 @@ impl Dialect {
         reject_no_endpoints: true,
         hairpin_masquerade: true,
         socket_lb: false,
+        reject_unserved_vip_ports: false,
+        local_falls_back_to_cluster: false,
     };
 
     /// Sluice's eBPF mode: nftables' verdicts, with pods load-balanced at the socket (their
@@ -46,6 +56,21 @@ impl Dialect {
         hairpin_masquerade: false,
         socket_lb: true,
         ..Self::NFTABLES
+    };
+
+    /// kube-proxy's IPVS mode: `KUBE-IPVS-FILTER` rejects new connections to a Service address
+    /// on `kube-ipvs0` that no virtual server serves; unallocated ClusterIPs are not on the
+    /// link and are left alone; no NodePorts on loopback; IPVS itself answers ICMP port
+    /// unreachable for a virtual server without real servers (a reject, no rule involved).
+    pub const IPVS: Self = Self {
+        reject_unserved_cluster_ip_ports: true,
+        drop_unallocated_cluster_ips: false,
+        localhost_nodeports: false,
+        reject_no_endpoints: true,
+        hairpin_masquerade: true,
+        socket_lb: false,
+        reject_unserved_vip_ports: true,
+        local_falls_back_to_cluster: true,
     };
 
     /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
@@ -57,6 +82,8 @@ impl Dialect {
             reject_no_endpoints: true,
             hairpin_masquerade: true,
             socket_lb: false,
+            reject_unserved_vip_ports: false,
+            local_falls_back_to_cluster: false,
         }
     }
 }

@@ -119,7 +119,7 @@ pub fn explain(
     let policy = policy(port, destination, node, packet);
     let endpoints = snapshot.endpoints(&port.name);
     let cat = categorize(endpoints, port, &node.topology, snapshot.prefer_same_node);
-    let use_local = uses_local(port, &policy);
+    let use_local = uses_local(port, &policy, node.dialect);
     out.source_ranges = source_ranges(port, destination, node, packet);
     out.topology = cat.cluster.as_ref().map(|_| topology_name(cat.topology));
     out.terminating_fallback = match use_local {
@@ -258,10 +258,14 @@ fn topology_name(mode: TopologyMode) -> &'static str {
 }
 
 /// Whether the Local set (rather than the Cluster set) serves this packet.
-fn uses_local(port: &ServicePort, policy: &PolicyView) -> bool {
+fn uses_local(port: &ServicePort, policy: &PolicyView, dialect: Dialect) -> bool {
+    let no_short_circuit = dialect.local_falls_back_to_cluster;
     match policy.traffic {
         "internal" => port.internal_traffic_policy == TrafficPolicy::Local,
-        _ => port.external_traffic_policy == TrafficPolicy::Local && !policy.short_circuit,
+        _ => {
+            port.external_traffic_policy == TrafficPolicy::Local
+                && (!policy.short_circuit || no_short_circuit)
+        }
     }
 }
 
@@ -296,7 +300,16 @@ fn verdict(
     if ranges.is_some_and(|r| !r.allowed) {
         return VerdictView::DropSourceRange;
     }
-    match cat.verdict(use_local) {
+    let verdict = match cat.verdict(use_local) {
+        // IPVS: no local endpoint, the Cluster set (which a Local-only port never has: no
+        // real server, IPVS answers ICMP unreachable).
+        Verdict::Drop if dialect.local_falls_back_to_cluster => match cat.cluster.as_deref() {
+            Some(eps) if !eps.is_empty() => Verdict::Forward(eps),
+            _ => Verdict::Reject,
+        },
+        v => v,
+    };
+    match verdict {
         Verdict::Forward(eps) => VerdictView::Dnat {
             endpoints: eps.iter().map(|ep| ep.addr()).collect(),
             masquerade: false,
@@ -321,6 +334,10 @@ fn masquerade(
     src: IpAddr,
 ) -> bool {
     if node.dialect.socket_lb && policy.source == "pod" {
+        return false;
+    }
+    let local = port.external_traffic_policy == TrafficPolicy::Local;
+    if node.dialect.local_falls_back_to_cluster && dst != DestinationKind::ClusterIP && local {
         return false;
     }
     match dst {
@@ -350,7 +367,16 @@ fn unserved(snapshot: &Snapshot, node: &NodeContext, dst: IpAddr) -> VerdictView
                 || p.load_balancer_vips.contains(&dst)
         })
     };
-    if node.dialect.reject_unserved_cluster_ip_ports && is_cluster_ip() {
+    let on_kube_ipvs0 = || {
+        snapshot.service_ports().any(|p| {
+            p.cluster_ips.contains(&dst)
+                || p.load_balancer_vips.contains(&dst)
+                || (p.external_ips.contains(&dst) && !node.node_ips.contains(&dst))
+        })
+    };
+    if node.dialect.reject_unserved_cluster_ip_ports && is_cluster_ip()
+        || node.dialect.reject_unserved_vip_ports && on_kube_ipvs0()
+    {
         VerdictView::RejectUnservedPort
     } else if node.dialect.drop_unallocated_cluster_ips
         && node.service_cidrs.iter().any(|n| n.contains(&dst))
