@@ -10,6 +10,8 @@
 //! This crate is `no_std` and dependency-free so the kernel-side crate can use it; the
 //! `user` feature adds conversions that only make sense in userspace.
 #![no_std]
+#[cfg(feature = "user")]
+extern crate std;
 
 /// IP protocol numbers as they appear in the IPv4 header.
 pub mod proto {
@@ -49,8 +51,12 @@ pub mod map_names {
     /// `loadBalancerSourceRanges`: LPM trie of [`SrcRange`](super::SrcRange) (a service id,
     /// then a source prefix) → 1.
     pub const SOURCE_RANGES: &str = "SLUICE_SRCRANGE";
+    /// A one-slot array: this node's network-namespace cookie (`SO_NETNS_COOKIE` of the
+    /// proxy's own sockets), so the socket layer can tell the node's sockets from its pods'.
+    pub const NODE: &str = "SLUICE_NODE";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
+        NODE,
         SOURCE_RANGES,
         SERVICES,
         SLOTS,
@@ -114,6 +120,10 @@ pub mod service_flags {
     /// Only sources in the entry's `loadBalancerSourceRanges` may pass (tc path; the socket
     /// layer leaves such connects to the node's tc programs, which know the source).
     pub const SOURCE_RANGES: u16 = 1 << 5;
+    /// With [`SOURCE_RANGES`] on a socket-layer entry: one of the node's IPs is inside the
+    /// ranges, so the node's own sockets (network namespace [`NODE`](super::map_names::NODE))
+    /// are translated there (kube-proxy's `allowFromNode`); pods' are still left to tc.
+    pub const NODE_ALLOWED: u16 = 1 << 6;
 }
 
 /// [`ServiceKey::scope`] values.
@@ -384,6 +394,107 @@ mod pod {
     unsafe impl aya::Pod for Tuple {}
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for SrcRange {}
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux ≥ 5.14), the
+/// value `bpf_get_netns_cookie` gives the socket-layer programs for sockets of that
+/// namespace. Lives here because this crate is where the project allows `unsafe`.
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "socket(2) and getsockopt(2) through libc; see SAFETY below"
+)]
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain system call; the descriptor is owned (and closed) by `fd` below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut cookie = 0u64;
+    let mut len = core::mem::size_of::<u64>() as libc::socklen_t;
+    // SO_NETNS_COOKIE (71 on every architecture but a few this project does not build for).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    match r {
+        0 => Ok(cookie),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (Linux ≥ 5.6): writes `keys[i] → values[i]` into the map behind
+/// `map`, in order, with one system call instead of one per entry (aya 0.14 has no batch
+/// operations). `flags` are the per-element `BPF_ANY`/`BPF_NOEXIST`/`BPF_EXIST`. An error
+/// may come after some entries were written (a retry writes them again, harmlessly).
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "the bpf(2) system call through libc; see SAFETY below"
+)]
+pub fn map_update_batch<K: aya::Pod, V: aya::Pod>(
+    map: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+    flags: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    if keys.len() != values.len() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let count = u32::try_from(keys.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    /// `union bpf_attr`'s `batch` member (56 bytes, no padding).
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: flags,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; the kernel reads
+    // `count` keys and values from the two slices, which are that long and live across the
+    // call, and writes only `count` back into `attr`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            core::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! Nothing is loaded until the first map access: building the backend (as `--cleanup` and
 //! other modes' start-up cleanup do) never attaches anything.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,12 @@ impl KernelMaps {
                 attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
             }
             write_service_cidrs(&mut ebpf, &self.cfg.service_cidrs)?;
+            let cookie = sluice_ebpf_common::netns_cookie().map_err(|source| EbpfError::Fs {
+                what: "read this network namespace's cookie (SO_NETNS_COOKIE)",
+                path: PathBuf::from("/proc/self/ns/net"),
+                source,
+            })?;
+            write_node_cookie(&mut ebpf, cookie)?;
             // A restart replaces the old proxy's tc links too.
             pin::remove_tc_pins(&self.cfg.pin_dir)?;
             sync_tc(&mut ebpf, &self.cfg)?;
@@ -174,6 +181,16 @@ fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::Ipv4Net]) -> Result<(), 
             .map_err(|source| EbpfError::Map { name, source })?;
     }
     Ok(())
+}
+
+/// Records `cookie` as the node's network namespace: the socket layer translates the node's
+/// own sockets to load-balancer IPs whose source ranges hold a node IP.
+pub fn write_node_cookie(ebpf: &mut Ebpf, cookie: u64) -> Result<(), EbpfError> {
+    let name = map_names::NODE;
+    let mut arr: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map(ebpf, name)?)
+        .map_err(|source| EbpfError::Map { name, source })?;
+    arr.set(0, cookie, 0)
+        .map_err(|source| EbpfError::Map { name, source })
 }
 
 /// Where `(iface, program)`'s link is pinned (bpffs refuses names with a dot: flannel.1).
@@ -317,30 +334,97 @@ fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
 /// Reads the service and slot maps of `ebpf`.
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
     let mut out = MapSet::default();
-    let svc = services(ebpf)?;
-    for entry in svc.iter() {
+    read_services(&services(ebpf)?, &mut out)?;
+    read_slots(&slots(ebpf)?, &mut out)?;
+    read_ranges(&ranges(ebpf)?, &mut out)?;
+    Ok(out)
+}
+
+fn read_services<T: Borrow<MapData>>(
+    m: &HashMap<T, ServiceKey, ServiceValue>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for entry in m.iter() {
         let (k, v) = entry.map_err(|source| EbpfError::Map {
             name: map_names::SERVICES,
             source,
         })?;
         out.services.insert(k, v);
     }
-    let sl = slots(ebpf)?;
-    for entry in sl.iter() {
+    Ok(())
+}
+
+fn read_slots<T: Borrow<MapData>>(
+    m: &HashMap<T, SlotKey, Backend>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for entry in m.iter() {
         let (k, v) = entry.map_err(|source| EbpfError::Map {
             name: map_names::SLOTS,
             source,
         })?;
         out.slots.insert(k, v);
     }
-    let tr = ranges(ebpf)?;
-    for key in tr.keys() {
+    Ok(())
+}
+
+fn read_ranges<T: Borrow<MapData>>(
+    m: &LpmTrie<T, SrcRange, u8>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for key in m.keys() {
         let key = key.map_err(|source| EbpfError::Map {
             name: map_names::SOURCE_RANGES,
             source,
         })?;
         if let Some(r) = range_of(&key) {
             out.ranges.insert(r);
+        }
+    }
+    Ok(())
+}
+
+/// What the pinned maps of a running (or stopped) proxy hold, decoded: for `explain` and
+/// anyone checking the programmed dataplane against the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Programmed {
+    /// The service, slot and source-range maps.
+    pub maps: MapSet,
+    /// The service-CIDR trie.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+}
+
+fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    let data =
+        MapData::from_pin(pin_dir.join(name)).map_err(|source| EbpfError::Map { name, source })?;
+    aya::maps::Map::from_map_data(data).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// Reads the maps pinned in `pin_dir` back, without loading or attaching anything (the
+/// pins are opened read-only in effect: nothing is written).
+pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
+    let mut out = Programmed::default();
+    let err = |name| move |source| EbpfError::Map { name, source };
+    let svc: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES)?)
+            .map_err(err(map_names::SERVICES))?;
+    read_services(&svc, &mut out.maps)?;
+    let sl: HashMap<_, SlotKey, Backend> =
+        HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS)?)
+            .map_err(err(map_names::SLOTS))?;
+    read_slots(&sl, &mut out.maps)?;
+    let tr: LpmTrie<_, SrcRange, u8> =
+        LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
+            .map_err(err(map_names::SOURCE_RANGES))?;
+    read_ranges(&tr, &mut out.maps)?;
+    let cidrs: LpmTrie<_, u32, u8> =
+        LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS)?)
+            .map_err(err(map_names::SERVICE_CIDRS))?;
+    for key in cidrs.keys() {
+        let key = key.map_err(err(map_names::SERVICE_CIDRS))?;
+        let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+        if let Ok(net) = ipnet::Ipv4Net::new(u32::from_be(key.data()).into(), len) {
+            out.service_cidrs.push(net);
         }
     }
     Ok(out)

@@ -17,6 +17,7 @@ use crate::{EbpfBackend, FakeMaps};
 fn cfg() -> RenderConfig {
     RenderConfig {
         nodeport_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
     }
 }
 
@@ -290,4 +291,35 @@ fn source_ranges_guard_the_load_balancer_ip_only() {
     let want: std::collections::BTreeSet<_> =
         [(ext.service_id, "192.168.0.0/24".parse().unwrap())].into();
     assert_eq!(set.ranges, want);
+}
+
+#[test]
+fn the_node_passes_the_ranges_at_the_socket_layer_only_when_its_ip_is_inside() {
+    let lb = |ranges: &str| sluice_model::service::ServicePort {
+        load_balancer_source_ranges: vec![ranges.parse().unwrap()],
+        ..lb_local("lb", "172.30.0.1", "5.6.7.8", 30000)
+    };
+    let node = service_flags::NODE_ALLOWED;
+    let inside = all(&snap(vec![(
+        lb("192.168.0.0/24"),
+        vec![ep("10.180.0.1", "node-a")],
+    )]));
+    let sock = inside.services[&key("5.6.7.8", 80, scope::SOCKET)];
+    assert_eq!(sock.flags & node, node, "192.168.0.2 is inside");
+    let ext = inside.services[&key("5.6.7.8", 80, scope::EXTERNAL)];
+    assert_eq!(
+        ext.flags & node,
+        0,
+        "only the socket layer knows the node's sockets"
+    );
+    let outside = all(&snap(vec![(
+        lb("192.168.1.0/24"),
+        vec![ep("10.180.0.1", "node-a")],
+    )]));
+    let sock = outside.services[&key("5.6.7.8", 80, scope::SOCKET)];
+    assert_eq!(sock.flags & node, 0, "192.168.0.2 is outside");
+    assert_eq!(
+        sock.flags & service_flags::SOURCE_RANGES,
+        service_flags::SOURCE_RANGES
+    );
 }
