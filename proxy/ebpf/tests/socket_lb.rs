@@ -14,6 +14,7 @@ use common::{Bpffs, Cgroup, client, serve};
 use sluice_model::service::{Endpoint, Protocol, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::Changes;
 use sluice_proxy_core::backend::{Backend, BackendOptions, EbpfOptions};
+use sluice_proxy_core::explain::{Origin, Outcome, Packet, Tracer as _};
 use sluice_proxy_core::fixture;
 use sluice_proxy_ebpf::{KernelEbpf, KernelMaps};
 use sluice_testbed::NetNs;
@@ -279,6 +280,41 @@ fn a_restarted_backend_adopts_pinned_maps_and_links() -> anyhow::Result<()> {
         second.programmed(),
         "the maps hold exactly the render"
     );
+    // What explain reads: the pins opened by path (nothing loaded or attached), decoded,
+    // equal to the render; the tracer over them gives the Service's backends, and an entry
+    // deleted behind the proxy's back shows.
+    let read = sluice_proxy_ebpf::kernel::read_pinned(&pins)?;
+    assert_eq!(read.maps, second.programmed());
+    let packet = Packet {
+        src: "127.0.0.1".parse()?,
+        dst: "10.96.0.10:80".parse()?,
+        protocol: Protocol::Tcp,
+    };
+    let traced = |maps: &sluice_proxy_ebpf::MapSet| {
+        sluice_proxy_ebpf::Tracer::new(maps, &read.service_cidrs, &[]).trace(&packet, Origin::Local)
+    };
+    let want: std::collections::BTreeMap<SocketAddr, bool> = [
+        ("127.0.0.1:18080".parse()?, true),
+        ("127.0.0.2:18080".parse()?, true),
+    ]
+    .into();
+    assert_eq!(traced(&read.maps), Outcome::Dnat { endpoints: want });
+    let key = sluice_ebpf_common::ServiceKey::new("10.96.0.10:80".parse()?, 6, 0);
+    let svc_map = aya::maps::MapData::from_pin(pins.join(sluice_ebpf_common::map_names::SERVICES))?;
+    let mut svc_map: aya::maps::HashMap<
+        _,
+        sluice_ebpf_common::ServiceKey,
+        sluice_ebpf_common::ServiceValue,
+    > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(svc_map)?)?;
+    svc_map.remove(&key)?;
+    let tampered = sluice_proxy_ebpf::kernel::read_pinned(&pins)?;
+    assert_eq!(
+        traced(&tampered.maps),
+        Outcome::Reject,
+        "only the wildcard entry is left"
+    );
+    second.apply_full(&snap, &Changes::default())?;
+
     let links = std::fs::read_dir(&pins)?
         .filter(|e| {
             e.as_ref()
