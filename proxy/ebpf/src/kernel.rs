@@ -8,6 +8,7 @@
 
 use std::borrow::Borrow;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -430,8 +431,107 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
     Ok(out)
 }
 
-/// Applies `ops` to the maps of `ebpf`, in order.
+/// Applies `ops` to the maps of `ebpf`, in order. A run of puts into one map (a cold sync:
+/// tens of thousands of them) is one `BPF_MAP_UPDATE_BATCH` call instead of one system call
+/// per entry; the order between runs, which keeps every Service backed, is unchanged.
 pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let run = match first {
+            Op::PutSlot(..) => rest
+                .iter()
+                .take_while(|op| matches!(op, Op::PutSlot(..)))
+                .count(),
+            Op::PutService(..) => rest
+                .iter()
+                .take_while(|op| matches!(op, Op::PutService(..)))
+                .count(),
+            _ => 1,
+        };
+        let (now, later) = rest.split_at(run);
+        match first {
+            Op::PutSlot(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<SlotKey>, Vec<Backend>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutSlot(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SLOTS, &k, &v, now)?;
+            }
+            Op::PutService(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<ServiceKey>, Vec<ServiceValue>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutService(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SERVICES, &k, &v, now)?;
+            }
+            _ => {
+                for op in now {
+                    apply_one(ebpf, op)?;
+                }
+            }
+        }
+        rest = later;
+    }
+    Ok(())
+}
+
+/// Runs shorter than this are written entry by entry (a one-Service change: a few entries).
+const BATCH_MIN: usize = 8;
+
+/// Whether runs of puts are batched (on unless a benchmark compares: `sluice-bench ebpf
+/// --no-batch`).
+pub static BATCH_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn batching() -> bool {
+    BATCH_WRITES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One batch write of `keys` → `values` into hash map `name`; where the kernel refuses batch
+/// operations (before 5.6), the same `ops` one by one.
+fn put_batch<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+    ops: &[Op],
+) -> Result<(), EbpfError> {
+    let fd = match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data)) => data.fd().as_fd(),
+        _ => {
+            return Err(EbpfError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        }
+    };
+    match sluice_ebpf_common::map_update_batch(fd, keys, values, 0) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(errno::EINVAL | errno::ENOTSUPP)) => {
+            tracing::debug!("{name}: no batch updates here ({e}); writing one by one");
+            ops.iter().try_for_each(|op| apply_one(ebpf, op))
+        }
+        Err(io_error) => Err(EbpfError::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_batch",
+                io_error,
+            }),
+        }),
+    }
+}
+
+/// errno values the batch fallback looks for (no libc dependency for two numbers).
+mod errno {
+    pub(super) const EINVAL: i32 = 22;
+    /// The kernel's internal "operation not supported" (524), as `bpf(2)` returns it.
+    pub(super) const ENOTSUPP: i32 = 524;
+}
+
+fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
     let svc_err = |source| EbpfError::Map {
         name: map_names::SERVICES,
         source,
@@ -444,26 +544,24 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
         name: map_names::SOURCE_RANGES,
         source,
     };
-    for op in ops {
-        match op {
-            Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
-            Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
-            Op::DeleteService(k) => match services(ebpf)?.remove(k) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(svc_err)?,
-            },
-            Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(slot_err)?,
-            },
-            Op::PutRange(id, net) => ranges(ebpf)?
-                .insert(&range_key(*id, net), 1, 0)
-                .map_err(range_err)?,
-            Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(range_err)?,
-            },
-        }
+    match op {
+        Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
+        Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
+        Op::DeleteService(k) => match services(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(svc_err)?,
+        },
+        Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(slot_err)?,
+        },
+        Op::PutRange(id, net) => ranges(ebpf)?
+            .insert(&range_key(*id, net), 1, 0)
+            .map_err(range_err)?,
+        Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(range_err)?,
+        },
     }
     Ok(())
 }
@@ -479,6 +577,35 @@ pub fn counters(ebpf: &mut Ebpf) -> Vec<u64> {
     (0..stats::COUNT)
         .map(|i| arr.get(&i, 0).map_or(0, |v| v.iter().sum()))
         .collect()
+}
+
+/// The maps of a freshly loaded object with **nothing attached**: benchmarks and tests write
+/// and read the real kernel maps without touching any cgroup or interface.
+pub struct MapsOnly(pub Ebpf);
+
+impl MapsOnly {
+    /// Loads the object with its maps pinned in `pin_dir` (a bpffs the caller mounted).
+    pub fn load(pin_dir: &Path) -> Result<Self, EbpfError> {
+        KernelMaps::load_object(pin_dir).map(Self)
+    }
+}
+
+impl MapIo for MapsOnly {
+    fn dump(&mut self) -> Result<MapSet, EbpfError> {
+        dump_maps(&mut self.0)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
+        apply_ops(&mut self.0, ops)
+    }
+
+    fn counters(&mut self) -> Vec<u64> {
+        counters(&mut self.0)
+    }
+
+    fn cleanup(&mut self) -> Result<(), EbpfError> {
+        Ok(())
+    }
 }
 
 impl MapIo for KernelMaps {
