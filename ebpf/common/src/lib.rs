@@ -54,8 +54,17 @@ pub mod map_names {
     /// A one-slot array: this node's network-namespace cookie (`SO_NETNS_COOKIE` of the
     /// proxy's own sockets), so the socket layer can tell the node's sockets from its pods'.
     pub const NODE: &str = "SLUICE_NODE";
+    /// IPv6: [`ServiceKey6`](super::ServiceKey6) → [`ServiceValue`](super::ServiceValue).
+    pub const SERVICES6: &str = "SLUICE_SVC6";
+    /// IPv6: [`SlotKey`](super::SlotKey) → [`Backend6`](super::Backend6).
+    pub const SLOTS6: &str = "SLUICE_SLOTS6";
+    /// IPv6: [`RevKey6`](super::RevKey6) → [`RevValue6`](super::RevValue6) (LRU).
+    pub const REV6: &str = "SLUICE_REV6";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
+        SERVICES6,
+        SLOTS6,
+        REV6,
         NODE,
         SOURCE_RANGES,
         SERVICES,
@@ -183,6 +192,61 @@ pub struct Backend {
     pub proto: u8,
     /// Reserved; always 0 so the struct has no padding.
     pub pad: u8,
+}
+
+/// IPv6 key of the service map: an address (four big-endian words, as in `user_ip6`), port,
+/// protocol and scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey6 {
+    /// IPv6 address, network byte order, as `bpf_sock_addr.user_ip6` holds it.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// See [`scope`].
+    pub scope: u8,
+}
+
+/// An IPv6 backend a slot points at.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend6 {
+    /// IPv6 address, network byte order.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always 0.
+    pub pad: u8,
+}
+
+/// IPv6 key of the reverse map: a socket and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevKey6 {
+    /// The socket's cookie.
+    pub cookie: u64,
+    /// Backend IPv6 address, network byte order.
+    pub addr: [u32; 4],
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+    /// Always 0.
+    pub pad2: u32,
+}
+
+/// IPv6 value of the reverse map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevValue6 {
+    /// The Service key the socket was translated by.
+    pub service: ServiceKey6,
+    /// That entry's `service_id` at the time.
+    pub service_id: u32,
 }
 
 /// A packet's addresses, ports and protocol: the key of the tc path's flow maps.
@@ -324,7 +388,7 @@ pub mod xlate_verdict {
 mod user {
     //! Conversions from std socket types; userspace only.
     extern crate std;
-    use super::{Backend, ServiceKey};
+    use super::{Backend, ServiceKey, ServiceKey6};
     use std::net::SocketAddrV4;
 
     impl ServiceKey {
@@ -352,6 +416,47 @@ mod user {
         pub fn socket_addr(&self) -> SocketAddrV4 {
             SocketAddrV4::new(u32::from_be(self.addr).into(), u16::from_be(self.port))
         }
+    }
+
+    impl ServiceKey6 {
+        /// The key for an IPv6 address and port in the given scope.
+        pub fn new(vip: std::net::SocketAddrV6, proto: u8, scope: u8) -> Self {
+            Self {
+                addr: words(vip.ip()),
+                port: vip.port().to_be(),
+                proto,
+                scope,
+            }
+        }
+
+        /// The same address's wildcard key (port 0, protocol 0).
+        pub fn wildcard(self) -> Self {
+            Self {
+                port: 0,
+                proto: 0,
+                ..self
+            }
+        }
+    }
+
+    impl super::Backend6 {
+        /// A backend at the given IPv6 endpoint address.
+        pub fn new(endpoint: std::net::SocketAddrV6, proto: u8) -> Self {
+            Self {
+                addr: words(endpoint.ip()),
+                port: endpoint.port().to_be(),
+                proto,
+                pad: 0,
+            }
+        }
+    }
+
+    /// An IPv6 address as `user_ip6` holds it: four words, each in network byte order.
+    fn words(ip: &std::net::Ipv6Addr) -> [u32; 4] {
+        let o = ip.octets();
+        core::array::from_fn(|i| {
+            u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+        })
     }
 
     impl Backend {
@@ -394,6 +499,10 @@ mod pod {
     unsafe impl aya::Pod for Tuple {}
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for SrcRange {}
+    unsafe impl aya::Pod for ServiceKey6 {}
+    unsafe impl aya::Pod for Backend6 {}
+    unsafe impl aya::Pod for RevKey6 {}
+    unsafe impl aya::Pod for RevValue6 {}
 }
 
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux ≥ 5.14), the
@@ -516,6 +625,10 @@ mod tests {
         assert_eq!(size_of::<RevValue>(), 8 + 4);
         assert_eq!(size_of::<AffinityKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<AffinityValue>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<ServiceKey6>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<Backend6>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<RevKey6>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<RevValue6>(), 20 + 4);
         assert_eq!(
             size_of::<XlateTest>(),
             4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6

@@ -35,6 +35,16 @@ pub const SOCK_PROGRAMS: [&str; 4] = [
     "sluice_getpeername4",
 ];
 
+/// The IPv6 socket-LB programs. Not attached by the proxy yet: it renders no IPv6 entries
+/// (an IPv6 snapshot programs nothing); the kernel test `ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services`
+/// attaches them to its own cgroup and fills their maps by hand.
+pub const SOCK_PROGRAMS6: [&str; 4] = [
+    "sluice_connect6",
+    "sluice_sendmsg6",
+    "sluice_recvmsg6",
+    "sluice_getpeername6",
+];
+
 /// The tc programs, attached to the node's interfaces (ingress, egress).
 pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("sluice_tc_ingress", TcAttachType::Ingress),

@@ -334,3 +334,103 @@ fn a_restarted_backend_adopts_pinned_maps_and_links() -> anyhow::Result<()> {
     assert!(!pins.exists());
     Ok(())
 }
+
+const TCP6_CLIENT: &str = r#"
+import socket, collections, errno
+seen = collections.Counter()
+for i in range(20):
+    s = socket.create_connection(('fd00:96::10', 80), timeout=2)
+    peer = s.getpeername()
+    seen[s.recv(64).decode().strip() + ' peer [%s]:%d' % peer[:2]] += 1
+    s.close()
+print(sorted(seen))
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.settimeout(2)
+u.sendto(b'x', ('fd00:96::10', 80))
+data, addr = u.recvfrom(64)
+print(data.decode(), '[%s]:%d' % addr[:2])
+try:
+    socket.create_connection(('fd00:96::12', 80), timeout=2)
+    print('connected')
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+"#;
+
+/// The IPv6 programs for real: loaded, attached to a child cgroup, their maps filled by hand
+/// (the proxy renders no IPv6 entries yet) with two backends (`[::1]`, two ports) and a
+/// Service with no endpoints; a client in the cgroup connects, sends and receives over IPv6.
+#[test]
+fn ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services() -> anyhow::Result<()> {
+    use aya::maps::HashMap;
+    use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+    use sluice_ebpf_common::{
+        Backend6, ServiceKey6, ServiceValue, SlotKey, map_names, service_flags,
+    };
+    if !built() {
+        return Ok(());
+    }
+    let bpffs = Bpffs::new()?;
+    let cgroup = Cgroup::new("socklb6")?;
+    let ns = NetNs::new("ebpf-socklb6")?;
+    serve(&ns, "[::1]:18080".parse()?, "one")?;
+    serve(&ns, "[::1]:18081".parse()?, "two")?;
+    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("p"))?;
+    {
+        let mut svc: HashMap<_, ServiceKey6, ServiceValue> =
+            HashMap::try_from(ebpf.map_mut(map_names::SERVICES6).unwrap())?;
+        for proto in [6, 17] {
+            let web = ServiceKey6::new("[fd00:96::10]:80".parse()?, proto, 0);
+            let value = ServiceValue {
+                service_id: u32::from(proto),
+                backend_count: 2,
+                flags: 0,
+                affinity_timeout: 0,
+            };
+            svc.insert(web, value, 0)?;
+        }
+        let none = ServiceKey6::new("[fd00:96::12]:80".parse()?, 6, 0);
+        let reject = ServiceValue {
+            service_id: 0,
+            backend_count: 0,
+            flags: service_flags::REJECT,
+            affinity_timeout: 0,
+        };
+        svc.insert(none, reject, 0)?;
+    }
+    {
+        let mut slots: HashMap<_, SlotKey, Backend6> =
+            HashMap::try_from(ebpf.map_mut(map_names::SLOTS6).unwrap())?;
+        for proto in [6u8, 17] {
+            for (slot, port) in [(1, 18080), (2, 18081)] {
+                let key = SlotKey {
+                    service_id: u32::from(proto),
+                    slot,
+                };
+                let addr = std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, port, 0, 0);
+                slots.insert(key, Backend6::new(addr, proto), 0)?;
+            }
+        }
+    }
+    let dir = std::fs::File::open(cgroup.path())?;
+    for name in sluice_proxy_ebpf::kernel::SOCK_PROGRAMS6 {
+        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).unwrap().try_into()?;
+        prog.load()?;
+        prog.attach(&dir, CgroupAttachMode::Single)?;
+    }
+    let out = client(&cgroup, &ns, TCP6_CLIENT)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0], "['one peer [fd00:96::10]:80', 'two peer [fd00:96::10]:80']",
+        "TCP: both backends, getpeername() gives the Service address"
+    );
+    assert_eq!(
+        lines[2], "ECONNREFUSED",
+        "no endpoints: refused at connect()"
+    );
+    assert!(
+        lines[1] == "one [fd00:96::10]:80" || lines[1] == "two [fd00:96::10]:80",
+        "UDP: the reply comes from the Service address: {out}"
+    );
+    Ok(())
+}
