@@ -342,13 +342,56 @@ fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
     Some((u32::from_be(data.service_id_be), net))
 }
 
-/// Reads the service and slot maps of `ebpf`.
+/// Reads the service and slot maps of `ebpf` (batched where the kernel can: a full resync
+/// reads every entry back).
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
     let mut out = MapSet::default();
-    read_services(&services(ebpf)?, &mut out)?;
-    read_slots(&slots(ebpf)?, &mut out)?;
+    if !batch_read(ebpf, map_names::SERVICES, |k, v| {
+        out.services.insert(k, v);
+    })? {
+        out.services.clear();
+        read_services(&services(ebpf)?, &mut out)?;
+    }
+    if !batch_read(ebpf, map_names::SLOTS, |k, v| {
+        out.slots.insert(k, v);
+    })? {
+        out.slots.clear();
+        read_slots(&slots(ebpf)?, &mut out)?;
+    }
     read_ranges(&ranges(ebpf)?, &mut out)?;
     Ok(out)
+}
+
+/// Reads hash map `name` with `BPF_MAP_LOOKUP_BATCH`; `false` where the kernel has no batch
+/// operations (or batching is off), so the caller reads entry by entry.
+fn batch_read<K: aya::Pod, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    each: impl FnMut(K, V),
+) -> Result<bool, EbpfError> {
+    if !batching() {
+        return Ok(false);
+    }
+    let fd = match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data)) => data.fd().as_fd(),
+        _ => {
+            return Err(EbpfError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        }
+    };
+    match sluice_ebpf_common::map_lookup_batch(fd, each) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(errno::EINVAL | errno::ENOTSUPP)) => Ok(false),
+        Err(io_error) => Err(EbpfError::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            }),
+        }),
+    }
 }
 
 fn read_services<T: Borrow<MapData>>(
@@ -492,8 +535,8 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
 /// Runs shorter than this are written entry by entry (a one-Service change: a few entries).
 const BATCH_MIN: usize = 8;
 
-/// Whether runs of puts are batched (on unless a benchmark compares: `sluice-bench ebpf
-/// --no-batch`).
+/// Whether runs of puts are written, and full syncs read back, in batches (on unless a
+/// benchmark compares: `sluice-bench ebpf --no-batch`).
 pub static BATCH_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 fn batching() -> bool {
