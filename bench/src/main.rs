@@ -2,6 +2,7 @@
 //! in one run on one machine, and print ratios (never asserted: timings vary by machine).
 
 mod cni;
+mod ebpf;
 mod iperf;
 mod iptables;
 mod nftables;
@@ -41,6 +42,9 @@ enum Bench {
     /// of 10,000 Services vs a plain iptables-restore of the same rules, one Service change at
     /// 10,000 and 100, full resync, ClusterIP connection rate.
     Iptables(iptables::Args),
+    /// The eBPF backend against the real kernel maps (loaded in a private bpffs, nothing
+    /// attached): cold sync, one Service change at 10,000 and 100, full resync, map memory.
+    Ebpf(ebpf::Args),
     /// The real sluice-proxy binary at 100 to 25,000 Services per mode: cold sync, one
     /// change, RSS, idle CPU, connection set-up ratio; a table and SVG plots.
     Scale(scale::Args),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Bench::Sync(args) => sync::run(&args),
         Bench::Nftables(args) => nftables::run(&args),
         Bench::Iptables(args) => iptables::run(&args),
+        Bench::Ebpf(args) => ebpf::run(&args),
         Bench::Scale(args) => scale::run(&args),
     };
     match result {

@@ -39,3 +39,8 @@ fn nftables_mode_passes_the_suite_with_real_traffic() {
 fn iptables_mode_passes_the_suite_with_real_traffic() {
     conformance("iptables");
 }
+
+#[test]
+fn ebpf_mode_passes_the_suite_with_real_traffic() {
+    conformance("ebpf");
+}

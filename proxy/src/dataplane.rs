@@ -246,6 +246,15 @@ pub fn check(
             );
             Some(ipvs_check(&all, &cfg, "rendered", node, packet, verdict))
         }
+        ProxyMode::Ebpf if snapshot.family() == IpFamily::V4 => {
+            let cfg = sluice_proxy_ebpf::RenderConfig::of(opts);
+            let ids = &mut sluice_proxy_ebpf::render::Ids::default();
+            let maps = sluice_proxy_ebpf::render::union(
+                sluice_proxy_ebpf::render::render(&cfg, snapshot, ids).values(),
+            );
+            let cidrs = sluice_proxy_ebpf::kernel_config(opts).service_cidrs;
+            Some(ebpf_check(&maps, &cidrs, "rendered", node, packet, verdict))
+        }
         _ => None,
     }
 }
@@ -292,9 +301,29 @@ fn ipvs_check(
     )
 }
 
+/// The eBPF tracer over decoded maps, held against `verdict`.
+fn ebpf_check(
+    maps: &sluice_proxy_ebpf::MapSet,
+    service_cidrs: &[ipnet::Ipv4Net],
+    source: &'static str,
+    node: &NodeContext,
+    packet: &Packet,
+    verdict: &VerdictView,
+) -> BackendCheck {
+    let tracer = sluice_proxy_ebpf::Tracer::new(maps, service_cidrs, &node.pod_cidrs);
+    BackendCheck::run(
+        ProxyMode::Ebpf.as_str(),
+        source,
+        &tracer,
+        packet,
+        node,
+        verdict,
+    )
+}
+
 /// As [`check`], over what is programmed in this namespace where the mode can read it back
-/// (iptables: `iptables-save`; ipvs: IPVS netlink, `kube-ipvs0`, `ipset save`); the
-/// rendering where nothing of the mode is programmed.
+/// (iptables: `iptables-save`; ipvs: IPVS netlink, `kube-ipvs0`, `ipset save`; ebpf: the maps
+/// pinned in `--ebpf-pin-dir`, decoded); the rendering where nothing of the mode is programmed.
 pub fn check_programmed(
     mode: ProxyMode,
     opts: &BackendOptions,
@@ -326,6 +355,26 @@ pub fn check_programmed(
             packet,
             verdict,
         ));
+    }
+    if mode == ProxyMode::Ebpf && snapshot.family() == IpFamily::V4 {
+        let cfg = sluice_proxy_ebpf::kernel_config(opts);
+        match sluice_proxy_ebpf::kernel::read_pinned(&cfg.pin_dir) {
+            Ok(p) => {
+                return Some(ebpf_check(
+                    &p.maps,
+                    &p.service_cidrs,
+                    "programmed, pinned maps",
+                    node,
+                    packet,
+                    verdict,
+                ));
+            }
+            Err(e) => tracing::warn!(
+                "reading the pinned maps in {}: {} (tracing the rendering instead)",
+                cfg.pin_dir.display(),
+                sluice_proxy_core::backend::chain(&e)
+            ),
+        }
     }
     check(mode, opts, snapshot, node, packet, verdict)
 }

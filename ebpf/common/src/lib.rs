@@ -10,6 +10,8 @@
 //! This crate is `no_std` and dependency-free so the kernel-side crate can use it; the
 //! `user` feature adds conversions that only make sense in userspace.
 #![no_std]
+#[cfg(feature = "user")]
+extern crate std;
 
 /// IP protocol numbers as they appear in the IPv4 header.
 pub mod proto {
@@ -49,8 +51,21 @@ pub mod map_names {
     /// `loadBalancerSourceRanges`: LPM trie of [`SrcRange`](super::SrcRange) (a service id,
     /// then a source prefix) → 1.
     pub const SOURCE_RANGES: &str = "SLUICE_SRCRANGE";
+    /// A one-slot array: this node's network-namespace cookie (`SO_NETNS_COOKIE` of the
+    /// proxy's own sockets), so the socket layer can tell the node's sockets from its pods'.
+    pub const NODE: &str = "SLUICE_NODE";
+    /// IPv6: [`ServiceKey6`](super::ServiceKey6) → [`ServiceValue`](super::ServiceValue).
+    pub const SERVICES6: &str = "SLUICE_SVC6";
+    /// IPv6: [`SlotKey`](super::SlotKey) → [`Backend6`](super::Backend6).
+    pub const SLOTS6: &str = "SLUICE_SLOTS6";
+    /// IPv6: [`RevKey6`](super::RevKey6) → [`RevValue6`](super::RevValue6) (LRU).
+    pub const REV6: &str = "SLUICE_REV6";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 16] = [
+        SERVICES6,
+        SLOTS6,
+        REV6,
+        NODE,
         SOURCE_RANGES,
         SERVICES,
         SLOTS,
@@ -114,6 +129,10 @@ pub mod service_flags {
     /// Only sources in the entry's `loadBalancerSourceRanges` may pass (tc path; the socket
     /// layer leaves such connects to the node's tc programs, which know the source).
     pub const SOURCE_RANGES: u16 = 1 << 5;
+    /// With [`SOURCE_RANGES`] on a socket-layer entry: one of the node's IPs is inside the
+    /// ranges, so the node's own sockets (network namespace [`NODE`](super::map_names::NODE))
+    /// are translated there (kube-proxy's `allowFromNode`); pods' are still left to tc.
+    pub const NODE_ALLOWED: u16 = 1 << 6;
 }
 
 /// [`ServiceKey::scope`] values.
@@ -173,6 +192,61 @@ pub struct Backend {
     pub proto: u8,
     /// Reserved; always 0 so the struct has no padding.
     pub pad: u8,
+}
+
+/// IPv6 key of the service map: an address (four big-endian words, as in `user_ip6`), port,
+/// protocol and scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey6 {
+    /// IPv6 address, network byte order, as `bpf_sock_addr.user_ip6` holds it.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// See [`scope`].
+    pub scope: u8,
+}
+
+/// An IPv6 backend a slot points at.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend6 {
+    /// IPv6 address, network byte order.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always 0.
+    pub pad: u8,
+}
+
+/// IPv6 key of the reverse map: a socket and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevKey6 {
+    /// The socket's cookie.
+    pub cookie: u64,
+    /// Backend IPv6 address, network byte order.
+    pub addr: [u32; 4],
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+    /// Always 0.
+    pub pad2: u32,
+}
+
+/// IPv6 value of the reverse map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevValue6 {
+    /// The Service key the socket was translated by.
+    pub service: ServiceKey6,
+    /// That entry's `service_id` at the time.
+    pub service_id: u32,
 }
 
 /// A packet's addresses, ports and protocol: the key of the tc path's flow maps.
@@ -314,7 +388,7 @@ pub mod xlate_verdict {
 mod user {
     //! Conversions from std socket types; userspace only.
     extern crate std;
-    use super::{Backend, ServiceKey};
+    use super::{Backend, ServiceKey, ServiceKey6};
     use std::net::SocketAddrV4;
 
     impl ServiceKey {
@@ -342,6 +416,47 @@ mod user {
         pub fn socket_addr(&self) -> SocketAddrV4 {
             SocketAddrV4::new(u32::from_be(self.addr).into(), u16::from_be(self.port))
         }
+    }
+
+    impl ServiceKey6 {
+        /// The key for an IPv6 address and port in the given scope.
+        pub fn new(vip: std::net::SocketAddrV6, proto: u8, scope: u8) -> Self {
+            Self {
+                addr: words(vip.ip()),
+                port: vip.port().to_be(),
+                proto,
+                scope,
+            }
+        }
+
+        /// The same address's wildcard key (port 0, protocol 0).
+        pub fn wildcard(self) -> Self {
+            Self {
+                port: 0,
+                proto: 0,
+                ..self
+            }
+        }
+    }
+
+    impl super::Backend6 {
+        /// A backend at the given IPv6 endpoint address.
+        pub fn new(endpoint: std::net::SocketAddrV6, proto: u8) -> Self {
+            Self {
+                addr: words(endpoint.ip()),
+                port: endpoint.port().to_be(),
+                proto,
+                pad: 0,
+            }
+        }
+    }
+
+    /// An IPv6 address as `user_ip6` holds it: four words, each in network byte order.
+    fn words(ip: &std::net::Ipv6Addr) -> [u32; 4] {
+        let o = ip.octets();
+        core::array::from_fn(|i| {
+            u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+        })
     }
 
     impl Backend {
@@ -384,6 +499,183 @@ mod pod {
     unsafe impl aya::Pod for Tuple {}
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for SrcRange {}
+    unsafe impl aya::Pod for ServiceKey6 {}
+    unsafe impl aya::Pod for Backend6 {}
+    unsafe impl aya::Pod for RevKey6 {}
+    unsafe impl aya::Pod for RevValue6 {}
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux ≥ 5.14), the
+/// value `bpf_get_netns_cookie` gives the socket-layer programs for sockets of that
+/// namespace. Lives here because this crate is where the project allows `unsafe`.
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "socket(2) and getsockopt(2) through libc; see SAFETY below"
+)]
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain system call; the descriptor is owned (and closed) by `fd` below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut cookie = 0u64;
+    let mut len = core::mem::size_of::<u64>() as libc::socklen_t;
+    // SO_NETNS_COOKIE (71 on every architecture but a few this project does not build for).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    match r {
+        0 => Ok(cookie),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (Linux ≥ 5.6): writes `keys[i] → values[i]` into the map behind
+/// `map`, in order, with one system call instead of one per entry (aya 0.14 has no batch
+/// operations). `flags` are the per-element `BPF_ANY`/`BPF_NOEXIST`/`BPF_EXIST`. An error
+/// may come after some entries were written (a retry writes them again, harmlessly).
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "the bpf(2) system call through libc; see SAFETY below"
+)]
+pub fn map_update_batch<K: aya::Pod, V: aya::Pod>(
+    map: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+    flags: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    if keys.len() != values.len() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let count = u32::try_from(keys.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    /// `union bpf_attr`'s `batch` member (56 bytes, no padding).
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: flags,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; the kernel reads
+    // `count` keys and values from the two slices, which are that long and live across the
+    // call, and writes only `count` back into `attr`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            core::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` (Linux ≥ 5.6): every entry of the hash map behind `map`, read a
+/// few thousand per system call instead of two calls per entry (`get_next_key` + lookup);
+/// `each` gets them in the kernel's bucket order. Errors as the kernel gives them (EINVAL:
+/// no batch operations here — the caller reads entry by entry).
+#[cfg(feature = "user")]
+#[allow(
+    unsafe_code,
+    reason = "the bpf(2) system call through libc; see SAFETY below"
+)]
+pub fn map_lookup_batch<K: aya::Pod, V: aya::Pod>(
+    map: std::os::fd::BorrowedFd<'_>,
+    mut each: impl FnMut(K, V),
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const CHUNK: usize = 4096;
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    // SAFETY: K and V are Pod (plain integers, any bit pattern valid), so zeroes are values.
+    let mut keys: std::vec::Vec<K> = std::vec![unsafe { core::mem::zeroed() }; CHUNK];
+    // SAFETY: as above.
+    let mut values: std::vec::Vec<V> = std::vec![unsafe { core::mem::zeroed() }; CHUNK];
+    // The kernel's position token (a bucket index for hash maps); room to spare.
+    let mut token_in = [0u64; 8];
+    let mut token_out = [0u64; 8];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: map.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; the kernel writes at
+        // most `count` (= the buffers' length) keys and values and one token into buffers
+        // that live across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                core::mem::size_of::<BatchAttr>() as libc::c_uint,
+            )
+        };
+        let err = (r != 0).then(std::io::Error::last_os_error);
+        let n = (attr.count as usize).min(CHUNK);
+        for i in 0..n {
+            each(keys[i], values[i]);
+        }
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        token_in = token_out;
+        first = false;
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +697,10 @@ mod tests {
         assert_eq!(size_of::<RevValue>(), 8 + 4);
         assert_eq!(size_of::<AffinityKey>(), 8 + 4 + 4);
         assert_eq!(size_of::<AffinityValue>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<ServiceKey6>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<Backend6>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<RevKey6>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<RevValue6>(), 20 + 4);
         assert_eq!(
             size_of::<XlateTest>(),
             4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6

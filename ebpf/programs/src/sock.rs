@@ -15,7 +15,7 @@ use aya_ebpf::{
         bpf_set_retval,
     },
     macros::{cgroup_sock_addr, classifier, map},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, TcContext},
 };
 use sluice_ebpf_common::{
@@ -35,6 +35,8 @@ static REV: LruHashMap<RevKey, RevValue> = LruHashMap::pinned(262144, 0);
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(65536, 0);
 #[map(name = "SLUICE_SRCRANGE")]
 static SOURCE_RANGES: LpmTrie<SrcRange, u8> = LpmTrie::pinned(16384, 0);
+#[map(name = "SLUICE_NODE")]
+static NODE: Array<u64> = Array::pinned(1, 0);
 #[map(name = "SLUICE_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
@@ -114,6 +116,19 @@ pub(crate) fn source_allowed(service_id: u32, src: u32) -> bool {
     SOURCE_RANGES.get(&key).is_some()
 }
 
+/// Whether a socket of network namespace `netns_cookie` is the node's own and the entry
+/// admits the node (a node IP is inside its source ranges: decided in userspace).
+#[inline(always)]
+fn node_allowed(svc: &ServiceValue, netns_cookie: u64) -> bool {
+    if svc.flags & service_flags::NODE_ALLOWED == 0 {
+        return false;
+    }
+    match NODE.get(0) {
+        Some(node) => *node != 0 && *node == netns_cookie,
+        None => false,
+    }
+}
+
 /// The backend a client keeps under ClientIP affinity, while its entry is fresh and its slot
 /// still holds it.
 #[inline(always)]
@@ -147,11 +162,11 @@ pub(crate) fn translate(ask: &Ask) -> Outcome {
         return Outcome::Pass;
     };
     if svc.flags & service_flags::SOURCE_RANGES != 0 {
-        if ask.scope == scope::SOCKET {
+        if ask.scope == scope::SOCKET && !node_allowed(&svc, ask.netns_cookie) {
             // The source is not chosen yet: the node's tc programs decide.
             return Outcome::Pass;
         }
-        if !source_allowed(svc.service_id, ask.src) {
+        if ask.scope == scope::EXTERNAL && !source_allowed(svc.service_id, ask.src) {
             count(stats::DROPPED);
             return Outcome::Drop;
         }

@@ -207,14 +207,60 @@ fn least_privilege() {
         assert!(!c.privilege_escalation, "{}", c.name);
         assert!(c.read_only_root, "{}", c.name);
         for cap in &c.caps_add {
+            // BPF and PERFMON: the proxy's ebpf mode only (see the manifest's comment).
+            let ebpf = c.name == "proxy" && ["BPF", "PERFMON"].contains(&cap.as_str());
             assert!(
-                ["NET_ADMIN", "NET_RAW", "SYS_RESOURCE"].contains(&cap.as_str()),
+                ["NET_ADMIN", "NET_RAW", "SYS_RESOURCE"].contains(&cap.as_str()) || ebpf,
                 "{}: {cap}",
+                c.name
+            );
+            assert_ne!(
+                cap, "SYS_ADMIN",
+                "{}: nothing mounts in a container",
                 c.name
             );
         }
     }
     assert!(container(&pod, "install-cni").caps_add.is_empty());
+}
+
+/// The proxy's ebpf mode: its pin directory is on the node's bpffs and its cgroup is the
+/// node's cgroup2 hierarchy (hostPaths, not the container's own view), both as the flags name
+/// them after the config file is read.
+#[test]
+fn the_proxys_ebpf_paths_are_the_nodes_bpffs_and_cgroup2() {
+    let pod = pod();
+    let c = container(&pod, "proxy");
+    let argv = c.argv("node1");
+    let root = tempfile::tempdir().unwrap();
+    let moved = outside(c, root.path(), &argv);
+    let resolved = sluice_proxy_core::flags::Flags::parse_args(&moved)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let host_path_of = |path: &Path| {
+        let (m, rest) =
+            mount_of(c, path).unwrap_or_else(|| panic!("{} is on no volume", path.display()));
+        match &m.source {
+            Source::HostPath { path, .. } => path.join(rest),
+            Source::ConfigMap { name, .. } => panic!("{} is in ConfigMap {name}", m.volume),
+        }
+    };
+    let flag = |name: &str| {
+        let value = argv
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")));
+        PathBuf::from(value.unwrap_or_else(|| panic!("no --{name}")))
+    };
+    assert!(resolved.config.ebpf.pin_dir.is_some() && resolved.config.ebpf.cgroup.is_some());
+    assert_eq!(
+        host_path_of(&flag("ebpf-pin-dir")),
+        Path::new("/sys/fs/bpf/sluice")
+    );
+    assert_eq!(
+        host_path_of(&flag("ebpf-cgroup")),
+        Path::new("/sys/fs/cgroup")
+    );
 }
 
 #[test]

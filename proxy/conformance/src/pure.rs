@@ -111,8 +111,9 @@ impl NodeWorld {
             &VerdictView::NoService,
         ) else {
             return Verdict::NotApplicable(format!(
-                "{} mode programs no rules to trace",
-                self.mode
+                "{} mode programs no {:?} rules or maps to trace",
+                self.mode,
+                snapshot.family()
             ));
         };
         let got = check.traced.describe();

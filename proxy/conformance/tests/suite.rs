@@ -1,5 +1,5 @@
-//! Runners 1 (the model) and 2 (each mode's tracer over the rules it renders) over every
-//! shipped scenario, for every mode this version builds. Prints the table and fails on any
+//! Runners 1 (the model) and 2 (each mode's tracer over the rules or maps it renders) over
+//! every shipped scenario, for every mode this version builds. Prints the table and fails on any
 //! packet that does not do what its scenario expects of the mode.
 
 use sluice_conformance::plan;
@@ -92,30 +92,32 @@ fn a_wrong_expectation_fails_in_both_runners() {
         .into_iter()
         .find(|s| s.name == "clusterip")
         .unwrap();
-    let mut spec = scenario.packets[0].clone();
-    let world =
-        NodeWorld::new(&scenario, plan::node("node1").unwrap(), ProxyMode::Nftables).unwrap();
-    assert!(matches!(world.model(&spec), Verdict::Pass(_)));
-    for wrong in [
-        Expect::Drop,
-        Expect::Untouched,
-        Expect::Dnat {
-            endpoints: vec!["10.244.1.2:8080".parse().unwrap()],
-            masquerade: sluice_conformance::Masquerade::No,
-            sticky: false,
-        },
-    ] {
-        spec.expect = wrong;
-        assert!(
-            matches!(world.model(&spec), Verdict::Fail(_)),
-            "{}",
-            spec.expect
-        );
-        assert!(
-            matches!(world.tracer(&spec), Verdict::Fail(_)),
-            "{}",
-            spec.expect
-        );
+    for mode in [ProxyMode::Nftables, ProxyMode::Iptables, ProxyMode::Ebpf] {
+        let mut spec = scenario.packets[0].clone();
+        let world = NodeWorld::new(&scenario, plan::node("node1").unwrap(), mode).unwrap();
+        assert!(matches!(world.model(&spec), Verdict::Pass(_)), "{mode}");
+        assert!(matches!(world.tracer(&spec), Verdict::Pass(_)), "{mode}");
+        for wrong in [
+            Expect::Drop,
+            Expect::Untouched,
+            Expect::Dnat {
+                endpoints: vec!["10.244.1.2:8080".parse().unwrap()],
+                masquerade: sluice_conformance::Masquerade::No,
+                sticky: false,
+            },
+        ] {
+            spec.expect = wrong;
+            assert!(
+                matches!(world.model(&spec), Verdict::Fail(_)),
+                "{mode} {}",
+                spec.expect
+            );
+            assert!(
+                matches!(world.tracer(&spec), Verdict::Fail(_)),
+                "{mode} {}",
+                spec.expect
+            );
+        }
     }
 }
 

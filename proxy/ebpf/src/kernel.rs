@@ -6,7 +6,9 @@
 //! Nothing is loaded until the first map access: building the backend (as `--cleanup` and
 //! other modes' start-up cleanup do) never attaches anything.
 
+use std::borrow::Borrow;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -31,6 +33,16 @@ pub const SOCK_PROGRAMS: [&str; 4] = [
     "sluice_sendmsg4",
     "sluice_recvmsg4",
     "sluice_getpeername4",
+];
+
+/// The IPv6 socket-LB programs. Not attached by the proxy yet: it renders no IPv6 entries
+/// (an IPv6 snapshot programs nothing); the kernel test `ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services`
+/// attaches them to its own cgroup and fills their maps by hand.
+pub const SOCK_PROGRAMS6: [&str; 4] = [
+    "sluice_connect6",
+    "sluice_sendmsg6",
+    "sluice_recvmsg6",
+    "sluice_getpeername6",
 ];
 
 /// The tc programs, attached to the node's interfaces (ingress, egress).
@@ -101,6 +113,12 @@ impl KernelMaps {
                 attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
             }
             write_service_cidrs(&mut ebpf, &self.cfg.service_cidrs)?;
+            let cookie = sluice_ebpf_common::netns_cookie().map_err(|source| EbpfError::Fs {
+                what: "read this network namespace's cookie (SO_NETNS_COOKIE)",
+                path: PathBuf::from("/proc/self/ns/net"),
+                source,
+            })?;
+            write_node_cookie(&mut ebpf, cookie)?;
             // A restart replaces the old proxy's tc links too.
             pin::remove_tc_pins(&self.cfg.pin_dir)?;
             sync_tc(&mut ebpf, &self.cfg)?;
@@ -174,6 +192,16 @@ fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::Ipv4Net]) -> Result<(), 
             .map_err(|source| EbpfError::Map { name, source })?;
     }
     Ok(())
+}
+
+/// Records `cookie` as the node's network namespace: the socket layer translates the node's
+/// own sockets to load-balancer IPs whose source ranges hold a node IP.
+pub fn write_node_cookie(ebpf: &mut Ebpf, cookie: u64) -> Result<(), EbpfError> {
+    let name = map_names::NODE;
+    let mut arr: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map(ebpf, name)?)
+        .map_err(|source| EbpfError::Map { name, source })?;
+    arr.set(0, cookie, 0)
+        .map_err(|source| EbpfError::Map { name, source })
 }
 
 /// Where `(iface, program)`'s link is pinned (bpffs refuses names with a dot: flannel.1).
@@ -314,27 +342,91 @@ fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
     Some((u32::from_be(data.service_id_be), net))
 }
 
-/// Reads the service and slot maps of `ebpf`.
+/// Reads the service and slot maps of `ebpf` (batched where the kernel can: a full resync
+/// reads every entry back).
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
     let mut out = MapSet::default();
-    let svc = services(ebpf)?;
-    for entry in svc.iter() {
+    if !batch_read(ebpf, map_names::SERVICES, |k, v| {
+        out.services.insert(k, v);
+    })? {
+        out.services.clear();
+        read_services(&services(ebpf)?, &mut out)?;
+    }
+    if !batch_read(ebpf, map_names::SLOTS, |k, v| {
+        out.slots.insert(k, v);
+    })? {
+        out.slots.clear();
+        read_slots(&slots(ebpf)?, &mut out)?;
+    }
+    read_ranges(&ranges(ebpf)?, &mut out)?;
+    Ok(out)
+}
+
+/// Reads hash map `name` with `BPF_MAP_LOOKUP_BATCH`; `false` where the kernel has no batch
+/// operations (or batching is off), so the caller reads entry by entry.
+fn batch_read<K: aya::Pod, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    each: impl FnMut(K, V),
+) -> Result<bool, EbpfError> {
+    if !batching() {
+        return Ok(false);
+    }
+    let fd = match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data)) => data.fd().as_fd(),
+        _ => {
+            return Err(EbpfError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        }
+    };
+    match sluice_ebpf_common::map_lookup_batch(fd, each) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(errno::EINVAL | errno::ENOTSUPP)) => Ok(false),
+        Err(io_error) => Err(EbpfError::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            }),
+        }),
+    }
+}
+
+fn read_services<T: Borrow<MapData>>(
+    m: &HashMap<T, ServiceKey, ServiceValue>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for entry in m.iter() {
         let (k, v) = entry.map_err(|source| EbpfError::Map {
             name: map_names::SERVICES,
             source,
         })?;
         out.services.insert(k, v);
     }
-    let sl = slots(ebpf)?;
-    for entry in sl.iter() {
+    Ok(())
+}
+
+fn read_slots<T: Borrow<MapData>>(
+    m: &HashMap<T, SlotKey, Backend>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for entry in m.iter() {
         let (k, v) = entry.map_err(|source| EbpfError::Map {
             name: map_names::SLOTS,
             source,
         })?;
         out.slots.insert(k, v);
     }
-    let tr = ranges(ebpf)?;
-    for key in tr.keys() {
+    Ok(())
+}
+
+fn read_ranges<T: Borrow<MapData>>(
+    m: &LpmTrie<T, SrcRange, u8>,
+    out: &mut MapSet,
+) -> Result<(), EbpfError> {
+    for key in m.keys() {
         let key = key.map_err(|source| EbpfError::Map {
             name: map_names::SOURCE_RANGES,
             source,
@@ -343,11 +435,156 @@ pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
             out.ranges.insert(r);
         }
     }
+    Ok(())
+}
+
+/// What the pinned maps of a running (or stopped) proxy hold, decoded: for `explain` and
+/// anyone checking the programmed dataplane against the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Programmed {
+    /// The service, slot and source-range maps.
+    pub maps: MapSet,
+    /// The service-CIDR trie.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+}
+
+fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    let data =
+        MapData::from_pin(pin_dir.join(name)).map_err(|source| EbpfError::Map { name, source })?;
+    aya::maps::Map::from_map_data(data).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// Reads the maps pinned in `pin_dir` back, without loading or attaching anything (the
+/// pins are opened read-only in effect: nothing is written).
+pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
+    let mut out = Programmed::default();
+    let err = |name| move |source| EbpfError::Map { name, source };
+    let svc: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES)?)
+            .map_err(err(map_names::SERVICES))?;
+    read_services(&svc, &mut out.maps)?;
+    let sl: HashMap<_, SlotKey, Backend> =
+        HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS)?)
+            .map_err(err(map_names::SLOTS))?;
+    read_slots(&sl, &mut out.maps)?;
+    let tr: LpmTrie<_, SrcRange, u8> =
+        LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
+            .map_err(err(map_names::SOURCE_RANGES))?;
+    read_ranges(&tr, &mut out.maps)?;
+    let cidrs: LpmTrie<_, u32, u8> =
+        LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS)?)
+            .map_err(err(map_names::SERVICE_CIDRS))?;
+    for key in cidrs.keys() {
+        let key = key.map_err(err(map_names::SERVICE_CIDRS))?;
+        let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+        if let Ok(net) = ipnet::Ipv4Net::new(u32::from_be(key.data()).into(), len) {
+            out.service_cidrs.push(net);
+        }
+    }
     Ok(out)
 }
 
-/// Applies `ops` to the maps of `ebpf`, in order.
+/// Applies `ops` to the maps of `ebpf`, in order. A run of puts into one map (a cold sync:
+/// tens of thousands of them) is one `BPF_MAP_UPDATE_BATCH` call instead of one system call
+/// per entry; the order between runs, which keeps every Service backed, is unchanged.
 pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let run = match first {
+            Op::PutSlot(..) => rest
+                .iter()
+                .take_while(|op| matches!(op, Op::PutSlot(..)))
+                .count(),
+            Op::PutService(..) => rest
+                .iter()
+                .take_while(|op| matches!(op, Op::PutService(..)))
+                .count(),
+            _ => 1,
+        };
+        let (now, later) = rest.split_at(run);
+        match first {
+            Op::PutSlot(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<SlotKey>, Vec<Backend>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutSlot(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SLOTS, &k, &v, now)?;
+            }
+            Op::PutService(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<ServiceKey>, Vec<ServiceValue>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutService(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SERVICES, &k, &v, now)?;
+            }
+            _ => {
+                for op in now {
+                    apply_one(ebpf, op)?;
+                }
+            }
+        }
+        rest = later;
+    }
+    Ok(())
+}
+
+/// Runs shorter than this are written entry by entry (a one-Service change: a few entries).
+const BATCH_MIN: usize = 8;
+
+/// Whether runs of puts are written, and full syncs read back, in batches (on unless a
+/// benchmark compares: `sluice-bench ebpf --no-batch`).
+pub static BATCH_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn batching() -> bool {
+    BATCH_WRITES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One batch write of `keys` → `values` into hash map `name`; where the kernel refuses batch
+/// operations (before 5.6), the same `ops` one by one.
+fn put_batch<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+    ops: &[Op],
+) -> Result<(), EbpfError> {
+    let fd = match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data)) => data.fd().as_fd(),
+        _ => {
+            return Err(EbpfError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        }
+    };
+    match sluice_ebpf_common::map_update_batch(fd, keys, values, 0) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(errno::EINVAL | errno::ENOTSUPP)) => {
+            tracing::debug!("{name}: no batch updates here ({e}); writing one by one");
+            ops.iter().try_for_each(|op| apply_one(ebpf, op))
+        }
+        Err(io_error) => Err(EbpfError::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_batch",
+                io_error,
+            }),
+        }),
+    }
+}
+
+/// errno values the batch fallback looks for (no libc dependency for two numbers).
+mod errno {
+    pub(super) const EINVAL: i32 = 22;
+    /// The kernel's internal "operation not supported" (524), as `bpf(2)` returns it.
+    pub(super) const ENOTSUPP: i32 = 524;
+}
+
+fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
     let svc_err = |source| EbpfError::Map {
         name: map_names::SERVICES,
         source,
@@ -360,26 +597,24 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
         name: map_names::SOURCE_RANGES,
         source,
     };
-    for op in ops {
-        match op {
-            Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
-            Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
-            Op::DeleteService(k) => match services(ebpf)?.remove(k) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(svc_err)?,
-            },
-            Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(slot_err)?,
-            },
-            Op::PutRange(id, net) => ranges(ebpf)?
-                .insert(&range_key(*id, net), 1, 0)
-                .map_err(range_err)?,
-            Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                other => other.map_err(range_err)?,
-            },
-        }
+    match op {
+        Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
+        Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
+        Op::DeleteService(k) => match services(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(svc_err)?,
+        },
+        Op::DeleteSlot(k) => match slots(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(slot_err)?,
+        },
+        Op::PutRange(id, net) => ranges(ebpf)?
+            .insert(&range_key(*id, net), 1, 0)
+            .map_err(range_err)?,
+        Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(range_err)?,
+        },
     }
     Ok(())
 }
@@ -395,6 +630,35 @@ pub fn counters(ebpf: &mut Ebpf) -> Vec<u64> {
     (0..stats::COUNT)
         .map(|i| arr.get(&i, 0).map_or(0, |v| v.iter().sum()))
         .collect()
+}
+
+/// The maps of a freshly loaded object with **nothing attached**: benchmarks and tests write
+/// and read the real kernel maps without touching any cgroup or interface.
+pub struct MapsOnly(pub Ebpf);
+
+impl MapsOnly {
+    /// Loads the object with its maps pinned in `pin_dir` (a bpffs the caller mounted).
+    pub fn load(pin_dir: &Path) -> Result<Self, EbpfError> {
+        KernelMaps::load_object(pin_dir).map(Self)
+    }
+}
+
+impl MapIo for MapsOnly {
+    fn dump(&mut self) -> Result<MapSet, EbpfError> {
+        dump_maps(&mut self.0)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
+        apply_ops(&mut self.0, ops)
+    }
+
+    fn counters(&mut self) -> Vec<u64> {
+        counters(&mut self.0)
+    }
+
+    fn cleanup(&mut self) -> Result<(), EbpfError> {
+        Ok(())
+    }
 }
 
 impl MapIo for KernelMaps {

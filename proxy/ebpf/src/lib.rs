@@ -10,7 +10,8 @@
 //!
 //! Module map: [`render`] (snapshot → entries), [`diff`] (entries → ordered writes),
 //! [`backend`] (the [`sluice_proxy_core::backend::Backend`] seam), [`io`] (the chokepoint and
-//! its fake), [`kernel`] (aya: load, attach, pin, adopt), [`pin`] (bpffs, cgroup2, cleanup).
+//! its fake), [`kernel`] (aya: load, attach, pin, adopt, read the pins back), [`pin`] (bpffs,
+//! cgroup2, cleanup), [`tracer`] (what the programs do with a packet, over decoded maps).
 
 pub mod backend;
 pub mod diff;
@@ -21,6 +22,7 @@ pub mod pin;
 pub mod render;
 #[cfg(test)]
 mod tests;
+pub mod tracer;
 
 use std::path::PathBuf;
 
@@ -31,6 +33,7 @@ pub use error::EbpfError;
 pub use io::{FakeMaps, MapIo};
 pub use kernel::{KernelConfig, KernelMaps};
 pub use render::{MapSet, RenderConfig};
+pub use tracer::Tracer;
 
 /// The real eBPF backend.
 pub type KernelEbpf = EbpfBackend<KernelMaps>;

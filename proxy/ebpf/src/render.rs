@@ -27,6 +27,9 @@ use sluice_proxy_core::backend::BackendOptions;
 pub struct RenderConfig {
     /// The addresses node ports are served on (socket level: only these, this node's).
     pub nodeport_ips: Vec<Ipv4Addr>,
+    /// The node's primary IPs: when one is inside a Service's `loadBalancerSourceRanges`,
+    /// the node's own sockets may reach its load-balancer IPs (kube-proxy's `allowFromNode`).
+    pub node_ips: Vec<Ipv4Addr>,
 }
 
 impl RenderConfig {
@@ -34,14 +37,19 @@ impl RenderConfig {
     pub fn of(opts: &BackendOptions) -> Self {
         let ips = opts.nodeport_addresses.as_ref().unwrap_or(&opts.node_ips);
         Self {
-            nodeport_ips: (ips.iter())
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(a) => Some(*a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
+            nodeport_ips: v4(ips),
+            node_ips: v4(&opts.node_ips),
         }
     }
+}
+
+fn v4(ips: &[IpAddr]) -> Vec<Ipv4Addr> {
+    (ips.iter())
+        .filter_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 /// What the service and slot maps hold (or should).
@@ -216,6 +224,11 @@ pub fn render_port(
             ipnet::IpNet::V6(_) => None,
         })
         .collect();
+    // The node's own sockets pass the ranges when a node IP is inside them.
+    let node_allowed = match (cfg.node_ips.iter()).any(|ip| ranges.iter().any(|n| n.contains(ip))) {
+        true => service_flags::NODE_ALLOWED,
+        false => 0,
+    };
     for ip in external_addresses(port) {
         // Source ranges guard the load-balancer IPs only (not external IPs, not node ports).
         let guarded = match !ranges.is_empty() && port.load_balancer_vips.contains(&IpAddr::V4(ip))
@@ -223,7 +236,16 @@ pub fn render_port(
             true => service_flags::SOURCE_RANGES,
             false => 0,
         };
-        add(key(ip, port.port, sock), cluster_id, &cluster, guarded);
+        let node = match guarded {
+            0 => 0,
+            _ => node_allowed,
+        };
+        add(
+            key(ip, port.port, sock),
+            cluster_id,
+            &cluster,
+            guarded | node,
+        );
         add(
             key(ip, port.port, ext),
             external_id,

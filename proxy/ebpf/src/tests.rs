@@ -17,6 +17,7 @@ use crate::{EbpfBackend, FakeMaps};
 fn cfg() -> RenderConfig {
     RenderConfig {
         nodeport_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
     }
 }
 
@@ -290,4 +291,129 @@ fn source_ranges_guard_the_load_balancer_ip_only() {
     let want: std::collections::BTreeSet<_> =
         [(ext.service_id, "192.168.0.0/24".parse().unwrap())].into();
     assert_eq!(set.ranges, want);
+}
+
+#[test]
+fn the_node_passes_the_ranges_at_the_socket_layer_only_when_its_ip_is_inside() {
+    let lb = |ranges: &str| sluice_model::service::ServicePort {
+        load_balancer_source_ranges: vec![ranges.parse().unwrap()],
+        ..lb_local("lb", "172.30.0.1", "5.6.7.8", 30000)
+    };
+    let node = service_flags::NODE_ALLOWED;
+    let inside = all(&snap(vec![(
+        lb("192.168.0.0/24"),
+        vec![ep("10.180.0.1", "node-a")],
+    )]));
+    let sock = inside.services[&key("5.6.7.8", 80, scope::SOCKET)];
+    assert_eq!(sock.flags & node, node, "192.168.0.2 is inside");
+    let ext = inside.services[&key("5.6.7.8", 80, scope::EXTERNAL)];
+    assert_eq!(
+        ext.flags & node,
+        0,
+        "only the socket layer knows the node's sockets"
+    );
+    let outside = all(&snap(vec![(
+        lb("192.168.1.0/24"),
+        vec![ep("10.180.0.1", "node-a")],
+    )]));
+    let sock = outside.services[&key("5.6.7.8", 80, scope::SOCKET)];
+    assert_eq!(sock.flags & node, 0, "192.168.0.2 is outside");
+    assert_eq!(
+        sock.flags & service_flags::SOURCE_RANGES,
+        service_flags::SOURCE_RANGES
+    );
+}
+
+mod tracer {
+    use std::net::{IpAddr, SocketAddr};
+
+    use sluice_model::service::Protocol;
+    use sluice_proxy_core::explain::{Origin, Outcome, Packet, Tracer as _};
+
+    use super::*;
+    use crate::Tracer;
+
+    fn trace(set: &MapSet, src: &str, dst: &str, origin: Origin) -> Outcome {
+        let pods: Vec<ipnet::IpNet> = vec!["10.180.0.0/24".parse().unwrap()];
+        let cidrs: Vec<ipnet::Ipv4Net> = vec!["172.30.0.0/16".parse().unwrap()];
+        let packet = Packet {
+            src: src.parse::<IpAddr>().unwrap(),
+            dst: dst.parse::<SocketAddr>().unwrap(),
+            protocol: Protocol::Tcp,
+        };
+        Tracer::new(set, &cidrs, &pods).trace(&packet, origin)
+    }
+
+    fn dnat(eps: &[(&str, bool)]) -> Outcome {
+        Outcome::Dnat {
+            endpoints: eps.iter().map(|(e, m)| (e.parse().unwrap(), *m)).collect(),
+        }
+    }
+
+    #[test]
+    fn it_follows_the_socket_layer_then_tc_as_the_programs_do() {
+        let lb = sluice_model::service::ServicePort {
+            load_balancer_source_ranges: vec!["192.168.0.0/24".parse().unwrap()],
+            external_traffic_policy: sluice_model::service::TrafficPolicy::Cluster,
+            ..lb_local("lb", "172.30.0.1", "5.6.7.8", 30000)
+        };
+        let s = snap(vec![
+            (lb, vec![ep("10.180.0.1", "node-a")]),
+            (svc("none", "172.30.0.2"), vec![]),
+        ]);
+        let set = all(&s);
+        let (remote, local) = (Origin::Remote, Origin::Local);
+        // Pods: the ClusterIP at the socket, source kept.
+        let kept = dnat(&[("10.180.0.1:80", false)]);
+        assert_eq!(trace(&set, "10.180.0.9", "172.30.0.1:80", remote), kept);
+        // The LB IP's ranges: a pod outside them meets tc and is dropped; the node (its IP
+        // inside) is translated at its socket; a client inside is SNATed by tc.
+        let lb_ip = "5.6.7.8:80";
+        assert_eq!(trace(&set, "10.180.0.9", lb_ip, remote), Outcome::Drop);
+        let masq = dnat(&[("10.180.0.1:80", true)]);
+        assert_eq!(trace(&set, "192.168.0.2", lb_ip, local), masq);
+        assert_eq!(trace(&set, "192.168.0.77", lb_ip, remote), masq);
+        assert_eq!(trace(&set, "192.168.1.77", lb_ip, remote), Outcome::Drop);
+        // No endpoints: REJECT; an unserved port: REJECT at the socket; unallocated: DROP.
+        let none = "172.30.0.2:80";
+        assert_eq!(trace(&set, "10.180.0.9", none, remote), Outcome::Reject);
+        assert_eq!(
+            trace(&set, "10.180.0.9", "172.30.0.1:81", remote),
+            Outcome::Reject
+        );
+        assert_eq!(
+            trace(&set, "10.180.0.9", "172.30.9.9:80", remote),
+            Outcome::Drop
+        );
+        assert_eq!(
+            trace(&set, "10.180.0.9", "8.8.8.8:80", remote),
+            Outcome::Untouched
+        );
+    }
+
+    #[test]
+    fn what_is_missing_from_the_maps_shows() {
+        let s = snap(vec![(
+            svc("web", "172.30.0.1"),
+            vec![ep("10.180.0.1", "node-a")],
+        )]);
+        let mut set = all(&s);
+        let k = key("172.30.0.1", 80, scope::SOCKET);
+        let id = set.services[&k].service_id;
+        set.slots.remove(&SlotKey {
+            service_id: id,
+            slot: 1,
+        });
+        assert_eq!(
+            trace(&set, "10.180.0.9", "172.30.0.1:80", Origin::Remote),
+            Outcome::Untouched,
+            "a missing slot: the programs leave it alone"
+        );
+        set.services.clear();
+        assert_eq!(
+            trace(&set, "10.180.0.9", "172.30.0.1:80", Origin::Remote),
+            Outcome::Drop,
+            "no entry at all: an unallocated address of the service CIDR"
+        );
+    }
 }

@@ -149,6 +149,67 @@ fn the_socket_translation_picks_slots_rejects_and_sticks() -> anyhow::Result<()>
     Ok(())
 }
 
+/// `loadBalancerSourceRanges` at the socket layer: the node's own sockets (its network
+/// namespace's cookie in `SLUICE_NODE`) are translated when a node IP is inside the ranges;
+/// every other socket is left to the tc path, which knows the source.
+#[test]
+fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow::Result<()> {
+    if KernelMaps::object().is_err() {
+        eprintln!("skipped: the eBPF programs are not built in");
+        return Ok(());
+    }
+    let lb = |name: &str, cip: &str, vip: &str, ranges: &str| sluice_model::service::ServicePort {
+        load_balancer_source_ranges: vec![ranges.parse().unwrap()],
+        external_traffic_policy: sluice_model::service::TrafficPolicy::Cluster,
+        ..fixture::lb_local(name, cip, vip, 30000)
+    };
+    let snap = fixture::snapshot(
+        "node-a",
+        None,
+        vec![
+            (
+                lb("inside", "172.30.0.1", "198.51.100.1", "192.168.0.0/24"),
+                vec![ep("10.180.0.1", "node-a")],
+            ),
+            (
+                lb("outside", "172.30.0.2", "198.51.100.2", "192.168.9.0/24"),
+                vec![ep("10.180.0.2", "node-a")],
+            ),
+        ],
+    );
+    let cfg = RenderConfig {
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        ..RenderConfig::default()
+    };
+    let want = union(render(&cfg, &snap, &mut Ids::default()).values());
+    let bpffs = Bpffs::new()?;
+    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
+    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
+    let node = sluice_ebpf_common::netns_cookie()?;
+    sluice_proxy_ebpf::kernel::write_node_cookie(&mut ebpf, node)?;
+    let prog = program(&mut ebpf, "sluice_xlate_test")?;
+    let (inside, outside) = (
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(198, 51, 100, 2),
+    );
+    assert_eq!(
+        xlate(prog, inside, 80, node, 0),
+        (xlate_verdict::FORWARD, "10.180.0.1:8080".into()),
+        "the node, its IP inside the ranges"
+    );
+    assert_eq!(
+        xlate(prog, inside, 80, node + 1, 0).0,
+        xlate_verdict::PASS,
+        "a pod: left to tc"
+    );
+    assert_eq!(
+        xlate(prog, outside, 80, node, 0).0,
+        xlate_verdict::PASS,
+        "the node, its IP outside the ranges: left to tc (which drops it)"
+    );
+    Ok(())
+}
+
 /// The internet checksum of `data` (0 when a header with its checksum verifies).
 fn csum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;

@@ -14,6 +14,7 @@ use common::{Bpffs, Cgroup, client, serve};
 use sluice_model::service::{Endpoint, Protocol, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::Changes;
 use sluice_proxy_core::backend::{Backend, BackendOptions, EbpfOptions};
+use sluice_proxy_core::explain::{Origin, Outcome, Packet, Tracer as _};
 use sluice_proxy_core::fixture;
 use sluice_proxy_ebpf::{KernelEbpf, KernelMaps};
 use sluice_testbed::NetNs;
@@ -279,6 +280,41 @@ fn a_restarted_backend_adopts_pinned_maps_and_links() -> anyhow::Result<()> {
         second.programmed(),
         "the maps hold exactly the render"
     );
+    // What explain reads: the pins opened by path (nothing loaded or attached), decoded,
+    // equal to the render; the tracer over them gives the Service's backends, and an entry
+    // deleted behind the proxy's back shows.
+    let read = sluice_proxy_ebpf::kernel::read_pinned(&pins)?;
+    assert_eq!(read.maps, second.programmed());
+    let packet = Packet {
+        src: "127.0.0.1".parse()?,
+        dst: "10.96.0.10:80".parse()?,
+        protocol: Protocol::Tcp,
+    };
+    let traced = |maps: &sluice_proxy_ebpf::MapSet| {
+        sluice_proxy_ebpf::Tracer::new(maps, &read.service_cidrs, &[]).trace(&packet, Origin::Local)
+    };
+    let want: std::collections::BTreeMap<SocketAddr, bool> = [
+        ("127.0.0.1:18080".parse()?, true),
+        ("127.0.0.2:18080".parse()?, true),
+    ]
+    .into();
+    assert_eq!(traced(&read.maps), Outcome::Dnat { endpoints: want });
+    let key = sluice_ebpf_common::ServiceKey::new("10.96.0.10:80".parse()?, 6, 0);
+    let svc_map = aya::maps::MapData::from_pin(pins.join(sluice_ebpf_common::map_names::SERVICES))?;
+    let mut svc_map: aya::maps::HashMap<
+        _,
+        sluice_ebpf_common::ServiceKey,
+        sluice_ebpf_common::ServiceValue,
+    > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(svc_map)?)?;
+    svc_map.remove(&key)?;
+    let tampered = sluice_proxy_ebpf::kernel::read_pinned(&pins)?;
+    assert_eq!(
+        traced(&tampered.maps),
+        Outcome::Reject,
+        "only the wildcard entry is left"
+    );
+    second.apply_full(&snap, &Changes::default())?;
+
     let links = std::fs::read_dir(&pins)?
         .filter(|e| {
             e.as_ref()
@@ -296,5 +332,105 @@ fn a_restarted_backend_adopts_pinned_maps_and_links() -> anyhow::Result<()> {
     );
     second.cleanup()?;
     assert!(!pins.exists());
+    Ok(())
+}
+
+const TCP6_CLIENT: &str = r#"
+import socket, collections, errno
+seen = collections.Counter()
+for i in range(20):
+    s = socket.create_connection(('fd00:96::10', 80), timeout=2)
+    peer = s.getpeername()
+    seen[s.recv(64).decode().strip() + ' peer [%s]:%d' % peer[:2]] += 1
+    s.close()
+print(sorted(seen))
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.settimeout(2)
+u.sendto(b'x', ('fd00:96::10', 80))
+data, addr = u.recvfrom(64)
+print(data.decode(), '[%s]:%d' % addr[:2])
+try:
+    socket.create_connection(('fd00:96::12', 80), timeout=2)
+    print('connected')
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+"#;
+
+/// The IPv6 programs for real: loaded, attached to a child cgroup, their maps filled by hand
+/// (the proxy renders no IPv6 entries yet) with two backends (`[::1]`, two ports) and a
+/// Service with no endpoints; a client in the cgroup connects, sends and receives over IPv6.
+#[test]
+fn ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services() -> anyhow::Result<()> {
+    use aya::maps::HashMap;
+    use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+    use sluice_ebpf_common::{
+        Backend6, ServiceKey6, ServiceValue, SlotKey, map_names, service_flags,
+    };
+    if !built() {
+        return Ok(());
+    }
+    let bpffs = Bpffs::new()?;
+    let cgroup = Cgroup::new("socklb6")?;
+    let ns = NetNs::new("ebpf-socklb6")?;
+    serve(&ns, "[::1]:18080".parse()?, "one")?;
+    serve(&ns, "[::1]:18081".parse()?, "two")?;
+    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("p"))?;
+    {
+        let mut svc: HashMap<_, ServiceKey6, ServiceValue> =
+            HashMap::try_from(ebpf.map_mut(map_names::SERVICES6).unwrap())?;
+        for proto in [6, 17] {
+            let web = ServiceKey6::new("[fd00:96::10]:80".parse()?, proto, 0);
+            let value = ServiceValue {
+                service_id: u32::from(proto),
+                backend_count: 2,
+                flags: 0,
+                affinity_timeout: 0,
+            };
+            svc.insert(web, value, 0)?;
+        }
+        let none = ServiceKey6::new("[fd00:96::12]:80".parse()?, 6, 0);
+        let reject = ServiceValue {
+            service_id: 0,
+            backend_count: 0,
+            flags: service_flags::REJECT,
+            affinity_timeout: 0,
+        };
+        svc.insert(none, reject, 0)?;
+    }
+    {
+        let mut slots: HashMap<_, SlotKey, Backend6> =
+            HashMap::try_from(ebpf.map_mut(map_names::SLOTS6).unwrap())?;
+        for proto in [6u8, 17] {
+            for (slot, port) in [(1, 18080), (2, 18081)] {
+                let key = SlotKey {
+                    service_id: u32::from(proto),
+                    slot,
+                };
+                let addr = std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, port, 0, 0);
+                slots.insert(key, Backend6::new(addr, proto), 0)?;
+            }
+        }
+    }
+    let dir = std::fs::File::open(cgroup.path())?;
+    for name in sluice_proxy_ebpf::kernel::SOCK_PROGRAMS6 {
+        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).unwrap().try_into()?;
+        prog.load()?;
+        prog.attach(&dir, CgroupAttachMode::Single)?;
+    }
+    let out = client(&cgroup, &ns, TCP6_CLIENT)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0], "['one peer [fd00:96::10]:80', 'two peer [fd00:96::10]:80']",
+        "TCP: both backends, getpeername() gives the Service address"
+    );
+    assert_eq!(
+        lines[2], "ECONNREFUSED",
+        "no endpoints: refused at connect()"
+    );
+    assert!(
+        lines[1] == "one [fd00:96::10]:80" || lines[1] == "two [fd00:96::10]:80",
+        "UDP: the reply comes from the Service address: {out}"
+    );
     Ok(())
 }

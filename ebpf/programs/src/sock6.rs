@@ -1,0 +1,187 @@
+//! The socket-level load balancer for IPv6 (`cgroup/connect6`, `sendmsg6`, `recvmsg6`,
+//! `getpeername6`): the IPv4 programs' logic over IPv6 keys. Not yet: affinity and
+//! `loadBalancerSourceRanges` (such entries are left alone), and the tc path for IPv6.
+//!
+//! `user_ip6` is read and written one 32-bit word at a time (the access size the kernel
+//! accepts for every word of it).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval},
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LruHashMap},
+    programs::SockAddrContext,
+};
+use sluice_ebpf_common::{
+    Backend6, RevKey6, RevValue6, ServiceKey6, ServiceValue, SlotKey, scope, service_flags, stats,
+};
+
+use crate::sock::count;
+
+const ECONNREFUSED: i32 = 111;
+/// Hash maps allocate entries as they are written (IPv6 is the smaller family in most
+/// clusters; preallocation would cost their full size up front).
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map(name = "SLUICE_SVC6")]
+static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::pinned(65536, BPF_F_NO_PREALLOC);
+#[map(name = "SLUICE_SLOTS6")]
+static SLOTS6: HashMap<SlotKey, Backend6> = HashMap::pinned(262144, BPF_F_NO_PREALLOC);
+#[map(name = "SLUICE_REV6")]
+static REV6: LruHashMap<RevKey6, RevValue6> = LruHashMap::pinned(65536, 0);
+
+#[inline(always)]
+fn read_ip6(ctx: &SockAddrContext) -> [u32; 4] {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer the kernel gave this program; 4-byte reads of user_ip6.
+    unsafe {
+        [
+            core::ptr::read_volatile(&(*sa).user_ip6[0]),
+            core::ptr::read_volatile(&(*sa).user_ip6[1]),
+            core::ptr::read_volatile(&(*sa).user_ip6[2]),
+            core::ptr::read_volatile(&(*sa).user_ip6[3]),
+        ]
+    }
+}
+
+#[inline(always)]
+fn write_ip6(ctx: &SockAddrContext, addr: &[u32; 4], port: u16) {
+    let sa = ctx.sock_addr;
+    // SAFETY: writable fields of the context for these hooks; 4-byte writes.
+    unsafe {
+        core::ptr::write_volatile(&mut (*sa).user_ip6[0], addr[0]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[1], addr[1]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[2], addr[2]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[3], addr[3]);
+        (*sa).user_port = u32::from(port);
+    }
+}
+
+#[inline(always)]
+fn lookup6(key: ServiceKey6) -> Option<(ServiceKey6, ServiceValue)> {
+    // SAFETY: copied out at once.
+    if let Some(v) = unsafe { SERVICES6.get(&key) } {
+        return Some((key, *v));
+    }
+    let wild = ServiceKey6 {
+        port: 0,
+        proto: 0,
+        ..key
+    };
+    // SAFETY: as above.
+    unsafe { SERVICES6.get(&wild) }.map(|v| (wild, *v))
+}
+
+/// connect6 / sendmsg6.
+#[inline(always)]
+fn forward6(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
+    let sa = ctx.sock_addr;
+    let addr = read_ip6(ctx);
+    // SAFETY: the context pointer the kernel gave this program.
+    let (port, proto) = unsafe { ((*sa).user_port as u16, (*sa).protocol as u8) };
+    let key = ServiceKey6 {
+        addr,
+        port,
+        proto,
+        scope: scope::SOCKET,
+    };
+    let Some((service, svc)) = lookup6(key) else {
+        return 1;
+    };
+    if svc.flags & service_flags::SOURCE_RANGES != 0 {
+        return 1; // not yet for IPv6: left alone
+    }
+    if svc.flags & service_flags::REJECT != 0 {
+        count(stats::REJECTED);
+        // SAFETY: bpf_set_retval is available to cgroup programs (kernel ≥ 5.18).
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+        return 0;
+    }
+    if svc.backend_count == 0 {
+        count(stats::DROPPED);
+        return 1;
+    }
+    // SAFETY: a helper valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let random = match sendmsg {
+        true => (cookie ^ (cookie >> 32)) as u32,
+        // SAFETY: a plain helper.
+        false => unsafe { bpf_get_prandom_u32() },
+    };
+    let slot = SlotKey {
+        service_id: svc.service_id,
+        slot: random % u32::from(svc.backend_count) + 1,
+    };
+    // SAFETY: copied out at once.
+    let Some(backend) = (unsafe { SLOTS6.get(&slot) }).copied() else {
+        count(stats::NO_SLOT);
+        return 1;
+    };
+    write_ip6(ctx, &backend.addr, backend.port);
+    let rev = RevKey6 {
+        cookie,
+        addr: backend.addr,
+        port: backend.port,
+        pad: 0,
+        pad2: 0,
+    };
+    let value = RevValue6 {
+        service,
+        service_id: svc.service_id,
+    };
+    let _ = REV6.insert(&rev, &value, 0);
+    count(stats::TRANSLATED);
+    1
+}
+
+/// recvmsg6 / getpeername6.
+#[inline(always)]
+fn reverse6(ctx: &SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    let addr = read_ip6(ctx);
+    // SAFETY: the context pointer the kernel gave this program.
+    let port = unsafe { (*sa).user_port as u16 };
+    // SAFETY: a helper valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = RevKey6 {
+        cookie,
+        addr,
+        port,
+        pad: 0,
+        pad2: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(rev) = (unsafe { REV6.get(&key) }).copied() else {
+        return 1;
+    };
+    let service = rev.service;
+    // SAFETY: copied out at once.
+    match unsafe { SERVICES6.get(&service) }.copied() {
+        Some(svc) if svc.service_id == rev.service_id => {
+            write_ip6(ctx, &service.addr, service.port);
+            count(stats::REV_TRANSLATED);
+        }
+        _ => count(stats::REV_STALE),
+    }
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn sluice_connect6(ctx: SockAddrContext) -> i32 {
+    forward6(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sluice_sendmsg6(ctx: SockAddrContext) -> i32 {
+    forward6(&ctx, true)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sluice_recvmsg6(ctx: SockAddrContext) -> i32 {
+    reverse6(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn sluice_getpeername6(ctx: SockAddrContext) -> i32 {
+    reverse6(&ctx)
+}

@@ -1,0 +1,172 @@
+//! A packet tracer over decoded map contents: what the programs do with the first packet of a
+//! connection, given what the service, slot and source-range maps hold — rendered (runner 2
+//! of the conformance suite, no kernel) or read back from the pinned maps
+//! ([`crate::kernel::read_pinned`], `sluice-proxy explain` on the node).
+//!
+//! It follows the programs' own path, step for step (`ebpf/programs/src/sock.rs`, `tc.rs`):
+//! - pods of this node and the node itself meet the socket layer first (scope `SOCKET`): a
+//!   Service entry forwards (no rewrite of the source), rejects, or leaves the connect alone;
+//!   a source-ranged entry is left alone unless the socket is the node's and the entry
+//!   admits the node (`NODE_ALLOWED`);
+//! - what the socket layer leaves alone then meets the tc path: a pod's packet the ingress
+//!   program on its bridge port (scope `EXTERNAL`, the pod's address as source: ranges,
+//!   verdicts, SNAT), the node's packet the egress program (which only drops what the node
+//!   must not reach);
+//! - everything else (other nodes, outside clients) meets the ingress program.
+//!
+//! Holding it against the model (`explain`) is how the conformance suite and `explain` know
+//! the maps mean what the model says.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use ipnet::{IpNet, Ipv4Net};
+use sluice_ebpf_common::{ServiceKey, ServiceValue, SlotKey, scope, service_flags};
+use sluice_proxy_core::explain::{Origin, Outcome, Packet};
+
+use crate::render::MapSet;
+
+/// The tracer over one set of decoded maps.
+pub struct Tracer<'a> {
+    maps: &'a MapSet,
+    service_cidrs: &'a [Ipv4Net],
+    pod_sources: &'a [IpNet],
+}
+
+/// What one program's translation decided (the programs' `Outcome`).
+enum Step {
+    Pass,
+    Forward(ServiceValue),
+    Reject,
+    Drop,
+}
+
+impl<'a> Tracer<'a> {
+    /// Traces over `maps`; `service_cidrs` are the trie's prefixes (unallocated addresses in
+    /// them are dropped), `pod_sources` this node's pod CIDRs (those sources are this node's
+    /// pods, whose sockets the socket layer sees).
+    pub fn new(maps: &'a MapSet, service_cidrs: &'a [Ipv4Net], pod_sources: &'a [IpNet]) -> Self {
+        Self {
+            maps,
+            service_cidrs,
+            pod_sources,
+        }
+    }
+
+    fn lookup(&self, dst: SocketAddrV4, proto: u8, scope: u8) -> Option<ServiceValue> {
+        let key = ServiceKey::new(dst, proto, scope);
+        (self.maps.services.get(&key))
+            .or_else(|| self.maps.services.get(&key.wildcard()))
+            .copied()
+    }
+
+    fn source_allowed(&self, id: u32, src: Ipv4Addr) -> bool {
+        (self.maps.ranges.iter()).any(|(i, net)| *i == id && net.contains(&src))
+    }
+
+    /// `translate` of the programs, for one scope; `node` says the socket is the node's.
+    fn translate(
+        &self,
+        dst: SocketAddrV4,
+        proto: u8,
+        scope: u8,
+        src: Ipv4Addr,
+        node: bool,
+    ) -> Step {
+        let Some(svc) = self.lookup(dst, proto, scope) else {
+            return Step::Pass;
+        };
+        if svc.flags & service_flags::SOURCE_RANGES != 0 {
+            let node_allowed = node && svc.flags & service_flags::NODE_ALLOWED != 0;
+            if scope == scope::SOCKET && !node_allowed {
+                return Step::Pass;
+            }
+            if scope == scope::EXTERNAL && !self.source_allowed(svc.service_id, src) {
+                return Step::Drop;
+            }
+        }
+        if svc.flags & service_flags::REJECT != 0 {
+            return Step::Reject;
+        }
+        if svc.backend_count == 0 {
+            return Step::Drop;
+        }
+        Step::Forward(svc)
+    }
+
+    /// Every backend some pick leads to; none when a slot is missing (the programs then leave
+    /// the packet alone, counting `no_slot`).
+    fn backends(&self, svc: &ServiceValue) -> Option<Vec<SocketAddr>> {
+        (1..=u32::from(svc.backend_count))
+            .map(|slot| {
+                let key = SlotKey {
+                    service_id: svc.service_id,
+                    slot,
+                };
+                (self.maps.slots.get(&key)).map(|b| SocketAddr::V4(b.socket_addr()))
+            })
+            .collect()
+    }
+
+    fn dnat(&self, svc: &ServiceValue, masquerade: bool) -> Outcome {
+        match self.backends(svc) {
+            Some(eps) => Outcome::Dnat {
+                endpoints: eps.into_iter().map(|e| (e, masquerade)).collect(),
+            },
+            None => Outcome::Untouched,
+        }
+    }
+
+    /// tc `dropped()`: an unallocated address of the service CIDRs, or (egress) an entry the
+    /// packet may not pass.
+    fn tc_dropped(&self, dst: SocketAddrV4, proto: u8, src: Ipv4Addr) -> bool {
+        match self.lookup(dst, proto, scope::EXTERNAL) {
+            Some(svc) => {
+                (svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0)
+                    || (svc.flags & service_flags::SOURCE_RANGES != 0
+                        && !self.source_allowed(svc.service_id, src))
+            }
+            None => {
+                let wildcard = ServiceKey::new(SocketAddrV4::new(*dst.ip(), 0), 0, scope::SOCKET);
+                !self.maps.services.contains_key(&wildcard)
+                    && self.service_cidrs.iter().any(|n| n.contains(dst.ip()))
+            }
+        }
+    }
+
+    /// The tc ingress program on a packet from `src`.
+    fn ingress(&self, dst: SocketAddrV4, proto: u8, src: Ipv4Addr) -> Outcome {
+        match self.translate(dst, proto, scope::EXTERNAL, src, false) {
+            Step::Pass if self.tc_dropped(dst, proto, src) => Outcome::Drop,
+            Step::Pass => Outcome::Untouched,
+            Step::Reject => Outcome::Reject,
+            Step::Drop => Outcome::Drop,
+            Step::Forward(svc) => self.dnat(&svc, svc.flags & service_flags::SNAT != 0),
+        }
+    }
+}
+
+impl sluice_proxy_core::explain::Tracer for Tracer<'_> {
+    fn trace(&self, packet: &Packet, origin: Origin) -> Outcome {
+        let (IpAddr::V4(src), SocketAddr::V4(dst)) = (packet.src, packet.dst) else {
+            return Outcome::Untouched; // no IPv6 programs yet
+        };
+        let proto = packet.protocol.number();
+        let node = origin == Origin::Local;
+        let pod = !node && self.pod_sources.iter().any(|n| n.contains(&packet.src));
+        if !node && !pod {
+            return self.ingress(dst, proto, src);
+        }
+        match self.translate(dst, proto, scope::SOCKET, src, node) {
+            // The connection's source is the node's own address, or the pod's (kept).
+            Step::Forward(svc) => self.dnat(&svc, node),
+            Step::Reject => Outcome::Reject,
+            // Left alone: the pod's packet meets the ingress program on its bridge port.
+            Step::Pass | Step::Drop if pod => self.ingress(dst, proto, src),
+            // The node's: the egress program drops what the node must not reach.
+            Step::Pass | Step::Drop => match self.tc_dropped(dst, proto, src) {
+                true => Outcome::Drop,
+                false => Outcome::Untouched,
+            },
+        }
+    }
+}
