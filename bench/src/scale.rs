@@ -32,6 +32,10 @@ use crate::sync::{service, slice, slice_of};
 
 mod plot;
 
+/// The modes this bench runs: the proxy starts in the bench's namespace with nothing else set
+/// up, which ebpf mode (its cgroup) and ipvs mode (its kernel) cannot take.
+const SUPPORTED: [&str; 2] = ["nftables", "iptables"];
+
 /// Flags of `sluice-bench scale`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -101,6 +105,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         "{} not found (build it, or pass --proxy)",
         proxy.display()
     );
+    for mode in &args.modes {
+        anyhow::ensure!(
+            SUPPORTED.contains(&mode.as_str()),
+            "--modes {mode}: scale runs {SUPPORTED:?} (ebpf mode would attach to the cgroup2 \
+             root it detects, the host's, and its figures are `sluice-bench ebpf`'s; ipvs needs \
+             a kernel with IPVS)"
+        );
+    }
     std::fs::create_dir_all(&args.out)?;
     let runs: Vec<(String, u32)> = (args.modes.iter())
         .flat_map(|m| args.sizes.iter().map(move |s| (m.clone(), *s)))
