@@ -29,7 +29,11 @@ pub mod config_file;
 pub mod conntrack;
 pub mod endpoints;
 pub mod explain;
-#[cfg(any(test, feature = "testing"))]
+/// Test fixtures for the backend crates' tests. Always built (it is small): a `testing`
+/// feature enabled through dev-dependencies gave `cargo test --workspace` and a plain `cargo
+/// build -p sluice-proxy` different builds of this crate, so every lab test binary rebuilt
+/// the daemons (and the eBPF programs) before its first test.
+#[doc(hidden)]
 pub mod fixture;
 pub mod flags;
 pub mod health;
