@@ -13,9 +13,9 @@
 //! - no admission, validation, authentication, finalizers or garbage collection; namespaces
 //!   need not exist (`default`, `kube-system`, `kube-public` and `kube-node-lease` are created);
 //! - server-side apply is refused with 415, and so are CBOR bodies; protobuf bodies (what
-//!   kubectl's typed generators send: `kubectl create service|namespace|configmap …`) are
-//!   decoded for Services, Namespaces and ConfigMaps only (`protobuf.rs`, with the `k8s-pb`
-//!   types) and refused with 415 for other kinds; responses are always JSON (kubectl accepts
+//!   kubectl's typed generators send: `kubectl create service|namespace|configmap|
+//!   serviceaccount …`) are decoded for Services, Namespaces, ConfigMaps and ServiceAccounts
+//!   only (`protobuf.rs`, with the `k8s-pb` types) and refused with 415 for other kinds; responses are always JSON (kubectl accepts
 //!   it); `kubectl create -f` and `kubectl apply -f` send JSON and work;
 //! - watches are served on collection URLs only (`?watch=true`), not on single-object URLs;
 //! - `/openapi/v2` and `/openapi/v3` are 404 (kubectl needs `--validate=false`, and `explain`

@@ -1,5 +1,5 @@
 //! Request bodies in Kubernetes' protobuf encoding (`application/vnd.kubernetes.protobuf`),
-//! which kubectl's typed generators send (`kubectl create service|namespace|configmap …`):
+//! which kubectl's typed generators send (`kubectl create service|namespace|configmap|serviceaccount …`):
 //! the `k8s\0` magic, then a `runtime.Unknown` envelope naming the kind, whose `raw` bytes
 //! are the object. Decoding uses the `k8s-pb` crate's generated types; this module only maps
 //! the decoded object to the JSON the store holds. Kinds outside [`KINDS`] are refused with
@@ -17,7 +17,7 @@ use crate::error::ApiError;
 /// The prefix of every protobuf-encoded object.
 const MAGIC: &[u8] = b"k8s\0";
 /// The kinds whose protobuf bodies are decoded.
-pub(crate) const KINDS: &[&str] = &["Service", "Namespace", "ConfigMap"];
+pub(crate) const KINDS: &[&str] = &["Service", "Namespace", "ConfigMap", "ServiceAccount"];
 
 /// Decodes a protobuf body into the object's JSON form.
 pub(crate) fn decode(body: &[u8]) -> Result<Value, ApiError> {
@@ -41,6 +41,16 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, ApiError> {
             let mut o = json!({"metadata": meta(cm.metadata.unwrap_or_default()),
                                "data": cm.data});
             put(&mut o, "immutable", cm.immutable.map(Value::from));
+            o
+        }
+        "ServiceAccount" => {
+            let sa = core::ServiceAccount::decode(&raw[..]).map_err(|e| bad(e.to_string()))?;
+            let mut o = json!({"metadata": meta(sa.metadata.unwrap_or_default())});
+            put(
+                &mut o,
+                "automountServiceAccountToken",
+                sa.automount_service_account_token.map(Value::from),
+            );
             o
         }
         other => {

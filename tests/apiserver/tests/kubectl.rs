@@ -309,6 +309,9 @@ fn kubectl_generators_that_send_protobuf_work() {
         k.server.get("configmaps", "team", "cfg").unwrap()["data"]["a"],
         "b"
     );
+    let out = k.run(&["create", "serviceaccount", "robot", "-n", "team"]);
+    assert_eq!(out.trim(), "serviceaccount/robot created");
+    assert!(k.server.get("serviceaccounts", "team", "robot").is_ok());
 }
 
 #[test]
