@@ -12,10 +12,22 @@ use sluice_proxy::dataplane;
 use sluice_proxy::node::{self, NodeFacts};
 use sluice_proxy_core::backend::{BackendOptions, ProxyMode};
 use sluice_proxy_core::config_file::ProxyConfig;
-use sluice_proxy_core::explain::{self, NodeContext, Origin, Outcome, Packet, VerdictView};
+use sluice_proxy_core::explain::{
+    self, BackendCheck, NodeContext, Origin, Outcome, Packet, VerdictView,
+};
 use sluice_proxy_core::flags::Flags;
 use sluice_proxy_core::runner::Feed;
 use sluice_proxy_core::{Snapshot, TrackerConfig};
+
+/// A tracer run: [`dataplane::check`] over the rendering or [`dataplane::check_programmed`].
+type CheckFn = fn(
+    ProxyMode,
+    &BackendOptions,
+    &Snapshot,
+    &NodeContext,
+    &Packet,
+    &VerdictView,
+) -> Option<BackendCheck>;
 
 use crate::plan::{self, NodePlan};
 use crate::scenario::{Expect, Masquerade, PacketSpec, Scenario};
@@ -97,18 +109,25 @@ impl NodeWorld {
 
     /// Runner 2: the mode's tracer over the rules it renders, held against the expectation.
     pub fn tracer(&self, spec: &PacketSpec) -> Verdict {
+        self.traced_by(spec, dataplane::check, false)
+    }
+
+    /// Traces `spec`'s packet with `check` (over the rendering, or over what is programmed)
+    /// and holds the outcome against the expectation; `with_source` names what was traced.
+    fn traced_by(&self, spec: &PacketSpec, check: CheckFn, with_source: bool) -> Verdict {
         let packet = packet(spec);
         let Some(snapshot) = self.snapshot(packet.dst.ip()) else {
             return Verdict::Fail(format!("the proxy serves no {:?}", packet.dst.ip()));
         };
         // The verdict only decides `agrees`; the outcome is held against the scenario.
-        let Some(check) = dataplane::check(
+        let view = &VerdictView::NoService;
+        let Some(check) = check(
             self.mode,
             &self.options,
             snapshot,
             &self.context,
             &packet,
-            &VerdictView::NoService,
+            view,
         ) else {
             return Verdict::NotApplicable(format!(
                 "{} mode programs no {:?} rules or maps to trace",
@@ -116,7 +135,10 @@ impl NodeWorld {
                 snapshot.family()
             ));
         };
-        let got = check.traced.describe();
+        let got = match with_source {
+            true => format!("{} ({})", check.traced.describe(), check.source),
+            false => check.traced.describe(),
+        };
         match traced_matches(spec.expected(self.mode.as_str()), &check.traced, packet.src) {
             true => Verdict::Pass(got),
             false => Verdict::Fail(got),
@@ -149,25 +171,7 @@ impl NodeWorld {
     /// Runner 2 over what [`Self::program`] put in the kernel, read back (where the mode can
     /// read its state back; its rendering otherwise), held against the expectation.
     pub fn programmed(&self, spec: &PacketSpec) -> Verdict {
-        let packet = packet(spec);
-        let Some(snapshot) = self.snapshot(packet.dst.ip()) else {
-            return Verdict::Fail(format!("the proxy serves no {:?}", packet.dst.ip()));
-        };
-        let Some(check) = dataplane::check_programmed(
-            self.mode,
-            &self.options,
-            snapshot,
-            &self.context,
-            &packet,
-            &VerdictView::NoService,
-        ) else {
-            return Verdict::NotApplicable(format!("{} mode has no tracer", self.mode));
-        };
-        let got = format!("{} ({})", check.traced.describe(), check.source);
-        match traced_matches(spec.expected(self.mode.as_str()), &check.traced, packet.src) {
-            true => Verdict::Pass(got),
-            false => Verdict::Fail(got),
-        }
+        self.traced_by(spec, dataplane::check_programmed, true)
     }
 
     /// Where the packet enters this node's rules.
