@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Assembles the Sluice image's root filesystem from scratch: the three Sluice binaries, the
-# iptables tools (nft and legacy backends, IPv4 and IPv6) with their extensions and exactly the
-# shared libraries all of them load, CA certificates, and /etc/passwd + /etc/group. Nothing
-# else: no shell, no package manager.
+# iptables tools (nft and legacy backends, IPv4 and IPv6) with their extensions, ipset, and
+# exactly the shared libraries all of them load, CA certificates, and /etc/passwd +
+# /etc/group. Nothing else: no shell, no package manager.
 #
 # Both image builds run this same script — scripts/image on a Debian 12 machine with no
 # registry (binaries built by cargo on that machine) and deploy/Containerfile's conventional multi-stage
@@ -15,8 +15,8 @@
 #   OUT_DIR   created; must not exist
 #   CONTENTS  the expected list (default: contents.txt next to this script); "-" skips the
 #             check; with UPDATE_CONTENTS=1 the list is written instead
-# The iptables tools, libraries and certificates come from the system this runs on (ldd
-# resolves libraries there): install Debian's iptables and ca-certificates first.
+# The iptables tools, ipset, libraries and certificates come from the system this runs on (ldd
+# resolves libraries there): install Debian's iptables, ipset and ca-certificates first.
 set -euo pipefail
 bin_dir=$(realpath "$1")
 out=$(realpath -m "$2")
@@ -55,6 +55,8 @@ for fam in iptables ip6tables; do
 done
 # The match and target extensions iptables loads at run time (dlopen: ldd cannot see them).
 cp -a "/$libdir/xtables" "$libdir/xtables"
+# ipset: the IPVS mode's sets (`ipset restore`, `ipset save`).
+install -m 0755 /usr/sbin/ipset usr/sbin/ipset
 
 # Every shared library the ELF files above load, and the dynamic loader. ldd resolves them on
 # this system (the same Debian release the binaries were built against).
