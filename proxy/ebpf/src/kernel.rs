@@ -350,13 +350,17 @@ pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
         out.services.insert(k, v);
     })? {
         out.services.clear();
-        read_services(&services(ebpf)?, &mut out)?;
+        read_hash(&services(ebpf)?, map_names::SERVICES, |k, v| {
+            out.services.insert(k, v);
+        })?;
     }
     if !batch_read(ebpf, map_names::SLOTS, |k, v| {
         out.slots.insert(k, v);
     })? {
         out.slots.clear();
-        read_slots(&slots(ebpf)?, &mut out)?;
+        read_hash(&slots(ebpf)?, map_names::SLOTS, |k, v| {
+            out.slots.insert(k, v);
+        })?;
     }
     read_ranges(&ranges(ebpf)?, &mut out)?;
     Ok(out)
@@ -394,30 +398,16 @@ fn batch_read<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-fn read_services<T: Borrow<MapData>>(
-    m: &HashMap<T, ServiceKey, ServiceValue>,
-    out: &mut MapSet,
+/// Every entry of hash map `name`, one lookup per key (the fallback where the kernel has no
+/// batch lookup, and for pinned maps read back by `explain`).
+fn read_hash<T: Borrow<MapData>, K: aya::Pod, V: aya::Pod>(
+    m: &HashMap<T, K, V>,
+    name: &'static str,
+    mut put: impl FnMut(K, V),
 ) -> Result<(), EbpfError> {
     for entry in m.iter() {
-        let (k, v) = entry.map_err(|source| EbpfError::Map {
-            name: map_names::SERVICES,
-            source,
-        })?;
-        out.services.insert(k, v);
-    }
-    Ok(())
-}
-
-fn read_slots<T: Borrow<MapData>>(
-    m: &HashMap<T, SlotKey, Backend>,
-    out: &mut MapSet,
-) -> Result<(), EbpfError> {
-    for entry in m.iter() {
-        let (k, v) = entry.map_err(|source| EbpfError::Map {
-            name: map_names::SLOTS,
-            source,
-        })?;
-        out.slots.insert(k, v);
+        let (k, v) = entry.map_err(|source| EbpfError::Map { name, source })?;
+        put(k, v);
     }
     Ok(())
 }
@@ -462,11 +452,15 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
     let svc: HashMap<_, ServiceKey, ServiceValue> =
         HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES)?)
             .map_err(err(map_names::SERVICES))?;
-    read_services(&svc, &mut out.maps)?;
+    read_hash(&svc, map_names::SERVICES, |k, v| {
+        out.maps.services.insert(k, v);
+    })?;
     let sl: HashMap<_, SlotKey, Backend> =
         HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS)?)
             .map_err(err(map_names::SLOTS))?;
-    read_slots(&sl, &mut out.maps)?;
+    read_hash(&sl, map_names::SLOTS, |k, v| {
+        out.maps.slots.insert(k, v);
+    })?;
     let tr: LpmTrie<_, SrcRange, u8> =
         LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
             .map_err(err(map_names::SOURCE_RANGES))?;
