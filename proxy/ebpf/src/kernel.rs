@@ -93,6 +93,21 @@ impl KernelMaps {
         }
     }
 
+    /// Whether the programs are built in, for the kernel tests: a build without them
+    /// (`AYA_BUILD_SKIP`) skips those tests with a note, except under CI, where a skipped
+    /// kernel test would pass without testing anything.
+    pub fn built_for_tests() -> bool {
+        let built = !OBJECT.is_empty();
+        assert!(
+            built || std::env::var_os("CI").is_none(),
+            "CI: the eBPF programs are not built in (AYA_BUILD_SKIP?)"
+        );
+        if !built {
+            eprintln!("skipped: the eBPF programs are not built in (AYA_BUILD_SKIP)");
+        }
+        built
+    }
+
     /// Loads the object with its maps pinned in (or adopted from) `pin_dir`.
     pub fn load_object(pin_dir: &Path) -> Result<Ebpf, EbpfError> {
         pin::ensure_dir(pin_dir)?;

@@ -105,8 +105,7 @@ fn xlate(
 
 #[test]
 fn the_socket_translation_picks_slots_rejects_and_sticks() -> anyhow::Result<()> {
-    if KernelMaps::object().is_err() {
-        eprintln!("skipped: the eBPF programs are not built in");
+    if !KernelMaps::built_for_tests() {
         return Ok(());
     }
     let bpffs = Bpffs::new()?;
@@ -154,8 +153,7 @@ fn the_socket_translation_picks_slots_rejects_and_sticks() -> anyhow::Result<()>
 /// every other socket is left to the tc path, which knows the source.
 #[test]
 fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow::Result<()> {
-    if KernelMaps::object().is_err() {
-        eprintln!("skipped: the eBPF programs are not built in");
+    if !KernelMaps::built_for_tests() {
         return Ok(());
     }
     let lb = |name: &str, cip: &str, vip: &str, ranges: &str| sluice_model::service::ServicePort {
@@ -257,8 +255,7 @@ fn tcp_csum(p: &[u8]) -> u16 {
 
 #[test]
 fn tc_ingress_dnats_a_flow_with_valid_checksums_and_keeps_it() -> anyhow::Result<()> {
-    if KernelMaps::object().is_err() {
-        eprintln!("skipped: the eBPF programs are not built in");
+    if !KernelMaps::built_for_tests() {
         return Ok(());
     }
     let bpffs = Bpffs::new()?;

@@ -20,13 +20,7 @@ use sluice_proxy_ebpf::{KernelEbpf, KernelMaps};
 use sluice_testbed::NetNs;
 
 fn built() -> bool {
-    let ok = KernelMaps::object().is_ok();
-    if !ok {
-        eprintln!(
-            "skipped: the eBPF programs are not built into this test binary (AYA_BUILD_SKIP)"
-        );
-    }
-    ok
+    KernelMaps::built_for_tests()
 }
 
 fn port(name: &str, proto: Protocol, cip: &str, port: u16) -> ServicePort {

@@ -74,8 +74,7 @@ fn measure(n: usize) -> anyhow::Result<(Duration, Duration)> {
 /// entries and slots, so the read-back takes more than one chunk).
 #[test]
 fn a_batched_cold_sync_and_the_changes_after_it_leave_exactly_the_render() -> anyhow::Result<()> {
-    if KernelMaps::object().is_err() {
-        eprintln!("skipped: the eBPF programs are not built in");
+    if !KernelMaps::built_for_tests() {
         return Ok(());
     }
     measure(1500)?;
@@ -85,8 +84,7 @@ fn a_batched_cold_sync_and_the_changes_after_it_leave_exactly_the_render() -> an
 #[test]
 #[ignore = "a measurement; run with --ignored --nocapture"]
 fn sync_cost_at_100_and_10000_services() -> anyhow::Result<()> {
-    if KernelMaps::object().is_err() {
-        eprintln!("skipped: the eBPF programs are not built in");
+    if !KernelMaps::built_for_tests() {
         return Ok(());
     }
     let (cold_small, one_small) = measure(100)?;
