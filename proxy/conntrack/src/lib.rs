@@ -29,7 +29,10 @@ const IPCTNL_MSG_CT_GET: u8 = 1;
 const IPCTNL_MSG_CT_DELETE: u8 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
 const CTA_ZONE: u16 = 18;
+/// `IPS_SEEN_REPLY` in `CTA_STATUS`: a packet came back the reply way.
+const IPS_SEEN_REPLY: u32 = 1 << 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -145,6 +148,8 @@ pub struct FlowKey {
     pub orig_dst_port: Option<u16>,
     /// Reply source address (the DNAT target, or the original destination if none).
     pub reply_src: Option<IpAddr>,
+    /// Something answered (`IPS_SEEN_REPLY`): the flow works, or worked.
+    pub seen_reply: bool,
 }
 
 /// One entry as read.
@@ -255,6 +260,9 @@ fn decode(a: &Attrs<'_>) -> Option<Flow> {
                 .or_else(|| r.get(CTA_IP_V6_SRC))
                 .and_then(decode_addr)
         }),
+        seen_reply: (a.get(CTA_STATUS))
+            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+            .is_some_and(|st| st & IPS_SEEN_REPLY != 0),
     };
     Some(Flow {
         key,
@@ -273,6 +281,7 @@ mod tests {
             orig_dst: Some(dst.parse().unwrap()),
             orig_dst_port: Some(port),
             reply_src: Some(reply.parse().unwrap()),
+            seen_reply: true,
         }
     }
 

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use sluice_conntrack::{Cleaner as ConntrackCleaner, NoConntrack};
 use sluice_model::service::{IpFamily, ServiceName};
 use sluice_proxy_core::backend::{Backend, BackendError, Outcome, ProxyMode, Tick};
-use sluice_proxy_core::conntrack::reconcile_udp;
+use sluice_proxy_core::conntrack::reconcile_flows;
 use sluice_proxy_core::{Changes, Snapshot};
 
 use crate::config::IptConfig;
@@ -138,10 +138,10 @@ impl<I: Iptables, C: ConntrackCleaner> IptablesBackend<I, C> {
             }
         }
         result?;
-        match reconcile_udp(&mut self.conntrack, snap, changes) {
+        match reconcile_flows(&mut self.conntrack, snap, changes) {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(n, "stale UDP conntrack entries deleted"),
-            Err(e) => tracing::warn!("UDP conntrack cleanup: {e}"),
+            Ok(n) => tracing::debug!(n, "stale conntrack entries deleted"),
+            Err(e) => tracing::warn!("conntrack cleanup: {e}"),
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The backend on a real host: the iptables programs of the variant the host uses (or the
-//! one `--iptables-variant` names) and ctnetlink for the UDP conntrack reconciler.
+//! one `--iptables-variant` names) and ctnetlink for the conntrack reconciler.
 
 use sluice_conntrack::Conntrack;
 use sluice_proxy_core::backend::{BackendError, BackendOptions, ProxyMode};

@@ -11,7 +11,7 @@ use sluice_conntrack::{Cleaner as ConntrackCleaner, Conntrack, NoConntrack};
 use sluice_model::service::IpFamily;
 use sluice_nft::{Family, NftKernel, Op, Transaction};
 use sluice_proxy_core::backend::BackendOptions;
-use sluice_proxy_core::conntrack::reconcile_udp;
+use sluice_proxy_core::conntrack::reconcile_flows;
 
 use super::ctx::{NftConfig, TABLE};
 use super::state::{NftState, summary};
@@ -114,10 +114,10 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         );
         let (_, state) = self.state(snap)?;
         pending.commit(state);
-        match reconcile_udp(&mut self.conntrack, snap, changes) {
+        match reconcile_flows(&mut self.conntrack, snap, changes) {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(?family, n, "stale UDP conntrack entries deleted"),
-            Err(e) => tracing::warn!("UDP conntrack cleanup: {e}"),
+            Ok(n) => tracing::debug!(?family, n, "stale conntrack entries deleted"),
+            Err(e) => tracing::warn!("conntrack cleanup: {e}"),
         }
         Ok(())
     }

@@ -14,6 +14,23 @@ pub fn tcp_request(ns: &NetNs, addr: SocketAddr, timeout: Duration) -> Result<Re
     request(ns, Proto::Tcp, addr, timeout)
 }
 
+/// One TCP request from inside `ns` to `addr` from a chosen source address and port (to
+/// reuse a flow's tuple on purpose), bounded by `timeout`.
+pub fn tcp_request_from(
+    ns: &NetNs,
+    source: SocketAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Reply> {
+    let op = format!("Tcp request from {source} to {addr}");
+    ns.run(|| {
+        let deadline = Instant::now() + timeout;
+        let text = tcp_exchange_from(source, addr, timeout, deadline)
+            .map_err(|e| timeout_or_io(&op, timeout, e))?;
+        Reply::parse(&op, &text)
+    })?
+}
+
 /// One UDP request from inside `ns` to `addr`, bounded by `timeout`.
 pub fn udp_request(ns: &NetNs, addr: SocketAddr, timeout: Duration) -> Result<Reply> {
     request(ns, Proto::Udp, addr, timeout)
@@ -57,6 +74,27 @@ fn left(deadline: Instant) -> Duration {
 
 fn tcp_exchange(addr: SocketAddr, timeout: Duration, deadline: Instant) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(left(deadline)))?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn tcp_exchange_from(
+    source: SocketAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+    deadline: Instant,
+) -> std::io::Result<String> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&source.into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    let mut stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(left(deadline)))?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;

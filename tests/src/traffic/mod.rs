@@ -11,7 +11,7 @@ mod server;
 
 use std::net::SocketAddr;
 
-pub use client::{Tally, request, request_here, tally, tcp_request, udp_request};
+pub use client::{Tally, request, request_here, tally, tcp_request, tcp_request_from, udp_request};
 pub use server::EchoServer;
 
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! kube-proxy's UDP conntrack reconciliation (`pkg/proxy/conntrack/cleanup.go`), shared by
-//! every dataplane whose NAT lives in the kernel's conntrack (nftables, iptables, IPVS).
+//! every dataplane whose NAT lives in the kernel's conntrack (nftables, iptables), and one
+//! TCP/SCTP case kube-proxy leaves alone.
 //!
 //! Why: a UDP "connection" through a Service address keeps its DNAT target for as long as
 //! packets keep coming, so when an endpoint stops serving, its flows must be deleted or the
@@ -10,8 +11,17 @@
 //! deliberately ignored: a policy change must not cut a live flow. A restart's first (full)
 //! sync looks at every port and breaks none of the flows to current endpoints.
 //!
+//! TCP and SCTP have the same trap before their first answer: a SYN that arrived while a
+//! port had no rule (a new Service not yet programmed, rules flushed by someone and not yet
+//! repaired) leaves a flow that was never DNATed, and the kernel keeps it for two minutes.
+//! Every retransmission of that SYN — and every later connection that happens to reuse the
+//! source port, which a busy client does within seconds — matches the flow, skips NAT and is
+//! lost. So a TCP or SCTP flow to a port the sync looked at that has *never been answered*
+//! and is not DNATed to a serving endpoint is deleted too; its next SYN takes the rules.
+//! Flows that were answered are never touched (kube-proxy's behaviour for TCP).
+//!
 //! Sluice also deletes the flows of destinations a sync took away (a removed port, external
-//! IP or node port), which kube-proxy leaves to time out.
+//! IP or node port), which kube-proxy leaves to time out (UDP; unanswered TCP and SCTP).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -24,19 +34,19 @@ use crate::{Changes, Snapshot};
 #[cfg(test)]
 mod tests;
 
-/// A UDP destination of a Service port: a service address and port, or (`None`) a node port.
-type UdpDest = (Option<IpAddr>, u16);
+/// A destination of a Service port: protocol number, and a service address and port or
+/// (`None`) a node port.
+type Dest = (u8, Option<IpAddr>, u16);
 
-/// The UDP destinations a sync looked at, each with the endpoint addresses allowed to answer.
+/// The destinations a sync looked at, each with the endpoint addresses allowed to answer.
 #[derive(Debug, Default)]
-struct UdpScope {
-    vips: HashMap<(IpAddr, u16), BTreeSet<IpAddr>>,
-    node_ports: HashMap<u16, BTreeSet<IpAddr>>,
+struct Scope {
+    dests: HashMap<Dest, BTreeSet<IpAddr>>,
 }
 
-impl UdpScope {
+impl Scope {
     /// The scope of one sync: the ports it (re)programmed — all of them when full — and
-    /// every UDP destination it took away.
+    /// every destination it took away.
     fn of(snap: &Snapshot, changes: &Changes) -> Self {
         let mut scope = Self::default();
         let none = BTreeSet::new();
@@ -46,7 +56,7 @@ impl UdpScope {
                 .filter_map(|n| snap.service_port(n))
                 .collect(),
         };
-        for old in changes.replaced.iter().filter(|p| is_udp(p)) {
+        for old in changes.replaced.iter() {
             let now = snap.service_port(&old.name).map(destinations);
             for dest in destinations(old) {
                 if now.as_ref().is_none_or(|n| !n.contains(&dest)) {
@@ -54,7 +64,7 @@ impl UdpScope {
                 }
             }
         }
-        for port in current.into_iter().filter(|p| is_udp(p)) {
+        for port in current {
             let allowed: BTreeSet<IpAddr> = (snap.endpoints(&port.name).iter())
                 .filter(|e| e.serving || e.is_ready(port.publish_not_ready_addresses))
                 .map(|e| e.ip)
@@ -66,52 +76,48 @@ impl UdpScope {
         scope
     }
 
-    fn add(&mut self, (addr, port): UdpDest, allowed: &BTreeSet<IpAddr>) {
-        let set = match addr {
-            Some(ip) => self.vips.entry((ip, port)).or_default(),
-            None => self.node_ports.entry(port).or_default(),
-        };
-        set.extend(allowed);
+    fn add(&mut self, dest: Dest, allowed: &BTreeSet<IpAddr>) {
+        self.dests.entry(dest).or_default().extend(allowed);
     }
 
     fn is_empty(&self) -> bool {
-        self.vips.is_empty() && self.node_ports.is_empty()
+        self.dests.is_empty()
     }
 
     fn stale(&self, f: &FlowKey) -> bool {
-        let udp = Protocol::Udp.number();
-        let Some(port) = f.orig_dst_port.filter(|_| f.proto == udp) else {
+        let Some(port) = f.orig_dst_port else {
             return false;
         };
+        // UDP flows are judged whether answered or not; TCP and SCTP only until answered.
+        if f.proto != Protocol::Udp.number() && f.seen_reply {
+            return false;
+        }
         let allowed = (f.orig_dst)
-            .and_then(|d| self.vips.get(&(d, port)))
-            .or_else(|| self.node_ports.get(&port));
+            .and_then(|d| self.dests.get(&(f.proto, Some(d), port)))
+            .or_else(|| self.dests.get(&(f.proto, None, port)));
         allowed.is_some_and(|a| f.reply_src.is_none_or(|r| !a.contains(&r)))
     }
 }
 
-fn is_udp(port: &ServicePort) -> bool {
-    port.name.protocol == Protocol::Udp
-}
-
 /// Every address and port a Service port's traffic arrives at.
-fn destinations(port: &ServicePort) -> Vec<UdpDest> {
+fn destinations(port: &ServicePort) -> Vec<Dest> {
+    let proto = port.name.protocol.number();
     let vips = (port.cluster_ips.iter())
         .chain(&port.external_ips)
         .chain(&port.load_balancer_vips);
-    vips.map(|ip| (Some(*ip), port.port))
-        .chain(port.node_port.map(|np| (None, np)))
+    vips.map(|ip| (proto, Some(*ip), port.port))
+        .chain(port.node_port.map(|np| (proto, None, np)))
         .collect()
 }
 
-/// Deletes the stale UDP flows of the ports a successful sync of `snap` looked at, with one
-/// conntrack dump (none when no UDP port was involved); how many went.
-pub fn reconcile_udp(
+/// Deletes the stale flows of the ports a successful sync of `snap` looked at, with one
+/// conntrack dump (none when the sync looked at no port); how many went.
+pub fn reconcile_flows(
     cleaner: &mut dyn Cleaner,
     snap: &Snapshot,
     changes: &Changes,
 ) -> Result<usize, ConntrackError> {
-    let scope = UdpScope::of(snap, changes);
+    let scope = Scope::of(snap, changes);
     if scope.is_empty() {
         return Ok(0);
     }

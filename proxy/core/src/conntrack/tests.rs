@@ -32,6 +32,15 @@ fn flow(proto: u8, dst: &str, reply: &str) -> FlowKey {
         orig_dst: Some(dst.parse().unwrap()),
         orig_dst_port: Some(53),
         reply_src: Some(reply.parse().unwrap()),
+        seen_reply: true,
+    }
+}
+
+/// A flow nothing has answered yet (a SYN on its way, or lost).
+fn unanswered(proto: u8, dst: &str, reply: &str) -> FlowKey {
+    FlowKey {
+        seen_reply: false,
+        ..flow(proto, dst, reply)
     }
 }
 
@@ -58,13 +67,13 @@ fn udp_flows_are_reconciled_with_the_endpoints_and_live_ones_survive_a_restart()
     apply(&mut st, vec![(dns(), vec![ep("10.180.0.1", "node-b")])]);
     // The first sync of a (re)started proxy is full: only the stale flows go.
     let (snap, changes) = st.sync();
-    assert_eq!(reconcile_udp(&mut flows, &snap, &changes).unwrap(), 2);
+    assert_eq!(reconcile_flows(&mut flows, &snap, &changes).unwrap(), 2);
     assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated]);
     // The Service goes: every flow to its address goes with it.
     drop(snap);
     st.delete_service(&ServiceName::new("ns", "dns"));
     let (snap, changes) = st.sync();
-    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    reconcile_flows(&mut flows, &snap, &changes).unwrap();
     assert_eq!(*deleted.lock().unwrap(), [to_gone, never_dnated, to_a]);
 }
 
@@ -83,7 +92,7 @@ fn a_udp_flow_to_a_serving_endpoint_survives_a_policy_that_no_longer_picks_it() 
     let mut st = state("node-a", None);
     apply(&mut st, vec![(dns, eps)]);
     let (snap, changes) = st.sync();
-    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    reconcile_flows(&mut flows, &snap, &changes).unwrap();
     assert!(deleted.lock().unwrap().is_empty());
 }
 
@@ -101,18 +110,52 @@ fn a_destination_taken_away_loses_its_flows_and_the_others_keep_theirs() {
     let mut st = state("node-a", None);
     apply(&mut st, vec![(with_ext, vec![ep("10.180.0.1", "node-b")])]);
     let (snap, changes) = st.sync();
-    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    reconcile_flows(&mut flows, &snap, &changes).unwrap();
     assert!(deleted.lock().unwrap().is_empty());
     drop(snap);
     apply(&mut st, vec![(dns(), vec![ep("10.180.0.1", "node-b")])]);
     let (snap, changes) = st.sync();
     assert!(!changes.full);
-    reconcile_udp(&mut flows, &snap, &changes).unwrap();
+    reconcile_flows(&mut flows, &snap, &changes).unwrap();
     assert_eq!(*deleted.lock().unwrap(), [to_ext]);
 }
 
 #[test]
-fn no_udp_port_means_no_dump() {
+fn unanswered_tcp_flows_that_missed_the_rules_go_and_answered_ones_stay() {
+    let tcp = |n| ServicePortName::new(&ServiceName::new("ns", "dns"), "dns", n);
+    let mut dns = dns();
+    dns.name = tcp(Protocol::Tcp);
+    let never_dnated = unanswered(6, "172.30.0.53", "172.30.0.53");
+    let to_gone = unanswered(6, "172.30.0.53", "10.180.0.9");
+    let syn_in_flight = unanswered(6, "172.30.0.53", "10.180.0.1");
+    let established_gone = flow(6, "172.30.0.53", "10.180.0.9");
+    let established_host = flow(6, "172.30.0.53", "172.30.0.53");
+    let udp_port_53 = unanswered(17, "172.30.0.53", "172.30.0.53");
+    let sctp = unanswered(132, "172.30.0.53", "172.30.0.53");
+    let mut flows = Flows {
+        live: vec![
+            never_dnated,
+            to_gone,
+            syn_in_flight,
+            established_gone,
+            established_host,
+            udp_port_53,
+            sctp,
+        ],
+        ..Flows::default()
+    };
+    let deleted = flows.deleted.clone();
+    let mut st = state("node-a", None);
+    apply(&mut st, vec![(dns, vec![ep("10.180.0.1", "node-b")])]);
+    let (snap, changes) = st.sync();
+    assert_eq!(reconcile_flows(&mut flows, &snap, &changes).unwrap(), 2);
+    // Only this TCP port's unanswered flows that no serving endpoint holds; the UDP and SCTP
+    // flows to the same number are another protocol's port.
+    assert_eq!(*deleted.lock().unwrap(), [never_dnated, to_gone]);
+}
+
+#[test]
+fn a_sync_that_looked_at_no_port_dumps_nothing() {
     struct Panics;
     impl Cleaner for Panics {
         fn delete_where(
@@ -120,7 +163,7 @@ fn no_udp_port_means_no_dump() {
             _: IpFamily,
             _: &dyn Fn(&FlowKey) -> bool,
         ) -> Result<usize, ConntrackError> {
-            panic!("dumped conntrack for a TCP-only sync")
+            panic!("dumped conntrack for a sync that looked at no port")
         }
     }
     let mut st = state("node-a", None);
@@ -129,5 +172,9 @@ fn no_udp_port_means_no_dump() {
         vec![(svc("web", "172.30.0.1"), vec![ep("10.180.0.1", "node-b")])],
     );
     let (snap, changes) = st.sync();
-    assert_eq!(reconcile_udp(&mut Panics, &snap, &changes).unwrap(), 0);
+    drop(snap);
+    // Nothing changed since: a partial sync with no port in it.
+    let (snap, changes2) = st.sync();
+    assert!(!changes2.full && changes2.ports.is_empty(), "{changes:?}");
+    assert_eq!(reconcile_flows(&mut Panics, &snap, &changes2).unwrap(), 0);
 }
