@@ -26,7 +26,7 @@ use sluice_proxy_core::{Changes, Snapshot};
 use crate::config::IptConfig;
 use crate::dump::Dump;
 use crate::exec::{ExecError, Iptables};
-use crate::jumps::{CANARY_TABLES, ensure_canaries, ensure_jumps};
+use crate::jumps::{CANARY_TABLES, Missing};
 use crate::names::{KUBE_PROXY_CANARY, is_service_chain};
 use crate::render::{Rendered, Scope, render};
 use crate::rule::Rule;
@@ -177,8 +177,7 @@ fn apply_err(e: ExecError) -> BackendError {
 
 impl<I: Iptables> PerFamily<I> {
     /// A full sync: the kernel's tables read back, missing jump rules and canaries added,
-    /// every
-    /// per-Service chain that differs from its rendering rewritten, every chain of ours that
+    /// every per-Service chain that differs from its rendering rewritten, every chain of ours that
     /// is no longer used deleted.
     fn full(&mut self, snap: &Snapshot) -> Result<Rendered, BackendError> {
         let mut saved = String::new();
@@ -192,8 +191,7 @@ impl<I: Iptables> PerFamily<I> {
                 format!("iptables-save: {e}"),
             )
         })?;
-        ensure_jumps(&mut self.ipt, &self.cfg, &kernel).map_err(apply_err)?;
-        ensure_canaries(&mut self.ipt, &kernel).map_err(apply_err)?;
+        let missing = Missing::in_tables(&self.cfg, &kernel);
         let mut rendered = render(&self.cfg, snap, Scope::All, &[]);
         let active: BTreeSet<&String> = rendered.active.values().flatten().collect();
         let existing = kernel
@@ -215,7 +213,9 @@ impl<I: Iptables> PerFamily<I> {
             let rules = rendered.nat.rules.remove(chain).unwrap_or_default();
             rendered.skipped_nat_rules += rules.len();
         }
-        self.ipt.restore(&rendered.text()).map_err(apply_err)?;
+        self.ipt
+            .restore(&rendered.text_with(&missing))
+            .map_err(apply_err)?;
         self.programmed = Some(rendered.active.clone());
         tracing::debug!(
             family = ?self.cfg.family,

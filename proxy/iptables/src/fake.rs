@@ -47,6 +47,7 @@ fn builtin(table: &str) -> &'static [&'static str] {
 fn new_table(name: &str) -> Table {
     Table {
         name: name.to_owned(),
+        inserts: Vec::new(),
         chains: (builtin(name).iter())
             .map(|c| Chain {
                 name: (*c).to_owned(),
@@ -138,6 +139,13 @@ fn restore_table(table: &mut Table, input: &Table) -> Result<(), String> {
             ));
         }
         table.chains.retain(|c| c.name != gone.name);
+    }
+    for insert in &input.inserts {
+        let rest = insert.strip_prefix("-I ").unwrap_or_default();
+        let name = rest.split(' ').next().unwrap_or_default();
+        let chain = (table.chains.iter_mut().find(|c| c.name == name))
+            .ok_or_else(|| format!("{insert:?} into a missing chain"))?;
+        chain.rules.insert(0, format!("-A {rest}"));
     }
     for rule in table.chains.iter().flat_map(|c| &c.rules) {
         if let Some(target) = jumps(rule)

@@ -1,10 +1,10 @@
 //! The rules kube-proxy keeps outside its own chains: a jump from each built-in chain into
-//! its chains (never written by `iptables-restore`, which would have to rewrite the whole
-//! built-in chain), and the canary chains whose disappearance says the tables were flushed.
+//! its chains (inserted on top, never by rewriting the built-in chain, which holds other
+//! programs' rules too), and the canary chains whose disappearance says the tables were
+//! flushed.
 
 use crate::config::IptConfig;
 use crate::dump::Dump;
-use crate::exec::{ExecError, Iptables};
 use crate::names::*;
 use crate::rule::Rule;
 use sluice_model::service::IpFamily;
@@ -167,7 +167,12 @@ impl Jump {
 
 /// The rule as a saved line (the comment quoted), for comparing with what is programmed.
 pub(crate) fn jump_line(j: &Jump) -> String {
-    let mut line = format!("-A {}", j.from);
+    jump_rule("-A", j)
+}
+
+/// `OP FROM args…` as restore input or save output writes it (the comment quoted).
+fn jump_rule(op: &str, j: &Jump) -> String {
+    let mut line = format!("{op} {}", j.from);
     for a in j.args() {
         match a.contains(' ') {
             true => line.push_str(&format!(" \"{a}\"")),
@@ -190,34 +195,43 @@ fn has(dump: &Dump, table: &str, chain: &str, rule: Option<&str>) -> bool {
         .any(|r| Rule::parse(r).ok().as_ref() == Some(&rule))
 }
 
-/// Creates each target chain and prepends each jump that `saved` (the tables as read back)
-/// lacks, in kube-proxy's order, so the built-in chains read as on a kube-proxy node. Nothing
-/// runs when everything is there: changing commands, even ones that fail, are not free (an
-/// `iptables-nft -N` of an existing chain was seen stalling new connections for a second).
-pub(crate) fn ensure_jumps(
-    ipt: &mut impl Iptables,
-    cfg: &IptConfig,
-    saved: &Dump,
-) -> Result<(), ExecError> {
-    let kubelet = cfg.family == IpFamily::V4 && cfg.localhost_nodeports;
-    let all = JUMPS.iter().chain(KUBELET_JUMPS.iter().filter(|_| kubelet));
-    for j in all {
-        if !has(saved, j.table, j.to, None) {
-            ipt.run(&["-N", j.to, "-t", j.table])?;
-        }
-        if !has(saved, j.table, j.from, Some(&jump_line(j))) {
-            ipt.run(&j.command("-I"))?;
-        }
-    }
-    Ok(())
+/// What a full sync adds outside its own chains because the tables as read back lack it.
+/// It goes into the sync's one restore — the jumps as `-I` lines (on top of the built-in
+/// chain, in kube-proxy's order, as its `iptables -I` commands leave them), the canaries as
+/// chain lines — instead of one `iptables` process per rule as kube-proxy runs: no extra
+/// process, and all of it committed with the chains the jumps lead to. Nothing is added when
+/// everything is there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Missing {
+    /// `(table, "-I FROM …")`.
+    pub(crate) jumps: Vec<(&'static str, String)>,
+    /// The tables without a canary chain.
+    pub(crate) canaries: Vec<&'static str>,
 }
 
-/// Creates the canary chains `saved` lacks (kube-proxy's monitor does the same).
-pub(crate) fn ensure_canaries(ipt: &mut impl Iptables, saved: &Dump) -> Result<(), ExecError> {
-    for table in CANARY_TABLES {
-        if !has(saved, table, KUBE_PROXY_CANARY, None) {
-            ipt.run(&["-N", KUBE_PROXY_CANARY, "-t", table])?;
+impl Missing {
+    /// What `saved` (the tables as read back) lacks. The jumps' target chains are the
+    /// top-level chains every sync declares.
+    pub(crate) fn in_tables(cfg: &IptConfig, saved: &Dump) -> Self {
+        let kubelet = cfg.family == IpFamily::V4 && cfg.localhost_nodeports;
+        let all = JUMPS.iter().chain(KUBELET_JUMPS.iter().filter(|_| kubelet));
+        Self {
+            jumps: all
+                .filter(|j| !has(saved, j.table, j.from, Some(&jump_line(j))))
+                .map(|j| (j.table, jump_rule("-I", j)))
+                .collect(),
+            canaries: (CANARY_TABLES.into_iter())
+                .filter(|t| !has(saved, t, KUBE_PROXY_CANARY, None))
+                .collect(),
         }
     }
-    Ok(())
+
+    /// `table`'s part: whether it lacks its canary chain, and its jump lines.
+    pub(crate) fn of_table(&self, table: &str) -> (bool, Vec<&str>) {
+        let jumps = (self.jumps.iter())
+            .filter(|(t, _)| *t == table)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        (self.canaries.contains(&table), jumps)
+    }
 }

@@ -18,6 +18,7 @@ use sluice_model::service::{Endpoint, IpFamily, ServiceName, ServicePort};
 use sluice_proxy_core::Snapshot;
 
 use crate::config::{IptConfig, NFACCT_INVALID, NFACCT_LOCALHOST};
+use crate::jumps::Missing;
 use crate::names::*;
 
 /// Endpoints above which per-endpoint comments are dropped (kube-proxy's large-cluster
@@ -104,12 +105,31 @@ impl Rendered {
     /// The `iptables-restore --noflush` input: every chain rendered, then the stale chains'
     /// deletions.
     pub fn text(&self) -> String {
+        self.text_with(&Missing::default())
+    }
+
+    /// [`Rendered::text`] with what a full sync found missing outside its chains: canary
+    /// chains declared, jumps inserted after the chains they lead to (a `mangle` section
+    /// only when it lacks something).
+    pub(crate) fn text_with(&self, missing: &Missing) -> String {
         let mut out = String::with_capacity(64 * (self.filter.len() + self.nat.len()) + 64);
-        for (table, t) in [("filter", &self.filter), ("nat", &self.nat)] {
+        let mangle = TableOut::default();
+        for (table, t) in [
+            ("mangle", &mangle),
+            ("filter", &self.filter),
+            ("nat", &self.nat),
+        ] {
+            let (canary, jumps) = missing.of_table(table);
+            if table == "mangle" && !canary && jumps.is_empty() {
+                continue;
+            }
             let _ = writeln!(out, "*{table}");
             let chains = &t.order;
             for c in chains {
                 let _ = writeln!(out, ":{c} - [0:0]");
+            }
+            if canary {
+                let _ = writeln!(out, ":{KUBE_PROXY_CANARY} - [0:0]");
             }
             if table == "nat" {
                 for c in &self.stale {
@@ -126,6 +146,10 @@ impl Rendered {
                 for c in &self.stale {
                     let _ = writeln!(out, "-X {c}");
                 }
+            }
+            for j in jumps {
+                out.push_str(j);
+                out.push('\n');
             }
             out.push_str("COMMIT\n");
         }

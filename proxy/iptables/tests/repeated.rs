@@ -254,13 +254,24 @@ fn jump_rules_and_canaries_are_ensured_on_full_syncs_and_cleanup_removes_them() 
     for table in ["mangle", "nat", "filter"] {
         assert!(fake.chain(table, "KUBE-PROXY-CANARY").is_some());
     }
-    // A second full sync adds no duplicate, and runs no iptables command at all (it reads
-    // the tables back instead of asking `-C` fourteen times).
-    let runs = fake.runs.len();
+    // All of it came with the one restore: no `iptables -N`/`-I` process per rule.
+    assert!(fake.runs.is_empty(), "{:?}", fake.runs);
+    assert_eq!(fake.restores.len(), 1);
+    assert!(
+        fake.last_restore()
+            .starts_with("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n")
+    );
+    // A second full sync adds no duplicate and nothing outside our chains (it reads the
+    // tables back instead of asking `-C` fourteen times).
     state.request_full_sync();
     sync(&mut backend, &mut state).unwrap();
     let fake = backend.iptables(IpFamily::V4).unwrap();
-    assert_eq!(fake.runs.len(), runs, "{:?}", &fake.runs[runs..]);
+    assert!(fake.runs.is_empty(), "{:?}", fake.runs);
+    let again = fake.last_restore();
+    assert!(
+        !again.contains("-I ") && !again.contains("*mangle") && !again.contains("CANARY"),
+        "{again}"
+    );
     assert_eq!(
         fake.chain("filter", "INPUT").unwrap().rules.len(),
         input.len()
