@@ -204,19 +204,14 @@ impl<I: Iptables> PerFamily<I> {
             .collect();
         let unchanged: BTreeSet<String> = (existing.iter())
             .filter(|c| {
-                is_service_chain(&c.name) && same_rules(&c.rules, rendered.nat.rules.get(&c.name))
+                is_service_chain(&c.name) && same_rules(&c.rules, rendered.nat.rules(&c.name))
             })
             .map(|c| c.name.clone())
             .collect();
-        rendered.nat.order.retain(|c| !unchanged.contains(c));
-        for chain in &unchanged {
-            let rules = rendered.nat.rules.remove(chain).unwrap_or_default();
-            rendered.skipped_nat_rules += rules.len();
-        }
-        self.ipt
-            .restore(&rendered.text_with(&missing))
-            .map_err(apply_err)?;
-        self.programmed = Some(rendered.active.clone());
+        rendered.skipped_nat_rules += rendered.nat.leave_out(&unchanged);
+        let text = rendered.text_with(&missing);
+        self.ipt.restore(&text).map_err(apply_err)?;
+        self.programmed = Some(std::mem::take(&mut rendered.active));
         tracing::debug!(
             family = ?self.cfg.family,
             unchanged = unchanged.len(),
@@ -242,13 +237,13 @@ impl<I: Iptables> PerFamily<I> {
         }
         rendered.stale = stale.into_iter().collect();
         self.ipt.restore(&rendered.text()).map_err(apply_err)?;
-        self.programmed = Some(rendered.active.clone());
+        self.programmed = Some(std::mem::take(&mut rendered.active));
         Ok(rendered)
     }
 }
 
 /// Whether the kernel's rules of a chain are the rendered ones (both read canonically).
-fn same_rules(kernel: &[String], rendered: Option<&Vec<String>>) -> bool {
+fn same_rules(kernel: &[String], rendered: Option<&[String]>) -> bool {
     let Some(rendered) = rendered else {
         return false;
     };

@@ -21,5 +21,5 @@ pub use config::IptConfig;
 pub use exec::{Exec, ExecError, Iptables, Variant};
 pub use fake::FakeIptables;
 pub use kernel::KernelIptables;
-pub use render::{Rendered, Scope, render};
+pub use render::{Rendered, Scope, render, render_one_pass};
 pub use tracer::Tracer;
