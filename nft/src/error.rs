@@ -23,6 +23,10 @@ pub enum NftError {
         /// The kernel's extended-ACK message, when it gave one.
         detail: Option<String>,
     },
+    /// The kernel has no nf_tables: it refuses even the ruleset generation, which any
+    /// kernel with nf_tables answers (User-Mode Linux kernels, minimal builds).
+    #[error("this kernel has no nf_tables (the ruleset generation request was refused)")]
+    NotInKernel,
     /// The transaction cannot be expressed for the kernel (e.g. a prefix on a port field).
     #[error("{op}: cannot encode: {reason}")]
     Encode {

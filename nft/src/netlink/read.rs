@@ -43,6 +43,12 @@ pub(crate) fn read_table(
 
 fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
     let mut id = 0;
+    // An empty GETGEN request is never invalid to nf_tables: EINVAL is nfnetlink saying
+    // the subsystem is not there.
+    let refused_by_nfnetlink = |e: NftError| match e.errno() {
+        Some(errno::EINVAL) => NftError::NotInKernel,
+        _ => e,
+    };
     s.request::<NftError>(
         "get ruleset generation",
         nft_type(NFT_MSG_GETGEN),
@@ -53,7 +59,8 @@ fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
             id = m.attrs().u32(NFTA_GEN_ID).unwrap_or(0);
             Ok(())
         },
-    )?;
+    )
+    .map_err(refused_by_nfnetlink)?;
     Ok(id)
 }
 

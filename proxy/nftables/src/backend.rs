@@ -134,7 +134,9 @@ fn family_of(f: IpFamily) -> Family {
 /// socket leave the outcome unknown.
 fn apply_err(e: NftError) -> BackendError {
     let outcome = match &e {
-        NftError::Refused { .. } | NftError::Encode { .. } => Outcome::Refused,
+        NftError::Refused { .. } | NftError::Encode { .. } | NftError::NotInKernel => {
+            Outcome::Refused
+        }
         NftError::Socket(_) | NftError::Decode { .. } | NftError::Lost { .. } => Outcome::Unknown,
     };
     BackendError::apply(ProxyMode::Nftables, outcome, e)
@@ -185,11 +187,15 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
 
     fn cleanup(&mut self) -> Result<(), BackendError> {
         for family in [Family::Ip, Family::Ip6] {
-            let exists = self
-                .kernel
-                .read_table(family, TABLE)
-                .map_err(|e| BackendError::cleanup(ProxyMode::Nftables, e))?
-                .is_some();
+            let exists = match self.kernel.read_table(family, TABLE) {
+                Ok(table) => table.is_some(),
+                // No nf_tables, no table of ours (`--cleanup` in an IPVS-only kernel).
+                Err(NftError::NotInKernel) => {
+                    tracing::debug!("no nftables leftovers to remove: {}", NftError::NotInKernel);
+                    return Ok(());
+                }
+                Err(e) => return Err(BackendError::cleanup(ProxyMode::Nftables, e)),
+            };
             if exists {
                 let mut tx = Transaction::new(family, TABLE);
                 tx.push(Op::DeleteTable);
