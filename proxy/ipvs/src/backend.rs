@@ -14,6 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_model::service::{IpFamily, ServicePortName};
 use sluice_proxy_core::backend::{Backend, BackendError, Outcome, ProxyMode, Tick};
@@ -92,11 +94,48 @@ struct PerFamily<I> {
     programmed: Option<Programmed>,
 }
 
-/// Counters of what the syncs did (Sluice's own metrics).
+type Labels = Vec<(&'static str, String)>;
+
+/// What the syncs did: kube-proxy's IPVS-mode iptables metrics, and Sluice's own write count.
 #[derive(Clone, Debug, Default)]
 pub struct IpvsMetrics {
     /// IPVS netlink writes.
     pub writes: Counter,
+    /// `sync_proxy_rules_iptables_total{table,ip_family}`: rules of the last restore.
+    pub iptables_total: Family<Labels, Gauge>,
+    /// `sync_proxy_rules_iptables_restore_failures_total{ip_family}`.
+    pub restore_failures: Family<Labels, Counter>,
+}
+
+impl IpvsMetrics {
+    /// Counts one `iptables-restore` of `input` for `family`, as kube-proxy's IPVS mode
+    /// does: the rules per table when it went through, a failure when not.
+    fn restored(&self, family: IpFamily, input: &str, ok: bool) {
+        let fam = match family {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        };
+        if !ok {
+            (self.restore_failures)
+                .get_or_create(&vec![("ip_family", fam.to_owned())])
+                .inc();
+            return;
+        }
+        let mut table = "";
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for line in input.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t;
+                counts.entry(t).or_default();
+            } else if line.starts_with("-A ") {
+                *counts.entry(table).or_default() += 1;
+            }
+        }
+        for (table, n) in counts {
+            let labels = vec![("table", table.to_owned()), ("ip_family", fam.to_owned())];
+            self.iptables_total.get_or_create(&labels).set(n);
+        }
+    }
 }
 
 /// The IPVS backend over its kernel interfaces.
@@ -312,9 +351,10 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
             .restore(&sets::creates(family))
             .map_err(apply_err)?;
         let fam = self.families.get_mut(&family).expect("checked");
-        fam.ipt
-            .restore(&rules::render(&cfg, self.random_fully))
-            .map_err(apply_err)?;
+        let input = rules::render(&cfg, self.random_fully);
+        let restored = fam.ipt.restore(&input);
+        self.metrics.restored(family, &input, restored.is_ok());
+        restored.map_err(apply_err)?;
         rules::ensure_jumps(&mut fam.ipt).map_err(apply_err)?;
 
         let ports = render::render(&cfg, snap);
@@ -623,10 +663,21 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> Backend for IpvsBackend<V, L, S, I
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.metrics;
         registry.register(
             "sync_proxy_rules_ipvs_writes",
             "IPVS virtual and real server writes made by syncs (Sluice)",
-            self.metrics.writes.clone(),
+            m.writes.clone(),
+        );
+        registry.register(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            m.iptables_total.clone(),
+        );
+        registry.register(
+            "sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            m.restore_failures.clone(),
         );
     }
 }

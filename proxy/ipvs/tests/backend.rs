@@ -342,3 +342,47 @@ fn the_rules_parse_as_iptables_restore_input_and_cleanup_removes_everything() {
         b.ipset().sets.keys()
     );
 }
+
+/// The backend's metrics in Prometheus' text format.
+fn metrics_text(b: &Fakes) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    b.register_metrics(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+    out
+}
+
+#[test]
+fn the_iptables_restores_are_counted_as_kube_proxy_counts_them() {
+    let mut state = fixture::state(NODE, None);
+    fixture::apply(&mut state, vec![(web(), vec![ep("10.180.0.1", "node-2")])]);
+    // A restore the kernel refuses: counted as a failure, no rule count.
+    let mut refusing = FakeIptables::new();
+    refusing.fail_next_restore = true;
+    let mut b: Fakes = IpvsBackend::new(
+        FakeIpvs::default(),
+        FakeVips::default(),
+        FakeIpset::default(),
+        [(refusing, cfg())],
+    );
+    let (snap, changes) = state.sync();
+    assert!(b.apply(&snap, &changes).is_err());
+    let text = metrics_text(&b);
+    assert!(
+        text.contains("sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("sync_proxy_rules_iptables_total{"), "{text}");
+    // The retry goes through: the rules of each table written.
+    b.apply(&snap, &changes).unwrap();
+    let text = metrics_text(&b);
+    let rules = |table: &str| -> i64 {
+        let head =
+            format!("sync_proxy_rules_iptables_total{{table=\"{table}\",ip_family=\"IPv4\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&head));
+        line.and_then(|l| l[head.len()..].parse().ok())
+            .unwrap_or(-1)
+    };
+    assert!(rules("nat") > 5, "{text}");
+    assert!(rules("filter") > 0, "{text}");
+}
