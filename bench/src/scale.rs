@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// Quiet window for the idle CPU, seconds (one periodic full resync falls in it).
     #[arg(long, default_value_t = 30)]
     idle: u64,
+    /// The proxy's `--sync-period`: `1s` with a long `--idle` makes the idle window a run
+    /// of back-to-back full resyncs, for the RSS growth over them.
+    #[arg(long, default_value = "30s")]
+    sync_period: String,
     /// Sequential connections per destination for the connection set-up ratio.
     #[arg(long, default_value_t = 1_000)]
     connections: u32,
@@ -88,6 +92,9 @@ pub(crate) struct Point {
     pub(crate) rss_mib: f64,
     pub(crate) peak_mib: f64,
     pub(crate) idle_cpu: f64,
+    /// Full resyncs in the idle window, and the RSS gained over it.
+    pub(crate) idle_resyncs: f64,
+    pub(crate) idle_rss_growth_mib: f64,
     pub(crate) conn_ratio: f64,
 }
 
@@ -173,7 +180,12 @@ fn measure(
         .args(["--cluster-cidr", &CLUSTER_CIDR.to_string()])
         .args(["--healthz-bind-address", "127.0.0.1:10256"])
         .args(["--metrics-bind-address", METRICS])
-        .args(["--min-sync-period", "100ms", "--sync-period", "30s"])
+        .args([
+            "--min-sync-period",
+            "100ms",
+            "--sync-period",
+            &args.sync_period,
+        ])
         .arg("--manifests-dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn");
@@ -208,11 +220,14 @@ fn measure(
     bar.inc(1);
     bar.set_message(format!("{mode} {services}: idle {} s", args.idle));
     let pid = process.pid();
+    let (rss0, _) = rss(pid)?;
+    let syncs0 = syncs(&bed)?.count;
     let cpu0 = cpu_ticks(pid)?;
     std::thread::sleep(Duration::from_secs(args.idle));
     let cpu1 = cpu_ticks(pid)?;
     let idle_cpu = (cpu1 - cpu0) as f64 / ticks_per_second()? / args.idle as f64;
     let (rss_mib, peak_mib) = rss(pid)?;
+    let idle_resyncs = syncs(&bed)?.count - syncs0;
     bar.inc(1);
     bar.set_message(format!("{mode} {services}: connection set-up"));
     let vip = SocketAddr::new(std::net::Ipv4Addr::from(0x0a60_0000).into(), 80);
@@ -228,6 +243,8 @@ fn measure(
         rss_mib,
         peak_mib,
         idle_cpu,
+        idle_resyncs,
+        idle_rss_growth_mib: rss_mib - rss0,
         conn_ratio: rates.ratio,
     })
 }
@@ -356,13 +373,13 @@ fn rss(pid: u32) -> anyhow::Result<(f64, f64)> {
 fn table(args: &Args, points: &[Point]) -> String {
     let mut out = format!(
         "sluice-proxy (release) standalone, {} endpoints per Service; iptables mode: {} (up to {} Services)\n\n\
-         | mode | Services | cold sync (proxy) ms | start → programmed ms | one change p50 ms | RSS MiB | peak RSS MiB | idle CPU % of a core | conn/s ClusterIP / pod IP |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | mode | Services | cold sync (proxy) ms | start → programmed ms | one change p50 ms | RSS MiB | peak RSS MiB | idle CPU % of a core | full resyncs idle / RSS growth MiB | conn/s ClusterIP / pod IP |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         args.endpoints, args.iptables_variant, args.iptables_max
     );
     for p in points {
         out += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} / {:+.1} | {:.2} |\n",
             p.mode,
             p.services,
             ms(p.cold_sync),
@@ -371,6 +388,8 @@ fn table(args: &Args, points: &[Point]) -> String {
             p.rss_mib,
             p.peak_mib,
             p.idle_cpu * 100.0,
+            p.idle_resyncs,
+            p.idle_rss_growth_mib,
             p.conn_ratio
         );
     }
