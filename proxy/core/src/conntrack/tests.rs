@@ -122,9 +122,8 @@ fn a_destination_taken_away_loses_its_flows_and_the_others_keep_theirs() {
 
 #[test]
 fn unanswered_tcp_flows_that_missed_the_rules_go_and_answered_ones_stay() {
-    let tcp = |n| ServicePortName::new(&ServiceName::new("ns", "dns"), "dns", n);
     let mut dns = dns();
-    dns.name = tcp(Protocol::Tcp);
+    dns.name = ServicePortName::new(&ServiceName::new("ns", "dns"), "dns", Protocol::Tcp);
     let never_dnated = unanswered(6, "172.30.0.53", "172.30.0.53");
     let to_gone = unanswered(6, "172.30.0.53", "10.180.0.9");
     let syn_in_flight = unanswered(6, "172.30.0.53", "10.180.0.1");
