@@ -216,10 +216,20 @@ fn survives(fault: Fault) {
     assert!(bed.answers(&web), "{fault}: web after the fault");
     assert_eq!(bed.healthz(), 200, "{fault}: /healthz after the fault");
     // Nothing leaked: the connections the fault broke are gone, no descriptor piles up, and
-    // deleting both Services removes every chain.
-    eventually(Duration::from_secs(20), || {
-        (bed.api_connections() <= connections + 1 && bed.fds() <= fds + 2).then_some(())
+    // deleting both Services removes every chain. A connection the re-lists opened may sit
+    // idle in the client's pool until hyper's idle timeout (90 s, kube's default): that is
+    // not a leak, so the bound covers it (seen once in CI on a loaded machine: 20 s was not
+    // enough). A leaked connection outlives it.
+    let settled = (0..1_000).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        bed.api_connections() <= connections + 1 && bed.fds() <= fds + 2
     });
+    assert!(
+        settled,
+        "{fault}: API connections {} (before the fault {connections}), descriptors {} (before {fds})",
+        bed.api_connections(),
+        bed.fds()
+    );
     for name in ["web", "late"] {
         bed.api.server.delete("services", "default", name).unwrap();
         (bed.api.server)
