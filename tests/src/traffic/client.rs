@@ -73,11 +73,7 @@ fn left(deadline: Instant) -> Duration {
 }
 
 fn tcp_exchange(addr: SocketAddr, timeout: Duration, deadline: Instant) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(left(deadline)))?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
+    read_answer(TcpStream::connect_timeout(&addr, timeout)?, deadline)
 }
 
 fn tcp_exchange_from(
@@ -94,7 +90,11 @@ fn tcp_exchange_from(
     socket.set_reuse_address(true)?;
     socket.bind(&source.into())?;
     socket.connect_timeout(&addr.into(), timeout)?;
-    let mut stream: TcpStream = socket.into();
+    read_answer(socket.into(), deadline)
+}
+
+/// Everything the server writes before it closes, by `deadline`.
+fn read_answer(mut stream: TcpStream, deadline: Instant) -> std::io::Result<String> {
     stream.set_read_timeout(Some(left(deadline)))?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
