@@ -49,13 +49,6 @@ pub struct IptMetrics {
     pub partial_failures: Family<Labels, Counter>,
 }
 
-fn family_label(f: IpFamily) -> String {
-    match f {
-        IpFamily::V4 => "IPv4".into(),
-        IpFamily::V6 => "IPv6".into(),
-    }
-}
-
 /// One family's programs and what was programmed through them.
 struct PerFamily<I> {
     ipt: I,
@@ -116,7 +109,7 @@ impl<I: Iptables, C: ConntrackCleaner> IptablesBackend<I, C> {
         let metrics = self.metrics.clone();
         let fam = self.family(snap)?;
         let full = full || fam.programmed.is_none();
-        let label = family_label(fam.cfg.family);
+        let label = fam.cfg.family.to_string();
         let result = match full {
             true => fam.full(snap),
             false => fam.partial(snap, changes),

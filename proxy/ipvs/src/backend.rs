@@ -21,6 +21,7 @@ use sluice_model::service::{IpFamily, ServicePortName};
 use sluice_proxy_core::backend::{Backend, BackendError, Outcome, ProxyMode, Tick};
 use sluice_proxy_core::{Changes, Snapshot};
 use sluice_proxy_iptables::Iptables;
+use sluice_proxy_iptables::dump::Dump;
 
 use crate::diff;
 use crate::ipvs::{Ipvs, IpvsError};
@@ -111,29 +112,17 @@ impl IpvsMetrics {
     /// Counts one `iptables-restore` of `input` for `family`, as kube-proxy's IPVS mode
     /// does: the rules per table when it went through, a failure when not.
     fn restored(&self, family: IpFamily, input: &str, ok: bool) {
-        let fam = match family {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        };
+        let fam = family.to_string();
         if !ok {
             (self.restore_failures)
-                .get_or_create(&vec![("ip_family", fam.to_owned())])
+                .get_or_create(&vec![("ip_family", fam)])
                 .inc();
             return;
         }
-        let mut table = "";
-        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-        for line in input.lines() {
-            if let Some(t) = line.strip_prefix('*') {
-                table = t;
-                counts.entry(t).or_default();
-            } else if line.starts_with("-A ") {
-                *counts.entry(table).or_default() += 1;
-            }
-        }
-        for (table, n) in counts {
-            let labels = vec![("table", table.to_owned()), ("ip_family", fam.to_owned())];
-            self.iptables_total.get_or_create(&labels).set(n);
+        for table in Dump::parse(input).map(|d| d.tables).unwrap_or_default() {
+            let n: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+            let labels = vec![("table", table.name), ("ip_family", fam.clone())];
+            self.iptables_total.get_or_create(&labels).set(n as i64);
         }
     }
 }
