@@ -216,17 +216,28 @@ fn a_full_sync_adopts_what_is_programmed_and_repairs_only_what_drifted() {
         !input.contains(":KUBE-SVC-") && !input.contains(":KUBE-SEP-"),
         "{input}"
     );
-    // A flushed endpoint chain is rewritten by the next full sync, alone.
+    // A flushed endpoint chain is rewritten by the next full sync, alone; a chain of ours
+    // that nothing uses (a Service deleted while the proxy was down) is deleted.
     let fake = restarted.iptables(IpFamily::V4).unwrap();
     fake.run(&["-F", "KUBE-SEP-SXIVWICOYRO3J4NJ", "-t", "nat"])
         .unwrap();
+    assert!(fake.run(&["-N", "KUBE-SEP-GONE", "-t", "nat"]).unwrap());
     state.request_full_sync();
     let input = sync(&mut restarted, &mut state).unwrap();
+    assert!(input.contains("\n-X KUBE-SEP-GONE\n"), "{input}");
+    assert_eq!(input.matches("\n-X ").count(), 1, "{input}");
     let declared: Vec<&str> = input
         .lines()
         .filter(|l| l.starts_with(":KUBE-SEP") || l.starts_with(":KUBE-SVC"))
         .collect();
-    assert_eq!(declared, [":KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]"]);
+    // (The stale chain is declared to flush it before its deletion.)
+    assert_eq!(
+        declared,
+        [
+            ":KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]",
+            ":KUBE-SEP-GONE - [0:0]"
+        ]
+    );
     let fake = restarted.iptables(IpFamily::V4).unwrap();
     assert_eq!(
         fake.chain("nat", "KUBE-SEP-SXIVWICOYRO3J4NJ")

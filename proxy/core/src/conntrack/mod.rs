@@ -23,6 +23,7 @@
 //! Sluice also deletes the flows of destinations a sync took away (a removed port, external
 //! IP or node port), which kube-proxy leaves to time out (UDP; unanswered TCP and SCTP).
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -80,18 +81,10 @@ impl Scope {
         self.dests.entry(dest).or_default().extend(allowed);
     }
 
-    fn is_empty(&self) -> bool {
-        self.dests.is_empty()
-    }
-
     fn stale(&self, f: &FlowKey) -> bool {
-        let Some(port) = f.orig_dst_port else {
+        let (true, Some(port)) = (judged(f), f.orig_dst_port) else {
             return false;
         };
-        // UDP flows are judged whether answered or not; TCP and SCTP only until answered.
-        if f.proto != Protocol::Udp.number() && f.seen_reply {
-            return false;
-        }
         let allowed = (f.orig_dst)
             .and_then(|d| self.dests.get(&(f.proto, Some(d), port)))
             .or_else(|| self.dests.get(&(f.proto, None, port)));
@@ -117,9 +110,31 @@ pub fn reconcile_flows(
     snap: &Snapshot,
     changes: &Changes,
 ) -> Result<usize, ConntrackError> {
-    let scope = Scope::of(snap, changes);
-    if scope.is_empty() {
+    if !looks_at_any(snap, changes) {
         return Ok(0);
     }
-    cleaner.delete_where(snap.family(), &|f| scope.stale(f))
+    // The scope of a full sync covers every Service port; it is built only when the dump
+    // holds a flow it could judge (a node's first sync, like a quiet node's, has none).
+    let scope = OnceCell::new();
+    cleaner.delete_where(snap.family(), &|f| {
+        judged(f) && scope.get_or_init(|| Scope::of(snap, changes)).stale(f)
+    })
+}
+
+/// Whether a sync looked at any destination (else nothing is dumped).
+fn looks_at_any(snap: &Snapshot, changes: &Changes) -> bool {
+    let has = |p: &ServicePort| !destinations(p).is_empty();
+    !changes.replaced.is_empty()
+        || match changes.full {
+            true => snap.service_ports().any(has),
+            false => (changes.ports.iter())
+                .filter_map(|n| snap.service_port(n))
+                .any(has),
+        }
+}
+
+/// Whether a flow is of a kind the scope judges: to a port, and UDP whether answered or not,
+/// TCP and SCTP only until answered.
+fn judged(f: &FlowKey) -> bool {
+    f.orig_dst_port.is_some() && (f.proto == Protocol::Udp.number() || !f.seen_reply)
 }
