@@ -10,11 +10,12 @@
 //! partial one; a chain line `:X - [0:0]` flushes the chain under `--noflush`. Stale chains
 //! are flushed (chain line) and deleted (`-X`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use sluice_model::service::{Endpoint, IpFamily, ServiceName, ServicePort};
+use sluice_model::service::{Endpoint, IpFamily, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::Snapshot;
 
 use crate::config::{IptConfig, NFACCT_INVALID, NFACCT_LOCALHOST};
@@ -610,14 +611,15 @@ impl PortRender<'_> {
         if uses_fw {
             self.firewall_chain(&mut nat, active);
         }
+        let seps = Seps::of(&self.chains, &port.name, &cat.all_reachable);
         if uses_cluster {
-            self.service_chain(&mut nat, active, &self.chains.cluster, cluster_eps);
+            self.service_chain(&mut nat, active, &self.chains.cluster, cluster_eps, &seps);
         }
         if uses_local {
-            self.service_chain(&mut nat, active, &self.chains.local, local_eps);
+            self.service_chain(&mut nat, active, &self.chains.local, local_eps, &seps);
         }
-        for ep in &cat.all_reachable {
-            self.endpoint_chain(&mut nat, active, ep);
+        for (ep, sep) in &seps.0 {
+            self.endpoint_chain(&mut nat, active, ep, sep);
         }
     }
 
@@ -693,13 +695,14 @@ impl PortRender<'_> {
         active: &mut BTreeSet<String>,
         chain: &str,
         eps: &[&Endpoint],
+        seps: &Seps<'_>,
     ) {
         nat.chain(chain);
         active.insert(chain.to_owned());
         let name = &self.chains.name;
         if let Some(affinity) = self.port.session_affinity {
             for ep in eps {
-                let sep = self.chains.endpoint(&self.port.name, ep);
+                let sep = seps.of_endpoint(&self.chains, &self.port.name, ep);
                 nat.rule(format!(
                     "-A {chain}{} -m recent --name {sep} --rcheck --seconds {} --reap -j {sep}",
                     self.comment(&format!("\"{name} -> {ep}\"")),
@@ -709,7 +712,7 @@ impl PortRender<'_> {
         }
         let n = eps.len();
         for (i, ep) in eps.iter().enumerate() {
-            let sep = self.chains.endpoint(&self.port.name, ep);
+            let sep = seps.of_endpoint(&self.chains, &self.port.name, ep);
             let stat = match i + 1 < n {
                 true => format!(
                     " -m statistic --mode random --probability {}",
@@ -724,10 +727,15 @@ impl PortRender<'_> {
         }
     }
 
-    fn endpoint_chain(&self, nat: &mut Nat<'_>, active: &mut BTreeSet<String>, ep: &Endpoint) {
-        let sep = self.chains.endpoint(&self.port.name, ep);
-        nat.chain(&sep);
-        active.insert(sep.clone());
+    fn endpoint_chain(
+        &self,
+        nat: &mut Nat<'_>,
+        active: &mut BTreeSet<String>,
+        ep: &Endpoint,
+        sep: &str,
+    ) {
+        nat.chain(sep);
+        active.insert(sep.to_owned());
         let head = format!("-A {sep}{}", self.comment(&self.chains.name));
         nat.rule(format!("{head} -s {} -j {KUBE_MARK_MASQ}", ep.ip));
         let recent = match self.port.session_affinity {
@@ -745,6 +753,37 @@ impl PortRender<'_> {
         match self.large {
             true => String::new(),
             false => format!(" -m comment --comment {c}"),
+        }
+    }
+}
+
+/// The `KUBE-SEP-` names of a port's reachable endpoints, each hashed once although the
+/// service chains and the endpoint chains all name them.
+struct Seps<'e>(Vec<(&'e Endpoint, String)>);
+
+impl<'e> Seps<'e> {
+    fn of(chains: &PortChains, port: &ServicePortName, reachable: &[&'e Endpoint]) -> Self {
+        Self(
+            (reachable.iter())
+                .map(|ep| (*ep, chains.endpoint(port, ep)))
+                .collect(),
+        )
+    }
+
+    /// The name of `ep` (every endpoint a chain uses is reachable; hashed here if not).
+    fn of_endpoint(
+        &self,
+        chains: &PortChains,
+        port: &ServicePortName,
+        ep: &Endpoint,
+    ) -> Cow<'_, str> {
+        match self
+            .0
+            .iter()
+            .find(|(e, _)| std::ptr::eq(*e, ep) || *e == ep)
+        {
+            Some((_, sep)) => Cow::Borrowed(sep),
+            None => Cow::Owned(chains.endpoint(port, ep)),
         }
     }
 }
