@@ -28,7 +28,7 @@ use crate::dump::Dump;
 use crate::exec::{ExecError, Iptables};
 use crate::jumps::{CANARY_TABLES, Missing};
 use crate::names::{KUBE_PROXY_CANARY, is_service_chain};
-use crate::render::{Rendered, Scope, render};
+use crate::render::{Rendered, Rules, Scope, render};
 use crate::rule::Rule;
 
 /// How often the canary chain is looked for (kube-proxy: its sync period).
@@ -272,14 +272,14 @@ impl<I: Iptables> PerFamily<I> {
 }
 
 /// Whether the kernel's rules of a chain are the rendered ones (both read canonically).
-fn same_rules(kernel: &[String], rendered: Option<&[String]>) -> bool {
+fn same_rules(kernel: &[String], rendered: Option<Rules<'_>>) -> bool {
     let Some(rendered) = rendered else {
         return false;
     };
     kernel.len() == rendered.len()
         && kernel
             .iter()
-            .zip(rendered)
+            .zip(rendered.iter())
             .all(|(k, r)| match (Rule::parse(k), Rule::parse(r)) {
                 (Ok(k), Ok(r)) => k == r,
                 _ => false,
