@@ -2,9 +2,10 @@
 //! and iptables-legacy, in network namespaces this run creates, in one run:
 //!
 //! 1. a cold full sync of 10,000 Services × 3 endpoints through the real backend
-//!    (`IptablesBackend` running the iptables programs), next to one plain
+//!    (`IptablesBackend` running the iptables programs), next to a plain
 //!    `iptables-restore --noflush` of the same ruleset text into another fresh namespace —
-//!    what the kernel and the program cost anyway (goal: the proxy adds ≤ 10 %);
+//!    what the kernel and the program cost anyway (goal: the proxy adds ≤ 10 %); both
+//!    `--rounds` times, alternating, and the medians compared;
 //! 2. one endpoint added to one Service at 10,000 and at 100 Services: the whole partial sync
 //!    (feed, snapshot, render, one restore of the top-level chains and the Service's chains),
 //!    median, and the large/small ratio;
@@ -44,6 +45,10 @@ pub(crate) struct Args {
     /// Only this variant (nft or legacy); default both.
     #[arg(long)]
     variant: Option<String>,
+    /// Cold full syncs and plain restores, alternating, each into a fresh namespace (the
+    /// medians are compared: one restore of the same text swings by a third from run to run).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
 }
 
 /// Time spent in the iptables programs since the last [`Timed::take`].
@@ -258,15 +263,15 @@ fn measure(args: &Args, variant: Variant) -> anyhow::Result<Figures> {
             r.save,
         ))
     })??;
-    // The same ruleset text restored by the program alone into a fresh namespace.
-    let plain_ns = NetNs::new("ipt-plain")?;
-    let plain_restore = plain_ns.run(|| -> anyhow::Result<Duration> {
-        let mut exec = Exec::new(IpFamily::V4, variant);
-        let start = Instant::now();
-        exec.restore(&input)?;
-        Ok(start.elapsed())
-    })??;
-    drop(plain_ns);
+    // The same ruleset text restored by the program alone, alternating with more cold syncs.
+    let (mut colds, mut plains) = (vec![(cold, cold_restore)], Vec::new());
+    for round in 0..args.rounds.max(1) {
+        plains.push(plain_restore(variant, &input)?);
+        if round + 1 < args.rounds {
+            colds.push(cold_sync(args, variant)?);
+        }
+    }
+    let ((cold, cold_restore), plain_restore) = (median(colds), median(plains));
     let vip = SocketAddr::new(Ipv4Addr::from(0x0a60_0000 + traffic).into(), 80);
     let rates = bed.rates(args.connections, vip)?;
     Ok(Figures {
@@ -284,6 +289,39 @@ fn measure(args: &Args, variant: Variant) -> anyhow::Result<Figures> {
     })
 }
 
+/// One `iptables-restore --noflush` of `input` into a fresh namespace.
+fn plain_restore(variant: Variant, input: &str) -> anyhow::Result<Duration> {
+    let ns = NetNs::new("ipt-plain")?;
+    ns.run(|| -> anyhow::Result<Duration> {
+        let mut exec = Exec::new(IpFamily::V4, variant);
+        let start = Instant::now();
+        exec.restore(input)?;
+        Ok(start.elapsed())
+    })?
+}
+
+/// One cold full sync into a fresh namespace, and its restore's part.
+fn cold_sync(args: &Args, variant: Variant) -> anyhow::Result<(Duration, Duration)> {
+    let ns = NetNs::new("ipt-cold")?;
+    ns.run(|| -> anyhow::Result<(Duration, Duration)> {
+        let mut b = backend(variant);
+        let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, "node-a"));
+        feed(&mut state, args.scale.services, args.scale.endpoints, None)?;
+        let (snap, ch) = state.sync();
+        programs(&mut b).take();
+        let start = Instant::now();
+        b.apply(&snap, &ch)?;
+        let cold = start.elapsed();
+        Ok((cold, programs(&mut b).take().restore))
+    })?
+}
+
+/// The median (the upper one of an even count).
+fn median<T: Ord>(mut runs: Vec<T>) -> T {
+    runs.sort();
+    runs.swap_remove(runs.len() / 2)
+}
+
 fn print(args: &Args, all: &[Figures]) {
     let row = |what: &str, cells: Vec<String>, goal: &str| {
         let cells: String = cells.iter().map(|c| format!("{c:>14}")).collect();
@@ -296,7 +334,11 @@ fn print(args: &Args, all: &[Figures]) {
         "",
     );
     row(
-        &format!("cold full sync of {} Services, ms", args.scale.services),
+        &format!(
+            "cold full sync of {} Services, ms (median of {})",
+            args.scale.services,
+            args.rounds.max(1)
+        ),
         each(&|f| ms(f.cold)),
         "",
     );
@@ -307,7 +349,7 @@ fn print(args: &Args, all: &[Figures]) {
     );
     row("  rules restored", each(&|f| f.cold_rules.to_string()), "");
     row(
-        "plain iptables-restore of the same text, ms",
+        "plain iptables-restore of the same text, ms (median)",
         each(&|f| ms(f.plain_restore)),
         "",
     );
