@@ -355,8 +355,8 @@ fn render_split(
 /// Service ports per render thread below which one thread renders them all.
 const PARALLEL_PORTS: usize = 1000;
 
-/// Each Service's chains, in a map built in one pass (a map entry looked up per port and a
-/// name per chain were a fifth of a full sync's rendering).
+/// Each Service's chains, collected in the order the ports come and made a map at the end
+/// (no map lookup per port).
 type Active = Vec<(ServiceName, BTreeSet<String>)>;
 
 /// Renders `ports` into `b`, recording each Service's chains in `active` (a Service's ports
