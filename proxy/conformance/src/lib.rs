@@ -14,6 +14,7 @@
 //! Runners 1 and 2 need no kernel and run in `cargo test` for every mode this version
 //! builds; runner 3 runs in CI for every mode the machine can run.
 
+pub mod judge;
 pub mod plan;
 pub mod pure;
 pub mod scenario;
