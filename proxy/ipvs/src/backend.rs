@@ -253,7 +253,18 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
             }
             fam.programmed = None;
         }
-        failed.extend(self.destroy_sets());
+        // Only the sets that exist: this runs on every start in iptables mode, where there
+        // are usually none (and an `ipset` program may be missing: then there are none).
+        match self.ipset.save() {
+            Ok(saved) => {
+                let present: Vec<&str> = (saved.lines())
+                    .filter_map(|l| l.strip_prefix("create "))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                failed.extend(self.destroy_sets_where(|name| present.contains(&name)));
+            }
+            Err(e) => tracing::debug!("no IPVS-mode sets to remove: {e}"),
+        }
         cleanup_result(failed)
     }
 
@@ -286,11 +297,19 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
 
     /// Destroys the sets of the families served (after the rules matching them went).
     fn destroy_sets(&mut self) -> Vec<String> {
+        self.destroy_sets_where(|_| true)
+    }
+
+    /// Destroys the sets of the families served that `wanted` selects by name.
+    fn destroy_sets_where(&mut self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
         let mut failed = Vec::new();
         let families: Vec<IpFamily> = self.families.keys().copied().collect();
         for family in families {
             for (set, _) in sets::ALL {
-                if let Err(e) = self.ipset.destroy(&sets::name(set, family)) {
+                let name = sets::name(set, family);
+                if wanted(&name)
+                    && let Err(e) = self.ipset.destroy(&name)
+                {
                     failed.push(e.to_string());
                 }
             }
