@@ -94,18 +94,7 @@ pub fn cleanup(mode: ProxyMode) -> Result<(), BackendError> {
         // IPVS's rules live in whichever iptables variant holds the chains (legacy where the
         // kernel has no nf_tables); the virtual servers, the link and the sets are cleaned
         // with the first.
-        let mut variants: Vec<Variant> = [Variant::Legacy, Variant::Nft]
-            .into_iter()
-            .filter(|v| v.holds_proxy_chains())
-            .collect();
-        if variants.is_empty() {
-            variants.push(Variant::Legacy);
-        }
-        for variant in variants {
-            let opts = BackendOptions {
-                iptables_variant: Some(variant.as_str().to_owned()),
-                ..opts.clone()
-            };
+        for opts in ipvs_cleanup_options() {
             build_and_clean(mode, &opts)?;
         }
         return Ok(());
@@ -175,27 +164,86 @@ pub fn cleanup_all(ebpf: &EbpfOptions) -> Vec<BackendError> {
 /// On start in `mode`: the leftovers of every other mode are removed, as kube-proxy does
 /// (a failure is logged, not fatal: the chosen mode can still run).
 ///
-/// Except between `iptables` and `ipvs`: they share chain names (`KUBE-SERVICES`,
-/// `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`, `KUBE-FORWARD`, `KUBE-PROXY-FIREWALL` and the jumps to
-/// them), so one's cleanup would tear down the other's live rules on every restart; the
-/// starting mode's first full sync rewrites the shared chains instead, and what only the other
-/// mode had (IPVS virtual servers, `kube-ipvs0`, the sets; iptables' per-Service chains) stays
-/// until `--cleanup`.
+/// Between `iptables` and `ipvs` only what the other mode alone has: the two share chain
+/// names (`KUBE-SERVICES`, `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`, `KUBE-FORWARD`,
+/// `KUBE-PROXY-FIREWALL`), so the other's whole cleanup would tear down the starting mode's
+/// live rules on every restart ([`sluice_proxy_ipvs::switch`] says what goes; the starting
+/// mode's first full sync rewrites the shared chains). Upstream removes nothing on such a
+/// switch; Sluice leaves nothing of the other mode behind.
 pub fn cleanup_others(mode: ProxyMode) {
-    let shares_chains = |other: ProxyMode| {
-        matches!(
-            (mode, other),
-            (ProxyMode::Iptables, ProxyMode::Ipvs) | (ProxyMode::Ipvs, ProxyMode::Iptables)
-        )
-    };
-    for other in ProxyMode::ALL
-        .into_iter()
-        .filter(|m| *m != mode && !shares_chains(*m))
-    {
-        if let Err(e) = cleanup(other) {
+    for other in ProxyMode::ALL.into_iter().filter(|m| *m != mode) {
+        let done = match (mode, other) {
+            (ProxyMode::Ipvs, ProxyMode::Iptables) => remove_iptables_mode(),
+            (ProxyMode::Iptables, ProxyMode::Ipvs) => remove_ipvs_mode(),
+            _ => cleanup(other),
+        };
+        if let Err(e) = done {
             tracing::warn!("removing {other} leftovers: {}", backend::chain(&e));
         }
     }
+}
+
+/// Starting in ipvs mode: the iptables mode's own chains, in each variant holding the
+/// proxy's chains, in both families.
+fn remove_iptables_mode() -> Result<(), BackendError> {
+    let mut failed = Vec::new();
+    for variant in [Variant::Nft, Variant::Legacy] {
+        if !variant.holds_proxy_chains() {
+            continue;
+        }
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let mut ipt = Exec::new(family, variant);
+            match sluice_proxy_ipvs::switch::remove_iptables_mode(&mut ipt) {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    "removed the iptables mode's {family:?} {} rules: {} chains, {} rules",
+                    variant.as_str(),
+                    r.chains.len(),
+                    r.rules
+                ),
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{family:?} {}: {e}", variant.as_str())),
+            }
+        }
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(BackendError::cleanup(
+            ProxyMode::Iptables,
+            failed.join("; "),
+        )),
+    }
+}
+
+/// Starting in iptables mode: the IPVS mode's virtual servers, `kube-ipvs0`, sets and
+/// IPVS-only rules (nothing where the kernel has no IPVS).
+fn remove_ipvs_mode() -> Result<(), BackendError> {
+    for opts in ipvs_cleanup_options() {
+        match Any::build(ProxyMode::Ipvs, &opts) {
+            Ok(Any::Ipvs(mut b)) => b.remove_for_iptables_mode()?,
+            Ok(_) | Err(BackendError::Open { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One set of options per iptables variant holding IPVS-mode rules (legacy where none does:
+/// the kernel without nf_tables), both families.
+fn ipvs_cleanup_options() -> Vec<BackendOptions> {
+    let mut variants: Vec<Variant> = [Variant::Legacy, Variant::Nft]
+        .into_iter()
+        .filter(|v| v.holds_proxy_chains())
+        .collect();
+    if variants.is_empty() {
+        variants.push(Variant::Legacy);
+    }
+    (variants.into_iter())
+        .map(|variant| BackendOptions {
+            families: vec![IpFamily::V4, IpFamily::V6],
+            iptables_variant: Some(variant.as_str().to_owned()),
+            ..BackendOptions::default()
+        })
+        .collect()
 }
 
 /// What `mode` does where the modes differ.

@@ -48,8 +48,12 @@ fn write(dir: &Path, text: &str) {
 }
 
 fn proxy_cmd(dir: &Path, extra: &[&str]) -> Command {
+    proxy_cmd_in("ipvs", dir, extra)
+}
+
+fn proxy_cmd_in(mode: &str, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--proxy-mode", "ipvs", "--iptables-variant", "legacy"])
+    cmd.args(["--proxy-mode", mode, "--iptables-variant", "legacy"])
         .args(["--hostname-override", "node-1"])
         .args(["--cluster-cidr", "10.244.0.0/16"])
         .args(["--healthz-bind-address", "127.0.0.1:10256"])
@@ -263,4 +267,157 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
     assert!(!sh(n1.ns(), "ip link").contains("kube-ipvs0"));
     assert!(!sh(n1.ns(), "ipset list -n").contains("KUBE-"));
     assert!(!sh(n1.ns(), "iptables-legacy-save").contains("KUBE-"));
+}
+
+/// What only the IPVS mode has, found in the guest node's namespace (empty: nothing).
+fn ipvs_objects(ns: &NetNs) -> Vec<String> {
+    let mut found = Vec::new();
+    let servers = sh(ns, "ipvsadm -Ln");
+    found.extend(
+        (servers.lines())
+            .filter(|l| l.starts_with("TCP") || l.starts_with("UDP"))
+            .map(|l| format!("virtual server {l}")),
+    );
+    if sh(ns, "ip link").contains("kube-ipvs0") {
+        found.push("kube-ipvs0".into());
+    }
+    found.extend(
+        (sh(ns, "ipset list -n").lines())
+            .filter(|s| s.starts_with("KUBE-"))
+            .map(|s| format!("ipset {s}")),
+    );
+    let rules = sh(ns, "iptables-legacy-save");
+    found.extend(
+        (rules.lines())
+            .filter(|l| {
+                [
+                    "KUBE-NODE-PORT ",
+                    "KUBE-LOAD-BALANCER",
+                    "KUBE-SOURCE-RANGES-FIREWALL",
+                    "KUBE-IPVS-",
+                ]
+                .iter()
+                .any(|c| l.contains(c))
+                    || l.contains("--match-set")
+                    || l.contains("kube-proxy firewall rules")
+            })
+            .map(str::to_owned),
+    );
+    found
+}
+
+/// What only the iptables mode has (empty: nothing).
+fn iptables_objects(ns: &NetNs) -> Vec<String> {
+    let rules = sh(ns, "iptables-legacy-save");
+    let mut table = String::new();
+    let mut found = Vec::new();
+    for l in rules.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = t.to_owned();
+        }
+        let only_iptables = [
+            "KUBE-SVC-",
+            "KUBE-SVL-",
+            "KUBE-SEP-",
+            "KUBE-EXT-",
+            "KUBE-FW-",
+            "KUBE-NODEPORTS",
+            "KUBE-PROXY-CANARY",
+            "KUBE-EXTERNAL-SERVICES",
+            "kubernetes load balancer firewall",
+        ]
+        .iter()
+        .any(|c| l.contains(c))
+            || (table == "filter" && l.contains("KUBE-SERVICES"));
+        if only_iptables {
+            found.push(format!("{table}: {l}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn switching_between_ipvs_and_iptables_modes_leaves_nothing_of_the_other() {
+    if !uml::in_guest() {
+        require_root();
+        let out = Uml::find()
+            .unwrap()
+            .timeout(Duration::from_secs(240))
+            .run_test("switching_between_ipvs_and_iptables_modes_leaves_nothing_of_the_other")
+            .unwrap();
+        println!("guest run took {:?}", out.elapsed);
+        out.assert_success();
+        return;
+    }
+    let cluster = Cluster::with_pod_routes(2).unwrap();
+    let (n1, n2) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    let client = n1.add_pod("client").unwrap();
+    let b1 = n2.add_pod("b1").unwrap();
+    let _tcp = EchoServer::tcp(b1.ns(), b1.name(), "0.0.0.0:8080".parse().unwrap()).unwrap();
+    let _svc_route = Route::dev(n1.ns(), "10.96.0.0/12", "eth0").ok();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, &manifests(&[b1.ip()]));
+    let web = vip("10.96.0.10", 80);
+    let serves = |proxy: &sluice_testbed::Process| {
+        let r = eventually(Duration::from_secs(20), || {
+            tcp_request(client.ns(), web, T).ok()
+        });
+        assert_eq!(r.backend, "b1", "{}", proxy.logs());
+    };
+    let quiet = |proxy: &sluice_testbed::Process| {
+        let logs = proxy.logs();
+        assert!(
+            !logs.contains("leftovers"),
+            "a leftover removal failed:\n{logs}"
+        );
+    };
+
+    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
+    serves(&proxy);
+    assert!(!ipvs_objects(n1.ns()).is_empty());
+    proxy.stop();
+
+    // ipvs → iptables: nothing of the IPVS mode is left once iptables mode has synced
+    // (its Service chains are there: the removal ran before) and it serves.
+    let mut proxy = n1.ns().spawn(&proxy_cmd_in("iptables", d, &[])).unwrap();
+    eventually(Duration::from_secs(20), || {
+        sh(n1.ns(), "iptables-legacy-save -t nat")
+            .contains("-A KUBE-SVC-")
+            .then_some(())
+    });
+    serves(&proxy);
+    assert_eq!(
+        ipvs_objects(n1.ns()),
+        Vec::<String>::new(),
+        "{}",
+        proxy.logs()
+    );
+    assert!(sh(n1.ns(), "iptables-legacy-save -t nat").contains("-A KUBE-SVC-"));
+    quiet(&proxy);
+    proxy.stop();
+
+    // iptables → ipvs: nothing of the iptables mode is left once ipvs mode has synced (its
+    // virtual servers are there) and it serves.
+    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
+    eventually(Duration::from_secs(20), || {
+        sh(n1.ns(), "ipvsadm -Ln")
+            .contains("10.96.0.10:80")
+            .then_some(())
+    });
+    serves(&proxy);
+    assert_eq!(
+        iptables_objects(n1.ns()),
+        Vec::<String>::new(),
+        "{}",
+        proxy.logs()
+    );
+    assert!(sh(n1.ns(), "ipvsadm -Ln").contains("10.96.0.10:80"));
+    quiet(&proxy);
+    // A restart in the same mode removes nothing of its own (the virtual server stays).
+    proxy.stop();
+    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
+    serves(&proxy);
+    quiet(&proxy);
+    proxy.stop();
 }

@@ -8,7 +8,6 @@
 //! when the kernel lacks it) is listed as skipped with the reason, never left out.
 
 mod dns;
-mod judge;
 mod probe;
 mod setup;
 
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde::Deserialize as _;
 use serde_json::Value;
-use sluice_conformance::{PacketSpec, Scenario, Source, plan};
+use sluice_conformance::{PacketSpec, Scenario, Source, judge, plan};
 use sluice_model::service::Protocol;
 use sluice_testbed::{NetNs, http};
 

@@ -3,7 +3,7 @@
 //! or no route. TCP requests are HTTP GETs to the echo servers; UDP requests one datagram on
 //! a connected socket, so an ICMP port unreachable shows up as a refusal.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -12,27 +12,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::echo;
 
-/// What one request met.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// An echo server answered.
-    Answer {
-        /// Its name: a pod, `underlay`, or a node's name.
-        by: String,
-        /// The source address it saw.
-        seen: SocketAddr,
-        /// The address it was reached at (the port is the target port).
-        local: Option<SocketAddr>,
-    },
-    /// Refused at once: TCP reset or ICMP port unreachable.
-    Refused,
-    /// No answer in time.
-    Timeout,
-    /// No route: ICMP host or network unreachable, or none here.
-    Unreachable,
-    /// Anything else.
-    Error(String),
-}
+pub(crate) use sluice_conformance::judge::Seen;
 
 /// How long a request may go unanswered before it counts as dropped.
 pub(crate) const TIMEOUT: Duration = Duration::from_millis(800);
@@ -59,12 +39,7 @@ pub(crate) fn send(proto: Protocol, src: Option<IpAddr>, dst: SocketAddr) -> See
 }
 
 fn classify(e: &std::io::Error) -> Seen {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => Seen::Refused,
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => Seen::Timeout,
-        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Seen::Unreachable,
-        _ => Seen::Error(e.to_string()),
-    }
+    Seen::of_error(e)
 }
 
 fn tcp(src: Option<IpAddr>, dst: SocketAddr) -> std::io::Result<String> {

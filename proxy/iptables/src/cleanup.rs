@@ -8,14 +8,14 @@ use crate::exec::{ExecError, Iptables};
 use crate::jumps::JUMPS;
 use crate::names::*;
 
-const NAT_CHAINS: [&str; 5] = [
+pub(crate) const NAT_CHAINS: [&str; 5] = [
     KUBE_SERVICES,
     KUBE_NODEPORTS,
     KUBE_POSTROUTING,
     KUBE_MARK_MASQ,
     KUBE_PROXY_CANARY,
 ];
-const FILTER_CHAINS: [&str; 6] = [
+pub(crate) const FILTER_CHAINS: [&str; 6] = [
     KUBE_SERVICES,
     KUBE_EXTERNAL_SERVICES,
     KUBE_FORWARD,

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod fake;
 mod jumps;
 mod kernel;
+pub mod leftovers;
 pub mod names;
 pub mod render;
 pub mod rule;

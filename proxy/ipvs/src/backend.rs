@@ -36,6 +36,13 @@ pub const GRACEFUL_CHECK: Duration = Duration::from_secs(60);
 
 const MODE: ProxyMode = ProxyMode::Ipvs;
 
+fn cleanup_result(failed: Vec<String>) -> Result<(), BackendError> {
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(BackendError::cleanup(MODE, failed.join("; "))),
+    }
+}
+
 fn apply_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BackendError {
     BackendError::apply(MODE, Outcome::Unknown, e)
 }
@@ -221,6 +228,93 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> IpvsBackend<V, L, S, I> {
     /// Real servers waiting to be deleted.
     pub fn terminating(&self) -> &BTreeSet<(VsKey, RsKey)> {
         &self.terminating
+    }
+
+    /// The iptables interface of `family` (tests inspect the fake through it).
+    pub fn iptables(&mut self, family: IpFamily) -> Option<&mut I> {
+        self.families.get_mut(&family).map(|f| &mut f.ipt)
+    }
+
+    /// On start in iptables mode: everything of the IPVS mode except the chains both modes
+    /// write (`crate::switch`) — virtual servers, `kube-ipvs0`, the IPVS-only chains and the
+    /// rules leading to them or matching the sets, then the sets.
+    pub fn remove_for_iptables_mode(&mut self) -> Result<(), BackendError> {
+        let mut failed = self.remove_servers_and_link();
+        for fam in self.families.values_mut() {
+            match crate::switch::remove_ipvs_rules(&mut fam.ipt, fam.cfg.family) {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    "removed the IPVS mode's {:?} rules: chains {:?}, {} rules",
+                    fam.cfg.family,
+                    r.chains,
+                    r.rules
+                ),
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{:?} iptables: {e}", fam.cfg.family)),
+            }
+            fam.programmed = None;
+        }
+        // Only the sets that exist: this runs on every start in iptables mode, where there
+        // are usually none (and an `ipset` program may be missing: then there are none).
+        match self.ipset.save() {
+            Ok(saved) => {
+                let present: Vec<&str> = (saved.lines())
+                    .filter_map(|l| l.strip_prefix("create "))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                failed.extend(self.destroy_sets_where(|name| present.contains(&name)));
+            }
+            Err(e) => tracing::debug!("no IPVS-mode sets to remove: {e}"),
+        }
+        cleanup_result(failed)
+    }
+
+    /// Deletes every virtual server of the families served and `kube-ipvs0`; what failed.
+    fn remove_servers_and_link(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        let families: Vec<IpFamily> = self.families.keys().copied().collect();
+        match self.ipvs.services() {
+            Ok(all) => {
+                for vs in all
+                    .iter()
+                    .filter(|v| families.iter().any(|f| f.contains(&v.key.addr)))
+                {
+                    if let Err(e) = self.ipvs.del_service(&vs.key)
+                        && !e.is_not_found()
+                    {
+                        failed.push(e.to_string());
+                    }
+                }
+            }
+            Err(IpvsError::Unavailable(_)) => {}
+            Err(e) => failed.push(e.to_string()),
+        }
+        self.terminating.clear();
+        if let Err(e) = self.vips.delete_link() {
+            failed.push(e.to_string());
+        }
+        failed
+    }
+
+    /// Destroys the sets of the families served (after the rules matching them went).
+    fn destroy_sets(&mut self) -> Vec<String> {
+        self.destroy_sets_where(|_| true)
+    }
+
+    /// Destroys the sets of the families served that `wanted` selects by name.
+    fn destroy_sets_where(&mut self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut failed = Vec::new();
+        let families: Vec<IpFamily> = self.families.keys().copied().collect();
+        for family in families {
+            for (set, _) in sets::ALL {
+                let name = sets::name(set, family);
+                if wanted(&name)
+                    && let Err(e) = self.ipset.destroy(&name)
+                {
+                    failed.push(e.to_string());
+                }
+            }
+        }
+        failed
     }
 
     fn cfg(&self, family: IpFamily) -> Result<&IpvsConfig, BackendError> {
@@ -582,45 +676,15 @@ impl<V: Ipvs, L: Vips, S: Ipset, I: Iptables> Backend for IpvsBackend<V, L, S, I
 
     /// Every virtual server of the families served, `kube-ipvs0`, the sets and the rules.
     fn cleanup(&mut self) -> Result<(), BackendError> {
-        let mut failed = Vec::new();
-        let families: Vec<IpFamily> = self.families.keys().copied().collect();
-        match self.ipvs.services() {
-            Ok(all) => {
-                for vs in all
-                    .iter()
-                    .filter(|v| families.iter().any(|f| f.contains(&v.key.addr)))
-                {
-                    if let Err(e) = self.ipvs.del_service(&vs.key)
-                        && !e.is_not_found()
-                    {
-                        failed.push(e.to_string());
-                    }
-                }
-            }
-            Err(IpvsError::Unavailable(_)) => {}
-            Err(e) => failed.push(e.to_string()),
-        }
-        self.terminating.clear();
-        if let Err(e) = self.vips.delete_link() {
-            failed.push(e.to_string());
-        }
+        let mut failed = self.remove_servers_and_link();
         for fam in self.families.values_mut() {
             if let Err(e) = rules::cleanup(&mut fam.ipt) {
                 failed.push(format!("{:?} iptables: {e}", fam.cfg.family));
             }
             fam.programmed = None;
         }
-        for family in families {
-            for (set, _) in sets::ALL {
-                if let Err(e) = self.ipset.destroy(&sets::name(set, family)) {
-                    failed.push(e.to_string());
-                }
-            }
-        }
-        match failed.is_empty() {
-            true => Ok(()),
-            false => Err(BackendError::cleanup(MODE, failed.join("; "))),
-        }
+        failed.extend(self.destroy_sets());
+        cleanup_result(failed)
     }
 
     fn init(&mut self) -> Result<(), BackendError> {

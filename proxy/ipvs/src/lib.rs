@@ -14,6 +14,7 @@ pub mod link;
 pub mod render;
 pub mod rules;
 pub mod sets;
+pub mod switch;
 pub mod sysctl;
 pub mod tracer;
 pub mod types;

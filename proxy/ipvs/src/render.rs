@@ -19,7 +19,7 @@ use sluice_model::service::{
     Endpoint, IpFamily, Protocol, ServicePort, ServicePortName, TrafficPolicy,
 };
 use sluice_proxy_core::Snapshot;
-use sluice_proxy_core::backend::BackendOptions;
+use sluice_proxy_core::backend::{BackendOptions, LocalDetect};
 
 use crate::sets::{self, Entries};
 use crate::types::{F_PERSISTENT, F_SOURCE_HASH, RsKey, VirtualServer, VsKey};
@@ -45,6 +45,9 @@ pub struct IpvsConfig {
     pub masquerade_all: bool,
     /// Pod CIDRs of this family (detect-local by CIDR); empty: none.
     pub cluster_cidrs: Vec<IpNet>,
+    /// The interface pods' traffic arrives on (detect-local by bridge, `cni0`, or by
+    /// interface name prefix, `veth+`), as an iptables `-i` argument; `None`: by CIDR.
+    pub pod_interface: Option<String>,
     /// The masquerade mark bit.
     pub masquerade_bit: u8,
     /// `conntrack.tcpBeLiberal`: no INVALID drop rule.
@@ -76,6 +79,11 @@ impl IpvsConfig {
                 .filter(|n| family.contains(&n.addr()))
                 .copied()
                 .collect(),
+            pod_interface: match &opts.local {
+                LocalDetect::Cidrs(_) => None,
+                LocalDetect::Bridge(b) => Some(b.clone()),
+                LocalDetect::InterfacePrefix(p) => Some(format!("{p}+")),
+            },
             masquerade_bit: opts.masquerade_bit,
             tcp_be_liberal: opts.tcp_be_liberal,
         }
@@ -92,6 +100,7 @@ impl IpvsConfig {
             exclude_cidrs: Vec::new(),
             masquerade_all: false,
             cluster_cidrs: Vec::new(),
+            pod_interface: None,
             masquerade_bit: 14,
             tcp_be_liberal: false,
         }

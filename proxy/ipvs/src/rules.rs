@@ -129,6 +129,12 @@ pub fn render(cfg: &IpvsConfig, random_fully: bool) -> String {
         a(format!(
             "KUBE-SERVICES {comment} -m set --match-set {cluster} dst,dst -j KUBE-MARK-MASQ"
         ));
+    } else if let Some(interface) = &cfg.pod_interface {
+        // kube-proxy's `localDetector.IfNotLocal`: off-cluster traffic to a ClusterIP (which
+        // may leave the node towards a remote endpoint) is masqueraded.
+        a(format!(
+            "KUBE-SERVICES {comment} -m set --match-set {cluster} dst,dst ! -i {interface} -j KUBE-MARK-MASQ"
+        ));
     } else if !cfg.cluster_cidrs.is_empty() {
         for cidr in &cfg.cluster_cidrs {
             a(format!(
@@ -285,4 +291,40 @@ pub fn cleanup(ipt: &mut impl Iptables) -> Result<(), ExecError> {
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The masquerade rule for off-cluster traffic to a ClusterIP follows the local detector,
+    /// as kube-proxy's `localDetector.IfNotLocal`: by CIDR, by bridge, by interface prefix, and
+    /// only the service-address-source rule without any.
+    #[test]
+    fn off_cluster_traffic_to_a_cluster_ip_is_masqueraded_by_the_local_detector() {
+        let clusterip_masq = |cfg: &IpvsConfig| -> Vec<String> {
+            (render(cfg, false).lines())
+                .filter(|l| l.contains("KUBE-CLUSTER-IP") && l.ends_with("-j KUBE-MARK-MASQ"))
+                .map(|l| {
+                    l.split("--match-set KUBE-CLUSTER-IP ")
+                        .nth(1)
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let mut cfg = IpvsConfig::v4(&[]);
+        assert_eq!(clusterip_masq(&cfg), ["src,dst -j KUBE-MARK-MASQ"]);
+        cfg.cluster_cidrs = vec!["10.244.0.0/16".parse().unwrap()];
+        assert_eq!(
+            clusterip_masq(&cfg),
+            ["dst,dst ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ"]
+        );
+        cfg.cluster_cidrs.clear();
+        cfg.pod_interface = Some("cni0".into());
+        assert_eq!(
+            clusterip_masq(&cfg),
+            ["dst,dst ! -i cni0 -j KUBE-MARK-MASQ"]
+        );
+    }
 }

@@ -82,7 +82,7 @@ impl<'a> Tracer<'a> {
 }
 
 impl TraceRules for Tracer<'_> {
-    fn trace(&self, packet: &Packet, _origin: Origin) -> Outcome {
+    fn trace(&self, packet: &Packet, origin: Origin) -> Outcome {
         let (dst, src, proto) = (packet.dst, packet.src, packet.protocol);
         let key = VsKey {
             addr: dst.ip(),
@@ -98,7 +98,9 @@ impl TraceRules for Tracer<'_> {
                 false => Outcome::Untouched,
             };
         };
-        if self.firewalled(&ipport, src) {
+        // The source-range firewall is on INPUT only: the node's own connections are
+        // scheduled by IPVS in LOCAL_OUT and never meet it.
+        if origin == Origin::Remote && self.firewalled(&ipport, src) {
             return Outcome::Drop;
         }
         if real.is_empty() {

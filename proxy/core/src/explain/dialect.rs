@@ -35,6 +35,10 @@ pub struct Dialect {
     /// are any and every endpoint otherwise (no short-circuit of pod and node traffic, no
     /// drop), and traffic under a Local policy is never masqueraded (only hairpin).
     pub local_falls_back_to_cluster: bool,
+    /// The node's own connections to a load-balancer IP are not held to
+    /// `loadBalancerSourceRanges` (kube-proxy's IPVS mode: IPVS schedules them in `LOCAL_OUT`,
+    /// and its source-range firewall is jumped to from `INPUT` only).
+    pub source_ranges_spare_node: bool,
 }
 
 impl Dialect {
@@ -48,6 +52,7 @@ impl Dialect {
         socket_lb: false,
         reject_unserved_vip_ports: false,
         local_falls_back_to_cluster: false,
+        source_ranges_spare_node: false,
     };
 
     /// Sluice's eBPF mode: nftables' verdicts, with pods load-balanced at the socket (their
@@ -71,6 +76,7 @@ impl Dialect {
         socket_lb: false,
         reject_unserved_vip_ports: true,
         local_falls_back_to_cluster: true,
+        source_ranges_spare_node: true,
     };
 
     /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
@@ -84,6 +90,7 @@ impl Dialect {
             socket_lb: false,
             reject_unserved_vip_ports: false,
             local_falls_back_to_cluster: false,
+            source_ranges_spare_node: false,
         }
     }
 }

@@ -282,6 +282,9 @@ fn source_ranges(
     if dst != DestinationKind::LoadBalancer || ranges.is_empty() {
         return None;
     }
+    if node.dialect.source_ranges_spare_node && Origin::of(packet, node) == Origin::Local {
+        return None;
+    }
     let inside = |ip: &IpAddr| ranges.iter().any(|net| net.contains(ip));
     let from_lb =
         port.load_balancer_vips.contains(&packet.src) && node.primary_ips.iter().any(inside);

@@ -1,20 +1,54 @@
 //! Whether what a series of real requests met is what the scenario expects: the right
 //! endpoints (pod and target port) and only those, each seeing the source it should; a
 //! refusal; silence; or the packet left alone (answered by whatever really has the address,
-//! or no route to it).
+//! or no route to it). Shared by every runner that sends real traffic: the lab's
+//! (`sluice-lab conformance`) and the IPVS mode's single-node run in a User-Mode Linux guest.
 
 use std::collections::BTreeSet;
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 
-use sluice_conformance::plan;
-use sluice_conformance::{Expect, Masquerade};
+use crate::plan;
+use crate::{Expect, Masquerade};
 
-use super::probe::Seen;
+/// What one request met.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// An echo server answered.
+    Answer {
+        /// Its name: a pod, `underlay`, or a node's name.
+        by: String,
+        /// The source address it saw.
+        seen: SocketAddr,
+        /// The address it was reached at (the port is the target port).
+        local: Option<SocketAddr>,
+    },
+    /// Refused at once: TCP reset or ICMP port unreachable.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// No route: ICMP host or network unreachable, or none here.
+    Unreachable,
+    /// Anything else.
+    Error(String),
+}
+
+impl Seen {
+    /// What a failed request's error means.
+    pub fn of_error(e: &std::io::Error) -> Self {
+        match e.kind() {
+            ErrorKind::ConnectionRefused => Self::Refused,
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Self::Timeout,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Self::Unreachable,
+            _ => Self::Error(e.to_string()),
+        }
+    }
+}
 
 /// How many requests a packet's check sends: enough that every endpoint of a random choice
 /// answers with near certainty (missing one of n in 12·n tries: < n·(1-1/n)^(12n) ≤ 2e-6 for
 /// n ≤ 4), one where a single answer decides.
-pub(crate) fn requests(expect: &Expect) -> usize {
+pub fn requests(expect: &Expect) -> usize {
     match expect {
         Expect::Dnat { sticky: true, .. } => 10,
         Expect::Dnat { endpoints, .. } => 12 * endpoints.len().max(1),
@@ -22,8 +56,35 @@ pub(crate) fn requests(expect: &Expect) -> usize {
     }
 }
 
+/// What a client can observe of `expect` for a packet from `src` that met `node`'s rules. A
+/// DNAT that keeps the source makes the endpoint answer that source directly; from an
+/// endpoint on another node the answer comes back through `node` (which reverses the DNAT)
+/// only when the source is one of `node`'s addresses or pods — otherwise it reaches the client
+/// from the endpoint's own address, or goes nowhere, and the client sees silence (kube-proxy's
+/// IPVS mode sending an outside client's Local-policy traffic to remote endpoints,
+/// kubernetes/kubernetes#97081). When no endpoint's answer can come back, that is
+/// [`Expect::Drop`]; otherwise `expect` as it is.
+pub fn observable(expect: &Expect, src: IpAddr, node: &plan::NodePlan) -> Expect {
+    let Expect::Dnat {
+        endpoints,
+        masquerade: Masquerade::No | Masquerade::Hairpin,
+        ..
+    } = expect
+    else {
+        return expect.clone();
+    };
+    let returns_here = node.addresses().contains(&src)
+        || node.pod_cidr().contains(&src)
+        || node.pod_cidr6().contains(&src);
+    let remote = |ep: &SocketAddr| plan::pod_at(ep.ip()).is_some_and(|p| p.node != node.name);
+    match !returns_here && endpoints.iter().all(remote) {
+        true => Expect::Drop,
+        false => expect.clone(),
+    }
+}
+
 /// `Ok(words)` when `seen` is what `expect` says for a packet from `src`, else `Err(words)`.
-pub(crate) fn judge(expect: &Expect, src: IpAddr, seen: &[Seen]) -> Result<String, String> {
+pub fn judge(expect: &Expect, src: IpAddr, seen: &[Seen]) -> Result<String, String> {
     match expect {
         Expect::Dnat {
             endpoints,
@@ -97,7 +158,7 @@ fn list<T: ToString>(items: &BTreeSet<T>) -> String {
 }
 
 /// One observation in a few words.
-pub(crate) fn describe(s: &Seen) -> String {
+pub fn describe(s: &Seen) -> String {
     match s {
         Seen::Answer { by, seen, .. } => format!("answered by {by}, saw {}", seen.ip()),
         Seen::Refused => "refused".into(),
@@ -152,6 +213,36 @@ mod tests {
         assert!(judge(&want, src, &wrong_port).is_err());
         assert!(judge(&want, src, &[answer("underlay", "10.244.1.3", 8080)]).is_err());
         assert!(judge(&want, src, &[Seen::Timeout]).is_err());
+    }
+
+    #[test]
+    fn an_unmasqueraded_answer_from_another_node_reaches_only_sources_behind_this_node() {
+        let node1 = plan::node("node1").unwrap();
+        let remote = Expect::Dnat {
+            endpoints: vec!["10.244.2.2:8080".parse().unwrap()],
+            masquerade: Masquerade::No,
+            sticky: false,
+        };
+        let client: IpAddr = plan::CLIENT.into();
+        assert_eq!(observable(&remote, client, node1), Expect::Drop);
+        let vip: IpAddr = "203.0.113.60".parse().unwrap();
+        assert_eq!(observable(&remote, vip, node1), Expect::Drop);
+        for here in ["10.244.1.2", "192.168.0.11"] {
+            let src: IpAddr = here.parse().unwrap();
+            assert_eq!(observable(&remote, src, node1), remote);
+        }
+        let local = Expect::Dnat {
+            endpoints: vec!["10.244.1.2:8080".parse().unwrap()],
+            masquerade: Masquerade::No,
+            sticky: false,
+        };
+        assert_eq!(observable(&local, client, node1), local);
+        let masqueraded = Expect::Dnat {
+            endpoints: vec!["10.244.2.2:8080".parse().unwrap()],
+            masquerade: Masquerade::Yes,
+            sticky: false,
+        };
+        assert_eq!(observable(&masqueraded, client, node1), masqueraded);
     }
 
     #[test]
