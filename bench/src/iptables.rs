@@ -271,6 +271,16 @@ fn measure(args: &Args, variant: Variant) -> anyhow::Result<Figures> {
             colds.push(cold_sync(args, variant)?);
         }
     }
+    let secs = |d: &Duration| format!("{:.2}", d.as_secs_f64());
+    println!(
+        "iptables-{}: cold syncs (their restores) {} s; plain restores {} s",
+        variant.as_str(),
+        (colds.iter())
+            .map(|(c, r)| format!("{} ({})", secs(c), secs(r)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plains.iter().map(secs).collect::<Vec<_>>().join(", ")
+    );
     let ((cold, cold_restore), plain_restore) = (median(colds), median(plains));
     let vip = SocketAddr::new(Ipv4Addr::from(0x0a60_0000 + traffic).into(), 80);
     let rates = bed.rates(args.connections, vip)?;
