@@ -27,9 +27,9 @@ use crate::config::IptConfig;
 use crate::dump::Dump;
 use crate::exec::{ExecError, Iptables};
 use crate::jumps::{CANARY_TABLES, Missing};
-use crate::names::{KUBE_PROXY_CANARY, is_service_chain};
-use crate::render::{Rendered, Rules, Scope, render};
-use crate::rule::Rule;
+use crate::names::KUBE_PROXY_CANARY;
+use crate::render::{Rendered, Scope, render};
+use crate::stream::FullSync;
 
 /// How often the canary chain is looked for (kube-proxy: its sync period).
 pub const CANARY_PERIOD: Duration = Duration::from_secs(10);
@@ -159,9 +159,8 @@ impl Written {
     }
 }
 
-/// Frees a large rendering on a thread of its own: at 10,000 Services a full sync's rules
-/// are 110,000 strings, and freeing them one by one on the sync's path is a tenth of what
-/// the proxy adds to the restore's own time.
+/// Frees the tables a full sync read back on a thread of its own: at 10,000 Services they
+/// are 110,000 strings, freed while the sync goes on.
 fn free_in_background<T: Send + 'static>(big: T) {
     let spawned = std::thread::Builder::new()
         .name("ipt-free".into())
@@ -215,39 +214,33 @@ impl<I: Iptables> PerFamily<I> {
             )
         })?;
         let missing = Missing::in_tables(&self.cfg, &kernel);
-        let mut rendered = render(&self.cfg, snap, Scope::All, &[]);
-        let existing = kernel
-            .table("nat")
-            .map(|t| t.chains.as_slice())
-            .unwrap_or_default();
-        // A full sync declares every chain in use (see `render`): what it does not declare
-        // is stale. No set of the 50,000 names in use is built.
-        rendered.stale = (existing.iter())
-            .filter(|c| is_service_chain(&c.name) && rendered.nat.rules(&c.name).is_none())
-            .map(|c| c.name.clone())
-            .collect();
-        let unchanged: BTreeSet<String> = (existing.iter())
-            .filter(|c| {
-                is_service_chain(&c.name) && same_rules(&c.rules, rendered.nat.rules(&c.name))
-            })
-            .map(|c| c.name.clone())
-            .collect();
-        rendered.skipped_nat_rules += rendered.nat.leave_out(&unchanged);
-        let text = rendered.text_with(&missing);
-        let written = Written::of(&rendered);
-        let active = std::mem::take(&mut rendered.active);
-        let stale = rendered.stale.len();
-        // The rules are in `text` now; they are freed while the restore runs.
-        free_in_background((rendered, kernel, saved));
-        self.ipt.restore(&text).map_err(apply_err)?;
-        self.programmed = Some(active);
+        // Rendered chunk by chunk into the program while it reads (see `stream`).
+        let mut sync = FullSync::new(&self.cfg, snap, &kernel, &missing);
+        let restored = self.ipt.restore_with(&mut |out| sync.write(out));
+        let done = sync.done.take();
+        drop(sync);
+        // The dump is freed while the next steps run.
+        free_in_background((kernel, saved));
+        restored.map_err(apply_err)?;
+        let done = done.ok_or_else(|| {
+            BackendError::apply(
+                ProxyMode::Iptables,
+                Outcome::Unknown,
+                "the restore input was not written whole",
+            )
+        })?;
+        self.programmed = Some(done.active);
         tracing::debug!(
             family = ?self.cfg.family,
-            unchanged = unchanged.len(),
-            stale,
+            skipped_nat_rules = done.skipped_nat,
+            stale = done.stale,
             "iptables full sync"
         );
-        Ok(written)
+        Ok(Written {
+            filter: done.filter,
+            nat: done.nat,
+            skipped_nat: done.skipped_nat,
+        })
     }
 
     /// A partial sync: the top-level chains and the chains of the Services in `changes`.
@@ -269,21 +262,6 @@ impl<I: Iptables> PerFamily<I> {
         self.programmed = Some(std::mem::take(&mut rendered.active));
         Ok(Written::of(&rendered))
     }
-}
-
-/// Whether the kernel's rules of a chain are the rendered ones (both read canonically).
-fn same_rules(kernel: &[String], rendered: Option<Rules<'_>>) -> bool {
-    let Some(rendered) = rendered else {
-        return false;
-    };
-    kernel.len() == rendered.len()
-        && kernel
-            .iter()
-            .zip(rendered.iter())
-            .all(|(k, r)| match (Rule::parse(k), Rule::parse(r)) {
-                (Ok(k), Ok(r)) => k == r,
-                _ => false,
-            })
 }
 
 impl<I: Iptables, C: ConntrackCleaner> Backend for IptablesBackend<I, C> {

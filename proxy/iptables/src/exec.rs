@@ -5,7 +5,7 @@
 //! [`Iptables`] is the chokepoint; [`Exec`] runs the programs, `FakeIptables` (tests)
 //! keeps the tables in memory with iptables-restore's `--noflush` semantics.
 
-use std::io::Write as _;
+use std::io::{self, BufWriter, Write};
 use std::process::{Command, Stdio};
 
 use sluice_model::service::IpFamily;
@@ -64,11 +64,26 @@ impl ExecError {
     }
 }
 
+/// What writes a restore input.
+pub type Writes<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
+
 /// The iptables programs of one family.
 pub trait Iptables: Send {
     /// `iptables-restore --noflush --counters` of `input`: chains declared in it are
     /// flushed (created if missing) and refilled, others are left alone.
     fn restore(&mut self, input: &str) -> Result<(), ExecError>;
+
+    /// [`Self::restore`] of the input `write` writes, while the program reads it: a large
+    /// input is made while the program parses what came before. By default it is made
+    /// first, then restored.
+    fn restore_with(&mut self, write: &mut Writes<'_>) -> Result<(), ExecError> {
+        let mut input = Vec::new();
+        write(&mut input).map_err(|source| ExecError::Spawn {
+            program: "iptables-restore (its input)".into(),
+            source,
+        })?;
+        self.restore(&String::from_utf8_lossy(&input))
+    }
 
     /// `iptables-save -t TABLE`.
     fn save(&mut self, table: &str) -> Result<String, ExecError>;
@@ -177,6 +192,22 @@ impl Exec {
     }
 
     fn exec(&self, suffix: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ExecError> {
+        match stdin {
+            Some(input) => {
+                self.exec_with(suffix, args, Some(&mut |w| w.write_all(input.as_bytes())))
+            }
+            None => self.exec_with(suffix, args, None),
+        }
+    }
+
+    /// Runs the program, its stdin written by `stdin` while it runs. A program that fails
+    /// before reading all of it (a broken pipe) is reported by its own failure.
+    fn exec_with(
+        &self,
+        suffix: &str,
+        args: &[&str],
+        stdin: Option<&mut Writes<'_>>,
+    ) -> Result<String, ExecError> {
         let program = self.program(suffix);
         let spawn = |source| ExecError::Spawn {
             program: program.clone(),
@@ -193,11 +224,14 @@ impl Exec {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn)?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).map_err(spawn)?;
+        let mut written = Ok(());
+        if let (Some(write), Some(pipe)) = (stdin, child.stdin.take()) {
+            let mut pipe = BufWriter::with_capacity(1 << 16, pipe);
+            written = write(&mut pipe).and_then(|()| pipe.flush());
         }
         let out = child.wait_with_output().map_err(spawn)?;
         if out.status.success() {
+            written.map_err(spawn)?;
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -248,6 +282,12 @@ impl Iptables for Exec {
         let mut args = WAIT.to_vec();
         args.extend(["--noflush", "--counters"]);
         self.exec("-restore", &args, Some(input)).map(drop)
+    }
+
+    fn restore_with(&mut self, write: &mut Writes<'_>) -> Result<(), ExecError> {
+        let mut args = WAIT.to_vec();
+        args.extend(["--noflush", "--counters"]);
+        self.exec_with("-restore", &args, Some(write)).map(drop)
     }
 
     fn save(&mut self, table: &str) -> Result<String, ExecError> {

@@ -14,6 +14,7 @@ pub mod leftovers;
 pub mod names;
 pub mod render;
 pub mod rule;
+mod stream;
 mod sysctl;
 mod tracer;
 

@@ -19,7 +19,6 @@ use sluice_model::service::{Endpoint, IpFamily, ServiceName, ServicePort};
 use sluice_proxy_core::Snapshot;
 
 use crate::config::{IptConfig, NFACCT_INVALID, NFACCT_LOCALHOST};
-use crate::jumps::Missing;
 use crate::names::*;
 
 /// Endpoints above which per-endpoint comments are dropped (kube-proxy's large-cluster
@@ -52,7 +51,7 @@ impl Scope<'_> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableOut {
     /// Each declared chain with its rules, in declaration order.
-    chains: Vec<ChainOut>,
+    pub(crate) chains: Vec<ChainOut>,
     /// (A fast hash, seeded per map: the names are mostly sha256 digests, and hashing them
     /// was a tenth of the rendering with the default one.)
     index: foldhash::HashMap<String, usize>,
@@ -60,39 +59,15 @@ pub struct TableOut {
 
 /// A declared chain and its rules (`-A …` lines, each ending in a newline).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct ChainOut {
-    name: String,
-    text: String,
-    rules: usize,
-}
-
-/// The rules rendered for one chain.
-#[derive(Clone, Copy, Debug)]
-pub struct Rules<'a> {
-    text: &'a str,
-    count: usize,
-}
-
-impl<'a> Rules<'a> {
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// None.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Each rule, without its newline.
-    pub fn iter(&self) -> std::str::Lines<'a> {
-        self.text.lines()
-    }
+pub(crate) struct ChainOut {
+    pub(crate) name: String,
+    pub(crate) text: String,
+    pub(crate) rules: usize,
 }
 
 impl TableOut {
     /// The position of `chain`, declaring it.
-    fn declare(&mut self, chain: &str) -> usize {
+    pub(crate) fn declare(&mut self, chain: &str) -> usize {
         if let Some(last) = self.chains.last()
             && last.name == chain
         {
@@ -127,34 +102,8 @@ impl TableOut {
         self.chains.iter().map(|c| c.name.as_str())
     }
 
-    /// The rules of `chain`, if declared.
-    pub fn rules(&self, chain: &str) -> Option<Rules<'_>> {
-        (self.index.get(chain)).map(|&i| Rules {
-            text: &self.chains[i].text,
-            count: self.chains[i].rules,
-        })
-    }
-
-    /// Leaves out the chains `unchanged` names (neither declared nor written); how many
-    /// rules they had.
-    pub fn leave_out(&mut self, unchanged: &BTreeSet<String>) -> usize {
-        if unchanged.is_empty() {
-            return 0;
-        }
-        let mut skipped = 0;
-        self.chains.retain(|c| {
-            let out = unchanged.contains(&c.name);
-            skipped += if out { c.rules } else { 0 };
-            !out
-        });
-        self.index = (self.chains.iter().enumerate())
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
-        skipped
-    }
-
     /// Appends `other`'s chains: rules of a chain both have go after this one's.
-    fn append(&mut self, other: TableOut) {
+    pub(crate) fn append(&mut self, other: TableOut) {
         for c in other.chains {
             let i = self.declare(&c.name);
             self.chains[i].text.push_str(&c.text);
@@ -173,7 +122,7 @@ impl TableOut {
     }
 
     /// Every rule, chain by chain, as the restore input holds them.
-    fn write_rules(&self, out: &mut String) {
+    pub(crate) fn write_rules(&self, out: &mut String) {
         for c in &self.chains {
             out.push_str(&c.text);
         }
@@ -201,30 +150,11 @@ impl Rendered {
     /// The `iptables-restore --noflush` input: every chain rendered, then the stale chains'
     /// deletions.
     pub fn text(&self) -> String {
-        self.text_with(&Missing::default())
-    }
-
-    /// [`Rendered::text`] with what a full sync found missing outside its chains: canary
-    /// chains declared, jumps inserted after the chains they lead to (a `mangle` section
-    /// only when it lacks something).
-    pub(crate) fn text_with(&self, missing: &Missing) -> String {
         let mut out = String::with_capacity(64 * (self.filter.len() + self.nat.len()) + 64);
-        let mangle = TableOut::default();
-        for (table, t) in [
-            ("mangle", &mangle),
-            ("filter", &self.filter),
-            ("nat", &self.nat),
-        ] {
-            let (canary, jumps) = missing.of_table(table);
-            if table == "mangle" && !canary && jumps.is_empty() {
-                continue;
-            }
+        for (table, t) in [("filter", &self.filter), ("nat", &self.nat)] {
             let _ = writeln!(out, "*{table}");
             for c in t.order() {
                 let _ = writeln!(out, ":{c} - [0:0]");
-            }
-            if canary {
-                let _ = writeln!(out, ":{KUBE_PROXY_CANARY} - [0:0]");
             }
             if table == "nat" {
                 for c in &self.stale {
@@ -237,10 +167,6 @@ impl Rendered {
                     let _ = writeln!(out, "-X {c}");
                 }
             }
-            for j in jumps {
-                out.push_str(j);
-                out.push('\n');
-            }
             out.push_str("COMMIT\n");
         }
         out
@@ -249,10 +175,10 @@ impl Rendered {
 
 /// The two tables being written.
 #[derive(Default)]
-struct Buffers {
-    filter: TableOut,
-    nat: TableOut,
-    n_skipped: usize,
+pub(crate) struct Buffers {
+    pub(crate) filter: TableOut,
+    pub(crate) nat: TableOut,
+    pub(crate) n_skipped: usize,
 }
 
 /// Where one Service port's nat chains and rules go: the nat table, or (a partial sync of an
@@ -312,11 +238,7 @@ fn render_split(
 ) -> Rendered {
     let mut b = Buffers::default();
     top_level(cfg, &mut b);
-    let total: usize = snap
-        .service_ports()
-        .map(|p| snap.endpoints(&p.name).len())
-        .sum();
-    let large = total > LARGE_CLUSTER_ENDPOINTS;
+    let large = large_cluster(snap);
     let ports: Vec<&ServicePort> = snap.service_ports().collect();
     let half = ports.len() / 2;
     let mut active = Vec::new();
@@ -352,16 +274,25 @@ fn render_split(
     }
 }
 
+/// kube-proxy's large-cluster mode: more endpoints than [`LARGE_CLUSTER_ENDPOINTS`].
+pub(crate) fn large_cluster(snap: &Snapshot) -> bool {
+    let total: usize = snap
+        .service_ports()
+        .map(|p| snap.endpoints(&p.name).len())
+        .sum();
+    total > LARGE_CLUSTER_ENDPOINTS
+}
+
 /// Service ports per render thread below which one thread renders them all.
 const PARALLEL_PORTS: usize = 1000;
 
 /// Each Service's chains, collected in the order the ports come and made a map at the end
 /// (no map lookup per port).
-type Active = Vec<(ServiceName, BTreeSet<String>)>;
+pub(crate) type Active = Vec<(ServiceName, BTreeSet<String>)>;
 
 /// Renders `ports` into `b`, recording each Service's chains in `active` (a Service's ports
 /// are consecutive in a snapshot; [`by_service`] merges any that are not).
-fn render_ports(
+pub(crate) fn render_ports(
     cfg: &IptConfig,
     snap: &Snapshot,
     scope: Scope<'_>,
@@ -391,7 +322,7 @@ fn render_ports(
 
 /// `active` as a map: sorted (already, but for Services whose ports were not consecutive),
 /// merged, then built in bulk.
-fn by_service(mut active: Active) -> BTreeMap<ServiceName, BTreeSet<String>> {
+pub(crate) fn by_service(mut active: Active) -> BTreeMap<ServiceName, BTreeSet<String>> {
     active.sort_by(|a, b| a.0.cmp(&b.0));
     let mut merged: Active = Vec::with_capacity(active.len());
     for (service, chains) in active {
@@ -405,7 +336,7 @@ fn by_service(mut active: Active) -> BTreeMap<ServiceName, BTreeSet<String>> {
 
 /// The chain lines of the top-level chains, KUBE-POSTROUTING, KUBE-MARK-MASQ and (IPv4 with
 /// localhost NodePorts) KUBE-FIREWALL.
-fn top_level(cfg: &IptConfig, b: &mut Buffers) {
+pub(crate) fn top_level(cfg: &IptConfig, b: &mut Buffers) {
     for chain in [
         KUBE_SERVICES,
         KUBE_EXTERNAL_SERVICES,
@@ -447,7 +378,7 @@ fn top_level(cfg: &IptConfig, b: &mut Buffers) {
 }
 
 /// The nodeports tail rule(s) of nat KUBE-SERVICES and the KUBE-FORWARD rules.
-fn tail(cfg: &IptConfig, b: &mut Buffers) {
+pub(crate) fn tail(cfg: &IptConfig, b: &mut Buffers) {
     let comment = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the \
                    last rule in this chain\"";
     match &cfg.nodeport_addresses {

@@ -1,5 +1,6 @@
 //! Above 1,000 Service ports per half, the rendering runs on two threads; its restore input
-//! must be the one-thread rendering's, line for line, for full and partial syncs.
+//! must be the one-thread rendering's, line for line, for full and partial syncs. A full
+//! sync streams its input; what it programs must be what the buffered text programs.
 
 mod common;
 
@@ -7,8 +8,13 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use common::{fake_config, state_of};
+use sluice_conntrack::NoConntrack;
+use sluice_model::service::IpFamily;
 use sluice_model::service::ServiceName;
-use sluice_proxy_iptables::{Scope, render, render_one_pass};
+use sluice_proxy_core::backend::Backend as _;
+use sluice_proxy_iptables::{
+    FakeIptables, Iptables as _, IptablesBackend, Scope, render, render_one_pass,
+};
 
 /// `n` Services of every kind the renderer treats differently: ClusterIP, NodePort with
 /// external IPs, no endpoints, two ports, session affinity.
@@ -73,5 +79,34 @@ fn two_threads_render_what_one_does() {
         assert!(two.nat.len() > 10_000 || matches!(scope, Scope::Only(_)));
         assert_eq!(two.text(), one.text(), "{scope:?}");
         assert_eq!(two, one, "{scope:?}");
+    }
+}
+
+/// A full sync writes its input chunk by chunk while the program reads it, in another
+/// order than the buffered text (each chunk's chains declared where they start, the
+/// top-level chains' rules last, nat before filter); the tables it leaves must be the
+/// buffered text's, chain for chain and rule for rule, in the same order.
+#[test]
+fn a_streamed_full_sync_programs_what_the_buffered_text_does() {
+    let mut state = state_of(&cluster(2_600));
+    let (snap, changes) = state.sync();
+    assert!(changes.full);
+    let mut buffered = FakeIptables::new();
+    let text = render(&fake_config(), &snap, Scope::All, &[]).text();
+    buffered.restore(&text).unwrap();
+    let mut backend = IptablesBackend::new([(FakeIptables::new(), fake_config())], NoConntrack);
+    backend.apply(&snap, &changes).unwrap();
+    let streamed = backend.iptables(IpFamily::V4).unwrap();
+    let ours = |fake: &mut FakeIptables, table: &str| -> Vec<String> {
+        (fake.save(table).unwrap().lines())
+            .filter(|l| l.starts_with(":KUBE-") || l.starts_with("-A KUBE-"))
+            .filter(|l| !l.contains("KUBE-PROXY-CANARY"))
+            .map(str::to_owned)
+            .collect()
+    };
+    for table in ["filter", "nat"] {
+        let (want, got) = (ours(&mut buffered, table), ours(streamed, table));
+        assert!(want.len() > 100, "{table}: {}", want.len());
+        assert_eq!(got, want, "{table}");
     }
 }
