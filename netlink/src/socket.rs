@@ -34,6 +34,9 @@ pub struct Answer {
     pub seq: u32,
     pub errno: i32,
     pub detail: Option<String>,
+    /// The request as the kernel echoed it back with a refusal (`nlmsghdr` first); empty for
+    /// acknowledgements. ipset writes the failing member's line number into it.
+    pub echo: Vec<u8>,
 }
 
 /// A netlink socket, bound in the network namespace of the thread that opened it.
@@ -245,9 +248,14 @@ fn answer(m: &Msg<'_>) -> Answer {
     } else {
         None
     };
+    let echo = match err {
+        0 => Vec::new(),
+        _ => p.get(4..).unwrap_or(&[]).to_vec(),
+    };
     Answer {
         seq: m.seq,
         errno: -err,
         detail,
+        echo,
     }
 }
