@@ -1,6 +1,6 @@
 //! `--proxy-mode ipvs`: virtual servers over generic netlink, addresses on `kube-ipvs0`, set
-//! members through `ipset restore`, and a fixed iptables ruleset through the iptables mode's
-//! restore machinery.
+//! members as `ipset restore` text through the `Ipset` seam (ipset's netlink protocol on a
+//! real host), and a fixed iptables ruleset through the iptables mode's restore machinery.
 //!
 //! A full sync reads IPVS, the link's addresses and the sets back and changes only what
 //! differs (a restart adopts what is there, drift is repaired); a partial sync changes only

@@ -1,5 +1,5 @@
-//! The backend on a real host: IPVS and rtnetlink opened in the current namespace, the
-//! `ipset` program, and iptables of the variant the host uses (`--iptables-variant`; inside
+//! The backend on a real host: IPVS, rtnetlink and ipset's netlink protocol opened in the
+//! current namespace (the `ipset` program where the kernel refuses that protocol), and iptables of the variant the host uses (`--iptables-variant`; inside
 //! User-Mode Linux only `legacy` works: that kernel has no nf_tables for `ip` tables).
 
 use sluice_proxy_core::backend::{BackendError, BackendOptions, ProxyMode};
@@ -8,15 +8,15 @@ use sluice_proxy_iptables::{Exec, Variant};
 use crate::backend::IpvsBackend;
 use crate::ipvs::KernelIpvs;
 use crate::link::KernelVips;
+use crate::nlset::KernelIpset;
 use crate::render::IpvsConfig;
-use crate::sets::ExecIpset;
 
 /// The IPVS backend over the kernel.
-pub type KernelIpvsBackend = IpvsBackend<KernelIpvs, KernelVips, ExecIpset, Exec>;
+pub type KernelIpvsBackend = IpvsBackend<KernelIpvs, KernelVips, KernelIpset, Exec>;
 
 impl KernelIpvsBackend {
-    /// Opens IPVS (an error when the kernel has none, as kube-proxy exits then), rtnetlink
-    /// and the iptables programs.
+    /// Opens IPVS (an error when the kernel has none, as kube-proxy exits then), rtnetlink,
+    /// ipset over netlink and the iptables programs.
     pub fn open(opts: &BackendOptions) -> Result<Self, BackendError> {
         let fail =
             |what: &str, source: Box<dyn std::error::Error + Send + Sync>| BackendError::Open {
@@ -44,7 +44,7 @@ impl KernelIpvsBackend {
                 .map_err(|e| fail("iptables", e.into()))?;
             families.push((exec, IpvsConfig::of(opts, *family)));
         }
-        Ok(IpvsBackend::new(ipvs, vips, ExecIpset, families)
+        Ok(IpvsBackend::new(ipvs, vips, KernelIpset::open(), families)
             .with_random_fully(random_fully)
             .with_strict_arp(opts.ipvs.strict_arp)
             .with_timeouts(opts.ipvs.timeouts))
@@ -90,6 +90,6 @@ pub fn read_programmed(family: sluice_model::service::IpFamily) -> Option<crate:
     all.vips = (vips.addresses().ok()?.into_iter())
         .filter(|ip| family.contains(ip))
         .collect();
-    all.sets = crate::sets::parse_save(&ExecIpset.save().ok()?, family);
+    all.sets = crate::sets::parse_save(&KernelIpset::open().save().ok()?, family);
     (!all.sets.is_empty() || !all.servers.is_empty()).then_some(all)
 }

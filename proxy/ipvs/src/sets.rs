@@ -1,12 +1,11 @@
 //! kube-proxy's IPVS-mode ipsets: names, types, members, and the one chokepoint that writes
-//! them ([`Ipset`]: `ipset restore` through [`ExecIpset`], or [`FakeIpset`]).
+//! them ([`Ipset`]: `ipset restore -exist` text in, `ipset save` text out).
 //!
-//! Why `ipset restore` and not ipset's netlink protocol by hand: a sync's changes to every
-//! set go to the kernel as one process run (one fork+exec per sync that changes members,
-//! none otherwise), the text is what operators read with `ipset save`, and it is what
-//! kube-proxy itself does. A netlink client would save that one process per changing sync
-//! (~1–2 ms); the member churn of a sync is small either way. Not measured against a netlink
-//! implementation yet (see the crate README).
+//! The seam speaks the program's text so that its implementations are interchangeable and
+//! what it writes is what operators read with `ipset save`: [`crate::nlset::NetlinkIpset`]
+//! (ipset's netlink protocol, what the backend uses: 5–12× cheaper per sync than the program,
+//! see the crate README), [`ExecIpset`] (the `ipset` program, as kube-proxy; the fallback
+//! where the kernel refuses the netlink protocol) and [`FakeIpset`] for tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_model::service::IpFamily;
-use sluice_proxy_ipvs::nlset::{NlIpsetError, Refusal};
+use sluice_proxy_ipvs::nlset::{KernelIpset, NlIpsetError, Refusal};
 use sluice_proxy_ipvs::sets::{self, Entries};
 use sluice_proxy_ipvs::{ExecIpset, Ipset, NetlinkIpset};
 use sluice_testbed::{NetNs, require_root};
@@ -166,6 +166,7 @@ fn refusals_come_back_typed_with_their_line() {
             let clash = nl.apply("create T hash:ip,port family inet hashsize 64 maxelem 1\n");
             let missing = nl.apply("add NOT-THERE 10.0.0.1\n");
             let garbage = nl.apply("create T hash:ip family inet\nadd T 10.0.0\n");
+            assert!(matches!(KernelIpset::open(), KernelIpset::Netlink(_)));
             Ok::<_, NlIpsetError>((full, clash, missing, garbage))
         })
         .unwrap()
@@ -201,4 +202,109 @@ fn refusals_come_back_typed_with_their_line() {
         ns.exec(["ipset", "save"]).unwrap().matches("add T").count(),
         1
     );
+}
+
+/// A full sync's set work as the backend does it: `create -exist` of every set, `ipset save`,
+/// and the differences (if any) in one restore.
+fn full_sync(ipset: &mut dyn Ipset, want: &Entries) {
+    ipset.restore(&sets::creates(IpFamily::V4)).unwrap();
+    let have = sets::parse_save(&ipset.save().unwrap(), IpFamily::V4);
+    let delta = sets::delta(want, &have, IpFamily::V4);
+    if !delta.is_empty() {
+        ipset.restore(&delta).unwrap();
+    }
+}
+
+/// A partial sync's: the differences against what the last sync programmed.
+fn partial_sync(ipset: &mut dyn Ipset, want: &Entries, last: &Entries) {
+    let delta = sets::delta(want, last, IpFamily::V4);
+    if !delta.is_empty() {
+        ipset.restore(&delta).unwrap();
+    }
+}
+
+const SERVICES: usize = 10_000;
+const NODE_PORTS: usize = 2_000;
+const ROUNDS: usize = 7;
+
+/// 10,000 ClusterIP Services, 2,000 of them NodePorts.
+fn cluster(extra: Option<usize>) -> Entries {
+    let mut e = Entries::new();
+    let ip = |i: usize| {
+        format!(
+            "10.{}.{}.{},tcp:80",
+            96 + i / 62_500,
+            i / 250 % 250,
+            i % 250 + 1
+        )
+    };
+    for i in 0..SERVICES {
+        sets::add(&mut e, sets::CLUSTER_IP, ip(i));
+    }
+    for p in 0..NODE_PORTS {
+        sets::add(&mut e, sets::NODE_PORT_TCP, (30_000 + p).to_string());
+    }
+    if let Some(i) = extra {
+        sets::add(&mut e, sets::CLUSTER_IP, ip(i));
+    }
+    e
+}
+
+/// One round of the three cases: cold fill (full sync into no sets), one member changed
+/// (partial sync, then the same change by a full sync), nothing changed (full sync).
+fn round(ipset: &mut dyn Ipset) -> [Duration; 4] {
+    for (set, _) in sets::ALL {
+        ipset.destroy(set).unwrap();
+    }
+    let (base, one) = (cluster(None), cluster(Some(SERVICES)));
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let cold = time(&mut || full_sync(ipset, &base));
+    let partial = time(&mut || partial_sync(ipset, &one, &base));
+    let full_one = time(&mut || full_sync(ipset, &base));
+    let nothing = time(&mut || full_sync(ipset, &base));
+    [cold, partial, full_one, nothing]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "cost figures; run with --ignored --nocapture (in --release)"]
+fn cost_against_ipset_restore() {
+    require_root();
+    let (a, b) = (
+        NetNs::new("ipset-cost-exec").unwrap(),
+        NetNs::new("ipset-cost-nl").unwrap(),
+    );
+    let (mut program, mut netlink) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        program.push(a.run(|| round(&mut ExecIpset)).unwrap());
+        netlink.push(b.run(|| round(&mut NetlinkIpset::open().unwrap())).unwrap());
+    }
+    let cases = [
+        "(a) cold fill, 10,000 ClusterIPs + 2,000 node ports (full sync)",
+        "(b) one member changed, partial sync",
+        "(b') one member changed, full sync",
+        "(c) nothing changed, full sync",
+    ];
+    println!("| case | ipset restore (ms) | netlink (ms) | restore / netlink |");
+    println!("|---|---:|---:|---:|");
+    for (i, case) in cases.iter().enumerate() {
+        let p = median(program.iter().map(|r| r[i]).collect());
+        let n = median(netlink.iter().map(|r| r[i]).collect());
+        println!(
+            "| {case} | {:.2} | {:.2} | {:.1}× |",
+            p.as_secs_f64() * 1e3,
+            n.as_secs_f64() * 1e3,
+            p.as_secs_f64() / n.as_secs_f64()
+        );
+    }
+    // Both programmed the same thing.
+    assert!(differences(&saved(&a), &saved(&b)).is_empty());
 }
