@@ -116,6 +116,9 @@ fn ipvs_mode_serves_clusterip_and_nodeport_in_a_guest_kernel() {
         "{}",
         proxy.logs()
     );
+    // The sets went over ipset's netlink protocol, not the `ipset` program (the fallback).
+    let logs = proxy.logs();
+    assert!(!logs.contains("ipset over netlink unavailable"), "{logs}");
     // kube-proxy's IPVS-mode iptables metrics.
     let metrics = sh(n1.ns(), "curl -s http://127.0.0.1:10249/metrics");
     assert!(

@@ -8,7 +8,7 @@ use sluice_netlink::NetlinkError;
 /// What the kernel's ipset refused, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("ipset protocol error (the kernel does not speak protocol {min}-{max})", min = super::wire::PROTOCOL_MIN, max = super::wire::PROTOCOL)]
+    #[error("ipset protocol error (the kernel speaks none of protocols {min}-{max})", min = super::wire::PROTOCOL_MIN, max = super::wire::PROTOCOL)]
     Protocol,
     #[error("set type not supported by the kernel")]
     FindType,
@@ -98,7 +98,11 @@ pub enum NlIpsetError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     /// The kernel refused a command on a set (line: the restore line of the failing member).
-    #[error("{op} {set}{}: {refusal}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    #[error(
+        "{op}{}{}: {refusal}",
+        if set.is_empty() { String::new() } else { format!(" {set}") },
+        line.map(|l| format!(" (line {l})")).unwrap_or_default()
+    )]
     Refused {
         op: &'static str,
         set: String,

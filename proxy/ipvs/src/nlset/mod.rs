@@ -76,6 +76,8 @@ pub struct NetlinkIpset {
     types: HashMap<String, SetType>,
     /// The kernel's newest revision per (type, family).
     revisions: HashMap<(String, u8), u8>,
+    /// The protocol spoken: ours, or the kernel's if older ([`NetlinkIpset::probe`]).
+    protocol: u8,
 }
 
 impl std::fmt::Debug for NetlinkIpset {
@@ -111,12 +113,15 @@ impl NetlinkIpset {
             sock: Socket::open(NETLINK_NETFILTER)?,
             types: HashMap::new(),
             revisions: HashMap::new(),
+            protocol: PROTOCOL,
         })
     }
 
-    /// Asks the kernel whether it speaks our protocol (`IPSET_CMD_PROTOCOL`); refused with
-    /// [`Refusal::Protocol`] by a kernel older than protocol 6, or at all without ip_set.
+    /// Asks the kernel which protocols it speaks (`IPSET_CMD_PROTOCOL`) and settles on the
+    /// newest both speak; [`Refusal::Protocol`] when there is none (a kernel older than
+    /// protocol 6), or an error when the kernel has no ip_set at all.
     pub fn probe(&mut self) -> Result<(), NlIpsetError> {
+        let mut range = None;
         self.sock
             .request::<NetlinkError>(
                 "ipset protocol",
@@ -124,10 +129,27 @@ impl NetlinkIpset {
                 NFPROTO_IPV4,
                 false,
                 |w| w.u8(ATTR_PROTOCOL, PROTOCOL),
-                |_| Ok(()),
+                |m| {
+                    let a = m.attrs();
+                    let byte = |ty| a.get(ty).and_then(|b| b.first().copied());
+                    range = byte(ATTR_PROTOCOL)
+                        .map(|max| (byte(ATTR_PROTOCOL_MIN).unwrap_or(max), max));
+                    Ok(())
+                },
             )
-            .map(drop)
-            .map_err(|e| refused("protocol", "", None, e))
+            .map_err(|e| refused("protocol", "", None, e))?;
+        match range {
+            Some((min, max)) if min <= PROTOCOL && max >= PROTOCOL_MIN => {
+                self.protocol = max.min(PROTOCOL);
+                Ok(())
+            }
+            _ => Err(NlIpsetError::Refused {
+                op: "protocol",
+                set: String::new(),
+                line: None,
+                refusal: Refusal::Protocol,
+            }),
+        }
     }
 
     /// Applies `ipset restore -exist` text.
@@ -197,6 +219,7 @@ impl NetlinkIpset {
 
     /// Writes `op`'s messages, numbering them from `seq`; returns how many.
     fn write_op(&self, w: &mut Writer, op: &Op<'_>, seq: &mut u32) -> usize {
+        let proto = self.protocol;
         let flags = NLM_F_REQUEST | NLM_F_ACK;
         match op {
             Op::Create {
@@ -209,7 +232,7 @@ impl NetlinkIpset {
             } => {
                 let start = w.begin_msg(msg_type(CMD_CREATE), flags, *seq, NFPROTO_IPV4, 0);
                 *seq += 1;
-                w.u8(ATTR_PROTOCOL, PROTOCOL);
+                w.u8(ATTR_PROTOCOL, proto);
                 w.str(ATTR_SETNAME, name);
                 w.str(ATTR_TYPENAME, typename);
                 w.u8(
@@ -238,7 +261,7 @@ impl NetlinkIpset {
                 for chunk in members.chunks(CHUNK) {
                     let start = w.begin_msg(msg_type(*cmd), flags, *seq, NFPROTO_IPV4, 0);
                     *seq += 1;
-                    w.u8(ATTR_PROTOCOL, PROTOCOL);
+                    w.u8(ATTR_PROTOCOL, proto);
                     w.str(ATTR_SETNAME, name);
                     // The kernel writes a failing member's line here in its refusal.
                     w.bytes(ATTR_LINENO, &0u32.to_ne_bytes());
@@ -302,6 +325,7 @@ impl NetlinkIpset {
 
     /// A set's type: known, or asked of the kernel (`IPSET_CMD_HEADER`).
     fn kind_of(&mut self, name: &str) -> Result<SetType, NlIpsetError> {
+        let proto = self.protocol;
         if let Some(t) = self.types.get(name) {
             return Ok(*t);
         }
@@ -313,7 +337,7 @@ impl NetlinkIpset {
                 NFPROTO_IPV4,
                 false,
                 |w| {
-                    w.u8(ATTR_PROTOCOL, PROTOCOL);
+                    w.u8(ATTR_PROTOCOL, proto);
                     w.str(ATTR_SETNAME, name);
                 },
                 |m| {
@@ -337,6 +361,7 @@ impl NetlinkIpset {
 
     /// The kernel's newest revision of `typename` for `family` (`IPSET_CMD_TYPE`), cached.
     fn revision(&mut self, typename: &str, family: u8) -> Result<u8, NlIpsetError> {
+        let proto = self.protocol;
         let key = (typename.to_owned(), family);
         if let Some(r) = self.revisions.get(&key) {
             return Ok(*r);
@@ -349,7 +374,7 @@ impl NetlinkIpset {
                 NFPROTO_IPV4,
                 false,
                 |w| {
-                    w.u8(ATTR_PROTOCOL, PROTOCOL);
+                    w.u8(ATTR_PROTOCOL, proto);
                     w.str(ATTR_TYPENAME, typename);
                     w.u8(ATTR_FAMILY, family);
                 },
@@ -377,6 +402,7 @@ impl NetlinkIpset {
 
     /// Every set as `ipset save` prints it.
     pub fn dump(&mut self) -> Result<String, NlIpsetError> {
+        let proto = self.protocol;
         let mut out = String::new();
         let mut current: Option<(String, Option<Kind>)> = None;
         let mut types = Vec::new();
@@ -385,7 +411,7 @@ impl NetlinkIpset {
             msg_type(CMD_SAVE),
             NFPROTO_IPV4,
             true,
-            |w| w.u8(ATTR_PROTOCOL, PROTOCOL),
+            |w| w.u8(ATTR_PROTOCOL, proto),
             |m| {
                 save_msg(&m, &mut current, &mut out, &mut types);
                 Ok(())
@@ -397,13 +423,14 @@ impl NetlinkIpset {
 
     /// Destroys set `name`; one that does not exist is fine.
     pub fn destroy_set(&mut self, name: &str) -> Result<(), NlIpsetError> {
+        let proto = self.protocol;
         let result = self.sock.request::<NetlinkError>(
             "ipset destroy",
             msg_type(CMD_DESTROY),
             NFPROTO_IPV4,
             false,
             |w| {
-                w.u8(ATTR_PROTOCOL, PROTOCOL);
+                w.u8(ATTR_PROTOCOL, proto);
                 w.str(ATTR_SETNAME, name);
             },
             |_| Ok(()),

@@ -30,6 +30,8 @@ pub(super) const ATTR_PROTOCOL: u16 = 1;
 pub(super) const ATTR_SETNAME: u16 = 2;
 pub(super) const ATTR_TYPENAME: u16 = 3;
 pub(super) const ATTR_REVISION: u16 = 4;
+/// In `IPSET_CMD_PROTOCOL`'s answer: the oldest protocol the kernel speaks.
+pub(super) const ATTR_PROTOCOL_MIN: u16 = 10;
 pub(super) const ATTR_FAMILY: u16 = 5;
 pub(super) const ATTR_DATA: u16 = 7;
 pub(super) const ATTR_ADT: u16 = 8;
