@@ -15,7 +15,7 @@ use sluice_proxy_core::{Changes, backend};
 use sluice_proxy_ebpf::KernelEbpf;
 use sluice_proxy_iptables::dump::Dump;
 use sluice_proxy_iptables::{Exec, Iptables, KernelIptables, Scope, Variant};
-use sluice_proxy_ipvs::KernelIpvsBackend;
+use sluice_proxy_ipvs::{KernelIpvsBackend, KernelVips};
 use sluice_proxy_nftables::{KernelNftables, NftConfig};
 
 /// The backend chosen by `--proxy-mode`.
@@ -214,14 +214,45 @@ fn remove_iptables_mode() -> Result<(), BackendError> {
     }
 }
 
-/// Starting in iptables mode: the IPVS mode's virtual servers, `kube-ipvs0`, sets and
-/// IPVS-only rules (nothing where the kernel has no IPVS).
+/// Starting in iptables mode: the IPVS mode's IPVS-only rules and, where `kube-ipvs0` shows
+/// that the IPVS mode ran in this namespace, its virtual servers, `kube-ipvs0` and sets.
+/// Without `kube-ipvs0` neither IPVS nor ipset is asked anything: a node that never ran the
+/// IPVS mode keeps its own IPVS services (a load balancer's, keepalived's) and does not load
+/// those kernel modules.
 fn remove_ipvs_mode() -> Result<(), BackendError> {
+    let ran = KernelVips::open()
+        .and_then(|mut v| v.exists())
+        .unwrap_or(false);
     for opts in ipvs_cleanup_options() {
+        if !ran {
+            remove_ipvs_rules(&opts)?;
+            continue;
+        }
         match Any::build(ProxyMode::Ipvs, &opts) {
             Ok(Any::Ipvs(mut b)) => b.remove_for_iptables_mode()?,
             Ok(_) | Err(BackendError::Open { .. }) => {}
             Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The IPVS mode's IPVS-only chains and the rules leading to them or matching its sets, in
+/// the variant `opts` names, both families.
+fn remove_ipvs_rules(opts: &BackendOptions) -> Result<(), BackendError> {
+    let variant = (opts.iptables_variant.as_deref())
+        .and_then(Variant::parse)
+        .unwrap_or(Variant::Legacy);
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let mut ipt = Exec::new(family, variant);
+        match sluice_proxy_ipvs::switch::remove_ipvs_rules(&mut ipt, family) {
+            Ok(r) if r != Default::default() => tracing::info!(
+                "removed the IPVS mode's {family:?} rules: chains {:?}, {} rules",
+                r.chains,
+                r.rules
+            ),
+            Ok(_) => {}
+            Err(e) => return Err(BackendError::cleanup(ProxyMode::Ipvs, e.to_string())),
         }
     }
     Ok(())

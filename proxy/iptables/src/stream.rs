@@ -157,7 +157,7 @@ impl<'a> FullSync<'a> {
         same_rules(&kernel.rules, chain.text.lines(), chain.rules)
     }
 
-    /// The kernel's chains of ours this sync did not declare, in the kernel's order.
+    /// The kernel's chains of ours this sync did not declare, by name.
     fn stale(&self) -> Vec<String> {
         let mut stale: Vec<&str> = (self.kernel.iter())
             .filter(|(_, (_, declared))| !declared)

@@ -136,6 +136,11 @@ impl KernelVips {
         })
     }
 
+    /// Whether `kube-ipvs0` exists (the IPVS mode ran in this namespace).
+    pub fn exists(&mut self) -> Result<bool, NetlinkError> {
+        self.index().map(|i| i.is_some())
+    }
+
     /// The link's index, `None` when it does not exist.
     fn index(&mut self) -> Result<Option<u32>, NetlinkError> {
         if let Some(i) = self.index {

@@ -119,6 +119,9 @@ pub enum NlIpsetError {
     /// Answers were missing: whether the writes took effect is unknown.
     #[error("{0}: not every request was answered; outcome unknown")]
     Unanswered(&'static str),
+    /// Every try of a dump was interrupted by a concurrent change.
+    #[error("ipset save: interrupted by concurrent changes {0} times")]
+    Interrupted(usize),
 }
 
 #[cfg(test)]

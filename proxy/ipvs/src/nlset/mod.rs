@@ -34,6 +34,8 @@ use crate::sets::{Ipset, IpsetError};
 /// Most members per ADD/DEL message (the ADT nest's length is 16 bits; an IPv6
 /// `hash:ip,port,net` member takes 84 bytes).
 pub const CHUNK: usize = 400;
+/// Tries of a dump the kernel marks interrupted.
+const DUMP_TRIES: usize = 3;
 /// `IPSET_CMD_PROTOCOL`: the kernel's protocol range.
 const CMD_PROTOCOL: u8 = 1;
 /// `IPSET_CMD_HEADER`: a set's type and family by name.
@@ -117,9 +119,10 @@ impl NetlinkIpset {
         })
     }
 
-    /// Asks the kernel which protocols it speaks (`IPSET_CMD_PROTOCOL`) and settles on the
-    /// newest both speak; [`Refusal::Protocol`] when there is none (a kernel older than
-    /// protocol 6), or an error when the kernel has no ip_set at all.
+    /// Asks the kernel which protocols it speaks (`IPSET_CMD_PROTOCOL`, asked in protocol
+    /// 7) and settles on the newest both speak; [`Refusal::Protocol`] when there is none, or
+    /// a kernel that refuses the question in protocol 7 (older than 7: then the `ipset`
+    /// program is used), or an error when the kernel has no ip_set at all.
     pub fn probe(&mut self) -> Result<(), NlIpsetError> {
         let mut range = None;
         self.sock
@@ -403,22 +406,29 @@ impl NetlinkIpset {
     /// Every set as `ipset save` prints it.
     pub fn dump(&mut self) -> Result<String, NlIpsetError> {
         let proto = self.protocol;
-        let mut out = String::new();
-        let mut current: Option<(String, Option<Kind>)> = None;
-        let mut types = Vec::new();
-        self.sock.request::<NlIpsetError>(
-            "ipset save",
-            msg_type(CMD_SAVE),
-            NFPROTO_IPV4,
-            true,
-            |w| w.u8(ATTR_PROTOCOL, proto),
-            |m| {
-                save_msg(&m, &mut current, &mut out, &mut types);
-                Ok(())
-            },
-        )?;
-        self.types.extend(types);
-        Ok(out)
+        // A dump the kernel marks interrupted (a set changed meanwhile) is repeated, not
+        // taken as complete.
+        for _ in 0..DUMP_TRIES {
+            let mut out = String::new();
+            let mut current: Option<(String, Option<Kind>)> = None;
+            let mut types = Vec::new();
+            let whole = self.sock.request::<NlIpsetError>(
+                "ipset save",
+                msg_type(CMD_SAVE),
+                NFPROTO_IPV4,
+                true,
+                |w| w.u8(ATTR_PROTOCOL, proto),
+                |m| {
+                    save_msg(&m, &mut current, &mut out, &mut types);
+                    Ok(())
+                },
+            )?;
+            if whole {
+                self.types.extend(types);
+                return Ok(out);
+            }
+        }
+        Err(NlIpsetError::Interrupted(DUMP_TRIES))
     }
 
     /// Destroys set `name`; one that does not exist is fine.
@@ -541,8 +551,12 @@ fn to_ipset_error(args: &str, e: NlIpsetError) -> IpsetError {
 
 impl Ipset for NetlinkIpset {
     fn restore(&mut self, input: &str) -> Result<(), IpsetError> {
-        self.apply(input)
-            .map_err(|e| to_ipset_error("restore -exist", e))
+        self.apply(input).map_err(|e| {
+            // A refused create may have left a type the kernel does not hold: forget what
+            // is known, the kernel is asked again.
+            self.types.clear();
+            to_ipset_error("restore -exist", e)
+        })
     }
     fn save(&mut self) -> Result<String, IpsetError> {
         self.dump().map_err(|e| to_ipset_error("save", e))
