@@ -376,7 +376,27 @@ fn switching_between_ipvs_and_iptables_modes_leaves_nothing_of_the_other() {
         );
     };
 
+    // A node that never ran the IPVS mode keeps its own IPVS services (a load balancer's,
+    // keepalived's) when iptables mode starts: no kube-ipvs0, nothing of IPVS touched.
+    sh(n1.ns(), "ipvsadm -A -t 10.99.0.1:80 -s rr");
+    let mut proxy = n1.ns().spawn(&proxy_cmd_in("iptables", d, &[])).unwrap();
+    serves(&proxy);
+    assert!(
+        sh(n1.ns(), "ipvsadm -Ln").contains("10.99.0.1:80"),
+        "{}",
+        proxy.logs()
+    );
+    quiet(&proxy);
+    proxy.stop();
+    sh(n1.ns(), "ipvsadm -D -t 10.99.0.1:80");
+
+    // (iptables mode's rules serve until the IPVS mode has synced: wait for its VIP.)
     let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
+    eventually(Duration::from_secs(20), || {
+        sh(n1.ns(), "ipvsadm -Ln")
+            .contains("10.96.0.10:80")
+            .then_some(())
+    });
     serves(&proxy);
     assert!(!ipvs_objects(n1.ns()).is_empty());
     proxy.stop();
