@@ -376,11 +376,23 @@ fn switching_between_ipvs_and_iptables_modes_leaves_nothing_of_the_other() {
         );
     };
 
+    // Starts `mode` and waits until `probe` shows `synced`, then until the ClusterIP serves
+    // (the other mode's rules may serve until this one has synced).
+    let start = |mode: &str, probe: &str, synced: &str| {
+        let proxy = n1.ns().spawn(&proxy_cmd_in(mode, d, &[])).unwrap();
+        eventually(Duration::from_secs(20), || {
+            sh(n1.ns(), probe).contains(synced).then_some(())
+        });
+        serves(&proxy);
+        proxy
+    };
+    let ipvs = || start("ipvs", "ipvsadm -Ln", "10.96.0.10:80");
+    let iptables = || start("iptables", "iptables-legacy-save -t nat", "-A KUBE-SVC-");
+
     // A node that never ran the IPVS mode keeps its own IPVS services (a load balancer's,
     // keepalived's) when iptables mode starts: no kube-ipvs0, nothing of IPVS touched.
     sh(n1.ns(), "ipvsadm -A -t 10.99.0.1:80 -s rr");
-    let mut proxy = n1.ns().spawn(&proxy_cmd_in("iptables", d, &[])).unwrap();
-    serves(&proxy);
+    let mut proxy = iptables();
     assert!(
         sh(n1.ns(), "ipvsadm -Ln").contains("10.99.0.1:80"),
         "{}",
@@ -390,57 +402,26 @@ fn switching_between_ipvs_and_iptables_modes_leaves_nothing_of_the_other() {
     proxy.stop();
     sh(n1.ns(), "ipvsadm -D -t 10.99.0.1:80");
 
-    // (iptables mode's rules serve until the IPVS mode has synced: wait for its VIP.)
-    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
-    eventually(Duration::from_secs(20), || {
-        sh(n1.ns(), "ipvsadm -Ln")
-            .contains("10.96.0.10:80")
-            .then_some(())
-    });
-    serves(&proxy);
+    let mut proxy = ipvs();
     assert!(!ipvs_objects(n1.ns()).is_empty());
     proxy.stop();
 
-    // ipvs → iptables: nothing of the IPVS mode is left once iptables mode has synced
-    // (its Service chains are there: the removal ran before) and it serves.
-    let mut proxy = n1.ns().spawn(&proxy_cmd_in("iptables", d, &[])).unwrap();
-    eventually(Duration::from_secs(20), || {
-        sh(n1.ns(), "iptables-legacy-save -t nat")
-            .contains("-A KUBE-SVC-")
-            .then_some(())
-    });
-    serves(&proxy);
-    assert_eq!(
-        ipvs_objects(n1.ns()),
-        Vec::<String>::new(),
-        "{}",
-        proxy.logs()
-    );
-    assert!(sh(n1.ns(), "iptables-legacy-save -t nat").contains("-A KUBE-SVC-"));
+    // ipvs → iptables: nothing of the IPVS mode is left once iptables mode has synced (the
+    // removal ran before) and it serves.
+    let mut proxy = iptables();
+    let left = ipvs_objects(n1.ns());
+    assert_eq!(left, Vec::<String>::new(), "{}", proxy.logs());
     quiet(&proxy);
     proxy.stop();
 
-    // iptables → ipvs: nothing of the iptables mode is left once ipvs mode has synced (its
-    // virtual servers are there) and it serves.
-    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
-    eventually(Duration::from_secs(20), || {
-        sh(n1.ns(), "ipvsadm -Ln")
-            .contains("10.96.0.10:80")
-            .then_some(())
-    });
-    serves(&proxy);
-    assert_eq!(
-        iptables_objects(n1.ns()),
-        Vec::<String>::new(),
-        "{}",
-        proxy.logs()
-    );
-    assert!(sh(n1.ns(), "ipvsadm -Ln").contains("10.96.0.10:80"));
+    // iptables → ipvs: nothing of the iptables mode is left.
+    let mut proxy = ipvs();
+    let left = iptables_objects(n1.ns());
+    assert_eq!(left, Vec::<String>::new(), "{}", proxy.logs());
     quiet(&proxy);
     // A restart in the same mode removes nothing of its own (the virtual server stays).
     proxy.stop();
-    let mut proxy = n1.ns().spawn(&proxy_cmd_in("ipvs", d, &[])).unwrap();
-    serves(&proxy);
+    let mut proxy = ipvs();
     quiet(&proxy);
     proxy.stop();
 }
