@@ -34,12 +34,8 @@ pub(crate) fn send(proto: Protocol, src: Option<IpAddr>, dst: SocketAddr) -> See
             },
             Err(e) => Seen::Error(e.to_string()),
         },
-        Err(e) => classify(&e),
+        Err(e) => Seen::of_error(&e),
     }
-}
-
-fn classify(e: &std::io::Error) -> Seen {
-    Seen::of_error(e)
 }
 
 fn tcp(src: Option<IpAddr>, dst: SocketAddr) -> std::io::Result<String> {

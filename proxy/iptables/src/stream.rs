@@ -203,9 +203,9 @@ impl<'a> FullSync<'a> {
 }
 
 fn write_rules(out: &mut dyn Write, t: &TableOut) -> io::Result<()> {
-    let mut text = String::new();
-    t.write_rules(&mut text);
-    out.write_all(text.as_bytes())
+    t.chains
+        .iter()
+        .try_for_each(|c| out.write_all(c.text.as_bytes()))
 }
 
 /// Whether the kernel's rules of a chain are the rendered ones (both read canonically).
