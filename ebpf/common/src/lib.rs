@@ -13,6 +13,8 @@
 #[cfg(feature = "user")]
 extern crate std;
 
+pub mod crc32c;
+
 /// IP protocol numbers as they appear in the IPv4 header.
 pub mod proto {
     pub const TCP: u8 = 6;

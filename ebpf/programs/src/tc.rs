@@ -10,7 +10,8 @@
 //!   gets this interface's address as source, on a port no other flow to that backend uses.
 //!
 //! Addresses are rewritten with the kernel's checksum helpers (pseudo-header aware for the L4
-//! checksum); packets are read and written with `bpf_skb_load_bytes`/`store_bytes`, which
+//! checksum); an SCTP port change patches the CRC32c by its linearity (no packet walk);
+//! packets are read and written with `bpf_skb_load_bytes`/`store_bytes`, which
 //! keeps the verifier simple.
 
 use aya_ebpf::{
@@ -25,7 +26,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
-use sluice_ebpf_common::{NatValue, Tuple, proto, scope, service_flags, stats};
+use sluice_ebpf_common::{NatValue, Tuple, crc32c, proto, scope, service_flags, stats};
 
 use crate::sock::{Ask, Outcome, count, lookup, source_allowed, translate};
 
@@ -95,6 +96,7 @@ fn parse(ctx: &TcContext) -> Option<Pkt> {
     let csum_at = match protocol {
         proto::TCP => 16,
         proto::UDP => 6,
+        proto::SCTP => 8, // CRC32c, see `rewrite_sctp_port`
         _ => return None,
     };
     let l4 = ETH_HLEN + 20;
@@ -128,20 +130,62 @@ fn rewrite(ctx: &TcContext, pkt: &Pkt, src: bool, addr: u32, port: u16) -> Resul
         false => (IP_DST, pkt.l4 + 2, pkt.tuple.daddr, pkt.tuple.dport),
     };
     let flags = l4_flags(pkt);
+    let sctp = pkt.tuple.proto == proto::SCTP;
     if old_addr != addr {
-        ctx.l4_csum_replace(
-            pkt.csum,
-            u64::from(old_addr),
-            u64::from(addr),
-            flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
-        )?;
+        // SCTP's checksum has no pseudo-header: the address is not in it.
+        if !sctp {
+            ctx.l4_csum_replace(
+                pkt.csum,
+                u64::from(old_addr),
+                u64::from(addr),
+                flags | u64::from(BPF_F_PSEUDO_HDR) | 4,
+            )?;
+        }
         ctx.l3_csum_replace(IP_CSUM, u64::from(old_addr), u64::from(addr), 4)?;
         ctx.store(ip_at, &addr, 0)?;
     }
     if old_port != port {
-        ctx.l4_csum_replace(pkt.csum, u64::from(old_port), u64::from(port), flags | 2)?;
+        match sctp {
+            true => rewrite_sctp_crc(ctx, pkt, src, old_port ^ port)?,
+            false => {
+                ctx.l4_csum_replace(pkt.csum, u64::from(old_port), u64::from(port), flags | 2)?
+            }
+        }
         ctx.store(port_at, &port, 0)?;
     }
+    Ok(())
+}
+
+/// [`crc32c::port_delta`] as a global BPF function: the verifier checks it once, on its own,
+/// instead of walking its thousand loop steps again on every path that rewrites a port.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sluice_sctp_crc_delta(changed: u32, len: u32) -> u32 {
+    crc32c::port_delta(changed.to_ne_bytes(), len)
+}
+
+/// Patches an SCTP packet's CRC32c for a port change (`xor`: old ^ new, as on the wire) by
+/// the CRC's linearity ([`crc32c::port_delta`]), without reading the packet. A CRC of zero
+/// is the sender's "not computed yet": a packet from this host's own stack whose CRC a
+/// device with SCTP checksum offload (a veth) will fill in from the bytes as they are then;
+/// it is left zero (a real CRC of zero, one in 2^32, would be sent unpatched and dropped by
+/// the receiver like a corrupted packet).
+#[inline(always)]
+fn rewrite_sctp_crc(ctx: &TcContext, pkt: &Pkt, src: bool, xor: u16) -> Result<(), i64> {
+    let crc: u32 = ctx.load(pkt.csum)?;
+    if crc == 0 {
+        return Ok(());
+    }
+    let total: u16 = ctx.load(ETH_HLEN + 2)?;
+    let len = u32::from(u16::from_be(total)).saturating_sub(20);
+    let x = xor.to_ne_bytes();
+    let changed = match src {
+        true => [x[0], x[1], 0, 0],
+        false => [0, 0, x[0], x[1]],
+    };
+    // The field is stored little-endian (the kernel's `cpu_to_le32`), as this target loads.
+    let patched = crc ^ sluice_sctp_crc_delta(u32::from_ne_bytes(changed), len);
+    ctx.store(pkt.csum, &patched, 0)?;
     Ok(())
 }
 
@@ -302,7 +346,7 @@ fn port_unreachable(ctx: &TcContext, pkt: &Pkt) -> Result<i32, i64> {
 
 /// REJECT for TCP: turns the packet into a reset answering it (addresses, ports and MACs
 /// swapped; RST|ACK acknowledging what it carried) and sends it back out of the interface it
-/// came in on. UDP is dropped (an ICMP port unreachable would need a new packet).
+/// came in on. UDP and SCTP get [`port_unreachable`] instead.
 #[inline(always)]
 fn reset(ctx: &TcContext, pkt: &Pkt) -> Result<i32, i64> {
     let t = &pkt.tuple;
