@@ -81,4 +81,7 @@ pub mod errno {
     pub const ENOPROTOOPT: i32 = 92;
     /// Operation not supported (e.g. a jump to a base chain).
     pub const EOPNOTSUPP: i32 = 95;
+    /// "Interrupted system call should be restarted": nf_tables refuses a batch begun with a
+    /// generation that is no longer current (someone committed since).
+    pub const ERESTART: i32 = 85;
 }

@@ -13,6 +13,30 @@ pub trait NftKernel {
 
     /// Reads table `family`/`name` back; `None` when it does not exist.
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError>;
+
+    /// The ruleset's generation: every commit in the namespace, by anyone, moves it on by
+    /// one (`NFT_MSG_GETGEN`). `None` where it is not known; a caller then cannot tell
+    /// whether anyone else changed the ruleset, and must read it back.
+    fn generation(&mut self) -> Result<Option<u32>, NftError> {
+        Ok(None)
+    }
+
+    /// [`NftKernel::apply`], but only while the ruleset is still at `generation` (it is then
+    /// at [`next_generation`]`(generation)` after); otherwise nothing is applied and the
+    /// refusal's errno is `ERESTART`. Callers use it only where [`NftKernel::generation`] is
+    /// known, so a kernel that reports a generation must implement it.
+    fn apply_at(&mut self, tx: &Transaction, generation: u32) -> Result<(), NftError> {
+        let _ = generation;
+        self.apply(tx)
+    }
+}
+
+/// The generation after one commit at `generation` (the kernel skips 0).
+pub fn next_generation(generation: u32) -> u32 {
+    match generation.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
 }
 
 impl<K: NftKernel + ?Sized> NftKernel for Box<K> {
@@ -22,5 +46,13 @@ impl<K: NftKernel + ?Sized> NftKernel for Box<K> {
 
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
         (**self).read_table(family, name)
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, NftError> {
+        (**self).generation()
+    }
+
+    fn apply_at(&mut self, tx: &Transaction, generation: u32) -> Result<(), NftError> {
+        (**self).apply_at(tx, generation)
     }
 }

@@ -20,6 +20,6 @@ pub mod text;
 pub use error::NftError;
 pub use fake::FakeNft;
 pub use ir::*;
-pub use kernel::NftKernel;
+pub use kernel::{NftKernel, next_generation};
 pub use netlink::Netlink;
 pub use state::{ChainState, RuleState, SetState, TableState, fingerprint};

@@ -231,3 +231,47 @@ fn host_elements_of_an_existing_interval_set_are_host_prefixes() {
         "{listed}"
     );
 }
+
+/// A batch carrying the generation it was planned at is applied only while nobody else has
+/// committed (`NFNL_BATCH_GENID`): the kernel refuses it whole with `ERESTART` otherwise,
+/// and after an accepted one the generation is exactly the next.
+#[test]
+fn a_batch_at_a_stale_generation_is_refused_whole() {
+    require_root();
+    let ns = NetNs::new("nft-gen").unwrap();
+    let (first, second, stale) = ns
+        .run(|| -> Result<_, NftError> {
+            let mut nl = Netlink::open()?;
+            let g = nl.generation()?.expect("the kernel reports a generation");
+            nl.apply_at(&representative(), g)?;
+            let after = nl.generation()?.unwrap();
+            // Someone else commits (another socket, as another process would).
+            let mut other = Transaction::new(Family::Ip, "someone-else");
+            other.push(Op::AddTable { comment: None });
+            Netlink::open()?.apply(&other)?;
+            let mut tx = Transaction::new(Family::Ip, TABLE);
+            tx.push(chain("late"));
+            let refused = nl.apply_at(&tx, after).unwrap_err();
+            Ok(((g, after), nl.generation()?.unwrap(), refused))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.1,
+        next_generation(first.0),
+        "our commit is the next generation"
+    );
+    assert_eq!(second, next_generation(first.1), "theirs moved it on");
+    assert_eq!(stale.errno(), Some(85), "ERESTART: {stale}");
+    assert!(
+        stale
+            .to_string()
+            .contains("another process changed the ruleset"),
+        "{stale}"
+    );
+    let table = read(&ns, Family::Ip, TABLE).unwrap();
+    assert!(
+        table.chains.iter().all(|c| c.def.name != "late"),
+        "nothing applied"
+    );
+}

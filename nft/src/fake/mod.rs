@@ -31,6 +31,9 @@ struct Inner {
     tables: BTreeMap<(Family, String), Table>,
     fail_next: Option<i32>,
     applied: usize,
+    reads: usize,
+    /// Moves on with every committed transaction, as the kernel's ruleset generation.
+    generation: u32,
 }
 
 impl FakeNft {
@@ -54,6 +57,11 @@ impl FakeNft {
         self.lock().applied
     }
 
+    /// Number of tables read back so far.
+    pub fn reads(&self) -> usize {
+        self.lock().reads
+    }
+
     /// Families and names of the existing tables.
     pub fn tables(&self) -> Vec<(Family, String)> {
         self.lock().tables.keys().cloned().collect()
@@ -62,6 +70,29 @@ impl FakeNft {
 
 impl NftKernel for FakeNft {
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        self.commit(tx, None)
+    }
+
+    fn apply_at(&mut self, tx: &Transaction, generation: u32) -> Result<(), NftError> {
+        self.commit(tx, Some(generation))
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, NftError> {
+        Ok(Some(self.lock().generation))
+    }
+
+    fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
+        let mut inner = self.lock();
+        inner.reads += 1;
+        Ok(inner
+            .tables
+            .get(&(family, name.to_owned()))
+            .map(|t| t.state(family, name)))
+    }
+}
+
+impl FakeNft {
+    fn commit(&mut self, tx: &Transaction, at: Option<u32>) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
         }
@@ -71,6 +102,10 @@ impl NftKernel for FakeNft {
             reason: "no family".into(),
         })?;
         let mut inner = self.lock();
+        if at.is_some_and(|g| g != inner.generation) {
+            let op = format!("commit of {} {}", family.keyword(), tx.table);
+            return Err(NftError::refused(op, crate::error::errno::ERESTART));
+        }
         if let Some(errno) = inner.fail_next.take() {
             return Err(NftError::refused(crate::netlink::describe(tx, 0), errno));
         }
@@ -85,15 +120,8 @@ impl NftKernel for FakeNft {
             None => inner.tables.remove(&key),
         };
         inner.applied += 1;
+        inner.generation = crate::kernel::next_generation(inner.generation);
         Ok(())
-    }
-
-    fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
-        let inner = self.lock();
-        Ok(inner
-            .tables
-            .get(&(family, name.to_owned()))
-            .map(|t| t.state(family, name)))
     }
 }
 

@@ -9,6 +9,8 @@ pub(crate) use sluice_netlink::consts::*;
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(crate) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
+/// `BATCH_BEGIN` attribute: apply only at this ruleset generation (be32).
+pub(crate) const NFNL_BATCH_GENID: u16 = 1;
 
 // netfilter.h
 pub(crate) const NF_DROP: i32 = 0;

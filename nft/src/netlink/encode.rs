@@ -97,11 +97,13 @@ fn is_one_addr(e: &Element) -> bool {
 }
 
 /// Encodes `tx`; `interval` tells for sets not defined in `tx` whether they are interval
-/// sets. Sequence numbers start at `seq`.
+/// sets. Sequence numbers start at `seq`. With `genid`, the kernel applies the batch only
+/// at that ruleset generation.
 pub(crate) fn encode(
     tx: &Transaction,
     seq: u32,
     interval: &HashMap<String, bool>,
+    genid: Option<u32>,
 ) -> Result<Batch, NftError> {
     let family = tx.family.ok_or_else(|| NftError::Encode {
         op: format!("transaction on {}", tx.table),
@@ -124,6 +126,9 @@ pub(crate) fn encode(
         NFPROTO_UNSPEC,
         NFNL_SUBSYS_NFTABLES,
     );
+    if let Some(generation) = genid {
+        enc.w.u32(NFNL_BATCH_GENID, generation);
+    }
     enc.w.end_msg(start);
     for (i, op) in tx.ops.iter().enumerate() {
         enc.op(i, op).map_err(|reason| NftError::Encode {
@@ -383,7 +388,7 @@ mod tests {
                 Verdict::Goto("x".into()),
             )],
         });
-        let b = encode(&tx, 1, &HashMap::new()).unwrap();
+        let b = encode(&tx, 1, &HashMap::new(), None).unwrap();
         if std::env::var_os("SLUICE_BLESS").is_some() {
             let seed = concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -407,7 +412,7 @@ mod tests {
 
     #[test]
     fn batches_frame_ops_and_map_sequence_numbers_back() {
-        let mut b = encode(&tx(), 100, &HashMap::new()).unwrap();
+        let mut b = encode(&tx(), 100, &HashMap::new(), None).unwrap();
         b.ack_each();
         let msgs: Vec<_> = messages(&b.bytes).collect();
         assert_eq!(msgs.len(), 5);
@@ -440,7 +445,7 @@ mod tests {
             set: "buckets".into(),
             elements: vec![],
         });
-        let b = encode(&tx, 1, &HashMap::new()).unwrap();
+        let b = encode(&tx, 1, &HashMap::new(), None).unwrap();
         assert!(b.msgs.len() > 5);
         assert!(b.msgs.iter().all(|m| m.1 == 0));
     }

@@ -17,7 +17,7 @@ mod udata;
 
 use std::collections::HashMap;
 
-use crate::error::NftError;
+use crate::error::{NftError, errno};
 use crate::ir::{Family, Transaction};
 use crate::kernel::NftKernel;
 use crate::state::TableState;
@@ -55,17 +55,17 @@ impl Netlink {
     }
 }
 
-impl NftKernel for Netlink {
-    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+impl Netlink {
+    fn send(&mut self, tx: &Transaction, genid: Option<u32>) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
         }
         let interval = self.interval_flags(tx)?;
-        let mut batch = encode::encode(tx, self.socket.next_seq(), &interval)?;
+        let mut batch = encode::encode(tx, self.socket.next_seq(), &interval, genid)?;
         if batch.end_seq < batch.begin_seq {
             // The numbers wrapped inside the batch: answers are matched by range and ops
             // found by binary search, so number it again from 1.
-            batch = encode::encode(tx, 1, &interval)?;
+            batch = encode::encode(tx, 1, &interval, genid)?;
         }
         self.socket.resume_after(batch.end_seq);
         let ack_each = batch.msgs.len() <= socket::ACK_EACH_MAX;
@@ -79,6 +79,20 @@ impl NftKernel for Netlink {
             .socket
             .send_batch(&batch.bytes, (batch.begin_seq, batch.end_seq))?;
         verdict(tx, &batch, &answers, lost, ack_each)
+    }
+}
+
+impl NftKernel for Netlink {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        self.send(tx, None)
+    }
+
+    fn apply_at(&mut self, tx: &Transaction, generation: u32) -> Result<(), NftError> {
+        self.send(tx, Some(generation))
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, NftError> {
+        read::genid(&mut self.socket).map(Some)
     }
 
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
@@ -101,6 +115,10 @@ fn verdict(
     if let Some(a) = refused {
         let op = match batch.op_of(a.seq) {
             Some(i) => encode::describe(tx, i),
+            None if a.errno == errno::ERESTART => format!(
+                "commit of {} (another process changed the ruleset since it was read)",
+                table_name(tx)
+            ),
             None => format!("commit of {}", table_name(tx)),
         };
         return Err(NftError::Refused {
@@ -127,7 +145,7 @@ fn table_name(tx: &Transaction) -> String {
 
 /// Encodes `tx` without sending it: the fake refuses exactly what the encoder refuses.
 pub(crate) fn check(tx: &Transaction) -> Result<(), NftError> {
-    encode::encode(tx, 0, &HashMap::new()).map(|_| ())
+    encode::encode(tx, 0, &HashMap::new(), None).map(|_| ())
 }
 
 pub(crate) use encode::describe;

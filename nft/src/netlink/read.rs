@@ -41,7 +41,7 @@ pub(crate) fn read_table(
     Ok(last)
 }
 
-fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
+pub(super) fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
     let mut id = 0;
     // An empty GETGEN request is never invalid to nf_tables: EINVAL is nfnetlink saying
     // the subsystem is not there.

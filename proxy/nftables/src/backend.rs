@@ -1,7 +1,9 @@
 //! `--proxy-mode nftables`: the [`Backend`] over [`NftState`] and one [`NftKernel`] (netlink
 //! in production, `FakeNft` in unit tests). A partial apply sends only the changed owners'
 //! operations; a full apply reads the table back first, so drift (a deleted table, a flushed
-//! chain, a removed element) is repaired and a restart adopts what is there without a flush.
+//! chain, a removed element) is repaired and a restart adopts what is there without a flush
+//! — unless the ruleset's generation shows nobody committed since the last read-back or the
+//! proxy's own last commit ([`crate::trust`]): then it plans against its own record.
 //! After each sync the UDP flows of the ports it looked at are reconciled with one conntrack
 //! dump, as kube-proxy's reconciler does (`sluice_proxy_core::conntrack`).
 
@@ -15,6 +17,7 @@ use sluice_proxy_core::conntrack::reconcile_flows;
 
 use super::ctx::{NftConfig, TABLE};
 use super::state::{NftState, summary};
+use super::trust::{READ_BACK_EVERY, Trust};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use sluice_nft::NftError;
@@ -45,6 +48,8 @@ pub struct NftablesBackend<K, C = NoConntrack> {
     kernel: K,
     conntrack: C,
     states: BTreeMap<Family, NftState>,
+    /// Which families' records a full sync may plan against without a read-back.
+    trust: Trust,
     /// `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`.
     failures: Counter,
 }
@@ -59,8 +64,16 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
                 .into_iter()
                 .map(|c| (c.family, NftState::new(c)))
                 .collect(),
+            trust: Trust::new(READ_BACK_EVERY),
             failures: Counter::default(),
         }
+    }
+
+    /// Reads the table back at every full sync, at least every `every` when nothing else
+    /// committed (tests; [`READ_BACK_EVERY`] by default).
+    pub fn with_read_back_every(mut self, every: std::time::Duration) -> Self {
+        self.trust = Trust::new(every);
+        self
     }
 
     /// The kernel handle (tests inspect the fake through it).
@@ -87,7 +100,23 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         full: bool,
     ) -> Result<(), BackendError> {
         let (family, _) = self.state(snap)?;
-        let kernel_view = if full {
+        let result = self.sync(family, snap, changes, full);
+        if result.is_err() {
+            self.trust.forget(family);
+        }
+        result
+    }
+
+    fn sync(
+        &mut self,
+        family: Family,
+        snap: &Snapshot,
+        changes: &Changes,
+        full: bool,
+    ) -> Result<(), BackendError> {
+        let generation = self.kernel.generation().map_err(apply_err)?;
+        let read_back = full && !self.trust.skip_read(family, generation);
+        let kernel_view = if read_back {
             let table = self.kernel.read_table(family, TABLE).map_err(apply_err)?;
             Some(table)
         } else {
@@ -96,18 +125,26 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let (_, state) = self.state(snap)?;
         let pending = match kernel_view {
             Some(table) => state.plan_full_kernel(snap, table),
+            None if full => state.plan_full(snap, None),
             None => state.plan_partial(snap, changes),
         };
         for w in &pending.warnings {
             tracing::warn!("{w}");
         }
         let counts = summary(&pending.tx);
-        if !pending.is_empty() {
-            self.kernel.apply(&pending.tx).map_err(apply_err)?;
+        let commit = !pending.is_empty();
+        if commit {
+            match generation {
+                Some(g) => self.kernel.apply_at(&pending.tx, g),
+                None => self.kernel.apply(&pending.tx),
+            }
+            .map_err(apply_err)?;
         }
+        self.trust.synced(family, generation, read_back, commit);
         tracing::debug!(
             ?family,
             full,
+            read_back,
             ops = pending.len(),
             ?counts,
             "nftables transaction applied"
@@ -207,6 +244,7 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> Backend for NftablesBackend<K, C>
         for state in self.states.values_mut() {
             *state = NftState::new(state.config().clone());
         }
+        self.trust.clear();
         Ok(())
     }
 }

@@ -237,3 +237,73 @@ fn an_element_two_ports_give_up_in_one_sync_is_deleted_once() {
     let text = format!("{t:?}");
     assert!(!text.contains("10.180.0.9"), "the endpoint is gone");
 }
+
+/// A periodic full sync reads the table back only when the ruleset's generation shows a
+/// commit that was not the proxy's own (or its record was never checked, or a sync failed).
+#[test]
+fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    // How many times one full sync read the table back.
+    let read_backs = |b: &mut NftablesBackend<FakeNft>,
+                      snap: &sluice_proxy_core::Snapshot,
+                      changes: &sluice_proxy_core::Changes| {
+        let before = fake.reads();
+        b.apply_full(snap, changes).unwrap();
+        fake.reads() - before
+    };
+    let mut st = state("node-a", None);
+    world(&mut st);
+    let (snap, changes) = st.sync();
+    assert_eq!(
+        read_backs(&mut b, &snap, &changes),
+        1,
+        "the first adopts what is there"
+    );
+    assert_eq!(read_backs(&mut b, &snap, &changes), 0, "nobody committed");
+
+    // The proxy's own partial sync keeps the record trusted.
+    drop(snap);
+    apply(
+        &mut st,
+        vec![(svc("new", "172.30.0.9"), vec![ep("10.180.0.9", "node-b")])],
+    );
+    let (snap, changes) = st.sync();
+    assert!(!changes.full);
+    b.apply(&snap, &changes).unwrap();
+    assert_eq!(read_backs(&mut b, &snap, &changes), 0);
+
+    // Someone flushes a chain: the generation moves, the full sync reads back and repairs.
+    let mut k = fake.clone();
+    let (svc_chain, rules) = chain_of(&mut k, "service-").unwrap();
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::FlushChain(svc_chain.clone()));
+    k.apply(&tx).unwrap();
+    assert_eq!(read_backs(&mut b, &snap, &changes), 1);
+    assert_eq!(chain_of(&mut k, &svc_chain).unwrap().1, rules, "repaired");
+    assert_eq!(
+        read_backs(&mut b, &snap, &changes),
+        0,
+        "the repair was its own commit"
+    );
+
+    // A commit to another table counts too (the generation is the namespace's).
+    let mut other = Transaction::new(Family::Ip, "someone-else");
+    other.push(Op::AddTable { comment: None });
+    k.apply(&other).unwrap();
+    assert_eq!(read_backs(&mut b, &snap, &changes), 1);
+
+    // A failed sync is not trusted: the next full sync reads back.
+    fake.fail_next(16);
+    drop(snap);
+    st.delete_service(&ServiceName::new("ns", "new"));
+    let (snap, changes) = st.sync();
+    assert!(b.apply(&snap, &changes).is_err());
+    assert_eq!(read_backs(&mut b, &snap, &changes), 1);
+    assert!(chain_of(&mut k, "ns/new/").is_none());
+
+    // And at least every read-back period, whatever the generation says.
+    let mut every = backend(&fake).with_read_back_every(std::time::Duration::ZERO);
+    assert_eq!(read_backs(&mut every, &snap, &changes), 1);
+    assert_eq!(read_backs(&mut every, &snap, &changes), 1);
+}

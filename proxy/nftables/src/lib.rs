@@ -12,6 +12,7 @@ pub use port::proto;
 mod print;
 mod state;
 mod tracer;
+pub mod trust;
 
 pub use backend::{KernelNftables, NftablesBackend};
 pub use ctx::{NftConfig, TABLE};
