@@ -143,6 +143,19 @@ fn each_family_keeps_its_own_record_and_a_full_sync_repairs_only_its_maps() {
     let both = maps.maps();
     assert!(!both.services.is_empty() && !both.services6.is_empty());
     assert_eq!(both, backend.programmed());
+    let mut registry = prometheus_client::registry::Registry::default();
+    backend.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let gauge = |map: &str| {
+        let prefix = format!("sync_proxy_rules_ebpf_map_entries{{map=\"{map}\"}} ");
+        (text.lines()).find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    // IPv4: the ClusterIP's socket and tc entries and its wildcard; IPv6: four addresses
+    // and the wildcard.
+    assert_eq!(gauge("services").as_deref(), Some("3"), "{text}");
+    assert_eq!(gauge("services6").as_deref(), Some("5"), "{text}");
+    assert_eq!(gauge("slots6").as_deref(), Some("1"), "{text}");
     // A full IPv4 sync leaves the IPv6 maps alone (and writes nothing: nothing changed).
     let before = maps.writes();
     backend.apply_full(&v4, &Changes::default()).unwrap();

@@ -195,6 +195,39 @@ fn a_dual_stack_cluster_is_load_balanced_in_both_families_by_the_backend() -> an
         backend.programmed()
     );
 
+    // Drift: someone detaches the IPv6 connect program; the next tick re-attaches it.
+    let link = pins.join("link_sluice_connect6");
+    sluice_proxy_ebpf::pin::unpin_link(&link)?;
+    assert!(
+        client(&cgroup, &ns, WEB6).is_err(),
+        "detached: the ClusterIP is not translated"
+    );
+    backend.tick()?;
+    assert!(link.exists(), "re-attached and pinned again");
+    assert_eq!(client(&cgroup, &ns, WEB6)?.trim(), "['two']");
+    // Drift: someone deletes the ClusterIP's IPv6 entry (its wildcard refuses the port now);
+    // the next full sync puts it back.
+    remove_entry(&pins, "[fd00:96::10]:80")?;
+    assert!(client(&cgroup, &ns, WEB6).is_err(), "the entry is gone");
+    backend.apply_full(&v6b, &Changes::default())?;
+    assert_eq!(client(&cgroup, &ns, WEB6)?.trim(), "['two']");
+
+    // A restart adopts the pinned maps and links and converges by diff.
+    drop(backend);
+    assert_eq!(
+        client(&cgroup, &ns, WEB6)?.trim(),
+        "['two']",
+        "the pins serve"
+    );
+    let mut backend = KernelEbpf::open(&opts)?;
+    backend.apply_full(&v4, &Changes::default())?;
+    backend.apply_full(&v6, &Changes::default())?;
+    assert_eq!(
+        sluice_proxy_ebpf::kernel::read_pinned(&pins)?.maps,
+        backend.programmed()
+    );
+    assert_eq!(client(&cgroup, &ns, WEB6)?.trim(), "['one', 'two']");
+
     backend.cleanup()?;
     assert!(
         !pins.exists(),
@@ -205,5 +238,16 @@ fn a_dual_stack_cluster_is_load_balanced_in_both_families_by_the_backend() -> an
         after.is_err(),
         "nothing translates after cleanup (the ClusterIP is unreachable): {after:?}"
     );
+    Ok(())
+}
+
+/// Deletes the IPv6 socket-layer TCP entry of `vip` from the pinned service map.
+fn remove_entry(pins: &std::path::Path, vip: &str) -> anyhow::Result<()> {
+    use sluice_ebpf_common::{ServiceKey6, ServiceValue, map_names};
+    let key = ServiceKey6::new(vip.parse()?, 6, 0);
+    let data = aya::maps::MapData::from_pin(pins.join(map_names::SERVICES6))?;
+    let mut map: aya::maps::HashMap<_, ServiceKey6, ServiceValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    map.remove(&key)?;
     Ok(())
 }
