@@ -325,7 +325,7 @@ pub fn check(
             );
             Some(ipvs_check(&all, &cfg, "rendered", node, packet, verdict))
         }
-        ProxyMode::Ebpf if snapshot.family() == IpFamily::V4 => {
+        ProxyMode::Ebpf => {
             let cfg = sluice_proxy_ebpf::RenderConfig::of(opts);
             let ids = &mut sluice_proxy_ebpf::render::Ids::default();
             let maps = sluice_proxy_ebpf::render::union(
@@ -435,7 +435,7 @@ pub fn check_programmed(
             verdict,
         ));
     }
-    if mode == ProxyMode::Ebpf && snapshot.family() == IpFamily::V4 {
+    if mode == ProxyMode::Ebpf {
         let cfg = sluice_proxy_ebpf::kernel_config(opts);
         match sluice_proxy_ebpf::kernel::read_pinned(&cfg.pin_dir) {
             Ok(p) => {

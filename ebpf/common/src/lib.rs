@@ -62,8 +62,12 @@ pub mod map_names {
     pub const SLOTS6: &str = "SLUICE_SLOTS6";
     /// IPv6: [`RevKey6`](super::RevKey6) → [`RevValue6`](super::RevValue6) (LRU).
     pub const REV6: &str = "SLUICE_REV6";
+    /// IPv6: [`AffinityKey`](super::AffinityKey) → [`AffinityValue6`](super::AffinityValue6)
+    /// (LRU; the IPv6 service ids are their own, so they get their own map).
+    pub const AFFINITY6: &str = "SLUICE_AFF6";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
+        AFFINITY6,
         SERVICES6,
         SLOTS6,
         REV6,
@@ -345,6 +349,18 @@ pub struct AffinityValue {
     pub pad: u32,
 }
 
+/// IPv6 value of the affinity map: the backend a client last used, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityValue6 {
+    /// `bpf_ktime_get_ns` of the last use.
+    pub last_seen_ns: u64,
+    /// The backend.
+    pub backend: Backend6,
+    /// Its slot (the entry is only used while the slot still holds this backend).
+    pub slot: u32,
+}
+
 /// The record the test program (`sluice_xlate_test`, a tc classifier run with
 /// `BPF_PROG_TEST_RUN`) reads from its packet and writes its answer into: the socket-LB
 /// translation is shared with it, because the kernel cannot test-run `cgroup/connect4`.
@@ -439,6 +455,11 @@ mod user {
                 ..self
             }
         }
+
+        /// The address and port this key matches.
+        pub fn socket_addr(&self) -> std::net::SocketAddrV6 {
+            std::net::SocketAddrV6::new(ip6(&self.addr), u16::from_be(self.port), 0, 0)
+        }
     }
 
     impl super::Backend6 {
@@ -451,6 +472,20 @@ mod user {
                 pad: 0,
             }
         }
+
+        /// The endpoint address this backend sends to.
+        pub fn socket_addr(&self) -> std::net::SocketAddrV6 {
+            std::net::SocketAddrV6::new(ip6(&self.addr), u16::from_be(self.port), 0, 0)
+        }
+    }
+
+    /// The address four `user_ip6` words hold.
+    fn ip6(words: &[u32; 4]) -> std::net::Ipv6Addr {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        std::net::Ipv6Addr::from(o)
     }
 
     /// An IPv6 address as `user_ip6` holds it: four words, each in network byte order.
@@ -505,6 +540,7 @@ mod pod {
     unsafe impl aya::Pod for Backend6 {}
     unsafe impl aya::Pod for RevKey6 {}
     unsafe impl aya::Pod for RevValue6 {}
+    unsafe impl aya::Pod for AffinityValue6 {}
 }
 
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux ≥ 5.14), the
@@ -703,6 +739,8 @@ mod tests {
         assert_eq!(size_of::<Backend6>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<RevKey6>(), 8 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<RevValue6>(), 20 + 4);
+        assert_eq!(size_of::<AffinityValue6>(), 8 + 20 + 4);
+        assert_eq!(align_of::<AffinityValue6>(), 8);
         assert_eq!(
             size_of::<XlateTest>(),
             4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6
@@ -727,5 +765,19 @@ mod tests {
             SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080)
         );
         assert_eq!(be.port.to_ne_bytes(), [0x1f, 0x90]);
+    }
+
+    #[test]
+    fn ipv6_addresses_round_trip_as_user_ip6_words() {
+        extern crate std;
+        use std::net::SocketAddrV6;
+        let vip: SocketAddrV6 = "[fd00:96::1710]:80".parse().unwrap();
+        let key = ServiceKey6::new(vip, proto::TCP, 0);
+        // user_ip6[0] holds the first four octets in network order.
+        assert_eq!(key.addr[0].to_ne_bytes(), [0xfd, 0x00, 0x00, 0x96]);
+        assert_eq!(key.addr[3].to_ne_bytes(), [0, 0, 0x17, 0x10]);
+        assert_eq!(key.socket_addr(), vip);
+        let be: SocketAddrV6 = "[fd10:244:1::3]:8080".parse().unwrap();
+        assert_eq!(Backend6::new(be, proto::TCP).socket_addr(), be);
     }
 }

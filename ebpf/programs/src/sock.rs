@@ -36,7 +36,7 @@ static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(655
 #[map(name = "SLUICE_SRCRANGE")]
 static SOURCE_RANGES: LpmTrie<SrcRange, u8> = LpmTrie::pinned(16384, 0);
 #[map(name = "SLUICE_NODE")]
-static NODE: Array<u64> = Array::pinned(1, 0);
+pub(crate) static NODE: Array<u64> = Array::pinned(1, 0);
 #[map(name = "SLUICE_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
@@ -119,7 +119,7 @@ pub(crate) fn source_allowed(service_id: u32, src: u32) -> bool {
 /// Whether a socket of network namespace `netns_cookie` is the node's own and the entry
 /// admits the node (a node IP is inside its source ranges: decided in userspace).
 #[inline(always)]
-fn node_allowed(svc: &ServiceValue, netns_cookie: u64) -> bool {
+pub(crate) fn node_allowed(svc: &ServiceValue, netns_cookie: u64) -> bool {
     if svc.flags & service_flags::NODE_ALLOWED == 0 {
         return false;
     }

@@ -1,22 +1,29 @@
 //! The socket-level load balancer for IPv6 (`cgroup/connect6`, `sendmsg6`, `recvmsg6`,
-//! `getpeername6`): the IPv4 programs' logic over IPv6 keys. Not yet: affinity and
-//! `loadBalancerSourceRanges` (such entries are left alone), and the tc path for IPv6.
+//! `getpeername6`): the IPv4 programs' logic over IPv6 keys, with ClientIP affinity (its own
+//! LRU map: IPv6 service ids are their own) and `loadBalancerSourceRanges` as far as the
+//! socket layer goes (a source-ranged entry is translated for the node's own sockets when it
+//! says `NODE_ALLOWED`, left alone otherwise). There is no IPv6 tc path: what the socket
+//! layer leaves alone is not translated.
 //!
 //! `user_ip6` is read and written one 32-bit word at a time (the access size the kernel
 //! accepts for every word of it).
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval},
+    helpers::generated::{
+        bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_set_retval,
+    },
     macros::{cgroup_sock_addr, map},
     maps::{HashMap, LruHashMap},
     programs::SockAddrContext,
 };
 use sluice_ebpf_common::{
-    Backend6, RevKey6, RevValue6, ServiceKey6, ServiceValue, SlotKey, scope, service_flags, stats,
+    AffinityKey, AffinityValue6, Backend6, RevKey6, RevValue6, ServiceKey6, ServiceValue, SlotKey,
+    scope, service_flags, stats,
 };
 
-use crate::sock::count;
+use crate::sock::{count, node_allowed};
 
 const ECONNREFUSED: i32 = 111;
 /// Hash maps allocate entries as they are written (IPv6 is the smaller family in most
@@ -29,6 +36,8 @@ static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::pinned(65536, BP
 static SLOTS6: HashMap<SlotKey, Backend6> = HashMap::pinned(262144, BPF_F_NO_PREALLOC);
 #[map(name = "SLUICE_REV6")]
 static REV6: LruHashMap<RevKey6, RevValue6> = LruHashMap::pinned(65536, 0);
+#[map(name = "SLUICE_AFF6")]
+static AFFINITY6: LruHashMap<AffinityKey, AffinityValue6> = LruHashMap::pinned(65536, 0);
 
 #[inline(always)]
 fn read_ip6(ctx: &SockAddrContext) -> [u32; 4] {
@@ -72,6 +81,66 @@ fn lookup6(key: ServiceKey6) -> Option<(ServiceKey6, ServiceValue)> {
     unsafe { SERVICES6.get(&wild) }.map(|v| (wild, *v))
 }
 
+/// The backend a client keeps under ClientIP affinity, while its entry is fresh and its slot
+/// still holds it (`sock.rs`'s `sticky` over the IPv6 maps).
+#[inline(always)]
+fn sticky6(key: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<Backend6> {
+    let entry = AFFINITY6.get_ptr_mut(key)?;
+    // SAFETY: a map value pointer, valid for this program run.
+    let entry = unsafe { &mut *entry };
+    let timeout = u64::from(svc.affinity_timeout) * 1_000_000_000;
+    if now.wrapping_sub(entry.last_seen_ns) > timeout
+        || entry.slot == 0
+        || entry.slot > u32::from(svc.backend_count)
+    {
+        return None;
+    }
+    let slot = SlotKey {
+        service_id: svc.service_id,
+        slot: entry.slot,
+    };
+    // SAFETY: copied out at once.
+    let current = *unsafe { SLOTS6.get(&slot) }?;
+    if current != entry.backend {
+        return None;
+    }
+    entry.last_seen_ns = now;
+    Some(current)
+}
+
+/// The backend for `svc`: the sticky one under affinity, else a slot picked by `random`
+/// (recorded for affinity); `None` when the slot is missing.
+#[inline(always)]
+fn pick6(svc: &ServiceValue, netns_cookie: u64, random: u32) -> Option<Backend6> {
+    let affinity = svc.flags & service_flags::AFFINITY != 0;
+    let akey = AffinityKey {
+        netns_cookie,
+        service_id: svc.service_id,
+        pad: 0,
+    };
+    // SAFETY: a plain helper.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if affinity && let Some(backend) = sticky6(&akey, svc, now) {
+        return Some(backend);
+    }
+    let slot = random % u32::from(svc.backend_count) + 1;
+    let skey = SlotKey {
+        service_id: svc.service_id,
+        slot,
+    };
+    // SAFETY: copied out at once.
+    let backend = (unsafe { SLOTS6.get(&skey) }).copied()?;
+    if affinity {
+        let value = AffinityValue6 {
+            last_seen_ns: now,
+            backend,
+            slot,
+        };
+        let _ = AFFINITY6.insert(&akey, &value, 0);
+    }
+    Some(backend)
+}
+
 /// connect6 / sendmsg6.
 #[inline(always)]
 fn forward6(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
@@ -88,8 +157,10 @@ fn forward6(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     let Some((service, svc)) = lookup6(key) else {
         return 1;
     };
-    if svc.flags & service_flags::SOURCE_RANGES != 0 {
-        return 1; // not yet for IPv6: left alone
+    // SAFETY: a helper valid for sock_addr programs (kernel ≥ 5.8).
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if svc.flags & service_flags::SOURCE_RANGES != 0 && !node_allowed(&svc, netns_cookie) {
+        return 1; // the source is not chosen yet, and there is no IPv6 tc path: left alone
     }
     if svc.flags & service_flags::REJECT != 0 {
         count(stats::REJECTED);
@@ -108,12 +179,7 @@ fn forward6(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         // SAFETY: a plain helper.
         false => unsafe { bpf_get_prandom_u32() },
     };
-    let slot = SlotKey {
-        service_id: svc.service_id,
-        slot: random % u32::from(svc.backend_count) + 1,
-    };
-    // SAFETY: copied out at once.
-    let Some(backend) = (unsafe { SLOTS6.get(&slot) }).copied() else {
+    let Some(backend) = pick6(&svc, netns_cookie, random) else {
         count(stats::NO_SLOT);
         return 1;
     };

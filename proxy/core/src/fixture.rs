@@ -64,14 +64,30 @@ pub fn snapshot(
     zone: Option<&str>,
     services: Vec<(ServicePort, Vec<Endpoint>)>,
 ) -> Snapshot {
-    let mut state = state(node, zone);
-    apply(&mut state, services);
+    snapshot_in(IpFamily::V4, node, zone, services)
+}
+
+/// A snapshot of `family` on node `node` (zone `zone`) of `services` with their endpoints
+/// (of that family: each Service's one slice is of `family`).
+pub fn snapshot_in(
+    family: IpFamily,
+    node: &str,
+    zone: Option<&str>,
+    services: Vec<(ServicePort, Vec<Endpoint>)>,
+) -> Snapshot {
+    let mut state = state_in(family, node, zone);
+    apply_in(&mut state, family, services);
     state.sync().0
 }
 
 /// An empty state on `node` (zone `zone`).
 pub fn state(node: &str, zone: Option<&str>) -> ProxyState {
-    let mut state = ProxyState::new(TrackerConfig::new(IpFamily::V4, node));
+    state_in(IpFamily::V4, node, zone)
+}
+
+/// An empty state of `family` on `node` (zone `zone`).
+pub fn state_in(family: IpFamily, node: &str, zone: Option<&str>) -> ProxyState {
+    let mut state = ProxyState::new(TrackerConfig::new(family, node));
     state.set_node(NodeTopology {
         name: node.to_owned(),
         zone: zone.map(str::to_owned),
@@ -82,6 +98,15 @@ pub fn state(node: &str, zone: Option<&str>) -> ProxyState {
 
 /// Records `services` (replacing each named Service and its one slice).
 pub fn apply(state: &mut ProxyState, services: Vec<(ServicePort, Vec<Endpoint>)>) {
+    apply_in(state, IpFamily::V4, services);
+}
+
+/// As [`apply`], with slices of `family`.
+pub fn apply_in(
+    state: &mut ProxyState,
+    family: IpFamily,
+    services: Vec<(ServicePort, Vec<Endpoint>)>,
+) {
     let mut by_service: BTreeMap<ServiceName, Vec<(ServicePort, Vec<Endpoint>)>> = BTreeMap::new();
     for (port, eps) in services {
         by_service
@@ -95,7 +120,7 @@ pub fn apply(state: &mut ProxyState, services: Vec<(ServicePort, Vec<Endpoint>)>
         let slice = SliceEndpoints {
             service: service.clone(),
             slice_name: format!("{}-1", service.name),
-            family: IpFamily::V4,
+            family,
             ports: ports.into_iter().map(|(p, eps)| (p.name, eps)).collect(),
             warnings: vec![],
         };

@@ -4,6 +4,11 @@
 //! A partial apply renders only the changed ports and writes only their differences (O(the
 //! change)); a full apply reads the maps back first, so drift (an entry someone deleted, a
 //! restart adopting pinned maps) is repaired by diff, never by a flush.
+//!
+//! The shared core hands a dual-stack cluster over as one snapshot per family (as nftables
+//! gets one for `ip` and one for `ip6`): each family keeps its own record — service ids,
+//! ports, claims, whether it is synced — and a full sync of one family reads back and
+//! repairs only that family's maps.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use sluice_ebpf_common::stats;
+use sluice_ebpf_common::{ServiceKey, ServiceKey6, stats};
 use sluice_model::service::{IpFamily, ServicePortName};
 use sluice_proxy_core::backend::{Backend, BackendError, Outcome, ProxyMode, Tick};
 use sluice_proxy_core::{Changes, Snapshot};
@@ -25,20 +30,120 @@ use crate::render::{Ids, MapSet, RenderConfig, render, render_port, union};
 /// How often the programs' attachment is checked between syncs.
 const TICK: Duration = Duration::from_secs(2);
 
-/// The eBPF backend over map I/O `M`.
-pub struct EbpfBackend<M> {
-    io: M,
-    cfg: RenderConfig,
+/// One address family's record of what it programmed.
+#[derive(Debug, Default)]
+struct FamilyState {
     ids: Ids,
     /// Per port, what it programmed.
     ports: BTreeMap<ServicePortName, MapSet>,
     /// How many ports hold each service key.
-    claims: BTreeMap<sluice_ebpf_common::ServiceKey, u32>,
+    claims: BTreeMap<ServiceKey, u32>,
+    /// The same for IPv6 keys.
+    claims6: BTreeMap<ServiceKey6, u32>,
     /// Slots programmed.
     slot_count: usize,
-    /// Whether the engine's record matches the maps (false until the first full apply, and
-    /// after a failed one).
+    /// Whether the record matches the maps (false until the first full apply, and after a
+    /// failed one).
     synced: bool,
+}
+
+impl FamilyState {
+    /// One port's change from `old` to `new`. A service key several ports hold (a ClusterIP's
+    /// wildcard entry, an address two Services claim) is deleted only with its last holder.
+    fn port_ops(&mut self, old: &MapSet, new: &MapSet, ops: &mut Vec<Op>) {
+        claimed(
+            &mut self.claims,
+            &old.services,
+            &new.services,
+            (Op::PutService, Op::DeleteService),
+            ops,
+        );
+        claimed(
+            &mut self.claims6,
+            &old.services6,
+            &new.services6,
+            (Op::PutService6, Op::DeleteService6),
+            ops,
+        );
+        let slot_ops = diff(
+            &MapSet {
+                slots: new.slots.clone(),
+                slots6: new.slots6.clone(),
+                ranges: new.ranges.clone(),
+                ..MapSet::default()
+            },
+            &MapSet {
+                slots: old.slots.clone(),
+                slots6: old.slots6.clone(),
+                ranges: old.ranges.clone(),
+                ..MapSet::default()
+            },
+        );
+        let (new_n, old_n) = (
+            new.slots.len() + new.slots6.len(),
+            old.slots.len() + old.slots6.len(),
+        );
+        self.slot_count = (self.slot_count + new_n).saturating_sub(old_n);
+        ops.extend(slot_ops);
+    }
+
+    /// Recounts the claims and slots of `ports`.
+    fn recount(&mut self) {
+        self.claims.clear();
+        self.claims6.clear();
+        self.slot_count = 0;
+        for set in self.ports.values() {
+            for k in set.services.keys() {
+                *self.claims.entry(*k).or_default() += 1;
+            }
+            for k in set.services6.keys() {
+                *self.claims6.entry(*k).or_default() += 1;
+            }
+        }
+        let all = union(self.ports.values());
+        self.slot_count = all.slots.len() + all.slots6.len();
+    }
+}
+
+/// The puts and deletes of one service map's change from `old` to `new`, counting holders in
+/// `claims`: a key is deleted only when its last holder lets go.
+fn claimed<K: Ord + Copy>(
+    claims: &mut BTreeMap<K, u32>,
+    old: &BTreeMap<K, sluice_ebpf_common::ServiceValue>,
+    new: &BTreeMap<K, sluice_ebpf_common::ServiceValue>,
+    (put, delete): (
+        impl Fn(K, sluice_ebpf_common::ServiceValue) -> Op,
+        impl Fn(K) -> Op,
+    ),
+    ops: &mut Vec<Op>,
+) {
+    for (k, v) in new {
+        if old.get(k) == Some(v) {
+            continue;
+        }
+        if !old.contains_key(k) {
+            *claims.entry(*k).or_default() += 1;
+        }
+        ops.push(put(*k, *v));
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        let left = claims.get_mut(k).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left.unwrap_or(0) == 0 {
+            claims.remove(k);
+            ops.push(delete(*k));
+        }
+    }
+}
+
+/// The eBPF backend over map I/O `M`.
+pub struct EbpfBackend<M> {
+    io: M,
+    cfg: RenderConfig,
+    v4: FamilyState,
+    v6: FamilyState,
     failures: Counter,
     writes: Counter,
     entries: Family<Vec<(String, String)>, Gauge>,
@@ -48,8 +153,10 @@ pub struct EbpfBackend<M> {
 impl<M> std::fmt::Debug for EbpfBackend<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EbpfBackend")
-            .field("ports", &self.ports.len())
-            .field("synced", &self.synced)
+            .field("ports", &self.v4.ports.len())
+            .field("ports6", &self.v6.ports.len())
+            .field("synced", &self.v4.synced)
+            .field("synced6", &self.v6.synced)
             .finish_non_exhaustive()
     }
 }
@@ -60,11 +167,8 @@ impl<M: MapIo> EbpfBackend<M> {
         Self {
             io,
             cfg,
-            ids: Ids::default(),
-            ports: BTreeMap::new(),
-            claims: BTreeMap::new(),
-            slot_count: 0,
-            synced: false,
+            v4: FamilyState::default(),
+            v6: FamilyState::default(),
             failures: Counter::default(),
             writes: Counter::default(),
             entries: Family::default(),
@@ -77,19 +181,26 @@ impl<M: MapIo> EbpfBackend<M> {
         &mut self.io
     }
 
-    /// What the engine believes is programmed.
+    /// What the engine believes is programmed, both families.
     pub fn programmed(&self) -> MapSet {
-        union(self.ports.values())
+        union(self.v4.ports.values().chain(self.v6.ports.values()))
     }
 
-    fn write(&mut self, mut ops: Vec<Op>) -> Result<(), BackendError> {
+    fn state(&mut self, family: IpFamily) -> &mut FamilyState {
+        match family {
+            IpFamily::V4 => &mut self.v4,
+            IpFamily::V6 => &mut self.v6,
+        }
+    }
+
+    fn write(&mut self, family: IpFamily, mut ops: Vec<Op>) -> Result<(), BackendError> {
         order(&mut ops);
         self.writes.inc_by(ops.len() as u64);
-        self.io.apply(&ops).map_err(|e| {
+        if let Err(e) = self.io.apply(&ops) {
             self.failures.inc();
-            self.synced = false;
-            BackendError::apply(ProxyMode::Ebpf, Outcome::Unknown, e)
-        })?;
+            self.state(family).synced = false;
+            return Err(BackendError::apply(ProxyMode::Ebpf, Outcome::Unknown, e));
+        }
         self.update_gauges();
         Ok(())
     }
@@ -99,104 +210,71 @@ impl<M: MapIo> EbpfBackend<M> {
             let labels = vec![("map".to_owned(), map.to_owned())];
             self.entries.get_or_create(&labels).set(n as i64);
         };
-        set("services", self.claims.len());
-        set("slots", self.slot_count);
+        set("services", self.v4.claims.len());
+        set("slots", self.v4.slot_count);
+        set("services6", self.v6.claims6.len());
+        set("slots6", self.v6.slot_count);
     }
 
     fn full(&mut self, snapshot: &Snapshot) -> Result<(), BackendError> {
-        let have = self.io.dump().map_err(|e| {
-            self.failures.inc();
-            BackendError::apply(ProxyMode::Ebpf, Outcome::Refused, e)
-        })?;
-        if self.ids.is_empty() {
-            // Adopted maps (a restart): new ids never reuse ones the old entries still use.
-            self.ids.start_above(
-                have.services
-                    .values()
-                    .map(|v| v.service_id)
-                    .max()
-                    .unwrap_or(0),
-            );
-        }
-        let want = render(&self.cfg, snapshot, &mut self.ids);
-        for gone in self.ports.keys().filter(|p| !want.contains_key(*p)) {
-            self.ids.release(gone, &[]);
-        }
-        let all = union(want.values());
-        let ops = diff(&all, &have);
-        let n = ops.len();
-        self.claims.clear();
-        for set in want.values() {
-            for k in set.services.keys() {
-                *self.claims.entry(*k).or_default() += 1;
+        let family = snapshot.family();
+        let have = match self.io.dump(family) {
+            Ok(have) => have.of_family(family),
+            Err(e) => {
+                self.failures.inc();
+                return Err(BackendError::apply(ProxyMode::Ebpf, Outcome::Refused, e));
             }
+        };
+        let cfg = self.cfg.clone();
+        let state = self.state(family);
+        if state.ids.is_empty() {
+            // Adopted maps (a restart): new ids never reuse ones the old entries still use.
+            state.ids.start_above(have.ids(family).max().unwrap_or(0));
         }
-        self.slot_count = all.slots.len();
-        self.ports = want;
-        self.write(ops)?;
-        self.synced = true;
-        tracing::debug!(writes = n, ports = self.ports.len(), "ebpf full sync");
+        let want = render(&cfg, snapshot, &mut state.ids);
+        for gone in state.ports.keys().filter(|p| !want.contains_key(*p)) {
+            state.ids.release(gone, &[]);
+        }
+        let ops = diff(&union(want.values()), &have);
+        let n = ops.len();
+        state.ports = want;
+        state.recount();
+        self.write(family, ops)?;
+        let state = self.state(family);
+        state.synced = true;
+        tracing::debug!(
+            ?family,
+            writes = n,
+            ports = state.ports.len(),
+            "ebpf full sync"
+        );
         Ok(())
     }
 
     fn partial(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<(), BackendError> {
+        let family = snapshot.family();
+        let cfg = self.cfg.clone();
+        let state = self.state(family);
         let mut ops = Vec::new();
         for name in &changes.ports {
-            let old = self.ports.remove(name).unwrap_or_default();
-            let new = render_port(&self.cfg, snapshot, name, &mut self.ids);
-            self.port_ops(&old, &new, &mut ops);
+            let old = state.ports.remove(name).unwrap_or_default();
+            let new = render_port(&cfg, snapshot, name, &mut state.ids);
+            state.port_ops(&old, &new, &mut ops);
             if new.is_empty() {
-                self.ids.release(name, &[]);
+                state.ids.release(name, &[]);
             } else {
-                self.ports.insert(name.clone(), new);
+                state.ports.insert(name.clone(), new);
             }
         }
         let n = ops.len();
-        self.write(ops)?;
-        tracing::debug!(writes = n, ports = changes.ports.len(), "ebpf partial sync");
-        Ok(())
-    }
-
-    /// One port's change from `old` to `new`. A service key several ports hold (a ClusterIP's
-    /// wildcard entry, an address two Services claim) is deleted only with its last holder.
-    fn port_ops(&mut self, old: &MapSet, new: &MapSet, ops: &mut Vec<Op>) {
-        for (k, v) in &new.services {
-            if old.services.get(k) == Some(v) {
-                continue;
-            }
-            if !old.services.contains_key(k) {
-                *self.claims.entry(*k).or_default() += 1;
-            }
-            ops.push(Op::PutService(*k, *v));
-        }
-        for k in old
-            .services
-            .keys()
-            .filter(|k| !new.services.contains_key(*k))
-        {
-            let left = self.claims.get_mut(k).map(|n| {
-                *n = n.saturating_sub(1);
-                *n
-            });
-            if left.unwrap_or(0) == 0 {
-                self.claims.remove(k);
-                ops.push(Op::DeleteService(*k));
-            }
-        }
-        let slot_ops = diff(
-            &MapSet {
-                slots: new.slots.clone(),
-                ranges: new.ranges.clone(),
-                ..MapSet::default()
-            },
-            &MapSet {
-                slots: old.slots.clone(),
-                ranges: old.ranges.clone(),
-                ..MapSet::default()
-            },
+        self.write(family, ops)?;
+        tracing::debug!(
+            ?family,
+            writes = n,
+            ports = changes.ports.len(),
+            "ebpf partial sync"
         );
-        self.slot_count = (self.slot_count + new.slots.len()).saturating_sub(old.slots.len());
-        ops.extend(slot_ops);
+        Ok(())
     }
 }
 
@@ -216,10 +294,7 @@ impl<M: MapIo> Backend for EbpfBackend<M> {
         snapshot: &Snapshot,
         changes: &Changes,
     ) -> Result<(), BackendError> {
-        if snapshot.family() != IpFamily::V4 {
-            return Ok(());
-        }
-        if !self.synced {
+        if !self.state(snapshot.family()).synced {
             return self.full(snapshot);
         }
         let _span = tracing::debug_span!("ebpf_sync", full = false).entered();
@@ -227,16 +302,13 @@ impl<M: MapIo> Backend for EbpfBackend<M> {
     }
 
     fn apply_full(&mut self, snapshot: &Snapshot, _changes: &Changes) -> Result<(), BackendError> {
-        if snapshot.family() != IpFamily::V4 {
-            return Ok(());
-        }
         let _span = tracing::debug_span!("ebpf_sync", full = true).entered();
         self.full(snapshot)
     }
 
     fn cleanup(&mut self) -> Result<(), BackendError> {
-        self.ports.clear();
-        self.synced = false;
+        self.v4 = FamilyState::default();
+        self.v6 = FamilyState::default();
         self.io
             .cleanup()
             .map_err(|e| BackendError::cleanup(ProxyMode::Ebpf, e))
@@ -255,7 +327,7 @@ impl<M: MapIo> Backend for EbpfBackend<M> {
                 .get_or_create(&labels)
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
-        if !self.synced {
+        if !self.v4.synced && !self.v6.synced {
             return Ok(Tick::default());
         }
         let reattached = self.io.ensure_attached().map_err(|e| BackendError::Init {
@@ -279,12 +351,12 @@ impl<M: MapIo> Backend for EbpfBackend<M> {
         );
         registry.register(
             "sync_proxy_rules_ebpf_map_writes",
-            "Single-entry writes to the service and slot maps",
+            "Single-entry writes to the service and slot maps (both families)",
             self.writes.clone(),
         );
         registry.register(
             "sync_proxy_rules_ebpf_map_entries",
-            "Entries programmed, by map",
+            "Entries programmed, by map (services, slots, services6, slots6)",
             self.entries.clone(),
         );
         registry.register(
@@ -295,10 +367,17 @@ impl<M: MapIo> Backend for EbpfBackend<M> {
     }
 }
 
-/// The maps as text (`render`, debugging): one line per service entry with its backends.
+/// The maps as text (`render`, debugging): one line per service entry with its backends,
+/// IPv4 first, then IPv6.
 pub fn dump_text(all: &MapSet) -> String {
     let mut out = String::new();
-    for (k, v) in &all.services {
+    let lines = (all.services.iter())
+        .map(|(k, v)| (std::net::SocketAddr::V4(k.socket_addr()), k.proto, v, false))
+        .chain(
+            (all.services6.iter())
+                .map(|(k, v)| (std::net::SocketAddr::V6(k.socket_addr()), k.proto, v, true)),
+        );
+    for (addr, proto, v, v6) in lines {
         let what = if v.flags & sluice_ebpf_common::service_flags::REJECT != 0 {
             "reject".to_owned()
         } else if v.backend_count == 0 {
@@ -310,9 +389,8 @@ pub fn dump_text(all: &MapSet) -> String {
                         service_id: v.service_id,
                         slot,
                     };
-                    all.slots
-                        .get(&key)
-                        .map_or("?".to_owned(), |b| b.socket_addr().to_string())
+                    all.backend(v6, &key)
+                        .map_or("?".to_owned(), |b| b.to_string())
                 })
                 .collect();
             backends.join(" ")
@@ -321,13 +399,7 @@ pub fn dump_text(all: &MapSet) -> String {
             0 => String::new(),
             _ => format!(" affinity {}s", v.affinity_timeout),
         };
-        let _ = writeln!(
-            out,
-            "{}/{} id {}: {what}{affinity}",
-            k.socket_addr(),
-            k.proto,
-            v.service_id
-        );
+        let _ = writeln!(out, "{addr}/{proto} id {}: {what}{affinity}", v.service_id);
     }
     out
 }

@@ -5,8 +5,11 @@
 //! says so), then service entries (a count, flags or id switch takes effect at once), then
 //! removed service entries, and removed slots last (a shrinking Service's count is already
 //! lower). A reader in between sees either the old or the new backend set, never an empty one.
+//! The IPv6 maps follow the same order with their own operations.
 
-use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey};
+use std::collections::BTreeMap;
+
+use sluice_ebpf_common::{Backend, Backend6, ServiceKey, ServiceKey6, ServiceValue, SlotKey};
 
 use crate::render::MapSet;
 
@@ -25,34 +28,63 @@ pub enum Op {
     PutRange(u32, ipnet::Ipv4Net),
     /// Stop allowing it.
     DeleteRange(u32, ipnet::Ipv4Net),
+    /// Insert or replace an IPv6 slot.
+    PutSlot6(SlotKey, Backend6),
+    /// Insert or replace an IPv6 service entry.
+    PutService6(ServiceKey6, ServiceValue),
+    /// Delete an IPv6 service entry.
+    DeleteService6(ServiceKey6),
+    /// Delete an IPv6 slot.
+    DeleteSlot6(SlotKey),
+}
+
+/// Puts for the entries of `want` that `have` lacks or holds differently.
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(
+    want: &BTreeMap<K, V>,
+    have: &BTreeMap<K, V>,
+    op: impl Fn(K, V) -> Op,
+    ops: &mut Vec<Op>,
+) {
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            ops.push(op(*k, *v));
+        }
+    }
+}
+
+/// Deletes for the keys of `have` that `want` lacks.
+fn deletes<K: Ord + Copy, V>(
+    want: &BTreeMap<K, V>,
+    have: &BTreeMap<K, V>,
+    op: impl Fn(K) -> Op,
+    ops: &mut Vec<Op>,
+) {
+    for k in have.keys() {
+        if !want.contains_key(k) {
+            ops.push(op(*k));
+        }
+    }
 }
 
 /// The operations that turn `have` into `want`, in safe order.
 pub fn diff(want: &MapSet, have: &MapSet) -> Vec<Op> {
     let mut ops = Vec::new();
-    for (k, v) in &want.slots {
-        if have.slots.get(k) != Some(v) {
-            ops.push(Op::PutSlot(*k, *v));
-        }
-    }
+    puts(&want.slots, &have.slots, Op::PutSlot, &mut ops);
+    puts(&want.slots6, &have.slots6, Op::PutSlot6, &mut ops);
     for r in want.ranges.difference(&have.ranges) {
         ops.push(Op::PutRange(r.0, r.1));
     }
-    for (k, v) in &want.services {
-        if have.services.get(k) != Some(v) {
-            ops.push(Op::PutService(*k, *v));
-        }
-    }
-    for k in have.services.keys() {
-        if !want.services.contains_key(k) {
-            ops.push(Op::DeleteService(*k));
-        }
-    }
-    for k in have.slots.keys() {
-        if !want.slots.contains_key(k) {
-            ops.push(Op::DeleteSlot(*k));
-        }
-    }
+    puts(&want.services, &have.services, Op::PutService, &mut ops);
+    puts(&want.services6, &have.services6, Op::PutService6, &mut ops);
+    deletes(&want.services, &have.services, Op::DeleteService, &mut ops);
+    deletes(
+        &want.services6,
+        &have.services6,
+        Op::DeleteService6,
+        &mut ops,
+    );
+    deletes(&want.slots, &have.slots, Op::DeleteSlot, &mut ops);
+    deletes(&want.slots6, &have.slots6, Op::DeleteSlot6, &mut ops);
     for r in have.ranges.difference(&want.ranges) {
         ops.push(Op::DeleteRange(r.0, r.1));
     }
@@ -62,10 +94,10 @@ pub fn diff(want: &MapSet, have: &MapSet) -> Vec<Op> {
 /// Sorts operations gathered from several diffs into the safe order (stable within a kind).
 pub fn order(ops: &mut [Op]) {
     ops.sort_by_key(|op| match op {
-        Op::PutSlot(..) | Op::PutRange(..) => 0,
-        Op::PutService(..) => 1,
-        Op::DeleteService(..) => 2,
-        Op::DeleteSlot(..) | Op::DeleteRange(..) => 3,
+        Op::PutSlot(..) | Op::PutSlot6(..) | Op::PutRange(..) => 0,
+        Op::PutService(..) | Op::PutService6(..) => 1,
+        Op::DeleteService(..) | Op::DeleteService6(..) => 2,
+        Op::DeleteSlot(..) | Op::DeleteSlot6(..) | Op::DeleteRange(..) => 3,
     });
 }
 
@@ -90,6 +122,18 @@ pub fn apply_to(set: &mut MapSet, ops: &[Op]) {
             }
             Op::DeleteRange(id, net) => {
                 set.ranges.remove(&(*id, *net));
+            }
+            Op::PutSlot6(k, v) => {
+                set.slots6.insert(*k, *v);
+            }
+            Op::PutService6(k, v) => {
+                set.services6.insert(*k, *v);
+            }
+            Op::DeleteService6(k) => {
+                set.services6.remove(k);
+            }
+            Op::DeleteSlot6(k) => {
+                set.slots6.remove(k);
             }
         }
     }

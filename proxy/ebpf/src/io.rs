@@ -3,14 +3,17 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sluice_model::service::IpFamily;
+
 use crate::diff::{Op, apply_to};
 use crate::error::EbpfError;
 use crate::render::MapSet;
 
 /// Reading and writing the service and slot maps.
 pub trait MapIo: Send {
-    /// Everything in the service and slot maps now.
-    fn dump(&mut self) -> Result<MapSet, EbpfError>;
+    /// Everything in `family`'s service and slot maps now (the other family's may be left
+    /// out).
+    fn dump(&mut self, family: IpFamily) -> Result<MapSet, EbpfError>;
 
     /// Applies `ops` in order; stops at the first failure.
     fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError>;
@@ -76,8 +79,8 @@ impl FakeMaps {
 }
 
 impl MapIo for FakeMaps {
-    fn dump(&mut self) -> Result<MapSet, EbpfError> {
-        Ok(self.lock().maps.clone())
+    fn dump(&mut self, family: IpFamily) -> Result<MapSet, EbpfError> {
+        Ok(self.lock().maps.of_family(family))
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {

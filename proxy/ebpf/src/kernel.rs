@@ -1,7 +1,7 @@
 //! The kernel side of [`MapIo`]: the embedded eBPF object loaded with aya, its maps pinned in
 //! a bpffs directory (a restarted proxy adopts them: the loader reuses pinned maps by name),
-//! the socket-LB programs attached to one cgroup v2 directory through `bpf_link`s, pinned
-//! there too, so the dataplane keeps working while the proxy is down.
+//! the socket-LB programs (IPv4 and IPv6) attached to one cgroup v2 directory through
+//! `bpf_link`s, pinned there too, so the dataplane keeps working while the proxy is down.
 //!
 //! Nothing is loaded until the first map access: building the backend (as `--cleanup` and
 //! other modes' start-up cleanup do) never attaches anything.
@@ -16,7 +16,10 @@ use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, SrcRange, map_names, stats};
+use sluice_ebpf_common::{
+    Backend, Backend6, ServiceKey, ServiceKey6, ServiceValue, SlotKey, SrcRange, map_names, stats,
+};
+use sluice_model::service::IpFamily;
 
 use crate::diff::Op;
 use crate::error::EbpfError;
@@ -35,15 +38,19 @@ pub const SOCK_PROGRAMS: [&str; 4] = [
     "sluice_getpeername4",
 ];
 
-/// The IPv6 socket-LB programs. Not attached by the proxy yet: it renders no IPv6 entries
-/// (an IPv6 snapshot programs nothing); the kernel test `ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services`
-/// attaches them to its own cgroup and fills their maps by hand.
+/// The IPv6 socket-LB programs, attached to the cgroup next to the IPv4 ones (whatever the
+/// cluster's families: with empty IPv6 maps they translate nothing).
 pub const SOCK_PROGRAMS6: [&str; 4] = [
     "sluice_connect6",
     "sluice_sendmsg6",
     "sluice_recvmsg6",
     "sluice_getpeername6",
 ];
+
+/// Every socket-LB program, IPv4 then IPv6.
+pub fn sock_programs() -> impl Iterator<Item = &'static str> {
+    SOCK_PROGRAMS.into_iter().chain(SOCK_PROGRAMS6)
+}
 
 /// The tc programs, attached to the node's interfaces (ingress, egress).
 pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
@@ -124,7 +131,7 @@ impl KernelMaps {
                 None => pin::cgroup2_root()?,
             };
             let mut ebpf = Self::load_object(&self.cfg.pin_dir)?;
-            for name in SOCK_PROGRAMS {
+            for name in sock_programs() {
                 attach(&mut ebpf, name, &cgroup, &self.cfg.pin_dir)?;
             }
             write_service_cidrs(&mut ebpf, &self.cfg.service_cidrs)?;
@@ -336,6 +343,18 @@ fn slots(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, SlotKey, Backend>, Ebp
     HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
 }
 
+fn services6(
+    ebpf: &mut Ebpf,
+) -> Result<HashMap<&mut MapData, ServiceKey6, ServiceValue>, EbpfError> {
+    let name = map_names::SERVICES6;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+fn slots6(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, SlotKey, Backend6>, EbpfError> {
+    let name = map_names::SLOTS6;
+    HashMap::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
 fn ranges(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, SrcRange, u8>, EbpfError> {
     let name = map_names::SOURCE_RANGES;
     LpmTrie::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
@@ -357,28 +376,50 @@ fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
     Some((u32::from_be(data.service_id_be), net))
 }
 
-/// Reads the service and slot maps of `ebpf` (batched where the kernel can: a full resync
-/// reads every entry back).
+/// Reads the service and slot maps of `ebpf`, both families (batched where the kernel can: a
+/// full resync reads every entry back).
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
-    let mut out = MapSet::default();
-    if !batch_read(ebpf, map_names::SERVICES, |k, v| {
-        out.services.insert(k, v);
-    })? {
-        out.services.clear();
-        read_hash(&services(ebpf)?, map_names::SERVICES, |k, v| {
-            out.services.insert(k, v);
-        })?;
-    }
-    if !batch_read(ebpf, map_names::SLOTS, |k, v| {
-        out.slots.insert(k, v);
-    })? {
-        out.slots.clear();
-        read_hash(&slots(ebpf)?, map_names::SLOTS, |k, v| {
-            out.slots.insert(k, v);
-        })?;
-    }
-    read_ranges(&ranges(ebpf)?, &mut out)?;
+    let mut out = dump_family(ebpf, IpFamily::V4)?;
+    let v6 = dump_family(ebpf, IpFamily::V6)?;
+    out.services6 = v6.services6;
+    out.slots6 = v6.slots6;
     Ok(out)
+}
+
+/// Reads `family`'s service and slot maps (and, for IPv4, the source-range trie).
+pub fn dump_family(ebpf: &mut Ebpf, family: IpFamily) -> Result<MapSet, EbpfError> {
+    let mut out = MapSet::default();
+    match family {
+        IpFamily::V4 => {
+            read_all(ebpf, map_names::SERVICES, &mut out.services, services)?;
+            read_all(ebpf, map_names::SLOTS, &mut out.slots, slots)?;
+            read_ranges(&ranges(ebpf)?, &mut out)?;
+        }
+        IpFamily::V6 => {
+            read_all(ebpf, map_names::SERVICES6, &mut out.services6, services6)?;
+            read_all(ebpf, map_names::SLOTS6, &mut out.slots6, slots6)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Every entry of hash map `name` into `out`: batched, else (no batch operations here) one
+/// by one through `open`.
+fn read_all<K: aya::Pod + Ord, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    out: &mut std::collections::BTreeMap<K, V>,
+    open: impl FnOnce(&mut Ebpf) -> Result<HashMap<&mut MapData, K, V>, EbpfError>,
+) -> Result<(), EbpfError> {
+    if batch_read(ebpf, name, |k, v| {
+        out.insert(k, v);
+    })? {
+        return Ok(());
+    }
+    out.clear();
+    read_hash(&open(ebpf)?, name, |k, v| {
+        out.insert(k, v);
+    })
 }
 
 /// Reads hash map `name` with `BPF_MAP_LOOKUP_BATCH`; `false` where the kernel has no batch
@@ -480,6 +521,21 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
         LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
             .map_err(err(map_names::SOURCE_RANGES))?;
     read_ranges(&tr, &mut out.maps)?;
+    // The IPv6 maps (pinned by every version that has the IPv6 programs).
+    if pin_dir.join(map_names::SERVICES6).exists() {
+        let svc6: HashMap<_, ServiceKey6, ServiceValue> =
+            HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES6)?)
+                .map_err(err(map_names::SERVICES6))?;
+        read_hash(&svc6, map_names::SERVICES6, |k, v| {
+            out.maps.services6.insert(k, v);
+        })?;
+        let sl6: HashMap<_, SlotKey, Backend6> =
+            HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS6)?)
+                .map_err(err(map_names::SLOTS6))?;
+        read_hash(&sl6, map_names::SLOTS6, |k, v| {
+            out.maps.slots6.insert(k, v);
+        })?;
+    }
     let cidrs: LpmTrie<_, u32, u8> =
         LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS)?)
             .map_err(err(map_names::SERVICE_CIDRS))?;
@@ -499,15 +555,11 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
 pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
     let mut rest = ops;
     while let Some(first) = rest.first() {
+        let same = |op: &&Op| std::mem::discriminant(*op) == std::mem::discriminant(first);
         let run = match first {
-            Op::PutSlot(..) => rest
-                .iter()
-                .take_while(|op| matches!(op, Op::PutSlot(..)))
-                .count(),
-            Op::PutService(..) => rest
-                .iter()
-                .take_while(|op| matches!(op, Op::PutService(..)))
-                .count(),
+            Op::PutSlot(..) | Op::PutService(..) | Op::PutSlot6(..) | Op::PutService6(..) => {
+                rest.iter().take_while(same).count()
+            }
             _ => 1,
         };
         let (now, later) = rest.split_at(run);
@@ -529,6 +581,24 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
                     })
                     .unzip();
                 put_batch(ebpf, map_names::SERVICES, &k, &v, now)?;
+            }
+            Op::PutSlot6(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<SlotKey>, Vec<Backend6>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutSlot6(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SLOTS6, &k, &v, now)?;
+            }
+            Op::PutService6(..) if run >= BATCH_MIN && batching() => {
+                let (k, v): (Vec<ServiceKey6>, Vec<ServiceValue>) = (now.iter())
+                    .filter_map(|op| match op {
+                        Op::PutService6(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                put_batch(ebpf, map_names::SERVICES6, &k, &v, now)?;
             }
             _ => {
                 for op in now {
@@ -606,6 +676,14 @@ fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
         name: map_names::SOURCE_RANGES,
         source,
     };
+    let svc6_err = |source| EbpfError::Map {
+        name: map_names::SERVICES6,
+        source,
+    };
+    let slot6_err = |source| EbpfError::Map {
+        name: map_names::SLOTS6,
+        source,
+    };
     match op {
         Op::PutSlot(k, v) => slots(ebpf)?.insert(k, v, 0).map_err(slot_err)?,
         Op::PutService(k, v) => services(ebpf)?.insert(k, v, 0).map_err(svc_err)?,
@@ -623,6 +701,16 @@ fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
         Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
             Err(aya::maps::MapError::KeyNotFound) => {}
             other => other.map_err(range_err)?,
+        },
+        Op::PutSlot6(k, v) => slots6(ebpf)?.insert(k, v, 0).map_err(slot6_err)?,
+        Op::PutService6(k, v) => services6(ebpf)?.insert(k, v, 0).map_err(svc6_err)?,
+        Op::DeleteService6(k) => match services6(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(svc6_err)?,
+        },
+        Op::DeleteSlot6(k) => match slots6(ebpf)?.remove(k) {
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            other => other.map_err(slot6_err)?,
         },
     }
     Ok(())
@@ -653,8 +741,8 @@ impl MapsOnly {
 }
 
 impl MapIo for MapsOnly {
-    fn dump(&mut self) -> Result<MapSet, EbpfError> {
-        dump_maps(&mut self.0)
+    fn dump(&mut self, family: IpFamily) -> Result<MapSet, EbpfError> {
+        dump_family(&mut self.0, family)
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
@@ -671,8 +759,8 @@ impl MapIo for MapsOnly {
 }
 
 impl MapIo for KernelMaps {
-    fn dump(&mut self) -> Result<MapSet, EbpfError> {
-        dump_maps(&mut self.loaded()?.ebpf)
+    fn dump(&mut self, family: IpFamily) -> Result<MapSet, EbpfError> {
+        dump_family(&mut self.loaded()?.ebpf, family)
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), EbpfError> {
@@ -691,7 +779,7 @@ impl MapIo for KernelMaps {
             return Ok(0);
         };
         let mut n = 0;
-        for name in SOCK_PROGRAMS {
+        for name in sock_programs() {
             if !pin_dir.join(format!("link_{name}")).exists() {
                 attach(&mut loaded.ebpf, name, &loaded.cgroup, &pin_dir)?;
                 n += 1;

@@ -22,6 +22,8 @@ pub mod pin;
 pub mod render;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
 pub mod tracer;
 
 use std::path::PathBuf;

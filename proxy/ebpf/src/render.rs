@@ -13,11 +13,19 @@
 //! and load-balancer IPs get the external verdict (`externalTrafficPolicy`: Local keeps the
 //! client's source and uses local endpoints only; Cluster is SNATed), and the ClusterIP
 //! (routed in from outside) the internal verdict, SNATed.
+//!
+//! Each snapshot is one address family (the shared core hands a dual-stack cluster over as
+//! one snapshot per family, as it does to nftables' `ip` and `ip6` tables): an IPv4 snapshot
+//! fills the IPv4 maps, an IPv6 one the IPv6 maps (`SLUICE_SVC6`, `SLUICE_SLOTS6`) with the
+//! same categorisation and verdicts. IPv6 has no tc path (yet): its ports get socket-layer
+//! entries only, and no source-range prefixes (only the socket layer's `NODE_ALLOWED`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
-use sluice_ebpf_common::{Backend, ServiceKey, ServiceValue, SlotKey, scope, service_flags};
+use sluice_ebpf_common::{
+    Backend, Backend6, ServiceKey, ServiceKey6, ServiceValue, SlotKey, scope, service_flags,
+};
 use sluice_model::service::{Endpoint, IpFamily, ServicePort, ServicePortName, TrafficPolicy};
 use sluice_proxy_core::Snapshot;
 use sluice_proxy_core::backend::BackendOptions;
@@ -25,11 +33,12 @@ use sluice_proxy_core::backend::BackendOptions;
 /// What rendering needs besides the snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RenderConfig {
-    /// The addresses node ports are served on (socket level: only these, this node's).
-    pub nodeport_ips: Vec<Ipv4Addr>,
+    /// The addresses node ports are served on (socket level: only these, this node's), of
+    /// both families (each snapshot uses its own family's).
+    pub nodeport_ips: Vec<IpAddr>,
     /// The node's primary IPs: when one is inside a Service's `loadBalancerSourceRanges`,
     /// the node's own sockets may reach its load-balancer IPs (kube-proxy's `allowFromNode`).
-    pub node_ips: Vec<Ipv4Addr>,
+    pub node_ips: Vec<IpAddr>,
 }
 
 impl RenderConfig {
@@ -37,22 +46,13 @@ impl RenderConfig {
     pub fn of(opts: &BackendOptions) -> Self {
         let ips = opts.nodeport_addresses.as_ref().unwrap_or(&opts.node_ips);
         Self {
-            nodeport_ips: v4(ips),
-            node_ips: v4(&opts.node_ips),
+            nodeport_ips: ips.clone(),
+            node_ips: opts.node_ips.clone(),
         }
     }
 }
 
-fn v4(ips: &[IpAddr]) -> Vec<Ipv4Addr> {
-    (ips.iter())
-        .filter_map(|ip| match ip {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .collect()
-}
-
-/// What the service and slot maps hold (or should).
+/// What the service and slot maps hold (or should), of both families.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapSet {
     /// Service map.
@@ -61,6 +61,10 @@ pub struct MapSet {
     pub slots: BTreeMap<SlotKey, Backend>,
     /// `loadBalancerSourceRanges`: (service id, allowed source prefix).
     pub ranges: BTreeSet<(u32, ipnet::Ipv4Net)>,
+    /// IPv6 service map.
+    pub services6: BTreeMap<ServiceKey6, ServiceValue>,
+    /// IPv6 backend-slot map (its own service ids).
+    pub slots6: BTreeMap<SlotKey, Backend6>,
 }
 
 impl MapSet {
@@ -74,19 +78,106 @@ impl MapSet {
             self.slots.entry(*k).or_insert(*v);
         }
         self.ranges.extend(other.ranges.iter().copied());
+        for (k, v) in &other.services6 {
+            self.services6.entry(*k).or_insert(*v);
+        }
+        for (k, v) in &other.slots6 {
+            self.slots6.entry(*k).or_insert(*v);
+        }
     }
 
     /// Whether nothing is in it.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.slots.is_empty() && self.ranges.is_empty()
+        self.services.is_empty()
+            && self.slots.is_empty()
+            && self.ranges.is_empty()
+            && self.services6.is_empty()
+            && self.slots6.is_empty()
     }
 
-    /// The service ids the entries use.
-    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.services
-            .values()
+    /// The service ids the entries of `family` use.
+    pub fn ids(&self, family: IpFamily) -> impl Iterator<Item = u32> + '_ {
+        let (v4, v6) = match family {
+            IpFamily::V4 => (Some(self.services.values()), None),
+            IpFamily::V6 => (None, Some(self.services6.values())),
+        };
+        (v4.into_iter().flatten())
+            .chain(v6.into_iter().flatten())
             .map(|v| v.service_id)
             .filter(|id| *id != 0)
+    }
+
+    /// Only the entries of `family` (a full sync of one family compares only its maps).
+    pub fn of_family(&self, family: IpFamily) -> MapSet {
+        match family {
+            IpFamily::V4 => MapSet {
+                services: self.services.clone(),
+                slots: self.slots.clone(),
+                ranges: self.ranges.clone(),
+                ..MapSet::default()
+            },
+            IpFamily::V6 => MapSet {
+                services6: self.services6.clone(),
+                slots6: self.slots6.clone(),
+                ..MapSet::default()
+            },
+        }
+    }
+
+    /// Sets the entry of `vip`/`proto` in `scope` (its family's map).
+    pub fn put_service(&mut self, vip: SocketAddr, proto: u8, scope: u8, value: ServiceValue) {
+        match vip {
+            SocketAddr::V4(a) => {
+                self.services
+                    .insert(ServiceKey::new(a, proto, scope), value);
+            }
+            SocketAddr::V6(a) => {
+                self.services6
+                    .insert(ServiceKey6::new(a, proto, scope), value);
+            }
+        }
+    }
+
+    /// Sets slot `key` to the backend at `ep` (its family's map).
+    pub fn put_slot(&mut self, key: SlotKey, ep: SocketAddr, proto: u8) {
+        match ep {
+            SocketAddr::V4(a) => {
+                self.slots.insert(key, Backend::new(a, proto));
+            }
+            SocketAddr::V6(a) => {
+                self.slots6.insert(key, Backend6::new(a, proto));
+            }
+        }
+    }
+
+    /// The entry the programs find for `dst`/`proto` in `scope`: the exact one, else the
+    /// address's wildcard entry.
+    pub fn service(&self, dst: SocketAddr, proto: u8, scope: u8) -> Option<ServiceValue> {
+        match dst {
+            SocketAddr::V4(a) => {
+                let key = ServiceKey::new(a, proto, scope);
+                (self.services.get(&key))
+                    .or_else(|| self.services.get(&key.wildcard()))
+                    .copied()
+            }
+            SocketAddr::V6(a) => {
+                let key = ServiceKey6::new(a, proto, scope);
+                (self.services6.get(&key))
+                    .or_else(|| self.services6.get(&key.wildcard()))
+                    .copied()
+            }
+        }
+    }
+
+    /// The backend in slot `key` of the `v6` or IPv4 slot map.
+    pub fn backend(&self, v6: bool, key: &SlotKey) -> Option<SocketAddr> {
+        match v6 {
+            false => self.slots.get(key).map(|b| SocketAddr::V4(b.socket_addr())),
+            true => self
+                .slots6
+                .get(key)
+                .map(|b| SocketAddr::V6(b.socket_addr())),
+        }
     }
 }
 
@@ -161,7 +252,7 @@ impl Set<'_> {
     }
 }
 
-/// The entries of one Service port (IPv4; nothing for another family or a port that is not
+/// The entries of one Service port in its snapshot's family (nothing for a port that is not
 /// proxied).
 pub fn render_port(
     cfg: &RenderConfig,
@@ -170,15 +261,15 @@ pub fn render_port(
     ids: &mut Ids,
 ) -> MapSet {
     let mut out = MapSet::default();
-    if snapshot.family() != IpFamily::V4 {
-        return out;
-    }
+    let family = snapshot.family();
     let (Some(port), Some(cat)) = (snapshot.service_port(name), snapshot.categorize(name)) else {
         return out;
     };
-    let Some(IpAddr::V4(cluster_ip)) = port.cluster_ip(IpFamily::V4) else {
+    let Some(cluster_ip) = port.cluster_ip(family).filter(|ip| family.contains(ip)) else {
         return out;
     };
+    // The tc path (scope EXTERNAL, source ranges) is IPv4's only.
+    let tc = family == IpFamily::V4;
     let proto = name.protocol.number();
     let internal = set_of(cat.internal());
     let external = set_of(cat.external());
@@ -193,46 +284,45 @@ pub fn render_port(
         true => internal_id,
         false => ids.get(name, KIND_CLUSTER),
     };
-    let external_id = if external.same(&cluster) {
+    let external_id = if !tc || external.same(&cluster) {
         cluster_id
     } else if external.same(&internal) {
         internal_id
     } else {
         ids.get(name, KIND_EXTERNAL)
     };
-    let key = |ip: Ipv4Addr, port: u16, scope: u8| {
-        ServiceKey::new(SocketAddrV4::new(ip, port), proto, scope)
-    };
+    let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
     let (sock, ext) = (scope::SOCKET, scope::EXTERNAL);
     let snat = match port.external_traffic_policy {
         TrafficPolicy::Local => 0,
         TrafficPolicy::Cluster => service_flags::SNAT,
     };
-    let mut add = |k: ServiceKey, id: u32, set: &Set<'_>, flags: u16| {
-        add_set(&mut out, k, id, set, port, proto, flags);
+    let mut add = |vip: SocketAddr, scope: u8, id: u32, set: &Set<'_>, flags: u16| {
+        if scope == ext && !tc {
+            return;
+        }
+        add_set(&mut out, vip, scope, id, set, port, proto, flags);
     };
-    add(key(cluster_ip, port.port, sock), internal_id, &internal, 0);
+    add(at(cluster_ip, port.port), sock, internal_id, &internal, 0);
     add(
-        key(cluster_ip, port.port, ext),
+        at(cluster_ip, port.port),
+        ext,
         internal_id,
         &internal,
         service_flags::SNAT,
     );
-    let ranges: Vec<ipnet::Ipv4Net> = (port.load_balancer_source_ranges.iter())
-        .filter_map(|n| match n {
-            ipnet::IpNet::V4(n) => Some(*n),
-            ipnet::IpNet::V6(_) => None,
-        })
+    let ranges: Vec<ipnet::IpNet> = (port.load_balancer_source_ranges.iter())
+        .filter(|n| family.contains(&n.addr()))
+        .copied()
         .collect();
     // The node's own sockets pass the ranges when a node IP is inside them.
     let node_allowed = match (cfg.node_ips.iter()).any(|ip| ranges.iter().any(|n| n.contains(ip))) {
         true => service_flags::NODE_ALLOWED,
         false => 0,
     };
-    for ip in external_addresses(port) {
+    for ip in external_addresses(port, family) {
         // Source ranges guard the load-balancer IPs only (not external IPs, not node ports).
-        let guarded = match !ranges.is_empty() && port.load_balancer_vips.contains(&IpAddr::V4(ip))
-        {
+        let guarded = match !ranges.is_empty() && port.load_balancer_vips.contains(&ip) {
             true => service_flags::SOURCE_RANGES,
             false => 0,
         };
@@ -241,30 +331,33 @@ pub fn render_port(
             _ => node_allowed,
         };
         add(
-            key(ip, port.port, sock),
+            at(ip, port.port),
+            sock,
             cluster_id,
             &cluster,
             guarded | node,
         );
         add(
-            key(ip, port.port, ext),
+            at(ip, port.port),
+            ext,
             external_id,
             &external,
             snat | guarded,
         );
     }
     if let Some(node_port) = port.node_port {
-        for ip in &cfg.nodeport_ips {
-            add(key(*ip, node_port, sock), cluster_id, &cluster, 0);
-            add(key(*ip, node_port, ext), external_id, &external, snat);
+        for ip in (cfg.nodeport_ips.iter()).filter(|ip| family.contains(ip)) {
+            add(at(*ip, node_port), sock, cluster_id, &cluster, 0);
+            add(at(*ip, node_port), ext, external_id, &external, snat);
         }
     }
-    if !port.load_balancer_vips.is_empty() {
-        out.ranges
-            .extend(ranges.iter().map(|n| (external_id, n.trunc())));
+    if tc && !port.load_balancer_vips.is_empty() {
+        out.ranges.extend(ranges.iter().filter_map(|n| match n {
+            ipnet::IpNet::V4(n) => Some((external_id, n.trunc())),
+            ipnet::IpNet::V6(_) => None,
+        }));
     }
-    out.services
-        .insert(key(cluster_ip, 0, sock).wildcard(), wildcard_value());
+    out.put_service(at(cluster_ip, 0), 0, sock, wildcard_value());
     ids.release(name, &[internal_id, cluster_id, external_id]);
     out
 }
@@ -300,13 +393,11 @@ pub fn union<'a>(ports: impl IntoIterator<Item = &'a MapSet>) -> MapSet {
     all
 }
 
-fn external_addresses(port: &ServicePort) -> impl Iterator<Item = Ipv4Addr> + '_ {
+fn external_addresses(port: &ServicePort, family: IpFamily) -> impl Iterator<Item = IpAddr> + '_ {
     (port.external_ips.iter())
         .chain(&port.load_balancer_vips)
-        .filter_map(|ip| match ip {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
+        .filter(move |ip| family.contains(ip))
+        .copied()
 }
 
 fn wildcard_value() -> ServiceValue {
@@ -318,9 +409,11 @@ fn wildcard_value() -> ServiceValue {
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one entry's parts, all needed")]
 fn add_set(
     out: &mut MapSet,
-    key: ServiceKey,
+    vip: SocketAddr,
+    scope: u8,
     id: u32,
     set: &Set<'_>,
     port: &ServicePort,
@@ -337,19 +430,18 @@ fn add_set(
         Set::Reject => value.flags |= service_flags::REJECT,
         Set::Drop => value.flags |= service_flags::DROP,
         Set::Forward(eps) => {
-            let v4: Vec<SocketAddrV4> = (eps.iter())
-                .filter_map(|ep| match ep.addr() {
-                    std::net::SocketAddr::V4(a) => Some(a),
-                    std::net::SocketAddr::V6(_) => None,
-                })
+            // The entry's own family's endpoints (a snapshot holds one family).
+            let same: Vec<SocketAddr> = (eps.iter())
+                .map(|ep| ep.addr())
+                .filter(|a| a.is_ipv6() == vip.is_ipv6())
                 .collect();
-            value.backend_count = u16::try_from(v4.len()).unwrap_or(u16::MAX);
-            for (i, addr) in v4.iter().take(usize::from(u16::MAX)).enumerate() {
+            value.backend_count = u16::try_from(same.len()).unwrap_or(u16::MAX);
+            for (i, addr) in same.iter().take(usize::from(u16::MAX)).enumerate() {
                 let slot = SlotKey {
                     service_id: id,
                     slot: u32::try_from(i + 1).unwrap_or(u32::MAX),
                 };
-                out.slots.insert(slot, Backend::new(*addr, proto));
+                out.put_slot(slot, *addr, proto);
             }
             if let Some(aff) = &port.session_affinity {
                 value.flags |= service_flags::AFFINITY;
@@ -357,5 +449,5 @@ fn add_set(
             }
         }
     }
-    out.services.insert(key, value);
+    out.put_service(vip, proto, scope, value);
 }

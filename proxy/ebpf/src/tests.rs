@@ -16,8 +16,8 @@ use crate::{EbpfBackend, FakeMaps};
 
 fn cfg() -> RenderConfig {
     RenderConfig {
-        nodeport_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
-        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        nodeport_ips: vec![Ipv4Addr::new(192, 168, 0, 2).into()],
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2).into()],
     }
 }
 

@@ -14,10 +14,14 @@
 //!   must not reach);
 //! - everything else (other nodes, outside clients) meets the ingress program.
 //!
+//! IPv6 packets follow the same path over the IPv6 maps, except that there is no IPv6 tc
+//! path: what the socket layer leaves alone, and everything from outside the node, is
+//! untouched.
+//!
 //! Holding it against the model (`explain`) is how the conformance suite and `explain` know
 //! the maps mean what the model says.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use ipnet::{IpNet, Ipv4Net};
 use sluice_ebpf_common::{ServiceKey, ServiceValue, SlotKey, scope, service_flags};
@@ -52,26 +56,19 @@ impl<'a> Tracer<'a> {
         }
     }
 
-    fn lookup(&self, dst: SocketAddrV4, proto: u8, scope: u8) -> Option<ServiceValue> {
-        let key = ServiceKey::new(dst, proto, scope);
-        (self.maps.services.get(&key))
-            .or_else(|| self.maps.services.get(&key.wildcard()))
-            .copied()
+    fn lookup(&self, dst: SocketAddr, proto: u8, scope: u8) -> Option<ServiceValue> {
+        self.maps.service(dst, proto, scope)
     }
 
-    fn source_allowed(&self, id: u32, src: Ipv4Addr) -> bool {
+    fn source_allowed(&self, id: u32, src: IpAddr) -> bool {
+        let IpAddr::V4(src) = src else {
+            return false; // IPv6 ranges are checked nowhere (no IPv6 tc path)
+        };
         (self.maps.ranges.iter()).any(|(i, net)| *i == id && net.contains(&src))
     }
 
     /// `translate` of the programs, for one scope; `node` says the socket is the node's.
-    fn translate(
-        &self,
-        dst: SocketAddrV4,
-        proto: u8,
-        scope: u8,
-        src: Ipv4Addr,
-        node: bool,
-    ) -> Step {
+    fn translate(&self, dst: SocketAddr, proto: u8, scope: u8, src: IpAddr, node: bool) -> Step {
         let Some(svc) = self.lookup(dst, proto, scope) else {
             return Step::Pass;
         };
@@ -95,20 +92,20 @@ impl<'a> Tracer<'a> {
 
     /// Every backend some pick leads to; none when a slot is missing (the programs then leave
     /// the packet alone, counting `no_slot`).
-    fn backends(&self, svc: &ServiceValue) -> Option<Vec<SocketAddr>> {
+    fn backends(&self, svc: &ServiceValue, v6: bool) -> Option<Vec<SocketAddr>> {
         (1..=u32::from(svc.backend_count))
             .map(|slot| {
                 let key = SlotKey {
                     service_id: svc.service_id,
                     slot,
                 };
-                (self.maps.slots.get(&key)).map(|b| SocketAddr::V4(b.socket_addr()))
+                self.maps.backend(v6, &key)
             })
             .collect()
     }
 
-    fn dnat(&self, svc: &ServiceValue, masquerade: bool) -> Outcome {
-        match self.backends(svc) {
+    fn dnat(&self, svc: &ServiceValue, v6: bool, masquerade: bool) -> Outcome {
+        match self.backends(svc, v6) {
             Some(eps) => Outcome::Dnat {
                 endpoints: eps.into_iter().map(|e| (e, masquerade)).collect(),
             },
@@ -118,8 +115,11 @@ impl<'a> Tracer<'a> {
 
     /// tc `dropped()`: an unallocated address of the service CIDRs, or (egress) an entry the
     /// packet may not pass.
-    fn tc_dropped(&self, dst: SocketAddrV4, proto: u8, src: Ipv4Addr) -> bool {
-        match self.lookup(dst, proto, scope::EXTERNAL) {
+    fn tc_dropped(&self, dst: SocketAddr, proto: u8, src: IpAddr) -> bool {
+        let SocketAddr::V4(dst) = dst else {
+            return false; // no IPv6 tc path
+        };
+        match self.lookup(SocketAddr::V4(dst), proto, scope::EXTERNAL) {
             Some(svc) => {
                 (svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0)
                     || (svc.flags & service_flags::SOURCE_RANGES != 0
@@ -133,23 +133,28 @@ impl<'a> Tracer<'a> {
         }
     }
 
-    /// The tc ingress program on a packet from `src`.
-    fn ingress(&self, dst: SocketAddrV4, proto: u8, src: Ipv4Addr) -> Outcome {
+    /// The tc ingress program on a packet from `src` (none for IPv6: untouched).
+    fn ingress(&self, dst: SocketAddr, proto: u8, src: IpAddr) -> Outcome {
+        if dst.is_ipv6() {
+            return Outcome::Untouched;
+        }
         match self.translate(dst, proto, scope::EXTERNAL, src, false) {
             Step::Pass if self.tc_dropped(dst, proto, src) => Outcome::Drop,
             Step::Pass => Outcome::Untouched,
             Step::Reject => Outcome::Reject,
             Step::Drop => Outcome::Drop,
-            Step::Forward(svc) => self.dnat(&svc, svc.flags & service_flags::SNAT != 0),
+            Step::Forward(svc) => self.dnat(&svc, false, svc.flags & service_flags::SNAT != 0),
         }
     }
 }
 
 impl sluice_proxy_core::explain::Tracer for Tracer<'_> {
     fn trace(&self, packet: &Packet, origin: Origin) -> Outcome {
-        let (IpAddr::V4(src), SocketAddr::V4(dst)) = (packet.src, packet.dst) else {
-            return Outcome::Untouched; // no IPv6 programs yet
-        };
+        let (src, dst) = (packet.src, packet.dst);
+        if src.is_ipv6() != dst.is_ipv6() {
+            return Outcome::Untouched;
+        }
+        let v6 = dst.is_ipv6();
         let proto = packet.protocol.number();
         let node = origin == Origin::Local;
         let pod = !node && self.pod_sources.iter().any(|n| n.contains(&packet.src));
@@ -158,7 +163,7 @@ impl sluice_proxy_core::explain::Tracer for Tracer<'_> {
         }
         match self.translate(dst, proto, scope::SOCKET, src, node) {
             // The connection's source is the node's own address, or the pod's (kept).
-            Step::Forward(svc) => self.dnat(&svc, node),
+            Step::Forward(svc) => self.dnat(&svc, v6, node),
             Step::Reject => Outcome::Reject,
             // Left alone: the pod's packet meets the ingress program on its bridge port.
             Step::Pass | Step::Drop if pod => self.ingress(dst, proto, src),

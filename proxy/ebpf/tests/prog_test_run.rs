@@ -176,7 +176,7 @@ fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow
         ],
     );
     let cfg = RenderConfig {
-        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 2).into()],
         ..RenderConfig::default()
     };
     let want = union(render(&cfg, &snap, &mut Ids::default()).values());

@@ -316,8 +316,8 @@ fn a_restarted_backend_adopts_pinned_maps_and_links() -> anyhow::Result<()> {
         })
         .count();
     assert_eq!(
-        links, 4,
-        "one pinned link per program, the old ones replaced"
+        links, 8,
+        "one pinned link per program (IPv4 and IPv6), the old ones replaced"
     );
     let tcp = client(&cgroup, &ns, TCP_CLIENT)?;
     assert_eq!(
@@ -350,8 +350,8 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, e.errno))
 "#;
 
-/// The IPv6 programs for real: loaded, attached to a child cgroup, their maps filled by hand
-/// (the proxy renders no IPv6 entries yet) with two backends (`[::1]`, two ports) and a
+/// The IPv6 programs on their own: loaded, attached to a child cgroup, their maps filled by
+/// hand (`dual_stack.rs` goes through the backend) with two backends (`[::1]`, two ports) and a
 /// Service with no endpoints; a client in the cgroup connects, sends and receives over IPv6.
 #[test]
 fn ipv6_connect_sendmsg_recvmsg_and_getpeername_see_services() -> anyhow::Result<()> {

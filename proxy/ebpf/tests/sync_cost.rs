@@ -61,7 +61,7 @@ fn measure(n: usize) -> anyhow::Result<(Duration, Duration)> {
     one.sort();
     let programmed = backend.programmed();
     assert_eq!(
-        backend.io().dump()?,
+        backend.io().dump(sluice_model::service::IpFamily::V4)?,
         programmed,
         "the maps hold exactly the render"
     );

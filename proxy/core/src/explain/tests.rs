@@ -458,3 +458,80 @@ fn json() {
     .unwrap();
     assert_eq!(zoned["endpoints"][1]["reason"], "other-zone");
 }
+
+/// The eBPF mode's IPv6: only the socket layer (this node's pods and the node itself)
+/// translates or refuses; what it would drop, and everything from outside, is left alone.
+#[test]
+fn ipv6_socket_only_leaves_alone_what_the_socket_layer_does_not_translate_or_refuse() {
+    use sluice_model::service::IpFamily;
+    let ep6 = |ip: &str, node: &str| Endpoint {
+        node_name: Some(node.into()),
+        ..Endpoint::new(ip.parse::<std::net::IpAddr>().unwrap(), 80)
+    };
+    let snap = crate::fixture::snapshot_in(
+        IpFamily::V6,
+        "node-a",
+        None,
+        vec![
+            (svc("web", "fd00:96::1"), vec![ep6("fd10::1", "node-b")]),
+            (
+                Svc::itp_local(svc("itp", "fd00:96::2")),
+                vec![ep6("fd10::1", "node-b")],
+            ),
+            (svc("empty", "fd00:96::3"), vec![]),
+        ],
+    );
+    let node6 = |dialect: Dialect| NodeContext {
+        node_ips: vec!["fd00::2".parse().unwrap()],
+        primary_ips: vec!["fd00::2".parse().unwrap()],
+        pod_cidrs: vec!["fd10::/64".parse().unwrap()],
+        service_cidrs: vec!["fd00:96::/112".parse().unwrap()],
+        dialect,
+        ..node("node-a")
+    };
+    let verdict = |dialect: Dialect, src: &str, dst: &str| {
+        let packet = Packet {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: Protocol::Tcp,
+        };
+        explain(&snap, &node6(dialect), &packet).unwrap().verdict
+    };
+    let (ebpf, nft) = (Dialect::EBPF, Dialect::NFTABLES);
+    let pod = "fd10::9";
+    // Translated and refused at the socket: as in every mode.
+    assert!(matches!(
+        verdict(ebpf, pod, "[fd00:96::1]:80"),
+        VerdictView::Dnat { .. }
+    ));
+    assert_eq!(
+        verdict(ebpf, pod, "[fd00:96::3]:80"),
+        VerdictView::RejectNoEndpoints
+    );
+    // What nftables drops, the eBPF mode leaves alone in IPv6.
+    assert_eq!(
+        verdict(nft, pod, "[fd00:96::2]:80"),
+        VerdictView::DropNoLocalEndpoints
+    );
+    assert_eq!(
+        verdict(ebpf, pod, "[fd00:96::2]:80"),
+        VerdictView::NoService
+    );
+    assert_eq!(
+        verdict(nft, pod, "[fd00:96::99]:80"),
+        VerdictView::DropUnallocatedClusterIp
+    );
+    assert_eq!(
+        verdict(ebpf, pod, "[fd00:96::99]:80"),
+        VerdictView::NoService
+    );
+    // From outside the node: no IPv6 tc path.
+    assert!(matches!(
+        verdict(nft, "fd00::250", "[fd00:96::1]:80"),
+        VerdictView::Dnat { .. }
+    ));
+    assert_eq!(
+        verdict(ebpf, "fd00::250", "[fd00:96::1]:80"),
+        VerdictView::NoService
+    );
+}
