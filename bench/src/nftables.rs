@@ -441,7 +441,7 @@ fn resync(
             tx.push(sluice_nft::Op::AddTable { comment: None });
             backend.kernel().inner.apply(&tx)?;
         }
-        state.request_full_sync();
+        state.request_periodic_sync();
         backend.kernel().take();
         let start = Instant::now();
         let (snapshot, changes) = state.sync();

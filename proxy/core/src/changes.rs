@@ -18,6 +18,11 @@ pub struct Changes {
     /// Reprogram everything: first sync, node topology changed, or a full
     /// sync was requested (after a failed apply, or periodically).
     pub full: bool,
+    /// The full sync was asked for only by the period (`--sync-period`): nothing else needs
+    /// every Service reprogrammed. A backend that can vouch its dataplane is still what it
+    /// programmed may treat it as a partial sync of [`Changes::ports`] (kube-proxy's periodic
+    /// syncs are partial too; it reprograms everything hourly).
+    pub periodic: bool,
     /// Service ports whose definition or endpoints changed.
     pub ports: BTreeSet<ServicePortName>,
     /// The previous definitions of the ports whose definition changed or that went away:

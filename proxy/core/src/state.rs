@@ -29,6 +29,8 @@ pub struct ProxyState {
     applied_services: Arc<ServicePortMap>,
     applied_endpoints: Arc<EndpointsMap>,
     full_sync_pending: bool,
+    /// The period asked for a full sync ([`Changes::periodic`] when nothing else does).
+    periodic_pending: bool,
     /// What failed syncs took away ([`Changes::replaced`]), carried into the next sync: its
     /// conntrack reconciliation must still delete the flows of destinations that are gone.
     replaced_pending: Vec<Arc<ServicePort>>,
@@ -50,6 +52,7 @@ impl ProxyState {
             applied_services: Arc::default(),
             applied_endpoints: Arc::default(),
             full_sync_pending: true,
+            periodic_pending: false,
             replaced_pending: Vec::new(),
             trigger_times: HashMap::new(),
             config,
@@ -122,6 +125,12 @@ impl ProxyState {
         self.full_sync_pending = true;
     }
 
+    /// Makes the next sync a full one because the sync period came ([`Changes::periodic`]
+    /// unless something else also asks for a full sync).
+    pub fn request_periodic_sync(&mut self) {
+        self.periodic_pending = true;
+    }
+
     /// After a failed apply of `changes`: the next sync is a full one and still undoes what
     /// `changes` took away (a full sync alone only knows what is there now, so the flows of a
     /// Service deleted in the failed sync would be left to time out).
@@ -134,6 +143,7 @@ impl ProxyState {
     /// Whether the next sync has anything to do.
     pub fn has_pending(&self) -> bool {
         self.full_sync_pending
+            || self.periodic_pending
             || self.services.pending_len() > 0
             || self.endpoints.pending_len() > 0
     }
@@ -163,8 +173,11 @@ impl ProxyState {
     /// changed since the previous sync. The changes are consumed: if the
     /// backend fails to apply them, call [`Self::request_full_sync`].
     pub fn sync(&mut self) -> (Snapshot, Changes) {
+        let required = std::mem::take(&mut self.full_sync_pending);
+        let periodic = std::mem::take(&mut self.periodic_pending);
         let mut changes = Changes {
-            full: std::mem::take(&mut self.full_sync_pending),
+            full: required || periodic,
+            periodic: periodic && !required,
             replaced: std::mem::take(&mut self.replaced_pending),
             ..Changes::default()
         };

@@ -149,6 +149,28 @@ fn zone_change_forces_a_full_sync() {
     assert_eq!(snapshot.node().zone, None);
 }
 
+/// A full sync the period asked for is marked periodic, unless something else (the first
+/// sync, a zone change, a failure) also needs every Service reprogrammed.
+#[test]
+fn a_periodic_full_sync_is_marked_unless_something_else_needs_one() {
+    let mut state = state(IpFamily::V4);
+    let (_, first) = state.sync();
+    assert!(first.full && !first.periodic, "the first sync");
+    state.request_periodic_sync();
+    assert!(state.has_pending());
+    let (_, changes) = state.sync();
+    assert!(changes.full && changes.periodic);
+    assert!(!state.has_pending());
+    state.request_periodic_sync();
+    assert!(state.on_node(&node("zone-a")));
+    let (_, changes) = state.sync();
+    assert!(changes.full && !changes.periodic, "the zone changed too");
+    state.request_periodic_sync();
+    state.retry_after_failure(&changes);
+    let (_, changes) = state.sync();
+    assert!(changes.full && !changes.periodic, "after a failure");
+}
+
 #[test]
 fn an_old_snapshot_is_not_disturbed_by_later_syncs() {
     let mut state = state(IpFamily::V4);

@@ -3,7 +3,9 @@
 //! operations; a full apply reads the table back first, so drift (a deleted table, a flushed
 //! chain, a removed element) is repaired and a restart adopts what is there without a flush
 //! — unless the ruleset's generation shows nobody committed since the last read-back or the
-//! proxy's own last commit ([`crate::trust`]): then it plans against its own record.
+//! proxy's own last commit ([`crate::trust`]): then it plans against its own record, and a
+//! sync that is full only because the period came ([`Changes::periodic`]) is the partial
+//! sync of what changed.
 //! After each sync the UDP flows of the ports it looked at are reconciled with one conntrack
 //! dump, as kube-proxy's reconciler does (`sluice_proxy_core::conntrack`).
 
@@ -115,7 +117,8 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         full: bool,
     ) -> Result<(), BackendError> {
         let generation = self.kernel.generation().map_err(apply_err)?;
-        let read_back = full && !self.trust.skip_read(family, generation);
+        let trusted = self.trust.skip_read(family, generation);
+        let read_back = full && !trusted;
         let kernel_view = if read_back {
             let table = self.kernel.read_table(family, TABLE).map_err(apply_err)?;
             Some(table)
@@ -123,9 +126,12 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
             None
         };
         let (_, state) = self.state(snap)?;
+        // Trusted: a periodic sync is the partial sync of what changed (kube-proxy's are
+        // too); a full sync for another reason (topology, restart of the isolation) renders
+        // every Service against the record.
         let pending = match kernel_view {
             Some(table) => state.plan_full_kernel(snap, table),
-            None if full => state.plan_full(snap, None),
+            None if full && !changes.periodic => state.plan_full(snap, None),
             None => state.plan_partial(snap, changes),
         };
         for w in &pending.warnings {

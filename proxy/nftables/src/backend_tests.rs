@@ -302,6 +302,27 @@ fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
     assert_eq!(read_backs(&mut b, &snap, &changes), 1);
     assert!(chain_of(&mut k, "ns/new/").is_none());
 
+    // A periodic sync the generation vouches for is the partial sync of what changed: no
+    // read-back, and nothing rendered but the changed Service.
+    st.request_periodic_sync();
+    apply(
+        &mut st,
+        vec![(
+            svc("late", "172.30.0.10"),
+            vec![ep("10.180.0.10", "node-b")],
+        )],
+    );
+    drop(snap);
+    let (snap, changes) = st.sync();
+    assert!(changes.periodic);
+    assert_eq!(read_backs(&mut b, &snap, &changes), 0);
+    assert!(chain_of(&mut k, "ns/late/").is_some());
+    let applied = fake.applied();
+    st.request_periodic_sync();
+    let (snap, changes) = st.sync();
+    assert_eq!(read_backs(&mut b, &snap, &changes), 0);
+    assert_eq!(fake.applied(), applied, "nothing changed, nothing sent");
+
     // And at least every read-back period, whatever the generation says.
     let mut every = backend(&fake).with_read_back_every(std::time::Duration::ZERO);
     assert_eq!(read_backs(&mut every, &snap, &changes), 1);

@@ -114,6 +114,7 @@ impl<B: Backend + 'static> Runner<B> {
         let without = snapshot.without(&bad);
         let full = Changes {
             full: true,
+            periodic: false,
             ..changes.clone()
         };
         let result = self
@@ -144,6 +145,7 @@ impl<B: Backend + 'static> Runner<B> {
         let without = snapshot.without(exclude);
         let full = Changes {
             full: true,
+            periodic: false,
             ..Changes::default()
         };
         let result = self

@@ -180,7 +180,7 @@ impl<B: Backend + 'static> Runner<B> {
         let full_due = Instant::now() >= schedule.next_full;
         if full_due {
             for fam in self.feed.states() {
-                feed::lock(&fam.state).request_full_sync();
+                feed::lock(&fam.state).request_periodic_sync();
             }
         }
         let mut synced = false;
@@ -367,6 +367,7 @@ impl<B: Backend + 'static> Runner<B> {
         self.set_unprogrammable(family, unprogrammable);
         let changes = Changes {
             full: true,
+            periodic: false,
             ..changes
         };
         (snapshot, changes, Ok(()))
@@ -389,6 +390,7 @@ impl<B: Backend + 'static> Runner<B> {
         );
         let full = Changes {
             full: true,
+            periodic: false,
             ..changes
         };
         self.on_blocking_pool(move |backend| {
