@@ -437,8 +437,11 @@ fn resync(
     let mut runs = Vec::new();
     for _ in 0..args.resyncs.max(1) {
         if foreign {
+            // Created and deleted in one transaction: a commit every time (re-adding a table
+            // that exists is no change, and the kernel does not count it).
             let mut tx = Transaction::new(Family::Ip, "bench-someone-else");
             tx.push(sluice_nft::Op::AddTable { comment: None });
+            tx.push(sluice_nft::Op::DeleteTable);
             backend.kernel().inner.apply(&tx)?;
         }
         state.request_periodic_sync();

@@ -25,6 +25,11 @@ pub struct Changes {
     pub periodic: bool,
     /// Service ports whose definition or endpoints changed.
     pub ports: BTreeSet<ServicePortName>,
+    /// Of [`Changes::ports`], those whose unanswered TCP/SCTP flows may have gone stale: new
+    /// ports (a SYN may have come before their rules) and ports that lost a serving
+    /// endpoint (a SYN may have been DNATed to it). An endpoint added to a port that had
+    /// rules strands no flow, so its sync needs no conntrack dump (unless UDP).
+    pub at_risk: BTreeSet<ServicePortName>,
     /// The previous definitions of the ports whose definition changed or that went away:
     /// what a backend (or the conntrack reconciliation) may need to undo.
     pub replaced: Vec<Arc<ServicePort>>,

@@ -8,10 +8,13 @@
 //! changed, so neither holds the lock for long.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sluice_model::service::{ServiceName, ServicePort, ServicePortName, SliceEndpoints, VecMap};
+use sluice_model::service::{
+    Endpoint, ServiceName, ServicePort, ServicePortName, SliceEndpoints, VecMap,
+};
 
 use crate::changes::Changes;
 use crate::config::{NodeTopology, TrackerConfig};
@@ -191,6 +194,11 @@ impl ProxyState {
                         .filter(|(name, old)| change.current.get(name) != Some(*old))
                         .map(|(_, old)| Arc::clone(old)),
                 );
+                changes.at_risk.extend(
+                    (change.current.keys())
+                        .filter(|name| !change.previous.contains_key(name))
+                        .cloned(),
+                );
                 apply_diff(map, change.previous, change.current, &mut changes.ports);
             }
         }
@@ -204,6 +212,11 @@ impl ProxyState {
         if !endpoint_changes.is_empty() {
             let map = Arc::make_mut(&mut self.applied_endpoints);
             for change in endpoint_changes {
+                changes.at_risk.extend(
+                    (change.previous.iter())
+                        .filter(|(name, old)| lost_one(old, change.current.get(name)))
+                        .map(|(name, _)| name.clone()),
+                );
                 apply_diff(map, change.previous, change.current, &mut changes.ports);
             }
         }
@@ -213,6 +226,16 @@ impl ProxyState {
 
 /// Replaces one Service's `previous` entries in `map` by `current`, noting
 /// every key whose value differs.
+/// Whether an endpoint that could answer (ready or serving) in `old` no longer can in `new`.
+fn lost_one(old: &[Endpoint], new: Option<&Arc<[Endpoint]>>) -> bool {
+    let answers = |e: &Endpoint| e.ready || e.serving;
+    let now: BTreeSet<IpAddr> = (new.into_iter().flat_map(|n| n.iter()))
+        .filter(|e| answers(e))
+        .map(|e| e.ip)
+        .collect();
+    old.iter().any(|e| answers(e) && !now.contains(&e.ip))
+}
+
 fn apply_diff<V: PartialEq>(
     map: &mut std::collections::BTreeMap<ServicePortName, V>,
     previous: VecMap<ServicePortName, V>,

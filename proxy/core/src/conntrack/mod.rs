@@ -121,15 +121,20 @@ pub fn reconcile_flows(
     })
 }
 
-/// Whether a sync looked at any destination (else nothing is dumped).
+/// Whether a sync looked at a destination whose flows may be stale (else nothing is
+/// dumped: a dump walks the whole conntrack hash table, ~9 ms with this kernel's 262,144
+/// buckets however few flows the namespace has). A partial sync's TCP and SCTP ports count
+/// only when [`Changes::at_risk`]: an endpoint added to a port with rules strands no flow.
 fn looks_at_any(snap: &Snapshot, changes: &Changes) -> bool {
     let has = |p: &ServicePort| !destinations(p).is_empty();
+    let may_strand =
+        |p: &ServicePort| p.name.protocol == Protocol::Udp || changes.at_risk.contains(&p.name);
     !changes.replaced.is_empty()
         || match changes.full {
             true => snap.service_ports().any(has),
             false => (changes.ports.iter())
                 .filter_map(|n| snap.service_port(n))
-                .any(has),
+                .any(|p| has(p) && may_strand(p)),
         }
 }
 

@@ -177,3 +177,67 @@ fn a_sync_that_looked_at_no_port_dumps_nothing() {
     assert!(!changes2.full && changes2.ports.is_empty(), "{changes:?}");
     assert_eq!(reconcile_flows(&mut Panics, &snap, &changes2).unwrap(), 0);
 }
+
+/// Counts dumps.
+#[derive(Default)]
+struct Dumps(usize);
+
+impl Cleaner for Dumps {
+    fn delete_where(
+        &mut self,
+        _: IpFamily,
+        _: &dyn Fn(&FlowKey) -> bool,
+    ) -> Result<usize, ConntrackError> {
+        self.0 += 1;
+        Ok(0)
+    }
+}
+
+/// A partial sync dumps conntrack only when a flow may have gone stale: a UDP port, a new
+/// port, a lost endpoint or a taken-away destination — not an endpoint added to a TCP port
+/// that already had rules (a dump walks the whole conntrack table: ~9 ms here).
+#[test]
+fn a_tcp_port_that_only_gained_an_endpoint_is_not_dumped_for() {
+    let mut st = state("node-a", None);
+    let web = || svc("web", "172.30.0.1");
+    let mut dumps = Dumps::default();
+    let sync = |st: &mut crate::ProxyState, dumps: &mut Dumps| {
+        let (snap, changes) = st.sync();
+        reconcile_flows(dumps, &snap, &changes).unwrap();
+        let n = dumps.0;
+        dumps.0 = 0;
+        n
+    };
+    apply(&mut st, vec![(web(), vec![ep("10.180.0.1", "node-b")])]);
+    assert_eq!(sync(&mut st, &mut dumps), 1, "the first (full) sync");
+    apply(&mut st, vec![(svc("new", "172.30.0.2"), vec![])]);
+    assert_eq!(
+        sync(&mut st, &mut dumps),
+        1,
+        "a new port: a SYN may have come first"
+    );
+    let two = vec![ep("10.180.0.1", "node-b"), ep("10.180.0.2", "node-b")];
+    apply(&mut st, vec![(web(), two)]);
+    assert_eq!(sync(&mut st, &mut dumps), 0, "an endpoint added");
+    apply(&mut st, vec![(web(), vec![ep("10.180.0.2", "node-b")])]);
+    assert_eq!(sync(&mut st, &mut dumps), 1, "an endpoint lost");
+    let mut not_ready = ep("10.180.0.2", "node-b");
+    not_ready.ready = false;
+    not_ready.serving = false;
+    apply(&mut st, vec![(web(), vec![not_ready])]);
+    assert_eq!(sync(&mut st, &mut dumps), 1, "an endpoint stopped serving");
+    apply(&mut st, vec![(dns(), vec![ep("10.180.0.1", "node-b")])]);
+    sync(&mut st, &mut dumps);
+    apply(
+        &mut st,
+        vec![(
+            dns(),
+            vec![ep("10.180.0.1", "node-b"), ep("10.180.0.3", "node-b")],
+        )],
+    );
+    assert_eq!(
+        sync(&mut st, &mut dumps),
+        1,
+        "UDP: kube-proxy's rule, every change"
+    );
+}
