@@ -18,6 +18,8 @@ mod sock;
 mod sock6;
 #[cfg(target_arch = "bpf")]
 mod tc;
+#[cfg(target_arch = "bpf")]
+mod tc6;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
