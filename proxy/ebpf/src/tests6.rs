@@ -348,3 +348,43 @@ fn ipv6_source_ranges_are_rendered_and_traced() {
     let np = "[fd00::2]:30080";
     assert_eq!(trace(&set, "fd00:d::5", np, Origin::Remote), kept);
 }
+
+/// Source ranges of both families live in one record but two tries: a full sync of one
+/// family neither deletes nor rewrites the other's prefixes.
+#[test]
+fn a_full_sync_of_one_family_keeps_the_other_familys_source_ranges() {
+    let lb = |cip: &str, vip: &str, range: &str| ServicePort {
+        service_type: ServiceType::LoadBalancer,
+        load_balancer_vips: vec![vip.parse().unwrap()],
+        load_balancer_source_ranges: vec![range.parse().unwrap()],
+        ..svc("ranged", cip)
+    };
+    let v4 = fixture::snapshot(
+        "node-a",
+        None,
+        vec![(
+            lb("172.30.0.9", "198.51.100.9", "192.168.0.0/24"),
+            vec![fixture::ep("10.180.0.1", "node-a")],
+        )],
+    );
+    let v6 = snap6(vec![(
+        lb("fd00:96::9", "fd00:1b::9", "fd00:c::/64"),
+        vec![ep6("fd10::1", "node-a")],
+    )]);
+    let maps = FakeMaps::default();
+    let mut backend = EbpfBackend::new(maps.clone(), cfg());
+    backend.apply_full(&v4, &Changes::default()).unwrap();
+    backend.apply_full(&v6, &Changes::default()).unwrap();
+    let both = maps.maps();
+    let families: Vec<bool> = both
+        .ranges
+        .iter()
+        .map(|(_, n)| n.addr().is_ipv6())
+        .collect();
+    assert_eq!(families, [false, true], "{:?}", both.ranges);
+    let before = maps.writes();
+    backend.apply_full(&v4, &Changes::default()).unwrap();
+    backend.apply_full(&v6, &Changes::default()).unwrap();
+    assert_eq!(maps.writes(), before, "nothing to write");
+    assert_eq!(maps.maps(), both);
+}
