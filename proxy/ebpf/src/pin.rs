@@ -101,9 +101,11 @@ pub struct Iface {
     pub name: String,
     /// Its index.
     pub index: u32,
-    /// Its (first) IPv4 address: the SNAT source for IPv4 flows leaving through it.
+    /// Its first IPv4 address (picked by `nets`: the first inside them): the SNAT source for
+    /// IPv4 flows leaving through it.
     pub addr: Option<std::net::Ipv4Addr>,
-    /// Its (first) IPv6 address that is not link-local: the SNAT source for IPv6 flows.
+    /// Its first IPv6 address that is not link-local (picked by `nets`: the first inside
+    /// them): the SNAT source for IPv6 flows.
     pub addr6: Option<std::net::Ipv6Addr>,
 }
 
