@@ -383,7 +383,7 @@ fn ipvs_check(
 /// The eBPF tracer over decoded maps, held against `verdict`.
 fn ebpf_check(
     maps: &sluice_proxy_ebpf::MapSet,
-    service_cidrs: &[ipnet::Ipv4Net],
+    service_cidrs: &[ipnet::IpNet],
     source: &'static str,
     node: &NodeContext,
     packet: &Packet,

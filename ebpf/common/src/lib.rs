@@ -65,8 +65,31 @@ pub mod map_names {
     /// IPv6: [`AffinityKey`](super::AffinityKey) → [`AffinityValue6`](super::AffinityValue6)
     /// (LRU; the IPv6 service ids are their own, so they get their own map).
     pub const AFFINITY6: &str = "SLUICE_AFF6";
+    /// IPv6 tc path: [`Tuple6`](super::Tuple6) of a client's packet to a Service address →
+    /// the backend chosen for that flow (LRU).
+    pub const CT6: &str = "SLUICE_CT6";
+    /// IPv6 tc path: [`Tuple6`](super::Tuple6) of a backend's reply → the Service address
+    /// to give back (LRU).
+    pub const NAT_REV6: &str = "SLUICE_NATREV6";
+    /// IPv6 tc path: [`Tuple6`](super::Tuple6) client → backend → the SNAT source (LRU).
+    pub const SNAT6: &str = "SLUICE_SNAT6";
+    /// IPv6 tc path: [`Tuple6`](super::Tuple6) backend → SNAT address → the client (LRU).
+    pub const SNAT_REV6: &str = "SLUICE_SNATREV6";
+    /// IPv6 tc path: ifindex → that interface's IPv6 address (`[u32; 4]`, the SNAT source).
+    pub const IFADDR6: &str = "SLUICE_IFADDR6";
+    /// The IPv6 service CIDRs (LPM trie of `[u32; 4]` prefixes).
+    pub const SERVICE_CIDRS6: &str = "SLUICE_SVCCIDR6";
+    /// IPv6 `loadBalancerSourceRanges`: LPM trie of [`SrcRange6`](super::SrcRange6) → 1.
+    pub const SOURCE_RANGES6: &str = "SLUICE_SRCRNG6";
     /// Every map, for cleanup.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 24] = [
+        CT6,
+        NAT_REV6,
+        SNAT6,
+        SNAT_REV6,
+        IFADDR6,
+        SERVICE_CIDRS6,
+        SOURCE_RANGES6,
         AFFINITY6,
         SERVICES6,
         SLOTS6,
@@ -284,6 +307,47 @@ pub struct SrcRange {
     pub addr: u32,
 }
 
+/// An IPv6 packet's addresses, ports and protocol: the key of the IPv6 tc flow maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple6 {
+    /// Source IPv6 address, network byte order (as in the packet).
+    pub saddr: [u32; 4],
+    /// Destination IPv6 address, network byte order.
+    pub daddr: [u32; 4],
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol (the IPv6 next header).
+    pub proto: u8,
+    /// Always 0.
+    pub pad: [u8; 3],
+}
+
+/// An IPv6 address and port to rewrite to, with [`service_flags`] of the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatValue6 {
+    /// IPv6 address, network byte order.
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    /// [`service_flags::SNAT`] when the flow's source is SNATed.
+    pub flags: u16,
+}
+
+/// The data of an IPv6 source-range trie key: the service id (big-endian) and a source
+/// address; the prefix length is 32 + the range's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRange6 {
+    /// The service id, big-endian.
+    pub service_id_be: u32,
+    /// IPv6 address, network byte order.
+    pub addr: [u32; 4],
+}
+
 /// An address and port to rewrite to, with [`service_flags`] of the flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -480,7 +544,7 @@ mod user {
     }
 
     /// The address four `user_ip6` words hold.
-    fn ip6(words: &[u32; 4]) -> std::net::Ipv6Addr {
+    pub fn ip6(words: &[u32; 4]) -> std::net::Ipv6Addr {
         let mut o = [0u8; 16];
         for (i, w) in words.iter().enumerate() {
             o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
@@ -489,7 +553,7 @@ mod user {
     }
 
     /// An IPv6 address as `user_ip6` holds it: four words, each in network byte order.
-    fn words(ip: &std::net::Ipv6Addr) -> [u32; 4] {
+    pub fn words(ip: &std::net::Ipv6Addr) -> [u32; 4] {
         let o = ip.octets();
         core::array::from_fn(|i| {
             u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
@@ -513,6 +577,10 @@ mod user {
         }
     }
 }
+
+/// IPv6 addresses as the maps hold them (four words in network byte order) and back.
+#[cfg(any(feature = "user", test))]
+pub use user::{ip6 as ip6_from_words, words as ip6_words};
 
 // SAFETY: every type is `#[repr(C)]`, `Copy`, made of integers only, and has no implicit
 // padding (checked by `layouts_have_no_padding`), so any bit pattern is a valid value and
@@ -541,6 +609,9 @@ mod pod {
     unsafe impl aya::Pod for RevKey6 {}
     unsafe impl aya::Pod for RevValue6 {}
     unsafe impl aya::Pod for AffinityValue6 {}
+    unsafe impl aya::Pod for Tuple6 {}
+    unsafe impl aya::Pod for NatValue6 {}
+    unsafe impl aya::Pod for SrcRange6 {}
 }
 
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux ≥ 5.14), the
@@ -741,6 +812,10 @@ mod tests {
         assert_eq!(size_of::<RevValue6>(), 20 + 4);
         assert_eq!(size_of::<AffinityValue6>(), 8 + 20 + 4);
         assert_eq!(align_of::<AffinityValue6>(), 8);
+        assert_eq!(size_of::<Tuple6>(), 16 + 16 + 2 + 2 + 1 + 3);
+        assert_eq!(align_of::<Tuple6>(), 4);
+        assert_eq!(size_of::<NatValue6>(), 16 + 2 + 2);
+        assert_eq!(size_of::<SrcRange6>(), 4 + 16);
         assert_eq!(
             size_of::<XlateTest>(),
             4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 2 + 6

@@ -9,7 +9,8 @@
 //! `sendmsg4` translate a Service address to a backend before the socket ever sends a packet,
 //! `recvmsg4` and `getpeername4` give the Service address back. What a Service address means
 //! (which endpoints, reject or drop, affinity) is decided in userspace and written into the
-//! maps; the programs only look up and pick.
+//! maps; the programs only look up and pick. [`sock6`] does the same for IPv6; [`tc`] is the
+//! per-packet path for traffic from outside the node (TCX), and [`tc6`] its IPv6 half.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
@@ -18,6 +19,8 @@ mod sock;
 mod sock6;
 #[cfg(target_arch = "bpf")]
 mod tc;
+#[cfg(target_arch = "bpf")]
+mod tc6;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

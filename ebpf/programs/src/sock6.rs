@@ -2,8 +2,8 @@
 //! `getpeername6`): the IPv4 programs' logic over IPv6 keys, with ClientIP affinity (its own
 //! LRU map: IPv6 service ids are their own) and `loadBalancerSourceRanges` as far as the
 //! socket layer goes (a source-ranged entry is translated for the node's own sockets when it
-//! says `NODE_ALLOWED`, left alone otherwise). There is no IPv6 tc path: what the socket
-//! layer leaves alone is not translated.
+//! says `NODE_ALLOWED`, left alone otherwise). What the socket layer leaves alone meets the
+//! IPv6 tc path (`tc6.rs`), which knows the source.
 //!
 //! `user_ip6` is read and written one 32-bit word at a time (the access size the kernel
 //! accepts for every word of it).
@@ -67,7 +67,7 @@ fn write_ip6(ctx: &SockAddrContext, addr: &[u32; 4], port: u16) {
 }
 
 #[inline(always)]
-fn lookup6(key: ServiceKey6) -> Option<(ServiceKey6, ServiceValue)> {
+pub(crate) fn lookup6(key: ServiceKey6) -> Option<(ServiceKey6, ServiceValue)> {
     // SAFETY: copied out at once.
     if let Some(v) = unsafe { SERVICES6.get(&key) } {
         return Some((key, *v));
@@ -111,7 +111,7 @@ fn sticky6(key: &AffinityKey, svc: &ServiceValue, now: u64) -> Option<Backend6> 
 /// The backend for `svc`: the sticky one under affinity, else a slot picked by `random`
 /// (recorded for affinity); `None` when the slot is missing.
 #[inline(always)]
-fn pick6(svc: &ServiceValue, netns_cookie: u64, random: u32) -> Option<Backend6> {
+pub(crate) fn pick6(svc: &ServiceValue, netns_cookie: u64, random: u32) -> Option<Backend6> {
     let affinity = svc.flags & service_flags::AFFINITY != 0;
     let akey = AffinityKey {
         netns_cookie,
@@ -160,7 +160,7 @@ fn forward6(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     // SAFETY: a helper valid for sock_addr programs (kernel ≥ 5.8).
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     if svc.flags & service_flags::SOURCE_RANGES != 0 && !node_allowed(&svc, netns_cookie) {
-        return 1; // the source is not chosen yet, and there is no IPv6 tc path: left alone
+        return 1; // the source is not chosen yet: left to the tc path
     }
     if svc.flags & service_flags::REJECT != 0 {
         count(stats::REJECTED);

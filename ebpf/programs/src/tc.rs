@@ -9,6 +9,8 @@
 //!   source; a flow marked SNAT (externalTrafficPolicy Cluster) leaving towards its backend
 //!   gets this interface's address as source, on a port no other flow to that backend uses.
 //!
+//! IPv6 packets (EtherType 0x86dd) go to `tc6.rs`, the same path over the IPv6 maps.
+//!
 //! Addresses are rewritten with the kernel's checksum helpers (pseudo-header aware for the L4
 //! checksum); an SCTP port change patches the CRC32c by its linearity (no packet walk);
 //! packets are read and written with `bpf_skb_load_bytes`/`store_bytes`, which
@@ -16,7 +18,7 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
+        __sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::generated::{
@@ -62,12 +64,13 @@ fn dropped(t: &Tuple) -> bool {
     }
 }
 
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const IP_SRC: usize = ETH_HLEN + 12;
 const IP_DST: usize = ETH_HLEN + 16;
 const IP_CSUM: usize = ETH_HLEN + 10;
-const BPF_NOEXIST: u64 = 1;
+pub(crate) const BPF_NOEXIST: u64 = 1;
 
 /// Where a packet's fields are.
 struct Pkt {
@@ -172,12 +175,25 @@ pub extern "C" fn sluice_sctp_crc_delta(changed: u32, len: u32) -> u32 {
 /// the receiver like a corrupted packet).
 #[inline(always)]
 fn rewrite_sctp_crc(ctx: &TcContext, pkt: &Pkt, src: bool, xor: u16) -> Result<(), i64> {
-    let crc: u32 = ctx.load(pkt.csum)?;
+    let total: u16 = ctx.load(ETH_HLEN + 2)?;
+    let len = u32::from(u16::from_be(total)).saturating_sub(20);
+    patch_sctp_crc(ctx, pkt.csum, len, src, xor)
+}
+
+/// The CRC32c patch of [`rewrite_sctp_crc`] for an SCTP packet of `len` bytes whose CRC is
+/// at `csum_at` (both families).
+#[inline(always)]
+pub(crate) fn patch_sctp_crc(
+    ctx: &TcContext,
+    csum_at: usize,
+    len: u32,
+    src: bool,
+    xor: u16,
+) -> Result<(), i64> {
+    let crc: u32 = ctx.load(csum_at)?;
     if crc == 0 {
         return Ok(());
     }
-    let total: u16 = ctx.load(ETH_HLEN + 2)?;
-    let len = u32::from(u16::from_be(total)).saturating_sub(20);
     let x = xor.to_ne_bytes();
     let changed = match src {
         true => [x[0], x[1], 0, 0],
@@ -185,7 +201,7 @@ fn rewrite_sctp_crc(ctx: &TcContext, pkt: &Pkt, src: bool, xor: u16) -> Result<(
     };
     // The field is stored little-endian (the kernel's `cpu_to_le32`), as this target loads.
     let patched = crc ^ sluice_sctp_crc_delta(u32::from_ne_bytes(changed), len);
-    ctx.store(pkt.csum, &patched, 0)?;
+    ctx.store(csum_at, &patched, 0)?;
     Ok(())
 }
 
@@ -201,8 +217,29 @@ fn reverse(t: &Tuple) -> Tuple {
     }
 }
 
+/// The packet's EtherType (host order), 0 when too short.
+#[inline(always)]
+fn ether_type(ctx: &TcContext) -> u16 {
+    ctx.load::<u16>(12).map_or(0, u16::from_be)
+}
+
+/// Dispatches on the EtherType to the IPv4 or IPv6 path, each its own BPF function (so each
+/// has its own 512-byte stack frame, and the verifier walks them one after the other).
 #[classifier]
 pub fn sluice_tc_ingress(ctx: TcContext) -> i32 {
+    match ether_type(&ctx) {
+        ETH_P_IPV6 => match crate::tc6::ingress6(ctx.skb.skb) {
+            crate::tc6::ANSWER_RESET => crate::tc6::reset6(ctx.skb.skb),
+            crate::tc6::ANSWER_UNREACHABLE => crate::tc6::port_unreachable6(ctx.skb.skb),
+            verdict => verdict,
+        },
+        _ => ingress4(ctx.skb.skb),
+    }
+}
+
+#[inline(never)]
+fn ingress4(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
     match ingress(&ctx) {
         Ok(v) | Err(v) => v,
     }
@@ -288,7 +325,7 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
 
 /// The one's-complement sum of big-endian 16-bit words (not yet folded).
 #[inline(always)]
-fn sum_words(bytes: &[u8], mut sum: u32) -> u32 {
+pub(crate) fn sum_words(bytes: &[u8], mut sum: u32) -> u32 {
     let mut i = 0;
     while i + 1 < bytes.len() {
         sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
@@ -298,7 +335,7 @@ fn sum_words(bytes: &[u8], mut sum: u32) -> u32 {
 }
 
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
@@ -395,6 +432,18 @@ fn reset(ctx: &TcContext, pkt: &Pkt) -> Result<i32, i64> {
 
 #[classifier]
 pub fn sluice_tc_egress(ctx: TcContext) -> i32 {
+    match ether_type(&ctx) {
+        ETH_P_IPV6 => match crate::tc6::egress6(ctx.skb.skb) {
+            crate::tc6::ANSWER_SNAT => crate::tc6::snat6(ctx.skb.skb),
+            verdict => verdict,
+        },
+        _ => egress4(ctx.skb.skb),
+    }
+}
+
+#[inline(never)]
+fn egress4(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
     match egress(&ctx) {
         Ok(v) | Err(v) => v,
     }

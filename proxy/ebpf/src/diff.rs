@@ -24,10 +24,10 @@ pub enum Op {
     DeleteService(ServiceKey),
     /// Delete a slot.
     DeleteSlot(SlotKey),
-    /// Allow a source prefix for a service id.
-    PutRange(u32, ipnet::Ipv4Net),
+    /// Allow a source prefix for a service id (its family's trie).
+    PutRange(u32, ipnet::IpNet),
     /// Stop allowing it.
-    DeleteRange(u32, ipnet::Ipv4Net),
+    DeleteRange(u32, ipnet::IpNet),
     /// Insert or replace an IPv6 slot.
     PutSlot6(SlotKey, Backend6),
     /// Insert or replace an IPv6 service entry.

@@ -17,7 +17,8 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use sluice_ebpf_common::{
-    Backend, Backend6, ServiceKey, ServiceKey6, ServiceValue, SlotKey, SrcRange, map_names, stats,
+    Backend, Backend6, ServiceKey, ServiceKey6, ServiceValue, SlotKey, SrcRange, SrcRange6,
+    ip6_from_words, ip6_words, map_names, stats,
 };
 use sluice_model::service::IpFamily;
 
@@ -66,11 +67,12 @@ pub struct KernelConfig {
     /// The interfaces the tc programs attach to (empty: those holding one of `addresses`).
     pub interfaces: Vec<String>,
     /// Without `interfaces`: the interfaces holding an address in one of these (the node
-    /// IPs, the pod CIDRs: the underlay and the pod network's devices) get the tc programs.
-    /// Neither given: no interface does.
-    pub addresses: Vec<ipnet::Ipv4Net>,
-    /// The service CIDRs (`--service-cidr`): unallocated addresses in them are dropped.
-    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+    /// IPs, the pod CIDRs: the underlay and the pod network's devices; either family) get the
+    /// tc programs. Neither given: no interface does.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// The service CIDRs (`--service-cidr`, both families): unallocated addresses in them
+    /// are dropped.
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// The bpffs directory for pins.
     pub pin_dir: PathBuf,
 }
@@ -198,20 +200,32 @@ fn attach(
     Ok(())
 }
 
-/// Fills the service-CIDR trie (adopted maps keep earlier prefixes until cleanup; the CIDRs
-/// are configuration and rarely change).
-fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::Ipv4Net]) -> Result<(), EbpfError> {
-    let name = map_names::SERVICE_CIDRS;
-    let mut trie: aya::maps::LpmTrie<&mut MapData, u32, u8> =
-        aya::maps::LpmTrie::try_from(map(ebpf, name)?)
-            .map_err(|source| EbpfError::Map { name, source })?;
+/// Fills the service-CIDR tries, one per family (adopted maps keep earlier prefixes until
+/// cleanup; the CIDRs are configuration and rarely change).
+pub fn write_service_cidrs(ebpf: &mut Ebpf, cidrs: &[ipnet::IpNet]) -> Result<(), EbpfError> {
     for net in cidrs {
-        let key = aya::maps::lpm_trie::Key::new(
-            u32::from(net.prefix_len()),
-            u32::from(net.network()).to_be(),
-        );
-        trie.insert(&key, 1, 0)
-            .map_err(|source| EbpfError::Map { name, source })?;
+        match net {
+            ipnet::IpNet::V4(net) => {
+                let name = map_names::SERVICE_CIDRS;
+                let mut trie: LpmTrie<&mut MapData, u32, u8> = LpmTrie::try_from(map(ebpf, name)?)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+                let key = Key::new(
+                    u32::from(net.prefix_len()),
+                    u32::from(net.network()).to_be(),
+                );
+                trie.insert(&key, 1, 0)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+            }
+            ipnet::IpNet::V6(net) => {
+                let name = map_names::SERVICE_CIDRS6;
+                let mut trie: LpmTrie<&mut MapData, [u32; 4], u8> =
+                    LpmTrie::try_from(map(ebpf, name)?)
+                        .map_err(|source| EbpfError::Map { name, source })?;
+                let key = Key::new(u32::from(net.prefix_len()), ip6_words(&net.network()));
+                trie.insert(&key, 1, 0)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+            }
+        }
     }
     Ok(())
 }
@@ -250,8 +264,22 @@ fn sync_tc(ebpf: &mut Ebpf, cfg: &KernelConfig) -> Result<usize, EbpfError> {
         let name = map_names::IFADDR;
         let mut addrs: HashMap<&mut MapData, u32, u32> = HashMap::try_from(map(ebpf, name)?)
             .map_err(|source| EbpfError::Map { name, source })?;
-        for iface in &ifaces {
-            let addr = u32::from(iface.addr).to_be();
+        for (iface, addr) in (ifaces.iter()).filter_map(|i| Some((i, i.addr?))) {
+            let addr = u32::from(addr).to_be();
+            if addrs.get(&iface.index, 0).ok() != Some(addr) {
+                addrs
+                    .insert(iface.index, addr, 0)
+                    .map_err(|source| EbpfError::Map { name, source })?;
+            }
+        }
+    }
+    {
+        let name = map_names::IFADDR6;
+        let mut addrs: HashMap<&mut MapData, u32, [u32; 4]> =
+            HashMap::try_from(map(ebpf, name)?)
+                .map_err(|source| EbpfError::Map { name, source })?;
+        for (iface, addr) in (ifaces.iter()).filter_map(|i| Some((i, i.addr6?))) {
+            let addr = ip6_words(&addr);
             if addrs.get(&iface.index, 0).ok() != Some(addr) {
                 addrs
                     .insert(iface.index, addr, 0)
@@ -360,6 +388,27 @@ fn ranges(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, SrcRange, u8>, EbpfEr
     LpmTrie::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
 }
 
+fn ranges6(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, SrcRange6, u8>, EbpfError> {
+    let name = map_names::SOURCE_RANGES6;
+    LpmTrie::try_from(map(ebpf, name)?).map_err(|source| EbpfError::Map { name, source })
+}
+
+/// The IPv6 trie key of (service id, prefix): 32 bits of id, then the prefix.
+fn range6_key(id: u32, net: &ipnet::Ipv6Net) -> Key<SrcRange6> {
+    let data = SrcRange6 {
+        service_id_be: id.to_be(),
+        addr: ip6_words(&net.network()),
+    };
+    Key::new(32 + u32::from(net.prefix_len()), data)
+}
+
+fn range6_of(key: &Key<SrcRange6>) -> Option<(u32, ipnet::IpNet)> {
+    let data = key.data();
+    let len = u8::try_from(key.prefix_len().checked_sub(32)?).ok()?;
+    let net = ipnet::Ipv6Net::new(ip6_from_words(&data.addr), len).ok()?;
+    Some((u32::from_be(data.service_id_be), net.into()))
+}
+
 /// The trie key of (service id, prefix): 32 bits of id, then the prefix.
 fn range_key(id: u32, net: &ipnet::Ipv4Net) -> Key<SrcRange> {
     let data = SrcRange {
@@ -369,11 +418,11 @@ fn range_key(id: u32, net: &ipnet::Ipv4Net) -> Key<SrcRange> {
     Key::new(32 + u32::from(net.prefix_len()), data)
 }
 
-fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
+fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::IpNet)> {
     let data = key.data();
     let len = u8::try_from(key.prefix_len().checked_sub(32)?).ok()?;
     let net = ipnet::Ipv4Net::new(u32::from_be(data.addr).into(), len).ok()?;
-    Some((u32::from_be(data.service_id_be), net))
+    Some((u32::from_be(data.service_id_be), net.into()))
 }
 
 /// Reads the service and slot maps of `ebpf`, both families (batched where the kernel can: a
@@ -381,23 +430,28 @@ fn range_of(key: &Key<SrcRange>) -> Option<(u32, ipnet::Ipv4Net)> {
 pub fn dump_maps(ebpf: &mut Ebpf) -> Result<MapSet, EbpfError> {
     let mut out = dump_family(ebpf, IpFamily::V4)?;
     let v6 = dump_family(ebpf, IpFamily::V6)?;
-    out.services6 = v6.services6;
-    out.slots6 = v6.slots6;
+    out.merge(&v6);
     Ok(out)
 }
 
-/// Reads `family`'s service and slot maps (and, for IPv4, the source-range trie).
+/// Reads `family`'s service and slot maps and source-range trie.
 pub fn dump_family(ebpf: &mut Ebpf, family: IpFamily) -> Result<MapSet, EbpfError> {
     let mut out = MapSet::default();
     match family {
         IpFamily::V4 => {
             read_all(ebpf, map_names::SERVICES, &mut out.services, services)?;
             read_all(ebpf, map_names::SLOTS, &mut out.slots, slots)?;
-            read_ranges(&ranges(ebpf)?, &mut out)?;
+            read_ranges(&ranges(ebpf)?, map_names::SOURCE_RANGES, range_of, &mut out)?;
         }
         IpFamily::V6 => {
             read_all(ebpf, map_names::SERVICES6, &mut out.services6, services6)?;
             read_all(ebpf, map_names::SLOTS6, &mut out.slots6, slots6)?;
+            read_ranges(
+                &ranges6(ebpf)?,
+                map_names::SOURCE_RANGES6,
+                range6_of,
+                &mut out,
+            )?;
         }
     }
     Ok(out)
@@ -468,16 +522,15 @@ fn read_hash<T: Borrow<MapData>, K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
-fn read_ranges<T: Borrow<MapData>>(
-    m: &LpmTrie<T, SrcRange, u8>,
+fn read_ranges<T: Borrow<MapData>, K: aya::Pod>(
+    m: &LpmTrie<T, K, u8>,
+    name: &'static str,
+    decode: impl Fn(&Key<K>) -> Option<(u32, ipnet::IpNet)>,
     out: &mut MapSet,
 ) -> Result<(), EbpfError> {
     for key in m.keys() {
-        let key = key.map_err(|source| EbpfError::Map {
-            name: map_names::SOURCE_RANGES,
-            source,
-        })?;
-        if let Some(r) = range_of(&key) {
+        let key = key.map_err(|source| EbpfError::Map { name, source })?;
+        if let Some(r) = decode(&key) {
             out.ranges.insert(r);
         }
     }
@@ -490,8 +543,8 @@ fn read_ranges<T: Borrow<MapData>>(
 pub struct Programmed {
     /// The service, slot and source-range maps.
     pub maps: MapSet,
-    /// The service-CIDR trie.
-    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+    /// The service-CIDR tries (both families).
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
@@ -520,7 +573,7 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
     let tr: LpmTrie<_, SrcRange, u8> =
         LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
             .map_err(err(map_names::SOURCE_RANGES))?;
-    read_ranges(&tr, &mut out.maps)?;
+    read_ranges(&tr, map_names::SOURCE_RANGES, range_of, &mut out.maps)?;
     // The IPv6 maps (pinned by every version that has the IPv6 programs).
     if pin_dir.join(map_names::SERVICES6).exists() {
         let svc6: HashMap<_, ServiceKey6, ServiceValue> =
@@ -543,7 +596,24 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
         let key = key.map_err(err(map_names::SERVICE_CIDRS))?;
         let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
         if let Ok(net) = ipnet::Ipv4Net::new(u32::from_be(key.data()).into(), len) {
-            out.service_cidrs.push(net);
+            out.service_cidrs.push(net.into());
+        }
+    }
+    // The IPv6 tc path's tries (pinned by every version that has it).
+    if pin_dir.join(map_names::SOURCE_RANGES6).exists() {
+        let tr6: LpmTrie<_, SrcRange6, u8> =
+            LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES6)?)
+                .map_err(err(map_names::SOURCE_RANGES6))?;
+        read_ranges(&tr6, map_names::SOURCE_RANGES6, range6_of, &mut out.maps)?;
+        let cidrs6: LpmTrie<_, [u32; 4], u8> =
+            LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS6)?)
+                .map_err(err(map_names::SERVICE_CIDRS6))?;
+        for key in cidrs6.keys() {
+            let key = key.map_err(err(map_names::SERVICE_CIDRS6))?;
+            let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+            if let Ok(net) = ipnet::Ipv6Net::new(ip6_from_words(&key.data()), len) {
+                out.service_cidrs.push(net.into());
+            }
         }
     }
     Ok(out)
@@ -676,6 +746,10 @@ fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
         name: map_names::SOURCE_RANGES,
         source,
     };
+    let range6_err = |source| EbpfError::Map {
+        name: map_names::SOURCE_RANGES6,
+        source,
+    };
     let svc6_err = |source| EbpfError::Map {
         name: map_names::SERVICES6,
         source,
@@ -695,13 +769,24 @@ fn apply_one(ebpf: &mut Ebpf, op: &Op) -> Result<(), EbpfError> {
             Err(aya::maps::MapError::KeyNotFound) => {}
             other => other.map_err(slot_err)?,
         },
-        Op::PutRange(id, net) => ranges(ebpf)?
+        Op::PutRange(id, ipnet::IpNet::V4(net)) => ranges(ebpf)?
             .insert(&range_key(*id, net), 1, 0)
             .map_err(range_err)?,
-        Op::DeleteRange(id, net) => match ranges(ebpf)?.remove(&range_key(*id, net)) {
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            other => other.map_err(range_err)?,
-        },
+        Op::DeleteRange(id, ipnet::IpNet::V4(net)) => {
+            match ranges(ebpf)?.remove(&range_key(*id, net)) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(range_err)?,
+            }
+        }
+        Op::PutRange(id, ipnet::IpNet::V6(net)) => ranges6(ebpf)?
+            .insert(&range6_key(*id, net), 1, 0)
+            .map_err(range6_err)?,
+        Op::DeleteRange(id, ipnet::IpNet::V6(net)) => {
+            match ranges6(ebpf)?.remove(&range6_key(*id, net)) {
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                other => other.map_err(range6_err)?,
+            }
+        }
         Op::PutSlot6(k, v) => slots6(ebpf)?.insert(k, v, 0).map_err(slot6_err)?,
         Op::PutService6(k, v) => services6(ebpf)?.insert(k, v, 0).map_err(svc6_err)?,
         Op::DeleteService6(k) => match services6(ebpf)?.remove(k) {

@@ -56,21 +56,10 @@ pub fn kernel_config(opts: &BackendOptions) -> KernelConfig {
         cgroup: opts.ebpf.cgroup.clone(),
         interfaces: opts.ebpf.interfaces.clone(),
         addresses: (opts.node_ips.iter())
-            .filter_map(|ip| match ip {
-                std::net::IpAddr::V4(a) => Some(ipnet::Ipv4Net::from(*a)),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .chain(opts.local.cidrs().iter().filter_map(|c| match c {
-                ipnet::IpNet::V4(n) => Some(*n),
-                ipnet::IpNet::V6(_) => None,
-            }))
+            .map(|ip| ipnet::IpNet::from(*ip))
+            .chain(opts.local.cidrs().iter().copied())
             .collect(),
         pin_dir: (opts.ebpf.pin_dir.clone()).unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_DIR)),
-        service_cidrs: (opts.service_cidrs.iter())
-            .filter_map(|c| match c {
-                ipnet::IpNet::V4(n) => Some(*n),
-                ipnet::IpNet::V6(_) => None,
-            })
-            .collect(),
+        service_cidrs: opts.service_cidrs.clone(),
     }
 }

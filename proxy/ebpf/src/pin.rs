@@ -101,38 +101,63 @@ pub struct Iface {
     pub name: String,
     /// Its index.
     pub index: u32,
-    /// Its (first) IPv4 address: the SNAT source for flows leaving through it.
-    pub addr: std::net::Ipv4Addr,
+    /// Its first IPv4 address (picked by `nets`: the first inside them): the SNAT source for
+    /// IPv4 flows leaving through it.
+    pub addr: Option<std::net::Ipv4Addr>,
+    /// Its first IPv6 address that is not link-local (picked by `nets`: the first inside
+    /// them): the SNAT source for IPv6 flows.
+    pub addr6: Option<std::net::Ipv6Addr>,
 }
 
-/// The interfaces of this network namespace called `names`, or (no names) holding an IPv4
-/// address inside one of `nets`; loopback never. Nothing when both are empty.
-pub fn interfaces(names: &[String], nets: &[ipnet::Ipv4Net]) -> Vec<Iface> {
+/// The interfaces of this network namespace called `names`, or (no names) holding an address
+/// inside one of `nets` (either family); loopback never. Nothing when both are empty.
+pub fn interfaces(names: &[String], nets: &[ipnet::IpNet]) -> Vec<Iface> {
     let mut out: Vec<Iface> = Vec::new();
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return out;
     };
     for ifa in addrs {
-        let Some(addr) = ifa
-            .address
-            .as_ref()
-            .and_then(|a| a.as_sockaddr_in())
-            .map(|a| a.ip())
-        else {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| {
+            (a.as_sockaddr_in().map(|a| std::net::IpAddr::V4(a.ip())))
+                .or_else(|| a.as_sockaddr_in6().map(|a| std::net::IpAddr::V6(a.ip())))
+        }) else {
             continue;
+        };
+        let link_local = match addr {
+            std::net::IpAddr::V6(a) => a.is_unicast_link_local(),
+            std::net::IpAddr::V4(_) => false,
         };
         let name = ifa.interface_name;
         let wanted = match names.is_empty() {
             true => nets.iter().any(|n| n.contains(&addr)),
             false => names.contains(&name),
         };
-        if addr.is_loopback() || !wanted || out.iter().any(|i| i.name == name) {
+        if addr.is_loopback() || link_local || !wanted {
             continue;
         }
-        let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) else {
-            continue;
+        let at = match out.iter().position(|i| i.name == name) {
+            Some(at) => at,
+            None => {
+                let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) else {
+                    continue;
+                };
+                out.push(Iface {
+                    name,
+                    index,
+                    addr: None,
+                    addr6: None,
+                });
+                out.len() - 1
+            }
         };
-        out.push(Iface { name, index, addr });
+        match addr {
+            std::net::IpAddr::V4(a) => {
+                out[at].addr.get_or_insert(a);
+            }
+            std::net::IpAddr::V6(a) => {
+                out[at].addr6.get_or_insert(a);
+            }
+        }
     }
     out
 }

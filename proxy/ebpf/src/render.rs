@@ -17,8 +17,8 @@
 //! Each snapshot is one address family (the shared core hands a dual-stack cluster over as
 //! one snapshot per family, as it does to nftables' `ip` and `ip6` tables): an IPv4 snapshot
 //! fills the IPv4 maps, an IPv6 one the IPv6 maps (`SLUICE_SVC6`, `SLUICE_SLOTS6`) with the
-//! same categorisation and verdicts. IPv6 has no tc path (yet): its ports get socket-layer
-//! entries only, and no source-range prefixes (only the socket layer's `NODE_ALLOWED`).
+//! same categorisation and verdicts, socket and tc (`EXTERNAL`) scopes alike; source-range
+//! prefixes go to the family's own trie.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -59,8 +59,9 @@ pub struct MapSet {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// Backend-slot map.
     pub slots: BTreeMap<SlotKey, Backend>,
-    /// `loadBalancerSourceRanges`: (service id, allowed source prefix).
-    pub ranges: BTreeSet<(u32, ipnet::Ipv4Net)>,
+    /// `loadBalancerSourceRanges`: (service id, allowed source prefix), both families (each
+    /// into its family's trie; the ids are per family).
+    pub ranges: BTreeSet<(u32, ipnet::IpNet)>,
     /// IPv6 service map.
     pub services6: BTreeMap<ServiceKey6, ServiceValue>,
     /// IPv6 backend-slot map (its own service ids).
@@ -113,15 +114,23 @@ impl MapSet {
             IpFamily::V4 => MapSet {
                 services: self.services.clone(),
                 slots: self.slots.clone(),
-                ranges: self.ranges.clone(),
+                ranges: self.ranges_of(family),
                 ..MapSet::default()
             },
             IpFamily::V6 => MapSet {
                 services6: self.services6.clone(),
                 slots6: self.slots6.clone(),
+                ranges: self.ranges_of(family),
                 ..MapSet::default()
             },
         }
+    }
+
+    fn ranges_of(&self, family: IpFamily) -> BTreeSet<(u32, ipnet::IpNet)> {
+        (self.ranges.iter())
+            .filter(|(_, n)| family.contains(&n.addr()))
+            .copied()
+            .collect()
     }
 
     /// Sets the entry of `vip`/`proto` in `scope` (its family's map).
@@ -268,8 +277,6 @@ pub fn render_port(
     let Some(cluster_ip) = port.cluster_ip(family).filter(|ip| family.contains(ip)) else {
         return out;
     };
-    // The tc path (scope EXTERNAL, source ranges) is IPv4's only.
-    let tc = family == IpFamily::V4;
     let proto = name.protocol.number();
     let internal = set_of(cat.internal());
     let external = set_of(cat.external());
@@ -284,7 +291,7 @@ pub fn render_port(
         true => internal_id,
         false => ids.get(name, KIND_CLUSTER),
     };
-    let external_id = if !tc || external.same(&cluster) {
+    let external_id = if external.same(&cluster) {
         cluster_id
     } else if external.same(&internal) {
         internal_id
@@ -298,9 +305,6 @@ pub fn render_port(
         TrafficPolicy::Cluster => service_flags::SNAT,
     };
     let mut add = |vip: SocketAddr, scope: u8, id: u32, set: &Set<'_>, flags: u16| {
-        if scope == ext && !tc {
-            return;
-        }
         add_set(&mut out, vip, scope, id, set, port, proto, flags);
     };
     add(at(cluster_ip, port.port), sock, internal_id, &internal, 0);
@@ -351,11 +355,9 @@ pub fn render_port(
             add(at(*ip, node_port), ext, external_id, &external, snat);
         }
     }
-    if tc && !port.load_balancer_vips.is_empty() {
-        out.ranges.extend(ranges.iter().filter_map(|n| match n {
-            ipnet::IpNet::V4(n) => Some((external_id, n.trunc())),
-            ipnet::IpNet::V6(_) => None,
-        }));
+    if !port.load_balancer_vips.is_empty() {
+        out.ranges
+            .extend(ranges.iter().map(|n| (external_id, n.trunc())));
     }
     out.put_service(at(cluster_ip, 0), 0, sock, wildcard_value());
     ids.release(name, &[internal_id, cluster_id, external_id]);

@@ -335,7 +335,7 @@ mod tracer {
 
     fn trace(set: &MapSet, src: &str, dst: &str, origin: Origin) -> Outcome {
         let pods: Vec<ipnet::IpNet> = vec!["10.180.0.0/24".parse().unwrap()];
-        let cidrs: Vec<ipnet::Ipv4Net> = vec!["172.30.0.0/16".parse().unwrap()];
+        let cidrs: Vec<ipnet::IpNet> = vec!["172.30.0.0/16".parse().unwrap()];
         let packet = Packet {
             src: src.parse::<IpAddr>().unwrap(),
             dst: dst.parse::<SocketAddr>().unwrap(),

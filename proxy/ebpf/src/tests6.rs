@@ -1,5 +1,5 @@
 //! Pure tests of the IPv6 half: an IPv6 snapshot renders into the IPv6 maps with the same
-//! categorisation (socket-layer entries only: there is no IPv6 tc path), each family keeps
+//! categorisation (socket-layer and tc entries, source ranges in their own trie), each family keeps
 //! its own record (a full sync of one family never touches the other's maps), partial
 //! applies write only the change in safe order, drift is repaired, and the tracer walks the
 //! IPv6 maps.
@@ -68,7 +68,7 @@ fn backends6(set: &MapSet, k: &ServiceKey6) -> Vec<String> {
 }
 
 #[test]
-fn an_ipv6_snapshot_fills_the_ipv6_maps_at_the_socket_layer() {
+fn an_ipv6_snapshot_fills_the_ipv6_maps_at_both_scopes() {
     let s = snap6(vec![
         (
             web6(),
@@ -87,8 +87,24 @@ fn an_ipv6_snapshot_fills_the_ipv6_maps_at_the_socket_layer() {
     ] {
         assert_eq!(backends6(&set, &key6(addr, scope::SOCKET)), want, "{addr}");
     }
-    // No node port on the node's IPv4 address in an IPv6 snapshot, no tc entries.
-    assert!(!set.services6.keys().any(|k| k.scope == scope::EXTERNAL));
+    // The tc path's entries: the external verdict (eTP Cluster: SNAT) for the node port,
+    // external and LB IPs, the internal one (SNATed) for the ClusterIP routed in.
+    for addr in [
+        "[fd00:96::10]:80",
+        "[fd00:e::1]:80",
+        "[fd00:1b::1]:80",
+        "[fd00::2]:30080",
+    ] {
+        let k = key6(addr, scope::EXTERNAL);
+        assert_eq!(backends6(&set, &k), want, "{addr}");
+        assert_eq!(set.services6[&k].flags, service_flags::SNAT, "{addr}");
+    }
+    // No node port on the node's IPv4 address in an IPv6 snapshot.
+    assert_eq!(
+        set.services6.len(),
+        2 * 4 + 1 + 3,
+        "web, and none: two scopes + wildcard"
+    );
 
     let wild = key6("[fd00:96::10]:0", scope::SOCKET).wildcard();
     assert_eq!(set.services6[&wild].flags, service_flags::REJECT);
@@ -151,10 +167,10 @@ fn each_family_keeps_its_own_record_and_a_full_sync_repairs_only_its_maps() {
         let prefix = format!("sync_proxy_rules_ebpf_map_entries{{map=\"{map}\"}} ");
         (text.lines()).find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
     };
-    // IPv4: the ClusterIP's socket and tc entries and its wildcard; IPv6: four addresses
-    // and the wildcard.
+    // IPv4: the ClusterIP's socket and tc entries and its wildcard; IPv6: four addresses in
+    // both scopes and the wildcard.
     assert_eq!(gauge("services").as_deref(), Some("3"), "{text}");
-    assert_eq!(gauge("services6").as_deref(), Some("5"), "{text}");
+    assert_eq!(gauge("services6").as_deref(), Some("9"), "{text}");
     assert_eq!(gauge("slots6").as_deref(), Some("1"), "{text}");
     // A full IPv4 sync leaves the IPv6 maps alone (and writes nothing: nothing changed).
     let before = maps.writes();
@@ -204,8 +220,9 @@ fn an_ipv6_partial_apply_writes_new_slots_before_the_count_and_drops_old_ones_af
     assert!(!changes.full);
     assert_eq!(changes.ports, [port_name("web")].into());
     backend.apply(&s, &changes).unwrap();
-    // One new slot, four entries (ClusterIP, external IP, LB IP, node port) get count 2.
-    assert_eq!(maps.writes() - before, 1 + 4);
+    // One new slot, eight entries (ClusterIP, external IP, LB IP, node port; socket and tc
+    // scopes: one endpoint set, one service id) get count 2.
+    assert_eq!(maps.writes() - before, 1 + 8);
     assert_eq!(maps.maps(), backend.programmed());
     assert_eq!(
         backends6(&maps.maps(), &key6("[fd00:96::10]:80", scope::SOCKET)),
@@ -240,16 +257,17 @@ fn ipv6_operations_keep_the_safe_order() {
 
 fn trace(set: &MapSet, src: &str, dst: &str, origin: Origin) -> Outcome {
     let pods: Vec<ipnet::IpNet> = vec!["fd10::/64".parse().unwrap()];
+    let cidrs: Vec<ipnet::IpNet> = vec!["fd00:96::/112".parse().unwrap()];
     let packet = Packet {
         src: src.parse::<IpAddr>().unwrap(),
         dst: dst.parse::<SocketAddr>().unwrap(),
         protocol: Protocol::Tcp,
     };
-    Tracer::new(set, &[], &pods).trace(&packet, origin)
+    Tracer::new(set, &cidrs, &pods).trace(&packet, origin)
 }
 
 #[test]
-fn the_tracer_walks_the_ipv6_maps_at_the_socket_layer_only() {
+fn the_tracer_walks_the_ipv6_maps_at_the_socket_layer_and_on_tc() {
     let s = snap6(vec![
         (web6(), vec![ep6("fd10::1", "node-a")]),
         (svc("none", "fd00:96::12"), vec![]),
@@ -270,9 +288,103 @@ fn the_tracer_walks_the_ipv6_maps_at_the_socket_layer_only() {
         trace(&set, "fd10::9", "[fd00:96::10]:81", remote),
         Outcome::Reject
     );
-    // From outside the node: no IPv6 tc path.
+    // From outside the node: the tc path (eTP Cluster: SNATed).
+    assert_eq!(trace(&set, "fd00::250", "[fd00::2]:30080", remote), masq);
     assert_eq!(
-        trace(&set, "fd00::250", "[fd00::2]:30080", remote),
+        trace(&set, "fd00::250", "[fd00:96::12]:80", remote),
+        Outcome::Reject
+    );
+    // An unallocated address of the service CIDR: dropped, from outside and from the node.
+    assert_eq!(
+        trace(&set, "fd00::250", "[fd00:96::99]:80", remote),
+        Outcome::Drop
+    );
+    assert_eq!(trace(&set, NODE6, "[fd00:96::99]:80", local), Outcome::Drop);
+    assert_eq!(
+        trace(&set, "fd00::250", "[fd00:97::99]:80", remote),
         Outcome::Untouched
     );
+}
+
+/// `loadBalancerSourceRanges` over IPv6: the prefixes go to the IPv6 trie with the tc
+/// entry's id; sources outside are dropped (pods too: the socket layer leaves them to tc),
+/// sources inside reach the endpoints.
+#[test]
+fn ipv6_source_ranges_are_rendered_and_traced() {
+    let ranged = ServicePort {
+        load_balancer_source_ranges: vec![
+            "fd00:c::/64".parse().unwrap(),
+            "192.168.0.0/24".parse().unwrap(),
+        ],
+        external_traffic_policy: sluice_model::service::TrafficPolicy::Local,
+        ..web6()
+    };
+    let s = snap6(vec![(ranged, vec![ep6("fd10::1", "node-a")])]);
+    let set = union(render(&cfg(), &s, &mut Ids::default()).values());
+    let lb = set.services6[&key6("[fd00:1b::1]:80", scope::EXTERNAL)];
+    assert_eq!(
+        lb.flags & service_flags::SOURCE_RANGES,
+        service_flags::SOURCE_RANGES
+    );
+    let want: std::collections::BTreeSet<(u32, ipnet::IpNet)> =
+        [(lb.service_id, "fd00:c::/64".parse().unwrap())].into();
+    assert_eq!(
+        set.ranges, want,
+        "the IPv6 prefix only, with the tc entry's id"
+    );
+    let ops = crate::diff::diff(&set, &MapSet::default());
+    assert!(ops.contains(&Op::PutRange(lb.service_id, "fd00:c::/64".parse().unwrap())));
+    let kept = Outcome::Dnat {
+        endpoints: [("[fd10::1]:80".parse().unwrap(), false)].into(),
+    };
+    let lb_ip = "[fd00:1b::1]:80";
+    assert_eq!(trace(&set, "fd00:c::5", lb_ip, Origin::Remote), kept);
+    assert_eq!(
+        trace(&set, "fd00:d::5", lb_ip, Origin::Remote),
+        Outcome::Drop
+    );
+    assert_eq!(trace(&set, "fd10::9", lb_ip, Origin::Remote), Outcome::Drop);
+    // The node port is not guarded by the ranges.
+    let np = "[fd00::2]:30080";
+    assert_eq!(trace(&set, "fd00:d::5", np, Origin::Remote), kept);
+}
+
+/// Source ranges of both families live in one record but two tries: a full sync of one
+/// family neither deletes nor rewrites the other's prefixes.
+#[test]
+fn a_full_sync_of_one_family_keeps_the_other_familys_source_ranges() {
+    let lb = |cip: &str, vip: &str, range: &str| ServicePort {
+        service_type: ServiceType::LoadBalancer,
+        load_balancer_vips: vec![vip.parse().unwrap()],
+        load_balancer_source_ranges: vec![range.parse().unwrap()],
+        ..svc("ranged", cip)
+    };
+    let v4 = fixture::snapshot(
+        "node-a",
+        None,
+        vec![(
+            lb("172.30.0.9", "198.51.100.9", "192.168.0.0/24"),
+            vec![fixture::ep("10.180.0.1", "node-a")],
+        )],
+    );
+    let v6 = snap6(vec![(
+        lb("fd00:96::9", "fd00:1b::9", "fd00:c::/64"),
+        vec![ep6("fd10::1", "node-a")],
+    )]);
+    let maps = FakeMaps::default();
+    let mut backend = EbpfBackend::new(maps.clone(), cfg());
+    backend.apply_full(&v4, &Changes::default()).unwrap();
+    backend.apply_full(&v6, &Changes::default()).unwrap();
+    let both = maps.maps();
+    let families: Vec<bool> = both
+        .ranges
+        .iter()
+        .map(|(_, n)| n.addr().is_ipv6())
+        .collect();
+    assert_eq!(families, [false, true], "{:?}", both.ranges);
+    let before = maps.writes();
+    backend.apply_full(&v4, &Changes::default()).unwrap();
+    backend.apply_full(&v6, &Changes::default()).unwrap();
+    assert_eq!(maps.writes(), before, "nothing to write");
+    assert_eq!(maps.maps(), both);
 }

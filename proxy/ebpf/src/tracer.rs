@@ -14,17 +14,15 @@
 //!   must not reach);
 //! - everything else (other nodes, outside clients) meets the ingress program.
 //!
-//! IPv6 packets follow the same path over the IPv6 maps, except that there is no IPv6 tc
-//! path: what the socket layer leaves alone, and everything from outside the node, is
-//! untouched.
+//! IPv6 packets follow the same path over the IPv6 maps (`sock6.rs`, `tc6.rs`).
 //!
 //! Holding it against the model (`explain`) is how the conformance suite and `explain` know
 //! the maps mean what the model says.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
-use ipnet::{IpNet, Ipv4Net};
-use sluice_ebpf_common::{ServiceKey, ServiceValue, SlotKey, scope, service_flags};
+use ipnet::IpNet;
+use sluice_ebpf_common::{ServiceValue, SlotKey, scope, service_flags};
 use sluice_proxy_core::explain::{Origin, Outcome, Packet};
 
 use crate::render::MapSet;
@@ -32,7 +30,7 @@ use crate::render::MapSet;
 /// The tracer over one set of decoded maps.
 pub struct Tracer<'a> {
     maps: &'a MapSet,
-    service_cidrs: &'a [Ipv4Net],
+    service_cidrs: &'a [IpNet],
     pod_sources: &'a [IpNet],
 }
 
@@ -48,7 +46,7 @@ impl<'a> Tracer<'a> {
     /// Traces over `maps`; `service_cidrs` are the trie's prefixes (unallocated addresses in
     /// them are dropped), `pod_sources` this node's pod CIDRs (those sources are this node's
     /// pods, whose sockets the socket layer sees).
-    pub fn new(maps: &'a MapSet, service_cidrs: &'a [Ipv4Net], pod_sources: &'a [IpNet]) -> Self {
+    pub fn new(maps: &'a MapSet, service_cidrs: &'a [IpNet], pod_sources: &'a [IpNet]) -> Self {
         Self {
             maps,
             service_cidrs,
@@ -60,10 +58,9 @@ impl<'a> Tracer<'a> {
         self.maps.service(dst, proto, scope)
     }
 
+    /// Whether `src` is in entry `id`'s source ranges (the ids are per family: only
+    /// prefixes of `src`'s family count).
     fn source_allowed(&self, id: u32, src: IpAddr) -> bool {
-        let IpAddr::V4(src) = src else {
-            return false; // IPv6 ranges are checked nowhere (no IPv6 tc path)
-        };
         (self.maps.ranges.iter()).any(|(i, net)| *i == id && net.contains(&src))
     }
 
@@ -116,34 +113,30 @@ impl<'a> Tracer<'a> {
     /// tc `dropped()`: an unallocated address of the service CIDRs, or (egress) an entry the
     /// packet may not pass.
     fn tc_dropped(&self, dst: SocketAddr, proto: u8, src: IpAddr) -> bool {
-        let SocketAddr::V4(dst) = dst else {
-            return false; // no IPv6 tc path
-        };
-        match self.lookup(SocketAddr::V4(dst), proto, scope::EXTERNAL) {
+        match self.lookup(dst, proto, scope::EXTERNAL) {
             Some(svc) => {
                 (svc.flags & service_flags::REJECT == 0 && svc.backend_count == 0)
                     || (svc.flags & service_flags::SOURCE_RANGES != 0
                         && !self.source_allowed(svc.service_id, src))
             }
             None => {
-                let wildcard = ServiceKey::new(SocketAddrV4::new(*dst.ip(), 0), 0, scope::SOCKET);
-                !self.maps.services.contains_key(&wildcard)
-                    && self.service_cidrs.iter().any(|n| n.contains(dst.ip()))
+                let wildcard = SocketAddr::new(dst.ip(), 0);
+                self.lookup(wildcard, 0, scope::SOCKET).is_none()
+                    && self.service_cidrs.iter().any(|n| n.contains(&dst.ip()))
             }
         }
     }
 
-    /// The tc ingress program on a packet from `src` (none for IPv6: untouched).
+    /// The tc ingress program on a packet from `src` (either family).
     fn ingress(&self, dst: SocketAddr, proto: u8, src: IpAddr) -> Outcome {
-        if dst.is_ipv6() {
-            return Outcome::Untouched;
-        }
         match self.translate(dst, proto, scope::EXTERNAL, src, false) {
             Step::Pass if self.tc_dropped(dst, proto, src) => Outcome::Drop,
             Step::Pass => Outcome::Untouched,
             Step::Reject => Outcome::Reject,
             Step::Drop => Outcome::Drop,
-            Step::Forward(svc) => self.dnat(&svc, false, svc.flags & service_flags::SNAT != 0),
+            Step::Forward(svc) => {
+                self.dnat(&svc, dst.is_ipv6(), svc.flags & service_flags::SNAT != 0)
+            }
         }
     }
 }

@@ -39,11 +39,6 @@ pub struct Dialect {
     /// `loadBalancerSourceRanges` (kube-proxy's IPVS mode: IPVS schedules them in `LOCAL_OUT`,
     /// and its source-range firewall is jumped to from `INPUT` only).
     pub source_ranges_spare_node: bool,
-    /// IPv6 is translated at the socket layer only (the eBPF mode has no IPv6 tc path): IPv6
-    /// traffic from outside the node is left alone, and so is whatever the socket layer
-    /// neither translates nor refuses (drop verdicts, unallocated service addresses, a pod's
-    /// connection to a load-balancer IP with source ranges).
-    pub ipv6_socket_only: bool,
 }
 
 impl Dialect {
@@ -58,7 +53,6 @@ impl Dialect {
         reject_unserved_vip_ports: false,
         local_falls_back_to_cluster: false,
         source_ranges_spare_node: false,
-        ipv6_socket_only: false,
     };
 
     /// Sluice's eBPF mode: nftables' verdicts, with pods load-balanced at the socket (their
@@ -66,7 +60,6 @@ impl Dialect {
     pub const EBPF: Self = Self {
         hairpin_masquerade: false,
         socket_lb: true,
-        ipv6_socket_only: true,
         ..Self::NFTABLES
     };
 
@@ -84,7 +77,6 @@ impl Dialect {
         reject_unserved_vip_ports: true,
         local_falls_back_to_cluster: true,
         source_ranges_spare_node: true,
-        ipv6_socket_only: false,
     };
 
     /// kube-proxy's iptables mode (`localhostNodePorts` as configured).
@@ -99,7 +91,6 @@ impl Dialect {
             reject_unserved_vip_ports: false,
             local_falls_back_to_cluster: false,
             source_ranges_spare_node: false,
-            ipv6_socket_only: false,
         }
     }
 }

@@ -111,7 +111,6 @@ pub fn explain(
         out.verdict = unserved(snapshot, node, packet.dst.ip());
         out.notes
             .extend(near_misses(snapshot, packet, &out.verdict));
-        ipv6_socket_only(&mut out, node, packet);
         return Ok(out);
     };
     out.service_port = Some(port.name.to_string());
@@ -142,37 +141,7 @@ pub fn explain(
     }
     out.notes.extend(notes(&policy, &out.verdict));
     out.policy = Some(policy);
-    ipv6_socket_only(&mut out, node, packet);
     Ok(out)
-}
-
-/// [`Dialect::ipv6_socket_only`]: an IPv6 packet meets only the socket layer, which sees
-/// this node's pods and the node itself; it refuses and translates, and leaves everything
-/// else alone (nothing drops it).
-fn ipv6_socket_only(out: &mut Explanation, node: &NodeContext, packet: &Packet) {
-    if !node.dialect.ipv6_socket_only || !packet.dst.is_ipv6() {
-        return;
-    }
-    let pod = node.pod_cidrs.iter().any(|net| net.contains(&packet.src));
-    let from_node = Origin::of(packet, node) == Origin::Local;
-    let why = if !pod && !from_node {
-        "IPv6 from outside the node: the eBPF mode has no IPv6 tc path, the packet is left alone"
-    } else if matches!(
-        out.verdict,
-        VerdictView::DropNoLocalEndpoints
-            | VerdictView::DropNoEndpoints
-            | VerdictView::DropSourceRange
-            | VerdictView::DropUnallocatedClusterIp
-    ) {
-        "IPv6: the socket layer leaves a connection it would drop alone (no IPv6 tc path drops it)"
-    } else if pod && out.source_ranges.is_some() {
-        "IPv6: a pod's connection to a load-balancer IP with source ranges is left alone by the \
-         socket layer (no IPv6 tc path checks the ranges)"
-    } else {
-        return;
-    };
-    out.verdict = VerdictView::NoService;
-    out.notes.push(why.to_owned());
 }
 
 fn check_families(snapshot: &Snapshot, packet: &Packet) -> Result<(), ExplainError> {
