@@ -282,14 +282,11 @@ fn ingress(ctx: &TcContext) -> Result<i32, i32> {
             Ok(TC_ACT_SHOT as i32)
         }
         Outcome::Pass => Ok(TC_ACT_OK as i32),
+        // `translate` counted the rejection.
         Outcome::Reject if t.proto == proto::TCP => {
-            count(stats::REJECTED);
             Ok(reset(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32))
         }
-        Outcome::Reject => {
-            count(stats::REJECTED);
-            Ok(port_unreachable(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32))
-        }
+        Outcome::Reject => Ok(port_unreachable(ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32)),
         Outcome::Drop => {
             count(stats::TC_DROPPED);
             Ok(TC_ACT_SHOT as i32)

@@ -10,7 +10,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::Bpffs;
+use common::{Bpffs, internet_checksum as csum};
 use sluice_ebpf_common::xlate_verdict;
 use sluice_model::service::{Endpoint, SessionAffinity};
 use sluice_proxy_core::fixture::{self, svc};
@@ -206,19 +206,6 @@ fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow
         "the node, its IP outside the ranges: left to tc (which drops it)"
     );
     Ok(())
-}
-
-/// The internet checksum of `data` (0 when a header with its checksum verifies).
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Ethernet + IPv4 + TCP SYN from `src:sport` to `dst:dport`, checksums filled in.

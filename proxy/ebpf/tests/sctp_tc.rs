@@ -11,7 +11,8 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::Bpffs;
+use common::{Bpffs, internet_checksum as csum};
+use sluice_ebpf_common::crc32c::checksum as crc32c;
 use sluice_model::service::{Endpoint, Protocol, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::fixture;
 use sluice_proxy_ebpf::diff::diff;
@@ -34,34 +35,6 @@ fn backend() -> Vec<Endpoint> {
         node_name: Some("node-a".into()),
         ..Endpoint::new(IpAddr::V4(BACKEND), 8080)
     }]
-}
-
-/// CRC32c as SCTP computes it (RFC 9260 appendix A), bit by bit.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// The internet checksum (0 when a header with its checksum verifies).
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 const SCTP: usize = 14 + 20;

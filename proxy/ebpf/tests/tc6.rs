@@ -203,18 +203,7 @@ fn packet(protocol: u8, src: &str, sport: u16, dst: &str, dport: u16, payload: &
 fn crc32c(data: &[u8]) -> u32 {
     let mut body = data.to_vec();
     body[8..12].fill(0);
-    let mut crc = !0u32;
-    for b in body {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    sluice_ebpf_common::crc32c::checksum(&body)
 }
 
 fn ends(p: &[u8]) -> String {

@@ -153,3 +153,15 @@ pub(crate) fn serve(
     });
     Ok(())
 }
+
+/// The internet checksum of `data` (0 when a header with its checksum verifies).
+pub(crate) fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
