@@ -25,10 +25,20 @@ use sluice_ebpf_common::{
 
 const ECONNREFUSED: i32 = 111;
 
+/// Entries are allocated as they are written (`BPF_F_NO_PREALLOC`), so these ceilings cost
+/// nothing until used: a Service takes three service entries (the ClusterIP for the socket
+/// layer and for tc, the wildcard port) and a slot per endpoint it picks from; 65,536
+/// preallocated entries stopped a cluster at ~21,800 Services.
+pub(crate) const SERVICE_ENTRIES: u32 = 1 << 19;
+/// See [`SERVICE_ENTRIES`].
+pub(crate) const SLOT_ENTRIES: u32 = 1 << 21;
+pub(crate) const BPF_F_NO_PREALLOC: u32 = 1;
+
 #[map(name = "SLUICE_SVC")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(65536, 0);
+static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(SERVICE_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SLUICE_SLOTS")]
-static SLOTS: HashMap<SlotKey, Backend> = HashMap::pinned(262144, 0);
+static SLOTS: HashMap<SlotKey, Backend> = HashMap::pinned(SLOT_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SLUICE_REV")]
 static REV: LruHashMap<RevKey, RevValue> = LruHashMap::pinned(262144, 0);
 #[map(name = "SLUICE_AFF")]

@@ -23,17 +23,15 @@ use sluice_ebpf_common::{
     scope, service_flags, stats,
 };
 
-use crate::sock::{count, node_allowed};
+use crate::sock::{BPF_F_NO_PREALLOC, SERVICE_ENTRIES, SLOT_ENTRIES, count, node_allowed};
 
 const ECONNREFUSED: i32 = 111;
-/// Hash maps allocate entries as they are written (IPv6 is the smaller family in most
-/// clusters; preallocation would cost their full size up front).
-const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map(name = "SLUICE_SVC6")]
-static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::pinned(65536, BPF_F_NO_PREALLOC);
+static SERVICES6: HashMap<ServiceKey6, ServiceValue> =
+    HashMap::pinned(SERVICE_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SLUICE_SLOTS6")]
-static SLOTS6: HashMap<SlotKey, Backend6> = HashMap::pinned(262144, BPF_F_NO_PREALLOC);
+static SLOTS6: HashMap<SlotKey, Backend6> = HashMap::pinned(SLOT_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "SLUICE_REV6")]
 static REV6: LruHashMap<RevKey6, RevValue6> = LruHashMap::pinned(65536, 0);
 #[map(name = "SLUICE_AFF6")]

@@ -98,3 +98,40 @@ fn sync_cost_at_100_and_10000_services() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// 25,000 Services × 3 endpoints (75,000 service entries) fit the maps: the service map's
+/// 65,536 preallocated entries once stopped a cluster at ~21,800 Services (the sync failed
+/// with "map full"); its entries are now allocated as written, under a much higher ceiling.
+#[test]
+fn twenty_five_thousand_services_fit_the_maps() -> anyhow::Result<()> {
+    if !KernelMaps::built_for_tests() {
+        return Ok(());
+    }
+    let bpffs = Bpffs::new()?;
+    let maps = MapsOnly::load(&bpffs.path().join("b"))?;
+    let mut backend = EbpfBackend::new(maps, RenderConfig::default());
+    let services: Vec<_> = (0..25_000)
+        .map(|i| {
+            let port = svc(
+                &format!("s{i}"),
+                &format!("172.30.{}.{}", i / 250, i % 250 + 1),
+            );
+            (port, (0..3).map(|j| ep(i, j)).collect::<Vec<_>>())
+        })
+        .collect();
+    let mut state = fixture::state("node-a", None);
+    fixture::apply(&mut state, services);
+    let (snap, changes) = state.sync();
+    backend.apply(&snap, &changes)?;
+    let programmed = backend.programmed();
+    assert!(
+        programmed.services.len() > 65_536,
+        "{}",
+        programmed.services.len()
+    );
+    assert_eq!(
+        backend.io().dump(sluice_model::service::IpFamily::V4)?,
+        programmed
+    );
+    Ok(())
+}
