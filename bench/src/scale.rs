@@ -136,10 +136,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     bar.set_style(ProgressStyle::with_template(
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
     )?);
-    let mut points = Vec::new();
+    let (mut points, mut failed) = (Vec::new(), Vec::new());
     for (mode, services) in runs {
-        let point = measure(args, &proxy, &mode, services, &bar)
-            .with_context(|| format!("{mode} at {services} Services"))?;
+        // A size a mode cannot program is a result too: noted, and the run goes on.
+        let point = match measure(args, &proxy, &mode, services, &bar) {
+            Ok(point) => point,
+            Err(e) => {
+                let line = format!("{mode} at {services} Services failed: {e:#}");
+                bar.println(&line);
+                failed.push(line);
+                continue;
+            }
+        };
         let line = format!(
             "{mode:>9} {services:>6}: cold {:.0} ms, one change {:.2} ms, RSS {:.0} MiB (peak {:.0}), idle {:.2} %, conn ratio {:.2}, iperf3 ratio {}, load {:.1}",
             ms(point.cold_sync),
@@ -159,7 +167,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         points.push(point);
     }
     bar.finish_with_message("done");
-    let table = table(args, &points);
+    let mut table = table(args, &points);
+    for line in failed {
+        table += &format!("\n{line}\n");
+    }
     std::fs::write(args.out.join("scale.md"), &table)?;
     print!("{table}");
     plot::all(&args.out, &points)?;
@@ -375,6 +386,8 @@ fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Syncs {
     pub(crate) count: f64,
+    /// Failed syncs as the mode's failure counters count them.
+    failures: f64,
     full_sum: f64,
     partial_sum: f64,
 }
@@ -391,10 +404,15 @@ pub(crate) fn wait_syncs(
         if let Some(status) = process.try_wait()? {
             anyhow::bail!("sluice-proxy exited ({status}): {}", process.log_tail(20));
         }
-        if let Ok(s) = syncs(bed)
-            && s.count >= count
-        {
-            return Ok(s);
+        if let Ok(s) = syncs(bed) {
+            if s.count >= count {
+                return Ok(s);
+            }
+            anyhow::ensure!(
+                s.failures == 0.0,
+                "the proxy's syncs fail: {}",
+                process.log_tail(3)
+            );
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -419,6 +437,10 @@ fn syncs(bed: &Bed) -> anyhow::Result<Syncs> {
     let get = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
     Ok(Syncs {
         count: get("kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        failures: (metrics.iter())
+            .filter(|(name, _)| name.contains("_failures"))
+            .map(|(_, v)| v)
+            .sum(),
         full_sum: get("kubeproxy_sync_full_proxy_rules_duration_seconds_sum"),
         partial_sum: get("kubeproxy_sync_partial_proxy_rules_duration_seconds_sum"),
     })
