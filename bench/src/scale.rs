@@ -143,7 +143,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             Ok(point) => point,
             Err(e) => {
                 let line = format!("{mode} at {services} Services failed: {e:#}");
-                bar.println(&line);
+                match bar.is_hidden() {
+                    true => println!("{line}"),
+                    false => bar.println(&line),
+                }
                 failed.push(line);
                 continue;
             }
@@ -410,8 +413,8 @@ pub(crate) fn wait_syncs(
             }
             anyhow::ensure!(
                 s.failures == 0.0,
-                "the proxy's syncs fail: {}",
-                process.log_tail(3)
+                "the proxy's syncs fail ({} failures counted before sync {count} was done)",
+                s.failures
             );
         }
         anyhow::ensure!(
