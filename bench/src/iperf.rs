@@ -1,7 +1,7 @@
 //! One iperf3 TCP measurement between two namespaces: server in one (one-shot), client in
 //! the other, throughput read from the client's JSON report.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,28 @@ pub(crate) fn gbits(
     client: &NetNs,
     seconds: u32,
 ) -> anyhow::Result<f64> {
+    gbits_to(server, 5201, client, (server_ip, 5201).into(), seconds)
+}
+
+/// The same with the server listening on `port` and the client connecting to `target` (a
+/// Service address that leads to it).
+pub(crate) fn gbits_to(
+    server: &NetNs,
+    port: u16,
+    client: &NetNs,
+    target: SocketAddr,
+    seconds: u32,
+) -> anyhow::Result<f64> {
     let mut cmd = Command::new("iperf3");
-    cmd.args(["-s", "-1", "-p", "5201"]);
+    cmd.args(["-s", "-1", "-p", &port.to_string()]);
     let mut srv = server.spawn(&cmd)?;
-    let ip = server_ip.to_string();
+    let ip = target.ip().to_string();
+    let tport = target.port().to_string();
     let secs = seconds.to_string();
     let start = Instant::now();
     let report = loop {
         let out = client.exec([
-            "iperf3", "-c", &ip, "-p", "5201", "-t", &secs, "-O", "1", "-J",
+            "iperf3", "-c", &ip, "-p", &tport, "-t", &secs, "-O", "1", "-J",
         ]);
         let json: Option<serde_json::Value> =
             out.as_ref().ok().and_then(|o| serde_json::from_str(o).ok());

@@ -3,9 +3,11 @@
 
 mod cni;
 mod ebpf;
+mod ebpf_home;
 mod iperf;
 mod iptables;
 mod nftables;
+mod nodeport;
 mod overlay;
 mod scale;
 mod sync;
@@ -45,6 +47,9 @@ enum Bench {
     /// The eBPF backend against the real kernel maps (loaded in a private bpffs, nothing
     /// attached): cold sync, one Service change at 10,000 and 100, full resync, map memory.
     Ebpf(ebpf::Args),
+    /// NodePort connection set-up rate from outside the node, ebpf vs nftables mode, both
+    /// programmed with 10,000 Services at once (real sluice-proxy binaries), alternating rounds.
+    Nodeport(nodeport::Args),
     /// The real sluice-proxy binary at 100 to 25,000 Services per mode: cold sync, one
     /// change, RSS, idle CPU, connection set-up ratio; a table and SVG plots.
     Scale(scale::Args),
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Bench::Nftables(args) => nftables::run(&args),
         Bench::Iptables(args) => iptables::run(&args),
         Bench::Ebpf(args) => ebpf::run(&args),
+        Bench::Nodeport(args) => nodeport::run(&args),
         Bench::Scale(args) => scale::run(&args),
     };
     match result {

@@ -73,11 +73,11 @@ const CLIENT: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::ne
 pub(crate) const SERVER: (Ipv4Addr, Ipv4Addr) =
     (Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 2, 1));
 /// The server pod's port (the generator's target port).
-const TARGET_PORT: u16 = 8080;
+pub(crate) const TARGET_PORT: u16 = 8080;
 /// The server pod's port for direct connections: another port than the VIP's target, so a
 /// direct connection's 4-tuple never equals a DNATed one (the client reuses source ports
 /// across destinations; a clash with a TIME_WAIT entry costs a slow path in conntrack).
-const DIRECT_PORT: u16 = 8081;
+pub(crate) const DIRECT_PORT: u16 = 8081;
 /// Bound on one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rounds the connections are split into, alternating VIP and pod IP against drift.
@@ -465,23 +465,41 @@ fn resync(
 }
 
 /// A node namespace holding the rules between a client pod and a server pod, each on its own
-/// veth and /24 (so both directions of every connection cross the node's netfilter hooks).
+/// veth and /24 (so both directions of every connection cross the node's netfilter hooks);
+/// [`Bed::with_outside`] adds a host outside the node, on a third veth.
 pub(crate) struct Bed {
     _links: Vec<(Veth, Address, Address, Route)>,
-    client: NetNs,
-    server: NetNs,
+    pub(crate) client: NetNs,
+    pub(crate) server: NetNs,
     pub(crate) node: NetNs,
+    pub(crate) outside: Option<NetNs>,
 }
+
+/// The outside host and the node's address on its link (the node IP NodePorts are reached at).
+pub(crate) const OUTSIDE: (Ipv4Addr, Ipv4Addr) =
+    (Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 1));
 
 impl Bed {
     pub(crate) fn new() -> anyhow::Result<Self> {
+        Self::build(false)
+    }
+
+    pub(crate) fn with_outside() -> anyhow::Result<Self> {
+        Self::build(true)
+    }
+
+    fn build(outside: bool) -> anyhow::Result<Self> {
         let node = NetNs::new("nft-node")?;
         node.set_ip_forward(true)?;
         let client = NetNs::new("nft-client")?;
         let server = NetNs::new("nft-server")?;
+        let outside = outside.then(|| NetNs::new("nft-out")).transpose()?;
         let mut links = Vec::new();
-        for (pod, (ip, gw), ifname) in [(&client, CLIENT, "vclient"), (&server, SERVER, "vserver")]
-        {
+        let pods = [(&client, CLIENT, "vclient"), (&server, SERVER, "vserver")];
+        let hosts = pods
+            .into_iter()
+            .chain(outside.iter().map(|o| (o, OUTSIDE, "vext")));
+        for (pod, (ip, gw), ifname) in hosts {
             let veth = Veth::new(&node, ifname, pod, "eth0")?;
             let node_addr = Address::new(&node, ifname, Ipv4Net::new(gw, 24)?)?;
             let pod_addr = Address::new(pod, "eth0", Ipv4Net::new(ip, 24)?)?;
@@ -493,30 +511,28 @@ impl Bed {
             client,
             server,
             node,
+            outside,
         })
     }
 
-    /// Sequential connections to the VIP and to the pod IP, in alternating rounds.
-    pub(crate) fn rates(&self, connections: u32, vip: SocketAddr) -> anyhow::Result<Rates> {
-        let pod = SocketAddr::new(SERVER.0.into(), DIRECT_PORT);
-        let _servers = [TARGET_PORT, DIRECT_PORT]
+    /// Echo servers on the server pod's target port and direct port, while held.
+    pub(crate) fn servers(&self) -> anyhow::Result<Vec<EchoServer>> {
+        [TARGET_PORT, DIRECT_PORT]
             .map(|port| {
                 let any = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
                 EchoServer::tcp(&self.server, "server", any)
             })
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Into::into)
+    }
+
+    /// Sequential connections to the VIP and to the pod IP, in alternating rounds.
+    pub(crate) fn rates(&self, connections: u32, vip: SocketAddr) -> anyhow::Result<Rates> {
+        let pod = SocketAddr::new(SERVER.0.into(), DIRECT_PORT);
+        let _servers = self.servers()?;
         let per_round = (connections / ROUNDS).max(1);
         let rounds = self.client.run(|| -> anyhow::Result<Vec<[Duration; 2]>> {
-            let burst = |addr: SocketAddr, n: u32| -> anyhow::Result<Duration> {
-                let start = Instant::now();
-                for _ in 0..n {
-                    let reply = request_here(Proto::Tcp, addr, REQUEST_TIMEOUT)
-                        .with_context(|| format!("connection to {addr}"))?;
-                    anyhow::ensure!(reply.backend == "server", "answered by {}", reply.backend);
-                }
-                Ok(start.elapsed())
-            };
             // Warm up both paths (neighbour entries, the echo thread).
             burst(vip, 50)?;
             burst(pod, 50)?;
@@ -545,6 +561,18 @@ impl Bed {
             ratio: ratios[ratios.len() / 2],
         })
     }
+}
+
+/// `n` sequential TCP connections (connect, read the server's answer, close) to `addr` from
+/// this thread's namespace.
+pub(crate) fn burst(addr: SocketAddr, n: u32) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for _ in 0..n {
+        let reply = request_here(Proto::Tcp, addr, REQUEST_TIMEOUT)
+            .with_context(|| format!("connection to {addr}"))?;
+        anyhow::ensure!(reply.backend == "server", "answered by {}", reply.backend);
+    }
+    Ok(start.elapsed())
 }
 
 fn verdict(met: bool) -> &'static str {
