@@ -25,13 +25,14 @@ use sluice_ebpf_common::{
 
 const ECONNREFUSED: i32 = 111;
 
-/// Entries are allocated as they are written (`BPF_F_NO_PREALLOC`), so these ceilings cost
-/// nothing until used: a Service takes three service entries (the ClusterIP for the socket
-/// layer and for tc, the wildcard port) and a slot per endpoint it picks from; 65,536
-/// preallocated entries stopped a cluster at ~21,800 Services.
-pub(crate) const SERVICE_ENTRIES: u32 = 1 << 19;
+/// Entries are allocated as they are written (`BPF_F_NO_PREALLOC`); only the bucket array
+/// (16 bytes per bucket, one per entry of the ceiling) is allocated up front: 4 MiB and 16
+/// MiB, per family. A Service takes three service entries (the ClusterIP for the socket layer
+/// and for tc, the wildcard port) and a slot per endpoint it picks from, so the ceilings hold
+/// ~87,000 single-port Services; 65,536 preallocated entries stopped a cluster at ~21,800.
+pub(crate) const SERVICE_ENTRIES: u32 = 1 << 18;
 /// See [`SERVICE_ENTRIES`].
-pub(crate) const SLOT_ENTRIES: u32 = 1 << 21;
+pub(crate) const SLOT_ENTRIES: u32 = 1 << 20;
 pub(crate) const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map(name = "SLUICE_SVC")]

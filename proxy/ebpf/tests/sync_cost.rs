@@ -101,7 +101,7 @@ fn sync_cost_at_100_and_10000_services() -> anyhow::Result<()> {
 
 /// 25,000 Services × 3 endpoints (75,000 service entries) fit the maps: the service map's
 /// 65,536 preallocated entries once stopped a cluster at ~21,800 Services (the sync failed
-/// with "map full"); its entries are now allocated as written, under a much higher ceiling.
+/// with "map full"); its entries are now allocated as written, under a ceiling of 262,144.
 #[test]
 fn twenty_five_thousand_services_fit_the_maps() -> anyhow::Result<()> {
     if !KernelMaps::built_for_tests() {
