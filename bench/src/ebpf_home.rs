@@ -9,7 +9,7 @@
 //! cgroup for as long as the guard lives. Dropped, the home unmounts the bpffs (the pinned
 //! links go, so nothing stays attached), removes the cgroup and unmounts the cgroup2 mount.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context as _;
@@ -79,7 +79,7 @@ impl EbpfHome {
 impl Drop for EbpfHome {
     fn drop(&mut self) {
         let _ = umount2(&self.bpffs(), MntFlags::MNT_DETACH);
-        let _ = remove_cgroup(&self.cgroup);
+        let _ = sluice_testbed::cgroup::remove(&self.cgroup);
         let _ = umount2(&self.dir.path().join("cgroup2"), MntFlags::MNT_DETACH);
     }
 }
@@ -99,24 +99,4 @@ impl Drop for Joined {
             );
         }
     }
-}
-
-/// Kills what is left in cgroup `path` (not this process) and removes it (bounded wait).
-fn remove_cgroup(path: &Path) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            if pid != std::process::id() as i32 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    anyhow::bail!("cgroup {} still busy", path.display())
 }

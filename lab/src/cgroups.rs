@@ -167,10 +167,10 @@ pub(crate) fn teardown(dir: &LabDir, state: &State) -> anyhow::Result<()> {
         if lab.exists() {
             for entry in std::fs::read_dir(&lab)?.flatten() {
                 if entry.path().is_dir() {
-                    remove_cgroup(&entry.path())?;
+                    sluice_testbed::cgroup::remove(&entry.path())?;
                 }
             }
-            remove_cgroup(&lab)?;
+            sluice_testbed::cgroup::remove(&lab)?;
         }
         umount2(&cg, MntFlags::MNT_DETACH).with_context(|| format!("umount {}", cg.display()))?;
     }
@@ -179,24 +179,4 @@ pub(crate) fn teardown(dir: &LabDir, state: &State) -> anyhow::Result<()> {
         umount2(&bpf, MntFlags::MNT_DETACH).with_context(|| format!("umount {}", bpf.display()))?;
     }
     Ok(())
-}
-
-/// SIGKILLs the processes in cgroup `path` and removes it (bounded wait).
-fn remove_cgroup(path: &Path) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            if pid != std::process::id() as i32 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    anyhow::bail!("cgroup {} still busy", path.display())
 }

@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+pub mod cgroup;
 pub mod cluster;
 mod cmd;
 pub mod cni;

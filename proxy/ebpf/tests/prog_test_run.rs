@@ -10,7 +10,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::{Bpffs, internet_checksum as csum};
+use common::{Bpffs, internet_checksum as csum, ipv4_packet};
 use sluice_ebpf_common::xlate_verdict;
 use sluice_model::service::{Endpoint, SessionAffinity};
 use sluice_proxy_core::fixture::{self, svc};
@@ -210,17 +210,7 @@ fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow
 
 /// Ethernet + IPv4 + TCP SYN from `src:sport` to `dst:dport`, checksums filled in.
 fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut p = vec![0u8; 14 + 20 + 20];
-    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut p[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let c = csum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = ipv4_packet(6, src, dst, 20);
     let tcp = &mut p[34..54];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&dport.to_be_bytes());

@@ -10,8 +10,8 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::{Bpffs, internet_checksum as csum};
+use aya::programs::SchedClassifier;
+use common::{Bpffs, classifier, internet_checksum as csum, ipv4_packet, test_run as run};
 use sluice_ebpf_common::crc32c::checksum as crc32c;
 use sluice_model::service::{Endpoint, Protocol, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::fixture;
@@ -50,17 +50,7 @@ fn crcs(p: &[u8]) -> (u32, u32) {
 /// Ethernet + IPv4 + SCTP INIT from `src:sport` to `dst:dport`; the CRC filled in unless
 /// `offloaded` (left zero, as a sender with checksum offload hands it over).
 fn init(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, offloaded: bool) -> Vec<u8> {
-    let mut p = vec![0u8; SCTP + 12 + 20];
-    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut p[14..SCTP];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&52u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 132;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let c = csum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = ipv4_packet(132, src, dst, 12 + 20);
     let s = &mut p[SCTP..];
     s[0..2].copy_from_slice(&sport.to_be_bytes());
     s[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -84,19 +74,6 @@ fn ends(p: &[u8]) -> String {
     format!("{}:{} -> {}:{}", ip(26), port(SCTP), ip(30), port(SCTP + 2))
 }
 
-fn run(prog: &SchedClassifier, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; 128];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
-}
-
 fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
     let snap = fixture::snapshot(
         "node-a",
@@ -115,10 +92,6 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
         prog.load()?;
     }
     Ok(ebpf)
-}
-
-fn classifier<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a SchedClassifier {
-    ebpf.program(name).unwrap().try_into().unwrap()
 }
 
 #[test]

@@ -13,8 +13,8 @@ mod common;
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::maps::HashMap;
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::Bpffs;
+use aya::programs::SchedClassifier;
+use common::{Bpffs, classifier, test_run as run};
 use sluice_ebpf_common::{NatValue6, Tuple6, ip6_words, map_names, proto};
 use sluice_model::service::{
     Endpoint, IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, ServiceType,
@@ -115,23 +115,6 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
         prog.load()?;
     }
     Ok(ebpf)
-}
-
-fn classifier<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a SchedClassifier {
-    ebpf.program(name).unwrap().try_into().unwrap()
-}
-
-fn run(prog: &SchedClassifier, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
 }
 
 const L4: usize = 14 + 40;

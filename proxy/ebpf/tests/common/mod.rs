@@ -4,11 +4,13 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use sluice_testbed::NetNs;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -164,4 +166,41 @@ pub(crate) fn internet_checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// A loaded program of `ebpf` as a tc classifier.
+pub(crate) fn classifier<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a SchedClassifier {
+    ebpf.program(name).unwrap().try_into().unwrap()
+}
+
+/// Runs a loaded tc program on `pkt` (`BPF_PROG_TEST_RUN`): its verdict and the packet it
+/// left (at most 256 bytes).
+pub(crate) fn test_run(prog: &SchedClassifier, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap();
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// Ethernet + IPv4 (no options, TTL 64, checksum filled in) from `src` to `dst` carrying
+/// `l4_len` zero bytes of protocol `proto` at offset 34.
+pub(crate) fn ipv4_packet(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4_len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; 34 + l4_len];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut p[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&u16::try_from(20 + l4_len).unwrap().to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = internet_checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    p
 }
