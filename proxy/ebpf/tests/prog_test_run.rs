@@ -9,8 +9,8 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use common::{Bpffs, internet_checksum as csum, ipv4_packet};
+use aya::programs::SchedClassifier;
+use common::{Bpffs, internet_checksum as csum, ipv4_packet, test_run};
 use sluice_ebpf_common::xlate_verdict;
 use sluice_model::service::{Endpoint, SessionAffinity};
 use sluice_proxy_core::fixture::{self, svc};
@@ -91,13 +91,7 @@ fn xlate(
     rec[8..16].copy_from_slice(&7u64.to_ne_bytes());
     rec[16..24].copy_from_slice(&netns.to_ne_bytes());
     rec[24..28].copy_from_slice(&random.to_ne_bytes());
-    let mut out = [0u8; 40];
-    prog.test_run(TestRunOptions {
-        data_in: Some(&rec),
-        data_out: Some(&mut out),
-        ..TestRunOptions::default()
-    })
-    .unwrap();
+    let (_, out) = test_run(prog, &rec);
     let addr = Ipv4Addr::new(out[28], out[29], out[30], out[31]);
     let port = u16::from_be_bytes([out[32], out[33]]);
     (out[7], format!("{addr}:{port}"))
@@ -240,17 +234,7 @@ fn tc_ingress_dnats_a_flow_with_valid_checksums_and_keeps_it() -> anyhow::Result
     let prog = program(&mut ebpf, "sluice_tc_ingress")?;
     let client = Ipv4Addr::new(192, 168, 0, 250);
     let web = Ipv4Addr::new(172, 30, 0, 1);
-    let run = |pkt: &[u8]| {
-        let mut out = vec![0u8; pkt.len()];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .unwrap();
-        (r.return_value, out)
-    };
+    let run = |pkt: &[u8]| test_run(prog, pkt);
     let pkt = syn(client, 40000, web, 80);
     let (rc, out) = run(&pkt);
     assert_eq!(rc, 0, "TC_ACT_OK");
@@ -305,14 +289,8 @@ fn tc_ingress_dnats_a_flow_with_valid_checksums_and_keeps_it() -> anyhow::Result
     dgram[34 + 6] = 0; // no UDP checksum
     dgram[34 + 7] = 0;
     dgram[34 + 4..34 + 6].copy_from_slice(&28u16.to_be_bytes());
-    let mut out = vec![0u8; 128];
-    let r = prog.test_run(TestRunOptions {
-        data_in: Some(&dgram),
-        data_out: Some(&mut out),
-        ..TestRunOptions::default()
-    })?;
-    assert_eq!(r.return_value, 7, "TC_ACT_REDIRECT");
-    let icmp = &out[..r.data_size_out as usize];
+    let (rc, icmp) = run(&dgram);
+    assert_eq!(rc, 7, "TC_ACT_REDIRECT");
     assert_eq!(icmp.len(), 14 + 20 + 8 + 28);
     assert_eq!(icmp[23], 1, "ICMP");
     assert_eq!(&icmp[26..30], &[172, 30, 0, 4]);

@@ -303,7 +303,7 @@ fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
     assert!(chain_of(&mut k, "ns/new/").is_none());
 
     // A periodic sync the generation vouches for is the partial sync of what changed: no
-    // read-back, and nothing rendered but the changed Service.
+    // read-back; the change still lands.
     st.request_periodic_sync();
     apply(
         &mut st,
