@@ -32,6 +32,9 @@ use crate::up::Lab;
 const FIRST_WAIT: Duration = Duration::from_secs(10);
 const NEXT_WAIT: Duration = Duration::from_secs(3);
 
+/// Every node proxy's metrics server, on the node's loopback.
+const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 10249);
+
 /// One row of the report.
 struct Row {
     result: &'static str,
@@ -252,12 +255,63 @@ fn check_packet(lab: &Lab, spec: &PacketSpec, mode: &str, wait: Duration) -> any
             Err(words) if Instant::now() > deadline => {
                 return Ok(Row {
                     result: "FAIL",
-                    detail: words,
+                    detail: format!("{words}\n{}", diagnose(lab, mode, dst)),
                 });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// What a failed packet leaves to go on, since the lab is removed right after: every node's
+/// sync metrics, the end of its proxy's log and its rules that name the destination.
+fn diagnose(lab: &Lab, mode: &str, dst: SocketAddr) -> String {
+    let mut out = String::new();
+    for node in lab.node_names() {
+        let Ok(ns) = NetNs::open(&lab.state.ns(&node)) else {
+            continue;
+        };
+        let metrics = ns
+            .run(|| http::request(METRICS, "GET", "/metrics", None, Duration::from_secs(1)))
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(r?.body))
+            .unwrap_or_else(|e| format!("no metrics: {e:#}"));
+        let sync_lines = metrics
+            .lines()
+            .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_") && !l.contains("_bucket"));
+        let log = std::fs::read_to_string(lab.dir.log(&format!("proxy-{node}")));
+        let log = log.unwrap_or_else(|e| format!("no log: {e}"));
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        let rules = ns.run(|| node_rules(mode)).unwrap_or_default();
+        let ip = dst.ip().to_string();
+        out += &format!("  | {node}: sync metrics\n");
+        for l in sync_lines {
+            out += &format!("  |   {l}\n");
+        }
+        out += &format!("  | {node}: rules naming {ip}\n");
+        for l in rules.lines().filter(|l| l.contains(&ip)) {
+            out += &format!("  |   {l}\n");
+        }
+        out += &format!("  | {node}: proxy log (last {} lines)\n", tail.len());
+        for l in tail.iter().rev() {
+            out += &format!("  |   {l}\n");
+        }
+    }
+    out
+}
+
+/// The node's rules as its mode's tools print them (empty in ebpf mode: its maps are binary).
+fn node_rules(mode: &str) -> String {
+    let cmd: &[&str] = match mode {
+        "iptables" => &["iptables-save"],
+        "nftables" => &["nft", "list", "ruleset"],
+        _ => return String::new(),
+    };
+    std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// The namespace a packet is sent from and the address it is bound to (the kernel picks for
@@ -320,12 +374,11 @@ fn create_objects(lab: &Lab, scenario: &Scenario) -> anyhow::Result<Vec<String>>
 /// (`kubeproxy_sync_proxy_rules_last_timestamp_seconds`) with nothing pending.
 fn wait_synced(lab: &Lab, since: SystemTime) -> anyhow::Result<()> {
     let since = since.duration_since(UNIX_EPOCH)?.as_secs_f64();
-    let metrics: SocketAddr = ([127, 0, 0, 1], 10249).into();
     for node in lab.node_names() {
         let ns = NetNs::open(&lab.state.ns(&node))?;
         crate::up::eventually(&format!("{node}'s proxy synced"), FIRST_WAIT, || {
             let text = ns
-                .run(|| http::request(metrics, "GET", "/metrics", None, Duration::from_secs(1)))??
+                .run(|| http::request(METRICS, "GET", "/metrics", None, Duration::from_secs(1)))??
                 .body;
             let value = |name: &str| -> f64 {
                 (text.lines())
