@@ -31,6 +31,14 @@ impl Writer {
         Self::default()
     }
 
+    /// An empty writer with room for `bytes` (no reallocation until they are written).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            overflow: false,
+        }
+    }
+
     /// The bytes written so far.
     pub fn into_inner(self) -> Vec<u8> {
         self.buf

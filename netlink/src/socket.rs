@@ -9,6 +9,7 @@
 //! failing message, with its sequence number, whether or not it was asked to acknowledge.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use netlink_sys::{Socket as RawSocket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -118,14 +119,32 @@ impl Socket {
         BASE_RCVBUF + acks * ACK_TRUESIZE
     }
 
-    /// Sends a batch and returns the answers to sequence numbers in `seqs` (inclusive), and
-    /// whether some answers were lost to a receive-buffer overrun.
+    /// Sends a batch — the concatenation of `chunks`, as one datagram — and returns the
+    /// answers to sequence numbers in `seqs` (inclusive), and whether some answers were lost
+    /// to a receive-buffer overrun. Chunks spare a large batch one contiguous buffer that
+    /// doubles as it grows (32 MiB of peak memory for the 17 MiB cold sync of 10,000
+    /// Services); the kernel gathers them into one message either way.
     pub fn send_batch(
         &mut self,
-        bytes: &[u8],
+        chunks: &[Vec<u8>],
         seqs: (u32, u32),
     ) -> Result<(Vec<Answer>, bool), NetlinkError> {
-        self.socket.send(bytes, 0).map_err(NetlinkError::Socket)?;
+        let iov: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let sent = nix::sys::socket::sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &iov,
+            &[],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| NetlinkError::Socket(io::Error::from(e)))?;
+        if sent != total {
+            return Err(NetlinkError::Socket(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("the batch was sent short: {sent} of {total} bytes"),
+            )));
+        }
         let mut answers = Vec::new();
         let mut lost = false;
         loop {

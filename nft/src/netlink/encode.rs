@@ -17,17 +17,22 @@ use sluice_netlink::Writer;
 /// Element bytes per message before a new message is started (well under 64 KiB).
 const ELEMENT_CHUNK: usize = 32 * 1024;
 
+/// Bytes per chunk of an encoded batch: a message starts a new chunk once this much is
+/// written (messages stay under 64 KiB, so a chunk rarely grows past it). At most 1,024
+/// chunks go in one `sendmsg` (`UIO_MAXIOV`): 1 GiB, far past any ruleset.
+const CHUNK: usize = 1 << 20;
+
 /// An encoded transaction.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    /// The datagram.
-    pub(crate) bytes: Vec<u8>,
+    /// The datagram, in chunks of about [`CHUNK`] bytes; no message straddles two.
+    pub(crate) chunks: Vec<Vec<u8>>,
     /// Sequence number of `BATCH_BEGIN` (the kernel blames it for commit failures).
     pub(crate) begin_seq: u32,
     /// Sequence number of `BATCH_END`.
     pub(crate) end_seq: u32,
-    /// `(seq, op index, message offset)` of every op message, in order.
-    pub(crate) msgs: Vec<(u32, usize, usize)>,
+    /// `(seq, op index, chunk, offset in the chunk)` of every op message, in order.
+    pub(crate) msgs: Vec<(u32, usize, usize, usize)>,
 }
 
 impl Batch {
@@ -39,12 +44,24 @@ impl Batch {
             .map(|i| self.msgs[i].1)
     }
 
+    /// The datagram's length.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
     /// Sets `NLM_F_ACK` on every op message.
     pub(crate) fn ack_each(&mut self) {
-        for &(_, _, off) in &self.msgs {
-            let f = u16::from_ne_bytes([self.bytes[off + 6], self.bytes[off + 7]]) | NLM_F_ACK;
-            self.bytes[off + 6..off + 8].copy_from_slice(&f.to_ne_bytes());
+        for &(_, _, chunk, off) in &self.msgs {
+            let bytes = &mut self.chunks[chunk];
+            let f = u16::from_ne_bytes([bytes[off + 6], bytes[off + 7]]) | NLM_F_ACK;
+            bytes[off + 6..off + 8].copy_from_slice(&f.to_ne_bytes());
         }
+    }
+
+    /// The datagram in one piece (tests and the fuzz seed).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        self.chunks.concat()
     }
 }
 
@@ -111,6 +128,7 @@ pub(crate) fn encode(
     })?;
     let mut enc = Encoder {
         w: Writer::new(),
+        chunks: Vec::new(),
         family,
         table: &tx.table,
         seq,
@@ -145,8 +163,9 @@ pub(crate) fn encode(
         NFNL_SUBSYS_NFTABLES,
     );
     enc.w.end_msg(start);
+    enc.chunks.push(enc.w.into_inner());
     Ok(Batch {
-        bytes: enc.w.into_inner(),
+        chunks: enc.chunks,
         begin_seq,
         end_seq,
         msgs: enc.msgs,
@@ -154,11 +173,14 @@ pub(crate) fn encode(
 }
 
 struct Encoder<'a> {
+    /// The chunk being written.
     w: Writer,
+    /// The chunks written before it.
+    chunks: Vec<Vec<u8>>,
     family: Family,
     table: &'a str,
     seq: u32,
-    msgs: Vec<(u32, usize, usize)>,
+    msgs: Vec<(u32, usize, usize, usize)>,
     interval: HashMap<String, bool>,
     set_id: u32,
 }
@@ -178,6 +200,10 @@ impl Encoder<'_> {
         flags: u16,
         body: impl FnOnce(&mut Writer),
     ) -> Result<(), String> {
+        if self.w.len() >= CHUNK {
+            let full = std::mem::replace(&mut self.w, Writer::with_capacity(CHUNK + CHUNK / 8));
+            self.chunks.push(full.into_inner());
+        }
         let seq = self.next_seq();
         let nl_ty = (NFNL_SUBSYS_NFTABLES << 8) | u16::from(ty);
         let start = self
@@ -188,7 +214,7 @@ impl Encoder<'_> {
         if self.w.overflowed() {
             return Err("an attribute is longer than 64 KiB".into());
         }
-        self.msgs.push((seq, i, start));
+        self.msgs.push((seq, i, self.chunks.len(), start));
         Ok(())
     }
 
@@ -394,9 +420,9 @@ mod tests {
                 env!("CARGO_MANIFEST_DIR"),
                 "/../fuzz/corpus/nft_dump/encoded-table"
             );
-            std::fs::write(seed, &b.bytes).unwrap();
+            std::fs::write(seed, b.bytes()).unwrap();
         }
-        let table = super::super::decode_dump(Family::Ip, "sluice", &b.bytes).unwrap();
+        let table = super::super::decode_dump(Family::Ip, "sluice", &b.bytes()).unwrap();
         assert_eq!(table.comment.as_deref(), Some("rules for sluice-proxy"));
         let names: Vec<&str> = table.chains.iter().map(|c| &*c.def.name).collect();
         assert_eq!(names, ["nat-prerouting", "x"]);
@@ -405,7 +431,7 @@ mod tests {
         assert!(table.chains[1].rules[0].fingerprint.is_some());
         assert_eq!(table.sets[0].elements.len(), 1, "{:?}", table.sets);
         assert_eq!(
-            super::super::decode_dump(Family::Ip, "other", &b.bytes),
+            super::super::decode_dump(Family::Ip, "other", &b.bytes()),
             None
         );
     }
@@ -414,7 +440,8 @@ mod tests {
     fn batches_frame_ops_and_map_sequence_numbers_back() {
         let mut b = encode(&tx(), 100, &HashMap::new(), None).unwrap();
         b.ack_each();
-        let msgs: Vec<_> = messages(&b.bytes).collect();
+        let bytes = b.bytes();
+        let msgs: Vec<_> = messages(&bytes).collect();
         assert_eq!(msgs.len(), 5);
         assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(msgs[4].ty, NFNL_MSG_BATCH_END);
@@ -424,6 +451,29 @@ mod tests {
         assert_eq!(msgs[0].flags & NLM_F_ACK, 0);
         assert_eq!(b.op_of(103), Some(2));
         assert_eq!(describe(&tx(), 2), "add rule ip sluice x counter");
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_into_chunks_between_messages() {
+        let mut tx = Transaction::new(Family::Ip, "sluice");
+        for i in 0..30_000 {
+            tx.push(Op::AddChain(ChainDef {
+                name: format!("endpoint-{i:0>40}"),
+                base: None,
+            }));
+        }
+        let mut b = encode(&tx, 1, &HashMap::new(), None).unwrap();
+        b.ack_each();
+        assert!(b.chunks.len() > 1, "{} bytes in one chunk", b.len());
+        // Every chunk holds whole messages, and together they are the batch, in order.
+        let per_chunk: usize = (b.chunks.iter()).map(|c| messages(c).count()).sum();
+        let bytes = b.bytes();
+        let msgs: Vec<_> = messages(&bytes).collect();
+        assert_eq!((per_chunk, msgs.len()), (30_002, 30_002));
+        assert!(b.chunks.iter().all(|c| c.len() <= CHUNK + CHUNK / 8));
+        assert!(msgs[1..30_001].iter().all(|m| m.flags & NLM_F_ACK != 0));
+        assert_eq!(msgs.last().unwrap().ty, NFNL_MSG_BATCH_END);
+        assert_eq!(b.op_of(30_001), Some(29_999));
     }
 
     #[test]

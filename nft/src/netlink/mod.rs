@@ -74,10 +74,10 @@ impl Netlink {
         }
         let acks = if ack_each { batch.msgs.len() } else { 0 };
         self.socket
-            .ensure_buffers(batch.bytes.len(), NfSocket::ack_room(acks))?;
+            .ensure_buffers(batch.len(), NfSocket::ack_room(acks))?;
         let (answers, lost) = self
             .socket
-            .send_batch(&batch.bytes, (batch.begin_seq, batch.end_seq))?;
+            .send_batch(&batch.chunks, (batch.begin_seq, batch.end_seq))?;
         verdict(tx, &batch, &answers, lost, ack_each)
     }
 }

@@ -180,7 +180,9 @@ impl NetlinkIpset {
         self.sock
             .ensure_buffers(bytes.len(), Socket::ack_room(count))?;
         let last = first + count as u32 - 1;
-        let (answers, lost) = self.sock.send_batch(&bytes, (first, last))?;
+        let (answers, lost) = self
+            .sock
+            .send_batch(std::slice::from_ref(&bytes), (first, last))?;
         let mut failure = None;
         for a in answers.iter().filter(|a| a.errno != 0) {
             let op = owners[(a.seq - first) as usize];
