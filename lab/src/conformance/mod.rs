@@ -28,8 +28,10 @@ use crate::labdir::LabDir;
 use crate::up::Lab;
 
 /// How long the first packet of a scenario may take to do what it should (the proxies
-/// program the objects meanwhile), and every later one.
-const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// program the objects meanwhile), and every later one. The first is generous: a proxy whose
+/// sync failed retries after 1, 2, 4, 8 s, and under CI's load (three labs at once) one node
+/// once left an external IP untouched for the whole of an earlier 10 s (see `diagnose`).
+const FIRST_WAIT: Duration = Duration::from_secs(30);
 const NEXT_WAIT: Duration = Duration::from_secs(3);
 
 /// Every node proxy's metrics server, on the node's loopback.
