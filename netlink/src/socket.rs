@@ -122,7 +122,7 @@ impl Socket {
     /// Sends a batch — the concatenation of `chunks`, as one datagram — and returns the
     /// answers to sequence numbers in `seqs` (inclusive), and whether some answers were lost
     /// to a receive-buffer overrun. Chunks spare a large batch one contiguous buffer that
-    /// doubles as it grows (32 MiB of peak memory for the 17 MiB cold sync of 10,000
+    /// doubles as it grows (32 MiB of peak memory for the ~20 MiB cold sync of 10,000
     /// Services); the kernel gathers them into one message either way.
     pub fn send_batch(
         &mut self,
