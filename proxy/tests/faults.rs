@@ -189,7 +189,7 @@ fn survives(fault: Fault) {
         // re-lists after a fault can leave one per watched kind that listed at the same
         // moment (Services, EndpointSlices, the Node): up to three more connections than
         // before are the pool (CI saw two, which the earlier bound of one took for a leak).
-        // Two connections leaked per fault would pass that bound by the second round (a single
+        // Two connections leaked per fault would exceed that bound by the second round (a single
         // one per fault would not show).
         let settled = (0..300).any(|_| {
             std::thread::sleep(Duration::from_millis(100));
