@@ -10,13 +10,12 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::SchedClassifier;
-use common::{Bpffs, internet_checksum as csum, ipv4_packet, test_run};
+use common::{Bpffs, internet_checksum as csum, ipv4_packet, programmed, test_run};
 use sluice_ebpf_common::xlate_verdict;
 use sluice_model::service::{Endpoint, SessionAffinity};
 use sluice_proxy_core::fixture::{self, svc};
-use sluice_proxy_ebpf::diff::diff;
-use sluice_proxy_ebpf::kernel::{KernelMaps, apply_ops};
-use sluice_proxy_ebpf::render::{Ids, MapSet, RenderConfig, render, union};
+use sluice_proxy_ebpf::kernel::KernelMaps;
+use sluice_proxy_ebpf::render::RenderConfig;
 
 fn ep(ip: &str, node: &str) -> Endpoint {
     Endpoint {
@@ -64,10 +63,7 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
             ),
         ],
     );
-    let want = union(render(&RenderConfig::default(), &snap, &mut Ids::default()).values());
-    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
-    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
-    Ok(ebpf)
+    programmed(bpffs, &RenderConfig::default(), &snap)
 }
 
 fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
@@ -173,10 +169,8 @@ fn the_node_reaches_a_source_ranged_lb_ip_only_when_its_ip_is_inside() -> anyhow
         node_ips: vec![Ipv4Addr::new(192, 168, 0, 2).into()],
         ..RenderConfig::default()
     };
-    let want = union(render(&cfg, &snap, &mut Ids::default()).values());
     let bpffs = Bpffs::new()?;
-    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
-    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
+    let mut ebpf = programmed(&bpffs, &cfg, &snap)?;
     let node = sluice_ebpf_common::netns_cookie()?;
     sluice_proxy_ebpf::kernel::write_node_cookie(&mut ebpf, node)?;
     let prog = program(&mut ebpf, "sluice_xlate_test")?;

@@ -10,14 +10,14 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::programs::SchedClassifier;
-use common::{Bpffs, classifier, internet_checksum as csum, ipv4_packet, test_run as run};
+use common::{
+    Bpffs, internet_checksum as csum, ipv4_packet, load_tc, programmed, tc_pair, test_run as run,
+};
 use sluice_ebpf_common::crc32c::checksum as crc32c;
 use sluice_model::service::{Endpoint, Protocol, ServiceName, ServicePort, ServicePortName};
 use sluice_proxy_core::fixture;
-use sluice_proxy_ebpf::diff::diff;
-use sluice_proxy_ebpf::kernel::{KernelMaps, apply_ops};
-use sluice_proxy_ebpf::render::{Ids, MapSet, RenderConfig, render, union};
+use sluice_proxy_ebpf::kernel::KernelMaps;
+use sluice_proxy_ebpf::render::RenderConfig;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 250);
 const MOVED: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 5); // port 80 → targetPort 8080
@@ -84,13 +84,8 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
             (sctp("empty", EMPTY, 80), vec![]),
         ],
     );
-    let want = union(render(&RenderConfig::default(), &snap, &mut Ids::default()).values());
-    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
-    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
-    for name in ["sluice_tc_ingress", "sluice_tc_egress"] {
-        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into()?;
-        prog.load()?;
-    }
+    let mut ebpf = programmed(bpffs, &RenderConfig::default(), &snap)?;
+    load_tc(&mut ebpf)?;
     Ok(ebpf)
 }
 
@@ -101,10 +96,7 @@ fn sctp_is_dnated_and_reversed_with_a_patched_crc32c() -> anyhow::Result<()> {
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let (ingress, egress) = (
-        classifier(&ebpf, "sluice_tc_ingress"),
-        classifier(&ebpf, "sluice_tc_egress"),
-    );
+    let (ingress, egress) = tc_pair(&ebpf);
 
     let pkt = init(CLIENT, 40000, MOVED, 80, false);
     let (rc, out) = run(ingress, &pkt);
@@ -134,7 +126,7 @@ fn an_sctp_crc_left_to_the_device_stays_unset_and_an_unchanged_port_keeps_it() -
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let ingress = classifier(&ebpf, "sluice_tc_ingress");
+    let (ingress, _) = tc_pair(&ebpf);
 
     let (_, out) = run(ingress, &init(CLIENT, 40001, MOVED, 80, true));
     assert_eq!(ends(&out), "192.168.0.250:40001 -> 10.180.0.1:8080");
@@ -164,7 +156,7 @@ fn sctp_to_a_service_without_endpoints_gets_a_port_unreachable() -> anyhow::Resu
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
     let pkt = init(CLIENT, 40003, EMPTY, 80, false);
-    let (rc, icmp) = run(classifier(&ebpf, "sluice_tc_ingress"), &pkt);
+    let (rc, icmp) = run(tc_pair(&ebpf).0, &pkt);
     assert_eq!(rc, 7, "TC_ACT_REDIRECT back out");
     assert_eq!(icmp.len(), 14 + 20 + 8 + 28);
     assert_eq!(icmp[23], 1, "ICMP");

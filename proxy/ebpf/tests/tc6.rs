@@ -13,17 +13,15 @@ mod common;
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::maps::HashMap;
-use aya::programs::SchedClassifier;
-use common::{Bpffs, classifier, test_run as run};
+use common::{Bpffs, classifier, fold, load_tc, ones_sum, programmed, tc_pair, test_run as run};
 use sluice_ebpf_common::{NatValue6, Tuple6, ip6_words, map_names, proto};
 use sluice_model::service::{
     Endpoint, IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, ServiceType,
     TrafficPolicy,
 };
 use sluice_proxy_core::fixture::{self, svc};
-use sluice_proxy_ebpf::diff::diff;
-use sluice_proxy_ebpf::kernel::{KernelMaps, apply_ops, write_service_cidrs};
-use sluice_proxy_ebpf::render::{Ids, MapSet, RenderConfig, render, union};
+use sluice_proxy_ebpf::kernel::{KernelMaps, write_service_cidrs};
+use sluice_proxy_ebpf::render::RenderConfig;
 
 const CLIENT: &str = "fd00:c::250";
 const OUTSIDER: &str = "fd00:d::1";
@@ -102,41 +100,22 @@ fn loaded(bpffs: &Bpffs) -> anyhow::Result<aya::Ebpf> {
         nodeport_ips: vec![NODE.parse().unwrap()],
         node_ips: vec![NODE.parse().unwrap()],
     };
-    let want = union(render(&cfg, &snap, &mut Ids::default()).values());
-    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
-    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
+    let mut ebpf = programmed(bpffs, &cfg, &snap)?;
     write_service_cidrs(&mut ebpf, &["fd00:96::/112".parse()?])?;
     // BPF_PROG_TEST_RUN runs the packet on this namespace's loopback (ifindex 1).
     let mut ifaddr: HashMap<_, u32, [u32; 4]> =
         HashMap::try_from(ebpf.map_mut(map_names::IFADDR6).unwrap())?;
     ifaddr.insert(1, ip6_words(&ip(SNAT_ADDR)), 0)?;
-    for name in ["sluice_tc_ingress", "sluice_tc_egress"] {
-        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into()?;
-        prog.load()?;
-    }
+    load_tc(&mut ebpf)?;
     Ok(ebpf)
 }
 
 const L4: usize = 14 + 40;
 
-/// The one's-complement sum of `data` as 16-bit words, not folded.
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 /// The L4 checksum over the IPv6 pseudo-header and the segment: 0 when the packet's verifies.
 fn l4_csum(p: &[u8]) -> u16 {
     let len = (p.len() - L4) as u32;
-    fold(sum(&p[22..54]) + len + u32::from(p[20]) + sum(&p[L4..]))
+    fold(ones_sum(&p[22..54]) + len + u32::from(p[20]) + ones_sum(&p[L4..]))
 }
 
 /// Ethernet + IPv6 + an L4 header of `proto` (TCP SYN: 20 bytes; UDP: 8 + `payload`; SCTP:
@@ -218,10 +197,7 @@ fn ipv6_tcp_is_dnated_recorded_and_reversed_with_valid_checksums() -> anyhow::Re
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let (ingress, egress) = (
-        classifier(&ebpf, "sluice_tc_ingress"),
-        classifier(&ebpf, "sluice_tc_egress"),
-    );
+    let (ingress, egress) = tc_pair(&ebpf);
     // The node port, the external IP and the ClusterIP routed in: all to the local backend.
     for (dst, dport, sport) in [(NODE, 30080, 40000), ("fd00:e::1", 80, 40001)] {
         let pkt = packet(proto::TCP, CLIENT, sport, dst, dport, &[]);
@@ -275,10 +251,7 @@ fn ipv6_etp_cluster_is_snated_to_the_interface_address_and_back() -> anyhow::Res
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let (ingress, egress) = (
-        classifier(&ebpf, "sluice_tc_ingress"),
-        classifier(&ebpf, "sluice_tc_egress"),
-    );
+    let (ingress, egress) = tc_pair(&ebpf);
     let (_, dnated) = run(
         ingress,
         &packet(proto::TCP, CLIENT, 41000, NODE, 30081, &[]),
@@ -324,7 +297,7 @@ fn ipv6_udp_never_carries_a_zero_checksum_and_sctp_gets_its_crc_patched() -> any
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let ingress = classifier(&ebpf, "sluice_tc_ingress");
+    let (ingress, _) = tc_pair(&ebpf);
     // A payload word chosen so the DNATed datagram's checksum computes to zero (the probe
     // and the datagram are one flow: the same backend).
     let probe = packet(proto::UDP, CLIENT, 42001, "fd00:96::16", 53, &[0, 0]);
@@ -367,7 +340,7 @@ fn ipv6_reject_answers_with_a_reset_or_an_icmpv6_port_unreachable() -> anyhow::R
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let ingress = classifier(&ebpf, "sluice_tc_ingress");
+    let (ingress, _) = tc_pair(&ebpf);
     let syn = packet(proto::TCP, CLIENT, 43000, "fd00:96::14", 80, &[]);
     let (rc, rst) = run(ingress, &syn);
     assert_eq!(rc, 7, "TC_ACT_REDIRECT back out");
@@ -419,10 +392,7 @@ fn ipv6_drops_and_extension_headers() -> anyhow::Result<()> {
     }
     let bpffs = Bpffs::new()?;
     let ebpf = loaded(&bpffs)?;
-    let (ingress, egress) = (
-        classifier(&ebpf, "sluice_tc_ingress"),
-        classifier(&ebpf, "sluice_tc_egress"),
-    );
+    let (ingress, egress) = tc_pair(&ebpf);
     let shot = 2;
     // eTP Local without a local endpoint.
     let p = packet(proto::TCP, CLIENT, 44000, NODE, 30082, &[]);

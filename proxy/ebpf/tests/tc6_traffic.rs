@@ -24,6 +24,7 @@ use sluice_proxy_core::backend::{Backend, BackendOptions, EbpfOptions};
 use sluice_proxy_core::fixture;
 use sluice_proxy_ebpf::{KernelEbpf, KernelMaps};
 use sluice_testbed::NetNs;
+use sluice_testbed::link::Veth;
 
 fn port(service: &str, proto: Protocol, cip: &str, port: u16) -> ServicePort {
     let name = ServicePortName::new(&ServiceName::new("ns", service), "p", proto);
@@ -143,34 +144,18 @@ fn serve_peer(ns: &NetNs, addr: SocketAddr, udp: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sysctl(ns: &NetNs, setting: &str) -> anyhow::Result<()> {
-    ns.exec(["sysctl", "-qw", setting])?;
-    Ok(())
-}
-
 /// client (fd00:c::250, fd00:d::5) — vc [node fd00:c::1 | fd00:b::1] vb — backend fd00:b::2.
-fn topology(client: &NetNs, node: &NetNs, backend: &NetNs) -> anyhow::Result<()> {
+/// The veths live as long as the namespaces (the test drops them together).
+fn topology(client: &NetNs, node: &NetNs, backend: &NetNs) -> anyhow::Result<[Veth; 2]> {
     for ns in [client, node, backend] {
-        sysctl(ns, "net.ipv6.conf.all.accept_dad=0")?;
-        sysctl(ns, "net.ipv6.conf.default.accept_dad=0")?;
+        ns.sysctl_set("net.ipv6.conf.all.accept_dad", "0")?;
+        ns.sysctl_set("net.ipv6.conf.default.accept_dad", "0")?;
     }
-    sysctl(node, "net.ipv6.conf.all.forwarding=1")?;
-    let veth = |here: &str, there: &NetNs| {
-        node.ip([
-            "link",
-            "add",
-            here,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            there.name(),
-        ])
-    };
-    veth("vc", client)?;
-    veth("vb", backend)?;
+    node.sysctl_set("net.ipv6.conf.all.forwarding", "1")?;
+    let veths = [
+        Veth::new(node, "vc", client, "eth0")?,
+        Veth::new(node, "vb", backend, "eth0")?,
+    ];
     let addrs: [(&NetNs, &str, &str); 5] = [
         (client, "eth0", "fd00:c::250/64"),
         (client, "eth0", "fd00:d::5/64"),
@@ -181,18 +166,10 @@ fn topology(client: &NetNs, node: &NetNs, backend: &NetNs) -> anyhow::Result<()>
     for (ns, dev, addr) in addrs {
         ns.ip(["addr", "add", addr, "dev", dev, "nodad"])?;
     }
-    for (ns, dev) in [
-        (client, "eth0"),
-        (node, "vc"),
-        (node, "vb"),
-        (backend, "eth0"),
-    ] {
-        ns.ip(["link", "set", dev, "up"])?;
-    }
     client.ip(["-6", "route", "add", "default", "via", "fd00:c::1"])?;
     backend.ip(["-6", "route", "add", "default", "via", "fd00:b::1"])?;
     node.ip(["-6", "route", "add", "fd00:d::/64", "via", "fd00:c::250"])?;
-    Ok(())
+    Ok(veths)
 }
 
 #[test]
@@ -207,7 +184,7 @@ fn ipv6_from_outside_the_node_is_translated_snated_refused_and_dropped() -> anyh
         NetNs::new("tc6-node")?,
         NetNs::new("tc6-backend")?,
     );
-    topology(&client, &node, &backend)?;
+    let _veths = topology(&client, &node, &backend)?;
     serve_peer(&backend, "[fd00:b::2]:8080".parse()?, false)?;
     serve_peer(&backend, "[fd00:b::2]:8081".parse()?, false)?;
     serve_peer(&backend, "[fd00:b::2]:5353".parse()?, true)?;

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use sluice_proxy_ebpf::diff::diff;
+use sluice_proxy_ebpf::kernel::{KernelMaps, apply_ops};
+use sluice_proxy_ebpf::render::{Ids, MapSet, RenderConfig, render, union};
 use sluice_testbed::NetNs;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -156,21 +159,61 @@ pub(crate) fn serve(
     Ok(())
 }
 
-/// The internet checksum of `data` (0 when a header with its checksum verifies).
-pub(crate) fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
-    }
+/// The one's-complement sum of `data` as big-endian 16-bit words, not folded (a pseudo-header
+/// is summed apart and added).
+pub(crate) fn ones_sum(data: &[u8]) -> u32 {
+    (data.chunks(2))
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// Folds a one's-complement sum to 16 bits and complements it: 0 when a checksum verifies.
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
 }
 
+/// The internet checksum of `data` (0 when a header with its checksum verifies).
+pub(crate) fn internet_checksum(data: &[u8]) -> u16 {
+    fold(ones_sum(data))
+}
+
 /// A loaded program of `ebpf` as a tc classifier.
 pub(crate) fn classifier<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a SchedClassifier {
     ebpf.program(name).unwrap().try_into().unwrap()
+}
+
+/// The tc classifiers (`sluice_tc_ingress`, `sluice_tc_egress`) of an object loaded by
+/// [`load_tc`].
+pub(crate) fn tc_pair(ebpf: &aya::Ebpf) -> (&SchedClassifier, &SchedClassifier) {
+    (
+        classifier(ebpf, "sluice_tc_ingress"),
+        classifier(ebpf, "sluice_tc_egress"),
+    )
+}
+
+/// Loads the tc classifiers into the kernel (verified, not attached).
+pub(crate) fn load_tc(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+    for name in ["sluice_tc_ingress", "sluice_tc_egress"] {
+        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into()?;
+        prog.load()?;
+    }
+    Ok(())
+}
+
+/// The object loaded under `bpffs` with `snap` rendered by `cfg` into its maps (nothing
+/// attached, no program loaded yet).
+pub(crate) fn programmed(
+    bpffs: &Bpffs,
+    cfg: &RenderConfig,
+    snap: &sluice_proxy_core::Snapshot,
+) -> anyhow::Result<aya::Ebpf> {
+    let want = union(render(cfg, snap, &mut Ids::default()).values());
+    let mut ebpf = KernelMaps::load_object(&bpffs.path().join("t"))?;
+    apply_ops(&mut ebpf, &diff(&want, &MapSet::default()))?;
+    Ok(ebpf)
 }
 
 /// Runs a loaded tc program on `pkt` (`BPF_PROG_TEST_RUN`): its verdict and the packet it
