@@ -633,42 +633,27 @@ pub fn apply_ops(ebpf: &mut Ebpf, ops: &[Op]) -> Result<(), EbpfError> {
             _ => 1,
         };
         let (now, later) = rest.split_at(run);
+        let batch = run >= BATCH_MIN && batching();
         match first {
-            Op::PutSlot(..) if run >= BATCH_MIN && batching() => {
-                let (k, v): (Vec<SlotKey>, Vec<Backend>) = (now.iter())
-                    .filter_map(|op| match op {
-                        Op::PutSlot(k, v) => Some((*k, *v)),
-                        _ => None,
-                    })
-                    .unzip();
-                put_batch(ebpf, map_names::SLOTS, &k, &v, now)?;
+            Op::PutSlot(..) if batch => put_batch(ebpf, map_names::SLOTS, now, |op| match op {
+                Op::PutSlot(k, v) => Some((*k, *v)),
+                _ => None,
+            })?,
+            Op::PutService(..) if batch => {
+                put_batch(ebpf, map_names::SERVICES, now, |op| match op {
+                    Op::PutService(k, v) => Some((*k, *v)),
+                    _ => None,
+                })?;
             }
-            Op::PutService(..) if run >= BATCH_MIN && batching() => {
-                let (k, v): (Vec<ServiceKey>, Vec<ServiceValue>) = (now.iter())
-                    .filter_map(|op| match op {
-                        Op::PutService(k, v) => Some((*k, *v)),
-                        _ => None,
-                    })
-                    .unzip();
-                put_batch(ebpf, map_names::SERVICES, &k, &v, now)?;
-            }
-            Op::PutSlot6(..) if run >= BATCH_MIN && batching() => {
-                let (k, v): (Vec<SlotKey>, Vec<Backend6>) = (now.iter())
-                    .filter_map(|op| match op {
-                        Op::PutSlot6(k, v) => Some((*k, *v)),
-                        _ => None,
-                    })
-                    .unzip();
-                put_batch(ebpf, map_names::SLOTS6, &k, &v, now)?;
-            }
-            Op::PutService6(..) if run >= BATCH_MIN && batching() => {
-                let (k, v): (Vec<ServiceKey6>, Vec<ServiceValue>) = (now.iter())
-                    .filter_map(|op| match op {
-                        Op::PutService6(k, v) => Some((*k, *v)),
-                        _ => None,
-                    })
-                    .unzip();
-                put_batch(ebpf, map_names::SERVICES6, &k, &v, now)?;
+            Op::PutSlot6(..) if batch => put_batch(ebpf, map_names::SLOTS6, now, |op| match op {
+                Op::PutSlot6(k, v) => Some((*k, *v)),
+                _ => None,
+            })?,
+            Op::PutService6(..) if batch => {
+                put_batch(ebpf, map_names::SERVICES6, now, |op| match op {
+                    Op::PutService6(k, v) => Some((*k, *v)),
+                    _ => None,
+                })?;
             }
             _ => {
                 for op in now {
@@ -692,15 +677,15 @@ fn batching() -> bool {
     BATCH_WRITES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// One batch write of `keys` → `values` into hash map `name`; where the kernel refuses batch
-/// operations (before 5.6), the same `ops` one by one.
+/// One batch write of the entries of `ops` (each op's key and value, picked by `entry`) into
+/// hash map `name`; where the kernel refuses batch operations (before 5.6), `ops` one by one.
 fn put_batch<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
-    keys: &[K],
-    values: &[V],
     ops: &[Op],
+    entry: fn(&Op) -> Option<(K, V)>,
 ) -> Result<(), EbpfError> {
+    let (keys, values): (Vec<K>, Vec<V>) = ops.iter().filter_map(entry).unzip();
     let fd = match ebpf.map(name) {
         Some(aya::maps::Map::HashMap(data)) => data.fd().as_fd(),
         _ => {
@@ -710,7 +695,7 @@ fn put_batch<K: aya::Pod, V: aya::Pod>(
             });
         }
     };
-    match sluice_ebpf_common::map_update_batch(fd, keys, values, 0) {
+    match sluice_ebpf_common::map_update_batch(fd, &keys, &values, 0) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(errno::EINVAL | errno::ENOTSUPP)) => {
             tracing::debug!("{name}: no batch updates here ({e}); writing one by one");
