@@ -547,74 +547,80 @@ pub struct Programmed {
     pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
-fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
-    let data =
-        MapData::from_pin(pin_dir.join(name)).map_err(|source| EbpfError::Map { name, source })?;
-    aya::maps::Map::from_map_data(data).map_err(|source| EbpfError::Map { name, source })
+/// The map pinned as `name` in `pin_dir`, as the map type `M` (a hash map, a trie).
+fn pinned<M>(pin_dir: &Path, name: &'static str) -> Result<M, EbpfError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let err = |source| EbpfError::Map { name, source };
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(err)?;
+    M::try_from(aya::maps::Map::from_map_data(data).map_err(err)?).map_err(err)
+}
+
+/// The prefixes of service-CIDR trie `name`, made networks by `net` (key data, length).
+fn read_cidrs<K: aya::Pod>(
+    trie: &LpmTrie<MapData, K, u8>,
+    name: &'static str,
+    net: impl Fn(K, u8) -> Option<ipnet::IpNet>,
+    out: &mut Vec<ipnet::IpNet>,
+) -> Result<(), EbpfError> {
+    for key in trie.keys() {
+        let key = key.map_err(|source| EbpfError::Map { name, source })?;
+        let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+        out.extend(net(key.data(), len));
+    }
+    Ok(())
 }
 
 /// Reads the maps pinned in `pin_dir` back, without loading or attaching anything (the
 /// pins are opened read-only in effect: nothing is written).
 pub fn read_pinned(pin_dir: &Path) -> Result<Programmed, EbpfError> {
     let mut out = Programmed::default();
-    let err = |name| move |source| EbpfError::Map { name, source };
-    let svc: HashMap<_, ServiceKey, ServiceValue> =
-        HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES)?)
-            .map_err(err(map_names::SERVICES))?;
+    let svc: HashMap<_, ServiceKey, ServiceValue> = pinned(pin_dir, map_names::SERVICES)?;
     read_hash(&svc, map_names::SERVICES, |k, v| {
         out.maps.services.insert(k, v);
     })?;
-    let sl: HashMap<_, SlotKey, Backend> =
-        HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS)?)
-            .map_err(err(map_names::SLOTS))?;
+    let sl: HashMap<_, SlotKey, Backend> = pinned(pin_dir, map_names::SLOTS)?;
     read_hash(&sl, map_names::SLOTS, |k, v| {
         out.maps.slots.insert(k, v);
     })?;
-    let tr: LpmTrie<_, SrcRange, u8> =
-        LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES)?)
-            .map_err(err(map_names::SOURCE_RANGES))?;
+    let tr: LpmTrie<_, SrcRange, u8> = pinned(pin_dir, map_names::SOURCE_RANGES)?;
     read_ranges(&tr, map_names::SOURCE_RANGES, range_of, &mut out.maps)?;
     // The IPv6 maps (pinned by every version that has the IPv6 programs).
     if pin_dir.join(map_names::SERVICES6).exists() {
-        let svc6: HashMap<_, ServiceKey6, ServiceValue> =
-            HashMap::try_from(open_pinned(pin_dir, map_names::SERVICES6)?)
-                .map_err(err(map_names::SERVICES6))?;
+        let svc6: HashMap<_, ServiceKey6, ServiceValue> = pinned(pin_dir, map_names::SERVICES6)?;
         read_hash(&svc6, map_names::SERVICES6, |k, v| {
             out.maps.services6.insert(k, v);
         })?;
-        let sl6: HashMap<_, SlotKey, Backend6> =
-            HashMap::try_from(open_pinned(pin_dir, map_names::SLOTS6)?)
-                .map_err(err(map_names::SLOTS6))?;
+        let sl6: HashMap<_, SlotKey, Backend6> = pinned(pin_dir, map_names::SLOTS6)?;
         read_hash(&sl6, map_names::SLOTS6, |k, v| {
             out.maps.slots6.insert(k, v);
         })?;
     }
-    let cidrs: LpmTrie<_, u32, u8> =
-        LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS)?)
-            .map_err(err(map_names::SERVICE_CIDRS))?;
-    for key in cidrs.keys() {
-        let key = key.map_err(err(map_names::SERVICE_CIDRS))?;
-        let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
-        if let Ok(net) = ipnet::Ipv4Net::new(u32::from_be(key.data()).into(), len) {
-            out.service_cidrs.push(net.into());
-        }
-    }
+    let cidrs: LpmTrie<_, u32, u8> = pinned(pin_dir, map_names::SERVICE_CIDRS)?;
+    read_cidrs(
+        &cidrs,
+        map_names::SERVICE_CIDRS,
+        |k, len| {
+            Some(
+                ipnet::Ipv4Net::new(u32::from_be(k).into(), len)
+                    .ok()?
+                    .into(),
+            )
+        },
+        &mut out.service_cidrs,
+    )?;
     // The IPv6 tc path's tries (pinned by every version that has it).
     if pin_dir.join(map_names::SOURCE_RANGES6).exists() {
-        let tr6: LpmTrie<_, SrcRange6, u8> =
-            LpmTrie::try_from(open_pinned(pin_dir, map_names::SOURCE_RANGES6)?)
-                .map_err(err(map_names::SOURCE_RANGES6))?;
+        let tr6: LpmTrie<_, SrcRange6, u8> = pinned(pin_dir, map_names::SOURCE_RANGES6)?;
         read_ranges(&tr6, map_names::SOURCE_RANGES6, range6_of, &mut out.maps)?;
-        let cidrs6: LpmTrie<_, [u32; 4], u8> =
-            LpmTrie::try_from(open_pinned(pin_dir, map_names::SERVICE_CIDRS6)?)
-                .map_err(err(map_names::SERVICE_CIDRS6))?;
-        for key in cidrs6.keys() {
-            let key = key.map_err(err(map_names::SERVICE_CIDRS6))?;
-            let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
-            if let Ok(net) = ipnet::Ipv6Net::new(ip6_from_words(&key.data()), len) {
-                out.service_cidrs.push(net.into());
-            }
-        }
+        let cidrs6: LpmTrie<_, [u32; 4], u8> = pinned(pin_dir, map_names::SERVICE_CIDRS6)?;
+        read_cidrs(
+            &cidrs6,
+            map_names::SERVICE_CIDRS6,
+            |k, len| Some(ipnet::Ipv6Net::new(ip6_from_words(&k), len).ok()?.into()),
+            &mut out.service_cidrs,
+        )?;
     }
     Ok(out)
 }
