@@ -5,5 +5,6 @@
 //! reaching into each other.
 
 pub mod dataplane;
+pub mod memory;
 pub mod node;
 pub mod owner;

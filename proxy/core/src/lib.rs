@@ -41,6 +41,7 @@ pub mod healthcheck;
 #[cfg(test)]
 mod http_test;
 mod k8s;
+pub mod memory;
 pub mod metrics;
 pub mod runner;
 pub mod services;

@@ -91,6 +91,52 @@ fn bad_files_are_reported_by_name_and_skipped() {
     );
 }
 
+/// All or nothing: a file whose last document is bad feeds none of the good ones before it
+/// (the file is parsed whole before anything of it is fed, then again object by object),
+/// and a good file that turns so keeps its last good objects.
+#[test]
+fn a_bad_document_after_good_ones_feeds_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = service_yaml("c", "10.96.0.12", &["10.1.0.3"]);
+    write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "{good}---
+kind: [unclosed\n"
+        ),
+    );
+    let feed = Feed::new([TrackerConfig::new(IpFamily::V4, NODE)]);
+    let mut source = ManifestsSource::new(dir.path(), NODE);
+    let report = source.scan(&feed).unwrap();
+    assert_eq!((report.parsed, report.applied), (1, 0), "{report:?}");
+    assert!(
+        report.problems[0].reason.starts_with("document 3: "),
+        "{report:?}"
+    );
+    let ports = |feed: &Feed| {
+        feed.with_state(IpFamily::V4, |s| {
+            let (snap, _) = s.sync();
+            let ports: Vec<_> = snap.service_ports().map(|p| p.name.to_string()).collect();
+            ports
+        })
+        .unwrap()
+    };
+    assert!(ports(&feed).is_empty());
+
+    write(dir.path(), "c.yaml", &good);
+    assert_eq!(source.scan(&feed).unwrap().applied, 2);
+    assert_eq!(ports(&feed), [port("c")]);
+    write(
+        dir.path(),
+        "c.yaml",
+        &format!("{good}---\nkind: [unclosed\n"),
+    );
+    let report = source.scan(&feed).unwrap();
+    assert_eq!((report.applied, report.deleted), (0, 0), "{report:?}");
+    assert_eq!(ports(&feed), [port("c")]);
+}
+
 /// Issue 14: with nothing changed, a scan reads no file, parses nothing, decides no object
 /// again and feeds nothing (it used to re-diff every object on every stamp poll); a change
 /// costs in proportion to the files it touches, and removing the file that won a duplicate

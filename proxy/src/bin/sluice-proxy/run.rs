@@ -73,6 +73,7 @@ pub(crate) async fn run(config: ProxyConfig) -> anyhow::Result<()> {
     runner.observe(hc);
     serve_health(&config, source, &metrics).await?;
     spawn_metrics_sampler(feed.clone(), metrics);
+    sluice_proxy_core::memory::set_release(sluice_proxy::memory::trim);
     spawn_source(&config, &node, &feed, client).await?;
     runner.run(std::future::pending()).await;
     Ok(())

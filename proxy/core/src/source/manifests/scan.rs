@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::parse::{ObjKey, Object, parse};
+use super::parse::{ObjKey, Object, parse_with};
 use crate::runner::Feed;
 
 /// A file that was skipped, and why.
@@ -138,10 +138,10 @@ impl Scanner {
             }
             pass.report.parsed += 1;
             let file = match read(&path) {
-                Ok((objects, notes)) => {
+                Ok((text, notes)) => {
                     (pass.report.problems)
                         .extend(notes.into_iter().map(|reason| problem(&path, reason)));
-                    self.reread(path.clone(), stamp, objects, &mut pass)
+                    self.reread(path.clone(), stamp, &text, &mut pass)
                 }
                 Err(reason) => {
                     // Bad now: keep the last good objects (their keys stay defined).
@@ -157,6 +157,11 @@ impl Scanner {
             self.files.insert(path, file);
         }
         self.settle(&mut pass);
+        if pass.report.parsed > 0 {
+            // The files' text and parsed objects are gone: hand their memory back now
+            // rather than let it overlap the sync they trigger.
+            crate::memory::release();
+        }
         Ok(pass.report)
     }
 
@@ -170,16 +175,10 @@ impl Scanner {
         }
     }
 
-    /// Records the objects a good read of `path` found: the old keys are forgotten, the new
-    /// ones claimed in name order (and fed when this file wins), duplicates inside the file
-    /// reported.
-    fn reread(
-        &mut self,
-        path: PathBuf,
-        stamp: Stamp,
-        objects: Vec<Object>,
-        pass: &mut Pass<'_>,
-    ) -> File {
+    /// Records the objects a good read of `path` found in `text` (checked by [`read`]): the
+    /// old keys are forgotten, the new ones claimed in name order (and fed when this file
+    /// wins), duplicates inside the file reported.
+    fn reread(&mut self, path: PathBuf, stamp: Stamp, text: &str, pass: &mut Pass<'_>) -> File {
         let shared: Arc<Path> = match self.files.remove(&path) {
             Some(old) => {
                 self.forget(&old, &mut pass.affected);
@@ -188,15 +187,15 @@ impl Scanner {
             None => Arc::from(path.as_path()),
         };
         pass.read.insert(shared.clone());
-        let mut keys: Vec<ObjKey> = Vec::with_capacity(objects.len());
+        let mut keys: Vec<ObjKey> = Vec::new();
         let mut mine = BTreeSet::new();
-        for object in objects {
+        let mut claim = |object: Object| {
             let key = object.key();
             if !mine.insert(key.clone()) {
                 pass.report
                     .problems
                     .push(problem(&path, already(&key, &path)));
-                continue;
+                return;
             }
             let def = self.objects.entry(key.clone()).or_default();
             let at = def.files.partition_point(|p| **p < *shared);
@@ -208,7 +207,12 @@ impl Scanner {
             }
             pass.affected.insert(key.clone());
             keys.push(key);
+        };
+        // The text parsed whole before ([`read`]), so this pass cannot fail half-way.
+        if let Err(e) = parse_with(text, &mut claim) {
+            tracing::error!(path = %path.display(), "a checked manifest failed its second parse: {e}");
         }
+        keys.shrink_to_fit();
         File {
             path: shared,
             stamp,
@@ -247,10 +251,15 @@ impl Scanner {
         for (path, keys) in uncovered {
             // Uncovered by another file's removal or change: read its winner again.
             pass.report.parsed += 1;
-            let objects = read(&path).map(|(o, _)| o).unwrap_or_default();
-            for object in objects.iter().filter(|o| keys.contains(&o.key())) {
-                pass.feed(object);
-            }
+            let Ok((text, _)) = read(&path) else {
+                continue;
+            };
+            let mut uncover = |object: Object| {
+                if keys.contains(&object.key()) {
+                    pass.feed(&object);
+                }
+            };
+            let _ = parse_with(&text, &mut uncover);
         }
     }
 }
@@ -322,10 +331,15 @@ fn list(dir: &Path) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, BTreeMap<PathB
     Ok((files, skipped))
 }
 
-fn read(path: &Path) -> Result<(Vec<Object>, Vec<String>), String> {
+/// A manifest file's text once every document in it parsed (all or nothing: half a file
+/// is more surprising than none), with the notes on skipped documents. The objects are not
+/// kept: they are parsed again, one at a time, as they are fed — twice the parsing of a
+/// changed file, against holding every parsed object of it at once (~29 MiB for 10,000
+/// Services and their slices, the daemon's peak: issue 14).
+fn read(path: &Path) -> Result<(String, Vec<String>), String> {
     let text = sluice_model::bounded::read_to_string(path, MAX_FILE).map_err(|e| e.to_string())?;
-    let parsed = parse(&text)?;
-    Ok((parsed.objects, parsed.notes))
+    let notes = parse_with(&text, &mut drop)?;
+    Ok((text, notes))
 }
 
 fn delete(feed: &Feed, (kind, namespace, name): &ObjKey) {

@@ -1,0 +1,22 @@
+//! A hook for handing freed memory back to the kernel at once.
+//!
+//! The allocator is the binary's choice (`sluice-proxy` uses jemalloc, which returns freed
+//! pages after a decay time); the libraries know when a burst of memory was just freed —
+//! the parts of a large sync, a parsed batch of manifests — and call [`release`], which
+//! does whatever the binary installed with [`set_release`] (nothing by default).
+
+use std::sync::OnceLock;
+
+static RELEASE: OnceLock<fn()> = OnceLock::new();
+
+/// Installs what [`release`] does; the first call wins.
+pub fn set_release(f: fn()) {
+    let _ = RELEASE.set(f);
+}
+
+/// Hands memory freed so far back to the kernel, if the binary said how.
+pub fn release() {
+    if let Some(f) = RELEASE.get() {
+        f();
+    }
+}
