@@ -29,7 +29,8 @@ pub struct FakeNft(Arc<Mutex<Inner>>);
 #[derive(Debug, Default)]
 struct Inner {
     tables: BTreeMap<(Family, String), Table>,
-    fail_next: Option<i32>,
+    /// Transactions to let through, then the errno to refuse the next one with.
+    fail: Option<(usize, i32)>,
     applied: usize,
     reads: usize,
     /// Moves on with every committed transaction, as the kernel's ruleset generation.
@@ -49,7 +50,13 @@ impl FakeNft {
     /// Makes the next [`NftKernel::apply`] fail with `errno` (blamed on its first op)
     /// without changing anything.
     pub fn fail_next(&self, errno: i32) {
-        self.lock().fail_next = Some(errno);
+        self.fail_after(0, errno);
+    }
+
+    /// Lets `ok` more transactions through, then refuses the next one like
+    /// [`Self::fail_next`].
+    pub fn fail_after(&self, ok: usize, errno: i32) {
+        self.lock().fail = Some((ok, errno));
     }
 
     /// Number of transactions applied successfully so far.
@@ -106,8 +113,12 @@ impl FakeNft {
             let op = format!("commit of {} {}", family.keyword(), tx.table);
             return Err(NftError::refused(op, crate::error::errno::ERESTART));
         }
-        if let Some(errno) = inner.fail_next.take() {
-            return Err(NftError::refused(crate::netlink::describe(tx, 0), errno));
+        match inner.fail.take() {
+            Some((0, errno)) => {
+                return Err(NftError::refused(crate::netlink::describe(tx, 0), errno));
+            }
+            Some((ok, errno)) => inner.fail = Some((ok - 1, errno)),
+            None => {}
         }
         let key = (family, tx.table.clone());
         let mut table = inner.tables.get(&key).cloned();

@@ -7,6 +7,7 @@ use sluice_nft::{FakeNft, Family, NftKernel, Op, Transaction};
 
 use super::*;
 use sluice_conntrack::NoConntrack;
+use sluice_proxy_core::Changes;
 use sluice_proxy_core::backend::Backend;
 use sluice_proxy_core::fixture::{apply, ep, state, svc};
 
@@ -327,4 +328,195 @@ fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
     let mut every = backend(&fake).with_read_back_every(std::time::Duration::ZERO);
     assert_eq!(read_backs(&mut every, &snap, &changes), 1);
     assert_eq!(read_backs(&mut every, &snap, &changes), 1);
+}
+
+/// The fake, recording every transaction offered and the generation it was guarded by.
+#[derive(Default)]
+struct Recording {
+    fake: FakeNft,
+    sent: Vec<(Transaction, Option<u32>)>,
+}
+
+impl NftKernel for Recording {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), sluice_nft::NftError> {
+        self.sent.push((tx.clone(), None));
+        self.fake.apply(tx)
+    }
+
+    fn apply_at(&mut self, tx: &Transaction, g: u32) -> Result<(), sluice_nft::NftError> {
+        self.sent.push((tx.clone(), Some(g)));
+        self.fake.apply_at(tx, g)
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, sluice_nft::NftError> {
+        self.fake.generation()
+    }
+
+    fn read_table(
+        &mut self,
+        family: Family,
+        name: &str,
+    ) -> Result<Option<sluice_nft::TableState>, sluice_nft::NftError> {
+        self.fake.read_table(family, name)
+    }
+}
+
+/// Forty single-port Services with two endpoints each.
+fn forty(st: &mut sluice_proxy_core::ProxyState) {
+    let services = (0..40)
+        .map(|i| {
+            let eps = vec![
+                ep(&format!("10.180.1.{i}"), "node-b"),
+                ep(&format!("10.180.2.{i}"), "node-b"),
+            ];
+            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
+        })
+        .collect();
+    apply(st, services);
+}
+
+/// The table with its chains and every set's elements sorted and its rule handles left
+/// out: what differs between a table written at once, in parts, or repaired.
+fn table_of(fake: &mut FakeNft) -> sluice_nft::TableState {
+    let mut t = fake.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    for set in &mut t.sets {
+        set.elements.sort();
+    }
+    t.chains.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+    for rule in t.chains.iter_mut().flat_map(|c| &mut c.rules) {
+        rule.handle = 0;
+    }
+    t
+}
+
+/// The Services whose chains `tx` creates, and those its `service-ips` elements jump to.
+fn services_in(tx: &Transaction) -> (Vec<String>, Vec<String>) {
+    let (mut chains, mut targets) = (Vec::new(), Vec::new());
+    for op in &tx.ops {
+        match op {
+            // Service port chains: `service-<hash>-<namespace>/<name>/<protocol>/<port>`.
+            Op::AddChain(def) if def.name.starts_with("service-") && def.name.contains('/') => {
+                chains.push(def.name.clone())
+            }
+            Op::AddElements { set, elements } if set == "service-ips" => {
+                targets.extend(elements.iter().filter_map(|e| match &e.verdict {
+                    Some(sluice_nft::Verdict::Goto(c) | sluice_nft::Verdict::Jump(c)) => {
+                        Some(c.clone())
+                    }
+                    _ => None,
+                }));
+            }
+            _ => {}
+        }
+    }
+    chains.sort();
+    targets.sort();
+    (chains, targets)
+}
+
+#[test]
+fn a_large_full_sync_goes_in_parts_of_whole_services() {
+    let mut st = state("node-a", None);
+    forty(&mut st);
+    let (snap, changes) = st.sync();
+    let mut whole = NftablesBackend::new(FakeNft::new(), NoConntrack, [NftConfig::new(Family::Ip)])
+        .with_part_ops(usize::MAX);
+    whole.apply(&snap, &changes).unwrap();
+    let expected = table_of(whole.kernel());
+
+    let mut b = NftablesBackend::new(
+        Recording::default(),
+        NoConntrack,
+        [NftConfig::new(Family::Ip)],
+    )
+    .with_part_ops(20);
+    b.apply(&snap, &changes).unwrap();
+    assert!(
+        table_of(&mut b.kernel().fake) == expected,
+        "the tables differ"
+    );
+    let sent = std::mem::take(&mut b.kernel().sent);
+    assert!(sent.len() >= 5, "{} transactions", sent.len());
+    let mut seen = 0;
+    for (i, (tx, at)) in sent.iter().enumerate() {
+        // Each guarded by the generation the one before left.
+        assert_eq!(*at, Some(i as u32), "transaction {i}");
+        // Whole Services: every chain a part creates is entered by its own elements.
+        let (chains, targets) = services_in(tx);
+        assert_eq!(chains, targets, "transaction {i}");
+        seen += chains.len();
+    }
+    assert_eq!(seen, 40);
+
+    // The generation after the last part is the backend's own: the periodic resync trusts
+    // its record, reads nothing back and has nothing to send.
+    let reads = b.kernel().fake.reads();
+    let periodic = Changes {
+        full: true,
+        periodic: true,
+        ..Default::default()
+    };
+    b.apply_full(&snap, &periodic).unwrap();
+    assert_eq!(b.kernel().fake.reads(), reads);
+    assert!(b.kernel().sent.is_empty());
+}
+
+#[test]
+fn a_full_sync_refused_half_way_records_the_parts_applied() {
+    let mut st = state("node-a", None);
+    forty(&mut st);
+    let (snap, changes) = st.sync();
+    let mut b = NftablesBackend::new(
+        Recording::default(),
+        NoConntrack,
+        [NftConfig::new(Family::Ip)],
+    )
+    .with_part_ops(20);
+    b.kernel().fake.fail_after(2, 16);
+    assert!(b.apply(&snap, &changes).is_err());
+    let applied = b.kernel().sent[..2].to_vec();
+    let (first, _) = services_in(&applied[1].0);
+    assert!(!first.is_empty());
+
+    // A partial sync of a Service the applied parts programmed plans against the record:
+    // its chain is refilled (flushed first), not given its rules a second time.
+    drop(snap);
+    let name = first[0]
+        .split('-')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let i: usize = name[1..].parse().unwrap();
+    let one = vec![ep("10.180.3.1", "node-b")];
+    apply(&mut st, vec![(svc(&name, &format!("172.30.1.{i}")), one)]);
+    let (snap, changes) = st.sync();
+    assert!(!changes.full);
+    b.apply_partial(&snap, &changes).unwrap();
+    let full = Changes {
+        full: true,
+        ..Default::default()
+    };
+    let mut whole = NftablesBackend::new(FakeNft::new(), NoConntrack, [NftConfig::new(Family::Ip)]);
+    whole.apply(&snap, &full).unwrap();
+    let mut fake = b.kernel().fake.clone();
+    let chain = format!("ns/{name}/");
+    assert_eq!(
+        chain_of(&mut fake, &chain),
+        chain_of(whole.kernel(), &chain)
+    );
+
+    // The next full sync reads the table back and sends only what is missing.
+    b.kernel().sent.clear();
+    b.apply_full(&snap, &full).unwrap();
+    let created = |sent: &[(Transaction, Option<u32>)]| -> usize {
+        sent.iter().map(|(tx, _)| services_in(tx).0.len()).sum()
+    };
+    assert_eq!(created(&b.kernel().sent), 40 - created(&applied));
+    assert!(
+        table_of(&mut fake) == table_of(whole.kernel()),
+        "the tables differ"
+    );
 }

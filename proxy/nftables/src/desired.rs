@@ -145,16 +145,11 @@ impl Phases {
             }));
         }
         for (set, elems) in &new.elements {
-            if !old.elements.contains_key(set.as_str()) {
-                old.elements.insert(set.as_str().into(), Default::default());
-            }
-            let Some(before) = old.elements.get_mut(set.as_str()) else {
-                continue;
-            };
+            let mut before = old.elements.get_mut(set.as_str());
             let (mut dels, mut adds) = (Vec::new(), Vec::new());
             for (k, e) in elems {
                 let v = verdict_hash(e.verdict.as_ref());
-                match before.get_mut(k) {
+                match before.as_mut().and_then(|b| b.get_mut(k)) {
                     Some(o) if o.verdict == v => o.seen = true,
                     Some(o) => {
                         if !o.seen {
@@ -170,12 +165,9 @@ impl Phases {
                         adds.push(e.clone());
                     }
                     None => {
-                        let o = OldElem {
-                            verdict: v,
-                            seen: true,
-                        };
-                        before.insert(k.clone(), o);
-                        adds.push(e.clone());
+                        if old.added.insert(hash_of(&(set.as_str(), k))) {
+                            adds.push(e.clone());
+                        }
                     }
                 }
             }
@@ -220,6 +212,23 @@ impl Phases {
             self.chain_del.push(Op::DeleteChain(name.into()));
         }
         (self.set_del).extend(sets.into_iter().map(|s| Op::DeleteSet(s.into())));
+    }
+
+    /// How much it holds: operations, with each element counted (what a part of a full
+    /// sync is bounded by).
+    pub fn weight(&self) -> usize {
+        let elements = |m: &BTreeMap<String, Vec<Element>>| m.values().map(Vec::len).sum::<usize>();
+        let ops = [
+            &self.sets,
+            &self.chains,
+            &self.refills,
+            &self.flush,
+            &self.chain_del,
+        ];
+        ops.iter().map(|o| o.len()).sum::<usize>()
+            + self.set_del.len()
+            + elements(&self.elem_del)
+            + elements(&self.elem_add)
     }
 
     /// The operations, phase by phase.

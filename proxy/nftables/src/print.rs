@@ -11,12 +11,13 @@
 //! kernel reports; [`crate::desired::Phases::add_against`] diffs rendered pieces against it
 //! one owner at a time, so a full sync never holds the whole rendered table either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use sluice_nft::{Element, Family, Rule, TableState, Verdict, fingerprint};
 
 use super::desired::{ChainBody, Desired, ElemKey};
+use super::packed::{Keys, Packed};
 
 /// A stable in-process hash (SipHash with fixed keys): equal values, equal hashes.
 pub(crate) fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
@@ -30,9 +31,6 @@ pub(crate) fn verdict_hash(v: Option<&Verdict>) -> u64 {
     hash_of(&v)
 }
 
-/// Element keys of one set with their verdict hashes.
-pub(crate) type ElemPrints = Vec<(ElemKey, u64)>;
-
 /// One owner's programmed piece, compactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
@@ -41,7 +39,7 @@ pub struct Footprint {
     /// Chains it defines.
     pub(crate) chains: Vec<ChainPrint>,
     /// Elements it holds, per set: key and verdict hash, sorted by key.
-    pub(crate) elements: Vec<(Box<str>, ElemPrints)>,
+    pub(crate) elements: Packed,
 }
 
 /// A programmed chain: its name, the hash of its rules as rendered, and each rule's kernel
@@ -75,14 +73,12 @@ impl Footprint {
                 }
             })
             .collect();
-        let elements = (piece.elements.iter())
-            .map(|(set, elems)| {
-                let keys = (elems.iter())
-                    .map(|(k, e)| (k.clone(), verdict_hash(e.verdict.as_ref())))
-                    .collect();
-                (set.as_str().into(), keys)
-            })
-            .collect();
+        let elements = Packed::new(piece.elements.iter().map(|(set, elems)| {
+            let keys = elems
+                .iter()
+                .map(|(k, e)| (k, verdict_hash(e.verdict.as_ref())));
+            (set.as_str(), keys)
+        }));
         Self {
             sets,
             chains,
@@ -90,10 +86,9 @@ impl Footprint {
         }
     }
 
-    /// The element keys it holds, with their set.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = (&str, &ElemKey, u64)> {
-        (self.elements.iter())
-            .flat_map(|(set, keys)| keys.iter().map(move |(k, v)| (&**set, k, *v)))
+    /// The element keys it holds, with their set and verdict hash.
+    pub(crate) fn keys(&self) -> Keys<'_> {
+        self.elements.iter()
     }
 
     /// The chain called `name`.
@@ -156,6 +151,12 @@ pub(crate) struct Old {
     pub(crate) sets: HashMap<Box<str>, Option<u64>>,
     pub(crate) chains: HashMap<Box<str>, OldChain>,
     pub(crate) elements: HashMap<Box<str>, HashMap<ElemKey, OldElem>>,
+    /// Elements the old side lacks that a new piece of this diff already added, as hashes
+    /// of set and key: a plain set's key shared by two pieces is added once. (Keeping the
+    /// keys themselves made a cold sync hold a second copy of every element: 8 MiB at
+    /// 10,000 Services, issue 14. A map key has one holder per render, so only a plain
+    /// set's key is ever added twice; a 64-bit collision would leave one element out.)
+    pub(crate) added: HashSet<u64>,
 }
 
 impl Old {
@@ -174,17 +175,13 @@ impl Old {
                 };
                 old.chains.insert(c.name.clone(), chain);
             }
-            for (set, keys) in &p.elements {
-                let elems = old.elements.entry(set.clone()).or_default();
-                for (k, v) in keys {
-                    elems.insert(
-                        k.clone(),
-                        OldElem {
-                            verdict: *v,
-                            seen: false,
-                        },
-                    );
-                }
+            for (set, k, verdict) in p.keys() {
+                let elems = match old.elements.get_mut(set) {
+                    Some(elems) => elems,
+                    None => old.elements.entry(set.into()).or_default(),
+                };
+                let seen = false;
+                elems.insert(k, OldElem { verdict, seen });
             }
         }
         old

@@ -2,10 +2,12 @@
 //! each Service's ClusterIPs, each Service port), and the planning of a sync against it. A
 //! partial sync re-renders and diffs only the owners of the changed ports; a full sync
 //! renders every owner one at a time and diffs it against what the kernel reports
-//! (repairing drift), so neither the rendered table nor a copy of it is ever held whole.
-//! Nothing is recorded until the kernel accepted the transaction ([`Pending::commit`]), so a
-//! failed apply leaves the beliefs as they were and the next (full) sync starts from the
-//! truth.
+//! (repairing drift), so neither the rendered table nor a copy of it is ever held whole; a
+//! large one is sent in parts of whole Services ([`NftState::plan_full_parts`]), so neither
+//! are its operations nor their netlink encoding.
+//! Nothing is recorded until the kernel accepted a transaction ([`NftState::record`]): a
+//! failed apply leaves the beliefs of what it would have changed as they were, and the
+//! next (full) sync reads the truth back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -36,6 +38,47 @@ type ClaimKey = u64;
 
 fn claim_key(set: &str, key: &ElemKey) -> ClaimKey {
     hash_of(&(set, key))
+}
+
+/// What a full sync is planned against.
+#[derive(Debug)]
+pub enum Against {
+    /// The table the kernel reported (`None`: it does not exist): drift is repaired.
+    Kernel(Option<TableState>),
+    /// The backend's own record (the generation vouches that nobody else committed).
+    Record,
+}
+
+/// The owners of a full sync, each Service's followed by its ports': the base ruleset
+/// first, then Service by Service, so a part boundary before a Service never splits one.
+fn by_service(owners: BTreeSet<Owner>) -> Vec<Owner> {
+    let mut owners: Vec<Owner> = owners.into_iter().collect();
+    owners.sort_by_cached_key(|o| match o {
+        Owner::Base => (0, None, None),
+        Owner::Service(s) => (1, Some(s.clone()), None),
+        Owner::Port(p) => (1, Some(p.service()), Some(p.clone())),
+    });
+    owners
+}
+
+/// One part of a full sync being planned.
+struct Part {
+    phases: Phases,
+    pieces: Vec<(Owner, Option<Footprint>)>,
+    warnings: Vec<String>,
+    /// The first part (it creates the table).
+    first: bool,
+}
+
+impl Part {
+    fn new(first: bool) -> Self {
+        Self {
+            phases: Phases::default(),
+            pieces: Vec::new(),
+            warnings: Vec::new(),
+            first,
+        }
+    }
 }
 
 /// One family's programmed state.
@@ -170,7 +213,7 @@ impl NftState {
                 continue;
             };
             for (set, key, _) in old.keys().filter(|(_, _, v)| *v == plain) {
-                let k = claim_key(set, key);
+                let k = claim_key(set, &key);
                 let elsewhere =
                     (self.claims.get(&k)).is_some_and(|h| h.iter().any(|o| !touched.contains(o)));
                 if elsewhere || new_keys.contains(&k) {
@@ -182,22 +225,29 @@ impl NftState {
     }
 
     /// Plans a full sync: every owner re-rendered, diffed against `kernel` (what the kernel
-    /// has, when it could be read) or else against the beliefs.
+    /// has, when it could be read) or else against the beliefs; one transaction.
     pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
-        let old = match &kernel {
-            Some(table) => Old::of_kernel(table),
-            None => Old::of_prints(self.pieces.values()),
+        let against = match kernel {
+            Some(table) => Against::Kernel(Some(table)),
+            None => Against::Record,
         };
-        drop(kernel);
-        self.plan_full_against(snap, old)
+        self.plan_full_whole(snap, against)
     }
 
-    /// Plans a full sync against what the kernel reports: `None` when the table does not
-    /// exist.
+    /// Plans a full sync against what the kernel reports (`None`: the table does not
+    /// exist), as one transaction.
     pub fn plan_full_kernel(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
-        let old = kernel.as_ref().map(Old::of_kernel).unwrap_or_default();
-        drop(kernel);
-        self.plan_full_against(snap, old)
+        self.plan_full_whole(snap, Against::Kernel(kernel))
+    }
+
+    fn plan_full_whole(&mut self, snap: &Snapshot, against: Against) -> Pending {
+        let mut whole = None;
+        let unbounded = self.plan_full_parts(snap, against, usize::MAX, &mut |p| {
+            whole = Some(p);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        let Ok(()) = unbounded;
+        whole.expect("an unbounded full plan is one part")
     }
 
     fn all_owners(&self, snap: &Snapshot) -> BTreeSet<Owner> {
@@ -210,29 +260,56 @@ impl NftState {
         owners
     }
 
-    fn plan_full_against(&mut self, snap: &Snapshot, mut old: Old) -> Pending {
-        let owners = self.all_owners(snap);
-        // A full render settles every conflict afresh (the claims are rebuilt on commit).
-        let mut claims = Claims::new(self, &owners, true);
-        let mut warnings = Vec::new();
-        let mut phases = Phases::default();
-        let mut pieces = Vec::with_capacity(owners.len());
+    /// Plans a full sync in parts of about `limit` operations (elements counted one by one)
+    /// and hands each to `send` as it is complete, so the operations and the encoded batch
+    /// of a large sync are never held whole (issue 14: at 10,000 Services they were ~22 and
+    /// ~21 MiB, together the daemon's peak). A part holds whole Services — a Service's
+    /// ClusterIP elements with every port's chains and map elements — so no VIP is ever
+    /// half programmed; the base ruleset comes first and the deletions of what nobody owns
+    /// any more last. `send` must apply a part before the next is planned (a later part's
+    /// elements jump to chains an earlier part created). Nothing is recorded here: the
+    /// caller records the parts the kernel accepted ([`Self::record`]).
+    pub fn plan_full_parts<E>(
+        &mut self,
+        snap: &Snapshot,
+        against: Against,
+        limit: usize,
+        send: &mut dyn FnMut(Pending) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut old = match against {
+            Against::Kernel(table) => table.as_ref().map(Old::of_kernel).unwrap_or_default(),
+            Against::Record => Old::of_prints(self.pieces.values()),
+        };
+        let owners = by_service(self.all_owners(snap));
+        // A full render settles every conflict afresh (the claims are rebuilt on record).
+        let touched = BTreeSet::new();
+        let mut claims = Claims::new(self, &touched, true);
+        let mut part = Part::new(true);
         for owner in &owners {
+            if part.phases.weight() >= limit && !matches!(owner, Owner::Port(_)) {
+                let next = Part::new(false);
+                send(self.part_pending(std::mem::replace(&mut part, next)))?;
+            }
             let piece = self.render_one(snap, owner);
-            let piece = piece.map(|p| claims.claim(owner, p, &mut warnings));
+            let piece = piece.map(|p| claims.claim(owner, p, &mut part.warnings));
             if let Some(p) = &piece {
                 let mut known =
                     |name: &str, body: &ChainBody, h: u64| self.prints(owner, name, h, body);
-                phases.add_against(&mut old, p, &mut known);
+                part.phases.add_against(&mut old, p, &mut known);
             }
-            pieces.push((owner.clone(), piece.map(|p| self.footprint(owner, &p))));
+            let print = piece.map(|p| self.footprint(owner, &p));
+            part.pieces.push((owner.clone(), print));
         }
-        phases.finish(old, |_, _| false);
+        part.phases.finish(old, |_, _| false);
+        send(self.part_pending(part))
+    }
+
+    fn part_pending(&self, part: Part) -> Pending {
         Pending {
-            tx: self.transaction(phases, true),
-            pieces,
+            tx: self.transaction(part.phases, part.first),
+            pieces: part.pieces,
             full: true,
-            warnings,
+            warnings: part.warnings,
         }
     }
 
@@ -360,40 +437,7 @@ impl<'a> Claims<'a> {
 impl Pending {
     /// Records the pieces as programmed: call once the kernel accepted [`Self::tx`].
     pub fn commit(self, state: &mut NftState) {
-        if self.full {
-            state.claims.clear();
-        }
-        for (owner, piece) in self.pieces {
-            if let Some(old) = state.pieces.remove(&owner)
-                && !self.full
-            {
-                for (set, key, _) in old.keys() {
-                    let k = claim_key(set, key);
-                    if let Some(holders) = state.claims.get_mut(&k) {
-                        holders.retain(|o| o != &owner);
-                        if holders.is_empty() {
-                            state.claims.remove(&k);
-                        }
-                    }
-                }
-            }
-            if let Some(p) = piece {
-                for (set, key, _) in p.keys() {
-                    // Rendering kept a map key in one piece only.
-                    // Nearly every key has one holder: room for one, not the default four.
-                    let holders = (state.claims.entry(claim_key(set, key)))
-                        .or_insert_with(|| Vec::with_capacity(1));
-                    if !holders.contains(&owner) {
-                        holders.push(owner.clone());
-                    }
-                }
-                state.pieces.insert(owner, p);
-            }
-        }
-        if self.full {
-            state.pieces.shrink_to_fit();
-            state.claims.shrink_to_fit();
-        }
+        state.record(vec![self], true);
     }
 
     /// Number of operations, for the sync span.
@@ -404,6 +448,70 @@ impl Pending {
     /// True when the kernel needs no change.
     pub fn is_empty(&self) -> bool {
         self.tx.ops.iter().all(|o| matches!(o, Op::AddTable { .. }))
+    }
+}
+
+impl NftState {
+    /// Records the parts of one sync the kernel accepted, in order. `complete`: every part
+    /// was; a full sync then rebuilds the claims from its pieces, while the parts of one
+    /// that failed half-way update them owner by owner, like a partial sync's.
+    pub fn record(&mut self, parts: Vec<Pending>, complete: bool) {
+        // Room for everything at once: a table that doubles holds its old and new buckets
+        // together, the peak of a large sync.
+        let pieces = parts.iter().flat_map(|p| &p.pieces);
+        let new_owners = (pieces.clone())
+            .filter(|(o, f)| f.is_some() && !self.pieces.contains_key(o))
+            .count();
+        let keys = pieces
+            .filter_map(|(_, f)| f.as_ref())
+            .map(|f| f.keys().count())
+            .sum();
+        self.pieces.reserve(new_owners);
+        let mut rebuilt = false;
+        for part in parts {
+            let rebuild = part.full && complete;
+            if rebuild && !rebuilt {
+                self.claims.clear();
+                self.claims.reserve(keys);
+                rebuilt = true;
+            }
+            for (owner, piece) in part.pieces {
+                self.record_piece(owner, piece, rebuild);
+            }
+        }
+        if rebuilt {
+            self.pieces.shrink_to_fit();
+            self.claims.shrink_to_fit();
+        }
+    }
+
+    /// Replaces `owner`'s footprint (and its claims, unless they are being rebuilt).
+    fn record_piece(&mut self, owner: Owner, piece: Option<Footprint>, rebuild: bool) {
+        if let Some(old) = self.pieces.remove(&owner)
+            && !rebuild
+        {
+            for (set, key, _) in old.keys() {
+                let k = claim_key(set, &key);
+                if let Some(holders) = self.claims.get_mut(&k) {
+                    holders.retain(|o| o != &owner);
+                    if holders.is_empty() {
+                        self.claims.remove(&k);
+                    }
+                }
+            }
+        }
+        if let Some(p) = piece {
+            for (set, key, _) in p.keys() {
+                // Rendering kept a map key in one piece only.
+                // Nearly every key has one holder: room for one, not the default four.
+                let holders = (self.claims.entry(claim_key(set, &key)))
+                    .or_insert_with(|| Vec::with_capacity(1));
+                if !holders.contains(&owner) {
+                    holders.push(owner.clone());
+                }
+            }
+            self.pieces.insert(owner, p);
+        }
     }
 }
 
