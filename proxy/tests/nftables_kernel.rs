@@ -489,3 +489,72 @@ fn services_work_through_the_real_binary() {
             .is_err()
     );
 }
+
+/// A full sync sent in parts (here of ~40 operations) programs through real netlink what
+/// one transaction does — the kernel accepts each part's elements jumping to chains an
+/// earlier part created — and a restarted backend adopting it has nothing to send.
+#[test]
+fn a_full_sync_in_parts_programs_what_one_transaction_does() {
+    use sluice_nft::{Family, NftKernel};
+    use sluice_proxy_core::backend::Backend;
+    use sluice_proxy_core::fixture::{apply, ep, state, svc};
+    use sluice_proxy_nftables::{NftConfig, NftablesBackend, TABLE};
+
+    let mut st = state("node-a", None);
+    let services = (0..60)
+        .map(|i| {
+            let eps = vec![
+                ep(&format!("10.180.1.{i}"), "node-b"),
+                ep(&format!("10.180.2.{i}"), "node-b"),
+            ];
+            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
+        })
+        .collect();
+    apply(&mut st, services);
+    let (snap, changes) = st.sync();
+    let listing = |part_ops: usize| -> (String, usize, usize) {
+        let ns = NetNs::new("nftparts").unwrap();
+        let (snap, changes) = (snap.clone(), changes.clone());
+        ns.run(move || {
+            let backend = |ops| {
+                let kernel = sluice_nft::Netlink::open().unwrap();
+                let configs = [NftConfig::new(Family::Ip)];
+                NftablesBackend::new(kernel, sluice_conntrack::NoConntrack, configs)
+                    .with_part_ops(ops)
+            };
+            let mut b = backend(part_ops);
+            let before = b.kernel().generation().unwrap().unwrap();
+            b.apply(&snap, &changes).unwrap();
+            let after = b.kernel().generation().unwrap().unwrap();
+            let mut restarted = backend(part_ops);
+            restarted.apply(&snap, &changes).unwrap();
+            let adopted = restarted.kernel().generation().unwrap().unwrap();
+            let text = Command::new("nft")
+                .args(["list", "table", "ip", TABLE])
+                .output()
+                .unwrap();
+            let commits = after.wrapping_sub(before) as usize;
+            (
+                String::from_utf8(text.stdout).unwrap(),
+                commits,
+                adopted.wrapping_sub(after) as usize,
+            )
+        })
+        .unwrap()
+    };
+    let (whole, one, _) = listing(usize::MAX);
+    let (parts, many, restart) = listing(40);
+    assert_eq!(one, 1);
+    assert!(many > 5, "{many} commits");
+    assert_eq!(
+        restart, 0,
+        "the restarted backend adopted the table without a commit"
+    );
+    assert!(whole.contains("10.180.2.59"));
+    let sorted = |t: &str| {
+        let mut lines: Vec<&str> = t.lines().map(str::trim).collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    };
+    assert_eq!(sorted(&parts), sorted(&whole));
+}
