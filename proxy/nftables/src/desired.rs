@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use sluice_nft::{ChainDef, Element, KeyValue, Op, Rule, SetDef};
 
-use super::print::{Old, OldElem, hash_of, verdict_hash};
+use super::packed::key_at;
+use super::print::{Old, hash_of, key_hash, verdict_hash};
 
 /// A map or set element's identity: its key and, for interval sets, its prefix length.
 pub type ElemKey = (Vec<KeyValue>, Option<u8>);
@@ -149,7 +150,7 @@ impl Phases {
             let (mut dels, mut adds) = (Vec::new(), Vec::new());
             for (k, e) in elems {
                 let v = verdict_hash(e.verdict.as_ref());
-                match before.as_mut().and_then(|b| b.get_mut(k)) {
+                match before.as_mut().and_then(|b| b.get_mut(&key_hash(k))) {
                     Some(o) if o.verdict == v => o.seen = true,
                     Some(o) => {
                         if !o.seen {
@@ -158,10 +159,7 @@ impl Phases {
                                 ..Element::key(e.key.clone())
                             });
                         }
-                        *o = OldElem {
-                            verdict: v,
-                            seen: true,
-                        };
+                        (o.verdict, o.seen) = (v, true);
                         adds.push(e.clone());
                     }
                     None => {
@@ -191,10 +189,12 @@ impl Phases {
             if sets.binary_search(&set).is_ok() {
                 continue;
             }
-            let gone: Vec<Element> = (elems.into_iter())
-                .filter(|(k, e)| !e.seen && !keep(&set, k))
-                .filter(|(k, _)| self.deleted.insert((set.clone(), k.clone())))
-                .map(|((key, prefix), _)| Element {
+            let gone: Vec<Element> = (elems.into_values())
+                .filter(|e| !e.seen)
+                .filter_map(|e| key_at(&old.keys, e.at as usize))
+                .filter(|k| !keep(&set, k))
+                .filter(|k| self.deleted.insert((set.clone(), k.clone())))
+                .map(|(key, prefix)| Element {
                     prefix,
                     ..Element::key(key)
                 })

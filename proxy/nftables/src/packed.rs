@@ -41,12 +41,8 @@ impl Packed {
             out.extend_from_slice(name);
             let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&n.to_le_bytes());
-            for ((values, prefix), verdict) in keys.take(n as usize) {
-                out.push(values.len().min(255) as u8);
-                for v in values.iter().take(255) {
-                    push_value(&mut out, v);
-                }
-                out.push(prefix.unwrap_or(NO_PREFIX));
+            for (key, verdict) in keys.take(n as usize) {
+                push_key(&mut out, key);
                 out.extend_from_slice(&verdict.to_le_bytes());
             }
         }
@@ -61,6 +57,25 @@ impl Packed {
             left: 0,
         }
     }
+}
+
+/// Appends `key` (its values and prefix length) to `out`.
+pub(crate) fn push_key(out: &mut Vec<u8>, (values, prefix): &ElemKey) {
+    out.push(values.len().min(255) as u8);
+    for v in values.iter().take(255) {
+        push_value(out, v);
+    }
+    out.push(prefix.unwrap_or(NO_PREFIX));
+}
+
+/// The key [`push_key`] appended at `at` in `bytes`.
+pub(crate) fn key_at(bytes: &[u8], at: usize) -> Option<ElemKey> {
+    let mut reader = Keys {
+        rest: bytes.get(at..)?,
+        set: "",
+        left: 0,
+    };
+    reader.key()
 }
 
 fn push_value(out: &mut Vec<u8>, v: &KeyValue) {
@@ -121,12 +136,17 @@ impl<'a> Keys<'a> {
         })
     }
 
-    fn element(&mut self) -> Option<(ElemKey, u64)> {
+    fn key(&mut self) -> Option<ElemKey> {
         let n = self.byte()?;
         let values = (0..n).map(|_| self.value()).collect::<Option<Vec<_>>>()?;
         let prefix = Some(self.byte()?).filter(|p| *p != NO_PREFIX);
+        Some((values, prefix))
+    }
+
+    fn element(&mut self) -> Option<(ElemKey, u64)> {
+        let key = self.key()?;
         let verdict = u64::from_le_bytes(self.array()?);
-        Some(((values, prefix), verdict))
+        Some((key, verdict))
     }
 }
 

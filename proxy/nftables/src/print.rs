@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use sluice_nft::{Element, Family, Rule, TableState, Verdict, fingerprint};
+use sluice_nft::{Family, Rule, TableState, Verdict, fingerprint};
 
 use super::desired::{ChainBody, Desired, ElemKey};
 use super::packed::{Keys, Packed};
@@ -135,22 +135,34 @@ impl OldChain {
     }
 }
 
-/// An element on the "before" side: its verdict hash, and whether a new piece of this
-/// diff holds it (what is left unseen at the end is deleted).
+/// An element on the "before" side: its verdict hash, whether a new piece of this diff
+/// holds it (what is left unseen at the end is deleted), and where its key is packed.
 #[derive(Debug)]
 pub(crate) struct OldElem {
     pub(crate) verdict: u64,
     pub(crate) seen: bool,
+    pub(crate) at: u32,
 }
 
-/// The "before" side of a diff: what the kernel has, or what the footprints say.
+/// An element key's hash: what the "before" side finds elements by.
+pub(crate) fn key_hash(key: &ElemKey) -> u64 {
+    hash_of(key)
+}
+
+/// The "before" side of a diff: what the kernel has, or what the footprints say. Elements
+/// are found by the hash of their key and keep the key itself packed (what a deletion
+/// needs): at 10,000 Services × 3 a read-back's ~50,000 elements as maps of `Vec` keys
+/// were ~8 MiB, and their scattered blocks kept pages resident (issue 14).
 #[derive(Debug, Default)]
 pub(crate) struct Old {
     /// Sets: the definition's hash when known (`None`: as the kernel reports it, taken as
     /// equal to ours).
     pub(crate) sets: HashMap<Box<str>, Option<u64>>,
     pub(crate) chains: HashMap<Box<str>, OldChain>,
-    pub(crate) elements: HashMap<Box<str>, HashMap<ElemKey, OldElem>>,
+    /// Per set, elements by [`key_hash`].
+    pub(crate) elements: HashMap<Box<str>, HashMap<u64, OldElem>>,
+    /// The elements' keys, packed ([`crate::packed::push_key`]).
+    pub(crate) keys: Vec<u8>,
     /// Elements the old side lacks that a new piece of this diff already added, as hashes
     /// of set and key: a plain set's key shared by two pieces is added once. (Keeping the
     /// keys themselves made a cold sync hold a second copy of every element: 8 MiB at
@@ -160,6 +172,17 @@ pub(crate) struct Old {
 }
 
 impl Old {
+    fn insert_elem(&mut self, set: &str, key: &ElemKey, verdict: u64) {
+        let at = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+        crate::packed::push_key(&mut self.keys, key);
+        let elems = match self.elements.get_mut(set) {
+            Some(elems) => elems,
+            None => self.elements.entry(set.into()).or_default(),
+        };
+        let seen = false;
+        elems.insert(key_hash(key), OldElem { verdict, seen, at });
+    }
+
     /// What `prints` say is programmed (one owner's, or all of them).
     pub(crate) fn of_prints<'a>(prints: impl IntoIterator<Item = &'a Footprint>) -> Self {
         let mut old = Self::default();
@@ -176,12 +199,7 @@ impl Old {
                 old.chains.insert(c.name.clone(), chain);
             }
             for (set, k, verdict) in p.keys() {
-                let elems = match old.elements.get_mut(set) {
-                    Some(elems) => elems,
-                    None => old.elements.entry(set.into()).or_default(),
-                };
-                let seen = false;
-                elems.insert(k, OldElem { verdict, seen });
+                old.insert_elem(set, &k, verdict);
             }
         }
         old
@@ -193,26 +211,10 @@ impl Old {
     }
 
     /// What the kernel reports. A dynamic set's elements are the packet path's
-    /// (session-affinity clients), never ours to diff: they are left out.
-    pub(crate) fn of_kernel(table: &TableState) -> Self {
+    /// (session-affinity clients), never ours to diff: they are left out. The table is
+    /// consumed set by set, so it and its copy are never held whole together.
+    pub(crate) fn of_kernel(table: TableState) -> Self {
         let mut old = Self::default();
-        for set in &table.sets {
-            old.sets.insert(set.def.name.as_str().into(), None);
-            if set.def.timeout.is_some() {
-                continue;
-            }
-            let elems = old
-                .elements
-                .entry(set.def.name.as_str().into())
-                .or_default();
-            for e in &set.elements {
-                let v = OldElem {
-                    verdict: verdict_hash(e.verdict.as_ref()),
-                    seen: false,
-                };
-                elems.insert(key_of(e), v);
-            }
-        }
         for chain in &table.chains {
             let prints =
                 (!chain.unrecognised).then(|| chain.rules.iter().map(|r| r.fingerprint).collect());
@@ -223,11 +225,21 @@ impl Old {
             };
             old.chains.insert(chain.def.name.as_str().into(), c);
         }
+        drop(table.chains);
+        for set in table.sets {
+            old.sets.insert(set.def.name.as_str().into(), None);
+            if set.def.timeout.is_some() {
+                continue;
+            }
+            old.elements
+                .entry(set.def.name.as_str().into())
+                .or_default();
+            for e in set.elements {
+                let verdict = verdict_hash(e.verdict.as_ref());
+                old.insert_elem(&set.def.name, &(e.key, e.prefix), verdict);
+            }
+        }
+        old.keys.shrink_to_fit();
         old
     }
-}
-
-/// An element's identity.
-pub(crate) fn key_of(e: &Element) -> ElemKey {
-    (e.key.clone(), e.prefix)
 }

@@ -49,16 +49,14 @@ pub enum Against {
     Record,
 }
 
-/// The owners of a full sync, each Service's followed by its ports': the base ruleset
-/// first, then Service by Service, so a part boundary before a Service never splits one.
-fn by_service(owners: BTreeSet<Owner>) -> Vec<Owner> {
-    let mut owners: Vec<Owner> = owners.into_iter().collect();
-    owners.sort_by_cached_key(|o| match o {
+/// Where an owner goes in a full sync: the base ruleset first, then Service by Service —
+/// its ClusterIPs, then its ports — so a part boundary before a Service never splits one.
+fn by_service(o: &Owner) -> (u8, Option<(&str, &str)>, Option<&ServicePortName>) {
+    match o {
         Owner::Base => (0, None, None),
-        Owner::Service(s) => (1, Some(s.clone()), None),
-        Owner::Port(p) => (1, Some(p.service()), Some(p.clone())),
-    });
-    owners
+        Owner::Service(s) => (1, Some((&s.namespace, &s.name)), None),
+        Owner::Port(p) => (1, Some((&p.namespace, &p.name)), Some(p)),
+    }
 }
 
 /// One part of a full sync being planned.
@@ -260,6 +258,28 @@ impl NftState {
         owners
     }
 
+    /// The owners of a full sync in [`by_service`] order: the snapshot's, and those
+    /// recorded that it no longer has (their pieces go).
+    fn full_owners(&self, snap: &Snapshot) -> Vec<Owner> {
+        let mut owners = vec![Owner::Base];
+        for port in snap.service_ports() {
+            let service = port.name.service();
+            if !matches!(owners.last(), Some(Owner::Port(p)) if p.namespace == service.namespace && p.name == service.name)
+            {
+                owners.push(Owner::Service(service));
+            }
+            owners.push(Owner::Port(port.name.clone()));
+        }
+        let gone = self.pieces.keys().filter(|o| match o {
+            Owner::Base => false,
+            Owner::Service(s) => snap.ports_of(s).next().is_none(),
+            Owner::Port(p) => snap.service_port(p).is_none(),
+        });
+        owners.extend(gone.cloned());
+        owners.sort_unstable_by(|a, b| by_service(a).cmp(&by_service(b)));
+        owners
+    }
+
     /// Plans a full sync in parts of about `limit` operations (elements counted one by one)
     /// and hands each to `send` as it is complete, so the operations and the encoded batch
     /// of a large sync are never held whole (issue 14: at 10,000 Services they were ~22 and
@@ -277,10 +297,15 @@ impl NftState {
         send: &mut dyn FnMut(Pending) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut old = match against {
-            Against::Kernel(table) => table.as_ref().map(Old::of_kernel).unwrap_or_default(),
+            Against::Kernel(table) => {
+                let old = table.map(Old::of_kernel).unwrap_or_default();
+                // The table read back is gone: its memory is not needed for the render.
+                sluice_proxy_core::memory::release();
+                old
+            }
             Against::Record => Old::of_prints(self.pieces.values()),
         };
-        let owners = by_service(self.all_owners(snap));
+        let owners = self.full_owners(snap);
         // A full render settles every conflict afresh (the claims are rebuilt on record).
         let touched = BTreeSet::new();
         let mut claims = Claims::new(self, &touched, true);
