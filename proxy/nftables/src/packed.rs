@@ -4,7 +4,7 @@
 //! proxy's steady 44 MiB heap (issue 14). Packed, a hairpin key (address, address, port)
 //! with its prefix and verdict hash takes 23 bytes.
 //!
-//! Layout, per set: the set name's length (one byte) and bytes, the number of elements
+//! Layout: the number of elements (four bytes), then per set: the set name's length (one byte) and bytes, the number of elements
 //! (four bytes), then per element: the number of key values (one byte), each value as a
 //! tag byte and its bytes (IPv4 4, IPv6 16, protocol 1, port 2), the prefix length (one
 //! byte, 255 for none) and the verdict hash (eight bytes).
@@ -34,7 +34,9 @@ impl Packed {
         S: IntoIterator<Item = (&'a str, K)>,
         K: ExactSizeIterator<Item = (&'a ElemKey, u64)>,
     {
-        let mut out = Vec::new();
+        // The number of elements first, so counting them decodes nothing.
+        let mut out = vec![0; 4];
+        let mut total = 0u32;
         for (set, keys) in sets {
             let name = &set.as_bytes()[..set.len().min(255)];
             out.push(name.len() as u8);
@@ -45,14 +47,21 @@ impl Packed {
                 push_key(&mut out, key);
                 out.extend_from_slice(&verdict.to_le_bytes());
             }
+            total = total.saturating_add(n);
         }
+        out[..4].copy_from_slice(&total.to_le_bytes());
         Self(out.into_boxed_slice())
+    }
+
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        (self.0.first_chunk::<4>()).map_or(0, |n| u32::from_le_bytes(*n) as usize)
     }
 
     /// The keys, with their set and verdict hash, in the order packed.
     pub(crate) fn iter(&self) -> Keys<'_> {
         Keys {
-            rest: &self.0,
+            rest: self.0.get(4..).unwrap_or_default(),
             set: "",
             left: 0,
         }
@@ -199,6 +208,7 @@ mod tests {
             let expected: Vec<(&str, ElemKey, u64)> = (sets.iter())
                 .flat_map(|(s, keys)| keys.iter().map(move |(k, v)| (s.as_str(), k.clone(), *v)))
                 .collect();
+            prop_assert_eq!(packed.len(), expected.len());
             prop_assert_eq!(back, expected);
         }
     }
@@ -214,6 +224,7 @@ mod tests {
             None,
         );
         let packed = Packed::new([("", [(&key, 7u64)].into_iter())]);
-        assert_eq!(packed.0.len(), 1 + 4 + 23);
+        assert_eq!(packed.0.len(), 4 + 1 + 4 + 23);
+        assert_eq!(packed.len(), 1);
     }
 }

@@ -487,9 +487,8 @@ impl NftState {
         let new_owners = (pieces.clone())
             .filter(|(o, f)| f.is_some() && !self.pieces.contains_key(o))
             .count();
-        let keys = pieces
-            .filter_map(|(_, f)| f.as_ref())
-            .map(|f| f.keys().count())
+        let keys: usize = (pieces.filter_map(|(_, f)| f.as_ref()))
+            .map(Footprint::key_count)
             .sum();
         self.pieces.reserve(new_owners);
         let mut rebuilt = false;
