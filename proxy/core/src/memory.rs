@@ -20,3 +20,26 @@ pub fn release() {
         f();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static FIRST: AtomicUsize = AtomicUsize::new(0);
+    static SECOND: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn release_does_what_was_installed_first() {
+        set_release(|| {
+            FIRST.fetch_add(1, Ordering::SeqCst);
+        });
+        set_release(|| {
+            SECOND.fetch_add(1, Ordering::SeqCst);
+        });
+        release();
+        assert!(FIRST.load(Ordering::SeqCst) >= 1);
+        assert_eq!(SECOND.load(Ordering::SeqCst), 0);
+    }
+}

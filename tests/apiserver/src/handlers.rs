@@ -1,7 +1,13 @@
 //! The verbs on resource URLs: get, list, watch, create, update, patch, delete.
 //!
-//! Query parameters are read the way kube and kubectl send them; `limit` is ignored (lists
-//! are never paginated and carry no `continue` token), which both clients accept.
+//! Query parameters are read the way kube and kubectl send them. `limit` paginates a JSON
+//! list as the real API server does (kube's watcher lists 500 objects a page): a page holds
+//! at most `limit` objects in namespace/name order, and `metadata.continue` (with
+//! `remainingItemCount`) when more follow; a continued page has the first page's
+//! `resourceVersion`. Unlike the real server, which serves every page from the first page's
+//! snapshot, a continued page shows the objects as they are now — objects changed between
+//! pages come with newer versions, which the watch from the list's version delivers anyway.
+//! Tables (`kubectl get`) are never paginated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -113,6 +119,25 @@ fn collection(
         (&Method::GET, ns) if is_true(params.get("watch")) => {
             Ok(watch_response(shared, path, ns, sel, req)?)
         }
+        (&Method::GET, ns) if !table::wanted(accept) && page_asked(params) => {
+            let limit = (params.get("limit").and_then(|l| l.parse().ok()))
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let after = params.get("continue").filter(|c| !c.is_empty());
+            let after = after.map(|c| Continue::decode(c)).transpose()?;
+            let store = shared.read();
+            check_exact(params, store.history().oldest())?;
+            let rv = after.as_ref().map_or(store.resource_version(), |c| c.rv);
+            let key = after.map(|c| c.key);
+            let (items, next) = store.list_page(res, ns, &sel, key.as_ref(), limit);
+            drop(store);
+            let mut doc = list_doc(path, items, rv);
+            if let Some((key, remaining)) = next {
+                doc["metadata"]["continue"] = Continue { rv, key }.encode().into();
+                doc["metadata"]["remainingItemCount"] = remaining.into();
+            }
+            Ok(json_response(StatusCode::OK, &doc))
+        }
         (&Method::GET, ns) => {
             let (items, rv) = {
                 let store = shared.read();
@@ -156,6 +181,48 @@ fn collection(
             Ok(json_response(StatusCode::OK, &list_doc(path, items, rv)))
         }
         _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// Whether a list asks for a page: a `limit` or a `continue` token.
+fn page_asked(params: &Params) -> bool {
+    params.contains_key("limit") || params.get("continue").is_some_and(|c| !c.is_empty())
+}
+
+/// Where a paginated list goes on: the list's version and the last key returned. Opaque to
+/// clients (hex of `rv/namespace/name`), as the real server's base64 tokens are.
+struct Continue {
+    rv: u64,
+    key: (String, String),
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        let text = format!("{}/{}/{}", self.rv, self.key.0, self.key.1);
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn decode(token: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::BadRequest(format!("continue key is not valid: {token:?}"));
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|i| {
+                token
+                    .get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(bad)?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, '/');
+        let (Some(rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let rv = rv.parse().map_err(|_| bad())?;
+        Ok(Self {
+            rv,
+            key: (ns.to_owned(), name.to_owned()),
+        })
     }
 }
 

@@ -109,6 +109,34 @@ impl Store {
             .collect()
     }
 
+    /// One page of a list: the objects after `after` in namespace/name order, at most
+    /// `limit` of them, and — when more follow — the key of the last one returned with how
+    /// many follow.
+    pub(crate) fn list_page(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        sel: &Selectors,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> (Vec<Value>, Option<((String, String), usize)>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(table) = self.objects.get(&table_key(res)) else {
+            return (Vec::new(), None);
+        };
+        let from = after.map_or(Unbounded, Excluded);
+        let mut matching = (table.range((from, Unbounded)))
+            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
+            .filter(|(_, v)| sel.matches(v));
+        let page: Vec<(&(String, String), &Value)> = matching.by_ref().take(limit).collect();
+        let rest = matching.count();
+        let next = match page.last() {
+            Some((key, _)) if rest > 0 => Some(((*key).clone(), rest)),
+            _ => None,
+        };
+        (page.into_iter().map(|(_, v)| v.clone()).collect(), next)
+    }
+
     /// Stores a new object, filling in server-owned metadata.
     pub(crate) fn create(
         &mut self,

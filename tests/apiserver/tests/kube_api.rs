@@ -273,3 +273,49 @@ async fn discovery_version_and_unknown_paths() {
     let (code, reason) = api_code(client.request_text(request).await);
     assert_eq!((code, reason.as_str()), (404, "NotFound"));
 }
+
+/// Lists are paginated as the real server paginates them (kube's watcher asks for 500 a
+/// page): `limit` objects in namespace/name order, a `continue` token and the count left,
+/// every page at the first page's version.
+#[tokio::test]
+async fn lists_come_in_pages_with_continue_tokens() {
+    let server = TestApiServer::start();
+    let services: Api<Service> = Api::namespaced(client(&server).await, "default");
+    for i in 0..7 {
+        let name = format!("s{i}");
+        let svc = service(&name, "web");
+        services.create(&PostParams::default(), &svc).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut versions = Vec::new();
+    let mut lp = ListParams::default().limit(3);
+    loop {
+        let page = services.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 3);
+        names.extend(page.items.iter().map(|s| s.name_any()));
+        versions.push(page.metadata.resource_version.clone());
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => {
+                assert!(page.metadata.remaining_item_count.unwrap() > 0);
+                lp = lp.continue_token(&token);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(names, ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]);
+    assert_eq!(versions.len(), 3);
+    assert!(versions.iter().all(|v| *v == versions[0]));
+    assert_eq!(
+        services
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        7
+    );
+    let bad = services
+        .list(&ListParams::default().continue_token("zz"))
+        .await;
+    assert_eq!(api_code(bad).0, 400);
+}

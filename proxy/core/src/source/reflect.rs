@@ -141,6 +141,9 @@ impl<K: Kind> Reflector<K> {
         }
         self.known = listed;
         K::listed(feed);
+        // The list's pages and decoded objects are gone: hand their memory back before the
+        // sync the completed list lets run (issue 14).
+        crate::memory::release();
     }
 
     #[cfg(test)]
