@@ -193,7 +193,7 @@ fn page_asked(params: &Params) -> bool {
 /// clients (hex of `rv/namespace/name`), as the real server's base64 tokens are.
 struct Continue {
     rv: u64,
-    key: (String, String),
+    key: crate::store::ObjectKey,
 }
 
 impl Continue {

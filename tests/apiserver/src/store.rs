@@ -19,7 +19,10 @@ use crate::update::{
     check_identity, check_namespace, keep_system_metadata, main_update, spec_of, status_update,
 };
 
-type Objects = BTreeMap<(String, String), Value>;
+/// An object's namespace and name.
+pub(crate) type ObjectKey = (String, String);
+
+type Objects = BTreeMap<ObjectKey, Value>;
 
 /// All objects plus the machinery that versions them.
 #[derive(Debug)]
@@ -117,9 +120,9 @@ impl Store {
         res: &Resource,
         ns: Option<&str>,
         sel: &Selectors,
-        after: Option<&(String, String)>,
+        after: Option<&ObjectKey>,
         limit: usize,
-    ) -> (Vec<Value>, Option<((String, String), usize)>) {
+    ) -> (Vec<Value>, Option<(ObjectKey, usize)>) {
         use std::ops::Bound::{Excluded, Unbounded};
         let Some(table) = self.objects.get(&table_key(res)) else {
             return (Vec::new(), None);
@@ -128,7 +131,7 @@ impl Store {
         let mut matching = (table.range((from, Unbounded)))
             .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
             .filter(|(_, v)| sel.matches(v));
-        let page: Vec<(&(String, String), &Value)> = matching.by_ref().take(limit).collect();
+        let page: Vec<(&ObjectKey, &Value)> = matching.by_ref().take(limit).collect();
         let rest = matching.count();
         let next = match page.last() {
             Some((key, _)) if rest > 0 => Some(((*key).clone(), rest)),
