@@ -497,20 +497,11 @@ fn services_work_through_the_real_binary() {
 fn a_full_sync_in_parts_programs_what_one_transaction_does() {
     use sluice_nft::{Family, NftKernel};
     use sluice_proxy_core::backend::Backend;
-    use sluice_proxy_core::fixture::{apply, ep, state, svc};
+    use sluice_proxy_core::fixture::{apply_many, state};
     use sluice_proxy_nftables::{NftConfig, NftablesBackend, TABLE};
 
     let mut st = state("node-a", None);
-    let services = (0..60)
-        .map(|i| {
-            let eps = vec![
-                ep(&format!("10.180.1.{i}"), "node-b"),
-                ep(&format!("10.180.2.{i}"), "node-b"),
-            ];
-            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
-        })
-        .collect();
-    apply(&mut st, services);
+    apply_many(&mut st, 60);
     let (snap, changes) = st.sync();
     let listing = |part_ops: usize| -> (String, usize, usize) {
         let ns = NetNs::new("nftparts").unwrap();

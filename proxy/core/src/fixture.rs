@@ -101,6 +101,21 @@ pub fn apply(state: &mut ProxyState, services: Vec<(ServicePort, Vec<Endpoint>)>
     apply_in(state, IpFamily::V4, services);
 }
 
+/// Applies `n` single-port Services `ns/s<i>` (ClusterIP `172.30.1.<i>`, `i` < 256) with two
+/// endpoints each on `node-b` (`10.180.1.<i>`, `10.180.2.<i>`).
+pub fn apply_many(state: &mut ProxyState, n: u8) {
+    let services = (0..n)
+        .map(|i| {
+            let eps = vec![
+                ep(&format!("10.180.1.{i}"), "node-b"),
+                ep(&format!("10.180.2.{i}"), "node-b"),
+            ];
+            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
+        })
+        .collect();
+    apply(state, services);
+}
+
 /// As [`apply`], with slices of `family`.
 pub fn apply_in(
     state: &mut ProxyState,

@@ -9,7 +9,7 @@ use super::*;
 use sluice_conntrack::NoConntrack;
 use sluice_proxy_core::Changes;
 use sluice_proxy_core::backend::Backend;
-use sluice_proxy_core::fixture::{apply, ep, state, svc};
+use sluice_proxy_core::fixture::{apply, apply_many, ep, state, svc};
 
 fn backend(fake: &FakeNft) -> NftablesBackend<FakeNft> {
     NftablesBackend::new(fake.clone(), NoConntrack, [NftConfig::new(Family::Ip)])
@@ -361,20 +361,6 @@ impl NftKernel for Recording {
     }
 }
 
-/// Forty single-port Services with two endpoints each.
-fn forty(st: &mut sluice_proxy_core::ProxyState) {
-    let services = (0..40)
-        .map(|i| {
-            let eps = vec![
-                ep(&format!("10.180.1.{i}"), "node-b"),
-                ep(&format!("10.180.2.{i}"), "node-b"),
-            ];
-            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
-        })
-        .collect();
-    apply(st, services);
-}
-
 /// The table with its chains and every set's elements sorted and its rule handles left
 /// out: what differs between a table written at once, in parts, or repaired.
 fn table_of(fake: &mut FakeNft) -> sluice_nft::TableState {
@@ -417,7 +403,7 @@ fn services_in(tx: &Transaction) -> (Vec<String>, Vec<String>) {
 #[test]
 fn a_large_full_sync_goes_in_parts_of_whole_services() {
     let mut st = state("node-a", None);
-    forty(&mut st);
+    apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
     let mut whole = NftablesBackend::new(FakeNft::new(), NoConntrack, [NftConfig::new(Family::Ip)])
         .with_part_ops(usize::MAX);
@@ -464,7 +450,7 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
 #[test]
 fn a_full_sync_refused_half_way_records_the_parts_applied() {
     let mut st = state("node-a", None);
-    forty(&mut st);
+    apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
     let mut b = NftablesBackend::new(
         Recording::default(),
