@@ -4,10 +4,11 @@
 //! proxy's steady 44 MiB heap (issue 14). Packed, a hairpin key (address, address, port)
 //! with its prefix and verdict hash takes 23 bytes.
 //!
-//! Layout: the number of elements (four bytes), then per set: the set name's length (one byte) and bytes, the number of elements
-//! (four bytes), then per element: the number of key values (one byte), each value as a
-//! tag byte and its bytes (IPv4 4, IPv6 16, protocol 1, port 2), the prefix length (one
-//! byte, 255 for none) and the verdict hash (eight bytes).
+//! Layout: the number of elements (four bytes), then per set: the set name's length (one
+//! byte) and bytes, the number of elements (four bytes), then per element: the number of
+//! key values (one byte), each value as a tag byte and its bytes (IPv4 4, IPv6 16, protocol
+//! 1, port 2), the prefix length (one byte, 255 for none) and the verdict hash (eight
+//! bytes).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

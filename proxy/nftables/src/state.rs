@@ -264,8 +264,9 @@ impl NftState {
         let mut owners = vec![Owner::Base];
         for port in snap.service_ports() {
             let service = port.name.service();
-            if !matches!(owners.last(), Some(Owner::Port(p)) if p.namespace == service.namespace && p.name == service.name)
-            {
+            let same =
+                |p: &ServicePortName| p.namespace == service.namespace && p.name == service.name;
+            if !matches!(owners.last(), Some(Owner::Port(p)) if same(p)) {
                 owners.push(Owner::Service(service));
             }
             owners.push(Owner::Port(port.name.clone()));

@@ -1,12 +1,13 @@
 //! One Service the kernel refuses must not stop every other change (issue 15 bug 3).
 //!
-//! A backend programs a sync as one transaction, so one unprogrammable object (a chain name
-//! past the kernel's limit, a rule it rejects) fails the whole sync, and every retry fails
+//! A backend programs a sync as one transaction (nftables sends a large full sync as several,
+//! each of whole Services, and stops at the first refused), so one unprogrammable object (a
+//! chain name past the kernel's limit, a rule it rejects) fails the sync, and every retry fails
 //! the same way: nothing changes any more and `/healthz` turns 503. kube-proxy has the same
-//! weakness (an `iptables-restore` that fails is retried as a whole, forever); it relies on
-//! the API server never handing it such an object. Sluice validates objects as the API
-//! server does, and — because standalone mode, a kernel with other limits, or a backend bug
-//! can still produce one — the runner isolates what the backend refuses, for every backend:
+//! weakness (an `iptables-restore` that fails is retried as a whole, forever); it relies on the
+//! API server never handing it such an object. Sluice validates objects as the API server does,
+//! and — because standalone mode, a kernel with other limits, or a backend bug can still
+//! produce one — the runner isolates what the backend refuses, for every backend:
 //!
 //! - a refused *partial* apply is first retried as one full apply of everything (the runner's
 //!   `retry_whole`): a partial apply can fail for the backend's own reasons (its record of the
@@ -27,8 +28,8 @@
 //! - an unprogrammable Service stays out of every later sync until it changes (its
 //!   definition or its endpoints), then it is tried again.
 //!
-//! While probing, the suspects are briefly out of the dataplane (each probe is a full,
-//! atomic apply): new connections to a Service changed in this very sync may be refused for
+//! While probing, the suspects are briefly out of the dataplane (each probe is a full
+//! apply): new connections to a Service changed in this very sync may be refused for
 //! the few milliseconds isolation takes; established ones keep their conntrack entries, and
 //! Services that did not change are never touched.
 
