@@ -18,6 +18,7 @@ use sluice_proxy_core::backend::BackendOptions;
 use sluice_proxy_core::conntrack::reconcile_flows;
 
 use super::ctx::{NftConfig, TABLE};
+use super::print::Old;
 use super::state::{Against, NftState, Pending, summary};
 use super::trust::{READ_BACK_EVERY, Trust};
 use prometheus_client::metrics::counter::Counter;
@@ -149,7 +150,10 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         // every Service against the record.
         let result = match kernel_view {
             Some(table) => {
-                state.plan_full_parts(snap, Against::Kernel(table), self.part, &mut take)
+                let old = table.map(Old::of_kernel).unwrap_or_default();
+                // The table read back is gone: its memory is not needed for the render.
+                sluice_proxy_core::memory::release();
+                state.plan_full_parts(snap, Against::Kernel(Box::new(old)), self.part, &mut take)
             }
             None if full && !changes.periodic => {
                 state.plan_full_parts(snap, Against::Record, self.part, &mut take)
@@ -202,10 +206,10 @@ impl<'k, K: NftKernel> Sender<'k, K> {
         for w in &part.warnings {
             tracing::warn!("{w}");
         }
-        let tx = std::mem::replace(&mut part.tx, Transaction::new(family, TABLE));
-        if tx.ops.iter().all(|o| matches!(o, Op::AddTable { .. })) {
+        if part.is_empty() {
             return Ok(());
         }
+        let tx = std::mem::replace(&mut part.tx, Transaction::new(family, TABLE));
         for (k, n) in summary(&tx) {
             *self.counts.entry(k).or_default() += n;
         }

@@ -20,7 +20,7 @@ pub use backend::{KernelNftables, NftablesBackend, PART_OPS};
 pub use ctx::{NftConfig, TABLE};
 pub use desired::{ChainBody, Desired, ElemKey, Phases, diff};
 pub use print::Footprint;
-pub use state::{Against, NftState, Pending, rendered, summary};
+pub use state::{NftState, Pending, rendered, summary};
 pub use tracer::Tracer;
 
 use sluice_proxy_core::explain::Dialect;

@@ -42,9 +42,9 @@ fn claim_key(set: &str, key: &ElemKey) -> ClaimKey {
 
 /// What a full sync is planned against.
 #[derive(Debug)]
-pub enum Against {
-    /// The table the kernel reported (`None`: it does not exist): drift is repaired.
-    Kernel(Option<TableState>),
+pub(crate) enum Against {
+    /// What the kernel reported ([`Old::of_kernel`]): drift is repaired.
+    Kernel(Box<Old>),
     /// The backend's own record (the generation vouches that nobody else committed).
     Record,
 }
@@ -121,8 +121,9 @@ impl NftState {
     /// The whole table `snap` renders to, as one piece (for the tracer, `explain` and
     /// tests; the daemon never builds it).
     pub fn render_all(&self, snap: &Snapshot) -> Desired {
-        let owners = self.all_owners(snap);
-        let mut claims = Claims::new(self, &owners, true);
+        let owners = self.full_owners(snap);
+        let touched = BTreeSet::new();
+        let mut claims = Claims::new(self, &touched, true);
         let mut all = Desired::default();
         for owner in &owners {
             if let Some(piece) = self.render_one(snap, owner) {
@@ -226,7 +227,7 @@ impl NftState {
     /// has, when it could be read) or else against the beliefs; one transaction.
     pub fn plan_full(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
         let against = match kernel {
-            Some(table) => Against::Kernel(Some(table)),
+            Some(table) => Against::Kernel(Box::new(Old::of_kernel(table))),
             None => Against::Record,
         };
         self.plan_full_whole(snap, against)
@@ -235,7 +236,8 @@ impl NftState {
     /// Plans a full sync against what the kernel reports (`None`: the table does not
     /// exist), as one transaction.
     pub fn plan_full_kernel(&mut self, snap: &Snapshot, kernel: Option<TableState>) -> Pending {
-        self.plan_full_whole(snap, Against::Kernel(kernel))
+        let old = kernel.map(Old::of_kernel).unwrap_or_default();
+        self.plan_full_whole(snap, Against::Kernel(Box::new(old)))
     }
 
     fn plan_full_whole(&mut self, snap: &Snapshot, against: Against) -> Pending {
@@ -246,16 +248,6 @@ impl NftState {
         });
         let Ok(()) = unbounded;
         whole.expect("an unbounded full plan is one part")
-    }
-
-    fn all_owners(&self, snap: &Snapshot) -> BTreeSet<Owner> {
-        let mut owners: BTreeSet<Owner> = self.pieces.keys().cloned().collect();
-        owners.insert(Owner::Base);
-        for port in snap.service_ports() {
-            owners.insert(Owner::Port(port.name.clone()));
-            owners.insert(Owner::Service(port.name.service()));
-        }
-        owners
     }
 
     /// The owners of a full sync in [`by_service`] order: the snapshot's, and those
@@ -290,7 +282,7 @@ impl NftState {
     /// any more last. `send` must apply a part before the next is planned (a later part's
     /// elements jump to chains an earlier part created). Nothing is recorded here: the
     /// caller records the parts the kernel accepted ([`Self::record`]).
-    pub fn plan_full_parts<E>(
+    pub(crate) fn plan_full_parts<E>(
         &mut self,
         snap: &Snapshot,
         against: Against,
@@ -298,12 +290,7 @@ impl NftState {
         send: &mut dyn FnMut(Pending) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut old = match against {
-            Against::Kernel(table) => {
-                let old = table.map(Old::of_kernel).unwrap_or_default();
-                // The table read back is gone: its memory is not needed for the render.
-                sluice_proxy_core::memory::release();
-                old
-            }
+            Against::Kernel(old) => *old,
             Against::Record => Old::of_prints(self.pieces.values()),
         };
         let owners = self.full_owners(snap);
@@ -464,11 +451,6 @@ impl Pending {
     /// Records the pieces as programmed: call once the kernel accepted [`Self::tx`].
     pub fn commit(self, state: &mut NftState) {
         state.record(vec![self], true);
-    }
-
-    /// Number of operations, for the sync span.
-    pub fn len(&self) -> usize {
-        self.tx.ops.len()
     }
 
     /// True when the kernel needs no change.
