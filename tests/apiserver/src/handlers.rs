@@ -119,38 +119,34 @@ fn collection(
         (&Method::GET, ns) if is_true(params.get("watch")) => {
             Ok(watch_response(shared, path, ns, sel, req)?)
         }
-        (&Method::GET, ns) if !table::wanted(accept) && page_asked(params) => {
+        (&Method::GET, ns) => {
+            // Tables (`kubectl get`) come whole; JSON lists in pages when asked.
+            let table = table::wanted(accept);
             let limit = (params.get("limit").and_then(|l| l.parse().ok()))
-                .filter(|l| *l > 0)
+                .filter(|l| *l > 0 && !table)
                 .unwrap_or(usize::MAX);
-            let after = params.get("continue").filter(|c| !c.is_empty());
+            let after = params.get("continue").filter(|c| !c.is_empty() && !table);
             let after = after.map(|c| Continue::decode(c)).transpose()?;
-            let store = shared.read();
-            check_exact(params, store.history().oldest())?;
-            let rv = after.as_ref().map_or(store.resource_version(), |c| c.rv);
-            let key = after.map(|c| c.key);
-            let (items, next) = store.list_page(res, ns, &sel, key.as_ref(), limit);
-            drop(store);
+            let (items, next, rv) = {
+                let store = shared.read();
+                check_exact(params, store.history().oldest())?;
+                let rv = after.as_ref().map_or(store.resource_version(), |c| c.rv);
+                let key = after.map(|c| c.key);
+                let (items, next) = store.list_page(res, ns, &sel, key.as_ref(), limit);
+                (items, next, rv)
+            };
+            if table {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(res, &items, rv),
+                ));
+            }
             let mut doc = list_doc(path, items, rv);
             if let Some((key, remaining)) = next {
                 doc["metadata"]["continue"] = Continue { rv, key }.encode().into();
                 doc["metadata"]["remainingItemCount"] = remaining.into();
             }
             Ok(json_response(StatusCode::OK, &doc))
-        }
-        (&Method::GET, ns) => {
-            let (items, rv) = {
-                let store = shared.read();
-                check_exact(params, store.history().oldest())?;
-                (store.list(res, ns, &sel), store.resource_version())
-            };
-            if table::wanted(accept) {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(res, &items, rv),
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &list_doc(path, items, rv)))
         }
         (&Method::POST, Some(ns)) => {
             let obj =
@@ -182,11 +178,6 @@ fn collection(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
-}
-
-/// Whether a list asks for a page: a `limit` or a `continue` token.
-fn page_asked(params: &Params) -> bool {
-    params.contains_key("limit") || params.get("continue").is_some_and(|c| !c.is_empty())
 }
 
 /// Where a paginated list goes on: the list's version and the last key returned. Opaque to

@@ -100,16 +100,7 @@ impl Store {
     /// Objects of a kind, optionally in one namespace, filtered by selectors.
     #[must_use]
     pub(crate) fn list(&self, res: &Resource, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
-        let Some(table) = self.objects.get(&table_key(res)) else {
-            return Vec::new();
-        };
-        table
-            .iter()
-            .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
-            .map(|(_, v)| v)
-            .filter(|v| sel.matches(v))
-            .cloned()
-            .collect()
+        self.list_page(res, ns, sel, None, usize::MAX).0
     }
 
     /// One page of a list: the objects after `after` in namespace/name order, at most
