@@ -252,6 +252,13 @@ fn a_batch_at_a_stale_generation_is_refused_whole() {
             let mut tx = Transaction::new(Family::Ip, TABLE);
             tx.push(chain("late"));
             let refused = nl.apply_at(&tx, after).unwrap_err();
+            // A batch too large to acknowledge message by message is refused the same way.
+            let mut big = Transaction::new(Family::Ip, TABLE);
+            for i in 0..=sluice_netlink::socket::ACK_EACH_MAX {
+                big.push(chain(&format!("late-{i}")));
+            }
+            let big_refused = nl.apply_at(&big, after).unwrap_err();
+            assert_eq!(big_refused.errno(), Some(85), "ERESTART: {big_refused}");
             Ok(((g, after), nl.generation()?.unwrap(), refused))
         })
         .unwrap()
@@ -271,7 +278,7 @@ fn a_batch_at_a_stale_generation_is_refused_whole() {
     );
     let table = read(&ns, Family::Ip, TABLE).unwrap();
     assert!(
-        table.chains.iter().all(|c| c.def.name != "late"),
+        table.chains.iter().all(|c| !c.def.name.starts_with("late")),
         "nothing applied"
     );
 }
