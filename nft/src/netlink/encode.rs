@@ -21,6 +21,29 @@ const ELEMENT_CHUNK: usize = 32 * 1024;
 /// written (messages stay under 64 KiB, so a chunk rarely grows past it). At most 1,024
 /// chunks go in one `sendmsg` (`UIO_MAXIOV`): 1 GiB, far past any ruleset.
 const CHUNK: usize = 1 << 20;
+/// Room a chunk is given up front: growing one by doubling copied each ~1 MiB chunk
+/// twice over, ~6 % of a cold sync's applying thread (issue 14).
+const CHUNK_ROOM: usize = CHUNK + CHUNK / 8;
+/// Room for one rule's expressions (a dnat rule's are ~250 bytes).
+const EXPRS_ROOM: usize = 512;
+/// About the bytes of one encoded element (a hairpin element is ~60), to size lists.
+const ELEMENT_BYTES: usize = 96;
+/// Room for one element message's list.
+const ELEMENT_CHUNK_ROOM: usize = ELEMENT_CHUNK + ELEMENT_CHUNK / 8;
+
+/// Room for the first chunk: about what `tx` encodes to, at most [`CHUNK_ROOM`] (a
+/// partial sync's few messages get a few KiB).
+fn first_chunk(tx: &Transaction) -> usize {
+    let bytes: usize = (tx.ops.iter())
+        .map(|op| match op {
+            Op::AddElements { elements, .. } | Op::DeleteElements { elements, .. } => {
+                256 + elements.len() * ELEMENT_BYTES
+            }
+            _ => 512,
+        })
+        .sum();
+    (bytes + 256).min(CHUNK_ROOM)
+}
 
 /// An encoded transaction.
 #[derive(Debug)]
@@ -127,7 +150,7 @@ pub(crate) fn encode(
         reason: "no family".into(),
     })?;
     let mut enc = Encoder {
-        w: Writer::new(),
+        w: Writer::with_capacity(first_chunk(tx)),
         chunks: Vec::new(),
         family,
         table: &tx.table,
@@ -201,7 +224,7 @@ impl Encoder<'_> {
         body: impl FnOnce(&mut Writer),
     ) -> Result<(), String> {
         if self.w.len() >= CHUNK {
-            let full = std::mem::replace(&mut self.w, Writer::with_capacity(CHUNK + CHUNK / 8));
+            let full = std::mem::replace(&mut self.w, Writer::with_capacity(CHUNK_ROOM));
             self.chunks.push(full.into_inner());
         }
         let seq = self.next_seq();
@@ -282,7 +305,7 @@ impl Encoder<'_> {
     }
 
     fn rule(&mut self, i: usize, chain: &str, rule: &Rule) -> Result<(), String> {
-        let mut exprs = Writer::new();
+        let mut exprs = Writer::with_capacity(EXPRS_ROOM);
         expr::stmts(&mut exprs, self.family, &rule.stmts)?;
         let mut ud = Udata::new();
         if let Some(c) = &rule.comment {
@@ -317,11 +340,13 @@ impl Encoder<'_> {
         full: bool,
     ) -> Result<(), String> {
         let interval = self.interval.get(set).copied().unwrap_or(false);
-        let mut chunk = Writer::new();
+        let room = |left: usize| ELEMENT_CHUNK_ROOM.min(left * ELEMENT_BYTES);
+        let mut chunk = Writer::with_capacity(room(elements.len()));
         for (n, e) in elements.iter().enumerate() {
             set::element(&mut chunk, e, interval, full)?;
             if chunk.len() >= ELEMENT_CHUNK || n + 1 == elements.len() {
-                let bytes = std::mem::take(&mut chunk).into_inner();
+                let next = Writer::with_capacity(room(elements.len() - n - 1));
+                let bytes = std::mem::replace(&mut chunk, next).into_inner();
                 let table = self.table;
                 self.msg(i, ty, flags, |w| {
                     w.str(NFTA_SET_ELEM_LIST_TABLE, table);
