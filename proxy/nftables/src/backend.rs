@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 
 use sluice_conntrack::{Cleaner as ConntrackCleaner, Conntrack, NoConntrack};
 use sluice_model::service::IpFamily;
-use sluice_nft::{Family, NftKernel, Op, Transaction, next_generation};
+use sluice_nft::{Family, NftKernel, Op, Transaction};
 use sluice_proxy_core::backend::BackendOptions;
 use sluice_proxy_core::conntrack::reconcile_flows;
 
 use super::ctx::{NftConfig, TABLE};
 use super::print::Old;
-use super::state::{Against, NftState, Pending, summary};
+use super::sender::Sender;
+use super::state::{Against, NftState};
 use super::trust::{READ_BACK_EVERY, Trust};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -101,6 +102,12 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         &mut self.kernel
     }
 
+    /// One family's record (tests).
+    #[cfg(test)]
+    pub(crate) fn state_of(&self, family: Family) -> Option<&NftState> {
+        self.states.get(&family)
+    }
+
     fn state(&mut self, snap: &Snapshot) -> Result<(Family, &mut NftState), BackendError> {
         let family = family_of(snap.family());
         match self.states.get_mut(&family) {
@@ -142,87 +149,49 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let Some(state) = self.states.get_mut(&family) else {
             return Err(no_config(family));
         };
-        let mut sender = Sender::new(&mut self.kernel, generation);
-        let mut sent = Vec::new();
-        let mut take = |mut part: Pending| sender.take(&mut part, family).map(|()| sent.push(part));
         // Trusted: a periodic sync is the partial sync of what changed (kube-proxy's are
         // too); a full sync for another reason (topology, restart of the isolation) renders
         // every Service against the record.
-        let result = match kernel_view {
+        let against = match kernel_view {
             Some(table) => {
                 let old = table.map(Old::of_kernel).unwrap_or_default();
                 // The table read back is gone: its memory is not needed for the render.
                 sluice_proxy_core::memory::release();
-                state.plan_full_parts(snap, Against::Kernel(Box::new(old)), self.part, &mut take)
+                Some(Against::Kernel(Box::new(old)))
             }
-            None if full && !changes.periodic => {
-                state.plan_full_parts(snap, Against::Record, self.part, &mut take)
-            }
-            None => take(state.plan_partial(snap, changes)),
+            None if full && !changes.periodic => Some(Against::Record),
+            None => None,
         };
-        let (at, committed, counts) = (sender.at, sender.sent > 0, sender.counts);
+        let mut sender = Sender::new(&mut self.kernel, family, generation);
+        let (result, rest) = match against {
+            Some(against) => {
+                let limit = self.part;
+                sender.pipelined(|send| state.plan_full_parts(snap, against, limit, send))
+            }
+            None => match sender.take(state.plan_partial(snap, changes)) {
+                Ok(part) => (Ok(()), vec![part]),
+                Err(e) => (Err(e), Vec::new()),
+            },
+        };
+        let Sender {
+            at, sent, counts, ..
+        } = sender;
         tracing::debug!(
             ?family,
             full,
             read_back,
-            transactions = sender.sent,
+            transactions = sent,
             ?counts,
             "nftables transactions applied"
         );
-        state.record(sent, result.is_ok());
+        state.record(rest, result.is_ok());
         result.map_err(apply_err)?;
-        self.trust.synced(family, at, read_back, committed);
+        self.trust.synced(family, at, read_back, sent > 0);
         match reconcile_flows(&mut self.conntrack, snap, changes) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(?family, n, "stale conntrack entries deleted"),
             Err(e) => tracing::warn!("conntrack cleanup: {e}"),
         }
-        Ok(())
-    }
-}
-
-/// Sends the transactions of one sync, each guarded by the ruleset generation the one
-/// before it left (the sync's parts are planned against one view of the table).
-struct Sender<'k, K> {
-    kernel: &'k mut K,
-    /// The generation the next (or, once sent, the last) transaction is guarded by.
-    at: Option<u32>,
-    sent: usize,
-    counts: BTreeMap<&'static str, usize>,
-}
-
-impl<'k, K: NftKernel> Sender<'k, K> {
-    fn new(kernel: &'k mut K, at: Option<u32>) -> Self {
-        Self {
-            kernel,
-            at,
-            sent: 0,
-            counts: BTreeMap::new(),
-        }
-    }
-
-    /// Applies `part`'s transaction, unless it changes nothing, and drops its operations.
-    fn take(&mut self, part: &mut Pending, family: Family) -> Result<(), NftError> {
-        for w in &part.warnings {
-            tracing::warn!("{w}");
-        }
-        if part.is_empty() {
-            return Ok(());
-        }
-        let tx = std::mem::replace(&mut part.tx, Transaction::new(family, TABLE));
-        for (k, n) in summary(&tx) {
-            *self.counts.entry(k).or_default() += n;
-        }
-        if self.sent > 0 {
-            self.at = self.at.map(next_generation);
-        }
-        match self.at {
-            Some(g) => self.kernel.apply_at(&tx, g)?,
-            None => self.kernel.apply(&tx)?,
-        }
-        self.sent += 1;
-        drop(tx);
-        sluice_proxy_core::memory::release();
         Ok(())
     }
 }

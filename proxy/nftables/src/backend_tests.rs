@@ -376,6 +376,11 @@ fn table_of(fake: &mut FakeNft) -> sluice_nft::TableState {
 }
 
 /// The Services whose chains `tx` creates, and those its `service-ips` elements jump to.
+/// An operation creating a base chain at a netfilter hook.
+fn is_hook(op: &Op) -> bool {
+    matches!(op, Op::AddChain(def) if def.base.is_some())
+}
+
 fn services_in(tx: &Transaction) -> (Vec<String>, Vec<String>) {
     let (mut chains, mut targets) = (Vec::new(), Vec::new());
     for op in &tx.ops {
@@ -431,8 +436,21 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
         let (chains, targets) = services_in(tx);
         assert_eq!(chains, targets, "transaction {i}");
         seen += chains.len();
+        // The hooked chains, the table's only entries, come with the last part alone: the
+        // kernel walks the graph once, and no Service works before all do.
+        let hooks = tx.ops.iter().filter(|op| is_hook(op)).count();
+        let last = i + 1 == sent.len();
+        assert_eq!(hooks, if last { 8 } else { 0 }, "transaction {i}");
     }
     assert_eq!(seen, 40);
+    // The first part is small, so the kernel starts early: the base ruleset and the
+    // Services up to an eighth of a part.
+    let first = services_in(&sent[0].0).0.len();
+    let second = services_in(&sent[1].0).0.len();
+    assert!(
+        first < second,
+        "first part {first} Services, second {second}"
+    );
 
     // The generation after the last part is the backend's own: the periodic resync trusts
     // its record, reads nothing back and has nothing to send.
@@ -505,4 +523,67 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
         table_of(&mut fake) == table_of(whole.kernel()),
         "the tables differ"
     );
+}
+
+fn record(b: &NftablesBackend<Recording>) -> &NftState {
+    b.state_of(Family::Ip).unwrap()
+}
+
+#[test]
+fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
+    let mut st = state("node-a", None);
+    apply_many(&mut st, 40);
+    let (snap, changes) = st.sync();
+    let mut b = NftablesBackend::new(
+        Recording::default(),
+        NoConntrack,
+        [NftConfig::new(Family::Ip)],
+    )
+    .with_part_ops(20);
+    b.apply(&snap, &changes).unwrap();
+    assert!(record(&b).claims_match_pieces());
+    let before = record(&b).believed();
+
+    // Every Service moves to other endpoints; the full sync of that is refused at its
+    // third part, after two were applied and recorded while it went on.
+    drop(snap);
+    let moved = (0..40u8)
+        .map(|i| {
+            let eps = vec![ep(&format!("10.181.1.{i}"), "node-b")];
+            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
+        })
+        .collect();
+    apply(&mut st, moved);
+    let (snap, _) = st.sync();
+    let full = Changes {
+        full: true,
+        ..Default::default()
+    };
+    b.kernel().sent.clear();
+    b.kernel().fake.fail_after(2, 16);
+    assert!(b.apply_full(&snap, &full).is_err());
+    assert_eq!(
+        b.kernel().sent.len(),
+        3,
+        "two parts applied, the third refused"
+    );
+    let after = record(&b).believed();
+    assert_ne!(
+        after.elements, before.elements,
+        "the applied parts are recorded"
+    );
+    assert!(
+        record(&b).claims_match_pieces(),
+        "the owners the sync did not get to keep their claims"
+    );
+
+    // The retry reads the table back and converges on what one transaction programs.
+    b.apply_full(&snap, &full).unwrap();
+    let mut whole = NftablesBackend::new(FakeNft::new(), NoConntrack, [NftConfig::new(Family::Ip)]);
+    whole.apply(&snap, &full).unwrap();
+    assert!(
+        table_of(&mut b.kernel().fake) == table_of(whole.kernel()),
+        "the tables differ"
+    );
+    assert!(record(&b).claims_match_pieces());
 }

@@ -9,6 +9,7 @@ use sluice_nft::{
 
 use super::ctx::NftConfig;
 use super::desired::Desired;
+use super::port::local_match;
 
 /// Set and map names (kube-proxy's).
 pub(crate) mod names {
@@ -40,12 +41,21 @@ pub(crate) mod names {
 
 use names::*;
 
-/// The base ruleset for `cfg`.
+/// The base ruleset for `cfg` but the hooked chains: the sets and maps, and the chains
+/// that dispatch to Services.
 pub(crate) fn render_base(cfg: &NftConfig) -> Desired {
     let mut d = Desired::default();
     sets(cfg, &mut d);
-    base_chains(&mut d);
     dispatch_chains(cfg, &mut d);
+    d
+}
+
+/// The base chains at the netfilter hooks: the table's only entries. Kept apart from
+/// [`render_base`] so that a table programmed in parts gets them last (see
+/// `state::Owner::Hooks`).
+pub(crate) fn render_hooks() -> Desired {
+    let mut d = Desired::default();
+    base_chains(&mut d);
     d
 }
 
@@ -209,6 +219,24 @@ fn nodeport_match(cfg: &NftConfig, in_input: bool) -> Vec<Stmt> {
     }
 }
 
+/// ClusterIP traffic from outside the pod network is masqueraded (all of it with
+/// `--masquerade-all`), so replies come back through this node; none when pods cannot be
+/// told apart. kube-proxy puts this rule, for one ClusterIP and port, at the head of each
+/// Service's cluster chain; one rule here does the same before the dispatch: traffic to a
+/// ClusterIP either reaches such a chain or is rejected or dropped, mark or no mark.
+fn cluster_ip_masquerade(cfg: &NftConfig) -> Option<Rule> {
+    let mut stmts = vec![Stmt::InSet {
+        field: Field::Daddr,
+        set: CLUSTER_IPS.into(),
+        negate: false,
+    }];
+    if !cfg.masquerade_all {
+        stmts.push(local_match(cfg, true)?);
+    }
+    stmts.push(jump(MARK_FOR_MASQUERADE));
+    Some(Rule::new(stmts).with_comment("masquerade ClusterIP traffic from outside the pod network"))
+}
+
 fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
     let tuple = [Field::Daddr, Field::L4Proto, Field::Dport];
     let port = [Field::L4Proto, Field::Dport];
@@ -274,10 +302,9 @@ fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
     );
     let mut np = nodeport_match(cfg, false);
     np.push(vmap(&port, SERVICE_NODEPORTS));
-    d.regular(
-        SERVICES,
-        vec![Rule::new(vec![vmap(&tuple, SERVICE_IPS)]), Rule::new(np)],
-    );
+    let mut services: Vec<Rule> = cluster_ip_masquerade(cfg).into_iter().collect();
+    services.extend([Rule::new(vec![vmap(&tuple, SERVICE_IPS)]), Rule::new(np)]);
+    d.regular(SERVICES, services);
     d.regular(
         "service-endpoints-check",
         vec![Rule::new(vec![vmap(&tuple, NO_ENDPOINT_SERVICES)])],

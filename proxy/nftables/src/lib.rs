@@ -12,6 +12,7 @@ mod packed;
 mod port;
 pub use port::proto;
 mod print;
+mod sender;
 mod state;
 mod tracer;
 pub mod trust;

@@ -55,6 +55,7 @@ impl Packed {
     }
 
     /// The number of elements.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         (self.0.first_chunk::<4>()).map_or(0, |n| u32::from_le_bytes(*n) as usize)
     }

@@ -8,7 +8,11 @@
 //! per-endpoint chains: endpoint i of n is the rule `numgen random mod (n - i) == 0 dnat to
 //! …` in the service chain itself (with its affinity update), and hairpin masquerading is one
 //! set lookup in postrouting. Measured with nft at 10k Services × 3: load 0.84 s instead of
-//! 1.86 s, one-Service commit 8–10 ms instead of 21–27 ms.
+//! 1.86 s, one-Service commit 8–10 ms instead of 21–27 ms. Nor does a service chain start
+//! with kube-proxy's `ip daddr <ClusterIP> … ip saddr != <pods> jump mark-for-masquerade`:
+//! one rule in the `services` dispatch chain marks ClusterIP traffic from outside the pod
+//! network (`base.rs`), which saves a fifth of a cold sync's expressions — the kernel looks
+//! each one's type up by name in a list, its largest cost.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -66,12 +70,10 @@ pub(crate) fn render_port(cfg: &NftConfig, port: &ServicePort, cat: &Categorized
     let local_eps = cat.local.as_deref().unwrap_or_default();
     let ctx = PortCtx { cfg, port, p };
     if !cluster_eps.is_empty() {
-        let masq = ctx.masquerade_rules(port.internal_traffic_policy == TrafficPolicy::Cluster);
-        ctx.lb_chain(&mut d, &chains.cluster, masq, cluster_eps);
+        ctx.lb_chain(&mut d, &chains.cluster, cluster_eps);
     }
     if !local_eps.is_empty() {
-        let masq = ctx.masquerade_rules(port.internal_traffic_policy == TrafficPolicy::Local);
-        ctx.lb_chain(&mut d, &chains.local, masq, local_eps);
+        ctx.lb_chain(&mut d, &chains.local, local_eps);
     }
     for ep in &cat.all_reachable {
         ctx.hairpin(&mut d, ep);
@@ -98,28 +100,9 @@ impl PortCtx<'_> {
         format!("{}/{}:{}", n.namespace, n.name, n.port)
     }
 
-    /// ClusterIP traffic from outside the pod network is masqueraded (all of it with
-    /// `--masquerade-all`), so replies come back through this node.
-    fn masquerade_rules(&self, internal: bool) -> Vec<Rule> {
-        if !internal {
-            return Vec::new();
-        }
-        self.port
-            .cluster_ips
-            .iter()
-            .filter_map(|cip| {
-                let mut stmts = vec![host_match(Field::Daddr, *cip, false)];
-                if !self.cfg.masquerade_all {
-                    stmts.push(local_match(self.cfg, true)?);
-                }
-                stmts.push(Stmt::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
-                Some(Rule::new(stmts))
-            })
-            .collect()
-    }
-
     /// A load-balancing chain over `eps`: affinity first, then one random bucket.
-    fn lb_chain(&self, d: &mut Desired, name: &str, mut rules: Vec<Rule>, eps: &[&Endpoint]) {
+    fn lb_chain(&self, d: &mut Desired, name: &str, eps: &[&Endpoint]) {
+        let mut rules = Vec::new();
         if self.port.session_affinity.is_some() {
             rules.extend(eps.iter().map(|ep| {
                 let set = self.affinity_set(d, ep);
@@ -356,7 +339,7 @@ impl PortCtx<'_> {
 
 /// "The source is a pod" (`negate`: is not), by the configured detector; `None` when pods
 /// cannot be told apart.
-fn local_match(cfg: &NftConfig, negate: bool) -> Option<Stmt> {
+pub(crate) fn local_match(cfg: &NftConfig, negate: bool) -> Option<Stmt> {
     match &cfg.local {
         LocalDetect::Cidrs(c) if c.is_empty() => None,
         LocalDetect::Cidrs(_) => Some(Stmt::InSet {
@@ -374,15 +357,6 @@ fn local_match(cfg: &NftConfig, negate: bool) -> Option<Stmt> {
             prefix: true,
             negate,
         }),
-    }
-}
-
-/// `<field> <ip>` as a host prefix.
-fn host_match(field: Field, ip: IpAddr, negate: bool) -> Stmt {
-    Stmt::Prefix {
-        field,
-        net: IpNet::from(ip),
-        negate,
     }
 }
 

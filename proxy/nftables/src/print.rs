@@ -91,11 +91,6 @@ impl Footprint {
         self.elements.iter()
     }
 
-    /// How many element keys it holds.
-    pub(crate) fn key_count(&self) -> usize {
-        self.elements.len()
-    }
-
     /// The chain called `name`.
     pub(crate) fn chain(&self, name: &str) -> Option<&ChainPrint> {
         self.chains.iter().find(|c| &*c.name == name)

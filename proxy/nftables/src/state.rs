@@ -10,11 +10,12 @@
 //! next (full) sync reads the truth back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sluice_model::service::{ServiceName, ServicePortName};
 use sluice_nft::{Op, TableState, Transaction};
 
-use super::base::render_base;
+use super::base::{render_base, render_hooks};
 use super::ctx::{NftConfig, TABLE};
 use super::desired::{ChainBody, Desired, ElemKey, Phases};
 use super::port::{render_cluster_ips, render_port};
@@ -24,8 +25,15 @@ use sluice_proxy_core::{Changes, Snapshot};
 /// Who a piece of the ruleset belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Owner {
-    /// Maps, base chains, dispatch chains.
+    /// Maps, sets, dispatch chains.
     Base,
+    /// The base chains at the netfilter hooks, through which alone packets (and the
+    /// kernel's validation of the chain graph) enter the table. Last in a full sync: every
+    /// commit that adds jumps makes nf_tables walk the graph reachable from the hooks, so
+    /// a table created in parts is walked once, when its last part hooks it in, instead of
+    /// once per part (~120 ms of a 10,000-Service cold sync) — and no Service is live
+    /// before all are, as with one transaction.
+    Hooks,
     /// A Service's `cluster-ips` elements (shared by its ports).
     Service(ServiceName),
     /// Everything else of one port.
@@ -40,6 +48,30 @@ fn claim_key(set: &str, key: &ElemKey) -> ClaimKey {
     hash_of(&(set, key))
 }
 
+/// Claim keys are hashes already: their map uses them as they are instead of hashing them
+/// again (the record of a 10,000-Service sync holds ~50,000).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Who holds each element key.
+type ClaimMap = HashMap<ClaimKey, Vec<Owner>, BuildHasherDefault<Prehashed>>;
+
 /// What a full sync is planned against.
 #[derive(Debug)]
 pub(crate) enum Against {
@@ -50,10 +82,12 @@ pub(crate) enum Against {
 }
 
 /// Where an owner goes in a full sync: the base ruleset first, then Service by Service —
-/// its ClusterIPs, then its ports — so a part boundary before a Service never splits one.
+/// its ClusterIPs, then its ports — so a part boundary before a Service never splits one;
+/// the hooks last.
 fn by_service(o: &Owner) -> (u8, Option<(&str, &str)>, Option<&ServicePortName>) {
     match o {
         Owner::Base => (0, None, None),
+        Owner::Hooks => (2, None, None),
         Owner::Service(s) => (1, Some((&s.namespace, &s.name)), None),
         Owner::Port(p) => (1, Some((&p.namespace, &p.name)), Some(p)),
     }
@@ -88,7 +122,10 @@ pub struct NftState {
     /// one external IP and port must not fail the whole transaction: the first keeps it); a
     /// plain set's key may be shared (one endpoint in two Services' hairpin elements) and
     /// is only deleted when its last holder lets go.
-    claims: HashMap<ClaimKey, Vec<Owner>>,
+    claims: ClaimMap,
+    /// A full sync is recording its parts as the kernel accepts them: the claims were
+    /// cleared at its first and are being rebuilt from its pieces.
+    rebuilding: bool,
 }
 
 /// A planned sync: the transaction and the footprints to record once it is applied.
@@ -109,7 +146,8 @@ impl NftState {
         Self {
             cfg,
             pieces: HashMap::new(),
-            claims: HashMap::new(),
+            claims: ClaimMap::default(),
+            rebuilding: false,
         }
     }
 
@@ -122,8 +160,7 @@ impl NftState {
     /// tests; the daemon never builds it).
     pub fn render_all(&self, snap: &Snapshot) -> Desired {
         let owners = self.full_owners(snap);
-        let touched = BTreeSet::new();
-        let mut claims = Claims::new(self, &touched, true);
+        let mut claims = Claims::full();
         let mut all = Desired::default();
         for owner in &owners {
             if let Some(piece) = self.render_one(snap, owner) {
@@ -141,11 +178,13 @@ impl NftState {
             owners.insert(Owner::Service(port.service()));
         }
         let with_table = !self.pieces.contains_key(&Owner::Base);
-        if with_table {
-            owners.insert(Owner::Base);
+        for fixed in [Owner::Base, Owner::Hooks] {
+            if !self.pieces.contains_key(&fixed) {
+                owners.insert(fixed);
+            }
         }
         let mut warnings = Vec::new();
-        let mut claims = Claims::new(self, &owners, false);
+        let mut claims = Claims::partial(self, &owners);
         let rendered: Vec<(Owner, Option<Desired>)> = (owners.iter())
             .map(|o| {
                 let piece = self.render_one(snap, o);
@@ -244,7 +283,7 @@ impl NftState {
         let mut whole = None;
         let unbounded = self.plan_full_parts(snap, against, usize::MAX, &mut |p| {
             whole = Some(p);
-            Ok::<_, std::convert::Infallible>(())
+            Ok::<_, std::convert::Infallible>(Vec::new())
         });
         let Ok(()) = unbounded;
         whole.expect("an unbounded full plan is one part")
@@ -253,7 +292,7 @@ impl NftState {
     /// The owners of a full sync in [`by_service`] order: the snapshot's, and those
     /// recorded that it no longer has (their pieces go).
     fn full_owners(&self, snap: &Snapshot) -> Vec<Owner> {
-        let mut owners = vec![Owner::Base];
+        let mut owners = vec![Owner::Base, Owner::Hooks];
         for port in snap.service_ports() {
             let service = port.name.service();
             let same =
@@ -264,7 +303,7 @@ impl NftState {
             owners.push(Owner::Port(port.name.clone()));
         }
         let gone = self.pieces.keys().filter(|o| match o {
-            Owner::Base => false,
+            Owner::Base | Owner::Hooks => false,
             Owner::Service(s) => snap.ports_of(s).next().is_none(),
             Owner::Port(p) => snap.service_port(p).is_none(),
         });
@@ -278,30 +317,38 @@ impl NftState {
     /// of a large sync are never held whole (issue 14: at 10,000 Services they were ~22 and
     /// ~21 MiB, together the daemon's peak). A part holds whole Services — a Service's
     /// ClusterIP elements with every port's chains and map elements — so no VIP is ever
-    /// half programmed; the base ruleset comes first and the deletions of what nobody owns
-    /// any more last. `send` must apply a part before the next is planned (a later part's
-    /// elements jump to chains an earlier part created). Nothing is recorded here: the
-    /// caller records the parts the kernel accepted ([`Self::record`]).
+    /// half programmed; the base ruleset comes first, the hooks ([`Owner::Hooks`]) and the
+    /// deletions of what nobody owns any more last. `send` must apply the parts in order (a
+    /// later part's rules jump to chains an earlier part created); it may apply one while
+    /// the next is planned. It returns the parts the kernel accepted since it was last
+    /// called, which are recorded at once (the claims are rebuilt from them); the caller
+    /// records the rest, and ends the sync, with [`Self::record`].
     pub(crate) fn plan_full_parts<E>(
         &mut self,
         snap: &Snapshot,
         against: Against,
         limit: usize,
-        send: &mut dyn FnMut(Pending) -> Result<(), E>,
+        send: &mut dyn FnMut(Pending) -> Result<Vec<Pending>, E>,
     ) -> Result<(), E> {
         let mut old = match against {
             Against::Kernel(old) => *old,
             Against::Record => Old::of_prints(self.pieces.values()),
         };
         let owners = self.full_owners(snap);
+        // Room for every owner at once: a map that doubles holds its old and new buckets
+        // together, the peak of a large sync.
+        self.pieces
+            .reserve(owners.len().saturating_sub(self.pieces.len()));
         // A full render settles every conflict afresh (the claims are rebuilt on record).
-        let touched = BTreeSet::new();
-        let mut claims = Claims::new(self, &touched, true);
+        let mut claims = Claims::full();
         let mut part = Part::new(true);
         for owner in &owners {
-            if part.phases.weight() >= limit && !matches!(owner, Owner::Port(_)) {
+            // The first part is small: the kernel starts on it while the next is planned.
+            let cap = if part.first { limit / 8 } else { limit };
+            if part.phases.weight() >= cap && !matches!(owner, Owner::Port(_)) {
                 let next = Part::new(false);
-                send(self.part_pending(std::mem::replace(&mut part, next)))?;
+                let accepted = send(self.part_pending(std::mem::replace(&mut part, next)))?;
+                self.record_accepted(accepted);
             }
             let piece = self.render_one(snap, owner);
             let piece = piece.map(|p| claims.claim(owner, p, &mut part.warnings));
@@ -314,7 +361,9 @@ impl NftState {
             part.pieces.push((owner.clone(), print));
         }
         part.phases.finish(old, |_, _| false);
-        send(self.part_pending(part))
+        let accepted = send(self.part_pending(part))?;
+        self.record_accepted(accepted);
+        Ok(())
     }
 
     fn part_pending(&self, part: Part) -> Pending {
@@ -342,6 +391,7 @@ impl NftState {
     fn render_one(&self, snap: &Snapshot, owner: &Owner) -> Option<Desired> {
         match owner {
             Owner::Base => Some(render_base(&self.cfg)),
+            Owner::Hooks => Some(render_hooks()),
             Owner::Service(s) => {
                 let ips: Vec<_> = snap
                     .ports_of(s)
@@ -371,6 +421,22 @@ pub(crate) struct Believed {
 
 #[cfg(test)]
 impl NftState {
+    /// Whether the claims are exactly those the recorded pieces make.
+    pub(crate) fn claims_match_pieces(&self) -> bool {
+        let mut derived = ClaimMap::default();
+        for (owner, piece) in &self.pieces {
+            for (set, key, _) in piece.keys() {
+                claim(&mut derived, owner, set, &key);
+            }
+        }
+        let sorted = |m: &ClaimMap| -> BTreeMap<ClaimKey, BTreeSet<Owner>> {
+            (m.iter())
+                .map(|(k, v)| (*k, v.iter().cloned().collect()))
+                .collect()
+        };
+        sorted(&derived) == sorted(&self.claims)
+    }
+
     pub(crate) fn believed(&self) -> Believed {
         let mut b = Believed {
             chains: BTreeSet::new(),
@@ -393,18 +459,24 @@ impl NftState {
 /// per key, so the others drop theirs with a warning. Plain set elements are shared. A
 /// loser that is not re-rendered when the holder lets go gets the key at the next full sync.
 struct Claims<'a> {
-    state: &'a NftState,
-    touched: &'a BTreeSet<Owner>,
-    full: bool,
+    /// A partial sync's: the recorded holders, and the owners re-rendered.
+    kept: Option<(&'a ClaimMap, &'a BTreeSet<Owner>)>,
     taken: HashMap<ClaimKey, Owner>,
 }
 
 impl<'a> Claims<'a> {
-    fn new(state: &'a NftState, touched: &'a BTreeSet<Owner>, full: bool) -> Self {
+    /// A full render's: every conflict settled afresh.
+    fn full() -> Self {
         Self {
-            state,
-            touched,
-            full,
+            kept: None,
+            taken: HashMap::new(),
+        }
+    }
+
+    /// A partial render's, of the owners `touched`.
+    fn partial(state: &'a NftState, touched: &'a BTreeSet<Owner>) -> Self {
+        Self {
+            kept: Some((&state.claims, touched)),
             taken: HashMap::new(),
         }
     }
@@ -439,11 +511,9 @@ impl<'a> Claims<'a> {
     }
 
     fn untouched_holder(&self, k: ClaimKey) -> Option<Owner> {
-        if self.full {
-            return None;
-        }
-        let holders = self.state.claims.get(&k)?;
-        holders.iter().find(|o| !self.touched.contains(*o)).cloned()
+        let (claims, touched) = self.kept?;
+        let holders = claims.get(&k)?;
+        holders.iter().find(|o| !touched.contains(*o)).cloned()
     }
 }
 
@@ -460,35 +530,49 @@ impl Pending {
 }
 
 impl NftState {
-    /// Records the parts of one sync the kernel accepted, in order. `complete`: every part
-    /// was; a full sync then rebuilds the claims from its pieces, while the parts of one
-    /// that failed half-way update them owner by owner, like a partial sync's.
+    /// Records the parts of one sync the kernel accepted, in order, and ends the sync.
+    /// `complete`: every part was. A full sync rebuilds the claims from its pieces (parts
+    /// recorded while it went on included); when one failed half-way, the owners it did not
+    /// get to keep their pieces, and the claims are derived again from all pieces. A
+    /// partial sync, or a full one refused before any part was recorded, updates them
+    /// owner by owner.
     pub fn record(&mut self, parts: Vec<Pending>, complete: bool) {
-        // Room for everything at once: a table that doubles holds its old and new buckets
-        // together, the peak of a large sync.
-        let pieces = parts.iter().flat_map(|p| &p.pieces);
-        let new_owners = (pieces.clone())
-            .filter(|(o, f)| f.is_some() && !self.pieces.contains_key(o))
-            .count();
-        let keys: usize = (pieces.filter_map(|(_, f)| f.as_ref()))
-            .map(Footprint::key_count)
-            .sum();
-        self.pieces.reserve(new_owners);
-        let mut rebuilt = false;
-        for part in parts {
-            let rebuild = part.full && complete;
-            if rebuild && !rebuilt {
-                self.claims.clear();
-                self.claims.reserve(keys);
-                rebuilt = true;
+        let rebuild = self.rebuilding || (complete && parts.iter().any(|p| p.full));
+        if !rebuild {
+            for part in parts {
+                for (owner, piece) in part.pieces {
+                    self.record_piece(owner, piece, false);
+                }
             }
-            for (owner, piece) in part.pieces {
-                self.record_piece(owner, piece, rebuild);
+            return;
+        }
+        self.record_accepted(parts);
+        if !complete {
+            self.claims.clear();
+            let all = self
+                .pieces
+                .iter()
+                .flat_map(|(o, p)| p.keys().map(move |k| (o, k)));
+            for (owner, (set, key, _)) in all {
+                claim(&mut self.claims, owner, set, &key);
             }
         }
-        if rebuilt {
-            self.pieces.shrink_to_fit();
-            self.claims.shrink_to_fit();
+        self.rebuilding = false;
+        self.pieces.shrink_to_fit();
+        self.claims.shrink_to_fit();
+    }
+
+    /// Records parts of a full sync the kernel accepted while the sync goes on; the first
+    /// clears the claims, rebuilt from the pieces recorded after it.
+    pub(crate) fn record_accepted(&mut self, parts: Vec<Pending>) {
+        for part in parts {
+            if !self.rebuilding {
+                self.claims.clear();
+                self.rebuilding = true;
+            }
+            for (owner, piece) in part.pieces {
+                self.record_piece(owner, piece, true);
+            }
         }
     }
 
@@ -509,16 +593,19 @@ impl NftState {
         }
         if let Some(p) = piece {
             for (set, key, _) in p.keys() {
-                // Rendering kept a map key in one piece only.
-                // Nearly every key has one holder: room for one, not the default four.
-                let holders = (self.claims.entry(claim_key(set, &key)))
-                    .or_insert_with(|| Vec::with_capacity(1));
-                if !holders.contains(&owner) {
-                    holders.push(owner.clone());
-                }
+                claim(&mut self.claims, &owner, set, &key);
             }
             self.pieces.insert(owner, p);
         }
+    }
+}
+
+/// Adds `owner` to the holders of `set`'s `key` (rendering kept a map key in one piece).
+fn claim(claims: &mut ClaimMap, owner: &Owner, set: &str, key: &ElemKey) {
+    // Nearly every key has one holder: room for one, not the default four.
+    let holders = (claims.entry(claim_key(set, key))).or_insert_with(|| Vec::with_capacity(1));
+    if !holders.contains(owner) {
+        holders.push(owner.clone());
     }
 }
 
