@@ -51,6 +51,10 @@ impl<'k, K: NftKernel + Send> Sender<'k, K> {
             let tx = std::mem::replace(&mut part.tx, Transaction::new(self.family, TABLE));
             self.apply(tx)?;
         }
+        // What the part and its planning freed (its operations, its batch, the kernel's
+        // view it consumed) goes back now, sent or not: a restart adopting the table sends
+        // nothing, and its garbage would still be resident when the record is built.
+        sluice_proxy_core::memory::release();
         Ok(part)
     }
 
@@ -66,14 +70,12 @@ impl<'k, K: NftKernel + Send> Sender<'k, K> {
             None => self.kernel.apply(&tx)?,
         }
         self.sent += 1;
-        drop(tx);
-        sluice_proxy_core::memory::release();
         Ok(())
     }
 
     /// Runs `plan`, applying each part it hands over on another thread while it plans the
     /// next. The hand-over is a rendezvous: one part is applied while at most one more
-    /// waits, planned (~3 MiB of operations at [`crate::PART_OPS`]); it returns the parts
+    /// waits, planned (~1.5 MiB of operations at [`crate::PART_OPS`]); it returns the parts
     /// applied since the last one, to be recorded while the next is applied. The kernel
     /// sees the parts in order; after a refusal the planning stops at its next hand-over,
     /// and the refusal is the result, with the parts applied and not yet handed back.
