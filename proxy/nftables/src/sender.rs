@@ -93,7 +93,7 @@ impl<'k, K: NftKernel + Send> Sender<'k, K> {
             let apply = move || {
                 let _in = span.enter();
                 for part in parts {
-                    // The planner is gone only once it failed, and then nothing is recorded.
+                    // The receiver lives until this thread is joined: the send cannot fail.
                     let _ = done.send(this.take(part)?);
                 }
                 Ok(())
