@@ -415,12 +415,7 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
     whole.apply(&snap, &changes).unwrap();
     let expected = table_of(whole.kernel());
 
-    let mut b = NftablesBackend::new(
-        Recording::default(),
-        NoConntrack,
-        [NftConfig::new(Family::Ip)],
-    )
-    .with_part_ops(20);
+    let mut b = in_parts_of_20();
     b.apply(&snap, &changes).unwrap();
     assert!(
         table_of(&mut b.kernel().fake) == expected,
@@ -470,12 +465,7 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
     let mut st = state("node-a", None);
     apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
-    let mut b = NftablesBackend::new(
-        Recording::default(),
-        NoConntrack,
-        [NftConfig::new(Family::Ip)],
-    )
-    .with_part_ops(20);
+    let mut b = in_parts_of_20();
     b.kernel().fake.fail_after(2, 16);
     assert!(b.apply(&snap, &changes).is_err());
     let applied = b.kernel().sent[..2].to_vec();
@@ -525,6 +515,16 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
     );
 }
 
+/// A backend over a recording fake kernel, sending full syncs in parts of ~20 operations.
+fn in_parts_of_20() -> NftablesBackend<Recording> {
+    NftablesBackend::new(
+        Recording::default(),
+        NoConntrack,
+        [NftConfig::new(Family::Ip)],
+    )
+    .with_part_ops(20)
+}
+
 fn record(b: &NftablesBackend<Recording>) -> &NftState {
     b.state_of(Family::Ip).unwrap()
 }
@@ -534,12 +534,7 @@ fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
     let mut st = state("node-a", None);
     apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
-    let mut b = NftablesBackend::new(
-        Recording::default(),
-        NoConntrack,
-        [NftConfig::new(Family::Ip)],
-    )
-    .with_part_ops(20);
+    let mut b = in_parts_of_20();
     b.apply(&snap, &changes).unwrap();
     assert!(record(&b).claims_match_pieces());
     let before = record(&b).believed();
