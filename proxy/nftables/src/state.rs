@@ -194,16 +194,11 @@ impl NftState {
             .collect();
         let kept = self.held_after(&rendered);
         let mut phases = Phases::default();
-        let empty = Desired::default();
         let mut pieces = Vec::with_capacity(rendered.len());
         for (owner, new) in rendered {
-            let before = self.pieces.get(&owner);
-            let mut old = Old::of_prints(before);
-            let mut known =
-                |name: &str, body: &ChainBody, h: u64| self.prints(&owner, name, h, body);
-            phases.add_against(&mut old, new.as_ref().unwrap_or(&empty), &mut known);
+            let mut old = Old::of_prints(self.pieces.get(&owner));
+            let print = self.diff_piece(&owner, new.as_ref(), &mut phases, &mut old);
             phases.finish(old, |set, key| kept.contains(&claim_key(set, key)));
-            let print = new.map(|p| self.footprint(&owner, &p));
             pieces.push((owner, print));
         }
         Pending {
@@ -226,9 +221,35 @@ impl NftState {
         (chain.rules == h).then(|| chain.prints.clone())
     }
 
-    fn footprint(&self, owner: &Owner, piece: &Desired) -> Footprint {
-        Footprint::of(self.cfg.family, piece, |name, h| {
-            self.known_prints(owner, name, h)
+    /// Diffs `owner`'s new piece (`None`: it is gone) into `phases` against `old` and
+    /// returns the piece's footprint. A chain's rule fingerprints are formatted at most once:
+    /// the diff may need them (a chain `old` has whose rules changed or are not known), the
+    /// footprint needs them for every chain — formatted twice, they were a tenth of a
+    /// restart's first sync (issue 14).
+    fn diff_piece(
+        &self,
+        owner: &Owner,
+        new: Option<&Desired>,
+        phases: &mut Phases,
+        old: &mut Old,
+    ) -> Option<Footprint> {
+        let empty = Desired::default();
+        let mut formatted: Vec<(String, u64, Box<[u64]>)> = Vec::new();
+        let mut prints = |name: &str, body: &ChainBody, h: u64| {
+            let p = self.prints(owner, name, h, body);
+            formatted.push((name.to_owned(), h, p.clone()));
+            p
+        };
+        phases.add_against(old, new.unwrap_or(&empty), &mut prints);
+        let again = |name: &str, h: u64| {
+            (formatted.iter())
+                .find(|(n, fh, _)| n == name && *fh == h)
+                .map(|(_, _, p)| p.clone())
+        };
+        new.map(|piece| {
+            Footprint::of(self.cfg.family, piece, |name, h| {
+                self.known_prints(owner, name, h).or_else(|| again(name, h))
+            })
         })
     }
 
@@ -352,12 +373,12 @@ impl NftState {
             }
             let piece = self.render_one(snap, owner);
             let piece = piece.map(|p| claims.claim(owner, p, &mut part.warnings));
-            if let Some(p) = &piece {
-                let mut known =
-                    |name: &str, body: &ChainBody, h: u64| self.prints(owner, name, h, body);
-                part.phases.add_against(&mut old, p, &mut known);
-            }
-            let print = piece.map(|p| self.footprint(owner, &p));
+            // A gone owner's leftovers are deleted at the end, with everything else `old`
+            // still holds.
+            let print = match &piece {
+                Some(p) => self.diff_piece(owner, Some(p), &mut part.phases, &mut old),
+                None => None,
+            };
             part.pieces.push((owner.clone(), print));
         }
         part.phases.finish(old, |_, _| false);
