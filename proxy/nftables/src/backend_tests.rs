@@ -415,7 +415,7 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
     whole.apply(&snap, &changes).unwrap();
     let expected = table_of(whole.kernel());
 
-    let mut b = in_parts_of_20();
+    let mut b = in_parts_of(20);
     b.apply(&snap, &changes).unwrap();
     assert!(
         table_of(&mut b.kernel().fake) == expected,
@@ -438,14 +438,6 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
         assert_eq!(hooks, if last { 8 } else { 0 }, "transaction {i}");
     }
     assert_eq!(seen, 40);
-    // The first part is small, so the kernel starts early: the base ruleset and the
-    // Services up to an eighth of a part.
-    let first = services_in(&sent[0].0).0.len();
-    let second = services_in(&sent[1].0).0.len();
-    assert!(
-        first < second,
-        "first part {first} Services, second {second}"
-    );
 
     // The generation after the last part is the backend's own: the periodic resync trusts
     // its record, reads nothing back and has nothing to send.
@@ -465,7 +457,7 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
     let mut st = state("node-a", None);
     apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
-    let mut b = in_parts_of_20();
+    let mut b = in_parts_of(20);
     b.kernel().fake.fail_after(2, 16);
     assert!(b.apply(&snap, &changes).is_err());
     let applied = b.kernel().sent[..2].to_vec();
@@ -515,14 +507,33 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
     );
 }
 
-/// A backend over a recording fake kernel, sending full syncs in parts of ~20 operations.
-fn in_parts_of_20() -> NftablesBackend<Recording> {
+/// A backend over a recording fake kernel, sending full syncs in parts of ~`ops` operations.
+fn in_parts_of(ops: usize) -> NftablesBackend<Recording> {
     NftablesBackend::new(
         Recording::default(),
         NoConntrack,
         [NftConfig::new(Family::Ip)],
     )
-    .with_part_ops(20)
+    .with_part_ops(ops)
+}
+
+#[test]
+fn the_first_part_is_small_so_the_kernel_starts_early() {
+    let mut st = state("node-a", None);
+    apply_many(&mut st, 40);
+    let (snap, changes) = st.sync();
+    let mut b = in_parts_of(160);
+    b.apply(&snap, &changes).unwrap();
+    let sent = &b.kernel().sent;
+    let services = |i: usize| services_in(&sent[i].0).0.len();
+    // An eighth of a part: the base ruleset and a few Services, then full parts.
+    assert!(sent.len() >= 3, "{} transactions", sent.len());
+    assert!(
+        4 * services(0) < services(1),
+        "first part {} Services, second {}",
+        services(0),
+        services(1)
+    );
 }
 
 fn record(b: &NftablesBackend<Recording>) -> &NftState {
@@ -534,7 +545,7 @@ fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
     let mut st = state("node-a", None);
     apply_many(&mut st, 40);
     let (snap, changes) = st.sync();
-    let mut b = in_parts_of_20();
+    let mut b = in_parts_of(20);
     b.apply(&snap, &changes).unwrap();
     assert!(record(&b).claims_match_pieces());
     let before = record(&b).believed();

@@ -108,7 +108,7 @@ impl<'k, K: NftKernel + Send> Sender<'k, K> {
                     return None;
                 }
             };
-            let plan = plan.take()?;
+            let plan = plan.take().expect("the plan runs once");
             let planned = plan(&mut |part| {
                 hand.send(part).map_err(|_| Stopped)?;
                 Ok(applied.try_iter().collect())
