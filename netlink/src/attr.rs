@@ -252,6 +252,11 @@ impl<'a> Attrs<'a> {
         self.get(ty).map(cstr)
     }
 
+    /// A string attribute's bytes up to its NUL, without a copy (for comparing names).
+    pub fn name(&self, ty: u16) -> Option<&'a [u8]> {
+        self.get(ty).map(until_nul)
+    }
+
     /// The attributes nested in attribute `ty`.
     pub fn nested(&self, ty: u16) -> Option<Attrs<'a>> {
         self.get(ty).map(Attrs::new)
@@ -289,8 +294,12 @@ pub fn be_u64(data: &[u8]) -> Option<u64> {
 
 /// A string up to its first NUL, lossily decoded.
 pub fn cstr(data: &[u8]) -> String {
+    String::from_utf8_lossy(until_nul(data)).into_owned()
+}
+
+fn until_nul(data: &[u8]) -> &[u8] {
     let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end]).into_owned()
+    &data[..end]
 }
 
 #[cfg(test)]

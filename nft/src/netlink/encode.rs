@@ -461,6 +461,37 @@ mod tests {
         );
     }
 
+    /// Rules are grouped by chain as they come; a chain whose rules come in two runs gets
+    /// both, in order, and a chain with none gets none.
+    #[test]
+    fn read_back_rules_keep_their_chain_and_order() {
+        let mut tx = Transaction::new(Family::Ip, "sluice");
+        tx.push(Op::AddTable { comment: None });
+        for name in ["x", "y", "z"] {
+            tx.push(Op::AddChain(ChainDef {
+                name: name.into(),
+                base: None,
+            }));
+        }
+        for (chain, comment) in [("x", "1"), ("x", "2"), ("y", "3"), ("x", "4")] {
+            tx.push(Op::AddRule {
+                chain: chain.into(),
+                rule: Rule::new(vec![Stmt::Counter]).with_comment(comment),
+            });
+        }
+        let b = encode(&tx, 1, &HashMap::new(), None).unwrap();
+        let table = super::super::decode_dump(Family::Ip, "sluice", &b.bytes()).unwrap();
+        let comments = |name: &str| -> Vec<String> {
+            let chain = table.chains.iter().find(|c| c.def.name == name).unwrap();
+            (chain.rules.iter())
+                .filter_map(|r| r.comment.clone())
+                .collect()
+        };
+        assert_eq!(comments("x"), ["1", "2", "4"]);
+        assert_eq!(comments("y"), ["3"]);
+        assert!(comments("z").is_empty());
+    }
+
     #[test]
     fn batches_frame_ops_and_map_sequence_numbers_back() {
         let mut b = encode(&tx(), 100, &HashMap::new(), None).unwrap();

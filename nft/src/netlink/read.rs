@@ -4,6 +4,7 @@
 //! consistent.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use super::consts::*;
@@ -106,7 +107,7 @@ fn read_once(
             Ok(())
         },
     )?;
-    let mut rules: HashMap<String, Vec<RuleState>> = HashMap::new();
+    let mut rules = ByChain::default();
     complete &= s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETRULE),
@@ -115,16 +116,14 @@ fn read_once(
         |w| w.str(NFTA_RULE_TABLE, name),
         |m| {
             let a = m.attrs();
-            if a.str(NFTA_RULE_TABLE).as_deref() == Some(name) {
-                let chain = a.str(NFTA_RULE_CHAIN).unwrap_or_default();
-                rules.entry(chain).or_default().push(decode_rule(&a));
+            if a.name(NFTA_RULE_TABLE) == Some(name.as_bytes()) {
+                let chain = a.name(NFTA_RULE_CHAIN).unwrap_or_default();
+                rules.push(chain, decode_rule(&a));
             }
             Ok(())
         },
     )?;
-    for c in &mut chains {
-        c.rules = rules.remove(&c.def.name).unwrap_or_default();
-    }
+    rules.hand_out(&mut chains);
     let mut sets = Vec::new();
     complete &= s.request::<NftError>(
         &what,
@@ -189,7 +188,7 @@ pub(crate) fn set_intervals(
 pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableState> {
     let mut table = None;
     let mut chains = Vec::new();
-    let mut rules: HashMap<String, Vec<RuleState>> = HashMap::new();
+    let mut rules = ByChain::default();
     let mut sets = Vec::new();
     let mut elements: HashMap<String, Vec<RawElement>> = HashMap::new();
     for m in sluice_netlink::messages(datagram) {
@@ -203,8 +202,7 @@ pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableS
             }
             t if t == nft_type(NFT_MSG_NEWCHAIN) => chains.push(decode_chain(&a)),
             t if t == nft_type(NFT_MSG_NEWRULE) => {
-                let chain = a.str(NFTA_RULE_CHAIN).unwrap_or_default();
-                rules.entry(chain).or_default().push(decode_rule(&a));
+                rules.push(a.name(NFTA_RULE_CHAIN).unwrap_or_default(), decode_rule(&a));
             }
             t if t == nft_type(NFT_MSG_NEWSET) => sets.push(decode_set(family, &a)),
             t if t == nft_type(NFT_MSG_NEWSETELEM) => {
@@ -218,9 +216,7 @@ pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableS
         }
     }
     let comment = table?;
-    for c in &mut chains {
-        c.rules = rules.remove(&c.def.name).unwrap_or_default();
-    }
+    rules.hand_out(&mut chains);
     for set in &mut sets {
         let raw = elements.remove(&set.def.name).unwrap_or_default();
         if !set.unrecognised {
@@ -234,6 +230,41 @@ pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableS
         chains,
         sets,
     })
+}
+
+/// A rule dump's rules, grouped by chain as they come: the kernel sends a chain's rules
+/// together, so each rule is compared with the last chain's name instead of allocating its
+/// chain's name and hashing it (a tenth of reading back 30,000 rules, issue 14).
+#[derive(Default)]
+struct ByChain {
+    groups: Vec<(String, Vec<RuleState>)>,
+}
+
+impl ByChain {
+    fn push(&mut self, chain: &[u8], rule: RuleState) {
+        match self.groups.last_mut() {
+            Some((name, rules)) if name.as_bytes() == chain => rules.push(rule),
+            _ => {
+                let name = String::from_utf8_lossy(chain).into_owned();
+                self.groups.push((name, vec![rule]));
+            }
+        }
+    }
+
+    /// Gives each chain its rules (a chain met twice gets both groups, in order).
+    fn hand_out(self, chains: &mut [ChainState]) {
+        let mut by_name: HashMap<String, Vec<RuleState>> =
+            HashMap::with_capacity(self.groups.len());
+        for (name, rules) in self.groups {
+            match by_name.entry(name) {
+                Entry::Occupied(mut e) => e.get_mut().extend(rules),
+                Entry::Vacant(e) => _ = e.insert(rules),
+            }
+        }
+        for c in chains {
+            c.rules = by_name.remove(&c.def.name).unwrap_or_default();
+        }
+    }
 }
 
 fn decode_chain(a: &Attrs<'_>) -> ChainState {
@@ -357,6 +388,7 @@ fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<El
             })
         })
         .collect();
-    out.sort();
+    // Keys are unique in a set: an unstable sort orders them the same, faster.
+    out.sort_unstable();
     out
 }

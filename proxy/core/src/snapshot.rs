@@ -96,14 +96,14 @@ impl Snapshot {
     /// kube-proxy's endpoint categorisation of one proxied Service port on
     /// this node; `None` when the port is not proxied.
     pub fn categorize(&self, name: &ServicePortName) -> Option<Categorized<'_>> {
-        let port = self.service_port(name)?;
-        let endpoints = self.endpoints(name);
-        Some(categorize(
-            endpoints,
-            port,
-            &self.node,
-            self.prefer_same_node,
-        ))
+        Some(self.categorize_port(self.service_port(name)?))
+    }
+
+    /// [`Self::categorize`] of `port`, one of [`Self::service_ports`] (a full sync walking
+    /// them in order does not look each up again).
+    pub fn categorize_port<'s>(&'s self, port: &'s ServicePort) -> Categorized<'s> {
+        let endpoints = self.endpoints(&port.name);
+        categorize(endpoints, port, &self.node, self.prefer_same_node)
     }
 
     /// Health-check node ports of Services that need one (LoadBalancer with

@@ -11,20 +11,49 @@
 //! kernel reports; [`crate::desired::Phases::add_against`] diffs rendered pieces against it
 //! one owner at a time, so a full sync never holds the whole rendered table either.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use foldhash::quality::FixedState;
 
 use sluice_nft::{Family, Rule, TableState, Verdict, fingerprint};
 
 use super::desired::{ChainBody, Desired, ElemKey};
 use super::packed::{Keys, Packed};
 
-/// A stable in-process hash (SipHash with fixed keys): equal values, equal hashes.
+/// A stable in-process hash (foldhash's quality variant with a fixed seed): equal values,
+/// equal hashes. It identifies rules, keys and verdicts, so it must spread like a random
+/// 64-bit value; SipHash did too, at a tenth of a full resync that reads back (issue 14).
 pub(crate) fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
-    let mut h = DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+    FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(value)
 }
+
+/// Keys that are [`hash_of`] values already are used as they are instead of hashed again
+/// (a full sync's maps hold ~50,000 of them).
+#[derive(Default)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by [`hash_of`] values.
+pub(crate) type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+
+/// A set of [`hash_of`] values.
+pub(crate) type HashSet = std::collections::HashSet<u64, BuildHasherDefault<Prehashed>>;
 
 /// The hash of an element's verdict (what makes two elements with one key differ).
 pub(crate) fn verdict_hash(v: Option<&Verdict>) -> u64 {
@@ -157,10 +186,10 @@ pub(crate) fn key_hash(key: &ElemKey) -> u64 {
 pub(crate) struct Old {
     /// Sets: the definition's hash when known (`None`: as the kernel reports it, taken as
     /// equal to ours).
-    pub(crate) sets: HashMap<Box<str>, Option<u64>>,
-    pub(crate) chains: HashMap<Box<str>, OldChain>,
+    pub(crate) sets: foldhash::HashMap<Box<str>, Option<u64>>,
+    pub(crate) chains: foldhash::HashMap<Box<str>, OldChain>,
     /// Per set, elements by [`key_hash`].
-    pub(crate) elements: HashMap<Box<str>, HashMap<u64, OldElem>>,
+    pub(crate) elements: foldhash::HashMap<Box<str>, ByHash<OldElem>>,
     /// The elements' keys, packed ([`crate::packed::push_key`]).
     pub(crate) keys: Vec<u8>,
     /// Elements the old side lacks that a new piece of this diff already added, as hashes
@@ -168,7 +197,7 @@ pub(crate) struct Old {
     /// keys themselves made a cold sync hold a second copy of every element: 8 MiB at
     /// 10,000 Services, issue 14. A map key has one holder per render, so only a plain
     /// set's key is ever added twice; a 64-bit collision would leave one element out.)
-    pub(crate) added: HashSet<u64>,
+    pub(crate) added: HashSet,
 }
 
 impl Old {

@@ -9,17 +9,16 @@
 //! failed apply leaves the beliefs of what it would have changed as they were, and the
 //! next (full) sync reads the truth back.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_model::service::{ServiceName, ServicePortName};
+use sluice_model::service::{ServiceName, ServicePort, ServicePortName};
 use sluice_nft::{Op, TableState, Transaction};
 
 use super::base::{render_base, render_hooks};
 use super::ctx::{NftConfig, TABLE};
 use super::desired::{ChainBody, Desired, ElemKey, Phases};
 use super::port::{render_cluster_ips, render_port};
-use super::print::{Footprint, Old, hash_of, prints_of, verdict_hash};
+use super::print::{ByHash, Footprint, HashSet, Old, hash_of, prints_of, verdict_hash};
 use sluice_proxy_core::{Changes, Snapshot};
 
 /// Who a piece of the ruleset belongs to.
@@ -48,29 +47,8 @@ fn claim_key(set: &str, key: &ElemKey) -> ClaimKey {
     hash_of(&(set, key))
 }
 
-/// Claim keys are hashes already: their map uses them as they are instead of hashing them
-/// again (the record of a 10,000-Service sync holds ~50,000).
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// Who holds each element key.
-type ClaimMap = HashMap<ClaimKey, Vec<Owner>, BuildHasherDefault<Prehashed>>;
+type ClaimMap = ByHash<Vec<Owner>>;
 
 /// What a full sync is planned against.
 #[derive(Debug)]
@@ -117,7 +95,7 @@ impl Part {
 #[derive(Debug)]
 pub struct NftState {
     cfg: NftConfig,
-    pieces: HashMap<Owner, Footprint>,
+    pieces: foldhash::HashMap<Owner, Footprint>,
     /// Which owners hold each element key. A map key has one holder (two Services claiming
     /// one external IP and port must not fail the whole transaction: the first keeps it); a
     /// plain set's key may be shared (one endpoint in two Services' hairpin elements) and
@@ -144,7 +122,7 @@ impl NftState {
     pub fn new(cfg: NftConfig) -> Self {
         Self {
             cfg,
-            pieces: HashMap::new(),
+            pieces: Default::default(),
             claims: ClaimMap::default(),
             full_recorded: false,
         }
@@ -161,8 +139,8 @@ impl NftState {
         let owners = self.full_owners(snap);
         let mut claims = Claims::full();
         let mut all = Desired::default();
-        for owner in &owners {
-            if let Some(piece) = self.render_one(snap, owner) {
+        for (owner, port) in &owners {
+            if let Some(piece) = self.render_one(snap, owner, *port) {
                 all.merge(&claims.claim(owner, piece, &mut Vec::new()));
             }
         }
@@ -186,7 +164,7 @@ impl NftState {
         let mut claims = Claims::partial(self, &owners);
         let rendered: Vec<(Owner, Option<Desired>)> = (owners.iter())
             .map(|o| {
-                let piece = self.render_one(snap, o);
+                let piece = self.render_one(snap, o, None);
                 let piece = piece.map(|p| claims.claim(o, p, &mut warnings));
                 (o.clone(), piece)
             })
@@ -256,16 +234,16 @@ impl NftState {
     /// held by an owner not re-rendered, or by one of the new pieces. A map key has one
     /// holder: one that changes hands is deleted and re-added (the transaction's phases
     /// order that). Looks only at what the touched owners held: O(what changed).
-    fn held_after(&self, rendered: &[(Owner, Option<Desired>)]) -> HashSet<ClaimKey> {
+    fn held_after(&self, rendered: &[(Owner, Option<Desired>)]) -> HashSet {
         let touched: BTreeSet<&Owner> = rendered.iter().map(|(o, _)| o).collect();
-        let new_keys: HashSet<ClaimKey> = (rendered.iter())
+        let new_keys: HashSet = (rendered.iter())
             .filter_map(|(_, p)| p.as_ref())
             .flat_map(|p| {
                 (p.elements.iter()).flat_map(|(set, e)| e.keys().map(move |k| claim_key(set, k)))
             })
             .collect();
         let plain = verdict_hash(None);
-        let mut kept = HashSet::new();
+        let mut kept = HashSet::default();
         for owner in &touched {
             let Some(old) = self.pieces.get(*owner) else {
                 continue;
@@ -309,26 +287,38 @@ impl NftState {
         whole.expect("an unbounded full plan is one part")
     }
 
-    /// The owners of a full sync in [`by_service`] order: the snapshot's, and those
-    /// recorded that it no longer has (their pieces go).
-    fn full_owners(&self, snap: &Snapshot) -> Vec<Owner> {
-        let mut owners = vec![Owner::Base, Owner::Hooks];
+    /// The owners of a full sync in [`by_service`] order: the snapshot's, each Service's
+    /// and port's with the port it renders from (a Service's first), and those recorded
+    /// that it no longer has (their pieces go).
+    fn full_owners<'s>(&self, snap: &'s Snapshot) -> Vec<(Owner, Option<&'s ServicePort>)> {
+        let mut owners = vec![(Owner::Base, None)];
+        // The snapshot's ports come sorted by name: Service by Service, as `by_service` wants.
         for port in snap.service_ports() {
             let service = port.name.service();
             let same =
                 |p: &ServicePortName| p.namespace == service.namespace && p.name == service.name;
-            if !matches!(owners.last(), Some(Owner::Port(p)) if same(p)) {
-                owners.push(Owner::Service(service));
+            if !matches!(owners.last(), Some((Owner::Port(p), _)) if same(p)) {
+                owners.push((Owner::Service(service), Some(port)));
             }
-            owners.push(Owner::Port(port.name.clone()));
+            owners.push((Owner::Port(port.name.clone()), Some(port)));
         }
-        let gone = self.pieces.keys().filter(|o| match o {
-            Owner::Base | Owner::Hooks => false,
-            Owner::Service(s) => snap.ports_of(s).next().is_none(),
-            Owner::Port(p) => snap.service_port(p).is_none(),
-        });
-        owners.extend(gone.cloned());
-        owners.sort_unstable_by(|a, b| by_service(a).cmp(&by_service(b)));
+        owners.push((Owner::Hooks, None));
+        // Owners recorded that the snapshot no longer has are rare (a sync that failed after
+        // a deletion): counted first, so the record is searched, and the list sorted, only
+        // when there are some (both were a tenth of a full resync that reads back, issue 14).
+        let held = (owners.iter())
+            .filter(|(o, _)| self.pieces.contains_key(o))
+            .count();
+        if held < self.pieces.len() {
+            let gone = self.pieces.keys().filter(|o| match o {
+                Owner::Base | Owner::Hooks => false,
+                Owner::Service(s) => snap.ports_of(s).next().is_none(),
+                Owner::Port(p) => snap.service_port(p).is_none(),
+            });
+            owners.extend(gone.map(|o| (o.clone(), None)));
+            owners.sort_unstable_by(|(a, _), (b, _)| by_service(a).cmp(&by_service(b)));
+        }
+        debug_assert!(owners.is_sorted_by(|(a, _), (b, _)| by_service(a) <= by_service(b)));
         owners
     }
 
@@ -362,7 +352,7 @@ impl NftState {
         // A full render settles every conflict afresh (the record's claims follow).
         let mut claims = Claims::full();
         let mut part = Part::new(true);
-        for owner in &owners {
+        for (owner, port) in &owners {
             // The first part is small: the kernel starts on it while the next is planned.
             let cap = if part.first { limit / 8 } else { limit };
             if part.phases.weight() >= cap && !matches!(owner, Owner::Port(_)) {
@@ -370,7 +360,7 @@ impl NftState {
                 let accepted = send(self.part_pending(std::mem::replace(&mut part, next)))?;
                 self.record_accepted(accepted);
             }
-            let piece = self.render_one(snap, owner);
+            let piece = self.render_one(snap, owner, *port);
             let piece = piece.map(|p| claims.claim(owner, p, &mut part.warnings));
             // A gone owner's leftovers are deleted at the end, with everything else `old`
             // still holds.
@@ -407,27 +397,27 @@ impl NftState {
         tx
     }
 
-    /// Renders the new piece of one owner (`None`: the owner is gone).
-    fn render_one(&self, snap: &Snapshot, owner: &Owner) -> Option<Desired> {
+    /// Renders the new piece of one owner (`None`: the owner is gone); `port` is the one
+    /// it renders from when the caller has it (else it is looked up).
+    fn render_one(
+        &self,
+        snap: &Snapshot,
+        owner: &Owner,
+        port: Option<&ServicePort>,
+    ) -> Option<Desired> {
         match owner {
             Owner::Base => Some(render_base(&self.cfg)),
             Owner::Hooks => Some(render_hooks()),
             Owner::Service(s) => {
-                let ips: Vec<_> = snap
-                    .ports_of(s)
-                    .next()
-                    .map(|p| p.cluster_ips.clone())
-                    .unwrap_or_default();
+                let port = port.or_else(|| snap.ports_of(s).next());
+                let ips = port.map(|p| p.cluster_ips.clone()).unwrap_or_default();
                 (!ips.is_empty()).then(|| render_cluster_ips(&ips))
             }
-            Owner::Port(name) => self.render_port(snap, name),
+            Owner::Port(name) => {
+                let port = port.or_else(|| snap.service_port(name))?;
+                Some(render_port(&self.cfg, port, &snap.categorize_port(port)))
+            }
         }
-    }
-
-    fn render_port(&self, snap: &Snapshot, name: &ServicePortName) -> Option<Desired> {
-        let port = snap.service_port(name)?;
-        let cat = snap.categorize(name)?;
-        Some(render_port(&self.cfg, port, &cat))
     }
 }
 
@@ -481,7 +471,7 @@ impl NftState {
 struct Claims<'a> {
     /// A partial sync's: the recorded holders, and the owners re-rendered.
     kept: Option<(&'a ClaimMap, &'a BTreeSet<Owner>)>,
-    taken: HashMap<ClaimKey, Owner>,
+    taken: ByHash<Owner>,
 }
 
 impl<'a> Claims<'a> {
@@ -489,7 +479,7 @@ impl<'a> Claims<'a> {
     fn full() -> Self {
         Self {
             kept: None,
-            taken: HashMap::new(),
+            taken: ByHash::default(),
         }
     }
 
@@ -497,7 +487,7 @@ impl<'a> Claims<'a> {
     fn partial(state: &'a NftState, touched: &'a BTreeSet<Owner>) -> Self {
         Self {
             kept: Some((&state.claims, touched)),
-            taken: HashMap::new(),
+            taken: ByHash::default(),
         }
     }
 

@@ -461,6 +461,39 @@ fn removing_a_service_removes_all_of_it() {
     assert_eq!(after.elements["cluster-ips"], 1);
 }
 
+/// A full sync removes what the record holds and the snapshot no longer has (a Service
+/// deleted while the partial sync that would have removed it failed), in Service order
+/// between the ones that stay.
+#[test]
+fn a_full_sync_removes_what_only_the_record_still_has() {
+    let mut st = sluice_proxy_core::fixture::state("node-a", None);
+    let svcs = ["a", "b", "c"].map(|n| (svc(n, "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]));
+    sluice_proxy_core::fixture::apply(&mut st, svcs.to_vec());
+    let (snap, _) = st.sync();
+    let mut nft = NftState::new(cfg());
+    nft.plan_full(&snap, None).commit(&mut nft);
+    drop(snap);
+    st.delete_service(&sluice_model::service::ServiceName::new("ns", "b"));
+    let (snap, _) = st.sync();
+    let pending = nft.plan_full(&snap, None);
+    let deleted: Vec<&str> = (pending.tx.ops.iter())
+        .filter_map(|op| match op {
+            sluice_nft::Op::DeleteChain(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !deleted.is_empty() && deleted.iter().all(|c| c.contains("ns/b/")),
+        "{deleted:?}"
+    );
+    pending.commit(&mut nft);
+    let after = nft.believed();
+    assert!(after.chains.iter().all(|c| !c.contains("ns/b/")));
+    assert!(after.chains.iter().any(|c| c.contains("ns/c/")));
+    assert!(nft.claims_match_pieces());
+    assert!(nft.plan_full(&snap, None).is_empty());
+}
+
 /// Writes the unsorted script of the world for a manual `nft -f` check (debug aid).
 #[test]
 fn script_of_the_world_is_written_when_asked() {
