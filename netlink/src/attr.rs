@@ -153,10 +153,17 @@ impl Writer {
 
     /// A NUL-terminated string attribute.
     pub fn str(&mut self, ty: u16, s: &str) {
-        let mut data = Vec::with_capacity(s.len() + 1);
-        data.extend_from_slice(s.as_bytes());
-        data.push(0);
-        self.bytes(ty, &data);
+        // Written in place: a copy per string was an allocation for every expression name
+        // of a large batch (~190,000 in a cold sync of 10,000 Services, issue 14).
+        let len = 4 + s.len() + 1;
+        if len > usize::from(u16::MAX) {
+            self.overflow = true;
+        }
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.pad();
     }
 
     /// A nested attribute whose content `f` writes.
@@ -328,6 +335,19 @@ mod tests {
         assert_eq!(inner.u32(1), Some(3));
         assert_eq!(inner.get(2), Some(&[9u8][..]));
         assert_eq!(a.get(3).and_then(be_u64), Some(42));
+    }
+
+    #[test]
+    fn a_string_is_its_bytes_and_a_nul_padded() {
+        for s in ["", "a", "abc", "abcd", "sluice-proxy"] {
+            let (mut by_str, mut by_bytes) = (Writer::new(), Writer::new());
+            by_str.str(7, s);
+            by_bytes.bytes(7, &[s.as_bytes(), &[0]].concat());
+            assert_eq!(by_str.into_inner(), by_bytes.into_inner(), "{s:?}");
+        }
+        let mut w = Writer::new();
+        w.str(1, &"x".repeat(70_000));
+        assert!(w.overflowed());
     }
 
     #[test]

@@ -24,12 +24,8 @@ const CHUNK: usize = 1 << 20;
 /// Room a chunk is given up front: growing one by doubling copied each ~1 MiB chunk
 /// twice over, ~6 % of a cold sync's applying thread (issue 14).
 const CHUNK_ROOM: usize = CHUNK + CHUNK / 8;
-/// Room for one rule's expressions (a dnat rule's are ~250 bytes).
-const EXPRS_ROOM: usize = 512;
-/// About the bytes of one encoded element (a hairpin element is ~60), to size lists.
+/// About the bytes of one encoded element (a hairpin element is ~60), to size a chunk.
 const ELEMENT_BYTES: usize = 96;
-/// Room for one element message's list.
-const ELEMENT_CHUNK_ROOM: usize = ELEMENT_CHUNK + ELEMENT_CHUNK / 8;
 
 /// Room for the first chunk: about what `tx` encodes to, at most [`CHUNK_ROOM`] (a
 /// partial sync's few messages get a few KiB).
@@ -305,8 +301,6 @@ impl Encoder<'_> {
     }
 
     fn rule(&mut self, i: usize, chain: &str, rule: &Rule) -> Result<(), String> {
-        let mut exprs = Writer::with_capacity(EXPRS_ROOM);
-        expr::stmts(&mut exprs, self.family, &rule.stmts)?;
         let mut ud = Udata::new();
         if let Some(c) = &rule.comment {
             if c.len() > udata::MAX_COMMENT {
@@ -318,14 +312,18 @@ impl Encoder<'_> {
             udata::RULE_FINGERPRINT,
             &fingerprint(self.family, rule).to_le_bytes(),
         );
-        let table = self.table;
-        let exprs = exprs.into_inner();
+        let (table, family) = (self.table, self.family);
+        // The expressions are written in place (a refused one fails the whole batch).
+        let mut exprs = Ok(());
         self.msg(i, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |w| {
             w.str(NFTA_RULE_TABLE, table);
             w.str(NFTA_RULE_CHAIN, chain);
-            w.nest(NFTA_RULE_EXPRESSIONS, |w| w.raw(&exprs));
+            w.nest(NFTA_RULE_EXPRESSIONS, |w| {
+                exprs = expr::stmts(w, family, &rule.stmts);
+            });
             w.bytes(NFTA_RULE_USERDATA, ud.bytes());
-        })
+        })?;
+        exprs
     }
 
     /// Element lists, split into messages of at most [`ELEMENT_CHUNK`] element bytes. An
@@ -340,22 +338,28 @@ impl Encoder<'_> {
         full: bool,
     ) -> Result<(), String> {
         let interval = self.interval.get(set).copied().unwrap_or(false);
-        let room = |left: usize| ELEMENT_CHUNK_ROOM.min(left * ELEMENT_BYTES);
-        let mut chunk = Writer::with_capacity(room(elements.len()));
-        for (n, e) in elements.iter().enumerate() {
-            set::element(&mut chunk, e, interval, full)?;
-            if chunk.len() >= ELEMENT_CHUNK || n + 1 == elements.len() {
-                let next = Writer::with_capacity(room(elements.len() - n - 1));
-                let bytes = std::mem::replace(&mut chunk, next).into_inner();
-                let table = self.table;
-                self.msg(i, ty, flags, |w| {
-                    w.str(NFTA_SET_ELEM_LIST_TABLE, table);
-                    w.str(NFTA_SET_ELEM_LIST_SET, set);
-                    w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| w.raw(&bytes));
-                })?;
-            }
+        let table = self.table;
+        // Written in place, message by message (a list in a buffer of its own was copied).
+        let mut left = elements.iter().peekable();
+        let mut encoded = Ok(());
+        while left.peek().is_some() && encoded.is_ok() {
+            self.msg(i, ty, flags, |w| {
+                w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+                w.str(NFTA_SET_ELEM_LIST_SET, set);
+                w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| {
+                    let start = w.len();
+                    while w.len() - start < ELEMENT_CHUNK
+                        && let Some(e) = left.next()
+                    {
+                        encoded = set::element(w, e, interval, full);
+                        if encoded.is_err() {
+                            break;
+                        }
+                    }
+                });
+            })?;
         }
-        Ok(())
+        encoded
     }
 }
 
@@ -543,16 +547,28 @@ mod tests {
             })
             .collect();
         let mut tx = Transaction::new(Family::Ip, "sluice");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddSet(crate::ir::SetDef::verdict_map(
+            "buckets",
+            vec![crate::ir::KeyType::Port],
+        )));
         tx.push(Op::AddElements {
             set: "buckets".into(),
-            elements,
+            elements: elements.clone(),
         });
         tx.push(Op::DeleteElements {
             set: "buckets".into(),
             elements: vec![],
         });
         let b = encode(&tx, 1, &HashMap::new(), None).unwrap();
-        assert!(b.msgs.len() > 5);
-        assert!(b.msgs.iter().all(|m| m.1 == 0));
+        let lists = b.msgs.iter().filter(|m| m.1 == 2).count();
+        assert!(lists > 5, "{lists} element messages");
+        assert!(b.msgs.iter().all(|m| m.1 <= 2));
+        // Every element arrives once, in order, across the messages.
+        let table = super::super::decode_dump(Family::Ip, "sluice", &b.bytes()).unwrap();
+        assert_eq!(table.sets[0].elements.len(), elements.len());
+        let mut sorted = elements;
+        sorted.sort();
+        assert_eq!(table.sets[0].elements, sorted);
     }
 }
