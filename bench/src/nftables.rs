@@ -24,7 +24,7 @@ use ipnet::{IpNet, Ipv4Net};
 use nix::sys::resource::{UsageWho, getrusage};
 use sluice_conntrack::Conntrack;
 use sluice_model::service::IpFamily;
-use sluice_nft::{Family, Netlink, NftError, NftKernel, TableState, Transaction};
+use sluice_nft::{Family, Netlink, NftError, NftKernel, TableSink, TableState, Transaction};
 use sluice_proxy_core::backend::{Backend as _, BackendOptions, LocalDetect};
 use sluice_proxy_core::{ProxyState, TrackerConfig};
 use sluice_proxy_nftables::{NftConfig, NftablesBackend};
@@ -167,6 +167,20 @@ impl<K: NftKernel> NftKernel for Timed<K> {
         let table = self.inner.read_table(family, name);
         self.time.read += start.elapsed();
         table
+    }
+
+    /// The backend's read-back (it streams the dumps into the diff's "before" side, so
+    /// this includes building that).
+    fn read_table_into(
+        &mut self,
+        family: Family,
+        name: &str,
+        sink: &mut dyn TableSink,
+    ) -> Result<bool, NftError> {
+        let start = Instant::now();
+        let found = self.inner.read_table_into(family, name, sink);
+        self.time.read += start.elapsed();
+        found
     }
 
     fn generation(&mut self) -> Result<Option<u32>, NftError> {

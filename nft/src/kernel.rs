@@ -4,7 +4,7 @@
 
 use crate::error::NftError;
 use crate::ir::{Family, Transaction};
-use crate::state::TableState;
+use crate::state::{TableSink, TableState};
 
 /// nftables as the proxy sees it.
 pub trait NftKernel {
@@ -13,6 +13,23 @@ pub trait NftKernel {
 
     /// Reads table `family`/`name` back; `None` when it does not exist.
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError>;
+
+    /// Reads table `family`/`name` back into `sink`, piece by piece where the kernel allows
+    /// (netlink: never holding the table whole); `false` when it does not exist. By default
+    /// [`NftKernel::read_table`]'s answer, fed in.
+    fn read_table_into(
+        &mut self,
+        family: Family,
+        name: &str,
+        sink: &mut dyn TableSink,
+    ) -> Result<bool, NftError> {
+        let table = self.read_table(family, name)?;
+        let found = table.is_some();
+        if let Some(t) = table {
+            t.feed(sink);
+        }
+        Ok(found)
+    }
 
     /// The ruleset's generation: every commit in the namespace, by anyone, moves it on by
     /// one (`NFT_MSG_GETGEN`). `None` where it is not known; a caller then cannot tell
@@ -46,6 +63,15 @@ impl<K: NftKernel + ?Sized> NftKernel for Box<K> {
 
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
         (**self).read_table(family, name)
+    }
+
+    fn read_table_into(
+        &mut self,
+        family: Family,
+        name: &str,
+        sink: &mut dyn TableSink,
+    ) -> Result<bool, NftError> {
+        (**self).read_table_into(family, name, sink)
     }
 
     fn generation(&mut self) -> Result<Option<u32>, NftError> {

@@ -22,4 +22,4 @@ pub use fake::FakeNft;
 pub use ir::*;
 pub use kernel::{NftKernel, next_generation};
 pub use netlink::Netlink;
-pub use state::{ChainState, RuleState, SetState, TableState, fingerprint};
+pub use state::{ChainState, Collect, RuleState, SetState, TableSink, TableState, fingerprint};

@@ -35,6 +35,106 @@ impl TableState {
     }
 }
 
+/// Receives a table read back piece by piece ([`crate::NftKernel::read_table_into`]), so a
+/// reader that streams never holds it whole: at 10,000 Services × 3 a [`TableState`] was
+/// ~15 MiB, most of it elements, on top of what the reader builds from it (issue 14: the
+/// peak of a full resync that reads back).
+pub trait TableSink {
+    /// A read of the table starts (again, after the ruleset changed while it was read):
+    /// whatever came before is forgotten.
+    fn start(&mut self);
+    /// The table exists, with this comment; called first.
+    fn table(&mut self, comment: Option<String>);
+    /// A chain, with its rules; in kernel order.
+    fn chain(&mut self, chain: ChainState);
+    /// A set or map, without its elements; in kernel order, before any of its elements.
+    fn set(&mut self, set: &SetState);
+    /// Elements of set `set`, in any order and in as many calls as it takes (none for a set
+    /// whose key types are not known: [`SetState::unrecognised`]).
+    fn elements(&mut self, set: &str, elements: Vec<Element>);
+}
+
+/// A [`TableSink`] that keeps the whole table ([`crate::NftKernel::read_table`]'s answer).
+#[derive(Debug)]
+pub struct Collect {
+    table: Option<TableState>,
+    family: Family,
+    name: String,
+}
+
+impl Collect {
+    /// Collects table `family`/`name`.
+    pub fn new(family: Family, name: &str) -> Self {
+        Self {
+            table: None,
+            family,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The table, its sets' elements sorted; `None` when it was not found.
+    pub fn finish(self) -> Option<TableState> {
+        let mut table = self.table?;
+        for set in &mut table.sets {
+            set.elements.sort_unstable();
+        }
+        Some(table)
+    }
+}
+
+impl TableSink for Collect {
+    fn start(&mut self) {
+        self.table = None;
+    }
+
+    fn table(&mut self, comment: Option<String>) {
+        self.table = Some(TableState {
+            family: self.family,
+            name: self.name.clone(),
+            comment,
+            chains: Vec::new(),
+            sets: Vec::new(),
+        });
+    }
+
+    fn chain(&mut self, chain: ChainState) {
+        if let Some(t) = &mut self.table {
+            t.chains.push(chain);
+        }
+    }
+
+    fn set(&mut self, set: &SetState) {
+        if let Some(t) = &mut self.table {
+            t.sets.push(set.clone());
+        }
+    }
+
+    fn elements(&mut self, set: &str, elements: Vec<Element>) {
+        let sets = self.table.iter_mut().flat_map(|t| t.sets.iter_mut());
+        if let Some(s) = sets.rev().find(|s| s.def.name == set) {
+            s.elements.extend(elements);
+        }
+    }
+}
+
+impl TableState {
+    /// Hands the table to `sink` as a reader that streams would.
+    pub fn feed(self, sink: &mut dyn TableSink) {
+        sink.start();
+        sink.table(self.comment);
+        for chain in self.chains {
+            sink.chain(chain);
+        }
+        for mut set in self.sets {
+            let elements = std::mem::take(&mut set.elements);
+            sink.set(&set);
+            if !set.unrecognised {
+                sink.elements(&set.def.name, elements);
+            }
+        }
+    }
+}
+
 /// A chain and its rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainState {

@@ -282,3 +282,91 @@ fn a_batch_at_a_stale_generation_is_refused_whole() {
         "nothing applied"
     );
 }
+
+/// What a streaming read hands over, in order.
+struct Calls {
+    log: Vec<String>,
+    table: Collect,
+}
+
+impl TableSink for Calls {
+    fn start(&mut self) {
+        self.log.push("start".into());
+        self.table.start();
+    }
+
+    fn table(&mut self, comment: Option<String>) {
+        self.log.push("table".into());
+        self.table.table(comment);
+    }
+
+    fn chain(&mut self, chain: ChainState) {
+        self.log
+            .push(format!("chain {} {}", chain.def.name, chain.rules.len()));
+        self.table.chain(chain);
+    }
+
+    fn set(&mut self, set: &SetState) {
+        self.log.push(format!("set {}", set.def.name));
+        self.table.set(set);
+    }
+
+    fn elements(&mut self, set: &str, elements: Vec<Element>) {
+        self.log.push(format!("elements {set} {}", elements.len()));
+        self.table.elements(set, elements);
+    }
+}
+
+/// Reading back streams: the table first, chains in kernel order with their rules, each set
+/// before its elements, and a large set's elements a message at a time (never the set whole);
+/// collected, it is what `read_table` returns.
+#[test]
+fn a_table_read_back_streams_its_elements_a_message_at_a_time() {
+    require_root();
+    let ns = NetNs::new("nft-stream").unwrap();
+    let mut tx = representative();
+    tx.push(Op::AddSet(set("big", vec![KeyType::Addr], false)));
+    let big: Vec<Element> = (0..3000u32)
+        .map(|i| {
+            Element::key(vec![KeyValue::Addr(
+                std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+            )])
+        })
+        .collect();
+    tx.push(Op::AddElements {
+        set: "big".into(),
+        elements: big,
+    });
+    apply(&ns, &tx).unwrap();
+    let mut calls = Calls {
+        log: Vec::new(),
+        table: Collect::new(Family::Ip, TABLE),
+    };
+    let found = ns
+        .run(|| Netlink::open()?.read_table_into(Family::Ip, TABLE, &mut calls))
+        .unwrap()
+        .unwrap();
+    assert!(found);
+    let log = &calls.log;
+    assert_eq!(&log[..2], ["start", "table"], "{log:#?}");
+    let at = |prefix: &str| log.iter().position(|l| l.starts_with(prefix)).unwrap();
+    assert!(at("chain ") < at("set "), "{log:#?}");
+    let big_calls: Vec<usize> = (log.iter())
+        .filter_map(|l| l.strip_prefix("elements big ")?.parse().ok())
+        .collect();
+    assert!(big_calls.len() > 1, "{log:#?}");
+    assert_eq!(big_calls.iter().sum::<usize>(), 3000);
+    assert!(at("set big") < at("elements big"));
+    assert_eq!(calls.table.finish(), read(&ns, Family::Ip, TABLE));
+    // A table that is not there: found is false and the sink has only started.
+    let mut none = Calls {
+        log: Vec::new(),
+        table: Collect::new(Family::Ip, "absent"),
+    };
+    let found = ns
+        .run(|| Netlink::open()?.read_table_into(Family::Ip, "absent", &mut none))
+        .unwrap()
+        .unwrap();
+    assert!(!found);
+    assert_eq!(none.log, ["start"]);
+}

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use crate::error::{NftError, errno};
 use crate::ir::{Family, Transaction};
 use crate::kernel::NftKernel;
-use crate::state::TableState;
+use crate::state::{Collect, TableSink, TableState};
 use sluice_netlink::socket::{self, NETLINK_NETFILTER, Socket as NfSocket};
 
 /// nftables through netlink, in the network namespace the socket was opened in.
@@ -96,7 +96,18 @@ impl NftKernel for Netlink {
     }
 
     fn read_table(&mut self, family: Family, name: &str) -> Result<Option<TableState>, NftError> {
-        read::read_table(&mut self.socket, family, name)
+        let mut table = Collect::new(family, name);
+        self.read_table_into(family, name, &mut table)?;
+        Ok(table.finish())
+    }
+
+    fn read_table_into(
+        &mut self,
+        family: Family,
+        name: &str,
+        sink: &mut dyn TableSink,
+    ) -> Result<bool, NftError> {
+        read::read_table(&mut self.socket, family, name, sink)
     }
 }
 

@@ -14,7 +14,7 @@ use super::set::{self, RawElement};
 use super::udata;
 use crate::error::{NftError, errno};
 use crate::ir::{BaseChain, ChainDef, ChainType, Element, Family, Hook, SetDef};
-use crate::state::{ChainState, RuleState, SetState, TableState};
+use crate::state::{ChainState, RuleState, SetState, TableSink, TableState};
 use sluice_netlink::{Attrs, Msg, Socket as NfSocket, be_u64};
 
 const ATTEMPTS: usize = 5;
@@ -23,23 +23,25 @@ fn nft_type(msg: u8) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | u16::from(msg)
 }
 
-/// Reads table `family`/`name`; `None` when it does not exist.
+/// Reads table `family`/`name` into `sink`; `false` when it does not exist.
 pub(crate) fn read_table(
     s: &mut NfSocket,
     family: Family,
     name: &str,
-) -> Result<Option<TableState>, NftError> {
-    let mut last = None;
+    sink: &mut dyn TableSink,
+) -> Result<bool, NftError> {
+    let mut found = false;
     for _ in 0..ATTEMPTS {
         let before = genid(s)?;
-        let (state, complete) = read_once(s, family, name)?;
+        sink.start();
+        let complete;
+        (found, complete) = read_once(s, family, name, sink)?;
         if complete && genid(s)? == before {
-            return Ok(state);
+            return Ok(found);
         }
-        last = state;
     }
-    // A ruleset that changes all the time: return the last picture rather than nothing.
-    Ok(last)
+    // A ruleset that changes all the time: the last picture rather than nothing.
+    Ok(found)
 }
 
 pub(super) fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
@@ -65,11 +67,14 @@ pub(super) fn genid(s: &mut NfSocket) -> Result<u32, NftError> {
     Ok(id)
 }
 
+/// One read of the table into `sink`: whether it exists, and whether every dump was
+/// consistent.
 fn read_once(
     s: &mut NfSocket,
     family: Family,
     name: &str,
-) -> Result<(Option<TableState>, bool), NftError> {
+    sink: &mut dyn TableSink,
+) -> Result<(bool, bool), NftError> {
     let what = format!("list table {} {name}", family.keyword());
     let pf = nfproto(family);
     let mut comment = None;
@@ -88,9 +93,10 @@ fn read_once(
         },
     );
     match found {
-        Err(e) if e.errno() == Some(errno::ENOENT) => return Ok((None, true)),
+        Err(e) if e.errno() == Some(errno::ENOENT) => return Ok((false, true)),
         other => other?,
     };
+    sink.table(comment);
     let mut complete = true;
     let mut chains = Vec::new();
     complete &= s.request::<NftError>(
@@ -101,7 +107,7 @@ fn read_once(
         |_| {},
         |m| {
             let a = m.attrs();
-            if a.str(NFTA_CHAIN_TABLE).as_deref() == Some(name) {
+            if a.name(NFTA_CHAIN_TABLE) == Some(name.as_bytes()) {
                 chains.push(decode_chain(&a));
             }
             Ok(())
@@ -124,6 +130,9 @@ fn read_once(
         },
     )?;
     rules.hand_out(&mut chains);
+    for chain in chains {
+        sink.chain(chain);
+    }
     let mut sets = Vec::new();
     complete &= s.request::<NftError>(
         &what,
@@ -133,23 +142,17 @@ fn read_once(
         |w| w.str(NFTA_SET_TABLE, name),
         |m| {
             let a = m.attrs();
-            if a.str(NFTA_SET_TABLE).as_deref() == Some(name) {
+            if a.name(NFTA_SET_TABLE) == Some(name.as_bytes()) {
                 sets.push(decode_set(family, &a));
             }
             Ok(())
         },
     )?;
-    for set in &mut sets {
-        complete &= read_elements(s, family, name, set)?;
+    for set in &sets {
+        sink.set(set);
+        complete &= read_elements(s, family, name, set, sink)?;
     }
-    let state = TableState {
-        family,
-        name: name.to_owned(),
-        comment,
-        chains,
-        sets,
-    };
-    Ok((Some(state), complete))
+    Ok((true, complete))
 }
 
 /// Whether each set of the table is an interval set (one dump of set headers, no elements).
@@ -340,18 +343,21 @@ fn decode_set(family: Family, a: &Attrs<'_>) -> SetState {
     }
 }
 
+/// Streams `set`'s elements into `sink` a message at a time; an interval set's are paired
+/// into prefixes, so they are handed over together at the end (such sets are small).
 fn read_elements(
     s: &mut NfSocket,
     family: Family,
     table: &str,
-    set: &mut SetState,
+    set: &SetState,
+    sink: &mut dyn TableSink,
 ) -> Result<bool, NftError> {
     if set.unrecognised {
         return Ok(true);
     }
-    let what = format!("list set {} {table} {}", family.keyword(), set.def.name);
-    let mut raw: Vec<RawElement> = Vec::new();
-    let name = set.def.name.clone();
+    let def = &set.def;
+    let what = format!("list set {} {table} {}", family.keyword(), def.name);
+    let mut intervals: Vec<RawElement> = Vec::new();
     let complete = s.request::<NftError>(
         &what,
         nft_type(NFT_MSG_GETSETELEM),
@@ -359,26 +365,33 @@ fn read_elements(
         true,
         |w| {
             w.str(NFTA_SET_ELEM_LIST_TABLE, table);
-            w.str(NFTA_SET_ELEM_LIST_SET, &name);
+            w.str(NFTA_SET_ELEM_LIST_SET, &def.name);
         },
         |m: Msg<'_>| {
             if let Some(list) = m.attrs().nested(NFTA_SET_ELEM_LIST_ELEMENTS) {
-                raw.extend(list.filter_map(|(_, e)| set::raw_element(Attrs::new(e))));
+                let raw = list.filter_map(|(_, e)| set::raw_element(Attrs::new(e)));
+                if def.interval {
+                    intervals.extend(raw);
+                } else {
+                    sink.elements(&def.name, decode_keys(family, def, raw));
+                }
             }
             Ok(())
         },
     )?;
-    set.elements = decode_elements(family, &set.def, raw);
+    if def.interval {
+        sink.elements(&def.name, set::pair_intervals(intervals));
+    }
     Ok(complete)
 }
 
-/// A set's elements from their raw attributes: intervals paired, keys decoded, sorted.
-fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<Element> {
-    if def.interval {
-        return set::pair_intervals(raw);
-    }
-    let mut out: Vec<Element> = raw
-        .into_iter()
+/// Elements of a set that is not an interval set, from their raw attributes.
+fn decode_keys(
+    family: Family,
+    def: &SetDef,
+    raw: impl IntoIterator<Item = RawElement>,
+) -> Vec<Element> {
+    (raw.into_iter())
         .filter_map(|r| {
             Some(Element {
                 key: set::decode_key(family, &def.key, &r.key)?,
@@ -387,7 +400,15 @@ fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<El
                 comment: r.comment,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// A set's elements from their raw attributes: intervals paired, keys decoded, sorted.
+fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<Element> {
+    if def.interval {
+        return set::pair_intervals(raw);
+    }
+    let mut out = decode_keys(family, def, raw);
     // Keys are unique in a set: an unstable sort orders them the same, faster.
     out.sort_unstable();
     out

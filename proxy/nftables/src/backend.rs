@@ -141,8 +141,15 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let trusted = self.trust.skip_read(family, generation);
         let read_back = full && !trusted;
         let kernel_view = if read_back {
-            let table = self.kernel.read_table(family, TABLE).map_err(apply_err)?;
-            Some(table)
+            // Streamed in: the table is never held whole (issue 14: it was the peak of a
+            // full resync that reads back).
+            // Empty when the table is not there.
+            let mut old = Old::default();
+            (self.kernel)
+                .read_table_into(family, TABLE, &mut old)
+                .map_err(apply_err)?;
+            old.keys.shrink_to_fit();
+            Some(old)
         } else {
             None
         };
@@ -153,9 +160,8 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         // too); a full sync for another reason (topology, restart of the isolation) renders
         // every Service against the record.
         let against = match kernel_view {
-            Some(table) => {
-                let old = table.map(Old::of_kernel).unwrap_or_default();
-                // The table read back is gone: its memory is not needed for the render.
+            Some(old) => {
+                // What reading back allocated and freed is not needed for the render.
                 sluice_proxy_core::memory::release();
                 Some(Against::Kernel(Box::new(old)))
             }

@@ -16,7 +16,9 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use foldhash::quality::FixedState;
 
-use sluice_nft::{Family, Rule, TableState, Verdict, fingerprint};
+use sluice_nft::{
+    ChainState, Element, Family, Rule, SetState, TableSink, TableState, Verdict, fingerprint,
+};
 
 use super::desired::{ChainBody, Desired, ElemKey};
 use super::packed::{Keys, Packed};
@@ -239,36 +241,52 @@ impl Old {
         Self::of_prints([&Footprint::of(family, d, |_, _| None)])
     }
 
-    /// What the kernel reports. A dynamic set's elements are the packet path's
-    /// (session-affinity clients), never ours to diff: they are left out. The table is
-    /// consumed set by set, so it and its copy are never held whole together.
+    /// What the kernel reports (tests; a sync streams the table in, [`TableSink`]).
     pub(crate) fn of_kernel(table: TableState) -> Self {
         let mut old = Self::default();
-        for chain in &table.chains {
-            let prints =
-                (!chain.unrecognised).then(|| chain.rules.iter().map(|r| r.fingerprint).collect());
-            let c = OldChain {
-                rules: None,
-                prints,
-                len: chain.rules.len(),
-            };
-            old.chains.insert(chain.def.name.as_str().into(), c);
-        }
-        drop(table.chains);
-        for set in table.sets {
-            old.sets.insert(set.def.name.as_str().into(), None);
-            if set.def.timeout.is_some() {
-                continue;
-            }
-            old.elements
-                .entry(set.def.name.as_str().into())
-                .or_default();
-            for e in set.elements {
-                let verdict = verdict_hash(e.verdict.as_ref());
-                old.insert_elem(&set.def.name, &(e.key, e.prefix), verdict);
-            }
-        }
+        table.feed(&mut old);
         old.keys.shrink_to_fit();
         old
+    }
+}
+
+/// The "before" side is built as the kernel's dumps come, never holding the table whole. A
+/// dynamic set's elements are the packet path's (session-affinity clients), never ours to
+/// diff: they are left out.
+impl TableSink for Old {
+    fn start(&mut self) {
+        *self = Self::default();
+    }
+
+    fn table(&mut self, _comment: Option<String>) {}
+
+    fn chain(&mut self, chain: ChainState) {
+        let prints =
+            (!chain.unrecognised).then(|| chain.rules.iter().map(|r| r.fingerprint).collect());
+        let c = OldChain {
+            rules: None,
+            prints,
+            len: chain.rules.len(),
+        };
+        self.chains.insert(chain.def.name.into(), c);
+    }
+
+    fn set(&mut self, set: &SetState) {
+        self.sets.insert(set.def.name.as_str().into(), None);
+        if set.def.timeout.is_none() {
+            self.elements
+                .entry(set.def.name.as_str().into())
+                .or_default();
+        }
+    }
+
+    fn elements(&mut self, set: &str, elements: Vec<Element>) {
+        if !self.elements.contains_key(set) {
+            return;
+        }
+        for e in elements {
+            let verdict = verdict_hash(e.verdict.as_ref());
+            self.insert_elem(set, &(e.key, e.prefix), verdict);
+        }
     }
 }

@@ -291,7 +291,9 @@ impl NftState {
     /// and port's with the port it renders from (a Service's first), and those recorded
     /// that it no longer has (their pieces go).
     fn full_owners<'s>(&self, snap: &'s Snapshot) -> Vec<(Owner, Option<&'s ServicePort>)> {
-        let mut owners = vec![(Owner::Base, None)];
+        // At most a Service and a port per port: sized once, not doubled into.
+        let mut owners = Vec::with_capacity(2 * snap.len() + 2);
+        owners.push((Owner::Base, None));
         // The snapshot's ports come sorted by name: Service by Service, as `by_service` wants.
         for port in snap.service_ports() {
             let service = port.name.service();
@@ -368,7 +370,12 @@ impl NftState {
                 Some(p) => self.diff_piece(owner, Some(p), &mut part.phases, &mut old),
                 None => None,
             };
-            part.pieces.push((owner.clone(), print));
+            // An unchanged footprint would change nothing when recorded: it is not kept
+            // (a full resync with nothing to send is a single part, which held a second
+            // copy of every footprint: ~15 MiB at 10,000 Services, issue 14).
+            if print.is_none() || self.pieces.get(owner) != print.as_ref() {
+                part.pieces.push((owner.clone(), print));
+            }
         }
         part.phases.finish(old, |_, _| false);
         let accepted = send(self.part_pending(part))?;
@@ -471,7 +478,8 @@ impl NftState {
 struct Claims<'a> {
     /// A partial sync's: the recorded holders, and the owners re-rendered.
     kept: Option<(&'a ClaimMap, &'a BTreeSet<Owner>)>,
-    taken: ByHash<Owner>,
+    /// The owners rendered, by reference: a full render claims ~20,000 keys.
+    taken: ByHash<&'a Owner>,
 }
 
 impl<'a> Claims<'a> {
@@ -491,27 +499,28 @@ impl<'a> Claims<'a> {
         }
     }
 
-    fn claim(&mut self, owner: &Owner, mut piece: Desired, warnings: &mut Vec<String>) -> Desired {
+    fn claim(
+        &mut self,
+        owner: &'a Owner,
+        mut piece: Desired,
+        warnings: &mut Vec<String>,
+    ) -> Desired {
         for (set, elems) in &mut piece.elements {
             elems.retain(|key, e| {
                 if e.verdict.is_none() {
                     return true;
                 }
                 let k = claim_key(set, key);
-                let holder = self
-                    .taken
-                    .get(&k)
-                    .cloned()
-                    .or_else(|| self.untouched_holder(k));
+                let holder = (self.taken.get(&k).copied()).or_else(|| self.untouched_holder(k));
                 match holder {
-                    Some(h) if &h != owner => {
+                    Some(h) if h != owner => {
                         warnings.push(format!(
                             "{owner:?} and {h:?} both claim {set} element {key:?}; {h:?} keeps it"
                         ));
                         false
                     }
                     _ => {
-                        self.taken.insert(k, owner.clone());
+                        self.taken.insert(k, owner);
                         true
                     }
                 }
@@ -520,10 +529,10 @@ impl<'a> Claims<'a> {
         piece
     }
 
-    fn untouched_holder(&self, k: ClaimKey) -> Option<Owner> {
+    fn untouched_holder(&self, k: ClaimKey) -> Option<&'a Owner> {
         let (claims, touched) = self.kept?;
         let holders = claims.get(&k)?;
-        holders.iter().find(|o| !touched.contains(*o)).cloned()
+        holders.iter().find(|o| !touched.contains(*o))
     }
 }
 
