@@ -141,9 +141,8 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let trusted = self.trust.skip_read(family, generation);
         let read_back = full && !trusted;
         let kernel_view = if read_back {
-            // Streamed in: the table is never held whole (issue 14: it was the peak of a
-            // full resync that reads back).
-            // Empty when the table is not there.
+            // Streamed into the diff's "before" side, never held whole (issue 14: it was
+            // the peak of a full resync that reads back); empty when there is no table.
             let mut old = Old::default();
             (self.kernel)
                 .read_table_into(family, TABLE, &mut old)

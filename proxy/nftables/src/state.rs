@@ -372,7 +372,7 @@ impl NftState {
             };
             // An unchanged footprint would change nothing when recorded: it is not kept
             // (a full resync with nothing to send is a single part, which held a second
-            // copy of every footprint: ~15 MiB at 10,000 Services, issue 14).
+            // copy of every footprint: ~6 MiB of its peak at 10,000 Services, issue 14).
             if print.is_none() || self.pieces.get(owner) != print.as_ref() {
                 part.pieces.push((owner.clone(), print));
             }
