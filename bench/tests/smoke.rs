@@ -8,10 +8,12 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice-bench");
 
-/// Runs `sluice-bench <args>` and returns its report (standard output).
-fn run(args: &[&str]) -> String {
+/// Runs `sluice-bench <bench>` at 300 and 30 Services with `args` and returns its report
+/// (standard output).
+fn run(bench: &str, args: &[&str]) -> String {
     sluice_testbed::require_root();
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let args = [&[bench, "--services", "300", "--small", "30"], args].concat();
+    let out = Command::new(BIN).args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -29,19 +31,10 @@ fn assert_rows(report: &str, rows: &[&str]) {
 
 #[test]
 fn the_nftables_benchmark_runs_to_its_report() {
-    let report = run(&[
+    let report = run(
         "nftables",
-        "--services",
-        "300",
-        "--small",
-        "30",
-        "--changes",
-        "2",
-        "--resyncs",
-        "1",
-        "--connections",
-        "20",
-    ]);
+        &["--changes", "2", "--resyncs", "1", "--connections", "20"],
+    );
     assert_rows(
         &report,
         &[
@@ -55,19 +48,10 @@ fn the_nftables_benchmark_runs_to_its_report() {
 
 #[test]
 fn the_iptables_benchmark_runs_to_its_report() {
-    let report = run(&[
+    let report = run(
         "iptables",
-        "--services",
-        "300",
-        "--small",
-        "30",
-        "--changes",
-        "2",
-        "--connections",
-        "20",
-        "--rounds",
-        "1",
-    ]);
+        &["--changes", "2", "--connections", "20", "--rounds", "1"],
+    );
     assert_rows(
         &report,
         &[
@@ -84,19 +68,10 @@ fn the_ebpf_benchmark_runs_to_its_report() {
     if !sluice_proxy_ebpf::KernelMaps::built_for_tests() {
         return;
     }
-    let report = run(&[
+    let report = run(
         "ebpf",
-        "--services",
-        "300",
-        "--small",
-        "30",
-        "--changes",
-        "20",
-        "--rounds",
-        "2",
-        "--resyncs",
-        "1",
-    ]);
+        &["--changes", "20", "--rounds", "2", "--resyncs", "1"],
+    );
     assert_rows(
         &report,
         &["one change at 300 vs 30 Services", "cold sync at 300"],
