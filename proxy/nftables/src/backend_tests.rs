@@ -602,3 +602,54 @@ fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
     );
     assert!(record(&b).claims_match_pieces());
 }
+
+/// A read-back that starts over (the ruleset changed while it was read) leaves the diff's
+/// "before" side with the last picture only: what the first one had and the second lacks is
+/// not kept, so it is not taken as programmed.
+#[test]
+fn a_read_back_that_starts_over_keeps_only_the_last_picture() {
+    use sluice_nft::{ChainDef, Element, KeyValue, Rule, SetDef, Stmt, TableSink};
+    let mut fake = FakeNft::new();
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::AddTable { comment: None });
+    for name in ["a", "b"] {
+        tx.push(Op::AddChain(ChainDef {
+            name: name.into(),
+            base: None,
+        }));
+    }
+    tx.push(Op::AddRule {
+        chain: "a".into(),
+        rule: Rule::new(vec![Stmt::Counter]),
+    });
+    tx.push(Op::AddSet(SetDef::set(
+        "s",
+        vec![sluice_nft::KeyType::Port],
+    )));
+    let port = |p| Element::key(vec![KeyValue::Port(p)]);
+    tx.push(Op::AddElements {
+        set: "s".into(),
+        elements: vec![port(1), port(2)],
+    });
+    fake.apply(&tx).unwrap();
+    let first = fake.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::FlushChain("a".into()));
+    tx.push(Op::DeleteChain("b".into()));
+    tx.push(Op::DeleteElements {
+        set: "s".into(),
+        elements: vec![port(1)],
+    });
+    fake.apply(&tx).unwrap();
+    let mut old = crate::print::Old::default();
+    first.feed(&mut old);
+    assert!(old.chains.contains_key("b"));
+    // The second attempt: the kernel's picture after the change.
+    assert!(fake.read_table_into(Family::Ip, TABLE, &mut old).unwrap());
+    let chains: Vec<&str> = old.chains.keys().map(|c| &**c).collect();
+    assert_eq!(chains, ["a"]);
+    assert_eq!(old.chains["a"].len, 0);
+    assert_eq!(old.elements["s"].len(), 1);
+    old.start();
+    assert!(old.chains.is_empty() && old.elements.is_empty() && old.keys.is_empty());
+}
