@@ -150,7 +150,7 @@ impl Phases {
             let (mut dels, mut adds) = (Vec::new(), Vec::new());
             for (k, e) in elems {
                 let v = verdict_hash(e.verdict.as_ref());
-                match before.as_mut().and_then(|b| b.get_mut(&key_hash(k))) {
+                match before.as_mut().and_then(|b| b.get_mut(key_hash(k))) {
                     Some(o) if o.verdict == v => o.seen = true,
                     Some(o) => {
                         if !o.seen {
