@@ -126,14 +126,19 @@ impl Writer {
 
     /// An attribute with raw payload.
     pub fn bytes(&mut self, ty: u16, data: &[u8]) {
-        let len = 4 + data.len();
+        self.header(ty, data.len());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    /// An attribute's header for a payload of `len` bytes (flagged when it cannot fit).
+    fn header(&mut self, ty: u16, len: usize) {
+        let len = 4 + len;
         if len > usize::from(u16::MAX) {
             self.overflow = true;
         }
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
     }
 
     /// A big-endian u32 attribute (`NLA_U32` in nf_tables is network order).
@@ -155,12 +160,7 @@ impl Writer {
     pub fn str(&mut self, ty: u16, s: &str) {
         // Written in place: a copy per string was an allocation for every expression name
         // of a large batch (~190,000 in a cold sync of 10,000 Services, issue 14).
-        let len = 4 + s.len() + 1;
-        if len > usize::from(u16::MAX) {
-            self.overflow = true;
-        }
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.header(ty, s.len() + 1);
         self.buf.extend_from_slice(s.as_bytes());
         self.buf.push(0);
         self.pad();
