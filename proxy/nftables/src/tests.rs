@@ -491,7 +491,10 @@ fn a_full_sync_removes_what_only_the_record_still_has() {
     assert!(after.chains.iter().all(|c| !c.contains("ns/b/")));
     assert!(after.chains.iter().any(|c| c.contains("ns/c/")));
     assert!(nft.claims_match_pieces());
-    assert!(nft.plan_full(&snap, None).is_empty());
+    // Converged: nothing to send, and nothing to record (no second copy of the record).
+    let again = nft.plan_full(&snap, None);
+    assert!(again.is_empty());
+    assert_eq!(again.to_record_len(), 0);
 }
 
 /// Writes the unsorted script of the world for a manual `nft -f` check (debug aid).
