@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use sluice_conntrack::{Cleaner as ConntrackCleaner, Conntrack, NoConntrack};
 use sluice_model::service::IpFamily;
-use sluice_nft::{Family, NftKernel, Op, Transaction};
+use sluice_nft::{Family, NftKernel, Op, TableSink, Transaction};
 use sluice_proxy_core::backend::BackendOptions;
 use sluice_proxy_core::conntrack::reconcile_flows;
 
@@ -142,13 +142,9 @@ impl<K: NftKernel + Send, C: ConntrackCleaner> NftablesBackend<K, C> {
         let read_back = full && !trusted;
         let kernel_view = if read_back {
             // Streamed into the diff's "before" side, never held whole (issue 14: it was
-            // the peak of a full resync that reads back); empty when there is no table.
-            let mut old = Old::default();
-            (self.kernel)
-                .read_table_into(family, TABLE, &mut old)
-                .map_err(apply_err)?;
-            old.keys.shrink_to_fit();
-            Some(old)
+            // the peak of a full resync that reads back).
+            let read = |sink: &mut dyn TableSink| self.kernel.read_table_into(family, TABLE, sink);
+            Some(Old::read_back(read).map_err(apply_err)?)
         } else {
             None
         };

@@ -292,11 +292,24 @@ impl Old {
         Self::of_prints([&Footprint::of(family, d, |_, _| None)])
     }
 
-    /// What the kernel reports (tests; a sync streams the table in, [`TableSink`]).
-    pub(crate) fn of_kernel(table: TableState) -> Self {
+    /// What the kernel reports, streamed in by `read` (a [`TableSink`] reader: the table is
+    /// never held whole); empty when there is no table.
+    pub(crate) fn read_back<E>(
+        read: impl FnOnce(&mut dyn TableSink) -> Result<bool, E>,
+    ) -> Result<Self, E> {
         let mut old = Self::default();
-        table.feed(&mut old);
+        read(&mut old)?;
         old.keys.shrink_to_fit();
+        Ok(old)
+    }
+
+    /// What the kernel reported as a whole table.
+    pub(crate) fn of_kernel(table: TableState) -> Self {
+        let read = |sink: &mut dyn TableSink| {
+            table.feed(sink);
+            Ok::<_, std::convert::Infallible>(true)
+        };
+        let Ok(old) = Self::read_back(read);
         old
     }
 }
