@@ -359,15 +359,6 @@ impl NftKernel for Recording {
     ) -> Result<Option<sluice_nft::TableState>, sluice_nft::NftError> {
         self.fake.read_table(family, name)
     }
-
-    fn read_table_into(
-        &mut self,
-        family: Family,
-        name: &str,
-        sink: &mut dyn sluice_nft::TableSink,
-    ) -> Result<bool, sluice_nft::NftError> {
-        self.fake.read_table_into(family, name, sink)
-    }
 }
 
 /// The table with its chains and every set's elements sorted and its rule handles left
