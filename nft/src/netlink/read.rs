@@ -14,7 +14,7 @@ use super::set::{self, RawElement};
 use super::udata;
 use crate::error::{NftError, errno};
 use crate::ir::{BaseChain, ChainDef, ChainType, Element, Family, Hook, SetDef};
-use crate::state::{ChainState, RuleState, SetState, TableSink, TableState};
+use crate::state::{ChainState, Collect, RuleState, SetState, TableSink, TableState};
 use sluice_netlink::{Attrs, Msg, Socket as NfSocket, be_u64};
 
 const ATTEMPTS: usize = 5;
@@ -218,21 +218,22 @@ pub fn decode_dump(family: Family, name: &str, datagram: &[u8]) -> Option<TableS
             _ => {}
         }
     }
-    let comment = table?;
+    // Assembled as a read from the socket is: the same sink, in the same order.
+    let mut out = Collect::new(family, name);
+    out.start();
+    out.table(table?);
     rules.hand_out(&mut chains);
-    for set in &mut sets {
+    for chain in chains {
+        out.chain(chain);
+    }
+    for set in &sets {
+        out.set(set);
         let raw = elements.remove(&set.def.name).unwrap_or_default();
         if !set.unrecognised {
-            set.elements = decode_elements(family, &set.def, raw);
+            out.elements(&set.def.name, decode_elements(family, &set.def, raw));
         }
     }
-    Some(TableState {
-        family,
-        name: name.to_owned(),
-        comment,
-        chains,
-        sets,
-    })
+    out.finish()
 }
 
 /// A rule dump's rules, grouped by chain as they come: the kernel sends a chain's rules
@@ -380,7 +381,7 @@ fn read_elements(
         },
     )?;
     if def.interval {
-        sink.elements(&def.name, set::pair_intervals(intervals));
+        sink.elements(&def.name, decode_elements(family, def, intervals));
     }
     Ok(complete)
 }
@@ -403,13 +404,10 @@ fn decode_keys(
         .collect()
 }
 
-/// A set's elements from their raw attributes: intervals paired, keys decoded, sorted.
+/// A set's elements from their raw attributes: intervals paired, keys decoded.
 fn decode_elements(family: Family, def: &SetDef, raw: Vec<RawElement>) -> Vec<Element> {
-    if def.interval {
-        return set::pair_intervals(raw);
+    match def.interval {
+        true => set::pair_intervals(raw),
+        false => decode_keys(family, def, raw),
     }
-    let mut out = decode_keys(family, def, raw);
-    // Keys are unique in a set: an unstable sort orders them the same, faster.
-    out.sort_unstable();
-    out
 }
