@@ -407,9 +407,7 @@ fn services_in(tx: &Transaction) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn a_large_full_sync_goes_in_parts_of_whole_services() {
-    let mut st = state("node-a", None);
-    apply_many(&mut st, 40);
-    let (snap, changes) = st.sync();
+    let (_, snap, changes) = forty_services();
     let mut whole = NftablesBackend::new(FakeNft::new(), NoConntrack, [NftConfig::new(Family::Ip)])
         .with_part_ops(usize::MAX);
     whole.apply(&snap, &changes).unwrap();
@@ -454,9 +452,7 @@ fn a_large_full_sync_goes_in_parts_of_whole_services() {
 
 #[test]
 fn a_full_sync_refused_half_way_records_the_parts_applied() {
-    let mut st = state("node-a", None);
-    apply_many(&mut st, 40);
-    let (snap, changes) = st.sync();
+    let (mut st, snap, changes) = forty_services();
     let mut b = in_parts_of(20);
     b.kernel().fake.fail_after(2, 16);
     assert!(b.apply(&snap, &changes).is_err());
@@ -507,6 +503,18 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
     );
 }
 
+/// The state of 40 Services, synced once: the snapshot and its changes.
+fn forty_services() -> (
+    sluice_proxy_core::ProxyState,
+    sluice_proxy_core::Snapshot,
+    Changes,
+) {
+    let mut st = state("node-a", None);
+    apply_many(&mut st, 40);
+    let (snap, changes) = st.sync();
+    (st, snap, changes)
+}
+
 /// A backend over a recording fake kernel, sending full syncs in parts of ~`ops` operations.
 fn in_parts_of(ops: usize) -> NftablesBackend<Recording> {
     NftablesBackend::new(
@@ -519,9 +527,7 @@ fn in_parts_of(ops: usize) -> NftablesBackend<Recording> {
 
 #[test]
 fn the_first_part_is_small_so_the_kernel_starts_early() {
-    let mut st = state("node-a", None);
-    apply_many(&mut st, 40);
-    let (snap, changes) = st.sync();
+    let (_, snap, changes) = forty_services();
     let mut b = in_parts_of(160);
     b.apply(&snap, &changes).unwrap();
     let sent = &b.kernel().sent;
@@ -542,9 +548,7 @@ fn record(b: &NftablesBackend<Recording>) -> &NftState {
 
 #[test]
 fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
-    let mut st = state("node-a", None);
-    apply_many(&mut st, 40);
-    let (snap, changes) = st.sync();
+    let (mut st, snap, changes) = forty_services();
     let mut b = in_parts_of(20);
     b.apply(&snap, &changes).unwrap();
     assert!(record(&b).claims_match_pieces());
