@@ -186,18 +186,6 @@ impl NftState {
         }
     }
 
-    /// The fingerprints of `owner`'s chain `name` whose rules hash to `h` (taken from its
-    /// footprint when unchanged, else formatted).
-    fn prints(&self, owner: &Owner, name: &str, h: u64, body: &ChainBody) -> Box<[u64]> {
-        self.known_prints(owner, name, h)
-            .unwrap_or_else(|| prints_of(self.cfg.family, &body.rules))
-    }
-
-    fn known_prints(&self, owner: &Owner, name: &str, h: u64) -> Option<Box<[u64]>> {
-        let chain = self.pieces.get(owner)?.chain(name)?;
-        (chain.rules == h).then(|| chain.prints.clone())
-    }
-
     /// `owner`'s new footprint (`None`: it is gone) as a piece to record, unless it is the
     /// one recorded: most owners of a full resync, whose single part held a second copy of
     /// every footprint until it was recorded (~6 MiB of its peak at 10,000 Services), and
@@ -223,11 +211,19 @@ impl NftState {
         old: &mut Old,
     ) -> Option<Footprint> {
         let empty = Desired::default();
+        // A chain's fingerprints are known when its rules hash as recorded.
+        let recorded = self.pieces.get(owner);
+        let known = |name: &str, h: u64| {
+            let chain = recorded?.chain(name)?;
+            (chain.rules == h).then(|| chain.prints.clone())
+        };
         let mut formatted: Vec<(String, u64, Box<[u64]>)> = Vec::new();
         let mut prints = |name: &str, body: &ChainBody, h: u64| {
-            let p = self.prints(owner, name, h, body);
-            formatted.push((name.to_owned(), h, p.clone()));
-            p
+            known(name, h).unwrap_or_else(|| {
+                let p = prints_of(self.cfg.family, &body.rules);
+                formatted.push((name.to_owned(), h, p.clone()));
+                p
+            })
         };
         phases.add_against(old, new.unwrap_or(&empty), &mut prints);
         let again = |name: &str, h: u64| {
@@ -237,7 +233,7 @@ impl NftState {
         };
         new.map(|piece| {
             Footprint::of(self.cfg.family, piece, |name, h| {
-                self.known_prints(owner, name, h).or_else(|| again(name, h))
+                known(name, h).or_else(|| again(name, h))
             })
         })
     }
