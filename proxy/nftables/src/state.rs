@@ -53,7 +53,7 @@ type ClaimMap = ByHash<Vec<Owner>>;
 /// What a full sync is planned against.
 #[derive(Debug)]
 pub(crate) enum Against {
-    /// What the kernel reported ([`Old::of_kernel`]): drift is repaired.
+    /// What the kernel reported ([`Old::read_back`]): drift is repaired.
     Kernel(Box<Old>),
     /// The backend's own record (the generation vouches that nobody else committed).
     Record,
