@@ -10,6 +10,7 @@ mod nftables;
 mod nodeport;
 mod overlay;
 mod scale;
+mod sketch;
 mod sync;
 
 use std::process::ExitCode;
