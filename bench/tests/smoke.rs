@@ -49,6 +49,47 @@ fn the_nftables_benchmark_runs_to_its_report() {
     );
 }
 
+/// `bench/layouts/commit-cost.sh` at small sizes: nft accepts every table and change it
+/// describes (it stops at the first refusal), and every layout gets a measured time.
+#[test]
+fn the_layout_commit_costs_run_to_their_table() {
+    sluice_testbed::require_root();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/layouts/commit-cost.sh");
+    let out = Command::new("bash")
+        .args([script, "10", "20"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layouts = [
+        "rules",
+        "element",
+        "chains-only",
+        "flat",
+        "interval",
+        "ctmark-each",
+        "ctmark-one",
+        "data",
+    ];
+    for layout in layouts {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(layout))
+            .unwrap_or_else(|| panic!("no row for {layout} in:\n{stdout}"));
+        let times: Vec<u64> = row
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert!(times.iter().all(|&t| t > 0), "{row}");
+    }
+}
+
 #[test]
 fn the_iptables_benchmark_runs_to_its_report() {
     let report = run(
