@@ -5,7 +5,8 @@
 # the number of Services. This script measures, for layouts that could carry that change,
 # the kernel's share alone: the time of the batch's `sendmsg` (validation and commit run
 # inside it), taken with `strace -T` around `nft -f`, median of 7 changes to different
-# Services. nft's own parsing and cache reads are outside that call. See bench/README.md,
+# Services; and the same for loading the whole table at the largest size (a cold sync's
+# kernel share). nft's own parsing and cache reads are outside those calls. See bench/README.md,
 # "The stretch layout, measured", for the results and what they mean.
 #
 # Everything runs in a fresh network namespace that is removed on exit; nothing touches the
@@ -260,13 +261,15 @@ batch_us() {
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-# measure <build> <change> <size>: the median over 7 Services spread over the table, into
-# $MEDIAN. A table or a change nft refuses stops the script.
+# measure <build> <change> <size>: the kernel's time loading the table into an empty
+# namespace, into $COLD, and the median over 7 changes to Services spread over the table,
+# into $MEDIAN. A table or a change nft refuses stops the script.
 measure() {
     local build=$1 change=$2 n=$3 r i times=()
     nft_ns flush ruleset
     $build "$n" >"$dir/table.nft"
-    nft_ns -f "$dir/table.nft"
+    nft_ns -c -f "$dir/table.nft"
+    COLD=$(batch_us "$dir/table.nft")
     for r in 1 2 3 4 5 6 7; do
         i=$(((r * 1373) % n))
         $change "$i" >"$dir/change.nft"
@@ -291,7 +294,7 @@ build_ctmark_one() { build_ctmark "$1" one; }
 
 printf '%-12s' layout
 for n in "${sizes[@]}"; do printf ' %12s' "µs at $n"; done
-printf ' %7s  %s\n' ratio what
+printf ' %7s %14s  %s\n' ratio "cold ms at ${sizes[-1]}" what
 for entry in "${layouts[@]}"; do
     IFS='|' read -r name build change what <<<"$entry"
     printf '%-12s' "$name"
@@ -301,6 +304,7 @@ for entry in "${layouts[@]}"; do
         results+=("$MEDIAN")
         printf ' %12s' "${results[-1]}"
     done
-    awk -v a="${results[0]}" -v b="${results[-1]}" 'BEGIN { printf " %7.1f", (a > 0 ? b / a : 0) }'
+    awk -v a="${results[0]}" -v b="${results[-1]}" -v c="$COLD" \
+        'BEGIN { printf " %7.1f %14.1f", (a > 0 ? b / a : 0), c / 1000 }'
     printf '  %s\n' "$what"
 done
