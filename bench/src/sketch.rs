@@ -25,8 +25,8 @@ use sluice_testbed::NetNs;
 const MAX_PICK: u32 = 8;
 
 /// The layout as an `nft -f` script: `services` ClusterIP Services on TCP port 80 at
-/// `10.96.0.0 + i`, each with `endpoints` endpoints, except Service `traffic`, whose one
-/// endpoint is `target`.
+/// `10.96.0.0 + i`, each with `endpoints` endpoints (at most [`MAX_PICK`]), except Service
+/// `traffic`, whose one endpoint is `target`.
 pub(crate) fn data_layout(
     services: u32,
     endpoints: u32,
