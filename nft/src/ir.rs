@@ -72,6 +72,12 @@ pub enum Field {
     L4Proto,
     /// `th dport` (transport header destination port, any of TCP/UDP/SCTP).
     Dport,
+    /// `ct original ip daddr` / `ct original ip6 daddr`: the destination the connection was
+    /// opened to, whatever the packet's header says now.
+    CtOriginalDaddr,
+    /// `numgen random mod <modulus>`: a random bucket in `0..modulus` (in a map key: which
+    /// of a Service's endpoints).
+    Numgen(u32),
 }
 
 /// The type of one component of a set key.
@@ -83,6 +89,8 @@ pub enum KeyType {
     Proto,
     /// `inet_service`.
     Port,
+    /// A bucket drawn by `numgen` (a 4-byte integer: nft declares such keys with `typeof`).
+    Bucket,
 }
 
 /// One component of an element's key.
@@ -94,6 +102,26 @@ pub enum KeyValue {
     Proto(Proto),
     /// A port.
     Port(u16),
+    /// A bucket.
+    Bucket(u32),
+}
+
+/// What a data map (not a verdict map) maps its keys to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapData {
+    /// An address of the table's family (`: ipv4_addr`).
+    Addr,
+    /// An address and a port (`: ipv4_addr . inet_service`): a `dnat` target.
+    AddrPort,
+}
+
+/// The value of a data map's element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ElementData {
+    /// An address.
+    Addr(IpAddr),
+    /// An address and a port.
+    AddrPort(IpAddr, u16),
 }
 
 /// Where a rule or a map element sends the packet.
@@ -120,6 +148,8 @@ pub struct SetDef {
     pub key: Vec<KeyType>,
     /// A verdict map (`: verdict`) rather than a plain set.
     pub verdict_map: bool,
+    /// A data map's value (never with `verdict_map`).
+    pub data: Option<MapData>,
     /// Elements are prefixes (`flags interval`).
     pub interval: bool,
     /// Elements expire after this long and the packet path may add them
@@ -136,6 +166,7 @@ impl SetDef {
             name: name.into(),
             key,
             verdict_map: false,
+            data: None,
             interval: false,
             timeout: None,
             comment: None,
@@ -146,6 +177,14 @@ impl SetDef {
     pub fn verdict_map(name: impl Into<String>, key: Vec<KeyType>) -> Self {
         Self {
             verdict_map: true,
+            ..Self::set(name, key)
+        }
+    }
+
+    /// A data map from `key` to `data`.
+    pub fn data_map(name: impl Into<String>, key: Vec<KeyType>, data: MapData) -> Self {
+        Self {
+            data: Some(data),
             ..Self::set(name, key)
         }
     }
@@ -242,6 +281,23 @@ pub enum Stmt {
     },
     /// `mark and <mask> == 0`.
     MarkClear(u32),
+    /// `ip daddr set <fields concatenated> map @map` (`ip6` in an ip6 table): the packet's
+    /// destination becomes the map's value, an address. A scratch value the next rules read,
+    /// in a field the `dnat` that follows rewrites anyway.
+    DaddrFromMap {
+        /// The key, in order.
+        key: Vec<Field>,
+        /// The map (`MapData::Addr`).
+        map: String,
+    },
+    /// `dnat ip to <fields concatenated> map @map` (after an `L4Proto` match): the
+    /// destination is the map's value, an address and a port.
+    DnatFromMap {
+        /// The key, in order.
+        key: Vec<Field>,
+        /// The map (`MapData::AddrPort`).
+        map: String,
+    },
     /// `<fields concatenated> vmap @map`.
     Vmap {
         /// The key, in order.
@@ -319,6 +375,8 @@ pub struct Element {
     pub prefix: Option<u8>,
     /// The verdict of a map element.
     pub verdict: Option<Verdict>,
+    /// The value of a data map's element.
+    pub data: Option<ElementData>,
     /// Comment.
     pub comment: Option<String>,
 }
@@ -330,6 +388,7 @@ impl Element {
             key,
             prefix: None,
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -338,6 +397,14 @@ impl Element {
     pub fn map(key: Vec<KeyValue>, verdict: Verdict) -> Self {
         Self {
             verdict: Some(verdict),
+            ..Self::key(key)
+        }
+    }
+
+    /// A data map's element.
+    pub fn data(key: Vec<KeyValue>, data: ElementData) -> Self {
+        Self {
+            data: Some(data),
             ..Self::key(key)
         }
     }

@@ -50,7 +50,11 @@ fn command(t: &str, family: Family, op: &Op) -> String {
         Op::DeleteRule { chain, handle } => format!("delete rule {t} {chain} handle {handle}"),
         Op::AddSet(s) => format!(
             "add {} {t} {} {{ {} }}",
-            if s.verdict_map { "map" } else { "set" },
+            if s.verdict_map || s.data.is_some() {
+                "map"
+            } else {
+                "set"
+            },
             s.name,
             set_body(family, s)
         ),
@@ -64,6 +68,7 @@ fn command(t: &str, family: Family, op: &Op) -> String {
                 .iter()
                 .map(|e| Element {
                     verdict: None,
+                    data: None,
                     comment: None,
                     ..e.clone()
                 })
@@ -74,8 +79,23 @@ fn command(t: &str, family: Family, op: &Op) -> String {
 }
 
 fn set_body(family: Family, s: &SetDef) -> String {
-    let key: Vec<&str> = s.key.iter().map(|k| key_type(family, *k)).collect();
-    let mut body = format!("type {}", key.join(" . "));
+    let mut body = if s.key.contains(&KeyType::Bucket) {
+        typeof_decl(family, s)
+    } else {
+        let key: Vec<&str> = s.key.iter().map(|k| key_type(family, *k)).collect();
+        let mut body = format!("type {}", key.join(" . "));
+        match s.data {
+            Some(MapData::Addr) => {
+                body.push_str(&format!(" : {}", key_type(family, KeyType::Addr)))
+            }
+            Some(MapData::AddrPort) => body.push_str(&format!(
+                " : {} . inet_service",
+                key_type(family, KeyType::Addr)
+            )),
+            None => {}
+        }
+        body
+    };
     if s.verdict_map {
         body.push_str(" : verdict");
     }
@@ -100,6 +120,30 @@ fn set_body(family: Family, s: &SetDef) -> String {
     body
 }
 
+/// `typeof …`: how nft declares a key with a `numgen` bucket, which has no named type. Each
+/// component is the expression that fills it: the destination address, the protocol, the
+/// destination port, a bucket.
+fn typeof_decl(family: Family, s: &SetDef) -> String {
+    let f = family.keyword();
+    let key: Vec<String> = s
+        .key
+        .iter()
+        .map(|k| match k {
+            KeyType::Addr => format!("{f} daddr"),
+            KeyType::Proto => "meta l4proto".into(),
+            KeyType::Port => "th dport".into(),
+            KeyType::Bucket => "numgen random mod 2".into(),
+        })
+        .collect();
+    let mut out = format!("typeof {}", key.join(" . "));
+    match s.data {
+        Some(MapData::Addr) => out.push_str(&format!(" : {f} daddr")),
+        Some(MapData::AddrPort) => out.push_str(&format!(" : {f} daddr . th dport")),
+        None => {}
+    }
+    out
+}
+
 /// A rule's statements (and comment) in nft syntax.
 pub fn rule_text(family: Family, rule: &Rule) -> String {
     let mut parts: Vec<String> = rule.stmts.iter().map(|s| stmt(family, s)).collect();
@@ -116,10 +160,7 @@ fn stmt(family: Family, s: &Stmt) -> String {
         Stmt::InSet { field, set, negate } => {
             format!("{} {}@{set}", field_text(family, *field), neg(*negate))
         }
-        Stmt::InConcat { key, set } => {
-            let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();
-            format!("{} @{set}", k.join(" . "))
-        }
+        Stmt::InConcat { key, set } => format!("{} @{set}", concat_text(family, key)),
         Stmt::Prefix { field, net, negate } => {
             format!(
                 "{} {}{}",
@@ -141,9 +182,12 @@ fn stmt(family: Family, s: &Stmt) -> String {
             if *prefix { "*" } else { "" }
         ),
         Stmt::MarkClear(mask) => format!("mark and {mask:#x} == 0x0"),
-        Stmt::Vmap { key, map } => {
-            let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();
-            format!("{} vmap @{map}", k.join(" . "))
+        Stmt::Vmap { key, map } => format!("{} vmap @{map}", concat_text(family, key)),
+        Stmt::DaddrFromMap { key, map } => {
+            format!("{f} daddr set {} map @{map}", concat_text(family, key))
+        }
+        Stmt::DnatFromMap { key, map } => {
+            format!("dnat {f} to {} map @{map}", concat_text(family, key))
         }
         Stmt::Numgen { modulus } => format!("numgen random mod {modulus} == 0"),
         Stmt::MarkOr(bits) => format!("mark set mark or {bits:#x}"),
@@ -167,6 +211,11 @@ fn stmt(family: Family, s: &Stmt) -> String {
         Stmt::Counter => "counter".into(),
         Stmt::Verdict(v) => verdict(v),
     }
+}
+
+fn concat_text(family: Family, key: &[Field]) -> String {
+    let k: Vec<String> = key.iter().map(|k| field_text(family, *k)).collect();
+    k.join(" . ")
 }
 
 /// A verdict in nft syntax.
@@ -200,6 +249,15 @@ fn element_text(e: &Element) -> String {
     if let Some(v) = &e.verdict {
         let _ = write!(out, " : {}", verdict(v));
     }
+    match e.data {
+        Some(ElementData::Addr(a)) => {
+            let _ = write!(out, " : {a}");
+        }
+        Some(ElementData::AddrPort(a, p)) => {
+            let _ = write!(out, " : {a} . {p}");
+        }
+        None => {}
+    }
     out
 }
 
@@ -208,6 +266,7 @@ fn key_value(k: &KeyValue) -> String {
         KeyValue::Addr(a) => a.to_string(),
         KeyValue::Proto(p) => p.keyword().into(),
         KeyValue::Port(p) => p.to_string(),
+        KeyValue::Bucket(b) => b.to_string(),
     }
 }
 
@@ -217,6 +276,8 @@ fn field_text(family: Family, f: Field) -> String {
         Field::Daddr => format!("{} daddr", family.keyword()),
         Field::L4Proto => "meta l4proto".into(),
         Field::Dport => "th dport".into(),
+        Field::CtOriginalDaddr => format!("ct original {} daddr", family.keyword()),
+        Field::Numgen(m) => format!("numgen random mod {m}"),
     }
 }
 
@@ -226,6 +287,8 @@ fn key_type(family: Family, k: KeyType) -> &'static str {
         (KeyType::Addr, Family::Ip6) => "ipv6_addr",
         (KeyType::Proto, _) => "inet_proto",
         (KeyType::Port, _) => "inet_service",
+        // Only in `typeof` declarations (`typeof_decl`).
+        (KeyType::Bucket, _) => "integer",
     }
 }
 

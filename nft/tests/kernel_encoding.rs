@@ -31,6 +31,44 @@ fn netlink_programs_what_nft_programs_from_the_same_text_ipv6() {
 }
 
 #[test]
+fn the_data_layout_is_programmed_as_nft_programs_it_and_reads_back() {
+    require_root();
+    let cases = [
+        (
+            Family::Ip,
+            data_layout(
+                Family::Ip,
+                ["10.96.0.1", "10.96.0.2"],
+                ["10.1.0.1", "10.1.0.2", "10.1.0.3"],
+            ),
+        ),
+        (
+            Family::Ip6,
+            data_layout(
+                Family::Ip6,
+                ["fd00::1", "fd00::2"],
+                ["fd01::1", "fd01::2", "fd01::3"],
+            ),
+        ),
+    ];
+    for (family, tx) in cases {
+        compare(&tx);
+        // The read-back decodes the data maps and their elements, as the fake holds them.
+        let ns = NetNs::new("nft-data").unwrap();
+        apply(&ns, &tx).unwrap();
+        let got = read(&ns, family, TABLE).unwrap();
+        let mut fake = FakeNft::new();
+        fake.apply(&tx).unwrap();
+        let want = fake.read_table(family, TABLE).unwrap().unwrap();
+        assert_eq!(without_handles(got.clone()), without_handles(want));
+        assert!(got.sets.iter().all(|s| !s.unrecognised), "{got:?}");
+        let endpoints = got.set("endpoints").unwrap();
+        assert_eq!(endpoints.elements.len(), 4);
+        assert!(endpoints.elements.iter().all(|e| e.data.is_some()));
+    }
+}
+
+#[test]
 fn a_refused_op_leaves_the_table_as_it_was_and_is_named() {
     require_root();
     let ns = NetNs::new("nft-atomic").unwrap();

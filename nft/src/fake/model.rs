@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::error::errno::{EBUSY, EEXIST, EINVAL, ENOENT, EOPNOTSUPP};
-use crate::ir::{ChainDef, Element, Family, KeyType, KeyValue, Op, Rule, SetDef, Stmt, Verdict};
+use crate::ir::{
+    ChainDef, Element, ElementData, Family, KeyType, KeyValue, MapData, Op, Rule, SetDef, Stmt,
+    Verdict,
+};
 use crate::state::{ChainState, RuleState, SetState, TableState, fingerprint};
 
 /// Longest object name the kernel takes (`NFT_NAME_MAXLEN` - 1).
@@ -151,6 +154,12 @@ impl Table {
         match s {
             Stmt::Verdict(v) => self.check_target(v),
             Stmt::Vmap { map, .. } => require(self.set(map)?.def.verdict_map, EINVAL),
+            Stmt::DaddrFromMap { map, .. } => {
+                require(self.set(map)?.def.data == Some(MapData::Addr), EINVAL)
+            }
+            Stmt::DnatFromMap { map, .. } => {
+                require(self.set(map)?.def.data == Some(MapData::AddrPort), EINVAL)
+            }
             // The kernel lets any set be updated from the packet path.
             Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => {
                 self.set(set).map(|_| ())
@@ -189,6 +198,7 @@ impl Table {
                 let old = &s.def;
                 let same = old.key == def.key
                     && old.verdict_map == def.verdict_map
+                    && old.data == def.data
                     && old.interval == def.interval
                     && old.timeout.is_some() == def.timeout.is_some();
                 if same { Ok(()) } else { Err(EEXIST) }
@@ -221,7 +231,18 @@ impl Table {
     fn add_elements(&mut self, family: Family, set: &str, elements: &[Element]) -> R {
         let def = self.set(set)?.def.clone();
         for e in elements {
-            if !key_fits(family, &def.key, &e.key) || def.verdict_map != e.verdict.is_some() {
+            let data_fits = match (def.data, e.data) {
+                (None, None) => true,
+                (Some(MapData::Addr), Some(ElementData::Addr(a))) => Family::of(a) == family,
+                (Some(MapData::AddrPort), Some(ElementData::AddrPort(a, _))) => {
+                    Family::of(a) == family
+                }
+                _ => false,
+            };
+            if !key_fits(family, &def.key, &e.key)
+                || def.verdict_map != e.verdict.is_some()
+                || !data_fits
+            {
                 return Err(EINVAL);
             }
             if let Some(v) = &e.verdict {
@@ -230,7 +251,7 @@ impl Table {
             let key = elem_key(&def, e);
             let s = self.set_mut(set)?;
             match s.elements.get(&key) {
-                Some(old) if old.verdict != e.verdict => return Err(EEXIST),
+                Some(old) if old.verdict != e.verdict || old.data != e.data => return Err(EEXIST),
                 Some(_) => {}
                 None => {
                     let stored = Element {
@@ -296,7 +317,9 @@ fn target(v: &Verdict) -> Option<&str> {
 fn set_ref(s: &Stmt) -> Option<&str> {
     match s {
         Stmt::InSet { set, .. } | Stmt::InConcat { set, .. } | Stmt::UpdateSaddr(set) => Some(set),
-        Stmt::Vmap { map, .. } => Some(map),
+        Stmt::Vmap { map, .. } | Stmt::DaddrFromMap { map, .. } | Stmt::DnatFromMap { map, .. } => {
+            Some(map)
+        }
         _ => None,
     }
 }
@@ -306,7 +329,9 @@ fn key_fits(family: Family, types: &[KeyType], key: &[KeyValue]) -> bool {
     types.len() == key.len()
         && types.iter().zip(key).all(|(t, k)| match (t, k) {
             (KeyType::Addr, KeyValue::Addr(a)) => Family::of(*a) == family,
-            (KeyType::Proto, KeyValue::Proto(_)) | (KeyType::Port, KeyValue::Port(_)) => true,
+            (KeyType::Proto, KeyValue::Proto(_))
+            | (KeyType::Port, KeyValue::Port(_))
+            | (KeyType::Bucket, KeyValue::Bucket(_)) => true,
             _ => false,
         })
 }

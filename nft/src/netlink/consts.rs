@@ -192,8 +192,26 @@ pub(crate) const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
 // nft's datatype numbers (nftables `include/datatype.h`), combined for concatenations as
 // `(t1 << 6) | t2 …` (`TYPE_BITS`).
+pub(crate) const TYPE_INTEGER: u32 = 4;
 pub(crate) const TYPE_IPADDR: u32 = 7;
 pub(crate) const TYPE_IP6ADDR: u32 = 8;
 pub(crate) const TYPE_INETPROTO: u32 = 12;
 pub(crate) const TYPE_INETSERVICE: u32 = 13;
 pub(crate) const TYPE_BITS: u32 = 6;
+
+// Payload writes (`ip daddr set …`).
+pub(crate) const NFTA_PAYLOAD_SREG: u16 = 5;
+pub(crate) const NFTA_PAYLOAD_CSUM_TYPE: u16 = 6;
+pub(crate) const NFTA_PAYLOAD_CSUM_OFFSET: u16 = 7;
+pub(crate) const NFTA_PAYLOAD_CSUM_FLAGS: u16 = 8;
+pub(crate) const NFT_PAYLOAD_CSUM_NONE: u32 = 0;
+pub(crate) const NFT_PAYLOAD_CSUM_INET: u32 = 1;
+pub(crate) const NFT_PAYLOAD_L4CSUM_PSEUDOHDR: u32 = 1;
+/// The IPv4 header checksum's offset.
+pub(crate) const IPV4_CSUM_OFFSET: u32 = 10;
+
+// `ct original ip daddr`.
+pub(crate) const NFTA_CT_DIRECTION: u16 = 3;
+pub(crate) const NFT_CT_DST_IP: u32 = 20;
+pub(crate) const NFT_CT_DST_IP6: u32 = 22;
+pub(crate) const IP_CT_DIR_ORIGINAL: u8 = 0;

@@ -46,8 +46,20 @@ fn stmt(w: &mut Writer, family: Family, s: &Stmt, before: &[Stmt]) -> Result<(),
             load_concat(w, family, key);
             lookup(w, map, Some(NFT_REG_VERDICT), false);
         }
+        Stmt::DaddrFromMap { key, map } => {
+            load_concat(w, family, key);
+            lookup(w, map, Some(NFT_REG_1), false);
+            daddr_write(w, family);
+        }
+        Stmt::DnatFromMap { key, map } => {
+            load_concat(w, family, key);
+            lookup(w, map, Some(NFT_REG_1), false);
+            // The value is an address, then a port in the next 32-bit register.
+            let port_reg = NFT_REG32_00 + (addr_len(family) / 4) as u32;
+            nat_dnat(w, family, port_reg, None);
+        }
         Stmt::Numgen { modulus } => {
-            numgen(w, *modulus, 0);
+            numgen(w, NFT_REG_1, *modulus, 0);
             cmp(w, NFT_CMP_EQ, &[0; 4]);
         }
         Stmt::MarkOr(bits) => mark_set(w, !bits, *bits),
@@ -113,6 +125,8 @@ pub(crate) fn field_len(family: Family, f: Field) -> usize {
         Field::Saddr | Field::Daddr => addr_len(family),
         Field::L4Proto => 1,
         Field::Dport => 2,
+        Field::CtOriginalDaddr => addr_len(family),
+        Field::Numgen(_) => 4,
     }
 }
 
@@ -139,6 +153,16 @@ fn load_bytes(w: &mut Writer, family: Family, f: Field, dreg: u32, len: usize) {
         Field::Daddr => payload(w, dreg, NFT_PAYLOAD_NETWORK_HEADER, daddr, len),
         Field::Dport => payload(w, dreg, NFT_PAYLOAD_TRANSPORT_HEADER, 2, len),
         Field::L4Proto => meta_load(w, NFT_META_L4PROTO, dreg),
+        Field::CtOriginalDaddr => expr(w, "ct", |w| {
+            w.u32(NFTA_CT_DREG, dreg);
+            let key = match family {
+                Family::Ip => NFT_CT_DST_IP,
+                Family::Ip6 => NFT_CT_DST_IP6,
+            };
+            w.u32(NFTA_CT_KEY, key);
+            w.u8(NFTA_CT_DIRECTION, IP_CT_DIR_ORIGINAL);
+        }),
+        Field::Numgen(modulus) => numgen(w, dreg, modulus, 0),
     }
 }
 
@@ -291,9 +315,9 @@ fn fib_local(w: &mut Writer, f: Field) -> Result<(), String> {
     Ok(())
 }
 
-fn numgen(w: &mut Writer, modulus: u32, offset: u32) {
+fn numgen(w: &mut Writer, dreg: u32, modulus: u32, offset: u32) {
     expr(w, "numgen", |w| {
-        w.u32(NFTA_NG_DREG, NFT_REG_1);
+        w.u32(NFTA_NG_DREG, dreg);
         w.u32(NFTA_NG_MODULUS, modulus);
         w.u32(NFTA_NG_TYPE, NFT_NG_RANDOM);
         w.u32(NFTA_NG_OFFSET, offset);
@@ -326,14 +350,39 @@ fn dnat(w: &mut Writer, family: Family, addr: IpAddr, port: u16) -> Result<(), S
     }
     immediate(w, NFT_REG_1, &ip_bytes(addr));
     immediate(w, NFT_REG_2, &port.to_be_bytes());
+    nat_dnat(w, family, NFT_REG_2, Some(NF_NAT_RANGE_PROTO_SPECIFIED));
+    Ok(())
+}
+
+/// `dnat` to the address in register 1 and the port in `port_reg`.
+fn nat_dnat(w: &mut Writer, family: Family, port_reg: u32, flags: Option<u32>) {
     expr(w, "nat", |w| {
         w.u32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
         w.u32(NFTA_NAT_FAMILY, u32::from(nfproto(family)));
         w.u32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1);
-        w.u32(NFTA_NAT_REG_PROTO_MIN, NFT_REG_2);
-        w.u32(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
+        w.u32(NFTA_NAT_REG_PROTO_MIN, port_reg);
+        if let Some(f) = flags {
+            w.u32(NFTA_NAT_FLAGS, f);
+        }
     });
-    Ok(())
+}
+
+/// `ip daddr set <register 1>`, keeping the IPv4 header checksum and the transport
+/// checksum's pseudo-header right, as nft writes it.
+fn daddr_write(w: &mut Writer, family: Family) {
+    let (offset, csum_type, csum_offset) = match family {
+        Family::Ip => (16, NFT_PAYLOAD_CSUM_INET, IPV4_CSUM_OFFSET),
+        Family::Ip6 => (24, NFT_PAYLOAD_CSUM_NONE, 0),
+    };
+    expr(w, "payload", |w| {
+        w.u32(NFTA_PAYLOAD_SREG, NFT_REG_1);
+        w.u32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
+        w.u32(NFTA_PAYLOAD_OFFSET, offset);
+        w.u32(NFTA_PAYLOAD_LEN, addr_len(family) as u32);
+        w.u32(NFTA_PAYLOAD_CSUM_TYPE, csum_type);
+        w.u32(NFTA_PAYLOAD_CSUM_OFFSET, csum_offset);
+        w.u32(NFTA_PAYLOAD_CSUM_FLAGS, NFT_PAYLOAD_L4CSUM_PSEUDOHDR);
+    });
 }
 
 fn immediate(w: &mut Writer, dreg: u32, value: &[u8]) {

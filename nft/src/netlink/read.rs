@@ -324,17 +324,24 @@ fn decode_set(family: Family, a: &Attrs<'_>) -> SetState {
         .filter(|k| Some(set::key_info(family, k).len) == a.u32(NFTA_SET_KEY_LEN));
     let is_map = flags & NFT_SET_MAP != 0;
     let verdict_map = is_map && a.u32(NFTA_SET_DATA_TYPE) == Some(NFT_DATA_VERDICT);
+    let data = (is_map && !verdict_map)
+        .then(|| {
+            let (ty, len) = (a.u32(NFTA_SET_DATA_TYPE)?, a.u32(NFTA_SET_DATA_LEN)?);
+            set::data_type(family, ty, len)
+        })
+        .flatten();
     let timeout = (flags & NFT_SET_TIMEOUT != 0)
         .then(|| Duration::from_millis(a.get(NFTA_SET_TIMEOUT).and_then(be_u64).unwrap_or(0)));
     let comment = a
         .get(NFTA_SET_USERDATA)
         .and_then(|u| udata::string(u, udata::SET_COMMENT));
     SetState {
-        unrecognised: key.is_none() || (is_map && !verdict_map),
+        unrecognised: key.is_none() || (is_map && !verdict_map && data.is_none()),
         def: SetDef {
             name: a.str(NFTA_SET_NAME).unwrap_or_default(),
             key: key.unwrap_or_default(),
             verdict_map,
+            data,
             interval: flags & NFT_SET_INTERVAL != 0,
             timeout,
             comment,
@@ -394,10 +401,15 @@ fn decode_keys(
 ) -> Vec<Element> {
     (raw.into_iter())
         .filter_map(|r| {
+            let data = match (def.data, &r.value) {
+                (Some(d), Some(v)) => Some(set::decode_data(family, d, v)?),
+                _ => None,
+            };
             Some(Element {
                 key: set::decode_key(family, &def.key, &r.key)?,
                 prefix: None,
                 verdict: r.verdict,
+                data,
                 comment: r.comment,
             })
         })

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::consts::*;
 use super::expr::{ip_bytes, verdict_data};
 use super::udata::{self, Udata};
-use crate::ir::{Element, Family, KeyType, KeyValue, Proto, SetDef, Verdict};
+use crate::ir::{Element, ElementData, Family, KeyType, KeyValue, MapData, Proto, SetDef, Verdict};
 use sluice_netlink::{Attrs, Writer, decode_addr};
 
 /// nft datatype and byte length of one key component.
@@ -20,7 +20,24 @@ fn component(family: Family, k: KeyType) -> (u32, u32) {
         },
         KeyType::Proto => (TYPE_INETPROTO, 1),
         KeyType::Port => (TYPE_INETSERVICE, 2),
+        KeyType::Bucket => (TYPE_INTEGER, 4),
     }
+}
+
+/// nft datatype and byte length of a data map's value.
+pub(crate) fn data_info(family: Family, data: MapData) -> KeyInfo {
+    match data {
+        MapData::Addr => key_info(family, &[KeyType::Addr]),
+        MapData::AddrPort => key_info(family, &[KeyType::Addr, KeyType::Port]),
+    }
+}
+
+/// The data map value behind a datatype and length (the inverse of [`data_info`]).
+pub(crate) fn data_type(family: Family, type_id: u32, len: u32) -> Option<MapData> {
+    [MapData::Addr, MapData::AddrPort].into_iter().find(|d| {
+        let info = data_info(family, *d);
+        (info.type_id, info.len) == (type_id, len)
+    })
 }
 
 /// The kernel's view of a key: nft's (combined) datatype and its length.
@@ -50,6 +67,7 @@ pub(crate) fn key_types(family: Family, mut type_id: u32) -> Option<Vec<KeyType>
             TYPE_IP6ADDR if family == Family::Ip6 => KeyType::Addr,
             TYPE_INETPROTO => KeyType::Proto,
             TYPE_INETSERVICE => KeyType::Port,
+            TYPE_INTEGER => KeyType::Bucket,
             _ => return None,
         };
         out.push(k);
@@ -62,7 +80,7 @@ pub(crate) fn key_types(family: Family, mut type_id: u32) -> Option<Vec<KeyType>
 /// The kernel flags of a set definition.
 pub(crate) fn set_flags(def: &SetDef) -> u32 {
     let mut flags = 0;
-    if def.verdict_map {
+    if def.verdict_map || def.data.is_some() {
         flags |= NFT_SET_MAP;
     }
     if def.interval {
@@ -86,6 +104,11 @@ pub(crate) fn set_attrs(w: &mut Writer, family: Family, table: &str, def: &SetDe
         w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
         w.u32(NFTA_SET_DATA_LEN, 0);
     }
+    if let Some(d) = def.data {
+        let data = data_info(family, d);
+        w.u32(NFTA_SET_DATA_TYPE, data.type_id);
+        w.u32(NFTA_SET_DATA_LEN, data.len);
+    }
     // No NFTA_SET_DESC concatenation description: the kernel takes one only with
     // NFT_SET_CONCAT (interval concatenations, pipapo) and refuses it otherwise (EINVAL);
     // nft leaves it out for hashed concatenations too.
@@ -98,7 +121,7 @@ pub(crate) fn set_attrs(w: &mut Writer, family: Family, table: &str, def: &SetDe
         });
         w.u64(NFTA_SET_TIMEOUT, t.as_millis() as u64);
     }
-    let ud = set_udata(def);
+    let ud = set_udata(family, def);
     if !ud.is_empty() {
         w.bytes(NFTA_SET_USERDATA, ud.bytes());
     }
@@ -110,20 +133,60 @@ const DYNAMIC_SET_SIZE: u32 = 65535;
 /// nft's byte order `BYTEORDER_BIG_ENDIAN`.
 const BIG_ENDIAN: u32 = 2;
 /// nft's expression type numbers used in `typeof` userdata.
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_META: u32 = 9;
 const EXPR_CONCAT: u32 = 13;
+const EXPR_NUMGEN: u32 = 23;
+/// nft's protocol descriptions and their fields, in `typeof` payload records.
+const DESC_TH: u32 = 11;
+const DESC_IP: u32 = 12;
+const DESC_IP6: u32 = 13;
+const FIELD_TH_DPORT: u32 = 2;
+const FIELD_IP_DADDR: u32 = 12;
+const FIELD_IP6_DADDR: u32 = 9;
+const META_L4PROTO: u32 = 16;
+const NUMGEN_RANDOM: u32 = 1;
 
-/// The set userdata nft writes for the same declaration.
-fn set_udata(def: &SetDef) -> Udata {
+/// The set userdata nft writes for the same declaration. A key with a bucket is declared
+/// with `typeof`, whose records describe the expressions filling each component (and the
+/// data's); other concatenations get an empty `typeof` concatenation, as nft writes for `type`.
+fn set_udata(family: Family, def: &SetDef) -> Udata {
     let mut u = Udata::new();
+    let is_map = def.verdict_map || def.data.is_some();
+    let typeof_key = def.key.contains(&KeyType::Bucket);
     let order = if def.key.len() > 1 { 0 } else { BIG_ENDIAN };
     u.u32(udata::SET_KEYBYTEORDER, order);
-    if def.verdict_map {
-        u.u32(udata::SET_DATABYTEORDER, 0);
+    if is_map {
+        // A value of named type is big endian; a verdict, or a `typeof` concatenation, not.
+        let data_order = if def.data.is_some() && !typeof_key {
+            BIG_ENDIAN
+        } else {
+            0
+        };
+        u.u32(udata::SET_DATABYTEORDER, data_order);
     }
-    if def.key.len() > 1 {
+    if typeof_key {
+        let key: Vec<Udata> = def
+            .key
+            .iter()
+            .map(|k| typeof_component(family, *k))
+            .collect();
+        u.put(udata::SET_KEY_TYPEOF, typeof_concat(&key).bytes());
+        let data = match def.data {
+            Some(MapData::Addr) => Some(typeof_component(family, KeyType::Addr)),
+            Some(MapData::AddrPort) => Some(typeof_concat(&[
+                typeof_component(family, KeyType::Addr),
+                typeof_component(family, KeyType::Port),
+            ])),
+            None => None,
+        };
+        if let Some(d) = data {
+            u.put(udata::SET_DATA_TYPEOF, d.bytes());
+        }
+    } else if def.key.len() > 1 {
         u.put(udata::SET_KEY_TYPEOF, typeof_expr(EXPR_CONCAT, &[]).bytes());
     }
-    if def.verdict_map {
+    if is_map {
         u.u32(udata::SET_DATA_INTERVAL, 0);
     }
     if let Some(c) = &def.comment {
@@ -139,6 +202,44 @@ fn typeof_expr(expr: u32, data: &[u8]) -> Udata {
     u
 }
 
+/// A `typeof` concatenation of `components`, numbered in order.
+fn typeof_concat(components: &[Udata]) -> Udata {
+    let mut list = Udata::new();
+    for (i, c) in components.iter().enumerate() {
+        list.put(i as u8, c.bytes());
+    }
+    typeof_expr(EXPR_CONCAT, list.bytes())
+}
+
+/// The expression that fills a key component: `ip daddr`, `meta l4proto`, `th dport`,
+/// `numgen random mod 2` (nft records the modulus it was declared with).
+fn typeof_component(family: Family, k: KeyType) -> Udata {
+    let mut d = Udata::new();
+    let expr = match k {
+        KeyType::Addr => {
+            let (desc, field) = match family {
+                Family::Ip => (DESC_IP, FIELD_IP_DADDR),
+                Family::Ip6 => (DESC_IP6, FIELD_IP6_DADDR),
+            };
+            d.u32(0, desc).u32(1, field);
+            EXPR_PAYLOAD
+        }
+        KeyType::Port => {
+            d.u32(0, DESC_TH).u32(1, FIELD_TH_DPORT);
+            EXPR_PAYLOAD
+        }
+        KeyType::Proto => {
+            d.u32(0, META_L4PROTO);
+            EXPR_META
+        }
+        KeyType::Bucket => {
+            d.u32(0, NUMGEN_RANDOM).u32(1, 2).u32(2, 0);
+            EXPR_NUMGEN
+        }
+    };
+    typeof_expr(expr, d.bytes())
+}
+
 /// An element key: components in order, each padded to 4 bytes in a concatenation.
 pub(crate) fn key_bytes(key: &[KeyValue]) -> Vec<u8> {
     let concat = key.len() > 1;
@@ -148,6 +249,8 @@ pub(crate) fn key_bytes(key: &[KeyValue]) -> Vec<u8> {
             KeyValue::Addr(a) => ip_bytes(*a),
             KeyValue::Proto(p) => vec![p.number()],
             KeyValue::Port(p) => p.to_be_bytes().to_vec(),
+            // A register `numgen` filled: host byte order.
+            KeyValue::Bucket(b) => b.to_ne_bytes().to_vec(),
         };
         if concat {
             b.resize(b.len().next_multiple_of(4), 0);
@@ -179,6 +282,15 @@ pub(crate) fn element(
         if full {
             if let Some(v) = &e.verdict {
                 verdict_data(w, NFTA_SET_ELEM_DATA, v);
+            }
+            if let Some(d) = e.data {
+                let value = match d {
+                    ElementData::Addr(a) => ip_bytes(a),
+                    ElementData::AddrPort(a, p) => {
+                        key_bytes(&[KeyValue::Addr(a), KeyValue::Port(p)])
+                    }
+                };
+                w.nest(NFTA_SET_ELEM_DATA, |w| w.bytes(NFTA_DATA_VALUE, &value));
             }
             if let Some(c) = &e.comment {
                 let mut u = Udata::new();
@@ -232,6 +344,8 @@ pub(crate) struct RawElement {
     pub(crate) key: Vec<u8>,
     pub(crate) interval_end: bool,
     pub(crate) verdict: Option<Verdict>,
+    /// A data map element's value, as bytes.
+    pub(crate) value: Option<Vec<u8>>,
     pub(crate) comment: Option<String>,
 }
 
@@ -239,10 +353,15 @@ pub(crate) struct RawElement {
 pub(crate) fn raw_element(a: Attrs<'_>) -> Option<RawElement> {
     let key = a.nested(NFTA_SET_ELEM_KEY)?.get(NFTA_DATA_VALUE)?.to_vec();
     let flags = a.u32(NFTA_SET_ELEM_FLAGS).unwrap_or(0);
-    let verdict = a
-        .nested(NFTA_SET_ELEM_DATA)
+    let data = a.nested(NFTA_SET_ELEM_DATA);
+    let verdict = data
+        .as_ref()
         .and_then(|d| d.nested(NFTA_DATA_VERDICT))
         .and_then(|v| decode_verdict(&v));
+    let value = data
+        .as_ref()
+        .and_then(|d| d.get(NFTA_DATA_VALUE))
+        .map(<[u8]>::to_vec);
     let comment = a
         .get(NFTA_SET_ELEM_USERDATA)
         .and_then(|u| udata::string(u, udata::COMMENT));
@@ -250,6 +369,7 @@ pub(crate) fn raw_element(a: Attrs<'_>) -> Option<RawElement> {
         key,
         interval_end: flags & NFT_SET_ELEM_INTERVAL_END != 0,
         verdict,
+        value,
         comment,
     })
 }
@@ -290,10 +410,24 @@ pub(crate) fn decode_key(
                 _ => return None,
             }),
             KeyType::Port => KeyValue::Port(u16::from_be_bytes(b.try_into().ok()?)),
+            KeyType::Bucket => KeyValue::Bucket(u32::from_ne_bytes(b.try_into().ok()?)),
         });
         bytes = bytes.get(take..)?;
     }
     Some(out)
+}
+
+/// A data map element's value from its bytes.
+pub(crate) fn decode_data(family: Family, data: MapData, bytes: &[u8]) -> Option<ElementData> {
+    Some(match data {
+        MapData::Addr => ElementData::Addr(decode_addr(bytes)?),
+        MapData::AddrPort => {
+            match decode_key(family, &[KeyType::Addr, KeyType::Port], bytes)?[..] {
+                [KeyValue::Addr(a), KeyValue::Port(p)] => ElementData::AddrPort(a, p),
+                _ => return None,
+            }
+        }
+    })
 }
 
 /// Interval elements (sorted by key, starts and ends) as prefixes. A start whose range is
@@ -317,6 +451,7 @@ pub(crate) fn pair_intervals(mut raw: Vec<RawElement>) -> Vec<Element> {
             key: vec![KeyValue::Addr(addr)],
             prefix: Some(prefix),
             verdict: start.verdict.clone(),
+            data: None,
             comment: start.comment.clone(),
         });
     }

@@ -447,3 +447,119 @@ pub(crate) fn list(ns: &NetNs, family: Family, name: &str) -> String {
     ns.exec(["nft", "list", "table", family.keyword(), name])
         .unwrap()
 }
+
+/// The chain-free "data" layout (bench/README.md, issue 14's sixth pass): a Service is a
+/// dispatch element, an endpoint count and its endpoints; static chains pick a bucket.
+/// Two Services on `vips`, the first with three endpoints, the second with one.
+pub(crate) fn data_layout(family: Family, vips: [&str; 2], eps: [&str; 3]) -> Transaction {
+    let mut tx = Transaction::new(family, TABLE);
+    tx.push(Op::AddTable { comment: None });
+    let svc = vec![KeyType::Addr, KeyType::Proto, KeyType::Port];
+    let mut bucketed = svc.clone();
+    bucketed.push(KeyType::Bucket);
+    tx.push(Op::AddSet(SetDef::verdict_map("service-ips", svc.clone())));
+    tx.push(Op::AddSet(SetDef::data_map("counts", svc, MapData::Addr)));
+    tx.push(Op::AddSet(SetDef::data_map(
+        "endpoints",
+        bucketed,
+        MapData::AddrPort,
+    )));
+    tx.push(Op::AddSet(SetDef::verdict_map("pick", vec![KeyType::Addr])));
+    for c in ["select", "pick1", "pick3"] {
+        tx.push(chain(c));
+    }
+    tx.push(base(
+        "nat-prerouting",
+        ChainType::Nat,
+        Hook::Prerouting,
+        -100,
+    ));
+    let svc_key = vec![Field::Daddr, Field::L4Proto, Field::Dport];
+    tx.push(rule(
+        "nat-prerouting",
+        vec![Stmt::Vmap {
+            key: svc_key.clone(),
+            map: "service-ips".into(),
+        }],
+    ));
+    tx.push(rule(
+        "select",
+        vec![Stmt::DaddrFromMap {
+            key: svc_key,
+            map: "counts".into(),
+        }],
+    ));
+    tx.push(rule(
+        "select",
+        vec![Stmt::Vmap {
+            key: vec![Field::Daddr],
+            map: "pick".into(),
+        }],
+    ));
+    for n in [1, 3] {
+        for p in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
+            tx.push(rule(
+                &format!("pick{n}"),
+                vec![
+                    Stmt::L4Proto(p),
+                    Stmt::DnatFromMap {
+                        key: vec![
+                            Field::CtOriginalDaddr,
+                            Field::L4Proto,
+                            Field::Dport,
+                            Field::Numgen(n),
+                        ],
+                        map: "endpoints".into(),
+                    },
+                ],
+            ));
+        }
+    }
+    let count = |n: u8| match family {
+        Family::Ip => addr(&format!("0.0.0.{n}")),
+        Family::Ip6 => addr(&format!("::{n}")),
+    };
+    let KeyValue::Addr(one) = count(1) else {
+        unreachable!()
+    };
+    let KeyValue::Addr(three) = count(3) else {
+        unreachable!()
+    };
+    tx.push(Op::AddElements {
+        set: "pick".into(),
+        elements: vec![
+            Element::map(vec![count(1)], goto("pick1")),
+            Element::map(vec![count(3)], goto("pick3")),
+        ],
+    });
+    let svc = |vip: &str| vec![addr(vip), KeyValue::Proto(Proto::Tcp), KeyValue::Port(80)];
+    tx.push(Op::AddElements {
+        set: "service-ips".into(),
+        elements: vips
+            .iter()
+            .map(|v| Element::map(svc(v), goto("select")))
+            .collect(),
+    });
+    tx.push(Op::AddElements {
+        set: "counts".into(),
+        elements: vec![
+            Element::data(svc(vips[0]), ElementData::Addr(three)),
+            Element::data(svc(vips[1]), ElementData::Addr(one)),
+        ],
+    });
+    let ep = |vip: &str, bucket: u32, to: &str| {
+        let mut key = svc(vip);
+        key.push(KeyValue::Bucket(bucket));
+        Element::data(key, ElementData::AddrPort(to.parse().unwrap(), 8080))
+    };
+    tx.push(Op::AddElements {
+        set: "endpoints".into(),
+        elements: vec![
+            ep(vips[0], 0, eps[0]),
+            ep(vips[0], 1, eps[1]),
+            ep(vips[0], 2, eps[2]),
+            ep(vips[1], 0, eps[0]),
+        ],
+    });
+    tx
+}
