@@ -2,17 +2,43 @@
 //! refuses): full and partial applies, drift repaired by the next full apply, a restart that
 //! adopts the table without changing it, cleanup.
 
-use sluice_model::service::ServiceName;
+use sluice_model::service::{ServiceName, ServicePort, ServiceType};
 use sluice_nft::{FakeNft, Family, NftKernel, Op, Transaction};
 
 use super::*;
 use sluice_conntrack::NoConntrack;
 use sluice_proxy_core::Changes;
 use sluice_proxy_core::backend::Backend;
-use sluice_proxy_core::fixture::{apply, apply_many, ep, state, svc};
+use sluice_proxy_core::fixture::{apply, ep, state, svc};
 
 fn backend(fake: &FakeNft) -> NftablesBackend<FakeNft> {
     NftablesBackend::new(fake.clone(), NoConntrack, [NftConfig::new(Family::Ip)])
+}
+
+/// A Service that keeps chains of its own: one with a node port (`30000 + i`). The tests of
+/// the machinery around chains (parts, drift, restarts) use these; a Service reached only
+/// at its ClusterIP is map elements alone (`elements_only_*`).
+fn chained(name: &str, cip: &str, i: u16) -> ServicePort {
+    ServicePort {
+        service_type: ServiceType::NodePort,
+        node_port: Some(30000 + i),
+        ..svc(name, cip)
+    }
+}
+
+/// `n` chained Services `s<i>` at `172.30.1.<i>` with two endpoints each.
+fn apply_many(st: &mut sluice_proxy_core::ProxyState, n: u8) {
+    let services = (0..n)
+        .map(|i| {
+            let eps = vec![
+                ep(&format!("10.180.1.{i}"), "node-b"),
+                ep(&format!("10.180.2.{i}"), "node-b"),
+            ];
+            let name = format!("s{i}");
+            (chained(&name, &format!("172.30.1.{i}"), u16::from(i)), eps)
+        })
+        .collect();
+    apply(st, services);
 }
 
 fn world(st: &mut sluice_proxy_core::ProxyState) {
@@ -21,7 +47,7 @@ fn world(st: &mut sluice_proxy_core::ProxyState) {
         (0..5)
             .map(|i| {
                 (
-                    svc(&format!("s{i}"), &format!("172.30.0.{i}")),
+                    chained(&format!("s{i}"), &format!("172.30.0.{i}"), i),
                     vec![ep(&format!("10.180.0.{i}"), "node-b")],
                 )
             })
@@ -267,7 +293,10 @@ fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
     drop(snap);
     apply(
         &mut st,
-        vec![(svc("new", "172.30.0.9"), vec![ep("10.180.0.9", "node-b")])],
+        vec![(
+            chained("new", "172.30.0.9", 109),
+            vec![ep("10.180.0.9", "node-b")],
+        )],
     );
     let (snap, changes) = st.sync();
     assert!(!changes.full);
@@ -309,7 +338,7 @@ fn a_full_sync_reads_the_table_back_only_after_someone_else_committed() {
     apply(
         &mut st,
         vec![(
-            svc("late", "172.30.0.10"),
+            chained("late", "172.30.0.10", 110),
             vec![ep("10.180.0.10", "node-b")],
         )],
     );
@@ -473,7 +502,8 @@ fn a_full_sync_refused_half_way_records_the_parts_applied() {
         .to_owned();
     let i: usize = name[1..].parse().unwrap();
     let one = vec![ep("10.180.3.1", "node-b")];
-    apply(&mut st, vec![(svc(&name, &format!("172.30.1.{i}")), one)]);
+    let port = chained(&name, &format!("172.30.1.{i}"), i as u16);
+    apply(&mut st, vec![(port, one)]);
     let (snap, changes) = st.sync();
     assert!(!changes.full);
     b.apply_partial(&snap, &changes).unwrap();
@@ -560,7 +590,8 @@ fn a_full_sync_refused_after_parts_were_recorded_keeps_every_claim() {
     let moved = (0..40u8)
         .map(|i| {
             let eps = vec![ep(&format!("10.181.1.{i}"), "node-b")];
-            (svc(&format!("s{i}"), &format!("172.30.1.{i}")), eps)
+            let name = format!("s{i}");
+            (chained(&name, &format!("172.30.1.{i}"), u16::from(i)), eps)
         })
         .collect();
     apply(&mut st, moved);
@@ -647,4 +678,84 @@ fn a_read_back_that_starts_over_keeps_only_the_last_picture() {
     assert_eq!(old.elements.get_mut("s").map(|e| e.len()), Some(1));
     old.start();
     assert!(old.chains.is_empty() && old.elements.is_empty() && old.keys.is_empty());
+}
+
+/// Elements of `set` in the fake kernel's table.
+fn elements_of(fake: &mut FakeNft, set: &str) -> Vec<sluice_nft::Element> {
+    let t = fake.read_table(Family::Ip, TABLE).unwrap().unwrap();
+    t.set(set).map(|s| s.elements.clone()).unwrap_or_default()
+}
+
+/// Services reached only at their ClusterIP are map elements alone, and the machinery
+/// treats those as it treats chains: an element someone deleted or changed is repaired by
+/// the next full apply, a restart adopts them without a transaction, and an endpoint change
+/// is a few element operations and nothing else.
+#[test]
+fn elements_only_services_are_repaired_adopted_and_changed_by_elements() {
+    use sluice_nft::{Element, ElementData, KeyValue, Proto};
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    let services = |n: usize| -> Vec<_> {
+        (0..5u8)
+            .map(|i| {
+                let eps = (0..n)
+                    .map(|k| ep(&format!("10.180.{k}.{i}"), "node-b"))
+                    .collect();
+                (svc(&format!("e{i}"), &format!("172.30.2.{i}")), eps)
+            })
+            .collect()
+    };
+    apply(&mut st, services(2));
+    let (snap, changes) = st.sync();
+    b.apply(&snap, &changes).unwrap();
+    let mut k = fake.clone();
+    assert!(chain_of(&mut k, "ns/e").is_none(), "no chain of their own");
+    assert_eq!(elements_of(&mut k, "service-counts").len(), 5);
+    assert_eq!(elements_of(&mut k, "service-endpoints").len(), 10);
+
+    // Someone deletes one count and changes another: the next full apply repairs both.
+    let key = |i: u8| {
+        vec![
+            KeyValue::Addr(format!("172.30.2.{i}").parse().unwrap()),
+            KeyValue::Proto(Proto::Tcp),
+            KeyValue::Port(80),
+        ]
+    };
+    let mut tx = Transaction::new(Family::Ip, TABLE);
+    tx.push(Op::DeleteElements {
+        set: "service-counts".into(),
+        elements: vec![Element::key(key(1)), Element::key(key(2))],
+    });
+    tx.push(Op::AddElements {
+        set: "service-counts".into(),
+        elements: vec![Element::data(
+            key(2),
+            ElementData::Addr("0.0.0.7".parse().unwrap()),
+        )],
+    });
+    k.apply(&tx).unwrap();
+    b.apply_full(&snap, &changes).unwrap();
+    let counts = elements_of(&mut k, "service-counts");
+    assert_eq!(counts.len(), 5);
+    let two = ElementData::Addr("0.0.0.2".parse().unwrap());
+    assert!(counts.iter().all(|e| e.data == Some(two)), "{counts:?}");
+
+    // A restarted proxy adopts them: its first (full) apply changes nothing.
+    let before = fake.applied();
+    let mut restarted = backend(&fake);
+    restarted.apply(&snap, &changes).unwrap();
+    assert_eq!(fake.applied(), before, "no transaction needed on restart");
+
+    // A third endpoint everywhere: element operations only, no chain and no rule.
+    drop(snap);
+    apply(&mut st, services(3));
+    let (snap, changes) = st.sync();
+    let before = fake.applied();
+    restarted.apply(&snap, &changes).unwrap();
+    assert!(fake.applied() > before);
+    let counts = elements_of(&mut k, "service-counts");
+    let three = ElementData::Addr("0.0.0.3".parse().unwrap());
+    assert!(counts.iter().all(|e| e.data == Some(three)), "{counts:?}");
+    assert_eq!(elements_of(&mut k, "service-endpoints").len(), 15);
 }

@@ -2,9 +2,11 @@
 //! priorities, and the dispatch chains. Service ports only add map elements and their own
 //! chains, so a packet costs a handful of hash lookups whatever the number of Services.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use sluice_nft::{
-    BaseChain, ChainDef, ChainType, Element, Field, Hook, KeyType, KeyValue, Rule, SetDef, Stmt,
-    Verdict,
+    BaseChain, ChainDef, ChainType, Element, Family, Field, Hook, KeyType, KeyValue, MapData,
+    Proto, Rule, SetDef, Stmt, Verdict,
 };
 
 use super::ctx::NftConfig;
@@ -37,6 +39,32 @@ pub(crate) mod names {
     pub(crate) const REJECT_CHAIN: &str = "reject-chain";
     /// Dispatch to Services (nat prerouting and output).
     pub(crate) const SERVICES: &str = "services";
+    /// `addr . proto . port : <count>`: the endpoint count of a Service reached only at its
+    /// ClusterIP (the chain-free layout, [`super::MAX_PICK`]).
+    pub(crate) const SERVICE_COUNTS: &str = "service-counts";
+    /// `addr . proto . port . bucket : endpoint . port` of those Services.
+    pub(crate) const SERVICE_ENDPOINTS: &str = "service-endpoints";
+    /// `<count> : goto pick-<count>`.
+    pub(crate) const SERVICE_PICK: &str = "service-pick";
+}
+
+/// The largest endpoint count a Service reached only at its ClusterIP is programmed for
+/// without a chain of its own. Such a Service is two kinds of map elements: its endpoint
+/// count and its endpoints by bucket. A rule in `services`, before the `service-ips`
+/// dispatch, writes the count into the packet's destination address (the dnat rewrites it
+/// anyway; nft cannot feed a map's value into a verdict map) and goes on to the static chain
+/// `pick-<count>`, whose rule is `dnat … to ct original ip daddr . meta l4proto . th dport .
+/// numgen random mod <count> map @service-endpoints`. A change of endpoints is then element
+/// updates only: no rule with a validation hook, no chain, so the kernel's commit costs the
+/// same at any number of Services (bench/README.md, issue 14's sixth pass).
+pub(crate) const MAX_PICK: u32 = 64;
+
+/// The count `n` as the address `service-counts` holds (`0.0.0.n`, `::n`).
+pub(crate) fn count_addr(family: Family, n: u32) -> IpAddr {
+    match family {
+        Family::Ip => Ipv4Addr::from(n).into(),
+        Family::Ip6 => Ipv6Addr::from(u128::from(n)).into(),
+    }
 }
 
 use names::*;
@@ -106,6 +134,29 @@ fn sets(cfg: &NftConfig, d: &mut Desired) {
         false,
         "endpoints reaching themselves through a Service (masqueraded)",
     ));
+    let mut counts = SetDef::data_map(SERVICE_COUNTS, vec![Addr, Proto, Port], MapData::Addr);
+    counts.comment = Some("endpoint counts of Services reached only at their ClusterIP".into());
+    d.set(counts);
+    let mut endpoints = SetDef::data_map(
+        SERVICE_ENDPOINTS,
+        vec![Addr, Proto, Port, KeyType::Bucket],
+        MapData::AddrPort,
+    );
+    endpoints.comment = Some("their endpoints, by bucket".into());
+    d.set(endpoints);
+    d.set(set(
+        SERVICE_PICK,
+        vec![Addr],
+        true,
+        "an endpoint count to the chain that draws a bucket",
+    ));
+    for n in 1..=MAX_PICK {
+        let count = Element::map(
+            vec![KeyValue::Addr(count_addr(cfg.family, n))],
+            Verdict::Goto(pick_chain(n)),
+        );
+        d.element(SERVICE_PICK, count);
+    }
     if let Some(addrs) = &cfg.nodeport_addresses {
         d.set(set(
             NODEPORT_IPS,
@@ -237,7 +288,47 @@ fn cluster_ip_masquerade(cfg: &NftConfig) -> Option<Rule> {
     Some(Rule::new(stmts).with_comment("masquerade ClusterIP traffic from outside the pod network"))
 }
 
+fn pick_chain(n: u32) -> String {
+    format!("pick-{n}")
+}
+
+/// The `services` rule of the chain-free layout ([`MAX_PICK`]): a Service found in
+/// `service-counts` has its count written into the destination address, which picks the
+/// chain that draws its bucket. Any other packet misses the lookup and goes on unchanged.
+fn counted_dispatch() -> Rule {
+    Rule::new(vec![
+        Stmt::DaddrFromMap {
+            key: vec![Field::Daddr, Field::L4Proto, Field::Dport],
+            map: SERVICE_COUNTS.into(),
+        },
+        vmap(&[Field::Daddr], SERVICE_PICK),
+    ])
+}
+
+/// The `pick-<n>` chains of the chain-free layout ([`MAX_PICK`]).
+fn pick_chains(d: &mut Desired) {
+    for n in 1..=MAX_PICK {
+        let key = vec![
+            Field::CtOriginalDaddr,
+            Field::L4Proto,
+            Field::Dport,
+            Field::Numgen(n),
+        ];
+        let rules = [Proto::Tcp, Proto::Udp, Proto::Sctp].map(|p| {
+            Rule::new(vec![
+                Stmt::L4Proto(p),
+                Stmt::DnatFromMap {
+                    key: key.clone(),
+                    map: SERVICE_ENDPOINTS.into(),
+                },
+            ])
+        });
+        d.regular(&pick_chain(n), rules.into());
+    }
+}
+
 fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
+    pick_chains(d);
     let tuple = [Field::Daddr, Field::L4Proto, Field::Dport];
     let port = [Field::L4Proto, Field::Dport];
     let mark = cfg.masquerade_mark;
@@ -303,7 +394,11 @@ fn dispatch_chains(cfg: &NftConfig, d: &mut Desired) {
     let mut np = nodeport_match(cfg, false);
     np.push(vmap(&port, SERVICE_NODEPORTS));
     let mut services: Vec<Rule> = cluster_ip_masquerade(cfg).into_iter().collect();
-    services.extend([Rule::new(vec![vmap(&tuple, SERVICE_IPS)]), Rule::new(np)]);
+    services.extend([
+        counted_dispatch(),
+        Rule::new(vec![vmap(&tuple, SERVICE_IPS)]),
+        Rule::new(np),
+    ]);
     d.regular(SERVICES, services);
     d.regular(
         "service-endpoints-check",

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use sluice_nft::{ChainDef, Element, KeyValue, Op, Rule, SetDef};
 
 use super::packed::key_at;
-use super::print::{Old, hash_of, key_hash, verdict_hash};
+use super::print::{Old, hash_of, key_hash, value_hash};
 
 /// A map or set element's identity: its key and, for interval sets, its prefix length.
 pub type ElemKey = (Vec<KeyValue>, Option<u8>);
@@ -149,7 +149,7 @@ impl Phases {
             let mut before = old.elements.get_mut(set.as_str());
             let (mut dels, mut adds) = (Vec::new(), Vec::new());
             for (k, e) in elems {
-                let v = verdict_hash(e.verdict.as_ref());
+                let v = value_hash(e.verdict.as_ref(), e.data);
                 match before.as_mut().and_then(|b| b.get_mut(key_hash(k))) {
                     Some(o) if o.verdict == v => o.seen = true,
                     Some(o) => {

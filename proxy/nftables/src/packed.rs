@@ -20,6 +20,7 @@ const V4: u8 = 0;
 const V6: u8 = 1;
 const PROTO: u8 = 2;
 const PORT: u8 = 3;
+const BUCKET: u8 = 4;
 const NO_PREFIX: u8 = u8::MAX;
 
 /// Element keys with their verdict hashes, per set, packed.
@@ -107,6 +108,10 @@ fn push_value(out: &mut Vec<u8>, v: &KeyValue) {
             out.push(PORT);
             out.extend_from_slice(&p.to_le_bytes());
         }
+        KeyValue::Bucket(b) => {
+            out.push(BUCKET);
+            out.extend_from_slice(&b.to_le_bytes());
+        }
     }
 }
 
@@ -143,6 +148,7 @@ impl<'a> Keys<'a> {
                 _ => return None,
             }),
             PORT => KeyValue::Port(u16::from_le_bytes(self.array()?)),
+            BUCKET => KeyValue::Bucket(u32::from_le_bytes(self.array()?)),
             _ => return None,
         })
     }
@@ -188,6 +194,7 @@ mod tests {
             prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Sctp)]
                 .prop_map(KeyValue::Proto),
             any::<u16>().prop_map(KeyValue::Port),
+            any::<u32>().prop_map(KeyValue::Bucket),
         ]
     }
 

@@ -17,7 +17,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use foldhash::quality::FixedState;
 
 use sluice_nft::{
-    ChainState, Element, Family, Rule, SetState, TableSink, TableState, Verdict, fingerprint,
+    ChainState, Element, ElementData, Family, Rule, SetState, TableSink, TableState, Verdict,
+    fingerprint,
 };
 
 use super::desired::{ChainBody, Desired, ElemKey};
@@ -57,9 +58,13 @@ pub(crate) type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
 /// A set of [`hash_of`] values.
 pub(crate) type HashSet = std::collections::HashSet<u64, BuildHasherDefault<Prehashed>>;
 
-/// The hash of an element's verdict (what makes two elements with one key differ).
-pub(crate) fn verdict_hash(v: Option<&Verdict>) -> u64 {
-    hash_of(&v)
+/// The hash of an element's value, its verdict or its data (what makes two elements with
+/// one key differ).
+pub(crate) fn value_hash(verdict: Option<&Verdict>, data: Option<ElementData>) -> u64 {
+    match data {
+        None => hash_of(&verdict),
+        Some(d) => hash_of(&(verdict, d)),
+    }
 }
 
 /// One owner's programmed piece, compactly.
@@ -107,7 +112,7 @@ impl Footprint {
         let elements = Packed::new(piece.elements.iter().map(|(set, elems)| {
             let keys = elems
                 .iter()
-                .map(|(k, e)| (k, verdict_hash(e.verdict.as_ref())));
+                .map(|(k, e)| (k, value_hash(e.verdict.as_ref(), e.data)));
             (set.as_str(), keys)
         }));
         Self {
@@ -349,7 +354,7 @@ impl TableSink for Old {
             return;
         }
         for e in elements {
-            let verdict = verdict_hash(e.verdict.as_ref());
+            let verdict = value_hash(e.verdict.as_ref(), e.data);
             self.insert_elem(set, &(e.key, e.prefix), verdict);
         }
     }

@@ -18,7 +18,7 @@ use super::base::{render_base, render_hooks};
 use super::ctx::{NftConfig, TABLE};
 use super::desired::{ChainBody, Desired, ElemKey, Phases};
 use super::port::{render_cluster_ips, render_port};
-use super::print::{ByHash, Footprint, HashSet, Old, hash_of, prints_of, verdict_hash};
+use super::print::{ByHash, Footprint, HashSet, Old, hash_of, prints_of, value_hash};
 use sluice_proxy_core::{Changes, Snapshot};
 
 /// Who a piece of the ruleset belongs to.
@@ -250,7 +250,7 @@ impl NftState {
                 (p.elements.iter()).flat_map(|(set, e)| e.keys().map(move |k| claim_key(set, k)))
             })
             .collect();
-        let plain = verdict_hash(None);
+        let plain = value_hash(None, None);
         let mut kept = HashSet::default();
         for owner in &touched {
             let Some(old) = self.pieces.get(*owner) else {
@@ -510,7 +510,7 @@ impl<'a> Claims<'a> {
     ) -> Desired {
         for (set, elems) in &mut piece.elements {
             elems.retain(|key, e| {
-                if e.verdict.is_none() {
+                if e.verdict.is_none() && e.data.is_none() {
                     return true;
                 }
                 let k = claim_key(set, key);

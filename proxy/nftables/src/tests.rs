@@ -393,8 +393,17 @@ fn a_partial_sync_touches_only_the_changed_port() {
     let (snap, changes) = st.sync();
     let mut nft = NftState::new(cfg());
     let first = nft.plan_partial(&snap, &changes);
+    let elements = |tx: &sluice_nft::Transaction| -> usize {
+        (tx.ops.iter())
+            .map(|op| match op {
+                sluice_nft::Op::AddElements { elements, .. }
+                | sluice_nft::Op::DeleteElements { elements, .. } => elements.len(),
+                _ => 0,
+            })
+            .sum()
+    };
     assert!(
-        first.tx.ops.len() > 50 * 3,
+        elements(&first.tx) > 50 * 3,
         "the first sync programs everything"
     );
     first.commit(&mut nft);
@@ -416,20 +425,24 @@ fn a_partial_sync_touches_only_the_changed_port() {
             _ => None,
         })
         .collect();
-    assert!(touched.iter().all(|c| c.contains("ns/s7/")), "{touched:#?}");
-    // Only the service chain is refilled (numgen over 2); one hairpin element is added.
-    assert_eq!(touched.len(), 1, "{touched:#?}");
-    let elements: usize = pending
-        .tx
-        .ops
-        .iter()
-        .map(|op| match op {
-            sluice_nft::Op::AddElements { elements, .. }
-            | sluice_nft::Op::DeleteElements { elements, .. } => elements.len(),
-            _ => 0,
+    // A Service reached only at its ClusterIP has no chain: its count is replaced (deleted,
+    // added), its second endpoint and its hairpin element added. Elements only.
+    assert!(touched.is_empty(), "{touched:#?}");
+    let sets: BTreeSet<&str> = (pending.tx.ops.iter())
+        .filter_map(|op| match op {
+            sluice_nft::Op::AddElements { set, .. }
+            | sluice_nft::Op::DeleteElements { set, .. } => Some(set.as_str()),
+            _ => None,
         })
-        .sum();
-    assert_eq!(elements, 1, "{:#?}", pending.tx.ops);
+        .collect();
+    assert_eq!(
+        sets,
+        BTreeSet::from(["hairpin", "service-counts", "service-endpoints"]),
+        "{:#?}",
+        pending.tx.ops
+    );
+    assert_eq!(elements(&pending.tx), 4, "{:#?}", pending.tx.ops);
+    assert_eq!(pending.tx.ops.len(), 4, "{:#?}", pending.tx.ops);
     pending.commit(&mut nft);
     // Nothing changed: nothing to do.
     let (snap, changes) = st.sync();
@@ -457,7 +470,17 @@ fn removing_a_service_removes_all_of_it() {
     pending.commit(&mut nft);
     let after = nft.believed();
     assert!(after.chains.iter().all(|c| !c.contains("ns/b/")));
-    assert!(before.chains.len() > after.chains.len());
+    for (set, n) in [
+        ("service-counts", 1),
+        ("service-endpoints", 1),
+        ("hairpin", 1),
+    ] {
+        assert_eq!(
+            (before.elements[set], after.elements[set]),
+            (n + 1, n),
+            "{set}"
+        );
+    }
     assert_eq!(after.elements["cluster-ips"], 1);
 }
 
@@ -467,7 +490,10 @@ fn removing_a_service_removes_all_of_it() {
 #[test]
 fn a_full_sync_removes_what_only_the_record_still_has() {
     let mut st = sluice_proxy_core::fixture::state("node-a", None);
-    let svcs = ["a", "b", "c"].map(|n| (svc(n, "172.30.0.1"), vec![ep("10.180.0.1", "node-b")]));
+    let svcs = [("a", 1), ("b", 2), ("c", 3)].map(|(n, i)| {
+        let cip = format!("172.30.0.{i}");
+        (svc(n, &cip), vec![ep(&format!("10.180.0.{i}"), "node-b")])
+    });
     sluice_proxy_core::fixture::apply(&mut st, svcs.to_vec());
     let (snap, _) = st.sync();
     let mut nft = NftState::new(cfg());
@@ -476,20 +502,22 @@ fn a_full_sync_removes_what_only_the_record_still_has() {
     st.delete_service(&sluice_model::service::ServiceName::new("ns", "b"));
     let (snap, _) = st.sync();
     let pending = nft.plan_full(&snap, None);
-    let deleted: Vec<&str> = (pending.tx.ops.iter())
-        .filter_map(|op| match op {
-            sluice_nft::Op::DeleteChain(name) => Some(name.as_str()),
-            _ => None,
+    // b is map elements only: its count and endpoint go, and nothing else.
+    let b_ip = sluice_nft::KeyValue::Addr("172.30.0.2".parse().unwrap());
+    let deleted: Vec<(&str, &sluice_nft::Element)> = (pending.tx.ops.iter())
+        .flat_map(|op| match op {
+            sluice_nft::Op::DeleteElements { set, elements } => {
+                elements.iter().map(|e| (set.as_str(), e)).collect()
+            }
+            _ => vec![],
         })
+        .filter(|(set, _)| set.starts_with("service-"))
         .collect();
-    assert!(
-        !deleted.is_empty() && deleted.iter().all(|c| c.contains("ns/b/")),
-        "{deleted:?}"
-    );
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(deleted.iter().all(|(_, e)| e.key[0] == b_ip), "{deleted:?}");
     pending.commit(&mut nft);
     let after = nft.believed();
-    assert!(after.chains.iter().all(|c| !c.contains("ns/b/")));
-    assert!(after.chains.iter().any(|c| c.contains("ns/c/")));
+    assert_eq!(after.elements["service-counts"], 2);
     assert!(nft.claims_match_pieces());
     // Converged: nothing to send, and nothing to record (no second copy of the record).
     let again = nft.plan_full(&snap, None);

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use sluice_nft::{Field, KeyValue, Proto, Stmt, Verdict};
+use sluice_nft::{ElementData, Field, KeyValue, Proto, Stmt, Verdict};
 use sluice_proxy_core::explain::{Origin, Outcome, Packet};
 
 use super::desired::Desired;
@@ -41,6 +41,8 @@ enum End {
 
 #[derive(Clone, Debug)]
 struct State {
+    /// The connection's destination as conntrack recorded it (`ct original … daddr`).
+    orig_daddr: IpAddr,
     daddr: IpAddr,
     dport: u16,
     mark: u32,
@@ -97,6 +99,7 @@ impl<'a> Tracer<'a> {
             origin,
         };
         let start = State {
+            orig_daddr: packet.dst.ip(),
             daddr: packet.dst.ip(),
             dport: packet.dst.port(),
             mark: 0,
@@ -203,6 +206,36 @@ impl<'a> Tracer<'a> {
                     };
                 }
                 Stmt::Verdict(v) => return self.verdict(v, p, st, depth),
+                Stmt::DaddrFromMap { key, map } => {
+                    let found = self
+                        .keys(key, p, &st)
+                        .into_iter()
+                        .find_map(|k| self.data(map, &k));
+                    match found {
+                        Some(ElementData::Addr(a)) => st.daddr = a,
+                        _ => return vec![(Step::Next, st)],
+                    }
+                }
+                // Every bucket the key can draw, each a branch.
+                Stmt::DnatFromMap { key, map } => {
+                    let out: Vec<(Step, State)> = (self.keys(key, p, &st).into_iter())
+                        .filter_map(|k| match self.data(map, &k)? {
+                            ElementData::AddrPort(addr, port) => {
+                                let mut st = st.clone();
+                                st.daddr = addr;
+                                st.dport = port;
+                                st.dnat = Some(SocketAddr::new(addr, port));
+                                Some((Step::End(End::Accept), st))
+                            }
+                            ElementData::Addr(_) => None,
+                        })
+                        .collect();
+                    return if out.is_empty() {
+                        vec![(Step::Next, st)]
+                    } else {
+                        out
+                    };
+                }
                 Stmt::Dnat { addr, port } => {
                     st.daddr = *addr;
                     st.dport = *port;
@@ -300,7 +333,40 @@ impl<'a> Tracer<'a> {
             Field::Daddr => KeyValue::Addr(st.daddr),
             Field::L4Proto => KeyValue::Proto(p.proto),
             Field::Dport => KeyValue::Port(st.dport),
+            Field::CtOriginalDaddr => KeyValue::Addr(st.orig_daddr),
+            // One draw; `keys` enumerates them all.
+            Field::Numgen(_) => KeyValue::Bucket(0),
         }
+    }
+
+    /// Every key `fields` can make of this packet: one per bucket of a `numgen` component.
+    fn keys(&self, fields: &[Field], p: &Pkt, st: &State) -> Vec<Vec<KeyValue>> {
+        let mut keys = vec![Vec::with_capacity(fields.len())];
+        for f in fields {
+            let values: Vec<KeyValue> = match f {
+                Field::Numgen(m) => (0..*m).map(KeyValue::Bucket).collect(),
+                _ => vec![self.value(*f, p, st)],
+            };
+            keys = keys
+                .into_iter()
+                .flat_map(|k| {
+                    values.iter().map(move |v| {
+                        let mut k = k.clone();
+                        k.push(*v);
+                        k
+                    })
+                })
+                .collect();
+        }
+        keys
+    }
+
+    fn data(&self, map: &str, key: &[KeyValue]) -> Option<ElementData> {
+        self.table
+            .elements
+            .get(map)?
+            .get(&(key.to_vec(), None))
+            .and_then(|e| e.data)
     }
 
     fn lookup(&self, map: &str, key: &[KeyValue]) -> Option<Verdict> {
