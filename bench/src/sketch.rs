@@ -1,6 +1,9 @@
-//! The chain-free "data" layout that issue 14's stretch goal led to, hand-written, so
-//! `sluice-bench nftables` can measure what it costs a new connection next to today's layout
-//! in the same run. It is not the proxy's layout: only its ClusterIP path exists here.
+//! The chain-free "data" layout that issue 14's stretch goal led to, hand-written in a bare
+//! table, so `sluice-bench nftables` can show what it costs a new connection without the
+//! rest of the proxy's table next to the proxy's own table in the same run. The proxy
+//! programs this layout for Services reached only at their ClusterIP
+//! (`proxy/nftables/src/base.rs`, `MAX_PICK`), with the count lookup in the `services` chain
+//! instead of a `select` chain.
 //!
 //! Why it exists: every nf_tables commit walks every chain in the namespace, and a rule with
 //! a `dnat` (or any jump element) makes the kernel re-validate every chain it can reach, so
