@@ -299,7 +299,7 @@ fn wait_programmed(lab: &Lab, ip: Ipv4Addr, present: bool) -> anyhow::Result<()>
     eventually(&what, PROGRAMMED, || {
         let all = nodes
             .iter()
-            .map(|ns| rules(ns, &mode).map(|r| r.contains(&format!("{ip}:")) == present))
+            .map(|ns| rules(ns, &mode).map(|r| sends_to(&r, ip) == present))
             .collect::<anyhow::Result<Vec<bool>>>()?;
         Ok(all.iter().all(|ok| *ok).then_some(()))
     })
@@ -329,6 +329,13 @@ fn stale_udp(lab: &Lab, vip: Ipv4Addr, endpoint: Ipv4Addr) -> anyhow::Result<Vec
 }
 
 /// The node's Service rules as text: the `ip sluice` table, or iptables' nat table.
+/// The rules DNAT to `ip`: a rule's target (`dnat to ip:port`, `--to-destination ip:port`),
+/// or a map element's value (`… : ip . port`, the nftables layout of Services reached only
+/// at their ClusterIP).
+fn sends_to(rules: &str, ip: Ipv4Addr) -> bool {
+    rules.contains(&format!("{ip}:")) || rules.contains(&format!(": {ip} . "))
+}
+
 pub(crate) fn rules(ns: &NetNs, mode: &str) -> anyhow::Result<String> {
     let out = match mode {
         "iptables" => ns.exec(["iptables-save", "-t", "nat"])?,
