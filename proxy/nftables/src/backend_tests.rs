@@ -759,3 +759,49 @@ fn elements_only_services_are_repaired_adopted_and_changed_by_elements() {
     assert!(counts.iter().all(|e| e.data == Some(three)), "{counts:?}");
     assert_eq!(elements_of(&mut k, "service-endpoints").len(), 15);
 }
+
+/// A Service that gains a node port moves from elements to chains, and back when it loses
+/// it, each in one partial sync the kernel accepts (the fake refuses a chain deleted while
+/// an element still enters it, as the kernel does); a proxy restarted over a table in the
+/// other layout converges the same way (an upgrade).
+#[test]
+fn a_service_that_changes_kind_moves_between_elements_and_chains() {
+    let fake = FakeNft::new();
+    let mut b = backend(&fake);
+    let mut st = state("node-a", None);
+    let eps = vec![ep("10.180.0.1", "node-b"), ep("10.180.0.2", "node-b")];
+    let plain = || (svc("m", "172.30.3.1"), eps.clone());
+    let nodeport = || (chained("m", "172.30.3.1", 7), eps.clone());
+    let mut k = fake.clone();
+    let in_elements = |k: &mut FakeNft| {
+        let counts = elements_of(k, "service-counts").len();
+        let endpoints = elements_of(k, "service-endpoints").len();
+        match (counts, endpoints, chain_of(k, "ns/m/").is_some()) {
+            (1, 2, false) => true,
+            (0, 0, true) => false,
+            other => panic!("half of each: {other:?}"),
+        }
+    };
+    for (port, elements) in [(plain(), true), (nodeport(), false), (plain(), true)] {
+        apply(&mut st, vec![port]);
+        let (snap, changes) = st.sync();
+        b.apply(&snap, &changes).unwrap();
+        assert_eq!(in_elements(&mut k), elements);
+    }
+    // The table holds the elements; a proxy restarted with the Service as a NodePort (or the
+    // other way round) converges in its first, full, sync.
+    // (A restarted proxy's first sync is a full one.)
+    let full = Changes {
+        full: true,
+        ..Default::default()
+    };
+    for (port, elements) in [(nodeport(), false), (plain(), true)] {
+        apply(&mut st, vec![port]);
+        let (snap, _) = st.sync();
+        backend(&fake).apply(&snap, &full).unwrap();
+        assert_eq!(in_elements(&mut k), elements);
+        let before = fake.applied();
+        backend(&fake).apply(&snap, &full).unwrap();
+        assert_eq!(fake.applied(), before, "converged");
+    }
+}
