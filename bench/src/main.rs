@@ -10,7 +10,6 @@ mod nftables;
 mod nodeport;
 mod overlay;
 mod scale;
-mod sketch;
 mod sync;
 
 use std::process::ExitCode;

@@ -16,7 +16,7 @@
 //! goals next to the figures.
 
 use std::iter;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -32,7 +32,6 @@ use sluice_testbed::NetNs;
 use sluice_testbed::link::{Address, Route, Veth};
 use sluice_testbed::traffic::{EchoServer, Proto, request_here};
 
-use crate::sketch;
 use crate::sync::{Scale, endpoint_ip, ms, peak_rss_kib, service, slice, slice_of};
 
 /// Flags of `sluice-bench nftables`.
@@ -320,18 +319,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     ])?;
     let reference = bed.rates(args.connections, vip)?;
     drop(bed);
-    // The chain-free layout the stretch goal led to, hand-written at the same size.
-    let bed = Bed::new()?;
-    let target = SocketAddrV4::new(SERVER.0, TARGET_PORT);
-    let layout = sketch::data_layout(args.scale.services, args.scale.endpoints, traffic, target);
-    sketch::load(&bed.node, &layout)?;
-    let data_layout = bed.rates(args.connections, vip)?;
-    drop(bed);
     print(
         args,
         &[large, small],
         &resync,
-        &[rates, reference, data_layout],
+        &[rates, reference],
         peak_kib,
     );
     Ok(())
@@ -601,10 +593,10 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
-fn print(args: &Args, sizes: &[Size; 2], resyncs: &[Resync; 2], rates: &[Rates; 3], peak_kib: u64) {
+fn print(args: &Args, sizes: &[Size; 2], resyncs: &[Resync; 2], rates: &[Rates; 2], peak_kib: u64) {
     let [resync, trusted] = resyncs;
     let [large, small] = sizes;
-    let [rates, reference, data_layout] = rates;
+    let [rates, reference] = rates;
     let ms_f = |d: Duration| d.as_secs_f64() * 1000.0;
     let row = |what: &str, large: String, small: String, goal: &str| {
         println!("{what:<52} {large:>12} {small:>10}   {goal}");
@@ -729,22 +721,6 @@ fn print(args: &Args, sizes: &[Size; 2], resyncs: &[Resync; 2], rates: &[Rates; 
         format!("{:.3}", reference.ratio),
         String::new(),
         "",
-    );
-    row(
-        "  chain-free data layout (sketch), conn/s",
-        format!("{:.0}", data_layout.vip),
-        format!("{:.0}", data_layout.pod),
-        "(VIP, pod IP; bench/src/sketch.rs)",
-    );
-    row(
-        "  chain-free data layout (sketch): ClusterIP / pod IP",
-        format!("{:.3}", data_layout.ratio),
-        String::new(),
-        &format!(
-            "vs today's {:.3}: {:+.1} %",
-            conn_ratio,
-            (data_layout.ratio / conn_ratio - 1.0) * 100.0
-        ),
     );
     row(
         "peak RSS (VmHWM) of this process, MiB",

@@ -42,9 +42,6 @@ fn the_nftables_benchmark_runs_to_its_report() {
             "one endpoint added to one Service, p50 ms",
             "periodic full resync, another table changed, ms",
             "TCP connections/s through the ClusterIP",
-            // Real connections through the hand-written data layout (bench/src/sketch.rs):
-            // the bed fails if it does not DNAT them to the server.
-            "chain-free data layout (sketch): ClusterIP / pod IP",
         ],
     );
 }
