@@ -69,29 +69,39 @@ impl Chains {
 
 /// Renders one Service port.
 pub(crate) fn render_port(cfg: &NftConfig, port: &ServicePort, cat: &Categorized<'_>) -> Desired {
-    if let Some(d) = render_elements_only(cfg, port, cat) {
+    let mut d = Desired::default();
+    let ctx = PortCtx {
+        cfg,
+        port,
+        p: proto(port.name.protocol),
+    };
+    for ep in &cat.all_reachable {
+        ctx.hairpin(&mut d, ep);
+    }
+    let internal = cat.internal();
+    if elements_only(port, &internal) {
+        for cip in &port.cluster_ips {
+            match &internal {
+                TrafficVerdict::Forward(eps) => ctx.counted_endpoints(&mut d, *cip, eps),
+                // No chain is named: a refusing verdict goes to the no-endpoint map.
+                refuse => ctx.dispatch(&mut d, *cip, refuse, REJECT_CHAIN),
+            }
+        }
         return d;
     }
-    let mut d = Desired::default();
     let chains = Chains::of(port);
-    let p = proto(port.name.protocol);
     let internal_chain = match port.internal_traffic_policy {
         TrafficPolicy::Local => &chains.local,
         TrafficPolicy::Cluster => &chains.cluster,
     };
     let cluster_eps = cat.cluster.as_deref().unwrap_or_default();
     let local_eps = cat.local.as_deref().unwrap_or_default();
-    let ctx = PortCtx { cfg, port, p };
     if !cluster_eps.is_empty() {
         ctx.lb_chain(&mut d, &chains.cluster, cluster_eps);
     }
     if !local_eps.is_empty() {
         ctx.lb_chain(&mut d, &chains.local, local_eps);
     }
-    for ep in &cat.all_reachable {
-        ctx.hairpin(&mut d, ep);
-    }
-    let internal = cat.internal();
     for cip in &port.cluster_ips {
         ctx.dispatch(&mut d, *cip, &internal, internal_chain);
     }
@@ -101,39 +111,15 @@ pub(crate) fn render_port(cfg: &NftConfig, port: &ServicePort, cat: &Categorized
     d
 }
 
-/// A port reached only at its ClusterIPs, without session affinity and with at most
-/// [`MAX_PICK`] endpoints, as map elements only: its endpoint count and its endpoints (see
-/// [`MAX_PICK`]), or its no-endpoint element; `None` for any other port.
-fn render_elements_only(
-    cfg: &NftConfig,
-    port: &ServicePort,
-    cat: &Categorized<'_>,
-) -> Option<Desired> {
-    let internal = cat.internal();
-    let fits = match &internal {
+/// Whether the port is map elements only: reached only at its ClusterIPs, without session
+/// affinity and with at most [`MAX_PICK`] endpoints (its endpoint count and its endpoints,
+/// or its no-endpoint element; see [`MAX_PICK`]).
+fn elements_only(port: &ServicePort, internal: &TrafficVerdict<'_, '_>) -> bool {
+    let fits = match internal {
         TrafficVerdict::Forward(eps) => eps.len() <= MAX_PICK as usize,
         _ => true,
     };
-    if port.externally_accessible() || port.session_affinity.is_some() || !fits {
-        return None;
-    }
-    let ctx = PortCtx {
-        cfg,
-        port,
-        p: proto(port.name.protocol),
-    };
-    let mut d = Desired::default();
-    for ep in &cat.all_reachable {
-        ctx.hairpin(&mut d, ep);
-    }
-    for cip in &port.cluster_ips {
-        match &internal {
-            TrafficVerdict::Forward(eps) => ctx.counted_endpoints(&mut d, *cip, eps),
-            // No chain is named: a refusing verdict goes to the no-endpoint map.
-            refuse => ctx.dispatch(&mut d, *cip, refuse, REJECT_CHAIN),
-        }
-    }
-    Some(d)
+    fits && !port.externally_accessible() && port.session_affinity.is_none()
 }
 
 struct PortCtx<'a> {
